@@ -190,9 +190,11 @@ def test_apply_fill_average_cost(
 
 
 def test_second_journal_on_same_dir_is_refused(tmp_path: Path) -> None:
-    with Journal(tmp_path):
-        with pytest.raises(RuntimeFailure, match="in use by another running bot"):
-            Journal(tmp_path)
+    with (
+        Journal(tmp_path),
+        pytest.raises(RuntimeFailure, match="in use by another running bot"),
+    ):
+        Journal(tmp_path)
     Journal(tmp_path).close()  # lock released on close
 
 

@@ -237,7 +237,9 @@ class ControlServer:
         if not isinstance(req, dict):
             return self._error('request must be a JSON object {"cmd": ..., "args": {...}}')
         cmd = req.get("cmd")
-        args = req.get("args") or {}
+        args = req.get("args")
+        if args is None:
+            args = {}
         if not isinstance(cmd, str) or cmd not in self._commands:
             known = ", ".join(sorted(self._commands))
             return self._error(f"unknown command {cmd!r}; known: {known}")
