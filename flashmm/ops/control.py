@@ -31,6 +31,7 @@ __all__ = [
     "ControlServer",
     "default_socket_path",
     "send_command",
+    "socket_path_from_config",
 ]
 
 #: Commands the server accepts.
@@ -66,6 +67,24 @@ def default_socket_path(
     if runtime:
         return str(Path(runtime) / "flashmm" / f"{profile}.sock")
     return str(Path(data_dir if data_dir is not None else "var") / f"{profile}.sock")
+
+
+def socket_path_from_config(cfg: Any, fallback_profile: str = "flashmm") -> str:
+    """The control socket of a loaded config: ``control.socket_path``, else the default.
+
+    Duck-typed on ``cfg.control.socket_path``, ``cfg.control.data_dir`` and
+    the profile name (``cfg.profile_name`` or ``cfg.profile``). The bot and
+    the CLI both use this, so they always agree.
+    """
+    control = getattr(cfg, "control", None)
+    explicit = getattr(control, "socket_path", None)
+    if explicit:
+        return os.path.expanduser(str(explicit))
+    profile = (
+        getattr(cfg, "profile_name", None) or getattr(cfg, "profile", None) or fallback_profile
+    )
+    data_dir = getattr(control, "data_dir", None)
+    return default_socket_path(str(profile), data_dir)
 
 
 def _check_path_length(path: str) -> None:

@@ -1,0 +1,242 @@
+"""Operator CLI commands against a real control socket served from a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from flashmm.cli import ops
+from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STATUS = {
+    "mode": "paper",
+    "state": "running",
+    "uptime_s": 3725,
+    "markets": {
+        "SEI/USDC": {
+            "mid": 0.5012,
+            "bid": 0.5011,
+            "ask": 0.5013,
+            "position_lots": -30,
+            "position_usdc": -15.03,
+            "pnl_usdc": 1.25,
+            "quotes": [
+                {"side": "buy", "price": 0.5005, "size": 100},
+                {"side": "sell", "price": 0.5019, "size": 100},
+            ],
+        },
+        "ETH/USDC": {"mid": None},
+    },
+    "breakers": {
+        "drawdown": {"state": "ok", "reason": "", "since": None},
+        "stale_feed": {"state": "tripped", "reason": "no book for 5s", "since": 1.7e9},
+    },
+    "model": {"name": "lgbm-v3", "confidence": 0.61},
+    "latency": {"p50_us": 41.0, "p99_us": 212.0},
+}
+
+
+def make_app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(ops.pause)
+    app.command()(ops.resume)
+    app.command()(ops.status)
+    app.command()(ops.stop)
+    app.command("emergency-stop")(ops.emergency_stop)
+    app.command()(ops.reset)
+    return app
+
+
+class FakeBot:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.status: dict[str, Any] = STATUS
+
+    async def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((cmd, args))
+        if cmd == "status":
+            return self.status
+        if cmd == "resume":
+            raise ControlRefused("kill switch is latched; run reset --confirm first")
+        return {"state": {"pause": "paused", "stop": "stopping"}.get(cmd, "halted")}
+
+
+@pytest.fixture
+def bot() -> Iterator[tuple[FakeBot, str]]:
+    fake = FakeBot()
+    with tempfile.TemporaryDirectory(prefix="fmm") as d:
+        path = str(Path(d) / "paper.sock")
+        loop = asyncio.new_event_loop()
+        server = ControlServer(path, fake.handle)
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
+        try:
+            yield fake, path
+        finally:
+            asyncio.run_coroutine_threadsafe(server.aclose(), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+
+
+runner = CliRunner()
+
+
+def test_status_json(bot: tuple[FakeBot, str]) -> None:
+    _, path = bot
+    res = runner.invoke(make_app(), ["status", "--socket", path, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == json.loads(json.dumps(STATUS))
+
+
+def test_status_table(bot: tuple[FakeBot, str]) -> None:
+    _, path = bot
+    res = runner.invoke(make_app(), ["status", "--socket", path], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    for text in ("running", "1h02m05s", "SEI/USDC", "0.5012", "-30", "+1.25", "B 0.5005x100"):
+        assert text in out
+    assert "stale_feed" in out and "no book for 5s" in out and "tripped" in out
+    assert "lgbm-v3" in out and "p99 212" in out
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {},
+        {"markets": {"X": "weird"}, "breakers": {"b": "tripped"}, "model": "m", "latency": {}},
+        {"markets": {"X": {"quotes": "n/a", "pnl_usdc": "abc"}}, "uptime_s": "soon"},
+    ],
+)
+def test_status_table_tolerates_missing_keys(
+    bot: tuple[FakeBot, str], status: dict[str, Any]
+) -> None:
+    fake, path = bot
+    fake.status = status
+    res = runner.invoke(make_app(), ["status", "--socket", path])
+    assert res.exit_code == 0, res.output
+
+
+def test_pause_and_stop(bot: tuple[FakeBot, str]) -> None:
+    fake, path = bot
+    res = runner.invoke(make_app(), ["pause", "--socket", path])
+    assert res.exit_code == 0
+    assert res.stdout.strip() == "pause: ok - state: paused"
+    res = runner.invoke(make_app(), ["stop", "--socket", path])
+    assert res.exit_code == 0
+    assert [c for c, _ in fake.calls] == ["pause", "stop"]
+
+
+def test_refused_command_exits_1_with_reason(bot: tuple[FakeBot, str]) -> None:
+    _, path = bot
+    res = runner.invoke(make_app(), ["resume", "--socket", path])
+    assert res.exit_code == 1
+    assert res.stderr.strip() == (
+        "error: resume refused: kill switch is latched; run reset --confirm first"
+    )
+
+
+def test_reset_needs_confirm(bot: tuple[FakeBot, str]) -> None:
+    fake, path = bot
+    res = runner.invoke(make_app(), ["reset", "--socket", path])
+    assert res.exit_code == 2
+    assert "--confirm" in res.stderr
+    assert fake.calls == []
+    res = runner.invoke(make_app(), ["reset", "--socket", path, "--confirm"])
+    assert res.exit_code == 0
+    assert fake.calls == [("reset", {"confirm": True})]
+
+
+def test_emergency_stop_flatten(bot: tuple[FakeBot, str]) -> None:
+    fake, path = bot
+    assert runner.invoke(make_app(), ["emergency-stop", "--socket", path]).exit_code == 0
+    res = runner.invoke(make_app(), ["emergency-stop", "--socket", path, "--flatten"])
+    assert res.exit_code == 0
+    assert fake.calls == [("emergency_stop", {}), ("emergency_stop", {"flatten": True})]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pause"],
+        ["resume"],
+        ["status"],
+        ["status", "--json"],
+        ["stop"],
+        ["emergency-stop"],
+        ["reset", "--confirm"],
+    ],
+)
+def test_no_bot_running_one_line_exit_1(argv: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="fmm") as d:
+        res = runner.invoke(make_app(), [*argv, "--socket", str(Path(d) / "x.sock")])
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: no FlashMM bot is running")
+    assert res.stdout == ""
+
+
+def test_no_bot_in_subprocess_has_no_traceback() -> None:
+    code = "import typer\nfrom flashmm.cli.ops import status\ntyper.run(status)\n"
+    with tempfile.TemporaryDirectory(prefix="fmm") as d:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "--socket", str(Path(d) / "x.sock")],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=30,
+        )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert "no FlashMM bot is running" in proc.stderr
+
+
+def test_resolve_socket_prefers_explicit_socket() -> None:
+    assert ops.resolve_socket("configs/whatever.yaml", "/tmp/x.sock") == "/tmp/x.sock"
+
+
+def test_resolve_socket_missing_config_uses_stem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert ops.resolve_socket("nowhere/testnet.yaml", None) == "var/testnet.sock"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
+    assert ops.resolve_socket("nowhere/testnet.yaml", None) == "/run/user/7/flashmm/testnet.sock"
+
+
+def test_resolve_socket_reads_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import flashmm.config
+
+    cfg_file = tmp_path / "mine.yaml"
+    cfg_file.write_text("{}")
+    cfg = SimpleNamespace(
+        profile="prod", control=SimpleNamespace(socket_path=None, data_dir="/srv/fmm")
+    )
+    monkeypatch.setattr(flashmm.config, "load_config", lambda path: cfg)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert ops.resolve_socket(str(cfg_file), None) == "/srv/fmm/prod.sock"
+    cfg.control.socket_path = "/run/flashmm/prod.sock"
+    assert ops.resolve_socket(str(cfg_file), None) == "/run/flashmm/prod.sock"
+
+
+def test_socket_path_from_config_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert socket_path_from_config(SimpleNamespace(), "paper") == "var/paper.sock"
+    cfg = SimpleNamespace(profile_name="a", control=SimpleNamespace(data_dir="d"))
+    assert socket_path_from_config(cfg) == "d/a.sock"
