@@ -1,0 +1,104 @@
+"""Positions, average cost, realized/unrealized P&L and fees, per market and total (USDC)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flashmm.types import Fill, Liquidity, MarketSpec, Position
+
+
+class Accounting:
+    """Books every fill, whatever venue it came from."""
+
+    def __init__(self, specs: Iterable[MarketSpec], max_position_usdc: float) -> None:
+        self.specs = {s.symbol: s for s in specs}
+        self.positions = {s: Position(s) for s in self.specs}
+        self.max_position_usdc = max_position_usdc
+        self.limit_breaches = 0
+        self.maker_fills = 0
+        self.taker_fills = 0
+        self.peak_equity = 0.0
+        self.max_drawdown = 0.0
+        self.max_abs_inventory_usdc = 0.0
+        self.fill_ids: set[str] = set()
+
+    def on_fill(self, fill: Fill) -> Position:
+        """Apply a fill. A fill id seen before is ignored (replays after a reconnect)."""
+        if fill.fill_id:
+            if fill.fill_id in self.fill_ids:
+                return self.positions[fill.market]
+            self.fill_ids.add(fill.fill_id)
+        spec = self.specs[fill.market]
+        pos = self.positions[fill.market]
+        unit = float(spec.tick_size) * float(spec.lot_size)
+        signed = fill.size_lots * int(fill.side)
+        old = pos.lots
+        new = old + signed
+        if old == 0 or (old > 0) == (signed > 0):
+            # opening or adding: new average cost
+            pos.avg_price_ticks = (pos.avg_price_ticks * abs(old) + fill.price_ticks * fill.size_lots) / abs(new)
+        else:
+            closed = min(abs(signed), abs(old))
+            direction = 1 if old > 0 else -1
+            pos.realized_usdc += (fill.price_ticks - pos.avg_price_ticks) * closed * direction * unit
+            if abs(signed) > abs(old):  # flipped through zero
+                pos.avg_price_ticks = float(fill.price_ticks)
+            elif new == 0:
+                pos.avg_price_ticks = 0.0
+        pos.lots = new
+        pos.fees_usdc += fill.fee_usdc
+        pos.volume_usdc += fill.price_ticks * fill.size_lots * unit
+        pos.fills += 1
+        if fill.liquidity is Liquidity.MAKER:
+            self.maker_fills += 1
+        else:
+            self.taker_fills += 1
+        if abs(new) * fill.price_ticks * unit > self.max_position_usdc * (1 + 1e-9) and abs(new) > abs(old):
+            self.limit_breaches += 1
+        return pos
+
+    def unrealized(self, market: str, mid_ticks: float) -> float:
+        pos = self.positions[market]
+        if pos.lots == 0 or mid_ticks <= 0:
+            return 0.0
+        spec = self.specs[market]
+        return (mid_ticks - pos.avg_price_ticks) * pos.lots * float(spec.tick_size) * float(spec.lot_size)
+
+    def inventory_usdc(self, market: str, mid_ticks: float) -> float:
+        spec = self.specs[market]
+        return self.positions[market].lots * mid_ticks * float(spec.tick_size) * float(spec.lot_size)
+
+    def market_pnl(self, market: str, mid_ticks: float) -> float:
+        pos = self.positions[market]
+        return pos.realized_usdc + self.unrealized(market, mid_ticks) - pos.fees_usdc
+
+    def total_pnl(self, mids: dict[str, float]) -> float:
+        return sum(self.market_pnl(m, mids.get(m, 0.0)) for m in self.positions)
+
+    def mark(self, mids: dict[str, float]) -> tuple[float, float]:
+        """Update equity peak, drawdown and max inventory; returns (pnl, drawdown)."""
+        pnl = self.total_pnl(mids)
+        self.peak_equity = max(self.peak_equity, pnl)
+        dd = self.peak_equity - pnl
+        self.max_drawdown = max(self.max_drawdown, dd)
+        for m in self.positions:
+            inv = abs(self.inventory_usdc(m, mids.get(m, 0.0)))
+            if inv > self.max_abs_inventory_usdc:
+                self.max_abs_inventory_usdc = inv
+        return pnl, dd
+
+    @property
+    def fees(self) -> float:
+        return sum(p.fees_usdc for p in self.positions.values())
+
+    @property
+    def volume(self) -> float:
+        return sum(p.volume_usdc for p in self.positions.values())
+
+    @property
+    def fills(self) -> int:
+        return sum(p.fills for p in self.positions.values())
+
+    def restore(self, position: Position) -> None:
+        """Load a position recovered from the journal."""
+        self.positions[position.market] = position

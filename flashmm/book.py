@@ -1,0 +1,232 @@
+"""L2 order book in integer ticks and lots, with Binance sequencing rules.
+
+:class:`OrderBook` holds price levels; :class:`BookBuilder` feeds it from
+snapshots and diffs, buffering diffs until a snapshot arrives, enforcing
+``U == previous u + 1`` and reporting a gap instead of applying it. It also
+checks itself against ``bookTicker`` messages whenever the two can be
+compared (once the diff ending at the ticker's update id is applied).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+from sortedcontainers import SortedDict
+
+from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Levels
+
+
+class OrderBook:
+    """Price levels of one market. Sizes are lots; a size of 0 removes the level."""
+
+    __slots__ = ("asks", "bids", "symbol")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def load(self, bids: Levels, asks: Levels) -> None:
+        self.bids = SortedDict({p: q for p, q in bids if q > 0})
+        self.asks = SortedDict({p: q for p, q in asks if q > 0})
+
+    def apply(self, bids: Levels, asks: Levels) -> None:
+        b, a = self.bids, self.asks
+        for p, q in bids:
+            if q:
+                b[p] = q
+            else:
+                b.pop(p, None)
+        for p, q in asks:
+            if q:
+                a[p] = q
+            else:
+                a.pop(p, None)
+
+    @property
+    def best_bid(self) -> int:
+        """Best bid in ticks, 0 when the side is empty."""
+        return self.bids.peekitem(-1)[0] if self.bids else 0
+
+    @property
+    def best_ask(self) -> int:
+        """Best ask in ticks, 0 when the side is empty."""
+        return self.asks.peekitem(0)[0] if self.asks else 0
+
+    def best_bid_size(self) -> int:
+        return self.bids.peekitem(-1)[1] if self.bids else 0
+
+    def best_ask_size(self) -> int:
+        return self.asks.peekitem(0)[1] if self.asks else 0
+
+    @property
+    def valid(self) -> bool:
+        """Both sides present and not crossed."""
+        return bool(self.bids) and bool(self.asks) and self.best_bid < self.best_ask
+
+    @property
+    def mid2(self) -> int:
+        """Twice the mid price in ticks (an integer), 0 if a side is empty."""
+        if not self.bids or not self.asks:
+            return 0
+        return self.best_bid + self.best_ask
+
+    @property
+    def mid(self) -> float:
+        return self.mid2 / 2.0
+
+    @property
+    def spread(self) -> int:
+        return self.best_ask - self.best_bid if self.bids and self.asks else 0
+
+    def top_bids(self, n: int) -> list[tuple[int, int]]:
+        """Up to ``n`` best bid levels, best first."""
+        b = self.bids
+        k = len(b)
+        return [b.peekitem(k - 1 - i) for i in range(min(n, k))]
+
+    def top_asks(self, n: int) -> list[tuple[int, int]]:
+        """Up to ``n`` best ask levels, best first."""
+        a = self.asks
+        return [a.peekitem(i) for i in range(min(n, len(a)))]
+
+    def size_at(self, price_ticks: int, bid: bool) -> int:
+        return int((self.bids if bid else self.asks).get(price_ticks, 0))
+
+
+class SyncState(Enum):
+    WAITING_SNAPSHOT = "waiting_snapshot"
+    SYNCED = "synced"
+
+
+class SequenceGap(Exception):
+    """A diff does not continue the last applied one."""
+
+    def __init__(self, symbol: str, expected: int, got_first: int, got_last: int) -> None:
+        self.symbol, self.expected, self.got_first, self.got_last = (
+            symbol,
+            expected,
+            got_first,
+            got_last,
+        )
+        super().__init__(
+            f"{symbol}: sequence gap, expected update id {expected}, "
+            f"got diff {got_first}..{got_last}"
+        )
+
+
+class BookBuilder:
+    """Applies snapshots and diffs to an :class:`OrderBook` by Binance's rules.
+
+    - Diffs before the first snapshot are buffered (up to ``max_buffer``).
+    - On a snapshot, buffered diffs with ``u <= lastUpdateId`` are dropped;
+      the first applied one must satisfy ``U <= lastUpdateId + 1 <= u``.
+    - After that each diff's ``U`` must equal the previous ``u + 1``; if not,
+      :class:`SequenceGap` is raised, the book is marked out of sync and
+      diffs are buffered again until the next snapshot.
+    - ``bootstrap=True`` accepts diffs without a snapshot (for a recording
+      that continues an earlier file); untouched levels stay unknown.
+    """
+
+    def __init__(self, symbol: str, *, max_buffer: int = 10_000, bootstrap: bool = False) -> None:
+        self.symbol = symbol
+        self.book = OrderBook(symbol)
+        self.state = SyncState.WAITING_SNAPSHOT
+        self.last_id = 0
+        self.buffer: deque[DepthDiff] = deque(maxlen=max_buffer)
+        self.bootstrap = bootstrap
+        self.gaps = 0
+        self.diffs_applied = 0
+        self.diffs_dropped = 0
+        # bookTicker self-check
+        self.checks = 0
+        self.mismatches = 0
+        self._pending_tickers: deque[BookTicker] = deque(maxlen=256)
+
+    @property
+    def synced(self) -> bool:
+        return self.state is SyncState.SYNCED
+
+    def on_snapshot(self, snap: DepthSnapshot) -> None:
+        self.book.load(snap.bids, snap.asks)
+        self.last_id = snap.last_update_id
+        self.state = SyncState.SYNCED
+        pending = list(self.buffer)
+        self.buffer.clear()
+        first = True
+        for d in pending:
+            if d.last_id <= self.last_id:
+                self.diffs_dropped += 1
+                continue
+            if first:
+                first = False
+                if not (d.first_id <= self.last_id + 1 <= d.last_id):
+                    self._gap(d)
+            self.on_diff(d)
+
+    def on_diff(self, d: DepthDiff) -> bool:
+        """Apply a diff. Returns True when the book changed.
+
+        Raises :class:`SequenceGap` when the diff does not follow the last one.
+        """
+        if self.state is not SyncState.SYNCED:
+            if self.bootstrap and self.last_id == 0:
+                self.state = SyncState.SYNCED
+                self.last_id = d.first_id - 1
+            else:
+                self.buffer.append(d)
+                return False
+        if d.last_id <= self.last_id:
+            self.diffs_dropped += 1
+            return False
+        if d.first_id > self.last_id + 1:
+            self._gap(d)
+        self.book.apply(d.bids, d.asks)
+        self.last_id = d.last_id
+        self.diffs_applied += 1
+        if self._pending_tickers:
+            self._check_pending()
+        return True
+
+    def _gap(self, d: DepthDiff) -> None:
+        expected = self.last_id + 1
+        self.gaps += 1
+        self.state = SyncState.WAITING_SNAPSHOT
+        self.bootstrap = False
+        self.buffer.clear()
+        self.buffer.append(d)
+        self._pending_tickers.clear()
+        raise SequenceGap(self.symbol, expected, d.first_id, d.last_id)
+
+    def on_ticker(self, t: BookTicker) -> None:
+        """Remember a bookTicker so it is compared once its update id is applied."""
+        if self.state is not SyncState.SYNCED or t.update_id < self.last_id:
+            return
+        if t.update_id == self.last_id:
+            self._compare(t)
+        else:
+            self._pending_tickers.append(t)
+
+    def _check_pending(self) -> None:
+        p = self._pending_tickers
+        last = self.last_id
+        while p and p[0].update_id <= last:
+            t = p.popleft()
+            if t.update_id == last:
+                self._compare(t)
+
+    def _compare(self, t: BookTicker) -> None:
+        b = self.book
+        self.checks += 1
+        if (
+            b.best_bid != t.bid_ticks
+            or b.best_ask != t.ask_ticks
+            or b.best_bid_size() != t.bid_lots
+            or b.best_ask_size() != t.ask_lots
+        ):
+            self.mismatches += 1

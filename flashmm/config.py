@@ -1,0 +1,325 @@
+"""The YAML strategy profile: strict pydantic models, loading and error messages.
+
+Unknown keys are errors. Every problem is reported as one line with the
+field path, the bad value and what is allowed. Secrets never live in YAML:
+they come from the environment (or a ``.env`` file), see ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flashmm.errors import ConfigError
+from flashmm.types import MarketSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_CONFIG = "configs/paper.yaml"
+BUNDLED_PREFIX = "bundled:"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MarketConfig(Strict):
+    symbol: str = Field(description="Our market name on the venue, e.g. SEI/USDC")
+    tick_size: Decimal = Field(gt=0, description="Price increment")
+    lot_size: Decimal = Field(gt=0, description="Size increment")
+    reference: str = Field(description="Reference stream symbol, e.g. nexousdt")
+
+    @field_validator("reference")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        if not v or "@" in v or "/" in v:
+            raise ValueError("must be a stream symbol such as 'nexousdt'")
+        return v.lower()
+
+    def spec(self) -> MarketSpec:
+        return MarketSpec(self.symbol, self.tick_size, self.lot_size, self.reference)
+
+
+class FeedConfig(Strict):
+    kind: Literal["replay", "binance_ws"] = "replay"
+    files: list[str] = Field(
+        default_factory=list,
+        description="Recordings to replay; 'bundled:NAME' is a file shipped with FlashMM",
+    )
+    speed: float = Field(1.0, ge=0, description="Replay speed: 1 = real time, 0 = as fast as possible")
+    loop: bool = Field(False, description="Start the recording again when it ends")
+    align: bool = Field(True, description="Shift each symbol's recording to start together")
+    ws_url: str = "wss://stream.binance.com:9443"
+    rest_url: str = "https://api.binance.com"
+
+
+class VenueConfig(Strict):
+    kind: Literal["sim", "sei"] = "sim"
+    sim: dict[str, Any] = Field(default_factory=dict, description="Simulator settings")
+    sei: dict[str, Any] | None = Field(None, description="Sei EVM venue settings")
+
+
+class StrategyConfig(Strict):
+    name: str = "avellaneda"
+    quote_hz: float = Field(5.0, gt=0, le=50, description="Quote cycles per second")
+    requote_mid_move_bps: float = Field(
+        10.0, ge=0, description="Requote at once when the mid moves this much (0 = off)"
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RiskConfig(Strict):
+    max_position_usdc: float = Field(2000.0, gt=0, description="Per-market position limit")
+    max_order_usdc: float = Field(500.0, gt=0, description="Largest single order")
+    daily_loss_limit_usdc: float = Field(200.0, gt=0, description="Pause (latched) below this")
+    max_drawdown_usdc: float = Field(300.0, gt=0, description="Pause (latched) past this")
+    stale_feed_ms: int = Field(5000, gt=0, description="Pull quotes after this long without data")
+    kill_switch_sigma: float = Field(5.0, gt=0, description="Emergency stop on a 1 s move > N σ")
+    kill_switch_enabled: bool = True
+    venue_error_limit: int = Field(5, ge=1, description="Venue errors in a minute before pulling")
+
+
+class UIConfig(Strict):
+    panel: bool = True
+    refresh_hz: float = Field(4.0, gt=0, le=4.0)
+
+
+class LoggingConfig(Strict):
+    level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_logs: bool = Field(False, alias="json")
+    file: str = "var/flashmm.log"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ControlConfig(Strict):
+    socket_path: str | None = Field(None, description="Unix socket; default under $XDG_RUNTIME_DIR")
+    data_dir: str = Field("var", description="Journal and runtime files")
+    journal: bool = True
+    orphan_orders: Literal["cancel", "adopt"] = "cancel"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+
+
+class Config(Strict):
+    mode: Literal["paper", "live", "backtest"] = "paper"
+    name: str | None = Field(None, description="Profile name (defaults to the file name)")
+    markets: list[MarketConfig] = Field(min_length=1)
+    feed: FeedConfig = FeedConfig()
+    venue: VenueConfig = VenueConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    risk: RiskConfig = RiskConfig()
+    model: dict[str, Any] = Field(default_factory=dict)
+    ui: UIConfig = UIConfig()
+    logging: LoggingConfig = LoggingConfig()
+    control: ControlConfig = ControlConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        symbols = [m.symbol for m in self.markets]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"markets: duplicate symbol in {symbols}")
+        if self.mode == "live" and self.venue.kind != "sei":
+            raise ValueError("venue.kind: live mode needs venue.kind 'sei'")
+        if self.mode in ("paper", "backtest") and self.venue.kind != "sim":
+            raise ValueError(f"venue.kind: {self.mode} mode needs venue.kind 'sim'")
+        if self.venue.kind == "sei" and self.venue.sei is None:
+            raise ValueError("venue.sei: required when venue.kind is 'sei'")
+        return self
+
+    @property
+    def profile(self) -> str:
+        return self.name or "flashmm"
+
+    def specs(self) -> list[MarketSpec]:
+        return [m.spec() for m in self.markets]
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def _fmt_value(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem: ``path: message (was VALUE)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        path = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
+        typ = err["type"]
+        msg = err["msg"]
+        if typ == "extra_forbidden":
+            lines.append(f"{path}: unknown key (check the spelling; see the config reference)")
+            continue
+        if typ == "missing":
+            lines.append(f"{path}: required but missing")
+            continue
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+            # cross-field errors name their own field first
+            if ": " in msg and typ == "value_error" and not loc:
+                lines.append(msg)
+                continue
+        lines.append(f"{path}: {msg} (was {_fmt_value(err.get('input'))})")
+    return lines
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read ({exc.strerror})"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(str(path), [f"{where}invalid YAML ({problem})"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["top level must be a mapping of sections"])
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars)."""
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError("--set", [f"{item!r}: expected KEY=VALUE, e.g. strategy.params.gamma=0.2"])
+        key, val = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError("--set", [f"{key}: {p} is not a section"])
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(val)
+    return raw
+
+
+def _validate_plugins(cfg: Config) -> list[str]:
+    """Strategy params and nested settings checked by their own models."""
+    problems: list[str] = []
+    from flashmm.strategy import get_strategy_class
+
+    try:
+        cls = get_strategy_class(cfg.strategy.name)
+    except KeyError as exc:
+        problems.append(f"strategy.name: {exc.args[0]} (was {cfg.strategy.name!r})")
+    else:
+        try:
+            cls.params_model.model_validate(cfg.strategy.params)
+        except ValidationError as exc:
+            problems += format_validation_error(exc, "strategy.params.")
+    for section, loader in _SECTION_MODELS.items():
+        value = _get_path(cfg, section)
+        if value is None:
+            continue
+        model = loader()
+        if model is None:
+            continue
+        try:
+            model.model_validate(value)
+        except ValidationError as exc:
+            problems += format_validation_error(exc, section + ".")
+    return problems
+
+
+def _get_path(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for p in dotted.split("."):
+        node = getattr(node, p, None)
+        if node is None:
+            return None
+    return node
+
+
+def _model_settings() -> type[BaseModel] | None:
+    try:
+        from flashmm.predict.settings import ModelSettings
+    except ImportError:
+        return None
+    return ModelSettings
+
+
+def _sim_settings() -> type[BaseModel] | None:
+    try:
+        from flashmm.venues.sim import SimSettings
+    except ImportError:
+        return None
+    return SimSettings
+
+
+def _sei_settings() -> type[BaseModel] | None:
+    try:
+        from flashmm.venues.sei.settings import SeiVenueSettings
+    except ImportError:
+        return None
+    return SeiVenueSettings
+
+
+_SECTION_MODELS = {
+    "model": _model_settings,
+    "venue.sim": _sim_settings,
+    "venue.sei": _sei_settings,
+}
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None) -> Config:
+    """Load and validate a profile. Raises :class:`ConfigError` listing every problem."""
+    p = Path(path or DEFAULT_CONFIG)
+    if not p.exists() and not p.is_absolute() and (PROJECT_ROOT / p).exists():
+        p = PROJECT_ROOT / p
+    raw = load_yaml(p)
+    if sets:
+        raw = apply_overrides(raw, sets)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(p), format_validation_error(exc)) from None
+    problems = _validate_plugins(cfg)
+    if problems:
+        raise ConfigError(str(p), problems)
+    if cfg.name is None:
+        cfg = cfg.model_copy(update={"name": p.stem})
+    return cfg
+
+
+def resolve_path(path: str) -> Path:
+    """A relative path from a config: the current directory first, then the project root."""
+    if path.startswith(BUNDLED_PREFIX):
+        return PACKAGE_DATA / path[len(BUNDLED_PREFIX) :]
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    alt = PROJECT_ROOT / p
+    return alt if alt.exists() else p
+
+
+def load_dotenv_file() -> None:
+    """Read ``.env`` in the current directory into the environment (never overriding)."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover
+        return
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+SECRET_ENV = ("FLASHMM_PRIVATE_KEY", "FLASHMM_KEYSTORE_PASSWORD")
+
+
+def secret_values() -> list[str]:
+    """Secrets present in the environment, for log redaction."""
+    return [v for k in SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 8]

@@ -1,0 +1,605 @@
+"""The engine: one object that runs paper, backtest and live trading.
+
+It wires book → signal → strategy → risk → venue for every market and
+books every fill. It owns no event loop, socket or file: the runner (or a
+test) calls :meth:`Engine.on_market_event` for each market event,
+:meth:`Engine.on_timer` for the quote cycle and :meth:`Engine.pump_venue`
+to collect venue events, always passing the current time. Paper, backtest
+and live differ only in the clock, the feed and the venue handed in.
+
+The hot path does no disk, network or terminal I/O. What the journal,
+panel and metrics need is appended to :attr:`Engine.outbox` and read by
+tasks of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from loguru import logger
+
+from flashmm.accounting import Accounting
+from flashmm.book import BookBuilder, SequenceGap, SyncState
+from flashmm.config import Config
+from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
+from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, RiskManager
+from flashmm.signal import BookImbalanceSignal, SignalSource, skew_and_widen
+from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
+from flashmm.strategy.base import VolEstimator
+from flashmm.types import (
+    NS_PER_S,
+    Fill,
+    MarketSpec,
+    Order,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    OrderState,
+    Quote,
+    Side,
+    Signal,
+)
+from flashmm.venues.base import Venue
+
+RUNNING = "running"
+PAUSED = "paused"
+HALTED = "halted"
+STOPPED = "stopped"
+
+_LAT_RING = 1 << 16
+
+
+@dataclass
+class MarketState:
+    spec: MarketSpec
+    builder: BookBuilder
+    signal_source: SignalSource
+    vol: VolEstimator
+    kill: KillSwitch
+    orders: dict[int, Order] = field(default_factory=dict)
+    last_data_ns: int = 0
+    last_quote_mid: float = 0.0
+    last_signal: Signal = field(default_factory=Signal)
+    next_client_id: int = 1
+    orders_sent: int = 0
+    cancels_sent: int = 0
+    requotes: int = 0
+    rejects: int = 0
+    blocked: str | None = None
+    flatten_pending_ns: int = 0
+    trades_seen: int = 0
+
+    @property
+    def book(self) -> Any:
+        return self.builder.book
+
+
+SignalFactory = Callable[[MarketSpec], SignalSource]
+
+
+class Engine:
+    """The trading core shared by every mode."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        venue: Venue,
+        *,
+        strategy: Strategy | None = None,
+        signal_factory: SignalFactory | None = None,
+        observe_market: bool | None = None,
+        bootstrap_books: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.mode = cfg.mode
+        self.venue = venue
+        specs = cfg.specs()
+        self.specs = {s.symbol: s for s in specs}
+        if strategy is None:
+            cls = get_strategy_class(cfg.strategy.name)
+            strategy = cls(cfg.strategy.params)
+        self.strategy: Strategy = strategy
+        make_signal = signal_factory or (lambda spec: BookImbalanceSignal())
+        self.markets: dict[str, MarketState] = {}
+        self.by_ref: dict[str, MarketState] = {}
+        for s in specs:
+            ms = MarketState(
+                s,
+                BookBuilder(s.reference, bootstrap=bootstrap_books),
+                make_signal(s),
+                VolEstimator(),
+                KillSwitch(cfg.risk.kill_switch_sigma),
+            )
+            self.markets[s.symbol] = ms
+            self.by_ref[s.reference] = ms
+        self.risk = RiskManager(cfg.risk, specs)
+        self.acct = Accounting(specs, cfg.risk.max_position_usdc)
+        self.quote_period_ns = int(NS_PER_S / cfg.strategy.quote_hz)
+        self.requote_move = cfg.strategy.requote_mid_move_bps / 1e4
+        params = getattr(self.strategy, "params", None)
+        self.refresh_bps = float(getattr(params, "refresh_tolerance_bps", 0.0))
+        self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
+        self.max_skew_bps = float(cfg.model.get("max_skew_bps", 5.0))
+        self.min_confidence = float(cfg.model.get("min_confidence", 0.1))
+        self.observe = observe_market if observe_market is not None else hasattr(venue, "on_market_event")
+        self.state = RUNNING
+        self.pause_reason = ""
+        self.events = 0
+        self.feed_gaps = 0
+        self.quotes_sent = 0
+        self.outbox: deque[tuple[str, Any]] = deque()
+        self.lat = np.zeros(_LAT_RING, dtype=np.int64)
+        self.lat_n = 0
+        self.start_ns = 0
+        self.now_ns = 0
+        self._next_quote_ns = 0
+        self._mark_every_ns = 200_000_000
+        self._next_mark_ns = 0
+        self.pnl = 0.0
+        self.drawdown = 0.0
+
+    # --- market data --------------------------------------------------------
+
+    def on_market_event(self, ev: MarketEvent, now_ns: int) -> None:
+        """Handle one market event: simulator, book, signal, and a requote on a big move."""
+        t0 = time.perf_counter_ns()
+        self.now_ns = now_ns
+        if not self.start_ns:
+            self.start_ns = now_ns
+        self.events += 1
+        if self.observe:
+            self.venue.on_market_event(ev, now_ns)  # type: ignore[attr-defined]
+        ms = self.by_ref.get(ev.symbol)
+        if ms is None:
+            return
+        ms.last_data_ns = now_ns
+        if isinstance(ev, DepthDiff):
+            try:
+                changed = ms.builder.on_diff(ev)
+            except SequenceGap as gap:
+                self._on_gap(ms, str(gap), now_ns)
+                return
+            if changed:
+                self._after_book(ms, now_ns, t0)
+        elif isinstance(ev, Trade):
+            ms.trades_seen += 1
+            ms.signal_source.on_trade(ev)
+        elif isinstance(ev, BookTicker):
+            ms.builder.on_ticker(ev)
+        elif isinstance(ev, DepthSnapshot):
+            try:
+                ms.builder.on_snapshot(ev)
+            except SequenceGap as gap:
+                self._on_gap(ms, str(gap), now_ns)
+                return
+            self._after_book(ms, now_ns, t0)
+        elif isinstance(ev, FeedStatus):
+            if ev.kind == "resync":
+                ms.builder.state = SyncState.WAITING_SNAPSHOT
+            self.outbox.append(("feed", {"symbol": ev.symbol, "kind": ev.kind, "detail": ev.detail}))
+
+    def _after_book(self, ms: MarketState, now_ns: int, t0: int) -> None:
+        book = ms.builder.book
+        if not book.valid:
+            return
+        ms.signal_source.on_book(book, now_ns)
+        mid = book.mid
+        ms.vol.update(mid, now_ns)
+        if self.cfg.risk.kill_switch_enabled and self.state is not HALTED:
+            tick_bps = 1e4 / mid
+            sig = ms.kill.update(mid, now_ns, tick_bps)
+            if sig is not None:
+                self.emergency_stop(f"{ms.spec.symbol} mid moved {sig:.1f}σ within 1 s", now_ns, "kill_switch")
+                return
+        if (
+            self.requote_move > 0
+            and ms.last_quote_mid > 0
+            and abs(mid / ms.last_quote_mid - 1.0) >= self.requote_move
+        ):
+            self._quote(ms, now_ns, t0)
+
+    def _on_gap(self, ms: MarketState, what: str, now_ns: int) -> None:
+        self.feed_gaps += 1
+        logger.warning("feed gap: {} (quotes pulled until the book is re-synced)", what)
+        self.outbox.append(("feed", {"symbol": ms.spec.reference, "kind": "gap", "detail": what}))
+        self._pull(ms, now_ns)
+
+    # --- quote cycle ---------------------------------------------------------
+
+    def on_timer(self, now_ns: int) -> None:
+        """The periodic quote cycle: breakers, P&L marks, then quotes for every market."""
+        t0 = time.perf_counter_ns()
+        self.now_ns = now_ns
+        if not self.start_ns:
+            self.start_ns = now_ns
+        self.pump_venue(now_ns)
+        for ms in self.markets.values():
+            self.risk.update_feed(ms.spec.symbol, ms.last_data_ns, now_ns)
+        if now_ns >= self._next_mark_ns:
+            self._mark(now_ns)
+            self._next_mark_ns = now_ns + self._mark_every_ns
+        if self.state is HALTED:
+            self._continue_flatten(now_ns)
+            return
+        for ms in self.markets.values():
+            self._quote(ms, now_ns, t0)
+
+    def due(self, now_ns: int) -> bool:
+        """True when a quote cycle is due at ``now_ns`` (simulated clocks)."""
+        return now_ns >= self._next_quote_ns
+
+    def run_due_timers(self, now_ns: int) -> None:
+        """Run every quote cycle due up to ``now_ns`` on its own scheduled time."""
+        if self._next_quote_ns == 0:
+            self._next_quote_ns = now_ns
+        while self._next_quote_ns <= now_ns:
+            self.on_timer(self._next_quote_ns)
+            self._next_quote_ns += self.quote_period_ns
+
+    def _mark(self, now_ns: int) -> None:
+        mids = self.mids()
+        self.pnl, self.drawdown = self.acct.mark(mids)
+        for b in self.risk.update_pnl(self.pnl, self.drawdown, now_ns):
+            self._breaker_tripped(b, now_ns)
+        for sym, ms in self.markets.items():
+            self.risk.update_position(ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns)
+
+    def mids(self) -> dict[str, float]:
+        return {s: (ms.builder.book.mid if ms.builder.book.valid else 0.0) for s, ms in self.markets.items()}
+
+    def _quote(self, ms: MarketState, now_ns: int, t0: int) -> None:
+        sym = ms.spec.symbol
+        book = ms.builder.book
+        reason = None
+        if self.state is not RUNNING:
+            reason = self.state
+        elif not ms.builder.synced or not book.valid:
+            reason = "book not synced"
+        else:
+            reason = self.risk.blocks_market(sym)
+        if reason is not None:
+            if ms.blocked is None:
+                ms.blocked = reason
+                self._pull(ms, now_ns)
+            ms.blocked = reason
+            return
+        ms.blocked = None
+        mid = book.mid
+        pos = self.acct.positions[sym].lots
+        sig = ms.signal_source.signal(now_ns, mid)
+        ms.last_signal = sig
+        degraded = sig.source.endswith("fallback")
+        skew, widen = skew_and_widen(sig, self.max_skew_bps, self.min_confidence, degraded)
+        ctx = QuoteContext(
+            ms.spec,
+            now_ns,
+            book.best_bid,
+            book.best_ask,
+            mid,
+            pos,
+            self.risk.max_position_lots(ms.spec, mid),
+            ms.vol.sigma_bps,
+            sig,
+            skew,
+            widen,
+        )
+        quotes = self.strategy.quote(ctx)
+        ms.last_quote_mid = mid
+        self._sync_orders(ms, quotes, pos, now_ns)
+        self.lat[self.lat_n & (_LAT_RING - 1)] = time.perf_counter_ns() - t0
+        self.lat_n += 1
+
+    def _sync_orders(self, ms: MarketState, quotes: list[Quote], pos: int, now_ns: int) -> None:
+        """Diff desired quotes against live orders; send cancels and places in one batch."""
+        tol = int(self.refresh_bps * ms.builder.book.mid / 1e4)
+        size_tol = self.refresh_size
+        live = [o for o in ms.orders.values() if o.state is OrderState.OPEN or o.state is OrderState.PENDING_NEW]
+        kept: set[int] = set()
+        places: list[OrderRequest] = []
+        for q in quotes:
+            match = None
+            for o in live:
+                if (
+                    o.client_id not in kept
+                    and o.side is q.side
+                    and abs(o.price_ticks - q.price_ticks) <= tol
+                    and abs(o.remaining_lots - q.size_lots) <= size_tol * q.size_lots
+                ):
+                    match = o
+                    break
+            if match is not None:
+                kept.add(match.client_id)
+                continue
+            places.append(OrderRequest(ms.spec.symbol, 0, q.side, q.price_ticks, q.size_lots))
+        cancels = [o.client_id for o in live if o.client_id not in kept]
+        if not cancels and not places:
+            return
+        for cid in cancels:
+            ms.orders[cid].state = OrderState.PENDING_CANCEL
+        # risk sees every order that might still fill, pending cancels included
+        places = self.risk.check_orders(ms.spec, places, pos, ms.orders.values())
+        for req in places:
+            req.client_id = ms.next_client_id
+            ms.next_client_id += 1
+            order = Order.from_request(req, now_ns)
+            ms.orders[req.client_id] = order
+            self.outbox.append(("order", order))
+        if not cancels and not places:
+            return
+        ms.orders_sent += len(places)
+        ms.cancels_sent += len(cancels)
+        ms.requotes += 1
+        self.quotes_sent += len(places)
+        self.venue.requote(ms.spec.symbol, cancels, places, now_ns)
+
+    def _pull(self, ms: MarketState, now_ns: int) -> None:
+        """Cancel every live order of one market."""
+        live = [o for o in ms.orders.values() if o.state is not OrderState.PENDING_CANCEL]
+        if not live:
+            return
+        for o in live:
+            o.state = OrderState.PENDING_CANCEL
+        ms.cancels_sent += len(live)
+        self.venue.requote(ms.spec.symbol, [o.client_id for o in live], [], now_ns)
+
+    # --- venue events -----------------------------------------------------------
+
+    def pump_venue(self, now_ns: int) -> int:
+        """Apply what the venue reports: acks, rejects, cancels and fills."""
+        evs = self.venue.poll(now_ns)
+        for ev in evs:
+            if isinstance(ev, Fill):
+                self._on_fill(ev, now_ns)
+                continue
+            ms = self.markets.get(ev.market)
+            if ms is None:
+                continue
+            if isinstance(ev, OrderAccepted):
+                o = ms.orders.get(ev.client_id)
+                if o is not None and o.state is OrderState.PENDING_NEW:
+                    o.state = OrderState.OPEN
+            elif isinstance(ev, OrderRejected):
+                ms.rejects += 1
+                o = ms.orders.pop(ev.client_id, None)
+                if o is not None:
+                    o.state = OrderState.DONE
+                    self.outbox.append(("order_done", (o, "rejected: " + ev.reason)))
+            elif isinstance(ev, OrderCancelled):
+                o = ms.orders.pop(ev.client_id, None)
+                if o is not None:
+                    o.state = OrderState.DONE
+                    self.outbox.append(("order_done", (o, "cancelled")))
+        return len(evs)
+
+    def _on_fill(self, fill: Fill, now_ns: int) -> None:
+        ms = self.markets.get(fill.market)
+        if ms is None:
+            logger.error("fill for unknown market {}: {}", fill.market, fill)
+            return
+        self.acct.on_fill(fill)
+        self.outbox.append(("fill", fill))
+        o = ms.orders.get(fill.client_id) if fill.client_id else None
+        if o is not None:
+            o.remaining_lots -= fill.size_lots
+            if o.remaining_lots <= 0:
+                o.state = OrderState.DONE
+                del ms.orders[fill.client_id]
+                self.outbox.append(("order_done", (o, "filled")))
+        pos = self.acct.positions[fill.market]
+        mid = ms.builder.book.mid if ms.builder.book.valid else float(fill.price_ticks)
+        self.risk.update_position(ms.spec, pos.lots, mid, now_ns)
+
+    # --- operator actions -------------------------------------------------------
+
+    def pause(self, reason: str, now_ns: int) -> None:
+        if self.state is HALTED:
+            return
+        self.state = PAUSED
+        self.pause_reason = reason
+        for ms in self.markets.values():
+            self._pull(ms, now_ns)
+        logger.warning("paused: {}", reason)
+        self.outbox.append(("state", {"state": PAUSED, "reason": reason}))
+
+    def resume(self, now_ns: int) -> str | None:
+        """Quote again. Returns why not, if refused."""
+        if self.state is HALTED:
+            return "halted by emergency stop: run 'flashmm reset --confirm' first"
+        latched = self.risk.paused_by()
+        if latched is not None:
+            return f"breaker {latched.name} is latched ({latched.reason}): reset it first"
+        self.state = RUNNING
+        self.pause_reason = ""
+        for ms in self.markets.values():
+            ms.blocked = None
+        logger.info("resumed")
+        self.outbox.append(("state", {"state": RUNNING, "reason": "resumed"}))
+        return None
+
+    def emergency_stop(self, reason: str, now_ns: int, breaker: str = "manual_halt") -> None:
+        """Cancel everything, flatten every position with taker orders, and halt."""
+        b = self.risk.breakers.get(breaker)
+        if b is None:
+            b = self.risk.breakers[breaker] = Breaker(breaker, HALT, latched=True)
+        b.trip(reason, now_ns)
+        self._breaker_tripped(b, now_ns)
+
+    def _breaker_tripped(self, b: Breaker, now_ns: int) -> None:
+        self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+        if b.action == HALT:
+            if self.state is HALTED:
+                return
+            logger.error("EMERGENCY STOP ({}): {}", b.name, b.reason)
+            self.state = HALTED
+            self.pause_reason = f"{b.name}: {b.reason}"
+            self.venue.cancel_all(None, now_ns)
+            for ms in self.markets.values():
+                for o in ms.orders.values():
+                    o.state = OrderState.PENDING_CANCEL
+                ms.flatten_pending_ns = 0
+            self._continue_flatten(now_ns)
+        elif b.action == PAUSE:
+            self.pause(f"{b.name}: {b.reason}", now_ns)
+
+    def _continue_flatten(self, now_ns: int) -> None:
+        for sym, ms in self.markets.items():
+            lots = self.acct.positions[sym].lots
+            if lots == 0 or now_ns < ms.flatten_pending_ns:
+                continue
+            book = ms.builder.book
+            if not book.valid:
+                continue
+            side = Side.SELL if lots > 0 else Side.BUY
+            # cross the book and walk levels, up to 5 % through the touch
+            limit = int(book.best_bid * 0.95) if side is Side.SELL else int(book.best_ask * 1.05) + 1
+            self.venue.take(sym, side, abs(lots), limit, now_ns)
+            ms.flatten_pending_ns = now_ns + NS_PER_S
+            logger.warning("flatten {}: {} {} lots (limit {} ticks)", sym, side.name, abs(lots), limit)
+
+    def reset(self, now_ns: int) -> None:
+        """Clear latched breakers and the halt; the bot stays paused until resumed."""
+        self.risk.reset(now_ns)
+        self.state = PAUSED
+        self.pause_reason = "reset: resume to quote"
+        self.outbox.append(("state", {"state": PAUSED, "reason": "reset"}))
+
+    def cancel_all(self, now_ns: int) -> None:
+        for ms in self.markets.values():
+            self._pull(ms, now_ns)
+
+    def live_orders(self) -> int:
+        return sum(len(ms.orders) for ms in self.markets.values())
+
+    def flat(self) -> bool:
+        return all(p.lots == 0 for p in self.acct.positions.values())
+
+    # --- reporting ----------------------------------------------------------------
+
+    def latency_us(self) -> tuple[float, float]:
+        n = min(self.lat_n, _LAT_RING)
+        if n == 0:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(self.lat[:n], [50, 99])
+        return float(p50) / 1e3, float(p99) / 1e3
+
+    def snapshot(self, now_ns: int | None = None) -> dict[str, Any]:
+        """A plain-data picture of the engine for the panel, status and metrics."""
+        now = now_ns or self.now_ns
+        p50, p99 = self.latency_us()
+        mids = self.mids()
+        markets = {}
+        for sym, ms in self.markets.items():
+            book = ms.builder.book
+            mid = mids[sym]
+            spec = ms.spec
+            pos = self.acct.positions[sym]
+            inv = self.acct.inventory_usdc(sym, mid)
+            quotes = sorted(
+                (
+                    {
+                        "side": o.side.name.lower(),
+                        "price": spec.price(o.price_ticks),
+                        "size": spec.size(o.remaining_lots),
+                        "state": o.state.name.lower(),
+                    }
+                    for o in ms.orders.values()
+                ),
+                key=lambda d: -float(d["price"]),  # type: ignore[arg-type]
+            )
+            sig = ms.last_signal
+            markets[sym] = {
+                "reference": spec.reference,
+                "mid": spec.price(mid) if mid else None,
+                "bid": spec.price(book.best_bid) if book.valid else None,
+                "ask": spec.price(book.best_ask) if book.valid else None,
+                "spread_bps": (book.spread / mid * 1e4) if book.valid and mid else None,
+                "synced": ms.builder.synced,
+                "book_checks": ms.builder.checks,
+                "book_mismatches": ms.builder.mismatches,
+                "quotes": quotes,
+                "position_lots": pos.lots,
+                "position": spec.size(pos.lots),
+                "position_usdc": inv,
+                "limit_usage": abs(inv) / self.cfg.risk.max_position_usdc,
+                "avg_price": spec.price(pos.avg_price_ticks) if pos.lots else None,
+                "realized_usdc": pos.realized_usdc,
+                "unrealized_usdc": self.acct.unrealized(sym, mid),
+                "fees_usdc": pos.fees_usdc,
+                "pnl_usdc": self.acct.market_pnl(sym, mid),
+                "fills": pos.fills,
+                "volume_usdc": pos.volume_usdc,
+                "orders_sent": ms.orders_sent,
+                "cancels_sent": ms.cancels_sent,
+                "rejects": ms.rejects,
+                "signal": {
+                    "direction": sig.direction,
+                    "confidence": round(sig.confidence, 3),
+                    "expected_bps": round(sig.expected_bps, 2),
+                    "source": sig.source,
+                },
+                "signal_status": ms.signal_source.status(),
+                "sigma_bps": ms.vol.sigma_bps,
+                "blocked": ms.blocked,
+                "data_age_ms": (now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,
+            }
+        return {
+            "mode": self.mode,
+            "profile": self.cfg.profile,
+            "state": self.state,
+            "reason": self.pause_reason,
+            "now_ns": now,
+            "uptime_s": (now - self.start_ns) / 1e9 if self.start_ns else 0.0,
+            "events": self.events,
+            "feed_gaps": self.feed_gaps,
+            "markets": markets,
+            "pnl_usdc": self.acct.total_pnl(mids),
+            "fees_usdc": self.acct.fees,
+            "fills": self.acct.fills,
+            "volume_usdc": self.acct.volume,
+            "drawdown_usdc": self.drawdown,
+            "breakers": self.risk.status(),
+            "latency": {"p50_us": p50, "p99_us": p99, "samples": self.lat_n},
+            "quotes_sent": self.quotes_sent,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The end-of-run summary (``flashmm run --json``)."""
+        mids = self.mids()
+        self.acct.mark(mids)
+        p50, p99 = self.latency_us()
+        return {
+            "mode": self.mode,
+            "profile": self.cfg.profile,
+            "state": self.state,
+            "events": self.events,
+            "pnl_usdc": round(self.acct.total_pnl(mids), 6),
+            "fees_usdc": round(self.acct.fees, 6),
+            "fills": self.acct.fills,
+            "volume_usdc": round(self.acct.volume, 6),
+            "max_abs_inventory_usdc": round(self.acct.max_abs_inventory_usdc, 6),
+            "position_limit_breaches": self.acct.limit_breaches,
+            "quotes_sent": self.quotes_sent,
+            "cancels_sent": sum(ms.cancels_sent for ms in self.markets.values()),
+            "decision_p50_us": round(p50, 2),
+            "decision_p99_us": round(p99, 2),
+            "feed_gaps": self.feed_gaps,
+            "markets": {
+                sym: {
+                    "position": ms.spec.size(self.acct.positions[sym].lots),
+                    "pnl_usdc": round(self.acct.market_pnl(sym, mids[sym]), 6),
+                    "fills": self.acct.positions[sym].fills,
+                    "book_checks": ms.builder.checks,
+                    "book_mismatches": ms.builder.mismatches,
+                }
+                for sym, ms in self.markets.items()
+            },
+        }
+
+
+__all__ = ["HALTED", "PAUSE", "PAUSED", "RUNNING", "Engine", "MarketState"]

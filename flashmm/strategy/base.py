@@ -1,0 +1,93 @@
+"""The strategy protocol: desired quotes from the market, our position and a signal.
+
+A strategy is a plain object: no I/O, no clock of its own. The engine calls
+:meth:`Strategy.quote` once per quote cycle per market and sends the
+difference between the returned quotes and our live orders to the venue,
+after risk checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from flashmm.types import MarketSpec, Quote, Signal
+
+
+@dataclass(slots=True)
+class QuoteContext:
+    """Everything a strategy may look at when it quotes one market."""
+
+    spec: MarketSpec
+    now_ns: int
+    best_bid: int  # ticks
+    best_ask: int  # ticks
+    mid: float  # ticks
+    position_lots: int
+    max_position_lots: int  # the risk limit at the current mid
+    sigma_bps: float  # volatility, bps per sqrt(second)
+    signal: Signal
+    skew_bps: float = 0.0  # from the signal, already capped
+    widen: float = 1.0  # spread multiplier (>1 when the model is unsure or down)
+
+
+class Strategy(Protocol):
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+
+    def quote(self, ctx: QuoteContext) -> list[Quote]:
+        """Desired quotes, bids then asks, best level first."""
+        ...
+
+
+class StrategyBase:
+    """Helpers shared by strategies: validated params and tick rounding."""
+
+    name: ClassVar[str] = "base"
+    params_model: ClassVar[type[BaseModel]] = BaseModel
+
+    def __init__(self, params: dict[str, object] | BaseModel | None = None) -> None:
+        if isinstance(params, BaseModel):
+            self.params = params
+        else:
+            self.params = self.params_model.model_validate(params or {})
+
+
+class VolEstimator:
+    """EWMA volatility of the mid in bps per sqrt(second), sampled on a time grid."""
+
+    __slots__ = ("_last_mid", "_last_ns", "_var", "alpha", "floor_bps", "interval_ns", "samples")
+
+    def __init__(
+        self, interval_ms: int = 1000, halflife_s: float = 60.0, floor_bps: float = 0.5
+    ) -> None:
+        self.interval_ns = interval_ms * 1_000_000
+        n = max(halflife_s * 1000 / interval_ms, 1.0)
+        self.alpha = 1 - 0.5 ** (1 / n)
+        self.floor_bps = floor_bps
+        self._last_mid = 0.0
+        self._last_ns = 0
+        self._var = 0.0  # bps^2 per second
+        self.samples = 0
+
+    def update(self, mid: float, now_ns: int) -> None:
+        if mid <= 0:
+            return
+        if self._last_ns == 0:
+            self._last_mid, self._last_ns = mid, now_ns
+            return
+        dt = now_ns - self._last_ns
+        if dt < self.interval_ns:
+            return
+        r_bps = (mid / self._last_mid - 1.0) * 1e4
+        var_per_s = r_bps * r_bps / (dt / 1e9)
+        self._var = var_per_s if self.samples == 0 else self._var + self.alpha * (var_per_s - self._var)
+        self.samples += 1
+        self._last_mid, self._last_ns = mid, now_ns
+
+    @property
+    def sigma_bps(self) -> float:
+        return max(math.sqrt(self._var), self.floor_bps)
