@@ -243,14 +243,20 @@ _OK_STATES = {"ok", "closed", "armed", "normal", "clear", "idle", "reset"}
 
 def render_status(st: Mapping[str, Any], console: Any) -> None:
     """Print a status dict as Rich tables; tolerant of missing or odd keys."""
+    from rich.markup import escape
     from rich.table import Table
 
-    state = str(st.get("state", "?"))
+    state = escape(str(st.get("state", "?")))
     color = {"running": "green", "paused": "yellow", "halted": "red"}.get(state.lower(), "white")
-    console.print(
-        f"[bold]FlashMM[/bold] {st.get('profile', '')}  mode [bold]{st.get('mode', '?')}[/bold]"
-        f"  state [bold {color}]{state}[/bold {color}]  uptime {_fmt_duration(st.get('uptime_s'))}"
-    )
+    head = ["[bold]FlashMM[/bold]"]
+    if st.get("profile"):
+        head.append(escape(str(st["profile"])))
+    head += [
+        f"mode [bold]{escape(str(st.get('mode', '?')))}[/bold]",
+        f"state [bold {color}]{state}[/bold {color}]",
+        f"uptime {_fmt_duration(st.get('uptime_s'))}",
+    ]
+    console.print("  ".join(head))
     markets = st.get("markets")
     if isinstance(markets, Mapping) and markets:
         t = Table(title="Markets", title_justify="left")
@@ -258,7 +264,7 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
             t.add_column(col, justify="left" if col in ("Market", "Quotes") else "right")
         for sym, m in markets.items():
             if not isinstance(m, Mapping):
-                t.add_row(str(sym), *["-"] * 6, str(m))
+                t.add_row(escape(str(sym)), *["-"] * 6, escape(str(m)))
                 continue
             pnl = _num(m.get("pnl_usdc"))
             pnl_s = _fmt(m.get("pnl_usdc"), 2, signed=True)
@@ -272,14 +278,14 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
             else:
                 quotes_s = "-" if quotes is None else str(quotes)
             t.add_row(
-                str(sym),
+                escape(str(sym)),
                 _fmt(m.get("mid")),
                 _fmt(m.get("bid")),
                 _fmt(m.get("ask")),
                 _fmt(m.get("position_lots"), 0, signed=True),
                 _fmt(m.get("position_usdc"), 2, signed=True),
                 pnl_s,
-                quotes_s,
+                escape(quotes_s),
             )
         console.print(t)
     else:
@@ -291,20 +297,20 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
             t.add_column(col)
         for name, b in breakers.items():
             b = b if isinstance(b, Mapping) else {"state": b}
-            bstate = str(b.get("state", "?"))
+            bstate = escape(str(b.get("state", "?")))
             style = "green" if bstate.lower() in _OK_STATES else "bold red"
             t.add_row(
-                str(name),
+                escape(str(name)),
                 f"[{style}]{bstate}[/]",
-                str(b.get("reason") or ""),
+                escape(str(b.get("reason") or "")),
                 _fmt_since(b.get("since")),
             )
         console.print(t)
     model = st.get("model")
     if isinstance(model, Mapping) and model:
-        console.print("model: " + "  ".join(f"{k}={v}" for k, v in model.items()))
+        console.print("model: " + escape("  ".join(f"{k}={v}" for k, v in model.items())))
     elif model:
-        console.print(f"model: {model}")
+        console.print(f"model: {escape(str(model))}")
     lat = st.get("latency")
     if isinstance(lat, Mapping) and lat:
         console.print(
