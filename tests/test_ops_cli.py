@@ -45,6 +45,13 @@ STATUS = {
     "breakers": {
         "drawdown": {"state": "ok", "reason": "", "since": None},
         "stale_feed": {"state": "tripped", "reason": "no book for 5s", "since": 1.7e9},
+        "kill_switch": {
+            "state": "tripped",
+            "action": "halt",
+            "reason": "manual",
+            "since_ns": 1_700_000_000_000_000_000,
+            "latched": True,
+        },
     },
     "model": {"name": "lgbm-v3", "confidence": 0.61},
     "latency": {"p50_us": 41.0, "p99_us": 212.0},
@@ -113,6 +120,7 @@ def test_status_table(bot: tuple[FakeBot, str]) -> None:
     for text in ("running", "1h02m05s", "SEI/USDC", "0.5012", "-30", "+1.25", "B 0.5005x100"):
         assert text in out
     assert "stale_feed" in out and "no book for 5s" in out and "tripped" in out
+    assert "halt (latched)" in out and "2023-11-1" in out
     assert "lgbm-v3" in out and "p99 212" in out
 
 
@@ -163,12 +171,12 @@ def test_reset_needs_confirm(bot: tuple[FakeBot, str]) -> None:
     assert fake.calls == [("reset", {"confirm": True})]
 
 
-def test_emergency_stop_flatten(bot: tuple[FakeBot, str]) -> None:
+def test_emergency_stop(bot: tuple[FakeBot, str]) -> None:
     fake, path = bot
-    assert runner.invoke(make_app(), ["emergency-stop", "--socket", path]).exit_code == 0
-    res = runner.invoke(make_app(), ["emergency-stop", "--socket", path, "--flatten"])
+    res = runner.invoke(make_app(), ["emergency-stop", "--socket", path])
     assert res.exit_code == 0
-    assert fake.calls == [("emergency_stop", {}), ("emergency_stop", {"flatten": True})]
+    assert res.stdout.strip() == "emergency-stop: ok - state: halted"
+    assert fake.calls == [("emergency_stop", {})]
 
 
 @pytest.mark.parametrize(

@@ -126,16 +126,10 @@ def stop(config: ConfigOpt = None, socket: SocketOpt = None, timeout: TimeoutOpt
 
 
 def emergency_stop(
-    config: ConfigOpt = None,
-    socket: SocketOpt = None,
-    flatten: Annotated[
-        bool, typer.Option("--flatten", help="Also close positions with taker orders")
-    ] = False,
-    timeout: TimeoutOpt = 10.0,
+    config: ConfigOpt = None, socket: SocketOpt = None, timeout: TimeoutOpt = 10.0
 ) -> None:
-    """Kill switch: cancel every order now and halt (latched until reset)."""
-    args = {"flatten": True} if flatten else {}
-    _report("emergency_stop", _call("emergency_stop", config, socket, args, timeout=timeout))
+    """Kill switch: cancel every order, flatten positions and halt (latched until reset)."""
+    _report("emergency_stop", _call("emergency_stop", config, socket, timeout=timeout))
 
 
 def reset(
@@ -293,17 +287,23 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
     breakers = st.get("breakers")
     if isinstance(breakers, Mapping) and breakers:
         t = Table(title="Breakers", title_justify="left")
-        for col in ("Breaker", "State", "Reason", "Since"):
+        for col in ("Breaker", "State", "Action", "Reason", "Since"):
             t.add_column(col)
         for name, b in breakers.items():
             b = b if isinstance(b, Mapping) else {"state": b}
             bstate = escape(str(b.get("state", "?")))
             style = "green" if bstate.lower() in _OK_STATES else "bold red"
+            action = escape(str(b.get("action") or ""))
+            if b.get("latched"):
+                action = f"{action} (latched)" if action else "latched"
+            since = b.get("since", b.get("since_ns"))
+            tripped = bstate.lower() not in _OK_STATES
             t.add_row(
                 escape(str(name)),
                 f"[{style}]{bstate}[/]",
+                action,
                 escape(str(b.get("reason") or "")),
-                _fmt_since(b.get("since")),
+                _fmt_since(since) if tripped or b.get("since") else "",
             )
         console.print(t)
     model = st.get("model")

@@ -22,7 +22,7 @@ __all__ = ["OK_BREAKER_STATES", "Metrics"]
 OK_BREAKER_STATES = frozenset({"ok", "closed", "armed", "normal", "clear", "idle", "reset"})
 
 #: Bot states exported as ``flashmm_state{state=...} 1``.
-_BOT_STATES = ("starting", "running", "paused", "halted", "stopping")
+_BOT_STATES = ("starting", "running", "paused", "halted", "stopping", "stopped")
 
 _LATENCY_BUCKETS_US = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000)
 
