@@ -48,9 +48,10 @@ DEFAULT_WS_URL = "wss://stream.binance.com:9443"
 DEFAULT_REST_URL = "https://api.binance.com"
 DEFAULT_STREAMS: tuple[str, ...] = ("depth@100ms", "trade", "bookTicker")
 
-RawSink = Callable[[int, str, str], None]
-"""``sink(ts_ns, symbol, raw_json)``: called for every message the feed passes on,
-in the order it passes them on (a snapshot is given as the REST body)."""
+RawSink = Callable[[MarketEvent, str], None]
+"""``sink(event, raw_json)``: called for every market event the feed passes on, in
+that order, with the raw text it came from (a snapshot: the REST body). A
+recorder writes these to get a file that replays without gaps."""
 
 _END = object()
 _BAD_LOG_FIRST = 10
@@ -381,7 +382,7 @@ class BinanceWSFeed:
     def _emit(self, ev: MarketEvent, raw: str | None = None) -> None:
         if raw is not None and self.raw_sink is not None:
             try:
-                self.raw_sink(ev.ts_ns, ev.symbol, raw)
+                self.raw_sink(ev, raw)
             except Exception as exc:
                 logger.error("ws feed: raw sink failed: {}", exc)
                 self._q.put_nowait(exc)

@@ -1,0 +1,224 @@
+"""``flashmm feed``: serve recordings as a local Binance, record a live stream.
+
+Heavy imports (websockets, aiohttp) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="Market-data feeds: a local replay server and a stream recorder.")
+
+
+@app.command()
+def serve(
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Recording(s); repeat for more"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+    port: int = typer.Option(9000, help="WebSocket port (0 = any free port)"),
+    http_port: int = typer.Option(9001, "--http-port", help="REST port (0 = any free port)"),
+    speed: float = typer.Option(1.0, help="Replay speed: 1 = recorded pace, 0 = as fast as read"),
+    loop: bool = typer.Option(False, "--loop", help="Start again at the end (clients reconnect)"),
+    align: bool = typer.Option(True, help="Shift several symbols' recordings to start together"),
+) -> None:
+    """Replay recordings as a Binance combined stream + REST depth snapshots."""
+    from flashmm.errors import FlashMMError
+
+    async def main() -> None:
+        from flashmm.feeds.server import ReplayServer
+
+        srv = ReplayServer(data, host, port, speed, http_port=http_port, loop=loop, align=align)
+        await srv.start()
+        typer.echo(f"symbols:  {', '.join(srv.symbols)}")
+        typer.echo(f"ws_url:   {srv.ws_url}")
+        typer.echo(f"rest_url: {srv.rest_url}")
+        typer.echo("config:")
+        typer.echo("  feed:")
+        typer.echo("    kind: binance_ws")
+        typer.echo(f"    ws_url: {srv.ws_url}")
+        typer.echo(f"    rest_url: {srv.rest_url}")
+        typer.echo("Ctrl-C to stop.", err=True)
+        try:
+            if loop:
+                await asyncio.Event().wait()
+            else:
+                await srv.finished.wait()
+                typer.echo("end of data; still answering (Ctrl-C to stop)", err=True)
+                await asyncio.Event().wait()
+        finally:
+            await srv.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except FlashMMError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def out_path(out: Path, symbol: str, several: bool) -> Path:
+    """The file of ``symbol``: ``{symbol}`` in ``out`` is replaced; with several
+    symbols and no placeholder the symbol goes before the ``.gz``/``.dat.gz`` suffix."""
+    text = str(out)
+    if "{symbol}" in text:
+        return Path(text.replace("{symbol}", symbol))
+    if not several:
+        return out
+    name = out.name
+    for suffix in (".dat.gz", ".gz"):
+        if name.endswith(suffix):
+            return out.with_name(f"{name[: -len(suffix)]}_{symbol}{suffix}")
+    return out.with_name(f"{name}_{symbol}.gz")
+
+
+class Recorder:
+    """Writes what a :class:`~flashmm.feeds.ws.BinanceWSFeed` passes on to
+    ``<ts_us> <json>`` gzip files, one per symbol, each starting with a snapshot.
+
+    Lines of a symbol that come before its first snapshot are kept back and
+    written right after it (their timestamps are then a little older than
+    the snapshot's). Later snapshots (after a gap or reconnect) are written
+    where they are passed on, so the file replays without a gap.
+    """
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths
+        self.files: dict[str, Any] = {}
+        self.pending: dict[str, list[str]] = {s: [] for s in paths}
+        self.lines: dict[str, int] = dict.fromkeys(paths, 0)
+        for s, p in paths.items():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            self.files[s] = gzip.open(p, "wt", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def __call__(self, ev: Any, raw: str) -> None:
+        from flashmm.marketdata import DepthSnapshot
+
+        sym = ev.symbol
+        fh = self.files.get(sym)
+        if fh is None:
+            return
+        if "\n" in raw or "\r" in raw:
+            raw = raw.replace("\r", "").replace("\n", "")  # whitespace only, in JSON
+        line = f"{ev.ts_ns // 1000} {raw}\n"
+        pending = self.pending.get(sym)
+        if pending is not None:
+            if not isinstance(ev, DepthSnapshot):
+                pending.append(line)
+                return
+            fh.write(line)
+            fh.writelines(pending)
+            self.lines[sym] += 1 + len(pending)
+            del self.pending[sym]
+            return
+        fh.write(line)
+        self.lines[sym] += 1
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files.clear()
+
+
+async def record_stream(
+    symbols: list[str],
+    out: Path,
+    duration_s: float | None = None,
+    *,
+    ws_url: str = "wss://stream.binance.com:9443",
+    rest_url: str = "https://api.binance.com",
+    depth_limit: int = 1000,
+    stop: asyncio.Event | None = None,
+    feed_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record ``symbols`` until ``duration_s`` passes or ``stop`` is set.
+
+    Returns a summary: files, lines per symbol and the feed's stats.
+    """
+    from flashmm.feeds.binance import Scale
+    from flashmm.feeds.ws import BinanceWSFeed
+
+    syms = [s.strip().lower() for s in symbols if s.strip()]
+    if not syms:
+        raise ValueError("no symbols to record")
+    paths = {s: out_path(out, s, len(syms) > 1) for s in syms}
+    rec = Recorder(paths)
+    # the scale only matters for the events, not for what is written
+    scales = {s: Scale(1e8, 1e8) for s in syms}
+    feed = BinanceWSFeed(
+        scales, ws_url, rest_url, depth_limit, raw_sink=rec, **(feed_options or {})
+    )
+    stop = stop or asyncio.Event()
+    deadline = time.monotonic() + duration_s if duration_s else None
+
+    async def consume() -> None:
+        async for _ in feed:
+            pass
+
+    task = asyncio.create_task(consume())
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait(
+            {task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            task.result()  # a sink error (disk full...) surfaces here
+    finally:
+        await feed.aclose()
+        waiter.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+        rec.close()
+    return {
+        "files": {s: str(p) for s, p in paths.items()},
+        "lines": dict(rec.lines),
+        "without_snapshot": sorted(rec.pending),
+        "stats": feed.stats.as_dict(),
+    }
+
+
+@app.command()
+def record(
+    symbols: str = typer.Option(..., help="Comma-separated stream symbols: nexousdt,ethusdt"),
+    out: Path = typer.Option(
+        ..., help="Output .gz; with several symbols one file each ({symbol} placeholder)"
+    ),
+    duration: float | None = typer.Option(None, help="Seconds to record (default: until Ctrl-C)"),
+    ws_url: str = typer.Option("wss://stream.binance.com:9443", "--ws-url"),
+    rest_url: str = typer.Option("https://api.binance.com", "--rest-url"),
+    depth_limit: int = typer.Option(1000, "--depth-limit", help="Levels in the REST snapshot"),
+) -> None:
+    """Record a live combined stream to `<ts_us> <json>` gzip lines, snapshot first."""
+    syms = [s for s in symbols.split(",") if s.strip()]
+    try:
+        summary = asyncio.run(
+            record_stream(
+                syms, out, duration, ws_url=ws_url, rest_url=rest_url, depth_limit=depth_limit
+            )
+        )
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+        return
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for s, path in summary["files"].items():
+        note = " (no snapshot received: empty)" if s in summary["without_snapshot"] else ""
+        typer.echo(f"{s}: {summary['lines'][s]} lines -> {path}{note}")
+    st = summary["stats"]
+    typer.echo(
+        f"messages {st['messages']}, bad {st['bad_messages']}, gaps {st['gaps']}, "
+        f"reconnects {st['reconnects']}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
