@@ -7,8 +7,9 @@ tuple to a queue (``journal.fill(fill)``, ``journal.order_event(order, ts)``
 Fill durability: :meth:`Journal.fill` returns a sequence number. Once the
 batch holding it is committed (``synchronous=FULL``: fsynced), the fill is
 reported by :meth:`Journal.poll_durable`, ``journal.durable_seq`` moves past
-its number and the optional ``on_durable`` callback runs (in the writer
-thread). Show a fill as done only then.
+its number, and it is handed to the ``on_durable`` callback (run in the
+writer thread: use ``loop.call_soon_threadsafe``) if one was given. Show a
+fill as done only then.
 
 On start, :meth:`Journal.load_state` (or :func:`read_state` on a file)
 returns what is needed to recover after a crash or ``kill -9``: all fills,
@@ -24,7 +25,6 @@ import fcntl
 import itertools
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -137,7 +137,6 @@ CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
 
 # Queue item kinds.
 _ORDER, _FILL, _POSITION, _BREAKER, _CONTROL, _EVENT = range(6)
-_STOP = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +336,7 @@ class Journal:
         specs: Mapping[str, MarketSpec] | None = None,
         on_durable: Callable[[list[Fill]], None] | None = None,
         batch_max: int = 1000,
+        interval_s: float = 0.005,
         synchronous: str = "FULL",
     ) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -346,6 +346,7 @@ class Journal:
         self.specs: dict[str, MarketSpec] = dict(specs or {})
         self._on_durable = on_durable
         self._batch_max = max(1, batch_max)
+        self._interval = max(0.0005, interval_s)
         self._synchronous = synchronous.upper()
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -375,7 +376,11 @@ class Journal:
         self._auto_ids = itertools.count(1)
         self._last_seq = 0
         self._put_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # The hot path only appends here (no syscall, no thread wake-up); the
+        # writer polls every ``interval_s`` or when woken by flush/close.
+        self._items: deque[tuple[int, int, tuple[Any, ...]]] = deque()
+        self._wake = threading.Event()
+        self._stop = False
         self._durable_seq = 0
         self._durable_cond = threading.Condition()
         self._durable_fills: deque[Fill] = deque()
@@ -435,7 +440,8 @@ class Journal:
             return True
         with self._put_lock:
             self._closed = True
-            self._queue.put(_STOP)
+            self._stop = True
+        self._wake.set()
         self._thread.join(timeout)
         done = not self._thread.is_alive()
         if done:
@@ -467,13 +473,17 @@ class Journal:
 
     def wait_durable(self, seq: int, timeout: float | None = 5.0) -> bool:
         """Block until ``durable_seq >= seq``. Not for the hot path."""
+        self._wake.set()
         with self._durable_cond:
             return self._durable_cond.wait_for(
                 lambda: self._durable_seq >= seq or not self._thread.is_alive(), timeout
             ) and (self._durable_seq >= seq)
 
     def poll_durable(self) -> list[Fill]:
-        """Fills committed since the last call, oldest first (cheap; call every loop)."""
+        """Fills committed since the last call, oldest first (cheap; call every loop).
+
+        Only when no ``on_durable`` callback was given (then the callback gets them).
+        """
         out: list[Fill] = []
         dq = self._durable_fills
         while dq:
@@ -492,7 +502,7 @@ class Journal:
                 raise RuntimeFailure("journal is closed")
             seq = next(self._seq)
             self._last_seq = seq
-            self._queue.put((seq, kind, payload))
+            self._items.append((seq, kind, payload))
         return seq
 
     def fill(self, fill: Fill) -> int | None:
@@ -632,25 +642,16 @@ class Journal:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            batch: list[tuple[int, int, tuple[Any, ...]]] = []
-            if item is _STOP:
-                stopping = True
-            else:
-                batch.append(item)
-            while not stopping and len(batch) < self._batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
+        items = self._items
+        while True:
+            if not items:
+                if self._stop:
                     break
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-            if not batch:
+                self._wake.wait(self._interval)
+                self._wake.clear()
                 continue
+            n = min(len(items), self._batch_max)
+            batch = [items.popleft() for _ in range(n)]
             delay = 0.05
             while True:
                 try:
@@ -673,7 +674,8 @@ class Journal:
                 self.error = None
             self.commits += 1
             fills = [p[0] for _, kind, p in batch if kind == _FILL]
-            self._durable_fills.extend(fills)
+            if self._on_durable is None:
+                self._durable_fills.extend(fills)
             with self._durable_cond:
                 self._durable_seq = batch[-1][0]
                 self._durable_cond.notify_all()
@@ -691,66 +693,74 @@ class Journal:
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, batch: list[tuple[int, int, tuple[Any, ...]]]) -> None:
-        ex = conn.execute
-        ex("BEGIN IMMEDIATE")
+        # Tables are independent, so rows are grouped per table (executemany
+        # keeps their order); this keeps the writer's GIL time short.
+        rows: dict[int, list[tuple[Any, ...]]] = {}
+        for _seq, kind, p in batch:
+            rows.setdefault(kind, []).append(p)
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            for _seq, kind, p in batch:
+            for kind, items in rows.items():
                 if kind == _FILL:
-                    f: Fill = p[0]
-                    ex(
+                    conn.executemany(
                         "INSERT OR IGNORE INTO fills (fill_id, market, client_id, side,"
                         " price_ticks, size_lots, fee_usdc, liquidity, ts_ns)"
                         " VALUES (?,?,?,?,?,?,?,?,?)",
-                        (
-                            f.fill_id,
-                            f.market,
-                            f.client_id,
-                            int(f.side),
-                            f.price_ticks,
-                            f.size_lots,
-                            f.fee_usdc,
-                            int(f.liquidity),
-                            f.ts_ns,
-                        ),
+                        [
+                            (
+                                f.fill_id,
+                                f.market,
+                                f.client_id,
+                                int(f.side),
+                                f.price_ticks,
+                                f.size_lots,
+                                f.fee_usdc,
+                                int(f.liquidity),
+                                f.ts_ns,
+                            )
+                            for (f,) in items
+                        ],
                     )
                 elif kind == _ORDER:
-                    ex(
+                    conn.executemany(
                         "INSERT INTO orders (market, client_id, side, price_ticks, size_lots,"
                         " remaining, state, created_ns, ts) VALUES (?,?,?,?,?,?,?,?,?)"
                         " ON CONFLICT (market, client_id) DO UPDATE SET side=excluded.side,"
                         " price_ticks=excluded.price_ticks, size_lots=excluded.size_lots,"
                         " remaining=excluded.remaining, state=excluded.state,"
                         " created_ns=excluded.created_ns, ts=excluded.ts",
-                        p[:9],
+                        [p[:9] for p in items],
                     )
-                    ex(
+                    conn.executemany(
                         "INSERT INTO order_events (market, client_id, state, remaining, note, ts)"
                         " VALUES (?,?,?,?,?,?)",
-                        (p[0], p[1], p[6], p[5], p[9], p[8]),
+                        [(p[0], p[1], p[6], p[5], p[9], p[8]) for p in items],
                     )
                 elif kind == _POSITION:
-                    ex(
+                    conn.executemany(
                         "INSERT INTO positions (market, lots, avg_price_ticks, realized_usdc,"
                         " fees_usdc, volume_usdc, fills, unrealized_usdc, mid_ticks, ts)"
                         " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        p,
+                        items,
                     )
                 elif kind == _BREAKER:
-                    ex(
+                    conn.executemany(
                         "INSERT INTO breaker_events (name, state, reason, latched, ts)"
                         " VALUES (?,?,?,?,?)",
-                        p,
+                        items,
                     )
                 elif kind == _CONTROL:
-                    ex(
+                    conn.executemany(
                         "INSERT INTO control_commands (cmd, args, ok, result, ts)"
                         " VALUES (?,?,?,?,?)",
-                        p,
+                        items,
                     )
                 elif kind == _EVENT:
-                    ex("INSERT INTO events (kind, market, data, ts) VALUES (?,?,?,?)", p)
-            ex("COMMIT")
+                    conn.executemany(
+                        "INSERT INTO events (kind, market, data, ts) VALUES (?,?,?,?)", items
+                    )
+            conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
-                ex("ROLLBACK")
+                conn.execute("ROLLBACK")
             raise
