@@ -178,3 +178,23 @@ def test_too_long_path_is_a_user_error() -> None:
 )
 def test_default_socket_path(env: dict[str, str], data_dir: str | None, expected: str) -> None:
     assert default_socket_path("paper", data_dir, env) == expected
+
+
+async def test_audit_into_journal_recovers_last_mode_command(sock_dir: Path) -> None:
+    from flashmm.ops.journal import Journal
+
+    journal = Journal(sock_dir / "data")
+    path = sock_dir / "j.sock"
+
+    def audit(cmd: str, args: dict[str, Any], response: dict[str, Any]) -> None:
+        journal.control(cmd, args, response["ok"], response["result"] or response)
+
+    async with ControlServer(path, Bot().handle, audit=audit):
+        assert (await call(path, "pause"))["ok"]
+        assert not (await call(path, "resume"))["ok"]  # refused: not a mode change
+        assert (await call(path, "status"))["ok"]
+    state = journal.load_state()
+    journal.close()
+    assert state.last_mode_command is not None
+    assert state.last_mode_command.cmd == "pause"
+    assert state.last_mode_command.result == {"state": "paused"}
