@@ -1,0 +1,249 @@
+"""ABI helpers for FlashBook without web3.py: selectors, call encoding, log decoding.
+
+Also the bit layouts shared with ``contracts/FlashBook.sol``: the requote op word and the
+``info`` word carried by the order events (LSB first):
+
+    op:   clientId 0..63 | price 64..95 | size 96..159 | side 160 | slot 168..175 |
+          kind 176..183 | oldClientId 184..247
+    info: clientId 0..63 | price 64..95 | size 96..159 | side 160 | slot 168..175 |
+          market 176..191 | extra 192..255 (reject reason, or a Fill's maker remainder)
+
+side 0 is a bid (buy), 1 an ask (sell).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+
+from flashmm.contracts import load_artifact
+
+U32 = (1 << 32) - 1
+U64 = (1 << 64) - 1
+
+OP_CANCEL = 0
+OP_PLACE = 1
+OP_REPLACE = 2
+
+BID = 0
+ASK = 1
+
+REJECT_REASONS = {
+    1: "post-only order would cross",
+    2: "order slot busy",
+    3: "insufficient free balance",
+    4: "bad price or size",
+}
+
+
+def _canonical_type(param: dict[str, Any]) -> str:
+    typ: str = param["type"]
+    if typ.startswith("tuple"):
+        inner = ",".join(_canonical_type(c) for c in param["components"])
+        return f"({inner}){typ[5:]}"
+    return typ
+
+
+@dataclass(frozen=True, slots=True)
+class AbiFunction:
+    name: str
+    selector: bytes
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def encode(self, *args: Any) -> bytes:
+        return self.selector + abi_encode(list(self.inputs), list(args))
+
+    def decode_output(self, data: bytes) -> tuple[Any, ...]:
+        return tuple(abi_decode(list(self.outputs), data))
+
+
+@dataclass(frozen=True, slots=True)
+class AbiEvent:
+    name: str
+    topic0: bytes
+    indexed: tuple[tuple[str, str], ...]
+    data: tuple[tuple[str, str], ...]
+
+    def decode(self, topics: list[bytes], data: bytes) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for (name, typ), topic in zip(self.indexed, topics[1:], strict=False):
+            out[name] = abi_decode([typ], topic)[0]
+        values = abi_decode([t for _, t in self.data], data)
+        for (name, _), value in zip(self.data, values, strict=True):
+            out[name] = value
+        return out
+
+
+class ContractAbi:
+    """Functions, events and custom errors of one compiled contract."""
+
+    def __init__(self, abi: list[dict[str, Any]]) -> None:
+        self.functions: dict[str, AbiFunction] = {}
+        self.events: dict[str, AbiEvent] = {}
+        self.events_by_topic: dict[bytes, AbiEvent] = {}
+        self.errors: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+        for item in abi:
+            kind = item.get("type")
+            if kind == "function":
+                ins = tuple(_canonical_type(p) for p in item["inputs"])
+                outs = tuple(_canonical_type(p) for p in item["outputs"])
+                sig = f"{item['name']}({','.join(ins)})"
+                self.functions[item["name"]] = AbiFunction(item["name"], keccak(text=sig)[:4], ins, outs)
+            elif kind == "event":
+                params = item["inputs"]
+                sig = f"{item['name']}({','.join(_canonical_type(p) for p in params)})"
+                event = AbiEvent(
+                    item["name"],
+                    keccak(text=sig),
+                    tuple((p["name"], _canonical_type(p)) for p in params if p["indexed"]),
+                    tuple((p["name"], _canonical_type(p)) for p in params if not p["indexed"]),
+                )
+                self.events[item["name"]] = event
+                self.events_by_topic[event.topic0] = event
+            elif kind == "error":
+                ins = tuple(_canonical_type(p) for p in item["inputs"])
+                sig = f"{item['name']}({','.join(ins)})"
+                self.errors[keccak(text=sig)[:4]] = (item["name"], ins)
+
+    def fn(self, name: str) -> AbiFunction:
+        return self.functions[name]
+
+    def decode_revert(self, data: bytes) -> str:
+        """A readable reason for revert data (custom error, Error(string) or Panic(uint256))."""
+        if not data:
+            return "reverted without a reason"
+        sel, body = data[:4], data[4:]
+        if sel == bytes.fromhex("08c379a0"):
+            try:
+                return str(abi_decode(["string"], body)[0])
+            except Exception:
+                return f"reverted: 0x{data.hex()}"
+        if sel == bytes.fromhex("4e487b71"):
+            code = abi_decode(["uint256"], body)[0] if len(body) >= 32 else -1
+            return f"panic 0x{code:02x}" + (" (arithmetic overflow/underflow)" if code == 0x11 else "")
+        if sel in self.errors:
+            name, ins = self.errors[sel]
+            args = abi_decode(list(ins), body) if ins else ()
+            return f"{name}({', '.join(str(a) for a in args)})"
+        return f"reverted: 0x{data.hex()}"
+
+
+_ABIS: dict[str, ContractAbi] = {}
+
+
+def contract_abi(name: str) -> ContractAbi:
+    if name not in _ABIS:
+        _ABIS[name] = ContractAbi(load_artifact(name)["abi"])
+    return _ABIS[name]
+
+
+def book_abi() -> ContractAbi:
+    return contract_abi("FlashBook")
+
+
+def token_abi() -> ContractAbi:
+    return contract_abi("TestToken")
+
+
+# --- packed words ---------------------------------------------------------------------
+
+
+def _check_fields(client_id: int, price: int, size: int) -> None:
+    if not 0 <= client_id <= U64:
+        raise ValueError(f"client id must fit in 64 bits, was {client_id}")
+    if not 0 <= price <= U32:
+        raise ValueError(f"price must fit in 32 bits (ticks), was {price}")
+    if not 0 <= size <= U64:
+        raise ValueError(f"size must fit in 64 bits (lots), was {size}")
+
+
+def op_cancel(slot: int, client_id: int) -> int:
+    _check_fields(client_id, 0, 0)
+    return client_id | (slot << 168) | (OP_CANCEL << 176)
+
+
+def op_place(slot: int, client_id: int, side: int, price: int, size: int) -> int:
+    _check_fields(client_id, price, size)
+    return client_id | (price << 64) | (size << 96) | (side << 160) | (slot << 168) | (OP_PLACE << 176)
+
+
+def op_replace(
+    slot: int, old_client_id: int, client_id: int, side: int, price: int, size: int
+) -> int:
+    _check_fields(client_id, price, size)
+    _check_fields(old_client_id, 0, 0)
+    return (
+        client_id
+        | (price << 64)
+        | (size << 96)
+        | (side << 160)
+        | (slot << 168)
+        | (OP_REPLACE << 176)
+        | (old_client_id << 184)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInfo:
+    """An unpacked ``info`` word."""
+
+    client_id: int
+    price: int
+    size: int
+    side: int
+    slot: int
+    market: int
+    extra: int
+
+
+def unpack_info(info: int) -> OrderInfo:
+    return OrderInfo(
+        client_id=info & U64,
+        price=(info >> 64) & U32,
+        size=(info >> 96) & U64,
+        side=(info >> 160) & 1,
+        slot=(info >> 168) & 0xFF,
+        market=(info >> 176) & 0xFFFF,
+        extra=info >> 192,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BookLog:
+    """One decoded FlashBook log."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    tx_hash: str
+    log_index: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.tx_hash, self.log_index)
+
+
+def hex_to_bytes(value: str) -> bytes:
+    return bytes.fromhex(value[2:] if value.startswith("0x") else value)
+
+
+def decode_log(log: dict[str, Any], abi: ContractAbi | None = None) -> BookLog | None:
+    """Decode a JSON-RPC log object; None for a log this ABI does not know."""
+    abi = abi or book_abi()
+    topics = [hex_to_bytes(t) for t in log.get("topics", [])]
+    if not topics or topics[0] not in abi.events_by_topic:
+        return None
+    event = abi.events_by_topic[topics[0]]
+    args = event.decode(topics, hex_to_bytes(log.get("data", "0x")))
+    return BookLog(
+        name=event.name,
+        args=args,
+        block_number=int(log["blockNumber"], 16) if log.get("blockNumber") else -1,
+        tx_hash=str(log.get("transactionHash", "")),
+        log_index=int(log["logIndex"], 16) if log.get("logIndex") else -1,
+    )

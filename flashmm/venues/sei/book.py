@@ -1,0 +1,176 @@
+"""FlashBook contract client: deploy, markets, funds, requote/take and views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import encode as abi_encode
+
+from flashmm.contracts import load_artifact
+from flashmm.venues.sei.abi import (
+    ContractAbi,
+    OrderInfo,
+    book_abi,
+    hex_to_bytes,
+    token_abi,
+    unpack_info,
+)
+from flashmm.venues.sei.errors import RpcError, TxReverted, VenueError
+from flashmm.venues.sei.rpc import JsonRpc
+from flashmm.venues.sei.tx import SentTx, TxSender
+
+
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    market: int
+    base: str
+    quote: str
+    tick_value: int
+    lot_units: int
+    best_bid_hint: int
+    best_ask_hint: int
+    bid_levels: int
+    ask_levels: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balances:
+    base_free: int
+    quote_free: int
+    base_locked: int
+    quote_locked: int
+
+    @property
+    def base_total(self) -> int:
+        return self.base_free + self.base_locked
+
+    @property
+    def quote_total(self) -> int:
+        return self.quote_free + self.quote_locked
+
+
+@dataclass(frozen=True, slots=True)
+class DepthLevel:
+    price: int
+    size: int
+    orders: int
+
+
+async def eth_call(rpc: JsonRpc, abi: ContractAbi, to: str, fn: str, *args: Any, block: str = "latest") -> tuple[Any, ...]:
+    f = abi.fn(fn)
+    try:
+        out = await rpc.call("eth_call", [{"to": to, "data": "0x" + f.encode(*args).hex()}, block])
+    except RpcError as exc:
+        data = exc.revert_data
+        if data is not None:
+            raise TxReverted(f"(call {fn})", abi.decode_revert(data)) from exc
+        raise
+    return f.decode_output(hex_to_bytes(out))
+
+
+async def deploy(sender: TxSender, name: str, *ctor_args: Any, ctor_types: tuple[str, ...] = ()) -> str:
+    """Deploy contract ``name`` from the committed artifacts; returns its address."""
+    art = load_artifact(name)
+    data = hex_to_bytes(art["bytecode"]) + (abi_encode(list(ctor_types), list(ctor_args)) if ctor_types else b"")
+    receipt = await sender.transact(None, data)
+    address = receipt.get("contractAddress")
+    if not address:
+        raise VenueError(f"deploying {name}: receipt has no contract address")
+    return str(address)
+
+
+async def deploy_token(sender: TxSender, name: str, symbol: str, decimals: int) -> str:
+    return await deploy(sender, "TestToken", name, symbol, decimals, ctor_types=("string", "string", "uint8"))
+
+
+class TokenClient:
+    def __init__(self, rpc: JsonRpc, address: str) -> None:
+        self.rpc = rpc
+        self.address = address
+        self.abi = token_abi()
+
+    async def balance_of(self, owner: str) -> int:
+        return int((await eth_call(self.rpc, self.abi, self.address, "balanceOf", owner))[0])
+
+    async def decimals(self) -> int:
+        return int((await eth_call(self.rpc, self.abi, self.address, "decimals"))[0])
+
+    async def symbol(self) -> str:
+        return str((await eth_call(self.rpc, self.abi, self.address, "symbol"))[0])
+
+    async def mint(self, sender: TxSender, to: str, amount: int) -> dict[str, Any]:
+        return await sender.transact(self.address, self.abi.fn("mint").encode(to, amount))
+
+    async def approve(self, sender: TxSender, spender: str, amount: int) -> dict[str, Any]:
+        return await sender.transact(self.address, self.abi.fn("approve").encode(spender, amount))
+
+
+class BookClient:
+    """Calls and transactions against one FlashBook deployment."""
+
+    def __init__(self, rpc: JsonRpc, address: str) -> None:
+        self.rpc = rpc
+        self.address = address
+        self.abi = book_abi()
+
+    async def call(self, fn: str, *args: Any, block: str = "latest") -> tuple[Any, ...]:
+        return await eth_call(self.rpc, self.abi, self.address, fn, *args, block=block)
+
+    def calldata(self, fn: str, *args: Any) -> bytes:
+        return self.abi.fn(fn).encode(*args)
+
+    # --- transactions -----------------------------------------------------------------
+    async def create_market(self, sender: TxSender, base: str, quote: str, tick_value: int, lot_units: int) -> int:
+        receipt = await sender.transact(
+            self.address, self.calldata("createMarket", base, quote, tick_value, lot_units)
+        )
+        for log in receipt.get("logs", []):
+            topics = log.get("topics", [])
+            if topics and hex_to_bytes(topics[0]) == self.abi.events["MarketCreated"].topic0:
+                return int(topics[1], 16)
+        raise VenueError("createMarket: no MarketCreated event in the receipt")
+
+    async def deposit(self, sender: TxSender, market: int, base_amount: int, quote_amount: int) -> dict[str, Any]:
+        return await sender.transact(self.address, self.calldata("deposit", market, base_amount, quote_amount))
+
+    async def withdraw(self, sender: TxSender, market: int, base_amount: int, quote_amount: int) -> dict[str, Any]:
+        return await sender.transact(self.address, self.calldata("withdraw", market, base_amount, quote_amount))
+
+    async def send_requote(self, sender: TxSender, market: int, ops: list[int], gas: int | None = None) -> SentTx:
+        return await sender.send(self.address, self.calldata("requote", market, ops), gas=gas)
+
+    async def requote(self, sender: TxSender, market: int, ops: list[int], gas: int | None = None) -> dict[str, Any]:
+        return await sender.wait(await self.send_requote(sender, market, ops, gas))
+
+    async def take(self, sender: TxSender, market: int, side: int, limit_price: int, size: int, gas: int | None = None) -> dict[str, Any]:
+        return await sender.transact(self.address, self.calldata("take", market, side, limit_price, size), gas=gas)
+
+    async def cancel_all(self, sender: TxSender, market: int) -> dict[str, Any]:
+        return await sender.transact(self.address, self.calldata("cancelAll", market))
+
+    async def cancel_slots(self, sender: TxSender, market: int, slot_mask: int) -> dict[str, Any]:
+        return await sender.transact(self.address, self.calldata("cancelSlots", market, slot_mask))
+
+    # --- views ------------------------------------------------------------------------
+    async def market(self, market: int) -> MarketInfo:
+        r = await self.call("getMarket", market)
+        return MarketInfo(market, str(r[0]), str(r[1]), *(int(x) for x in r[2:]))
+
+    async def market_count(self) -> int:
+        return int((await self.call("marketCount"))[0])
+
+    async def balances(self, owner: str, market: int) -> Balances:
+        r = await self.call("balances", owner, market)
+        return Balances(*(int(x) for x in r))
+
+    async def open_orders(self, owner: str, market: int) -> list[OrderInfo]:
+        (words,) = await self.call("openOrders", owner, market)
+        return [unpack_info(int(w)) for w in words]
+
+    async def depth(self, market: int, side: int, levels: int = 10) -> list[DepthLevel]:
+        prices, sizes, counts = await self.call("depth", market, side, levels)
+        return [DepthLevel(int(p), int(s), int(c)) for p, s, c in zip(prices, sizes, counts, strict=True)]
+
+    async def trader_index(self, owner: str) -> int:
+        return int((await self.call("traderIndex", owner))[0])

@@ -1,0 +1,304 @@
+"""A local chain for development, tests and benchmarks: anvil + a FlashBook deployment.
+
+anvil comes from npm (``npm ci`` installs ``node_modules/.bin/anvil``). It runs on
+127.0.0.1 with Sei's testnet chain id (1328) and 0.4 s blocks. The dev accounts are
+anvil's well-known mnemonic accounts: for LOCAL chains only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from flashmm.venues.sei.book import BookClient, TokenClient, deploy, deploy_token
+from flashmm.venues.sei.errors import VenueError
+from flashmm.venues.sei.rpc import JsonRpc
+from flashmm.venues.sei.tx import TxSender
+
+SEI_TESTNET_CHAIN_ID = 1328
+SEI_MAINNET_CHAIN_ID = 1329
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class AnvilMissing(VenueError):
+    """node_modules/.bin/anvil is not installed."""
+
+
+def anvil_path(root: Path | None = None) -> Path:
+    path = (root or REPO_ROOT) / "node_modules" / ".bin" / "anvil"
+    if not path.exists():
+        raise AnvilMissing(f"anvil not found at {path}: run `npm ci` in the repository root")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dev_private_key(index: int) -> str:
+    """Private key of anvil dev account ``index`` (well known; never use on a real chain)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    acct = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return "0x" + bytes(acct.key).hex()
+
+
+class Anvil:
+    """An anvil process on 127.0.0.1; stop() ends it (and only it)."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        chain_id: int = SEI_TESTNET_CHAIN_ID,
+        block_time: float | None = 0.4,
+        root: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.port = port or free_port()
+        self.chain_id = chain_id
+        self.block_time = block_time
+        self.binary = anvil_path(root)
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15.0, *, quiet: bool = True) -> Anvil:
+        args = [
+            str(self.binary),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--chain-id", str(self.chain_id),
+            "--accounts", "10",
+            "--balance", "1000000",
+            "--steps-tracing",
+        ]
+        if self.block_time:
+            args += ["--block-time", str(self.block_time)]
+        args += list(self.extra_args)
+        out = subprocess.DEVNULL if quiet else None
+        self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise VenueError(f"anvil exited with code {self.proc.returncode} (port {self.port} busy?)")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise VenueError(f"anvil did not start within {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # anvil was started in its own session: signal that process group only.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> Anvil:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMarket:
+    symbol: str
+    base_symbol: str
+    base_decimals: int
+    tick_size: str
+    lot_size: str
+    mid_price: str  # a starting price used to size the funding
+
+
+LOCAL_MARKETS = (
+    LocalMarket("SEI/USDC", "SEI", 18, "0.0001", "1", "0.30"),
+    LocalMarket("ETH/USDC", "WETH", 18, "0.01", "0.001", "3000"),
+)
+
+
+def market_units(tick_size: str, lot_size: str, base_decimals: int, quote_decimals: int) -> tuple[int, int]:
+    """(tickValue, lotUnits) for the contract from decimal tick and lot sizes."""
+    tick, lot = Decimal(tick_size), Decimal(lot_size)
+    lot_units = lot * (Decimal(10) ** base_decimals)
+    tick_value = tick * lot * (Decimal(10) ** quote_decimals)
+    if lot_units != lot_units.to_integral_value() or tick_value != tick_value.to_integral_value():
+        raise ValueError(
+            f"tick {tick_size} x lot {lot_size} is not a whole number of token units "
+            f"(decimals base {base_decimals}, quote {quote_decimals})"
+        )
+    return int(tick_value), int(lot_units)
+
+
+@dataclass
+class Deployment:
+    """What ``flashmm chain local``/``deploy`` wrote: addresses, markets, accounts."""
+
+    chain_id: int
+    rpc_url: str
+    ws_url: str
+    book: str
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    markets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounts: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def market_id(self, symbol: str) -> int:
+        try:
+            return int(self.markets[symbol]["id"])
+        except KeyError as exc:
+            raise VenueError(f"market {symbol!r} not in deployment; known: {', '.join(self.markets)}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def write(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Deployment:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise VenueError(f"cannot read deployment file {path}: {exc}") from exc
+        return cls(**data)
+
+
+async def deploy_book_and_markets(
+    sender: TxSender,
+    rpc: JsonRpc,
+    *,
+    markets: tuple[LocalMarket, ...] = LOCAL_MARKETS,
+    ws_url: str = "",
+    quote_symbol: str = "USDC",
+    quote_token: str | None = None,
+) -> Deployment:
+    """Deploy TestTokens (unless ``quote_token`` is given), a FlashBook and its markets."""
+    tokens: dict[str, dict[str, Any]] = {}
+    if quote_token is None:
+        quote_token = await deploy_token(sender, "Test USD Coin", quote_symbol, 6)
+        tokens[quote_symbol] = {"address": quote_token, "decimals": 6, "mintable": True}
+    else:
+        decimals = await TokenClient(rpc, quote_token).decimals()
+        tokens[quote_symbol] = {"address": quote_token, "decimals": decimals, "mintable": False}
+    book_addr = await deploy(sender, "FlashBook")
+    book = BookClient(rpc, book_addr)
+    out_markets: dict[str, dict[str, Any]] = {}
+    for m in markets:
+        base = await deploy_token(sender, f"Test {m.base_symbol}", m.base_symbol, m.base_decimals)
+        tokens[m.base_symbol] = {"address": base, "decimals": m.base_decimals, "mintable": True}
+        tick_value, lot_units = market_units(m.tick_size, m.lot_size, m.base_decimals, tokens[quote_symbol]["decimals"])
+        mid = await book.create_market(sender, base, quote_token, tick_value, lot_units)
+        out_markets[m.symbol] = {
+            "id": mid,
+            "base": m.base_symbol,
+            "quote": quote_symbol,
+            "tick_size": m.tick_size,
+            "lot_size": m.lot_size,
+            "tick_value": tick_value,
+            "lot_units": lot_units,
+            "mid_price": m.mid_price,
+        }
+    return Deployment(
+        chain_id=sender.chain_id,
+        rpc_url=rpc.url,
+        ws_url=ws_url,
+        book=book_addr,
+        tokens=tokens,
+        markets=out_markets,
+    )
+
+
+async def fund_account(
+    dep: Deployment,
+    rpc: JsonRpc,
+    minter: TxSender,
+    owner: TxSender,
+    *,
+    notional_usdc: float = 100_000.0,
+    deposit_fraction: float = 1.0,
+) -> None:
+    """Mint test tokens to ``owner`` and deposit them into every market of ``dep``."""
+    book = BookClient(rpc, dep.book)
+    quote_sym = next(iter({m["quote"] for m in dep.markets.values()}))
+    quote = dep.tokens[quote_sym]
+    qtok = TokenClient(rpc, quote["address"])
+    per_market_quote = int(notional_usdc * 10 ** quote["decimals"])
+    await qtok.mint(minter, owner.address, per_market_quote * len(dep.markets))
+    await qtok.approve(owner, dep.book, 2**256 - 1)
+    for sym, m in dep.markets.items():
+        base = dep.tokens[m["base"]]
+        btok = TokenClient(rpc, base["address"])
+        base_amount = int(Decimal(str(notional_usdc)) / Decimal(m["mid_price"]) * (Decimal(10) ** base["decimals"]))
+        await btok.mint(minter, owner.address, base_amount)
+        await btok.approve(owner, dep.book, 2**256 - 1)
+        await book.deposit(
+            owner,
+            dep.market_id(sym),
+            int(base_amount * deposit_fraction),
+            int(per_market_quote * deposit_fraction),
+        )
+
+
+async def setup_local_chain(
+    rpc_url: str,
+    ws_url: str,
+    *,
+    chain_id: int = SEI_TESTNET_CHAIN_ID,
+    roles: tuple[str, ...] = ("maker", "taker"),
+) -> Deployment:
+    """Deploy everything on a fresh local chain and fund one dev account per role.
+
+    Dev account 0 deploys and mints; roles take accounts 1, 2...
+    """
+    from flashmm.venues.sei.keys import account_from_hex
+
+    rpc = JsonRpc(rpc_url)
+    try:
+        deployer = TxSender(rpc, account_from_hex(dev_private_key(0)), chain_id)
+        dep = await deploy_book_and_markets(deployer, rpc, ws_url=ws_url)
+        dep.accounts["deployer"] = {"address": deployer.address, "private_key": dev_private_key(0)}
+        for i, role in enumerate(roles, start=1):
+            key = dev_private_key(i)
+            owner = TxSender(rpc, account_from_hex(key), chain_id)
+            await fund_account(dep, rpc, deployer, owner)
+            dep.accounts[role] = {"address": owner.address, "private_key": key}
+        return dep
+    finally:
+        await rpc.aclose()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

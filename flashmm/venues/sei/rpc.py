@@ -1,0 +1,121 @@
+"""Minimal async JSON-RPC client over aiohttp (HTTP), with batching and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from typing import Any
+
+import aiohttp
+
+from flashmm.venues.sei.errors import RpcError, RpcTransportError
+
+log = logging.getLogger(__name__)
+
+# Methods that are safe to repeat after a transport failure. eth_sendRawTransaction is
+# also safe to repeat with the same signed bytes: the node answers "already known".
+_IDEMPOTENT_PREFIXES = ("eth_", "net_", "web3_", "debug_", "anvil_", "evm_")
+
+
+class JsonRpc:
+    """JSON-RPC 2.0 over HTTP. One aiohttp session, created lazily in the running loop."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 10.0,
+        retries: int = 2,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+        self.calls = 0
+        self.transport_errors = 0
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers={"Content-Type": "application/json"},
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def _post(self, payload: Any, what: str) -> Any:
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            self.calls += 1
+            try:
+                async with self._sess().post(self.url, data=json.dumps(payload)) as resp:
+                    if resp.status >= 500:
+                        raise RpcTransportError(f"{what}: HTTP {resp.status} from {self.url}")
+                    text = await resp.text()
+                    if resp.status >= 400:
+                        raise RpcTransportError(f"{what}: HTTP {resp.status}: {text[:200]}")
+                    try:
+                        return json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise RpcTransportError(f"{what}: invalid JSON from node") from exc
+            except (aiohttp.ClientError, TimeoutError, RpcTransportError) as exc:
+                self.transport_errors += 1
+                err = exc if isinstance(exc, RpcTransportError) else None
+                if attempt + 1 >= attempts:
+                    if err is not None:
+                        raise err
+                    raise RpcTransportError(f"{what}: {type(exc).__name__}: {exc}") from exc
+                log.debug("rpc %s failed (%s), retry %d", what, exc, attempt + 1)
+                await asyncio.sleep(self.backoff_s * (2**attempt))
+        raise AssertionError("unreachable")
+
+    async def call(self, method: str, params: list[Any] | None = None) -> Any:
+        """Call ``method``; raise :class:`RpcError` for an error answer."""
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}
+        if method.startswith(_IDEMPOTENT_PREFIXES):
+            reply = await self._post(payload, method)
+        else:  # pragma: no cover - every method we use is idempotent
+            saved, self.retries = self.retries, 0
+            try:
+                reply = await self._post(payload, method)
+            finally:
+                self.retries = saved
+        return _result(method, reply)
+
+    async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Several calls in one HTTP request; results in order. Raises the first error."""
+        if not calls:
+            return []
+        first = next(self._ids)
+        payload = [
+            {"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
+            for i, (m, p) in enumerate(calls)
+        ]
+        for _ in range(len(calls) - 1):
+            next(self._ids)
+        reply = await self._post(payload, "batch")
+        if not isinstance(reply, list):
+            # Some nodes answer a whole batch with one error object.
+            return [_result("batch", reply)]
+        by_id = {item.get("id"): item for item in reply}
+        return [_result(calls[i][0], by_id.get(first + i, {})) for i in range(len(calls))]
+
+
+def _result(method: str, reply: Any) -> Any:
+    if not isinstance(reply, dict):
+        raise RpcTransportError(f"{method}: unexpected reply {str(reply)[:200]}")
+    if "error" in reply and reply["error"] is not None:
+        err = reply["error"]
+        raise RpcError(method, int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
+    if "result" not in reply:
+        raise RpcTransportError(f"{method}: reply without result")
+    return reply["result"]

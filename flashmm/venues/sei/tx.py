@@ -1,0 +1,365 @@
+"""Transactions: nonces, fees, signing (EIP-1559 type 2), sending and receipts.
+
+Nonces are tracked locally and kept contiguous: the nonce lock is held from reserving a
+nonce to the node accepting the signed transaction, so a send the node refuses gives its
+nonce back and the next transaction reuses it. A transaction that is mined and reverts
+still used its nonce. "nonce too low" and detected gaps resync from the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eth_utils import to_checksum_address
+
+from flashmm.venues.sei.abi import ContractAbi, hex_to_bytes
+from flashmm.venues.sei.errors import (
+    ChainIdMismatch,
+    RpcError,
+    RpcTransportError,
+    TxDropped,
+    TxReverted,
+)
+from flashmm.venues.sei.rpc import JsonRpc
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+log = logging.getLogger(__name__)
+
+GWEI = 10**9
+
+
+def _is_nonce_too_low(err: RpcError) -> bool:
+    msg = err.message.lower()
+    return "nonce too low" in msg or "nonce has already been used" in msg or "old nonce" in msg
+
+
+def _is_nonce_gap(err: RpcError) -> bool:
+    msg = err.message.lower()
+    return "nonce too high" in msg or "nonce gap" in msg or "future nonce" in msg
+
+
+def _is_already_known(err: RpcError) -> bool:
+    msg = err.message.lower()
+    return "already known" in msg or "known transaction" in msg or "already imported" in msg
+
+
+class NonceManager:
+    """Hands out contiguous nonces for one address."""
+
+    def __init__(self, rpc: JsonRpc, address: str) -> None:
+        self.rpc = rpc
+        self.address = address
+        self.lock = asyncio.Lock()
+        self._next: int | None = None
+        self.resyncs = 0
+
+    @property
+    def next_nonce(self) -> int | None:
+        return self._next
+
+    async def sync(self) -> int:
+        """Set the next nonce from the node's pending count."""
+        count = int(await self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+        if self._next is not None and count != self._next:
+            log.info("nonce resync %s: local %s -> node %s", self.address, self._next, count)
+        self._next = count
+        self.resyncs += 1
+        return count
+
+    async def current(self) -> int:
+        """The nonce the next transaction gets (call with :attr:`lock` held)."""
+        if self._next is None:
+            await self.sync()
+        assert self._next is not None
+        return self._next
+
+    def advance(self) -> None:
+        assert self._next is not None
+        self._next += 1
+
+
+@dataclass(slots=True)
+class Fees:
+    max_fee: int
+    priority_fee: int
+
+
+class FeeOracle:
+    """EIP-1559 fees from eth_feeHistory (fallback eth_gasPrice), capped, cached briefly."""
+
+    def __init__(
+        self,
+        rpc: JsonRpc,
+        *,
+        max_fee_gwei: float,
+        priority_fee_gwei: float | None = None,
+        ttl_s: float = 2.0,
+    ) -> None:
+        self.rpc = rpc
+        self.cap = int(max_fee_gwei * GWEI)
+        self.priority_override = None if priority_fee_gwei is None else int(priority_fee_gwei * GWEI)
+        self.ttl_s = ttl_s
+        self._cached: Fees | None = None
+        self._at = 0.0
+
+    async def fees(self) -> Fees:
+        now = time.monotonic()
+        if self._cached is not None and now - self._at < self.ttl_s:
+            return self._cached
+        try:
+            hist = await self.rpc.call("eth_feeHistory", [5, "latest", [50]])
+            base = int(hist["baseFeePerGas"][-1], 16)
+            rewards = [int(r[0], 16) for r in hist.get("reward") or [] if r]
+            tip = sorted(rewards)[len(rewards) // 2] if rewards else 0
+        except (RpcError, KeyError, IndexError, TypeError, ValueError):
+            price = int(await self.rpc.call("eth_gasPrice"), 16)
+            base, tip = price, 0
+        if self.priority_override is not None:
+            tip = self.priority_override
+        max_fee = 2 * base + tip
+        if base > self.cap:
+            raise RpcError(
+                "eth_feeHistory",
+                0,
+                f"base fee {base / GWEI:.2f} gwei is above the cap {self.cap / GWEI:.2f} gwei",
+            )
+        max_fee = min(max_fee, self.cap)
+        tip = min(tip, max_fee)
+        self._cached = Fees(max_fee=max_fee, priority_fee=tip)
+        self._at = now
+        return self._cached
+
+
+@dataclass(slots=True)
+class SentTx:
+    tx_hash: str
+    nonce: int
+    raw: bytes
+    tx: dict[str, Any]
+    sent_at: float = field(default_factory=time.monotonic)
+
+
+class TxSender:
+    """Signs and sends transactions for one account on one chain, waits for receipts."""
+
+    def __init__(
+        self,
+        rpc: JsonRpc,
+        account: LocalAccount,
+        chain_id: int,
+        *,
+        max_fee_gwei: float = 100.0,
+        priority_fee_gwei: float | None = None,
+        gas_margin: float = 0.2,
+        receipt_timeout_s: float = 30.0,
+        receipt_poll_s: float = 0.1,
+        abi: ContractAbi | None = None,
+    ) -> None:
+        self.rpc = rpc
+        self.account = account
+        self.address: str = account.address
+        self.chain_id = chain_id
+        self.nonces = NonceManager(rpc, self.address)
+        self.fees = FeeOracle(rpc, max_fee_gwei=max_fee_gwei, priority_fee_gwei=priority_fee_gwei)
+        self.gas_margin = gas_margin
+        self.receipt_timeout_s = receipt_timeout_s
+        self.receipt_poll_s = receipt_poll_s
+        self.abi = abi
+        self._chain_checked = False
+        self.stats = {"sent": 0, "reverted": 0, "dropped": 0, "nonce_resyncs": 0, "rebroadcasts": 0}
+
+    async def check_chain(self) -> None:
+        """Refuse to sign for a node whose chain id differs from the configured one."""
+        got = int(await self.rpc.call("eth_chainId"), 16)
+        if got != self.chain_id:
+            raise ChainIdMismatch(
+                f"node at {self.rpc.url} serves chain id {got}, configured chain id is "
+                f"{self.chain_id}; nothing was signed"
+            )
+        self._chain_checked = True
+
+    async def estimate(self, to: str | None, data: bytes, value: int = 0, block: str = "latest") -> int:
+        tx: dict[str, Any] = {"from": self.address, "data": "0x" + data.hex(), "value": hex(value)}
+        if to is not None:
+            tx["to"] = to
+        try:
+            est = int(await self.rpc.call("eth_estimateGas", [tx, block]), 16)
+        except RpcError as exc:
+            raise self._reverted_call(exc) from exc
+        return int(est * (1 + self.gas_margin)) + 2_000
+
+    def _reverted_call(self, exc: RpcError) -> RpcError | TxReverted:
+        data = exc.revert_data
+        if data is not None and self.abi is not None:
+            return TxReverted("(estimate)", self.abi.decode_revert(data))
+        if "revert" in exc.message.lower():
+            return TxReverted("(estimate)", exc.message)
+        return exc
+
+    async def send(
+        self,
+        to: str | None,
+        data: bytes,
+        *,
+        gas: int | None = None,
+        value: int = 0,
+    ) -> SentTx:
+        """Sign and send; returns once the node accepted the transaction."""
+        if not self._chain_checked:
+            await self.check_chain()
+        if gas is None:
+            gas = await self.estimate(to, data, value)
+        fees = await self.fees.fees()
+        async with self.nonces.lock:
+            for attempt in range(3):
+                nonce = await self.nonces.current()
+                tx: dict[str, Any] = {
+                    "type": 2,
+                    "chainId": self.chain_id,
+                    "nonce": nonce,
+                    "gas": gas,
+                    "maxFeePerGas": fees.max_fee,
+                    "maxPriorityFeePerGas": fees.priority_fee,
+                    "value": value,
+                    "data": data,
+                }
+                if to is not None:
+                    tx["to"] = to_checksum_address(to)
+                signed = self.account.sign_transaction(tx)
+                raw = bytes(signed.raw_transaction)
+                tx_hash = "0x" + bytes(signed.hash).hex()
+                try:
+                    await self._broadcast(raw)
+                except RpcError as exc:
+                    if _is_nonce_too_low(exc) or _is_nonce_gap(exc):
+                        self.stats["nonce_resyncs"] += 1
+                        await self.nonces.sync()
+                        if attempt < 2:
+                            continue
+                    raise
+                except RpcTransportError:
+                    # Unknown whether the node got it: ask it which nonce it expects.
+                    if await self._node_has(tx_hash):
+                        break
+                    await self.nonces.sync()
+                    raise
+                break
+            self.nonces.advance()
+        self.stats["sent"] += 1
+        return SentTx(tx_hash=tx_hash, nonce=nonce, raw=raw, tx=tx)
+
+    async def _broadcast(self, raw: bytes) -> None:
+        try:
+            await self.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
+        except RpcError as exc:
+            if _is_already_known(exc):
+                return
+            raise
+
+    async def _node_has(self, tx_hash: str) -> bool:
+        try:
+            return await self.rpc.call("eth_getTransactionByHash", [tx_hash]) is not None
+        except (RpcError, RpcTransportError):
+            return False
+
+    async def wait(self, sent: SentTx, *, raise_on_revert: bool = True) -> dict[str, Any]:
+        """Poll for the receipt (null receipts are normal for a moment).
+
+        Rebroadcasts the signed bytes if the node forgot the transaction; raises
+        :class:`TxDropped` if it never lands, :class:`TxReverted` if it reverted.
+        """
+        deadline = time.monotonic() + self.receipt_timeout_s
+        next_check = time.monotonic() + max(1.0, self.receipt_timeout_s / 10)
+        while True:
+            try:
+                receipt = await self.rpc.call("eth_getTransactionReceipt", [sent.tx_hash])
+            except RpcTransportError:
+                receipt = None
+            if receipt is not None:
+                if int(receipt.get("status", "0x1"), 16) == 0:
+                    self.stats["reverted"] += 1
+                    if raise_on_revert:
+                        reason = await self.revert_reason(sent, receipt)
+                        raise TxReverted(sent.tx_hash, reason, receipt)
+                return dict(receipt)
+            now = time.monotonic()
+            if now >= deadline:
+                self.stats["dropped"] += 1
+                await self.nonces.sync()
+                raise TxDropped(f"no receipt for {sent.tx_hash} (nonce {sent.nonce}) after {self.receipt_timeout_s:.0f}s")
+            if now >= next_check:
+                next_check = now + max(1.0, self.receipt_timeout_s / 10)
+                if not await self._node_has(sent.tx_hash):
+                    self.stats["rebroadcasts"] += 1
+                    try:
+                        await self._broadcast(sent.raw)
+                    except RpcError as exc:
+                        if not _is_nonce_too_low(exc):
+                            log.warning("rebroadcast of %s failed: %s", sent.tx_hash, exc)
+                    except RpcTransportError:
+                        pass
+            await asyncio.sleep(self.receipt_poll_s)
+
+    async def revert_reason(self, sent: SentTx, receipt: dict[str, Any]) -> str:
+        """Replay a reverted transaction with eth_call at its block to read the reason."""
+        tx = sent.tx
+        call: dict[str, Any] = {
+            "from": self.address,
+            "data": "0x" + bytes(tx["data"]).hex(),
+            "value": hex(tx.get("value", 0)),
+            "gas": hex(tx["gas"]),
+        }
+        if "to" in tx:
+            call["to"] = tx["to"]
+        gas_used = int(receipt.get("gasUsed", "0x0"), 16)
+        if gas_used >= int(tx["gas"]):
+            return f"out of gas (limit {tx['gas']})"
+        try:
+            await self.rpc.call("eth_call", [call, receipt["blockNumber"]])
+        except RpcError as exc:
+            data = exc.revert_data
+            if data is not None and self.abi is not None:
+                return self.abi.decode_revert(data)
+            return exc.message
+        except RpcTransportError as exc:
+            return f"reverted (reason unavailable: {exc})"
+        return "reverted (state changed since; replay succeeded)"
+
+    async def transact(self, to: str | None, data: bytes, *, gas: int | None = None, value: int = 0) -> dict[str, Any]:
+        """Send and wait for a successful receipt."""
+        sent = await self.send(to, data, gas=gas, value=value)
+        return await self.wait(sent)
+
+    async def fill_gap(self, nonce: int) -> SentTx:
+        """Occupy ``nonce`` with a 0-value self-transfer (to unblock later transactions)."""
+        fees = await self.fees.fees()
+        tx = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "gas": 21_000,
+            "maxFeePerGas": fees.max_fee,
+            "maxPriorityFeePerGas": fees.priority_fee,
+            "value": 0,
+            "data": b"",
+            "to": self.address,
+        }
+        signed = self.account.sign_transaction(tx)
+        raw = bytes(signed.raw_transaction)
+        await self._broadcast(raw)
+        return SentTx(tx_hash="0x" + bytes(signed.hash).hex(), nonce=nonce, raw=raw, tx=tx)
+
+
+def receipt_logs(receipt: dict[str, Any]) -> list[dict[str, Any]]:
+    logs: list[dict[str, Any]] = receipt.get("logs") or []
+    return logs
+
+
+def as_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else hex_to_bytes(value)
