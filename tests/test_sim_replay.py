@@ -91,8 +91,8 @@ def test_ladder_over_nexo_20min_fills_sanely() -> None:
         assert f.ts_ns >= placed[f.client_id] + 150 * NS_PER_MS
         assert f.size_lots > 0
         filled[f.client_id] = filled.get(f.client_id, 0) + f.size_lots
-    for c, lots in filled.items():
-        assert lots <= orders[c].size_lots
+    for cid, lots in filled.items():
+        assert lots <= orders[cid].size_lots
     net = sum(f.side * f.size_lots for f in fills)
     assert asyncio.run(venue.positions()) == {MKT: net}
     # every order ends up answered, and nothing is left open
@@ -103,9 +103,9 @@ def test_ladder_over_nexo_20min_fills_sanely() -> None:
     done = {c for c in filled if filled[c] == orders[c].size_lots}
     assert accepted <= cancelled | done
     assert asyncio.run(venue.open_orders()) == []
-    c = venue.counters
-    assert c.orders_sent == len(orders) and c.fills == len(fills)
-    assert c.book_gaps == 0
+    counters = venue.counters
+    assert counters.orders_sent == len(orders) and counters.fills == len(fills)
+    assert counters.book_gaps == 0
     # delivered in venue-time order
     ts = [e.ts_ns for e in events]
     assert ts == sorted(ts)

@@ -191,6 +191,7 @@ class _SimOrder:
         "market",
         "post_only",
         "price",
+        "reject",
         "remaining",
         "side",
         "size",
@@ -209,6 +210,7 @@ class _SimOrder:
         self.state = OrderState.PENDING_NEW
         self.cancel_requested = False
         self.created_ns = now_ns
+        self.reject = ""  # set when the order is refused on arrival
 
 
 class _Level:
@@ -229,21 +231,42 @@ class _Market:
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
         self.orders: dict[int, _SimOrder] = {}  # in flight or live, by client id
-        self.bids: SortedDict = SortedDict()  # price -> _Level
-        self.asks: SortedDict = SortedDict()
+        # price -> _Level; plain dicts: we quote a handful of levels
+        self.bids: dict[int, _Level] = {}
+        self.asks: dict[int, _Level] = {}
         self.position = 0
 
 
 class _Ref:
     """The reference stream behind one or more markets."""
 
-    __slots__ = ("builder", "last_diff_ms", "markets", "symbol")
+    __slots__ = (
+        "best_ask",
+        "best_bid",
+        "builder",
+        "last_diff_ms",
+        "markets",
+        "symbol",
+        "top_stale",
+    )
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.builder = BookBuilder(symbol)
         self.markets: list[_Market] = []
         self.last_diff_ms = 0  # exchange time of the last applied diff
+        self.best_bid = 0  # cached top of book, 0 = side empty; see top()
+        self.best_ask = 0
+        self.top_stale = True
+
+    def top(self) -> tuple[int, int]:
+        """Best bid and ask in ticks (0 for an empty side), cached between depth updates."""
+        if self.top_stale:
+            book = self.builder.book
+            self.best_bid = book.best_bid
+            self.best_ask = book.best_ask
+            self.top_stale = False
+        return self.best_bid, self.best_ask
 
 
 _PLACE, _CANCEL, _TAKE = 0, 1, 2
@@ -313,27 +336,28 @@ class SimVenue:
         m = self._market(market)
         self._run_due(now_ns)
         if cancels:
-            due = now_ns + self._cancel_lat.sample_ns()
-            for cid in cancels:
-                self.counters.cancels_sent += 1
-                o = m.orders.get(cid)
+            cids = list(cancels)
+            self.counters.cancels_sent += len(cids)
+            orders = m.orders
+            for cid in cids:
+                o = orders.get(cid)
                 if o is not None:
                     o.cancel_requested = True
-                self._push(due, _CANCEL, (m, cid))
+            self._push(now_ns + self._cancel_lat.sample_ns(), _CANCEL, (m, cids))
         if places:
-            due = now_ns + self._entry_lat.sample_ns()
+            self.counters.orders_sent += len(places)
+            batch = []
             for req in places:
-                self.counters.orders_sent += 1
-                if req.price_ticks <= 0 or req.size_lots <= 0:
-                    self._reject(m, req.client_id, due, REJECT_INVALID)
-                    continue
-                if req.client_id in m.orders:
-                    self._reject(m, req.client_id, due, REJECT_DUPLICATE)
-                    continue
                 o = _SimOrder(req, now_ns)
                 o.market = market
-                m.orders[req.client_id] = o
-                self._push(due, _PLACE, (m, o))
+                if req.price_ticks <= 0 or req.size_lots <= 0:
+                    o.reject = REJECT_INVALID
+                elif req.client_id in m.orders:
+                    o.reject = REJECT_DUPLICATE
+                else:
+                    m.orders[req.client_id] = o
+                batch.append(o)
+            self._push(now_ns + self._entry_lat.sample_ns(), _PLACE, (m, batch))
 
     def cancel_all(self, market: str | None, now_ns: int) -> None:
         self._run_due(now_ns)
@@ -412,11 +436,13 @@ class SimVenue:
                 logger.warning("sim: {}", exc)
                 return
             if applied:
+                ref.top_stale = True
                 if event.exch_ms:
                     ref.last_diff_ms = event.exch_ms
                 self._on_depth(ref, now_ns)
         elif isinstance(event, DepthSnapshot):
             ref.builder.on_snapshot(event)
+            ref.top_stale = True
             self._on_depth(ref, now_ns)
         elif isinstance(event, BookTicker):
             ref.builder.on_ticker(event)
@@ -424,6 +450,7 @@ class SimVenue:
             # a new replay pass (or reconnect) starts from a fresh snapshot
             ref.builder = BookBuilder(ref.symbol)
             ref.last_diff_ms = 0
+            ref.top_stale = True
 
     # --- inspection (tests, reports) ------------------------------------------
 
@@ -455,9 +482,13 @@ class SimVenue:
         while acts and acts[0][0] <= now_ns:
             due, _, kind, payload = heapq.heappop(acts)
             if kind == _PLACE:
-                self._arrive(payload[0], payload[1], due)
+                m = payload[0]
+                for o in payload[1]:
+                    self._arrive(m, o, due)
             elif kind == _CANCEL:
-                self._cancel(payload[0], payload[1], due)
+                m = payload[0]
+                for cid in payload[1]:
+                    self._cancel(m, cid, due)
             else:
                 m, side, size, limit = payload
                 self._sweep(m, side, size, limit, due, 0)
@@ -475,6 +506,9 @@ class SimVenue:
         self._emit(OrderRejected(m.spec.symbol, cid, ts, reason), ts)
 
     def _arrive(self, m: _Market, o: _SimOrder, t: int) -> None:
+        if o.reject:
+            self._reject(m, o.client_id, t, o.reject)
+            return
         if o.state is not OrderState.PENDING_NEW:
             return  # cancelled while in flight
         ref = self._refs[m.spec.reference]
@@ -485,10 +519,11 @@ class SimVenue:
             self._reject(m, o.client_id, t, REJECT_NO_BOOK)
             return
         bid = o.side is Side.BUY
+        best_bid, best_ask = ref.top()
         if bid:
-            crosses = bool(book.asks) and o.price >= book.best_ask
+            crosses = best_ask > 0 and o.price >= best_ask
         else:
-            crosses = bool(book.bids) and o.price <= book.best_bid
+            crosses = best_bid > 0 and o.price <= best_bid
         if crosses and o.post_only:
             del m.orders[o.client_id]
             o.state = OrderState.DONE
@@ -591,28 +626,27 @@ class SimVenue:
         # a trade the last applied diff already contains (it came in late) must
         # not explain a later depth decrease a second time
         late = bool(tr.exch_ms) and bool(ref.last_diff_ms) and tr.exch_ms <= ref.last_diff_ms
+        bids, asks = m.bids, m.asks
         if tr.buyer_is_maker:  # a seller hit the bids
-            if m.bids:
-                for price in list(m.bids.irange(minimum=p, reverse=True)):
-                    lvl = m.bids[price]
+            if bids:
+                for price in sorted((x for x in bids if x >= p), reverse=True):
                     if price > p:
-                        self._fill_level(m, lvl, t)
+                        self._fill_level(m, bids[price], t)
                     else:
-                        self._trade_at_level(m, lvl, v, t, late)
-            if m.asks:  # a sell printed at or above our ask: a bid crossed it
-                for price in list(m.asks.irange(maximum=p)):
-                    self._fill_level(m, m.asks[price], t)
+                        self._trade_at_level(m, bids[price], v, t, late)
+            if asks:  # a sell printed at or above our ask: a bid crossed it
+                for price in sorted(x for x in asks if x <= p):
+                    self._fill_level(m, asks[price], t)
         else:  # a buyer lifted the asks
-            if m.asks:
-                for price in list(m.asks.irange(maximum=p)):
-                    lvl = m.asks[price]
+            if asks:
+                for price in sorted(x for x in asks if x <= p):
                     if price < p:
-                        self._fill_level(m, lvl, t)
+                        self._fill_level(m, asks[price], t)
                     else:
-                        self._trade_at_level(m, lvl, v, t, late)
-            if m.bids:  # a buy printed at or below our bid: an ask crossed it
-                for price in list(m.bids.irange(minimum=p, reverse=True)):
-                    self._fill_level(m, m.bids[price], t)
+                        self._trade_at_level(m, asks[price], v, t, late)
+            if bids:  # a buy printed at or below our bid: an ask crossed it
+                for price in sorted((x for x in bids if x >= p), reverse=True):
+                    self._fill_level(m, bids[price], t)
 
     def _fill_level(self, m: _Market, lvl: _Level, t: int) -> None:
         for o in list(lvl.orders):
@@ -634,21 +668,23 @@ class SimVenue:
     def _on_depth(self, ref: _Ref, t: int) -> None:
         book = ref.builder.book
         for m in ref.markets:
-            if m.bids:
-                self._depth_side(m.bids, book.bids)
-            if m.asks:
-                self._depth_side(m.asks, book.asks)
+            bids, asks = m.bids, m.asks
+            if not bids and not asks:
+                continue
+            if bids:
+                self._depth_side(bids, book.bids)
+            if asks:
+                self._depth_side(asks, book.asks)
             # the book moved through our price: we are filled at our price
-            if m.bids and book.asks:
-                best_ask = book.best_ask
-                while m.bids and m.bids.peekitem(-1)[0] >= best_ask:
-                    self._fill_level(m, m.bids.peekitem(-1)[1], t)
-            if m.asks and book.bids:
-                best_bid = book.best_bid
-                while m.asks and m.asks.peekitem(0)[0] <= best_bid:
-                    self._fill_level(m, m.asks.peekitem(0)[1], t)
+            best_bid, best_ask = ref.top()
+            if bids and best_ask and max(bids) >= best_ask:
+                for price in sorted((x for x in bids if x >= best_ask), reverse=True):
+                    self._fill_level(m, bids[price], t)
+            if asks and best_bid and min(asks) <= best_bid:
+                for price in sorted(x for x in asks if x <= best_bid):
+                    self._fill_level(m, asks[price], t)
 
-    def _depth_side(self, levels: SortedDict, sizes: SortedDict) -> None:
+    def _depth_side(self, levels: dict[int, _Level], sizes: SortedDict) -> None:
         n = self._power
         for lvl in levels.values():
             new = sizes.get(lvl.price, 0)
