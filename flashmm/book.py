@@ -20,20 +20,33 @@ from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Levels
 class OrderBook:
     """Price levels of one market. Sizes are lots; a size of 0 removes the level."""
 
-    __slots__ = ("asks", "bids", "symbol")
+    __slots__ = ("asks", "best_ask", "best_bid", "bids", "symbol", "version")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.bids: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
+        #: best prices in ticks (0 when a side is empty), kept current by every change
+        self.best_bid = 0
+        self.best_ask = 0
+        #: bumped on every change, so readers can tell whether anything moved
+        self.version = 0
+
+    def _touch(self) -> None:
+        b, a = self.bids, self.asks
+        self.best_bid = b.keys()[-1] if b else 0
+        self.best_ask = a.keys()[0] if a else 0
+        self.version += 1
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
+        self._touch()
 
     def load(self, bids: Levels, asks: Levels) -> None:
         self.bids = SortedDict({p: q for p, q in bids if q > 0})
         self.asks = SortedDict({p: q for p, q in asks if q > 0})
+        self._touch()
 
     def apply(self, bids: Levels, asks: Levels) -> None:
         b, a = self.bids, self.asks
@@ -47,32 +60,23 @@ class OrderBook:
                 a[p] = q
             else:
                 a.pop(p, None)
-
-    @property
-    def best_bid(self) -> int:
-        """Best bid in ticks, 0 when the side is empty."""
-        return self.bids.peekitem(-1)[0] if self.bids else 0
-
-    @property
-    def best_ask(self) -> int:
-        """Best ask in ticks, 0 when the side is empty."""
-        return self.asks.peekitem(0)[0] if self.asks else 0
+        self._touch()
 
     def best_bid_size(self) -> int:
-        return self.bids.peekitem(-1)[1] if self.bids else 0
+        return int(self.bids[self.best_bid]) if self.best_bid else 0
 
     def best_ask_size(self) -> int:
-        return self.asks.peekitem(0)[1] if self.asks else 0
+        return int(self.asks[self.best_ask]) if self.best_ask else 0
 
     @property
     def valid(self) -> bool:
         """Both sides present and not crossed."""
-        return bool(self.bids) and bool(self.asks) and self.best_bid < self.best_ask
+        return 0 < self.best_bid < self.best_ask
 
     @property
     def mid2(self) -> int:
         """Twice the mid price in ticks (an integer), 0 if a side is empty."""
-        if not self.bids or not self.asks:
+        if not self.best_bid or not self.best_ask:
             return 0
         return self.best_bid + self.best_ask
 
@@ -82,7 +86,7 @@ class OrderBook:
 
     @property
     def spread(self) -> int:
-        return self.best_ask - self.best_bid if self.bids and self.asks else 0
+        return self.best_ask - self.best_bid if self.best_bid and self.best_ask else 0
 
     def top_bids(self, n: int) -> list[tuple[int, int]]:
         """Up to ``n`` best bid levels, best first."""

@@ -74,6 +74,8 @@ class MarketState:
     blocked: str | None = None
     flatten_pending_ns: int = 0
     trades_seen: int = 0
+    #: something changed since the last quote (book, trade, fill, order state)
+    dirty: bool = False
 
     @property
     def book(self) -> Any:
@@ -139,7 +141,7 @@ class Engine:
         self.start_ns = 0
         self.now_ns = 0
         self._next_quote_ns = 0
-        self._mark_every_ns = 200_000_000
+        self._mark_every_ns = NS_PER_S
         self._next_mark_ns = 0
         self.pnl = 0.0
         self.drawdown = 0.0
@@ -169,6 +171,7 @@ class Engine:
                 self._after_book(ms, now_ns, t0)
         elif isinstance(ev, Trade):
             ms.trades_seen += 1
+            ms.dirty = True
             ms.signal_source.on_trade(ev)
         elif isinstance(ev, BookTicker):
             ms.builder.on_ticker(ev)
@@ -188,6 +191,7 @@ class Engine:
         book = ms.builder.book
         if not book.valid:
             return
+        ms.dirty = True
         ms.signal_source.on_book(book, now_ns)
         mid = book.mid
         ms.vol.update(mid, now_ns)
@@ -224,6 +228,7 @@ class Engine:
         if now_ns >= self._next_mark_ns:
             self._mark(now_ns)
             self._next_mark_ns = now_ns + self._mark_every_ns
+            self._mark_key = self._pnl_key()
         if self.state is HALTED:
             self._continue_flatten(now_ns)
             return
@@ -235,12 +240,46 @@ class Engine:
         return now_ns >= self._next_quote_ns
 
     def run_due_timers(self, now_ns: int) -> None:
-        """Run every quote cycle due up to ``now_ns`` on its own scheduled time."""
+        """Run every quote cycle due up to ``now_ns`` on its own scheduled time.
+
+        On a simulated clock, cycles in which nothing can change (no market
+        moved, the venue has nothing due, no breaker deadline passes) are
+        skipped: they would send nothing and change nothing.
+        """
         if self._next_quote_ns == 0:
             self._next_quote_ns = now_ns
+        period = self.quote_period_ns
         while self._next_quote_ns <= now_ns:
-            self.on_timer(self._next_quote_ns)
-            self._next_quote_ns += self.quote_period_ns
+            t = self._next_quote_ns
+            wake = self._next_wake_ns()
+            if wake > t:
+                # idle until ``wake``: jump to the first cycle at or after it
+                target = min(wake, now_ns + 1)
+                steps = -(-(target - t) // period)
+                self._next_quote_ns = t + steps * period
+                continue
+            self.on_timer(t)
+            self._next_quote_ns = t + period
+
+    def _next_wake_ns(self) -> int:
+        """The earliest time a quote cycle could do anything."""
+        if self.state is HALTED and not self.flat():
+            return 0
+        for ms in self.markets.values():
+            if ms.dirty:
+                return 0
+        nd = getattr(self.venue, "next_due_ns", None)
+        wake = nd() if nd is not None else 0
+        if wake is None:
+            wake = 1 << 62
+        stale = self.cfg.risk.stale_feed_ms * 1_000_000
+        for sym, ms in self.markets.items():
+            if ms.last_data_ns and not self.risk.breakers[f"stale_feed:{sym}"].tripped:
+                wake = min(wake, ms.last_data_ns + stale + 1)
+        return min(wake, self._next_mark_ns)
+
+    def _pnl_key(self) -> tuple[int, int]:
+        return (sum(ms.builder.book.version for ms in self.markets.values()), self.acct.fills)
 
     def _mark(self, now_ns: int) -> None:
         mids = self.mids()
@@ -268,8 +307,14 @@ class Engine:
                 ms.blocked = reason
                 self._pull(ms, now_ns)
             ms.blocked = reason
+            ms.dirty = False
             return
-        ms.blocked = None
+        if ms.blocked is not None:
+            ms.blocked = None
+            ms.dirty = True
+        if not ms.dirty:
+            return  # nothing moved: the quotes would be the same
+        ms.dirty = False
         mid = book.mid
         pos = self.acct.positions[sym].lots
         sig = ms.signal_source.signal(now_ns, mid)
@@ -360,6 +405,7 @@ class Engine:
             ms = self.markets.get(ev.market)
             if ms is None:
                 continue
+            ms.dirty = True
             if isinstance(ev, OrderAccepted):
                 o = ms.orders.get(ev.client_id)
                 if o is not None and o.state is OrderState.PENDING_NEW:
@@ -383,6 +429,7 @@ class Engine:
             logger.error("fill for unknown market {}: {}", fill.market, fill)
             return
         self.acct.on_fill(fill)
+        ms.dirty = True
         self.outbox.append(("fill", fill))
         o = ms.orders.get(fill.client_id) if fill.client_id else None
         if o is not None:
@@ -394,6 +441,9 @@ class Engine:
         pos = self.acct.positions[fill.market]
         mid = ms.builder.book.mid if ms.builder.book.valid else float(fill.price_ticks)
         self.risk.update_position(ms.spec, pos.lots, mid, now_ns)
+        inv = abs(self.acct.inventory_usdc(fill.market, mid))
+        if inv > self.acct.max_abs_inventory_usdc:
+            self.acct.max_abs_inventory_usdc = inv
 
     # --- operator actions -------------------------------------------------------
 
@@ -418,6 +468,7 @@ class Engine:
         self.pause_reason = ""
         for ms in self.markets.values():
             ms.blocked = None
+            ms.dirty = True
         logger.info("resumed")
         self.outbox.append(("state", {"state": RUNNING, "reason": "resumed"}))
         return None

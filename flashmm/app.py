@@ -1,0 +1,65 @@
+"""``flashmm run``: logging, panel and operations tasks around the runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from flashmm.config import Config
+from flashmm.engine import Engine
+from flashmm.logs import setup_logging
+from flashmm.runner import RunOptions, SnapshotHolder, build_engine, run_async, run_blocking
+
+
+def run_bot(
+    cfg: Config,
+    *,
+    data: Sequence[str] | None = None,
+    duration: float | None = None,
+    speed: float | None = None,
+    headless: bool = False,
+    log_json: bool = False,
+) -> dict[str, Any]:
+    """Run the bot in the profile's mode until the end; returns the summary."""
+    panel = cfg.ui.panel and not headless
+    log_file = cfg.logging.file if panel else None
+    setup_logging(cfg.logging.level, json_logs=log_json or cfg.logging.json_logs, file=log_file, console=not panel)
+    opts = RunOptions(data=data, duration_s=duration, speed=speed, panel=panel)
+    holder = SnapshotHolder()
+
+    async def main() -> dict[str, Any]:
+        engine = build_engine(cfg)
+        from flashmm.ops.service import OpsServices
+
+        ops = OpsServices(cfg, engine)
+        await ops.start()
+        opts.extra_tasks.append(ops.task)
+        stop = ops.stop_event
+        try:
+            return await run_async(cfg, opts, holder, stop=stop, engine=engine)
+        finally:
+            await ops.aclose()
+
+    if panel:
+        from flashmm.ui import live_panel
+
+        logger.info("panel on; logs go to {}", Path(cfg.logging.file))
+        with live_panel(lambda: holder.latest, cfg.ui.refresh_hz):
+            return run_blocking(main)
+    return run_blocking(main)
+
+
+def engine_for_tests(cfg: Config) -> Engine:
+    """An engine with the profile's venue, for tests that drive it by hand."""
+    return build_engine(cfg)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,141 @@
+"""``flashmm run``, ``flashmm backtest``, ``flashmm config ...`` and ``flashmm version``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Strategy profile (YAML). [default: configs/paper.yaml]"),
+]
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option("--data", "-d", help="Recorded data file(s) to replay instead of the profile's feed."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value, e.g. --set strategy.params.gamma=0.2"),
+]
+
+
+def _load(config: str | None, sets: list[str] | None = None) -> Any:
+    from flashmm.config import load_config, load_dotenv_file
+
+    load_dotenv_file()
+    return load_config(config, sets or [])
+
+
+def run(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many wall-clock seconds.")
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option("--speed", help="Replay speed: 1 = real time, 0 = as fast as possible."),
+    ] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="No live panel: console logs (for systemd).")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the end summary as one JSON object on stdout.")
+    ] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Run the bot: paper mode on bundled recorded data by default.
+
+    Stops at the end of --duration, when the data ends, or on Ctrl-C /
+    SIGTERM; then cancels every order and prints a summary.
+    """
+    from flashmm.app import run_bot
+
+    cfg = _load(config, set_)
+    summary = run_bot(
+        cfg,
+        data=data,
+        duration=duration,
+        speed=speed,
+        headless=headless or json_out or not sys.stdout.isatty(),
+        log_json=log_json,
+    )
+    _print_summary(summary, json_out)
+
+
+def _print_summary(summary: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+        return
+    from rich.console import Console
+
+    from flashmm.ui import summary_table
+
+    Console().print(summary_table(summary))
+
+
+def backtest(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    from_ts: Annotated[str | None, typer.Option("--from", help="Start time (ISO or ns).")] = None,
+    to_ts: Annotated[str | None, typer.Option("--to", help="End time (ISO or ns).")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Write report.json, plots, fills.csv here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+    set_: SetOpt = None,
+    sweep: Annotated[str | None, typer.Option("--sweep", help="Parameter grid (YAML) to run.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes for --sweep.")] = 2,
+    ray: Annotated[str | None, typer.Option("--ray", help="Ray address for --sweep (needs .[ray]).")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+) -> None:
+    """Replay recorded order-book data through the engine on a simulated clock."""
+    from flashmm.backtest.cli import backtest_command
+
+    backtest_command(
+        config=config,
+        data=data,
+        from_ts=from_ts,
+        to_ts=to_ts,
+        out=out,
+        json_out=json_out,
+        sets=set_ or [],
+        sweep=sweep,
+        workers=workers,
+        ray=ray,
+        progress=progress,
+    )
+
+
+def config_validate(
+    path: Annotated[str, typer.Argument(help="Profile to check.")],
+    set_: SetOpt = None,
+) -> None:
+    """Check a profile: one line per problem with the field path; exit 2 when invalid."""
+    cfg = _load(path, set_)
+    typer.echo(
+        f"{path}: OK (mode {cfg.mode}, {len(cfg.markets)} market(s): "
+        f"{', '.join(m.symbol for m in cfg.markets)}; venue {cfg.venue.kind})"
+    )
+
+
+def config_show(
+    path: Annotated[str | None, typer.Argument(help="Profile to show.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print a profile with every default filled in (as JSON)."""
+    cfg = _load(path, set_)
+    typer.echo(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
+
+
+def version() -> None:
+    """Print the FlashMM version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as v
+
+    try:
+        typer.echo(f"flashmm {v('flashmm')}")
+    except PackageNotFoundError:
+        typer.echo("flashmm (not installed)")

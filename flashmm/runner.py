@@ -1,0 +1,261 @@
+"""Wiring and the async loop: builds the engine for a mode and drives it.
+
+Replay feeds run the engine on a simulated clock (the recorded timestamps),
+live feeds on the wall clock with a timer task for the quote cycle. Panel,
+control socket, journal and systemd notifications are tasks beside the
+engine that read its snapshot and outbox; none of them runs on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from flashmm.config import Config, resolve_path
+from flashmm.engine import Engine
+from flashmm.errors import UserInputError
+from flashmm.feeds.replay import ReplayFeed, make_scales
+from flashmm.marketdata import MarketEvent
+from flashmm.signal import BookImbalanceSignal, SignalSource
+from flashmm.types import MarketSpec
+from flashmm.venues.base import Venue
+
+
+@dataclass
+class RunOptions:
+    data: Sequence[str] | None = None
+    duration_s: float | None = None
+    speed: float | None = None
+    loop: bool | None = None
+    panel: bool = False
+    start_ns: int | None = None
+    end_ns: int | None = None
+    extra_tasks: list[Callable[[Engine], Awaitable[None]]] = field(default_factory=list)
+
+
+class SnapshotHolder:
+    """The latest engine snapshot, published ~4 times a second for readers."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Any] = {}
+
+
+def scales_for(specs: Sequence[MarketSpec]) -> dict[str, Any]:
+    return make_scales((s.reference, float(s.tick_size), float(s.lot_size)) for s in specs)
+
+
+def build_feed(cfg: Config, opts: RunOptions) -> ReplayFeed | AsyncIterator[MarketEvent]:
+    specs = cfg.specs()
+    if opts.data or cfg.feed.kind == "replay":
+        files = list(opts.data) if opts.data else [str(resolve_path(f)) for f in cfg.feed.files]
+        if not files:
+            raise UserInputError("feed.files: no recordings configured; pass --data FILE")
+        speed = cfg.feed.speed if opts.speed is None else opts.speed
+        loop = cfg.feed.loop if opts.loop is None else opts.loop
+        # only markets whose reference appears in the data are driven
+        return ReplayFeed(
+            files,
+            scales_for(specs),
+            speed=speed,
+            align=cfg.feed.align,
+            loop=loop,
+            start_ns=opts.start_ns,
+            end_ns=opts.end_ns,
+        )
+    from flashmm.feeds.ws import BinanceWSFeed
+
+    return BinanceWSFeed(scales_for(specs), ws_url=cfg.feed.ws_url, rest_url=cfg.feed.rest_url)  # type: ignore[return-value]
+
+
+def build_venue(cfg: Config) -> Venue:
+    specs = {s.symbol: s for s in cfg.specs()}
+    if cfg.venue.kind == "sim":
+        from flashmm.venues.sim import SimSettings, SimVenue
+
+        return SimVenue(specs, SimSettings.model_validate(cfg.venue.sim))  # type: ignore[return-value]
+    from flashmm.venues.sei.settings import SeiVenueSettings
+    from flashmm.venues.sei.venue import SeiVenue
+
+    return SeiVenue(specs, SeiVenueSettings.model_validate(cfg.venue.sei))  # type: ignore[return-value,call-arg]
+
+
+def signal_factory(cfg: Config) -> Callable[[MarketSpec], SignalSource]:
+    """The model-backed signal when configured and loadable, else the rules."""
+    try:
+        from flashmm.predict.source import make_signal_factory
+    except ImportError:
+        return lambda spec: BookImbalanceSignal()
+    return make_signal_factory(cfg.model)  # type: ignore[no-any-return]
+
+
+def build_engine(cfg: Config, venue: Venue | None = None) -> Engine:
+    return Engine(cfg, venue or build_venue(cfg), signal_factory=signal_factory(cfg))
+
+
+async def drive_replay(
+    engine: Engine, feed: ReplayFeed, stop: asyncio.Event, deadline: float | None
+) -> None:
+    """Sim-clock loop: timers fire on the recorded time line, between events."""
+    n = 0
+    async for ev in feed:
+        now = ev.ts_ns
+        engine.run_due_timers(now)
+        engine.on_market_event(ev, now)
+        engine.pump_venue(now)
+        n += 1
+        if (n & 255) == 0 and (stop.is_set() or (deadline is not None and time.monotonic() >= deadline)):
+            break
+    feed.stop()
+
+
+async def drive_live(
+    engine: Engine, feed: AsyncIterator[MarketEvent], stop: asyncio.Event, deadline: float | None
+) -> None:
+    """Wall-clock loop: events as they arrive, the quote cycle on a timer task."""
+
+    async def timer() -> None:
+        period = engine.quote_period_ns / 1e9
+        nxt = time.monotonic()
+        while not stop.is_set():
+            engine.on_timer(time.time_ns())
+            nxt += period
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+
+    t = asyncio.create_task(timer())
+    try:
+        async for ev in feed:
+            now = time.time_ns()
+            engine.on_market_event(ev, now)
+            engine.pump_venue(now)
+            if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                break
+    finally:
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+        aclose = getattr(feed, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def shutdown(engine: Engine, sim_clock: bool, timeout_s: float = 10.0) -> bool:
+    """Cancel every order and wait until the venue confirms. True when none is left."""
+    now = engine.now_ns or time.time_ns()
+    engine.cancel_all(now)
+    if sim_clock:
+        step = 10_000_000
+        for _ in range(int(timeout_s * 1e9 / step)):
+            now += step
+            engine.pump_venue(now)
+            if engine.live_orders() == 0:
+                break
+        engine.now_ns = now
+    else:
+        end = time.monotonic() + timeout_s
+        while engine.live_orders() and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+            engine.pump_venue(time.time_ns())
+    left = engine.live_orders()
+    if left:
+        logger.error("{} order(s) still open after {:.0f} s: check the venue", left, timeout_s)
+    return left == 0
+
+
+async def publish_snapshots(engine: Engine, holder: SnapshotHolder, stop: asyncio.Event, hz: float) -> None:
+    period = 1.0 / hz
+    while not stop.is_set():
+        holder.latest = engine.snapshot()
+        await asyncio.sleep(period)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    count = {"n": 0}
+
+    def handler(signame: str) -> None:
+        count["n"] += 1
+        if count["n"] > 1:
+            logger.error("second {}: exiting at once", signame)
+            os._exit(130)
+        logger.warning("{} received: cancelling all orders and stopping", signame)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, handler, sig.name)
+
+
+async def run_async(
+    cfg: Config,
+    opts: RunOptions,
+    holder: SnapshotHolder | None = None,
+    stop: asyncio.Event | None = None,
+    engine: Engine | None = None,
+) -> dict[str, Any]:
+    """Run until the data ends, ``duration_s`` passes or ``stop`` is set; returns the summary."""
+    stop = stop or asyncio.Event()
+    holder = holder or SnapshotHolder()
+    feed = build_feed(cfg, opts)
+    engine = engine or build_engine(cfg)
+    install_signal_handlers(stop)
+    await engine.venue.start()
+    deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
+    sim_clock = isinstance(feed, ReplayFeed)
+    pub = asyncio.create_task(publish_snapshots(engine, holder, stop, cfg.ui.refresh_hz))
+    extras = [asyncio.create_task(t(engine)) for t in opts.extra_tasks]
+    t0 = time.perf_counter()
+    try:
+        driver = drive_replay(engine, feed, stop, deadline) if sim_clock else drive_live(engine, feed, stop, deadline)  # type: ignore[arg-type]
+        drv = asyncio.create_task(driver)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({drv, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not drv.done():
+            if sim_clock:
+                feed.stop()  # type: ignore[union-attr]
+            await drv
+        else:
+            drv.result()
+        waiter.cancel()
+    finally:
+        clean = await shutdown(engine, sim_clock)
+        stop.set()
+        for t in [pub, *extras]:
+            t.cancel()
+        for t in [pub, *extras]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        holder.latest = engine.snapshot()
+        await engine.venue.aclose()
+    summary = engine.summary()
+    summary["wall_s"] = round(time.perf_counter() - t0, 3)
+    summary["events_per_s"] = round(engine.events / max(summary["wall_s"], 1e-9), 1)
+    summary["orders_left_open"] = 0 if clean else engine.live_orders()
+    if sim_clock:
+        st = feed.stats  # type: ignore[union-attr]
+        summary["bad_lines"] = st.bad_lines
+    return summary
+
+
+def run_blocking(coro_fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Run on uvloop when available."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro_fn())  # type: ignore[arg-type, no-any-return]
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+def data_dir(cfg: Config) -> Path:
+    p = Path(cfg.control.data_dir)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

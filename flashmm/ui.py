@@ -1,0 +1,165 @@
+"""The Rich live panel, rendered from engine snapshots (never from the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+_STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "halted": "bold red", "stopped": "dim"}
+
+
+def _num(v: Any, fmt: str = "{:,.4f}", none: str = "-") -> str:
+    if v is None:
+        return none
+    try:
+        return fmt.format(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _pnl(v: float | None) -> Text:
+    if v is None:
+        return Text("-")
+    style = "green" if v > 0 else "red" if v < 0 else ""
+    return Text(f"{v:+,.4f}", style=style)
+
+
+def header(snap: Mapping[str, Any]) -> Text:
+    state = str(snap.get("state", "?"))
+    t = Text()
+    t.append(" FlashMM ", style="bold white on blue")
+    t.append(f"  {snap.get('mode', '?')} ", style="bold")
+    t.append(f"[{snap.get('profile', '')}]  ")
+    t.append(state.upper(), style=_STATE_STYLE.get(state, ""))
+    if snap.get("reason"):
+        t.append(f" ({snap['reason']})", style="yellow")
+    lat = snap.get("latency", {})
+    t.append(
+        f"   up {snap.get('uptime_s', 0):,.0f}s  events {snap.get('events', 0):,}"
+        f"  decision p50 {lat.get('p50_us', 0):,.0f}µs p99 {lat.get('p99_us', 0):,.0f}µs"
+    )
+    t.append("   P&L ")
+    t.append_text(_pnl(snap.get("pnl_usdc")))
+    t.append(f" USDC  fills {snap.get('fills', 0)}  fees {snap.get('fees_usdc', 0):,.4f}")
+    return t
+
+
+def market_table(snap: Mapping[str, Any]) -> Table:
+    t = Table(expand=True, title="Markets", title_justify="left", header_style="bold")
+    for col, just in (
+        ("market", "left"),
+        ("mid", "right"),
+        ("spread", "right"),
+        ("bids (ours)", "right"),
+        ("asks (ours)", "right"),
+        ("position", "right"),
+        ("limit", "right"),
+        ("realized", "right"),
+        ("unrealized", "right"),
+        ("fills", "right"),
+        ("signal", "left"),
+        ("feed", "right"),
+    ):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for sym, m in snap.get("markets", {}).items():
+        quotes = m.get("quotes", [])
+        bids = [q for q in quotes if q["side"] == "buy"]
+        asks = sorted((q for q in quotes if q["side"] == "sell"), key=lambda q: q["price"])
+        bid_txt = "\n".join(f"{q['size']:,.4g} @ {q['price']:,.6g}" for q in bids) or "-"
+        ask_txt = "\n".join(f"{q['price']:,.6g} x {q['size']:,.4g}" for q in asks) or "-"
+        sig = m.get("signal", {})
+        arrow = {1: "▲", -1: "▼"}.get(sig.get("direction", 0), "•")
+        sig_txt = f"{arrow} {sig.get('expected_bps', 0):+.1f}bps c={sig.get('confidence', 0):.2f} {sig.get('source', '')}"
+        usage = m.get("limit_usage", 0.0)
+        usage_style = "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
+        age = m.get("data_age_ms")
+        feed = "-" if age is None else f"{age:,.0f}ms"
+        if m.get("blocked"):
+            feed += f"\n[yellow]{m['blocked']}[/]"
+        t.add_row(
+            sym,
+            _num(m.get("mid"), "{:,.6g}"),
+            _num(m.get("spread_bps"), "{:.1f}bps"),
+            bid_txt,
+            ask_txt,
+            f"{m.get('position', 0):,.4g}\n{m.get('position_usdc', 0):,.2f} USDC",
+            Text(f"{usage:.0%}", style=usage_style),
+            _pnl(m.get("realized_usdc")),
+            _pnl(m.get("unrealized_usdc")),
+            str(m.get("fills", 0)),
+            sig_txt,
+            feed,
+        )
+    return t
+
+
+def breaker_table(snap: Mapping[str, Any]) -> Table:
+    t = Table(expand=True, title="Breakers", title_justify="left", header_style="bold")
+    t.add_column("breaker")
+    t.add_column("state")
+    t.add_column("action")
+    t.add_column("reason")
+    for name, b in snap.get("breakers", {}).items():
+        tripped = b.get("state") == "tripped"
+        t.add_row(
+            name,
+            Text(str(b.get("state")), style="bold red" if tripped else "green"),
+            str(b.get("action", "")),
+            str(b.get("reason", "")),
+        )
+    model = snap.get("model")
+    if model:
+        t.add_row("model", str(model.get("state", "")), "fallback to rules", str(model.get("reason", "")))
+    return t
+
+
+def render(snap: Mapping[str, Any]) -> RenderableType:
+    if not snap:
+        return Panel(Text("starting…"), title="FlashMM")
+    return Group(header(snap), market_table(snap), breaker_table(snap))
+
+
+def live_panel(get_snapshot: Callable[[], Mapping[str, Any]], refresh_hz: float = 4.0) -> Any:
+    """A Rich ``Live`` that renders the latest snapshot from its own refresh thread."""
+    from rich.live import Live
+
+    return Live(
+        get_renderable=lambda: render(get_snapshot()),
+        refresh_per_second=min(refresh_hz, 4.0),
+        screen=False,
+        transient=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+
+
+def summary_table(summary: Mapping[str, Any]) -> Table:
+    t = Table(title="FlashMM run summary", title_justify="left", show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value", justify="right")
+    for k in (
+        "mode",
+        "state",
+        "events",
+        "pnl_usdc",
+        "fees_usdc",
+        "fills",
+        "volume_usdc",
+        "max_abs_inventory_usdc",
+        "position_limit_breaches",
+        "quotes_sent",
+        "cancels_sent",
+        "decision_p50_us",
+        "decision_p99_us",
+        "wall_s",
+        "events_per_s",
+    ):
+        if k in summary:
+            v = summary[k]
+            t.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
+    return t
