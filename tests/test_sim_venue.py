@@ -397,3 +397,46 @@ def _positions(tp: Tape) -> dict[str, int]:
     import asyncio
 
     return asyncio.run(tp.venue.positions())
+
+
+def test_late_trade_already_in_the_diff_does_not_explain_a_later_decrease() -> None:
+    tp = Tape(queue_power=2.0)
+    tp.snap(0, [(1000, 40)], [(1002, 40)])
+    tp.place(1, 1, Side.BUY, 1000, 10)
+    tp.diff(2, bids=[(1000, 100)])
+    # a diff stamped 1_000 ms on the exchange shows 10 traded lots gone ...
+    tp.uid += 1
+    d = DepthDiff(REF, ms(3), tp.uid, tp.uid, [(1000, 90)], [], exch_ms=1_000)
+    tp.venue.on_market_event(d, ms(3))
+    # ... and the trade (exchange time 999 ms) arrives after it
+    tp.venue.on_market_event(Trade(REF, ms(4), 1000, 10, True, exch_ms=999), ms(4))
+    # the 10 lots were first counted as cancels (x = 0.4, 1.6 ahead), then traded
+    assert tp.venue.queue_ahead(MKT, 1) == pytest.approx(40 - 1.6 - 10)
+    # a later cancel of 50 is all cancel: nothing left over from that trade
+    ahead = 40 - 1.6 - 10
+    tp.diff(5, bids=[(1000, 40)])
+    share = (ahead / 90) ** 2
+    assert tp.venue.queue_ahead(MKT, 1) == pytest.approx(ahead - share * 50)
+
+
+def test_crossing_order_without_post_only_runs_as_taker() -> None:
+    tp = standard(taker_fee_bps=5)
+    req = OrderRequest(MKT, 7, Side.BUY, 1003, 120, post_only=False)
+    tp.venue.requote(MKT, [], [req], ms(1))
+    evs = tp.poll(1)
+    assert evs[0] == OrderAccepted(MKT, 7, ms(1))
+    fills = [e for e in evs if isinstance(e, Fill)]
+    assert [(f.client_id, f.price_ticks, f.size_lots, f.liquidity) for f in fills] == [
+        (7, 1002, 40, Liquidity.TAKER),
+        (7, 1003, 60, Liquidity.TAKER),
+    ]
+    assert evs[-1] == OrderCancelled(MKT, 7, ms(1))
+    assert _open_orders(tp) == []
+
+
+def test_unknown_market_raises_venue_error() -> None:
+    from flashmm.venues.base import VenueError
+
+    v = SimVenue({MKT: SPEC}, SimSettings())
+    with pytest.raises(VenueError, match="unknown market"):
+        v.requote("ETH/USDC", [], [], 0)
