@@ -24,6 +24,7 @@ the book but not sent: a sequence gap), ``close_after`` (close a connection
 after it got N messages, for the first ``close_limit`` connections),
 ``malformed_at`` (send a broken message before message number N),
 ``rest_fail_first`` (answer the first N snapshot requests with HTTP 500);
+``limit`` plays only the first N lines of each pass;
 and at run time :meth:`ReplayServer.drop_next_diff`,
 :meth:`ReplayServer.send_malformed`, :meth:`ReplayServer.close_clients`.
 """
@@ -47,7 +48,7 @@ from loguru import logger
 from flashmm.book import BookBuilder, SequenceGap
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale, ts_to_ns
 from flashmm.feeds.replay import check_files, first_timestamp, group_files
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, MarketEvent
+from flashmm.marketdata import DepthDiff, DepthSnapshot, MarketEvent
 
 MALFORMED = '{"stream": "malformed@depth@100ms", "data": {"e": "depthUpdate", "U": '
 
@@ -121,6 +122,7 @@ class ReplayServer:
         close_limit: int | None = 1,
         malformed_at: Collection[int] = (),
         rest_fail_first: int = 0,
+        limit: int | None = None,
     ) -> None:
         files = check_files(paths)
         self.groups = group_files(files)
@@ -137,6 +139,7 @@ class ReplayServer:
         self.close_limit = close_limit
         self.malformed_at = set(malformed_at)
         self.rest_fail_first = rest_fail_first
+        self.limit = limit
         unit = float(10**decimals)
         self.parser = BinanceParser({s: Scale(unit, unit) for s in self.groups})
         self.stats = ServerStats()
@@ -177,7 +180,12 @@ class ReplayServer:
         from websockets.asyncio.server import serve
 
         self._ws_server = await serve(
-            self._handle_ws, self.host, self.port, max_size=2**20, close_timeout=2.0
+            self._handle_ws,
+            self.host,
+            self.port,
+            max_size=2**20,
+            close_timeout=2.0,
+            compression=None,  # loopback: compressing costs more than it saves
         )
         self._ws_port = self._ws_server.sockets[0].getsockname()[1]
         app = web.Application()
@@ -267,13 +275,20 @@ class ReplayServer:
                         msg = orjson.loads(raw)
                         if not isinstance(msg, dict):
                             raise ParseError("not a JSON object")
-                        ev = self.parser.parse(msg, ts, symbol)
+                        stream = msg.get("stream")
+                        if not isinstance(stream, str):
+                            stream = ""
+                        # only depth data feeds the server's book: parse nothing else
+                        ev = (
+                            self.parser.parse(msg, ts, symbol)
+                            if not stream or "@depth" in stream
+                            else None
+                        )
                     except (ValueError, ParseError) as exc:
                         self.stats.bad_lines += 1
                         logger.warning("{}:{}: skipped bad line: {}", path.name, lineno, exc)
                         continue
-                    stream = msg.get("stream")
-                    yield _Line(ts, symbol, raw, ev, stream if isinstance(stream, str) else "")
+                    yield _Line(ts, symbol, raw, ev, stream)
         except (EOFError, zlib.error, OSError) as exc:
             self.stats.bad_lines += 1
             logger.warning("{}:{}: file truncated or corrupt: {}", path.name, lineno + 1, exc)
@@ -284,7 +299,9 @@ class ReplayServer:
         streams = [
             self._symbol_lines(s, origin - t if self.align else 0) for s, t in starts.items()
         ]
-        for _, _, line in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
+        for n, (_, _, line) in enumerate(heapq.merge(*streams, key=lambda x: (x[0], x[1])), 1):
+            if self.limit is not None and n > self.limit:
+                return
             yield line
 
     async def _play(self) -> None:
@@ -322,17 +339,17 @@ class ReplayServer:
                 t0 = time.monotonic()
                 await self._has_clients.wait()
                 wall0 += time.monotonic() - t0
+            n += 1
+            delay = 0.0
             if speed > 0:
                 if data0 is None:
                     data0 = line.ts_ns
                     wall0 = time.monotonic()
                 delay = wall0 + (line.ts_ns - data0) / 1e9 / speed - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            else:
-                n += 1
-                if n % 64 == 0:
-                    await asyncio.sleep(0)  # let REST requests in
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif n % 64 == 0:
+                await asyncio.sleep(0)  # behind or unpaced: let clients and REST requests in
             await self._dispatch(line)
 
     async def _dispatch(self, line: _Line) -> None:
@@ -351,8 +368,6 @@ class ReplayServer:
                     self._drop_next[line.symbol] = pending - 1
                 self.stats.diffs_dropped += 1
                 send = False
-        elif isinstance(ev, BookTicker):
-            self.books[line.symbol].on_ticker(ev)
         if not send:
             return
         self._msg_no += 1
