@@ -205,22 +205,37 @@ async def deploy_book_and_markets(
     quote_symbol: str = "USDC",
     quote_token: str | None = None,
 ) -> Deployment:
-    """Deploy TestTokens (unless ``quote_token`` is given), a FlashBook and its markets."""
+    """Deploy TestTokens (unless ``quote_token`` is given), a FlashBook and its markets.
+
+    Independent transactions are sent back to back (contiguous nonces) and awaited
+    together, so a chain with 0.4 s blocks is set up in a few blocks.
+    """
     tokens: dict[str, dict[str, Any]] = {}
+    jobs: list[Any] = [deploy(sender, "FlashBook")]
+    jobs += [deploy_token(sender, f"Test {m.base_symbol}", m.base_symbol, m.base_decimals) for m in markets]
     if quote_token is None:
-        quote_token = await deploy_token(sender, "Test USD Coin", quote_symbol, 6)
+        jobs.append(deploy_token(sender, "Test USD Coin", quote_symbol, 6))
+    addresses = await asyncio.gather(*jobs)
+    book_addr = addresses[0]
+    if quote_token is None:
+        quote_token = addresses[-1]
         tokens[quote_symbol] = {"address": quote_token, "decimals": 6, "mintable": True}
     else:
         decimals = await TokenClient(rpc, quote_token).decimals()
         tokens[quote_symbol] = {"address": quote_token, "decimals": decimals, "mintable": False}
-    book_addr = await deploy(sender, "FlashBook")
     book = BookClient(rpc, book_addr)
-    out_markets: dict[str, dict[str, Any]] = {}
-    for m in markets:
-        base = await deploy_token(sender, f"Test {m.base_symbol}", m.base_symbol, m.base_decimals)
+    units = []
+    for m, base in zip(markets, addresses[1 : 1 + len(markets)], strict=True):
         tokens[m.base_symbol] = {"address": base, "decimals": m.base_decimals, "mintable": True}
-        tick_value, lot_units = market_units(m.tick_size, m.lot_size, m.base_decimals, tokens[quote_symbol]["decimals"])
-        mid = await book.create_market(sender, base, quote_token, tick_value, lot_units)
+        units.append(market_units(m.tick_size, m.lot_size, m.base_decimals, tokens[quote_symbol]["decimals"]))
+    ids = await asyncio.gather(
+        *(
+            book.create_market(sender, tokens[m.base_symbol]["address"], quote_token, tv, lu)
+            for m, (tv, lu) in zip(markets, units, strict=True)
+        )
+    )
+    out_markets: dict[str, dict[str, Any]] = {}
+    for m, (tick_value, lot_units), mid in zip(markets, units, ids, strict=True):
         out_markets[m.symbol] = {
             "id": mid,
             "base": m.base_symbol,
@@ -241,35 +256,53 @@ async def deploy_book_and_markets(
     )
 
 
-async def fund_account(
+def funding_amounts(dep: Deployment, notional_usdc: float) -> dict[str, int]:
+    """Token units (by token symbol) that fund ``notional_usdc`` per market on each side."""
+    amounts: dict[str, int] = {}
+    for m in dep.markets.values():
+        quote = dep.tokens[m["quote"]]
+        amounts[m["quote"]] = amounts.get(m["quote"], 0) + int(notional_usdc * 10 ** quote["decimals"])
+        base = dep.tokens[m["base"]]
+        units = Decimal(str(notional_usdc)) / Decimal(m["mid_price"]) * (Decimal(10) ** base["decimals"])
+        amounts[m["base"]] = amounts.get(m["base"], 0) + int(units)
+    return amounts
+
+
+async def fund_accounts(
     dep: Deployment,
     rpc: JsonRpc,
     minter: TxSender,
-    owner: TxSender,
+    owners: list[TxSender],
     *,
     notional_usdc: float = 100_000.0,
-    deposit_fraction: float = 1.0,
 ) -> None:
-    """Mint test tokens to ``owner`` and deposit them into every market of ``dep``."""
+    """Mint test tokens to each owner and deposit ``notional_usdc`` of each side per market."""
     book = BookClient(rpc, dep.book)
-    quote_sym = next(iter({m["quote"] for m in dep.markets.values()}))
-    quote = dep.tokens[quote_sym]
-    qtok = TokenClient(rpc, quote["address"])
-    per_market_quote = int(notional_usdc * 10 ** quote["decimals"])
-    await qtok.mint(minter, owner.address, per_market_quote * len(dep.markets))
-    await qtok.approve(owner, dep.book, 2**256 - 1)
-    for sym, m in dep.markets.items():
-        base = dep.tokens[m["base"]]
-        btok = TokenClient(rpc, base["address"])
-        base_amount = int(Decimal(str(notional_usdc)) / Decimal(m["mid_price"]) * (Decimal(10) ** base["decimals"]))
-        await btok.mint(minter, owner.address, base_amount)
-        await btok.approve(owner, dep.book, 2**256 - 1)
-        await book.deposit(
-            owner,
-            dep.market_id(sym),
-            int(base_amount * deposit_fraction),
-            int(per_market_quote * deposit_fraction),
+    amounts = funding_amounts(dep, notional_usdc)
+    await asyncio.gather(
+        *(
+            TokenClient(rpc, dep.tokens[sym]["address"]).mint(minter, o.address, amt)
+            for o in owners
+            for sym, amt in amounts.items()
         )
+    )
+    await asyncio.gather(
+        *(
+            TokenClient(rpc, dep.tokens[sym]["address"]).approve(o, dep.book, 2**256 - 1)
+            for o in owners
+            for sym in amounts
+        )
+    )
+    deposits = []
+    for o in owners:
+        for sym, m in dep.markets.items():
+            quote_units = int(notional_usdc * 10 ** dep.tokens[m["quote"]]["decimals"])
+            base_units = int(
+                Decimal(str(notional_usdc)) / Decimal(m["mid_price"])
+                * (Decimal(10) ** dep.tokens[m["base"]]["decimals"])
+            )
+            deposits.append(book.deposit(o, dep.market_id(sym), base_units, quote_units))
+    await asyncio.gather(*deposits)
 
 
 async def setup_local_chain(
@@ -278,6 +311,7 @@ async def setup_local_chain(
     *,
     chain_id: int = SEI_TESTNET_CHAIN_ID,
     roles: tuple[str, ...] = ("maker", "taker"),
+    notional_usdc: float = 100_000.0,
 ) -> Deployment:
     """Deploy everything on a fresh local chain and fund one dev account per role.
 
@@ -290,11 +324,12 @@ async def setup_local_chain(
         deployer = TxSender(rpc, account_from_hex(dev_private_key(0)), chain_id)
         dep = await deploy_book_and_markets(deployer, rpc, ws_url=ws_url)
         dep.accounts["deployer"] = {"address": deployer.address, "private_key": dev_private_key(0)}
+        owners = []
         for i, role in enumerate(roles, start=1):
             key = dev_private_key(i)
-            owner = TxSender(rpc, account_from_hex(key), chain_id)
-            await fund_account(dep, rpc, deployer, owner)
-            dep.accounts[role] = {"address": owner.address, "private_key": key}
+            owners.append(TxSender(rpc, account_from_hex(key), chain_id))
+            dep.accounts[role] = {"address": owners[-1].address, "private_key": key}
+        await fund_accounts(dep, rpc, deployer, owners, notional_usdc=notional_usdc)
         return dep
     finally:
         await rpc.aclose()
