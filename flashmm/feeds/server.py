@@ -24,7 +24,8 @@ the book but not sent: a sequence gap), ``close_after`` (close a connection
 after it got N messages, for the first ``close_limit`` connections),
 ``malformed_at`` (send a broken message before message number N),
 ``rest_fail_first`` (answer the first N snapshot requests with HTTP 500);
-``limit`` plays only the first N lines of each pass;
+``limit`` plays only the first N lines of each pass. A client that stops
+reading for ``send_timeout`` seconds is cut off (its TCP connection aborted).
 and at run time :meth:`ReplayServer.drop_next_diff`,
 :meth:`ReplayServer.send_malformed`, :meth:`ReplayServer.close_clients`.
 """
@@ -123,6 +124,7 @@ class ReplayServer:
         malformed_at: Collection[int] = (),
         rest_fail_first: int = 0,
         limit: int | None = None,
+        send_timeout: float = 10.0,
     ) -> None:
         files = check_files(paths)
         self.groups = group_files(files)
@@ -140,6 +142,7 @@ class ReplayServer:
         self.malformed_at = set(malformed_at)
         self.rest_fail_first = rest_fail_first
         self.limit = limit
+        self.send_timeout = send_timeout
         unit = float(10**decimals)
         self.parser = BinanceParser({s: Scale(unit, unit) for s in self.groups})
         self.stats = ServerStats()
@@ -386,9 +389,18 @@ class ReplayServer:
             if c.closing or (key is not None and c.keys is not None and key not in c.keys):
                 continue
             try:
-                await c.ws.send(text)
+                async with asyncio.timeout(self.send_timeout):
+                    await c.ws.send(text)
             except ConnectionClosed:
                 self._drop_client(c)
+                continue
+            except TimeoutError:
+                # a client that stops reading must not stall everyone: cut it off
+                logger.warning(
+                    "replay server: client not reading for {}s, dropped", self.send_timeout
+                )
+                self._drop_client(c)
+                c.ws.transport.abort()
                 continue
             c.sent += 1
             self.stats.messages_sent += 1
