@@ -46,7 +46,9 @@ class LocalChain:
         return self.dep.accounts[role]["address"]
 
     def sender(self, rpc: JsonRpc, role: str, **kw: Any) -> TxSender:
-        return TxSender(rpc, account_from_hex(self.key(role)), self.dep.chain_id, abi=book_abi(), **kw)
+        return TxSender(
+            rpc, account_from_hex(self.key(role)), self.dep.chain_id, abi=book_abi(), **kw
+        )
 
 
 def _start_chain(block_time: float | None) -> Iterator[LocalChain]:
@@ -160,7 +162,9 @@ class RpcProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         f = self.faults
-        methods = [b.get("method") for b in body] if isinstance(body, list) else [body.get("method")]
+        methods = (
+            [b.get("method") for b in body] if isinstance(body, list) else [body.get("method")]
+        )
         if f.http_500 > 0:
             f.http_500 -= 1
             f.log.append(f"500 {methods}")
@@ -178,7 +182,9 @@ class RpcProxy:
                 from eth_utils import keccak
 
                 raw = bytes.fromhex(body["params"][0][2:])
-                return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": "0x" + keccak(raw).hex()})
+                return web.json_response(
+                    {"jsonrpc": "2.0", "id": body["id"], "result": "0x" + keccak(raw).hex()}
+                )
             if method == "eth_getTransactionReceipt" and f.null_receipts > 0:
                 reply = await self._forward(body)
                 if reply.get("result") is not None:

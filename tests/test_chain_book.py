@@ -58,7 +58,7 @@ async def test_partial_fill_settles_maker_and_taker(actors: Any) -> None:
     assert locked.base_free == before_m.base_free - 5 * LOT_UNITS
 
     r = await taker.book.take(taker.sender, SEI, 0, 1000, 3)
-    (name, fill), = events(r)
+    ((name, fill),) = events(r)
     assert name == "Fill"
     assert fill["maker"] == maker.address.lower() or fill["maker"].lower() == maker.address.lower()
     o = fill["order"]
@@ -128,7 +128,7 @@ async def test_replace_moves_and_keeps_priority_when_shrinking(actors: Any) -> N
     await m2.book.requote(m2.sender, SEI, [op_place(6, 602, BID, 4000, 5)])
     # shrink at the same price: stays first in the queue, new client id
     r = await m1.book.requote(m1.sender, SEI, [op_replace(6, 601, 611, BID, 4000, 3)])
-    (name, a), = events(r)
+    ((name, a),) = events(r)
     assert name == "OrderReplaced" and a["order"].client_id == 611 and a["order"].extra == 601
     r = await taker.book.take(taker.sender, SEI, 1, 4000, 1)
     assert [a["order"].client_id for n, a in events(r) if n == "Fill"] == [611]
@@ -170,7 +170,10 @@ async def test_insufficient_funds_rejected_not_reverted(actors: Any) -> None:
     r = await maker.book.requote(
         maker.sender, SEI, [op_place(8, 801, ASK, 6000, too_many), op_place(9, 802, ASK, 6001, 1)]
     )
-    assert [(n, a["order"].extra) for n, a in events(r)] == [("OrderRejected", 3), ("OrderPlaced", 0)]
+    assert [(n, a["order"].extra) for n, a in events(r)] == [
+        ("OrderRejected", 3),
+        ("OrderPlaced", 0),
+    ]
     await maker.book.cancel_all(maker.sender, SEI)
 
 
@@ -229,6 +232,10 @@ async def test_take_with_nothing_to_take_is_harmless(actors: Any) -> None:
 @pytest.mark.slow
 def test_committed_artifacts_match_sources() -> None:
     proc = subprocess.run(
-        ["node", "contracts/compile.js", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        ["node", "contracts/compile.js", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

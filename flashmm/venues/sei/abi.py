@@ -93,7 +93,9 @@ class ContractAbi:
                 ins = tuple(_canonical_type(p) for p in item["inputs"])
                 outs = tuple(_canonical_type(p) for p in item["outputs"])
                 sig = f"{item['name']}({','.join(ins)})"
-                self.functions[item["name"]] = AbiFunction(item["name"], keccak(text=sig)[:4], ins, outs)
+                self.functions[item["name"]] = AbiFunction(
+                    item["name"], keccak(text=sig)[:4], ins, outs
+                )
             elif kind == "event":
                 params = item["inputs"]
                 sig = f"{item['name']}({','.join(_canonical_type(p) for p in params)})"
@@ -125,7 +127,9 @@ class ContractAbi:
                 return f"reverted: 0x{data.hex()}"
         if sel == bytes.fromhex("4e487b71"):
             code = abi_decode(["uint256"], body)[0] if len(body) >= 32 else -1
-            return f"panic 0x{code:02x}" + (" (arithmetic overflow/underflow)" if code == 0x11 else "")
+            return f"panic 0x{code:02x}" + (
+                " (arithmetic overflow/underflow)" if code == 0x11 else ""
+            )
         if sel in self.errors:
             name, ins = self.errors[sel]
             args = abi_decode(list(ins), body) if ins else ()
@@ -169,7 +173,9 @@ def op_cancel(slot: int, client_id: int) -> int:
 
 def op_place(slot: int, client_id: int, side: int, price: int, size: int) -> int:
     _check_fields(client_id, price, size)
-    return client_id | (price << 64) | (size << 96) | (side << 160) | (slot << 168) | (OP_PLACE << 176)
+    return (
+        client_id | (price << 64) | (size << 96) | (side << 160) | (slot << 168) | (OP_PLACE << 176)
+    )
 
 
 def op_replace(

@@ -57,7 +57,9 @@ class DepthLevel:
     orders: int
 
 
-async def eth_call(rpc: JsonRpc, abi: ContractAbi, to: str, fn: str, *args: Any, block: str = "latest") -> tuple[Any, ...]:
+async def eth_call(
+    rpc: JsonRpc, abi: ContractAbi, to: str, fn: str, *args: Any, block: str = "latest"
+) -> tuple[Any, ...]:
     f = abi.fn(fn)
     try:
         out = await rpc.call("eth_call", [{"to": to, "data": "0x" + f.encode(*args).hex()}, block])
@@ -69,10 +71,14 @@ async def eth_call(rpc: JsonRpc, abi: ContractAbi, to: str, fn: str, *args: Any,
     return f.decode_output(hex_to_bytes(out))
 
 
-async def deploy(sender: TxSender, name: str, *ctor_args: Any, ctor_types: tuple[str, ...] = ()) -> str:
+async def deploy(
+    sender: TxSender, name: str, *ctor_args: Any, ctor_types: tuple[str, ...] = ()
+) -> str:
     """Deploy contract ``name`` from the committed artifacts; returns its address."""
     art = load_artifact(name)
-    data = hex_to_bytes(art["bytecode"]) + (abi_encode(list(ctor_types), list(ctor_args)) if ctor_types else b"")
+    data = hex_to_bytes(art["bytecode"]) + (
+        abi_encode(list(ctor_types), list(ctor_args)) if ctor_types else b""
+    )
     receipt = await sender.transact(None, data)
     address = receipt.get("contractAddress")
     if not address:
@@ -81,7 +87,9 @@ async def deploy(sender: TxSender, name: str, *ctor_args: Any, ctor_types: tuple
 
 
 async def deploy_token(sender: TxSender, name: str, symbol: str, decimals: int) -> str:
-    return await deploy(sender, "TestToken", name, symbol, decimals, ctor_types=("string", "string", "uint8"))
+    return await deploy(
+        sender, "TestToken", name, symbol, decimals, ctor_types=("string", "string", "uint8")
+    )
 
 
 class TokenClient:
@@ -121,7 +129,9 @@ class BookClient:
         return self.abi.fn(fn).encode(*args)
 
     # --- transactions -----------------------------------------------------------------
-    async def create_market(self, sender: TxSender, base: str, quote: str, tick_value: int, lot_units: int) -> int:
+    async def create_market(
+        self, sender: TxSender, base: str, quote: str, tick_value: int, lot_units: int
+    ) -> int:
         receipt = await sender.transact(
             self.address, self.calldata("createMarket", base, quote, tick_value, lot_units)
         )
@@ -131,20 +141,42 @@ class BookClient:
                 return int(topics[1], 16)
         raise VenueError("createMarket: no MarketCreated event in the receipt")
 
-    async def deposit(self, sender: TxSender, market: int, base_amount: int, quote_amount: int) -> dict[str, Any]:
-        return await sender.transact(self.address, self.calldata("deposit", market, base_amount, quote_amount))
+    async def deposit(
+        self, sender: TxSender, market: int, base_amount: int, quote_amount: int
+    ) -> dict[str, Any]:
+        return await sender.transact(
+            self.address, self.calldata("deposit", market, base_amount, quote_amount)
+        )
 
-    async def withdraw(self, sender: TxSender, market: int, base_amount: int, quote_amount: int) -> dict[str, Any]:
-        return await sender.transact(self.address, self.calldata("withdraw", market, base_amount, quote_amount))
+    async def withdraw(
+        self, sender: TxSender, market: int, base_amount: int, quote_amount: int
+    ) -> dict[str, Any]:
+        return await sender.transact(
+            self.address, self.calldata("withdraw", market, base_amount, quote_amount)
+        )
 
-    async def send_requote(self, sender: TxSender, market: int, ops: list[int], gas: int | None = None) -> SentTx:
+    async def send_requote(
+        self, sender: TxSender, market: int, ops: list[int], gas: int | None = None
+    ) -> SentTx:
         return await sender.send(self.address, self.calldata("requote", market, ops), gas=gas)
 
-    async def requote(self, sender: TxSender, market: int, ops: list[int], gas: int | None = None) -> dict[str, Any]:
+    async def requote(
+        self, sender: TxSender, market: int, ops: list[int], gas: int | None = None
+    ) -> dict[str, Any]:
         return await sender.wait(await self.send_requote(sender, market, ops, gas))
 
-    async def take(self, sender: TxSender, market: int, side: int, limit_price: int, size: int, gas: int | None = None) -> dict[str, Any]:
-        return await sender.transact(self.address, self.calldata("take", market, side, limit_price, size), gas=gas)
+    async def take(
+        self,
+        sender: TxSender,
+        market: int,
+        side: int,
+        limit_price: int,
+        size: int,
+        gas: int | None = None,
+    ) -> dict[str, Any]:
+        return await sender.transact(
+            self.address, self.calldata("take", market, side, limit_price, size), gas=gas
+        )
 
     async def cancel_all(self, sender: TxSender, market: int) -> dict[str, Any]:
         return await sender.transact(self.address, self.calldata("cancelAll", market))
@@ -170,7 +202,10 @@ class BookClient:
 
     async def depth(self, market: int, side: int, levels: int = 10) -> list[DepthLevel]:
         prices, sizes, counts = await self.call("depth", market, side, levels)
-        return [DepthLevel(int(p), int(s), int(c)) for p, s, c in zip(prices, sizes, counts, strict=True)]
+        return [
+            DepthLevel(int(p), int(s), int(c))
+            for p, s, c in zip(prices, sizes, counts, strict=True)
+        ]
 
     async def trader_index(self, owner: str) -> int:
         return int((await self.call("traderIndex", owner))[0])

@@ -51,7 +51,9 @@ def count_fresh_slots(diff: dict[str, Any]) -> tuple[int, int]:
     return fresh, written
 
 
-async def gas_report(rpc: JsonRpc, tx_hash: str, receipt: dict[str, Any] | None = None) -> GasReport:
+async def gas_report(
+    rpc: JsonRpc, tx_hash: str, receipt: dict[str, Any] | None = None
+) -> GasReport:
     if receipt is None:
         receipt = await rpc.call("eth_getTransactionReceipt", [tx_hash])
     assert receipt is not None

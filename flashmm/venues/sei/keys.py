@@ -43,7 +43,9 @@ def account_from_hex(private_key: str) -> LocalAccount:
         raise KeySourceError("the private key is not a valid 32-byte hex key") from exc
 
 
-def load_account(keystore: str | Path | None = None, *, env: dict[str, str] | None = None) -> LocalAccount:
+def load_account(
+    keystore: str | Path | None = None, *, env: dict[str, str] | None = None
+) -> LocalAccount:
     """The signing account: the keystore if given, else FLASHMM_PRIVATE_KEY."""
     env = dict(os.environ) if env is None else env
     if keystore is not None:

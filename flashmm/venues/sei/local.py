@@ -86,11 +86,16 @@ class Anvil:
     def start(self, timeout_s: float = 15.0, *, quiet: bool = True) -> Anvil:
         args = [
             str(self.binary),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--chain-id", str(self.chain_id),
-            "--accounts", "10",
-            "--balance", "1000000",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(self.chain_id),
+            "--accounts",
+            "10",
+            "--balance",
+            "1000000",
             "--steps-tracing",
         ]
         if self.block_time:
@@ -101,7 +106,9 @@ class Anvil:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise VenueError(f"anvil exited with code {self.proc.returncode} (port {self.port} busy?)")
+                raise VenueError(
+                    f"anvil exited with code {self.proc.returncode} (port {self.port} busy?)"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -148,7 +155,9 @@ LOCAL_MARKETS = (
 )
 
 
-def market_units(tick_size: str, lot_size: str, base_decimals: int, quote_decimals: int) -> tuple[int, int]:
+def market_units(
+    tick_size: str, lot_size: str, base_decimals: int, quote_decimals: int
+) -> tuple[int, int]:
     """(tickValue, lotUnits) for the contract from decimal tick and lot sizes."""
     tick, lot = Decimal(tick_size), Decimal(lot_size)
     lot_units = lot * (Decimal(10) ** base_decimals)
@@ -177,7 +186,9 @@ class Deployment:
         try:
             return int(self.markets[symbol]["id"])
         except KeyError as exc:
-            raise VenueError(f"market {symbol!r} not in deployment; known: {', '.join(self.markets)}") from exc
+            raise VenueError(
+                f"market {symbol!r} not in deployment; known: {', '.join(self.markets)}"
+            ) from exc
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -212,7 +223,10 @@ async def deploy_book_and_markets(
     """
     tokens: dict[str, dict[str, Any]] = {}
     jobs: list[Any] = [deploy(sender, "FlashBook")]
-    jobs += [deploy_token(sender, f"Test {m.base_symbol}", m.base_symbol, m.base_decimals) for m in markets]
+    jobs += [
+        deploy_token(sender, f"Test {m.base_symbol}", m.base_symbol, m.base_decimals)
+        for m in markets
+    ]
     if quote_token is None:
         jobs.append(deploy_token(sender, "Test USD Coin", quote_symbol, 6))
     addresses = await asyncio.gather(*jobs)
@@ -227,7 +241,9 @@ async def deploy_book_and_markets(
     units = []
     for m, base in zip(markets, addresses[1 : 1 + len(markets)], strict=True):
         tokens[m.base_symbol] = {"address": base, "decimals": m.base_decimals, "mintable": True}
-        units.append(market_units(m.tick_size, m.lot_size, m.base_decimals, tokens[quote_symbol]["decimals"]))
+        units.append(
+            market_units(m.tick_size, m.lot_size, m.base_decimals, tokens[quote_symbol]["decimals"])
+        )
     ids = await asyncio.gather(
         *(
             book.create_market(sender, tokens[m.base_symbol]["address"], quote_token, tv, lu)
@@ -261,9 +277,15 @@ def funding_amounts(dep: Deployment, notional_usdc: float) -> dict[str, int]:
     amounts: dict[str, int] = {}
     for m in dep.markets.values():
         quote = dep.tokens[m["quote"]]
-        amounts[m["quote"]] = amounts.get(m["quote"], 0) + int(notional_usdc * 10 ** quote["decimals"])
+        amounts[m["quote"]] = amounts.get(m["quote"], 0) + int(
+            notional_usdc * 10 ** quote["decimals"]
+        )
         base = dep.tokens[m["base"]]
-        units = Decimal(str(notional_usdc)) / Decimal(m["mid_price"]) * (Decimal(10) ** base["decimals"])
+        units = (
+            Decimal(str(notional_usdc))
+            / Decimal(m["mid_price"])
+            * (Decimal(10) ** base["decimals"])
+        )
         amounts[m["base"]] = amounts.get(m["base"], 0) + int(units)
     return amounts
 
@@ -298,7 +320,8 @@ async def fund_accounts(
         for sym, m in dep.markets.items():
             quote_units = int(notional_usdc * 10 ** dep.tokens[m["quote"]]["decimals"])
             base_units = int(
-                Decimal(str(notional_usdc)) / Decimal(m["mid_price"])
+                Decimal(str(notional_usdc))
+                / Decimal(m["mid_price"])
                 * (Decimal(10) ** dep.tokens[m["base"]]["decimals"])
             )
             deposits.append(book.deposit(o, dep.market_id(sym), base_units, quote_units))

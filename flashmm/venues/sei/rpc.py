@@ -69,10 +69,9 @@ class JsonRpc:
                         raise RpcTransportError(f"{what}: invalid JSON from node") from exc
             except (aiohttp.ClientError, TimeoutError, RpcTransportError) as exc:
                 self.transport_errors += 1
-                err = exc if isinstance(exc, RpcTransportError) else None
                 if attempt + 1 >= attempts:
-                    if err is not None:
-                        raise err
+                    if isinstance(exc, RpcTransportError):
+                        raise
                     raise RpcTransportError(f"{what}: {type(exc).__name__}: {exc}") from exc
                 log.debug("rpc %s failed (%s), retry %d", what, exc, attempt + 1)
                 await asyncio.sleep(self.backoff_s * (2**attempt))
@@ -80,7 +79,12 @@ class JsonRpc:
 
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
         """Call ``method``; raise :class:`RpcError` for an error answer."""
-        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}
+        payload = {
+            "jsonrpc": "2.0",
+            "id": next(self._ids),
+            "method": method,
+            "params": params or [],
+        }
         if method.startswith(_IDEMPOTENT_PREFIXES):
             reply = await self._post(payload, method)
         else:  # pragma: no cover - every method we use is idempotent
@@ -115,7 +119,9 @@ def _result(method: str, reply: Any) -> Any:
         raise RpcTransportError(f"{method}: unexpected reply {str(reply)[:200]}")
     if "error" in reply and reply["error"] is not None:
         err = reply["error"]
-        raise RpcError(method, int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
+        raise RpcError(
+            method, int(err.get("code", 0)), str(err.get("message", "")), err.get("data")
+        )
     if "result" not in reply:
         raise RpcTransportError(f"{method}: reply without result")
     return reply["result"]

@@ -103,7 +103,9 @@ class FeeOracle:
     ) -> None:
         self.rpc = rpc
         self.cap = int(max_fee_gwei * GWEI)
-        self.priority_override = None if priority_fee_gwei is None else int(priority_fee_gwei * GWEI)
+        self.priority_override = (
+            None if priority_fee_gwei is None else int(priority_fee_gwei * GWEI)
+        )
         self.ttl_s = ttl_s
         self._cached: Fees | None = None
         self._at = 0.0
@@ -184,7 +186,9 @@ class TxSender:
             )
         self._chain_checked = True
 
-    async def estimate(self, to: str | None, data: bytes, value: int = 0, block: str = "latest") -> int:
+    async def estimate(
+        self, to: str | None, data: bytes, value: int = 0, block: str = "latest"
+    ) -> int:
         tx: dict[str, Any] = {"from": self.address, "data": "0x" + data.hex(), "value": hex(value)}
         if to is not None:
             tx["to"] = to
@@ -292,7 +296,10 @@ class TxSender:
             if now >= deadline:
                 self.stats["dropped"] += 1
                 await self.nonces.sync()
-                raise TxDropped(f"no receipt for {sent.tx_hash} (nonce {sent.nonce}) after {self.receipt_timeout_s:.0f}s")
+                raise TxDropped(
+                    f"no receipt for {sent.tx_hash} (nonce {sent.nonce}) "
+                    f"after {self.receipt_timeout_s:.0f}s"
+                )
             if now >= next_check:
                 next_check = now + max(1.0, self.receipt_timeout_s / 10)
                 if not await self._node_has(sent.tx_hash):
@@ -331,7 +338,9 @@ class TxSender:
             return f"reverted (reason unavailable: {exc})"
         return "reverted (state changed since; replay succeeded)"
 
-    async def transact(self, to: str | None, data: bytes, *, gas: int | None = None, value: int = 0) -> dict[str, Any]:
+    async def transact(
+        self, to: str | None, data: bytes, *, gas: int | None = None, value: int = 0
+    ) -> dict[str, Any]:
         """Send and wait for a successful receipt."""
         sent = await self.send(to, data, gas=gas, value=value)
         return await self.wait(sent)
@@ -339,7 +348,7 @@ class TxSender:
     async def fill_gap(self, nonce: int) -> SentTx:
         """Occupy ``nonce`` with a 0-value self-transfer (to unblock later transactions)."""
         fees = await self.fees.fees()
-        tx = {
+        tx: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain_id,
             "nonce": nonce,

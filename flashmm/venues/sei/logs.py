@@ -1,0 +1,210 @@
+"""FlashBook logs as a gap-free stream: eth_subscribe over WebSocket plus eth_getLogs backfill.
+
+On every (re)connection the stream subscribes to ``logs`` (the book's address) and
+``newHeads``, then backfills with eth_getLogs from the last block it knows complete, so
+nothing emitted while disconnected is missed. Duplicates (subscription vs backfill,
+receipt vs stream) are dropped by (transaction hash, log index). Without a WebSocket URL
+it polls eth_getLogs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flashmm.venues.sei.errors import RpcError
+from flashmm.venues.sei.rpc import JsonRpc
+
+log = logging.getLogger(__name__)
+
+LogKey = tuple[str, int]
+
+
+class LogDedup:
+    """Remembers the most recent ``capacity`` log keys."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._keys: set[LogKey] = set()
+        self._order: deque[LogKey] = deque()
+        self.capacity = capacity
+
+    def first_time(self, raw: dict[str, Any]) -> bool:
+        key = (
+            str(raw.get("transactionHash", "")).lower(),
+            int(str(raw.get("logIndex", "0x0")), 16),
+        )
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self.capacity:
+            self._keys.discard(self._order.popleft())
+        return True
+
+
+class LogStream:
+    """Delivers each log of ``address`` once to ``on_log``, oldest first within a batch."""
+
+    def __init__(
+        self,
+        rpc: JsonRpc,
+        address: str,
+        on_log: Callable[[dict[str, Any]], None],
+        *,
+        ws_url: str | None = None,
+        from_block: int | None = None,
+        poll_s: float = 0.5,
+        backoff_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+        max_range: int = 2_000,
+    ) -> None:
+        self.rpc = rpc
+        self.address = address.lower()
+        self.on_log = on_log
+        self.ws_url = ws_url
+        self.poll_s = poll_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_range = max_range
+        # Every log up to and including this block has been delivered.
+        self.complete_to: int | None = None if from_block is None else from_block - 1
+        self.dedup = LogDedup()
+        self.connections = 0
+        self.backfilled = 0
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="flashmm-sei-logs")
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def deliver(self, raw: dict[str, Any]) -> None:
+        """Hand over one log (from the stream, a backfill or a receipt) unless seen before."""
+        if raw.get("removed"):
+            return
+        if str(raw.get("address", "")).lower() != self.address:
+            return
+        if self.dedup.first_time(raw):
+            try:
+                self.on_log(raw)
+            except Exception:  # a consumer bug must not kill the stream
+                log.exception("log consumer failed")
+
+    async def backfill(self) -> None:
+        """Fetch logs from the last complete block to the head."""
+        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        if self.complete_to is None:
+            self.complete_to = head
+            return
+        start = self.complete_to + 1
+        while start <= head:
+            end = min(head, start + self.max_range - 1)
+            logs = await self.rpc.call(
+                "eth_getLogs",
+                [{"address": self.address, "fromBlock": hex(start), "toBlock": hex(end)}],
+            )
+            for raw in sorted(
+                logs, key=lambda x: (int(x["blockNumber"], 16), int(x["logIndex"], 16))
+            ):
+                self.backfilled += 1
+                self.deliver(raw)
+            self.complete_to = end
+            start = end + 1
+
+    async def _run(self) -> None:
+        delay = self.backoff_s
+        while True:
+            try:
+                if self.ws_url:
+                    await self._run_ws()
+                else:
+                    await self._run_poll()
+                delay = self.backoff_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect on anything: network, node, protocol
+                self.connected.clear()
+                log.warning(
+                    "log stream interrupted (%s: %s); reconnecting in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(self.max_backoff_s, delay * 2)
+
+    async def _run_poll(self) -> None:
+        self.connected.set()
+        while True:
+            await self.backfill()
+            await asyncio.sleep(self.poll_s)
+
+    async def _run_ws(self) -> None:
+        import websockets
+
+        assert self.ws_url is not None
+        async with websockets.connect(self.ws_url, max_size=2**24, open_timeout=10) as ws:
+            self.connections += 1
+            await ws.send(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "eth_subscribe",
+                        "params": ["logs", {"address": self.address}],
+                    }
+                )
+            )
+            await ws.send(
+                json.dumps(
+                    {"jsonrpc": "2.0", "id": 2, "method": "eth_subscribe", "params": ["newHeads"]}
+                )
+            )
+            subs: dict[str, str] = {}
+            pending: list[dict[str, Any]] = []
+            while len(subs) < 2:
+                msg = json.loads(await ws.recv())
+                if "id" in msg and msg.get("id") in (1, 2):
+                    if "error" in msg:
+                        raise RpcError(
+                            "eth_subscribe",
+                            int(msg["error"].get("code", 0)),
+                            str(msg["error"].get("message")),
+                        )
+                    subs[msg["result"]] = "logs" if msg["id"] == 1 else "heads"
+                else:
+                    pending.append(msg)
+            # Subscribed: anything emitted from now on arrives on the socket; fill the gap.
+            await self.backfill()
+            self.connected.set()
+            for msg in pending:
+                self._on_ws_message(msg, subs)
+            async for text in ws:
+                self._on_ws_message(json.loads(text), subs)
+
+    def _on_ws_message(self, msg: dict[str, Any], subs: dict[str, str]) -> None:
+        params = msg.get("params")
+        if not isinstance(params, dict):
+            return
+        kind = subs.get(str(params.get("subscription")))
+        result = params.get("result")
+        if kind == "logs" and isinstance(result, dict):
+            self.deliver(result)
+        elif kind == "heads" and isinstance(result, dict):
+            number = int(result["number"], 16)
+            # Logs of a block may trail its header by a moment: claim completeness
+            # one block behind the head; the next backfill overlaps, dedup absorbs it.
+            if self.complete_to is None or number - 1 > self.complete_to:
+                self.complete_to = number - 1

@@ -1,0 +1,538 @@
+"""SeiVenue: the FlashBook contract on Sei EVM as a FlashMM venue.
+
+Ticks and lots are the contract's ticks and lots (same numbers as the MarketSpec's
+tick_size/lot_size; see :class:`SeiVenueSettings`).
+
+The hot-path methods (requote, cancel_all, take, poll) never block: requote() queues a
+batch per market, and a sender task turns it into one ``requote`` transaction. While a
+batch waits (at most ``max_inflight_txs`` transactions are in flight), newer requotes of
+the same market merge into it: a cancel of a not-yet-sent placement just drops it.
+Cancels and placements of the same side are paired into in-place ``replace`` ops (one
+storage slot per order instead of two). Outcomes are decoded from the contract's logs,
+read from receipts and from a gap-free log stream, and come back from poll().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from flashmm.types import (
+    Fill,
+    Liquidity,
+    MarketSpec,
+    Order,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    OrderState,
+    Side,
+    VenueEvent,
+)
+from flashmm.venues.base import VenueError
+from flashmm.venues.sei.abi import (
+    ASK,
+    BID,
+    REJECT_REASONS,
+    book_abi,
+    decode_log,
+    op_cancel,
+    op_place,
+    op_replace,
+    unpack_info,
+)
+from flashmm.venues.sei.book import BookClient, TokenClient
+from flashmm.venues.sei.errors import TxDropped, TxReverted
+from flashmm.venues.sei.logs import LogStream
+from flashmm.venues.sei.rpc import JsonRpc
+from flashmm.venues.sei.settings import SeiVenueSettings
+from flashmm.venues.sei.tx import SentTx, TxSender
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+log = logging.getLogger(__name__)
+
+N_SLOTS = 256
+
+
+def _side_code(side: Side) -> int:
+    return BID if side is Side.BUY else ASK
+
+
+def _side_of(code: int) -> Side:
+    return Side.BUY if code == BID else Side.SELL
+
+
+@dataclass
+class _Batch:
+    cancels: list[int] = field(default_factory=list)
+    places: list[OrderRequest] = field(default_factory=list)
+    retries: int = 0
+
+
+@dataclass
+class _Market:
+    symbol: str
+    mid: int
+    # slot -> (client id, side code): live on chain or reserved by a sent transaction
+    slots: dict[int, tuple[int, int]] = field(default_factory=dict)
+    by_client: dict[int, int] = field(default_factory=dict)
+    used_mask: int = 0
+    queued: _Batch | None = None
+
+    def free_slot(self) -> int | None:
+        for s in range(N_SLOTS):
+            if s not in self.slots:
+                return s
+        return None
+
+    def claim(self, slot: int, client_id: int, side: int) -> None:
+        old = self.slots.get(slot)
+        if old is not None and self.by_client.get(old[0]) == slot:
+            del self.by_client[old[0]]
+        self.slots[slot] = (client_id, side)
+        self.by_client[client_id] = slot
+        self.used_mask |= 1 << slot
+
+    def release(self, slot: int, client_id: int) -> None:
+        if self.slots.get(slot, (None, 0))[0] == client_id:
+            del self.slots[slot]
+        if self.by_client.get(client_id) == slot:
+            del self.by_client[client_id]
+
+
+@dataclass
+class _Job:
+    kind: str  # "requote" | "cancel_all" | "take"
+    market: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass
+class _Undo:
+    """What to do if a requote transaction does not go through."""
+
+    market: str
+    replaced: list[tuple[int, int, int, int]] = field(default_factory=list)  # slot, old, new, side
+    placed: list[tuple[int, int]] = field(default_factory=list)  # slot, client id
+    cancels: list[int] = field(default_factory=list)
+    retries: int = 0
+
+
+class SeiVenue:
+    """FlashBook on a Sei EVM chain (or a local anvil) behind the Venue protocol."""
+
+    name = "sei"
+
+    def __init__(
+        self,
+        settings: SeiVenueSettings,
+        *,
+        specs: dict[str, MarketSpec] | None = None,
+        account: LocalAccount | None = None,
+    ) -> None:
+        self.settings = settings
+        self.specs = specs or {}
+        self._account = account
+        self.rpc = JsonRpc(settings.rpc_url, timeout_s=settings.rpc_timeout_s)
+        self.book = BookClient(self.rpc, settings.book_address)
+        self.sender: TxSender | None = None
+        self.address = ""
+        self._markets = {sym: _Market(sym, mid) for sym, mid in settings.markets.items()}
+        self._by_id = {mid: sym for sym, mid in settings.markets.items()}
+        self._events: list[VenueEvent] = []
+        self._jobs: deque[_Job] = deque()
+        self._wake = asyncio.Event()
+        self._inflight = 0
+        self._inflight_sem: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sender_task: asyncio.Task[None] | None = None
+        self.stream: LogStream | None = None
+        self._gas_seen: dict[tuple[str, int], int] = {}
+        self.stats: dict[str, int] = {
+            "txs": 0,
+            "reverted": 0,
+            "dropped": 0,
+            "gas_used": 0,
+            "coalesced": 0,
+            "send_errors": 0,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        from flashmm.venues.sei.keys import load_account
+
+        account = self._account or load_account(self.settings.keystore)
+        self.address = account.address
+        self.sender = TxSender(
+            self.rpc,
+            account,
+            self.settings.chain_id,
+            max_fee_gwei=self.settings.max_fee_gwei,
+            priority_fee_gwei=self.settings.priority_fee_gwei,
+            gas_margin=self.settings.gas_margin,
+            receipt_timeout_s=self.settings.receipt_timeout_s,
+            abi=book_abi(),
+        )
+        await self.sender.check_chain()
+        code = await self.rpc.call("eth_getCode", [self.settings.book_address, "latest"])
+        if code in (None, "0x", ""):
+            raise VenueError(
+                f"no contract at {self.settings.book_address} on chain {self.settings.chain_id}"
+            )
+        for m in self._markets.values():
+            info = await self.book.market(m.mid)
+            spec = self.specs.get(m.symbol)
+            if spec is not None:
+                await self._check_units(
+                    m.symbol, spec, info.base, info.quote, info.tick_value, info.lot_units
+                )
+            for o in await self.book.open_orders(self.address, m.mid):
+                m.claim(o.slot, o.client_id, o.side)
+        await self.sender.nonces.sync()
+        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        self.stream = LogStream(
+            self.rpc,
+            self.settings.book_address,
+            self._on_log,
+            ws_url=self.settings.ws_url,
+            from_block=head + 1,
+            poll_s=self.settings.log_poll_s,
+        )
+        self.stream.start()
+        self._inflight_sem = asyncio.Semaphore(self.settings.max_inflight_txs)
+        self._sender_task = asyncio.create_task(self._send_loop(), name="flashmm-sei-sender")
+
+    async def _check_units(
+        self, symbol: str, spec: MarketSpec, base: str, quote: str, tick_value: int, lot_units: int
+    ) -> None:
+        bdec = await TokenClient(self.rpc, base).decimals()
+        qdec = await TokenClient(self.rpc, quote).decimals()
+        want_lot = spec.lot_size * (Decimal(10) ** bdec)
+        want_tick = spec.tick_size * spec.lot_size * (Decimal(10) ** qdec)
+        if want_lot != lot_units or want_tick != tick_value:
+            raise VenueError(
+                f"{symbol}: on-chain market has lotUnits {lot_units}, tickValue {tick_value}; "
+                f"the MarketSpec (tick {spec.tick_size}, lot {spec.lot_size}) needs "
+                f"{want_lot} and {want_tick}"
+            )
+
+    async def aclose(self) -> None:
+        if self._sender_task is not None:
+            self._sender_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sender_task
+            self._sender_task = None
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.stream is not None:
+            await self.stream.aclose()
+        await self.rpc.aclose()
+
+    # ------------------------------------------------------------------ hot path
+    def _market(self, market: str) -> _Market:
+        try:
+            return self._markets[market]
+        except KeyError:
+            raise VenueError(f"market {market!r} is not configured for the Sei venue") from None
+
+    def requote(self, market: str, cancels: Any, places: Any, now_ns: int) -> None:
+        m = self._market(market)
+        batch = m.queued
+        if batch is None:
+            batch = m.queued = _Batch()
+            self._jobs.append(_Job("requote", market))
+        else:
+            self.stats["coalesced"] += 1
+        for cid in cancels:
+            unsent = [p for p in batch.places if p.client_id == cid]
+            if unsent:
+                batch.places = [p for p in batch.places if p.client_id != cid]
+                self._events.append(OrderCancelled(market, cid, now_ns))
+            else:
+                batch.cancels.append(cid)
+        batch.places.extend(places)
+        self._wake.set()
+
+    def cancel_all(self, market: str | None, now_ns: int) -> None:
+        for m in self._markets.values() if market is None else [self._market(market)]:
+            if m.queued is not None:
+                for p in m.queued.places:
+                    self._events.append(OrderCancelled(m.symbol, p.client_id, now_ns))
+                m.queued = None
+            self._jobs.append(_Job("cancel_all", m.symbol))
+        self._wake.set()
+
+    def take(
+        self, market: str, side: Side, size_lots: int, limit_price_ticks: int, now_ns: int
+    ) -> None:
+        self._market(market)
+        self._jobs.append(_Job("take", market, (side, size_lots, limit_price_ticks)))
+        self._wake.set()
+
+    def poll(self, now_ns: int) -> list[VenueEvent]:
+        out, self._events = self._events, []
+        return out
+
+    # ------------------------------------------------------------------ reconciliation
+    async def open_orders(self) -> list[Order]:
+        out: list[Order] = []
+        for m in self._markets.values():
+            for o in await self.book.open_orders(self.address, m.mid):
+                side = _side_of(o.side)
+                out.append(
+                    Order(m.symbol, o.client_id, side, o.price, o.size, o.size, OrderState.OPEN)
+                )
+        return out
+
+    async def positions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for m in self._markets.values():
+            info = await self.book.market(m.mid)
+            bal = await self.book.balances(self.address, m.mid)
+            out[m.symbol] = bal.base_total // info.lot_units
+        return out
+
+    async def idle(self, timeout_s: float = 30.0) -> None:
+        """Wait until nothing is queued or in flight (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self._jobs or self._inflight or any(m.queued for m in self._markets.values()):
+            if time.monotonic() > deadline:
+                raise VenueError("Sei venue still busy")
+            await asyncio.sleep(0.02)
+
+    # ------------------------------------------------------------------ sender task
+    async def _send_loop(self) -> None:
+        assert self._inflight_sem is not None
+        while True:
+            if not self._jobs:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._inflight_sem.acquire()
+            if not self._jobs:
+                self._inflight_sem.release()
+                continue
+            job = self._jobs.popleft()
+            self._inflight += 1
+            try:
+                sent, undo, shape = await self._send_job(job)
+            except Exception as exc:
+                self._inflight -= 1
+                self._inflight_sem.release()
+                self.stats["send_errors"] += 1
+                log.warning("sei venue: %s for %s not sent: %s", job.kind, job.market, exc)
+                continue
+            if sent is None:
+                self._inflight -= 1
+                self._inflight_sem.release()
+                continue
+            task = asyncio.create_task(self._await_receipt(sent, undo, shape))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_job(self, job: _Job) -> tuple[SentTx | None, _Undo | None, tuple[str, int]]:
+        m = self._market(job.market)
+        assert self.sender is not None
+        if job.kind == "requote":
+            batch, m.queued = m.queued, None
+            if batch is None:
+                return None, None, ("", 0)
+            ops, undo = self._build_ops(m, batch)
+            if not ops:
+                return None, None, ("", 0)
+            data = self.book.calldata("requote", m.mid, ops)
+            shape = ("requote", len(ops))
+            try:
+                gas = await self._gas(data, shape)
+                sent = await self.sender.send(self.book.address, data, gas=gas)
+            except Exception as exc:
+                self._undo(undo, str(exc), retry=False)
+                raise
+            return sent, undo, shape
+        if job.kind == "cancel_all":
+            mask = m.used_mask
+            for s in m.slots:
+                mask |= 1 << s
+            if mask == 0:
+                return None, None, ("", 0)
+            data = self.book.calldata("cancelSlots", m.mid, mask)
+            shape = ("cancelSlots", mask.bit_count())
+        else:
+            side, size, limit = job.args
+            data = self.book.calldata("take", m.mid, 0 if side is Side.BUY else 1, limit, size)
+            shape = ("take", 0)
+        gas = await self._gas(data, shape)
+        return await self.sender.send(self.book.address, data, gas=gas), None, shape
+
+    async def _gas(self, data: bytes, shape: tuple[str, int]) -> int:
+        """Estimate + margin, but never below what this shape of transaction used before.
+
+        An estimate runs against the latest block, which may not yet include our own
+        transactions in flight; the learned floor covers that.
+        """
+        assert self.sender is not None
+        est = await self.sender.estimate(self.book.address, data)
+        seen = self._gas_seen.get(shape, 0)
+        return max(est, int(seen * (1 + self.settings.gas_margin)))
+
+    def _build_ops(self, m: _Market, batch: _Batch) -> tuple[list[int], _Undo]:
+        undo = _Undo(m.symbol, retries=batch.retries)
+        by_side: dict[int, list[tuple[int, int]]] = {BID: [], ASK: []}
+        ops: list[int] = []
+        for cid in batch.cancels:
+            slot = m.by_client.get(cid)
+            if slot is None:
+                continue  # already gone (filled, cancelled, rejected)
+            by_side[m.slots[slot][1]].append((slot, cid))
+        now = time.time_ns()
+        for req in batch.places:
+            side = _side_code(req.side)
+            if by_side[side]:
+                slot, old = by_side[side].pop(0)
+                ops.append(
+                    op_replace(slot, old, req.client_id, side, req.price_ticks, req.size_lots)
+                )
+                m.claim(slot, req.client_id, side)
+                undo.replaced.append((slot, old, req.client_id, side))
+                continue
+            slot_or_none = m.free_slot()
+            if slot_or_none is None:
+                self._events.append(
+                    OrderRejected(m.symbol, req.client_id, now, "no free order slot")
+                )
+                continue
+            ops.append(op_place(slot_or_none, req.client_id, side, req.price_ticks, req.size_lots))
+            m.claim(slot_or_none, req.client_id, side)
+            undo.placed.append((slot_or_none, req.client_id))
+        for pairs in by_side.values():
+            for slot, cid in pairs:
+                ops.append(op_cancel(slot, cid))
+                undo.cancels.append(cid)
+        return ops, undo
+
+    def _undo(self, undo: _Undo | None, reason: str, *, retry: bool) -> None:
+        """A requote did not execute: its placements are rejected, its cancels retried once."""
+        if undo is None:
+            return
+        m = self._markets[undo.market]
+        now = time.time_ns()
+        cancels = list(undo.cancels)
+        for slot, old, new, side in undo.replaced:
+            m.release(slot, new)
+            m.claim(slot, old, side)
+            cancels.append(old)
+            self._events.append(OrderRejected(m.symbol, new, now, reason))
+        for slot, cid in undo.placed:
+            m.release(slot, cid)
+            self._events.append(OrderRejected(m.symbol, cid, now, reason))
+        if retry and cancels and undo.retries < 1:
+            if m.queued is None:
+                m.queued = _Batch(retries=undo.retries + 1)
+                self._jobs.append(_Job("requote", m.symbol))
+            m.queued.cancels.extend(cancels)
+            self._wake.set()
+
+    async def _await_receipt(
+        self, sent: SentTx, undo: _Undo | None, shape: tuple[str, int]
+    ) -> None:
+        assert self.sender is not None and self._inflight_sem is not None
+        try:
+            receipt = await self.sender.wait(sent)
+            self.stats["txs"] += 1
+            used = int(receipt["gasUsed"], 16)
+            self.stats["gas_used"] += used
+            self._gas_seen[shape] = max(self._gas_seen.get(shape, 0), used)
+            for raw in receipt.get("logs") or []:
+                if self.stream is not None:
+                    self.stream.deliver(raw)
+                else:
+                    self._on_log(raw)
+        except TxReverted as exc:
+            self.stats["reverted"] += 1
+            self.stats["txs"] += 1
+            log.warning("sei venue: %s", exc)
+            self._undo(undo, f"transaction reverted: {exc.reason}", retry=True)
+        except TxDropped as exc:
+            self.stats["dropped"] += 1
+            log.warning("sei venue: %s", exc)
+            self._undo(undo, "transaction dropped", retry=True)
+        except Exception as exc:
+            log.warning("sei venue: waiting for %s failed: %s", sent.tx_hash, exc)
+            self._undo(undo, f"receipt unavailable: {exc}", retry=False)
+        finally:
+            self._inflight -= 1
+            self._inflight_sem.release()
+
+    # ------------------------------------------------------------------ events
+    def _on_log(self, raw: dict[str, Any]) -> None:
+        ev = decode_log(raw)
+        if ev is None or "info" not in ev.args:
+            return
+        me = self.address.lower()
+        info = unpack_info(int(ev.args["info"]))
+        symbol = self._by_id.get(info.market)
+        if symbol is None:
+            return
+        m = self._markets[symbol]
+        now = time.time_ns()
+        fill_id = f"{ev.tx_hash}:{ev.log_index}"
+        if ev.name == "Fill":
+            if str(ev.args["maker"]).lower() == me:
+                if info.extra == 0:
+                    m.release(info.slot, info.client_id)
+                self._events.append(
+                    Fill(
+                        symbol,
+                        info.client_id,
+                        _side_of(info.side),
+                        info.price,
+                        info.size,
+                        0.0,
+                        Liquidity.MAKER,
+                        now,
+                        fill_id,
+                    )
+                )
+            if str(ev.args["taker"]).lower() == me:
+                self._events.append(
+                    Fill(
+                        symbol,
+                        0,
+                        _side_of(info.side).opposite,
+                        info.price,
+                        info.size,
+                        0.0,
+                        Liquidity.TAKER,
+                        now,
+                        fill_id,
+                    )
+                )
+            return
+        if str(ev.args.get("owner", "")).lower() != me:
+            return
+        if ev.name == "OrderPlaced":
+            m.claim(info.slot, info.client_id, info.side)
+            self._events.append(OrderAccepted(symbol, info.client_id, now))
+        elif ev.name == "OrderReplaced":
+            self._events.append(OrderCancelled(symbol, info.extra, now))
+            m.claim(info.slot, info.client_id, info.side)
+            self._events.append(OrderAccepted(symbol, info.client_id, now))
+        elif ev.name == "OrderCancelled":
+            m.release(info.slot, info.client_id)
+            self._events.append(OrderCancelled(symbol, info.client_id, now))
+        elif ev.name == "OrderRejected":
+            m.release(info.slot, info.client_id)
+            reason = REJECT_REASONS.get(info.extra, f"rejected ({info.extra})")
+            self._events.append(OrderRejected(symbol, info.client_id, now, reason))
