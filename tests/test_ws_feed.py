@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flashmm.book import BookBuilder, SequenceGap
-from flashmm.errors import RuntimeFailure
+from flashmm.errors import RuntimeFailure, UserInputError
 from flashmm.feeds.binance import Scale
 from flashmm.feeds.server import ReplayServer
 from flashmm.feeds.ws import BinanceWSFeed, backoff_delay
@@ -271,6 +271,30 @@ async def test_idle_connection_is_dropped_and_reopened() -> None:
     assert "disconnected" in client.kinds()
     d = next(s for s in client.statuses if s.kind == "disconnected")
     assert "no message" in d.detail
+
+
+async def test_looping_server_restarts_and_client_resyncs() -> None:
+    # 400 lines (~4 minutes of data) per pass at 2000x: a pass takes ~0.13 s
+    async with ReplayServer([NEXO], speed=FAST, loop=True, limit=400) as srv:
+        feed = make_feed(srv)
+        client = Client(feed)
+        task = asyncio.create_task(client.run())
+        deadline = time.monotonic() + 8
+        while (srv.stats.passes < 3 or not feed.synced("nexousdt")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await feed.aclose()
+        await asyncio.wait_for(task, 5)
+    assert srv.stats.passes >= 3 and feed.stats.reconnects >= 2
+    assert "reconnect" in [s.detail for s in client.statuses if s.kind == "resync"]
+    b = client.builders["nexousdt"]
+    assert b.checks > 0 and b.mismatches == 0 and client.builder_gaps == 0
+
+
+async def test_invalid_url_fails_at_once() -> None:
+    feed = BinanceWSFeed({"nexousdt": NEXO_SCALE}, "http://127.0.0.1:1", "http://127.0.0.1:1")
+    with pytest.raises(UserInputError, match="ws_url"):
+        await asyncio.wait_for(feed.__anext__(), 5)
+    await feed.aclose()
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 from loguru import logger
 
-from flashmm.errors import RuntimeFailure
+from flashmm.errors import RuntimeFailure, UserInputError
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
 
@@ -284,7 +284,7 @@ class BinanceWSFeed:
 
     async def _run(self) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import WebSocketException
+        from websockets.exceptions import InvalidURI, WebSocketException
 
         attempt = 0
         while not self._closed:
@@ -327,6 +327,9 @@ class BinanceWSFeed:
                 raise
             except TimeoutError:
                 reason = f"no message for {self.idle_timeout}s" if opened else "open timed out"
+            except InvalidURI as exc:  # retrying cannot help
+                self._q.put_nowait(UserInputError(f"feed.ws_url: {exc}"))
+                return
             except (OSError, WebSocketException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except _SinkFailed:
