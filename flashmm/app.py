@@ -28,7 +28,12 @@ def run_bot(
     """Run the bot in the profile's mode until the end; returns the summary."""
     panel = cfg.ui.panel and not headless
     log_file = cfg.logging.file if panel else None
-    setup_logging(cfg.logging.level, json_logs=log_json or cfg.logging.json_logs, file=log_file, console=not panel)
+    setup_logging(
+        cfg.logging.level,
+        json_logs=log_json or cfg.logging.json_logs,
+        file=log_file,
+        console=not panel,
+    )
     opts = RunOptions(data=data, duration_s=duration, speed=speed, panel=panel)
     holder = SnapshotHolder()
 
@@ -36,7 +41,8 @@ def run_bot(
         engine = build_engine(cfg)
         from flashmm.ops.service import OpsServices
 
-        ops = OpsServices(cfg, engine)
+        # replays run on the recorded clock; commands then use the engine's time
+        ops = OpsServices(cfg, engine, sim_clock=bool(data) or cfg.feed.kind == "replay")
         await ops.start()
         opts.extra_tasks.append(ops.task)
         stop = ops.stop_event

@@ -192,6 +192,8 @@ class RecoveredState:
     breakers: dict[str, BreakerRecord] = field(default_factory=dict)
     snapshots: dict[str, PositionSnapshot] = field(default_factory=dict)
     last_mode_command: ControlRecord | None = None
+    #: the highest client id journaled per market (orders and fills, done or not)
+    max_client_ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def latched_breakers(self) -> dict[str, BreakerRecord]:
@@ -283,6 +285,11 @@ def read_state(
             state.open_orders.append(
                 Order(m, cid, Side(side), price, size, rem, OrderState(st), created)
             )
+        for m, cid in conn.execute(
+            "SELECT market, MAX(client_id) FROM (SELECT market, client_id FROM orders"
+            " UNION ALL SELECT market, client_id FROM fills) GROUP BY market"
+        ):
+            state.max_client_ids[m] = int(cid)
         for name, st, reason, latched, ts in conn.execute(
             "SELECT name, state, reason, latched, ts FROM breaker_events"
             " WHERE id IN (SELECT MAX(id) FROM breaker_events GROUP BY name) ORDER BY name"

@@ -1,33 +1,677 @@
-"""Operations around a running engine: control socket, journal, systemd notify.
+"""Operations around a running engine: journal, recovery, control socket, systemd, metrics.
 
-Minimal wiring; the operations work extends it.
+:class:`OpsServices` is started by :func:`flashmm.app.run_bot` before the
+engine quotes and closed after the runner has cancelled every order::
+
+    ops = OpsServices(cfg, engine)
+    await ops.start()                 # journal recovery, control socket, metrics
+    opts.extra_tasks.append(ops.task) # venue reconciliation, then the ops loop
+    ... run_async(..., stop=ops.stop_event) ...
+    await ops.aclose()                # last drain, flush + close the journal
+
+Nothing here runs on the engine's hot path. The engine appends what
+happened to ``engine.outbox``; :meth:`OpsServices.task` drains it every
+``drain_interval_s`` into the journal (a writer thread commits it), and
+sends systemd watchdog pings and status lines from the same loop, so a
+stuck event loop stops the pings.
+
+Recovery on start, before the first quote:
+
+1. From the journal: positions rebuilt from every journaled fill, the fill
+   ids (a replayed fill is not booked twice), each market's next client id
+   past every journaled one, latched breakers (an emergency stop stays
+   halted) and the last mode command (paused stays paused).
+2. With the venue (in :meth:`task`, while quoting is held): journaled live
+   orders the venue no longer has are marked done; orders on the venue the
+   journal does not know (orphans) are cancelled or adopted per
+   ``control.orphan_orders``; a position that differs by more than one lot
+   trips the latched ``reconcile`` breaker and the bot stays paused until
+   the operator runs ``flashmm resume``, which accepts the venue's
+   positions (journaled as an adjustment fill).
+
+The paper venue (``sim``) starts empty on every run, so in paper mode the
+journal is the truth: its positions are kept and the venue's are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
 from typing import Any
 
-from flashmm.config import Config
-from flashmm.engine import Engine
+from loguru import logger
+
+from flashmm.config import Config, secret_values
+from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
+from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
+from flashmm.ops.journal import Journal, RecoveredState
+from flashmm.ops.notify import Notifier
+from flashmm.risk import HALT, PAUSE, Breaker
+from flashmm.types import Fill, Liquidity, Order, OrderState, Position, Side
+
+__all__ = ["RECONCILE_BREAKER", "OpsServices"]
+
+#: The latched breaker that holds quoting after a position mismatch with the venue.
+RECONCILE_BREAKER = "reconcile"
+_GATE_REASON = "starting: reconciling with the venue"
+_SNAPSHOT_EVERY_S = 10.0
+_STATUS_EVERY_S = 5.0
+_METRICS_EVERY_S = 1.0
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret string replaced by ``***`` (dicts, lists, strings)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for s in secrets:
+            value = value.replace(s, "***")
+        return value
+    if isinstance(value, Mapping):
+        return {_redact(k, secrets): _redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v, secrets) for v in value]
+    return value
 
 
 class OpsServices:
-    def __init__(self, cfg: Config, engine: Engine) -> None:
+    """Journal, recovery, control socket, systemd notifications and metrics for one bot."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        engine: Engine,
+        *,
+        sim_clock: bool | None = None,
+        notifier: Notifier | None = None,
+        drain_interval_s: float = 0.05,
+    ) -> None:
         self.cfg = cfg
         self.engine = engine
+        self.sim_clock = cfg.feed.kind == "replay" if sim_clock is None else sim_clock
         self.stop_event = asyncio.Event()
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.drain_interval_s = drain_interval_s
+        self.socket_path = socket_path_from_config(cfg)
+        self.journal: Journal | None = None
+        self.control: ControlServer | None = None
+        self.metrics: Any = None
+        self.started_wall = time.time()
+        self.fills_durable = 0
+        self.recovery: dict[str, Any] = {}
+        self.ready = False
+        venue_name = str(getattr(engine.venue, "name", ""))
+        #: the simulator starts empty each run: its fill ids repeat, its state is not the truth
+        self.paper_venue = venue_name == "sim"
+        self._run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self._journal_orders: list[Order] = []
+        self._breaker_seen: dict[str, bool] = {}
+        self._pending_positions: dict[str, int] = {}
+        self._snap_key: dict[str, tuple[int, int]] = {}
+        self._stopping_sent = False
+        self._closed = False
+        self._lat_seen = 0
+        self._secrets = secret_values()
+        self._original_snapshot = engine.snapshot
+        self._loop_ticks = 0
+
+    # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        return None
+        """Recover from the journal, hold quoting for the venue check, open the socket."""
+        try:
+            if self.cfg.control.journal:
+                specs = self.engine.specs
+                self.journal = Journal(
+                    self.cfg.control.data_dir, name=self.cfg.profile, specs=specs
+                )
+                logger.info("journal {}", self.journal.path)
+                self._recover_from_journal(self.journal.load_state(specs))
+            self._install_snapshot()
+            if self.engine.state is RUNNING:
+                # no quote goes out before the venue reconciliation in task()
+                self.engine.pause(_GATE_REASON, self._now())
+            self.control = ControlServer(self.socket_path, self._handle, audit=self._audit)
+            await self.control.start()
+            if self.cfg.control.metrics_port:
+                from flashmm.ops.metrics import Metrics
+
+                self.metrics = Metrics(self.cfg.control.metrics_port)
+                self.metrics.start()
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def task(self, engine: Engine) -> None:
+        """Reconcile with the venue, signal READY, then drain the outbox until cancelled."""
+        try:
+            await self._reconcile_venue()
+        except Exception as exc:
+            logger.exception("reconciliation with the venue failed")
+            self._trip_reconcile(f"cannot check the venue: {type(exc).__name__}: {exc}")
+        self._release_gate()
+        self._drain()
+        self.ready = True
+        self.notifier.ready(self.status_line())
+        logger.info("ready: {}", self.status_line())
+        wd = self.notifier.watchdog_interval_s()
+        t = time.monotonic()
+        next_wd = t
+        next_status = t + _STATUS_EVERY_S
+        next_snap = t + _SNAPSHOT_EVERY_S
+        next_metrics = t
         while True:
-            engine.outbox.clear()
-            await asyncio.sleep(0.2)
+            try:
+                self._drain()
+                self._loop_ticks += 1
+                t = time.monotonic()
+                # This task runs on the engine's event loop: if the loop is stuck,
+                # no WATCHDOG=1 goes out and systemd restarts the bot.
+                if wd is not None and t >= next_wd:
+                    self.notifier.watchdog()
+                    next_wd = t + wd
+                if self.notifier.enabled and t >= next_status:
+                    self.notifier.status(self.status_line())
+                    next_status = t + _STATUS_EVERY_S
+                if t >= next_snap:
+                    self._snapshot_positions()
+                    next_snap = t + _SNAPSHOT_EVERY_S
+                if self.metrics is not None and t >= next_metrics:
+                    self._update_metrics()
+                    next_metrics = t + _METRICS_EVERY_S
+                if self.stop_event.is_set() and not self._stopping_sent:
+                    self._send_stopping()
+            except Exception:
+                logger.exception("operations loop error (continuing)")
+            await asyncio.sleep(self.drain_interval_s)
 
     async def aclose(self) -> None:
-        return None
+        """Last drain, final snapshots, close socket, metrics and journal. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._drain()
+        if not self._stopping_sent:
+            self._send_stopping()
+        if self.control is not None:
+            await self.control.aclose()
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self._update_metrics()
+            self.metrics.close()
+        j = self.journal
+        if j is not None and not j.closed:
+            try:
+                self._snapshot_positions(force=True)
+                j.event("stop", {"state": self.engine.state, "fills": self.engine.acct.fills})
+            except Exception:
+                logger.exception("journal: final records failed")
+            if await asyncio.to_thread(j.close):
+                self.fills_durable += len(j.poll_durable())
+                logger.info("journal closed ({} fills durable)", self.fills_durable)
+        if self.engine.snapshot != self._original_snapshot:
+            self.engine.snapshot = self._original_snapshot  # type: ignore[method-assign]
+        self.notifier.close()
+
+    # --- clock ------------------------------------------------------------------
+
+    def _now(self) -> int:
+        """The engine's clock: the recorded time on a replay, else the wall clock."""
+        if self.sim_clock and self.engine.now_ns:
+            return self.engine.now_ns
+        return time.time_ns()
+
+    # --- recovery ------------------------------------------------------------------
+
+    def _recover_from_journal(self, st: RecoveredState) -> None:
+        e = self.engine
+        now = self._now()
+        restored: dict[str, int] = {}
+        for sym, pos in st.positions.items():
+            if sym not in e.acct.positions:
+                logger.warning("journal has fills for {}, which this profile does not trade", sym)
+                continue
+            p = Position(
+                sym,
+                pos.lots,
+                pos.avg_price_ticks,
+                pos.realized_usdc,
+                pos.fees_usdc,
+                pos.volume_usdc,
+                pos.fills,
+            )
+            e.acct.restore(p)
+            restored[sym] = p.lots
+        e.acct.fill_ids.update(st.fill_ids)
+        for sym, ms in e.markets.items():
+            ms.next_client_id = max(ms.next_client_id, st.max_client_ids.get(sym, 0) + 1)
+        self.fills_durable = len(st.fills)
+        self._journal_orders = list(st.open_orders)
+        # latched breakers: an emergency stop or a loss limit survives the restart
+        latched = []
+        for name, rec in st.latched_breakers.items():
+            if rec.state != "tripped" or name == RECONCILE_BREAKER:
+                continue
+            latched.append(name)
+            b = e.risk.breakers.get(name)
+            action = b.action if b is not None else HALT
+            logger.warning("restoring latched breaker {}: {}", name, rec.reason)
+            if action == HALT:
+                e.emergency_stop(rec.reason, now, breaker=name)
+            elif b is not None:
+                b.trip(rec.reason, now)
+                if action == PAUSE:
+                    e.pause(f"{name}: {rec.reason}", now)
+            self._breaker_seen[name] = True
+        last = st.last_mode_command
+        mode = last.cmd if last is not None else None
+        if mode in ("pause", "reset") and e.state is RUNNING:
+            e.pause(f"{mode} before the restart: 'flashmm resume' to quote", now)
+        elif mode == "emergency_stop" and e.state is not HALTED:
+            e.emergency_stop("operator emergency stop before the restart", now)
+        self.recovery = {
+            "positions": restored,
+            "fills": len(st.fills),
+            "journal_open_orders": len(st.open_orders),
+            "next_client_ids": {s: ms.next_client_id for s, ms in e.markets.items()},
+            "latched_breakers": latched,
+            "last_mode_command": mode,
+            "state": e.state,
+        }
+        if st.fills or st.open_orders or latched or mode:
+            logger.info(
+                "recovered from journal: {} fill(s), positions {}, {} open order(s), state {}",
+                len(st.fills),
+                restored,
+                len(st.open_orders),
+                e.state,
+            )
+        if self.journal is not None:
+            self.journal.event("recovery", self.recovery)
+
+    async def _reconcile_venue(self) -> None:
+        """Compare journaled orders and positions with what the venue reports."""
+        e = self.engine
+        venue = e.venue
+        now = self._now()
+        venue_orders = await venue.open_orders()
+        venue_pos = await venue.positions()
+        j = self.journal
+        known = {(o.market, o.client_id): o for o in self._journal_orders}
+        on_venue = {(o.market, o.client_id): o for o in venue_orders}
+        gone: list[str] = []
+        kept: list[str] = []
+        orphans: list[str] = []
+        for key, o in known.items():
+            vo = on_venue.get(key)
+            if vo is None:
+                o.state = OrderState.DONE
+                if j is not None:
+                    j.order_event(o, note="reconcile: not on the venue")
+                gone.append(f"{o.market}#{o.client_id}")
+            else:
+                self._adopt(vo)
+                kept.append(f"{o.market}#{o.client_id}")
+        policy = self.cfg.control.orphan_orders
+        for key, vo in on_venue.items():
+            if key in known:
+                continue
+            orphans.append(f"{vo.market}#{vo.client_id}")
+            if policy == "adopt" and vo.market in e.markets:
+                self._adopt(vo)
+                if j is not None:
+                    j.order_event(vo, note="reconcile: adopted orphan")
+            else:
+                venue.requote(vo.market, [vo.client_id], [], now)
+                if j is not None:
+                    j.event("orphan_cancelled", dataclasses.asdict(vo), market=vo.market)
+        if orphans:
+            logger.warning(
+                "{} order(s) on the venue not in the journal: {} ({})",
+                len(orphans),
+                ", ".join(orphans),
+                "adopted" if policy == "adopt" else "cancelled",
+            )
+        mismatches: dict[str, dict[str, int]] = {}
+        if not self.paper_venue:
+            for sym in e.markets:
+                ours = e.acct.positions[sym].lots
+                theirs = int(venue_pos.get(sym, 0))
+                if abs(ours - theirs) > 1:
+                    mismatches[sym] = {"journal_lots": ours, "venue_lots": theirs}
+        summary = {
+            "journal_orders_done": gone,
+            "orders_kept": kept,
+            "orphans": orphans,
+            "orphan_policy": policy,
+            "position_mismatches": mismatches,
+            "venue_positions_ignored": self.paper_venue,
+        }
+        self.recovery["reconcile"] = summary
+        if j is not None:
+            j.event("reconcile", summary)
+        if mismatches:
+            self._pending_positions = {s: d["venue_lots"] for s, d in mismatches.items()}
+            what = ", ".join(
+                f"{s} journal {d['journal_lots']} vs venue {d['venue_lots']} lots"
+                for s, d in mismatches.items()
+            )
+            if j is not None:
+                for sym, d in mismatches.items():
+                    j.event("position_mismatch", d, market=sym)
+            self._trip_reconcile(
+                f"position mismatch ({what}): check, then 'flashmm resume' accepts the venue's"
+            )
+
+    def _adopt(self, vo: Order) -> None:
+        ms = self.engine.markets.get(vo.market)
+        if ms is None:
+            return
+        state = OrderState.OPEN if vo.state is not OrderState.PENDING_CANCEL else vo.state
+        ms.orders[vo.client_id] = Order(
+            vo.market,
+            vo.client_id,
+            vo.side,
+            vo.price_ticks,
+            vo.size_lots,
+            vo.remaining_lots,
+            state,
+            vo.created_ns,
+        )
+        ms.next_client_id = max(ms.next_client_id, vo.client_id + 1)
+        ms.dirty = True
+
+    def _trip_reconcile(self, reason: str) -> None:
+        e = self.engine
+        now = self._now()
+        b = e.risk.breakers.get(RECONCILE_BREAKER)
+        if b is None:
+            b = e.risk.breakers[RECONCILE_BREAKER] = Breaker(RECONCILE_BREAKER, PAUSE, latched=True)
+        b.trip(reason, now)
+        logger.error("quoting held: {}", reason)
+        e.pause(f"{RECONCILE_BREAKER}: {reason}", now)
+        self._breaker_seen[RECONCILE_BREAKER] = True
+        if self.journal is not None:
+            self.journal.breaker(RECONCILE_BREAKER, "tripped", reason, latched=True)
+
+    def _release_gate(self) -> None:
+        e = self.engine
+        if e.state is PAUSED and e.pause_reason == _GATE_REASON:
+            refused = e.resume(self._now())
+            if refused is not None:
+                logger.warning("not quoting: {}", refused)
+
+    def _accept_venue_positions(self) -> dict[str, int]:
+        """Book the difference to the venue's positions as adjustment fills (journaled)."""
+        e = self.engine
+        now = self._now()
+        done: dict[str, int] = {}
+        for sym, lots in self._pending_positions.items():
+            pos = e.acct.positions[sym]
+            diff = lots - pos.lots
+            if diff == 0:
+                continue
+            book = e.markets[sym].builder.book
+            px = round(book.mid) if book.valid else round(pos.avg_price_ticks)
+            fill = Fill(
+                sym,
+                0,
+                Side.BUY if diff > 0 else Side.SELL,
+                int(px),
+                abs(diff),
+                0.0,
+                Liquidity.TAKER,
+                now,
+                f"reconcile-{self._run_id}-{sym}-{now}",
+            )
+            e.acct.on_fill(fill)
+            if self.journal is not None:
+                self.journal.fill(fill)
+                self.journal.event(
+                    "position_accepted", {"venue_lots": lots, "adjust_lots": diff}, market=sym
+                )
+            done[sym] = diff
+            logger.warning("{}: accepted the venue's position {} lots ({:+d})", sym, lots, diff)
+        self._pending_positions = {}
+        return done
+
+    # --- journal drain ------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Move everything the engine reported into the journal (off the hot path)."""
+        ob = self.engine.outbox
+        j = self.journal
+        if j is None or j.closed:
+            ob.clear()
+            return
+        while ob:
+            kind, payload = ob.popleft()
+            if kind == "order":
+                j.order_event(payload, note="new")
+            elif kind == "order_done":
+                order, note = payload
+                j.order_event(order, note=str(note))
+            elif kind == "fill":
+                fill = payload
+                if self.paper_venue and fill.fill_id:
+                    # simulator ids restart at sim-1 every run: make them unique
+                    fill = dataclasses.replace(fill, fill_id=f"{self._run_id}/{fill.fill_id}")
+                j.fill(fill)
+            elif kind == "breaker":
+                d = dict(payload)
+                name = str(d.get("name", "?"))
+                state = str(d.get("state", "?"))
+                tripped = state == "tripped"
+                j.breaker(
+                    name,
+                    state,
+                    str(d.get("reason", "")),
+                    latched=tripped and bool(d.get("latched")),
+                )
+                self._breaker_seen[name] = tripped
+            elif kind in ("state", "feed"):
+                data = dict(payload) if isinstance(payload, Mapping) else {"value": str(payload)}
+                j.event(kind, data, market=data.get("symbol"))
+            else:
+                j.event(str(kind), {"value": str(payload)})
+        # breakers that change without an outbox record (stale feed, position limit)
+        for name, b in self.engine.risk.breakers.items():
+            if self._breaker_seen.get(name, False) != b.tripped:
+                self._breaker_seen[name] = b.tripped
+                j.breaker(
+                    name,
+                    "tripped" if b.tripped else "ok",
+                    b.reason,
+                    latched=b.tripped and b.latched,
+                )
+        self.fills_durable += len(j.poll_durable())
+
+    def _snapshot_positions(self, force: bool = False) -> None:
+        j = self.journal
+        if j is None or j.closed:
+            return
+        e = self.engine
+        mids = e.mids()
+        for sym, pos in e.acct.positions.items():
+            key = (pos.lots, pos.fills)
+            if not force and self._snap_key.get(sym) == key:
+                continue
+            self._snap_key[sym] = key
+            mid = mids.get(sym, 0.0)
+            j.position_snapshot(
+                pos,
+                mid_ticks=mid or None,
+                unrealized_usdc=e.acct.unrealized(sym, mid) if mid else None,
+            )
+
+    # --- status -----------------------------------------------------------------------
+
+    def _install_snapshot(self) -> None:
+        """Make every snapshot reader (panel, status, metrics) count durable fills only."""
+        original = self._original_snapshot
+
+        def snapshot(now_ns: int | None = None) -> dict[str, Any]:
+            d = original(now_ns)
+            if self.journal is not None:
+                seen = int(d.get("fills", 0))
+                d["fills_seen"] = seen
+                d["fills_durable"] = self.fills_durable
+                d["fills_pending"] = max(0, seen - self.fills_durable)
+                d["fills"] = min(seen, self.fills_durable)
+            return d
+
+        self.engine.snapshot = snapshot  # type: ignore[method-assign]
 
     def status(self) -> dict[str, Any]:
-        return self.engine.snapshot()
+        """The engine snapshot plus operations info (what ``flashmm status`` shows)."""
+        e = self.engine
+        d = e.snapshot()
+        d["engine_uptime_s"] = d.get("uptime_s", 0.0)
+        d["uptime_s"] = round(time.time() - self.started_wall, 3)
+        d["pid"] = os.getpid()
+        d["socket"] = self.socket_path
+        d["ready"] = self.ready
+        d["live_orders"] = e.live_orders()
+        j = self.journal
+        d["journal"] = (
+            {
+                "path": str(j.path),
+                "fills_durable": self.fills_durable,
+                "pending_writes": j.pending,
+                "error": str(j.error) if j.error is not None else None,
+            }
+            if j is not None
+            else None
+        )
+        d.setdefault("fills_durable", self.fills_durable)
+        d["recovery"] = self.recovery
+        model: dict[str, Any] = {}
+        for name, b in e.risk.breakers.items():
+            if name.startswith("model"):
+                model[name] = "tripped: " + b.reason if b.tripped else "ok"
+        for sym, m in d.get("markets", {}).items():
+            sig = m.get("signal") or {}
+            if sig.get("source"):
+                model[f"{sym} source"] = sig["source"]
+        if model:
+            d["model"] = model
+        d["metrics_port"] = self.metrics.port if self.metrics is not None else None
+        return d
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: state, P&L, fills, positions."""
+        e = self.engine
+        mids = e.mids()
+        pnl = e.acct.total_pnl(mids)
+        pos = " ".join(
+            f"{sym} {ms.spec.size(e.acct.positions[sym].lots):g}" for sym, ms in e.markets.items()
+        )
+        reason = f" ({e.pause_reason})" if e.state is not RUNNING and e.pause_reason else ""
+        return (
+            f"{e.state}{reason} | P&L {pnl:+.2f} USDC | fills {self.fills_durable}"
+            f" | orders {e.live_orders()} | pos {pos}"
+        )
+
+    def _send_stopping(self) -> None:
+        self._stopping_sent = True
+        self.notifier.stopping(f"stopping: cancelling orders | {self.status_line()}")
+
+    def _update_metrics(self) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        e = self.engine
+        m.update(self.status())
+        n = e.lat_n
+        new = min(n - self._lat_seen, len(e.lat))
+        if new > 0:
+            size = len(e.lat)
+            idx = [(n - new + i) % size for i in range(new)]
+            m.observe_decision_latency_us(float(e.lat[i]) / 1e3 for i in idx)
+        self._lat_seen = n
+
+    # --- control commands ---------------------------------------------------------------
+
+    async def _handle(self, cmd: str, args: dict[str, Any]) -> Mapping[str, Any]:
+        e = self.engine
+        now = self._now()
+        note = str(args.get("reason") or "").strip()
+        who = f"operator: {note}" if note else "operator"
+        if cmd == "status":
+            return self.status()
+        if cmd == "pause":
+            if e.state is HALTED:
+                return {"state": e.state, "message": "halted: no quotes out ('reset --confirm')"}
+            e.pause(who, now)
+            return {
+                "state": e.state,
+                "message": f"quotes pulled ({e.live_orders()} cancel(s) in flight)",
+            }
+        if cmd == "resume":
+            b = e.risk.breakers.get(RECONCILE_BREAKER)
+            accepted: dict[str, int] = {}
+            if b is not None and b.tripped and e.state is not HALTED:
+                accepted = self._accept_venue_positions()
+                b.clear(now, force=True)
+                self._breaker_seen[RECONCILE_BREAKER] = False
+                if self.journal is not None:
+                    self.journal.breaker(RECONCILE_BREAKER, "ok", "confirmed by operator")
+            refused = e.resume(now)
+            if refused is not None:
+                raise ControlRefused(refused)
+            msg = "quoting"
+            if accepted:
+                msg += "; accepted the venue's positions " + ", ".join(
+                    f"{s} {d:+d} lots" for s, d in accepted.items()
+                )
+            return {"state": e.state, "message": msg}
+        if cmd == "stop":
+            asyncio.get_running_loop().call_later(0.1, self.stop_event.set)
+            return {"state": "stopping", "message": "cancelling all orders, then exiting"}
+        if cmd == "emergency_stop":
+            e.emergency_stop(who, now)
+            return {
+                "state": e.state,
+                "message": "orders cancelled, flattening; halted until 'reset --confirm'",
+            }
+        if cmd == "reset":
+            if args.get("confirm") is not True:
+                raise ControlRefused(
+                    "reset clears the halt and latched breakers: send it with confirm"
+                    " (flashmm reset --confirm)"
+                )
+            cleared = [n for n, b in e.risk.breakers.items() if b.tripped and b.latched]
+            e.reset(now)
+            j = self.journal
+            for name in cleared:
+                self._breaker_seen[name] = False
+                if j is not None:
+                    j.breaker(name, "ok", "reset by operator")
+            if self._pending_positions:  # a reset does not accept a position mismatch
+                self._trip_reconcile("position mismatch still unconfirmed: 'flashmm resume'")
+            return {
+                "state": e.state,
+                "message": f"cleared {', '.join(cleared) or 'nothing'}; paused: resume to quote",
+            }
+        raise ControlRefused(f"unknown command {cmd!r}")
+
+    def _audit(self, cmd: str, args: dict[str, Any], response: dict[str, Any]) -> None:
+        j = self.journal
+        if j is None or j.closed:
+            return
+        result = response.get("result") or {}
+        if cmd == "status":
+            result = {"state": result.get("state")}
+        if not response.get("ok"):
+            result = {"error": response.get("error")}
+        j.control(
+            cmd,
+            _redact(args, self._secrets),
+            bool(response.get("ok")),
+            _redact(result, self._secrets),
+        )
