@@ -125,7 +125,7 @@ class Faults:
 class RpcProxy:
     """An aiohttp server on 127.0.0.1 that forwards JSON-RPC to ``upstream`` and injects faults."""
 
-    def __init__(self, upstream: str, hang_s: float = 5.0) -> None:
+    def __init__(self, upstream: str, hang_s: float = 2.0) -> None:
         self.upstream = upstream
         self.hang_s = hang_s
         self.faults = Faults()
