@@ -76,6 +76,8 @@ class MarketState:
     trades_seen: int = 0
     #: something changed since the last quote (book, trade, fill, order state)
     dirty: bool = False
+    #: risk and engine state seen by the last quote decision
+    seen_version: tuple[int, str] = (-1, "")
 
     @property
     def book(self) -> Any:
@@ -145,6 +147,7 @@ class Engine:
         self._next_mark_ns = 0
         self.pnl = 0.0
         self.drawdown = 0.0
+        self._mark_dirty = True  # P&L inputs (mids, fills) changed since the last mark
 
     # --- market data --------------------------------------------------------
 
@@ -192,6 +195,7 @@ class Engine:
         if not book.valid:
             return
         ms.dirty = True
+        self._mark_dirty = True
         ms.signal_source.on_book(book, now_ns)
         mid = book.mid
         ms.vol.update(mid, now_ns)
@@ -225,15 +229,18 @@ class Engine:
         self.pump_venue(now_ns)
         for ms in self.markets.values():
             self.risk.update_feed(ms.spec.symbol, ms.last_data_ns, now_ns)
-        if now_ns >= self._next_mark_ns:
+        if now_ns >= self._next_mark_ns and self._mark_dirty:
+            self._mark_dirty = False
             self._mark(now_ns)
             self._next_mark_ns = now_ns + self._mark_every_ns
-            self._mark_key = self._pnl_key()
         if self.state is HALTED:
             self._continue_flatten(now_ns)
             return
+        version = (self.risk.version(), self.state)
         for ms in self.markets.values():
-            self._quote(ms, now_ns, t0)
+            if ms.dirty or ms.seen_version != version:
+                ms.seen_version = version
+                self._quote(ms, now_ns, t0)
 
     def due(self, now_ns: int) -> bool:
         """True when a quote cycle is due at ``now_ns`` (simulated clocks)."""
@@ -276,10 +283,7 @@ class Engine:
         for sym, ms in self.markets.items():
             if ms.last_data_ns and not self.risk.breakers[f"stale_feed:{sym}"].tripped:
                 wake = min(wake, ms.last_data_ns + stale + 1)
-        return min(wake, self._next_mark_ns)
-
-    def _pnl_key(self) -> tuple[int, int]:
-        return (sum(ms.builder.book.version for ms in self.markets.values()), self.acct.fills)
+        return min(wake, self._next_mark_ns) if self._mark_dirty else wake
 
     def _mark(self, now_ns: int) -> None:
         mids = self.mids()
@@ -430,6 +434,7 @@ class Engine:
             return
         self.acct.on_fill(fill)
         ms.dirty = True
+        self._mark_dirty = True
         self.outbox.append(("fill", fill))
         o = ms.orders.get(fill.client_id) if fill.client_id else None
         if o is not None:

@@ -32,6 +32,7 @@ class Breaker:
     reason: str = ""
     since_ns: int = 0
     trips: int = 0
+    changes: int = 0
 
     def trip(self, reason: str, now_ns: int) -> bool:
         """Trip; True when this is a new trip (state changed)."""
@@ -40,6 +41,7 @@ class Breaker:
             return False
         self.tripped, self.reason, self.since_ns = True, reason, now_ns
         self.trips += 1
+        self.changes += 1
         return True
 
     def clear(self, now_ns: int, *, force: bool = False) -> bool:
@@ -47,6 +49,7 @@ class Breaker:
         if not self.tripped or (self.latched and not force):
             return False
         self.tripped, self.reason, self.since_ns = False, "", now_ns
+        self.changes += 1
         return True
 
     def status(self) -> dict[str, object]:
@@ -196,6 +199,10 @@ class RiskManager:
                 continue
             return f"{b.name}: {b.reason}"
         return None
+
+    def version(self) -> int:
+        """Changes whenever any breaker trips or clears."""
+        return sum(b.changes for b in self.breakers.values())
 
     def halted(self) -> bool:
         return any(b.tripped and b.action == HALT for b in self.breakers.values())

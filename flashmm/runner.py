@@ -60,7 +60,8 @@ def build_feed(cfg: Config, opts: RunOptions) -> ReplayFeed | AsyncIterator[Mark
         if not files:
             raise UserInputError("feed.files: no recordings configured; pass --data FILE")
         speed = cfg.feed.speed if opts.speed is None else opts.speed
-        loop = cfg.feed.loop if opts.loop is None else opts.loop
+        # files given on the command line play once unless asked otherwise
+        loop = (cfg.feed.loop and not opts.data) if opts.loop is None else opts.loop
         # only markets whose reference appears in the data are driven
         return ReplayFeed(
             files,

@@ -202,7 +202,7 @@ class ReplayFeed:
             self._symbol_stream(s) for s in self.symbols
         ]
         lo, hi = self.start_ns, self.end_ns
-        for ts, _, ev in heapq.merge(*streams):
+        for ts, _, ev in heapq.merge(*streams, key=_ts_key):
             if self.stopped:
                 return
             if lo is not None and ts < lo:
@@ -246,3 +246,7 @@ def make_scales(specs: Iterable[tuple[str, float, float]]) -> dict[str, Scale]:
 
 
 ProgressFn = Callable[[int], None]
+
+
+def _ts_key(item: tuple[int, int, MarketEvent]) -> int:
+    return item[0]

@@ -391,6 +391,18 @@ class SimVenue:
             out.append(box.popleft()[1])
         return out
 
+    def next_due_ns(self) -> int | None:
+        """When the venue next has something to do or to report (None: nothing pending).
+
+        A simulated clock may skip quote cycles until then: nothing the
+        engine polls can change earlier, except through market events.
+        """
+        t = self._actions[0][0] if self._actions else None
+        if self._outbox:
+            d = self._outbox[0][0]
+            t = d if t is None or d < t else t
+        return t
+
     async def open_orders(self) -> list[Order]:
         """Orders live on the venue now (not those still in flight)."""
         out = []

@@ -1,0 +1,3 @@
+from flashmm.cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""The engine with the simulated venue on real recordings, driven by plain calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import NEXO_23, NEXO_24, ROOT
+
+from flashmm.config import load_config
+from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
+from flashmm.feeds.replay import ReplayFeed
+from flashmm.runner import build_venue, scales_for
+from flashmm.types import OrderState
+
+
+def _engine(*sets: str) -> tuple[Engine, ReplayFeed]:
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false", *sets])
+    engine = Engine(cfg, build_venue(cfg))
+    feed = ReplayFeed([NEXO_23], scales_for(cfg.specs()))
+    return engine, feed
+
+
+def _drive(engine: Engine, feed: ReplayFeed, until_event: int | None = None) -> int:
+    now = 0
+    for i, ev in enumerate(feed.events()):
+        now = ev.ts_ns
+        engine.run_due_timers(now)
+        engine.on_market_event(ev, now)
+        engine.pump_venue(now)
+        if until_event is not None and i >= until_event:
+            break
+    return now
+
+
+def test_paper_engine_quotes_and_fills_within_limits(shared_data: Path) -> None:
+    engine, feed = _engine()
+    _drive(engine, feed)
+    s = engine.summary()
+    assert s["events"] == 1804
+    assert s["fills"] > 0 and s["quotes_sent"] > 0
+    assert s["position_limit_breaches"] == 0
+    assert s["max_abs_inventory_usdc"] <= 2000
+    assert s["markets"]["SEI/USDC"]["book_mismatches"] == 0
+    # three levels a side were live at some point; never more than six orders
+    assert len(engine.markets["SEI/USDC"].orders) <= 12
+
+
+def test_same_run_twice_is_identical(shared_data: Path) -> None:
+    a, fa = _engine()
+    b, fb = _engine()
+    _drive(a, fa)
+    _drive(b, fb)
+    sa, sb = a.summary(), b.summary()
+    for k in ("fills", "pnl_usdc", "quotes_sent", "volume_usdc"):
+        assert sa[k] == sb[k]
+
+
+def test_pause_pulls_quotes_and_resume_brings_them_back(shared_data: Path) -> None:
+    engine, feed = _engine()
+    now = _drive(engine, feed, until_event=300)
+    ms = engine.markets["SEI/USDC"]
+    assert any(o.state is not OrderState.PENDING_CANCEL for o in ms.orders.values())
+    engine.pause("test", now)
+    assert engine.state == PAUSED
+    assert all(o.state is OrderState.PENDING_CANCEL for o in ms.orders.values())
+    for step in range(1, 20):
+        engine.run_due_timers(now + step * 50_000_000)
+    assert not ms.orders  # cancels confirmed by the venue
+    assert engine.resume(now) is None and engine.state == RUNNING
+    ms.dirty = True
+    engine.run_due_timers(now + 2_000_000_000)
+    assert ms.orders
+
+
+def test_emergency_stop_cancels_flattens_and_latches(shared_data: Path) -> None:
+    engine, feed = _engine("strategy.params.order_size_usdc=400")
+    events = list(feed.events())
+    now = 0
+    for ev in events:
+        now = ev.ts_ns
+        engine.run_due_timers(now)
+        engine.on_market_event(ev, now)
+        engine.pump_venue(now)
+        if engine.acct.positions["SEI/USDC"].lots != 0 and engine.events > 200:
+            break
+    assert engine.acct.positions["SEI/USDC"].lots != 0
+    engine.emergency_stop("test", now)
+    assert engine.state == HALTED
+    for step in range(1, 40):
+        engine.run_due_timers(now + step * 100_000_000)
+    assert engine.flat()
+    assert engine.live_orders() == 0
+    assert engine.resume(now) is not None  # refused until reset
+    engine.reset(now)
+    assert engine.state == PAUSED
+    assert engine.resume(now) is None
+
+
+@pytest.mark.slow
+def test_run_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
+    """`flashmm run --headless --duration 20 --speed 0 --data <both NEXO files>` exits 0 with a summary."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [
+            sys.executable, "-m", "flashmm", "run", "--headless", "--duration", "20", "--speed", "0",
+            "--data", str(NEXO_23), "--data", str(NEXO_24), "--json",
+            "--set", f"control.data_dir={tmp_path}", "--set", f"logging.file={tmp_path}/log",
+        ],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in (
+        "mode", "events", "pnl_usdc", "fees_usdc", "fills", "volume_usdc", "max_abs_inventory_usdc",
+        "position_limit_breaches", "quotes_sent", "decision_p50_us", "decision_p99_us",
+    ):
+        assert key in summary
+    assert summary["mode"] == "paper"
+    assert summary["events"] > 1000
+    assert summary["position_limit_breaches"] == 0
+    assert summary["orders_left_open"] == 0
