@@ -244,12 +244,10 @@ async def deploy_book_and_markets(
         units.append(
             market_units(m.tick_size, m.lot_size, m.base_decimals, tokens[quote_symbol]["decimals"])
         )
-    ids = await asyncio.gather(
-        *(
-            book.create_market(sender, tokens[m.base_symbol]["address"], quote_token, tv, lu)
-            for m, (tv, lu) in zip(markets, units, strict=True)
-        )
-    )
+    ids = []  # one by one: market ids follow the order of ``markets``
+    for m, (tv, lu) in zip(markets, units, strict=True):
+        base = tokens[m.base_symbol]["address"]
+        ids.append(await book.create_market(sender, base, quote_token, tv, lu))
     out_markets: dict[str, dict[str, Any]] = {}
     for m, (tick_value, lot_units), mid in zip(markets, units, ids, strict=True):
         out_markets[m.symbol] = {
