@@ -84,7 +84,7 @@ def market_table(snap: Mapping[str, Any]) -> Table:
         t.add_row(
             sym,
             _num(m.get("mid"), "{:,.6g}"),
-            _num(m.get("spread_bps"), "{:.1f}bps"),
+            _num(m.get("spread_bps"), "{:.2f}bps"),
             bid_txt,
             ask_txt,
             f"{m.get('position', 0):,.4g}\n{m.get('position_usdc', 0):,.2f} USDC",
@@ -98,30 +98,32 @@ def market_table(snap: Mapping[str, Any]) -> Table:
     return t
 
 
-def breaker_table(snap: Mapping[str, Any]) -> Table:
-    t = Table(expand=True, title="Breakers", title_justify="left", header_style="bold")
-    t.add_column("breaker")
-    t.add_column("state")
-    t.add_column("action")
-    t.add_column("reason")
+def breaker_lines(snap: Mapping[str, Any]) -> Text:
+    """One line of breaker lamps, then a line per tripped breaker with its reason."""
+    t = Text("Breakers ", style="bold")
+    tripped = []
     for name, b in snap.get("breakers", {}).items():
-        tripped = b.get("state") == "tripped"
-        t.add_row(
-            name,
-            Text(str(b.get("state")), style="bold red" if tripped else "green"),
-            str(b.get("action", "")),
-            str(b.get("reason", "")),
-        )
+        bad = b.get("state") == "tripped"
+        t.append("● ", style="bold red" if bad else "green")
+        t.append(name + "  ", style="red" if bad else "")
+        if bad:
+            tripped.append((name, b))
     model = snap.get("model")
     if model:
-        t.add_row("model", str(model.get("state", "")), "fallback to rules", str(model.get("reason", "")))
+        state = str(model.get("state", ""))
+        t.append("● ", style="green" if state == "closed" else "bold red")
+        t.append(f"model ({state})")
+    for name, b in tripped:
+        t.append(f"\n  {name}: {b.get('action', '')} — {b.get('reason', '')}", style="red")
+    if model and model.get("state") not in (None, "closed") and model.get("reason"):
+        t.append(f"\n  model breaker {model.get('state')}: {model.get('reason')} (quoting on rules)", style="yellow")
     return t
 
 
 def render(snap: Mapping[str, Any]) -> RenderableType:
     if not snap:
         return Panel(Text("starting…"), title="FlashMM")
-    return Group(header(snap), market_table(snap), breaker_table(snap))
+    return Group(header(snap), market_table(snap), breaker_lines(snap))
 
 
 def live_panel(get_snapshot: Callable[[], Mapping[str, Any]], refresh_hz: float = 4.0) -> Any:
