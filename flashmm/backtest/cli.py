@@ -1,0 +1,187 @@
+"""``flashmm backtest``: argument checks, progress bar, outputs and sweeps."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flashmm.errors import UserInputError
+
+DEFAULT_BACKTEST_CONFIG = "configs/backtest.yaml"
+
+
+def parse_ts(value: str | None, flag: str) -> int | None:
+    """``--from``/``--to``: integer epoch time (s, ms, µs or ns, told apart by magnitude) or ISO 8601 (UTC if no zone)."""
+    if value is None or value == "":
+        return None
+    from flashmm.feeds.binance import ts_to_ns
+
+    v = value.strip()
+    if v.lstrip("-").isdigit():
+        n = int(v)
+        if n <= 0:
+            raise UserInputError(f"{flag}: expected a positive epoch time or an ISO date, got {value!r}")
+        return ts_to_ns(n)
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        raise UserInputError(
+            f"{flag}: cannot read {value!r}: use epoch ns/µs/ms/s or ISO 8601, e.g. 2024-07-23T18:00:00Z"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1_000_000) * 1_000
+
+
+def _setup_logging(quiet: bool) -> None:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR" if quiet else "WARNING")
+
+
+def _check_data(data: Sequence[str] | None) -> None:
+    for d in data or []:
+        if not Path(d).expanduser().is_file():
+            raise UserInputError(f"data file not found: {d}")
+
+
+def backtest_command(
+    config: str | None,
+    data: Sequence[str] | None,
+    from_ts: str | None,
+    to_ts: str | None,
+    out: str | None,
+    json_out: bool,
+    sets: Sequence[str],
+    sweep: str | None,
+    workers: int,
+    ray: str | None,
+    progress: bool,
+) -> None:
+    from flashmm.config import load_config, load_dotenv_file
+
+    load_dotenv_file()
+    from_ns = parse_ts(from_ts, "--from")
+    to_ns = parse_ts(to_ts, "--to")
+    if from_ns is not None and to_ns is not None and from_ns >= to_ns:
+        raise UserInputError(f"empty time range: --from {from_ts} is not before --to {to_ts}")
+    _check_data(data)
+    if workers < 1:
+        raise UserInputError(f"--workers: must be >= 1, was {workers}")
+    cfg = load_config(config or DEFAULT_BACKTEST_CONFIG, list(sets))
+    _setup_logging(quiet=json_out)
+    from flashmm.backtest.runner import data_files, open_feed
+
+    files = data_files(cfg, data)
+    _check_data(files)
+    # converts (or loads) every file once, and refuses an empty window, before any run
+    feed = open_feed(cfg, files, from_ns, to_ns)
+    show_progress = progress and sys.stderr.isatty()
+    if sweep is not None:
+        _sweep(config or DEFAULT_BACKTEST_CONFIG, sets, sweep, files, from_ns, to_ns, out, json_out, workers, ray, show_progress)
+        return
+    from flashmm.backtest.report import summary_table, write_outputs
+    from flashmm.backtest.runner import run_backtest
+
+    total = feed.count_in_window()
+    if show_progress:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        class _Rate(TextColumn):
+            def render(self, task: Any) -> Any:
+                from rich.text import Text
+
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:,.0f} ev/s" if speed else "- ev/s")
+
+        with Progress(
+            TextColumn("backtest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(""),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            tid = bar.add_task("events", total=total)
+            res = run_backtest(cfg, files, from_ns=from_ns, to_ns=to_ns, feed=feed, progress=lambda k: bar.advance(tid, k))
+    else:
+        res = run_backtest(cfg, files, from_ns=from_ns, to_ns=to_ns, feed=feed)
+    if out:
+        paths = write_outputs(res, Path(out))
+        if not json_out:
+            print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    if json_out:
+        sys.stdout.write(json.dumps(res.report) + "\n")
+        return
+    from rich.console import Console
+
+    Console().print(summary_table(res.report))
+
+
+def _sweep(
+    config: str,
+    sets: Sequence[str],
+    sweep_path: str,
+    files: Sequence[str],
+    from_ns: int | None,
+    to_ns: int | None,
+    out: str | None,
+    json_out: bool,
+    workers: int,
+    ray: str | None,
+    show_progress: bool,
+) -> None:
+    from flashmm.backtest.sweep import load_sweep, make_tasks, run_sweep, summary_rows, sweep_table
+
+    spec = load_sweep(sweep_path)
+    tasks = make_tasks(spec, config, sets, files, from_ns, to_ns, None)
+    done = {"n": 0}
+
+    def on_done(r: dict[str, Any]) -> None:
+        done["n"] += 1
+        if show_progress:
+            rep = r["report"]
+            print(
+                f"[{done['n']}/{len(tasks)}] {r['params']}: pnl {rep['pnl_usdc']:+.4f} "
+                f"fills {rep['fills']} ({rep['wall_s']:.1f} s)",
+                file=sys.stderr,
+            )
+
+    results = run_sweep(tasks, workers=workers, ray_address=ray, on_done=on_done)
+    rows = summary_rows(results)
+    if out:
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "sweep.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
+        import csv
+
+        with (d / "sweep.csv").open("w", newline="") as fh:
+            keys = ["rank", "params", *[k for k in rows[0] if k not in ("rank", "params")]]
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            for row in rows:
+                w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+    if json_out:
+        sys.stdout.write(json.dumps({"sweep": rows}) + "\n")
+        return
+    from rich.console import Console
+
+    Console().print(sweep_table(results))
+
+
+__all__ = ["backtest_command", "parse_ts"]
