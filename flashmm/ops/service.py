@@ -48,7 +48,7 @@ from loguru import logger
 from flashmm.config import Config, secret_values
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
-from flashmm.ops.journal import Journal, RecoveredState
+from flashmm.ops.journal import MODE_COMMANDS, Journal, RecoveredState
 from flashmm.ops.notify import Notifier
 from flashmm.risk import HALT, PAUSE, Breaker
 from flashmm.types import Fill, Liquidity, Order, OrderState, Position, Side
@@ -669,9 +669,13 @@ class OpsServices:
             result = {"state": result.get("state")}
         if not response.get("ok"):
             result = {"error": response.get("error")}
-        j.control(
+        seq = j.control(
             cmd,
             _redact(args, self._secrets),
             bool(response.get("ok")),
             _redact(result, self._secrets),
         )
+        if response.get("ok") and cmd in MODE_COMMANDS:
+            # the answer goes out after this returns: a mode change the operator
+            # saw acknowledged must survive a crash (rare; a few ms of fsync)
+            j.wait_durable(seq, timeout=2.0)
