@@ -1,0 +1,118 @@
+"""``flashmm wallet``: create a key, show the address, show balances.
+
+A key is never printed unless ``--show-key`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    help="Signing keys (env FLASHMM_PRIVATE_KEY or an encrypted keystore) and balances."
+)
+
+
+@app.command()
+def new(
+    out: Path | None = typer.Option(
+        None, "--out", help="Write an encrypted keystore here (mode 600)"
+    ),
+    show_key: bool = typer.Option(False, "--show-key", help="Print the private key (careful)"),
+) -> None:
+    """Create a new key. With --out, encrypt it with FLASHMM_KEYSTORE_PASSWORD (or a prompt)."""
+    from eth_account import Account
+
+    from flashmm.errors import UserInputError
+    from flashmm.venues.sei.errors import KeySourceError
+    from flashmm.venues.sei.keys import ENV_PASSWORD, write_keystore
+
+    acct = Account.create()
+    if out is not None:
+        password = os.environ.get(ENV_PASSWORD) or typer.prompt(
+            "keystore passphrase", hide_input=True, confirmation_prompt=True
+        )
+        try:
+            write_keystore(out, bytes(acct.key), password)
+        except KeySourceError as exc:
+            raise UserInputError(str(exc)) from exc
+        typer.echo(f"keystore: {out}")
+    elif not show_key:
+        typer.echo(
+            "note: without --out or --show-key this key is lost; nothing was saved", err=True
+        )
+    typer.echo(f"address:  {acct.address}")
+    if show_key:
+        typer.echo(f"private key: 0x{bytes(acct.key).hex()}")
+
+
+@app.command()
+def address(keystore: Path | None = typer.Option(None, "--keystore")) -> None:
+    """The address of the configured key (keystore, else FLASHMM_PRIVATE_KEY)."""
+    from flashmm.errors import UserInputError
+    from flashmm.venues.sei.errors import KeySourceError
+    from flashmm.venues.sei.keys import load_account
+
+    try:
+        typer.echo(load_account(keystore).address)
+    except KeySourceError as exc:
+        raise UserInputError(str(exc)) from exc
+
+
+@app.command()
+def balances(
+    who: str | None = typer.Option(None, "--address", help="Address (default: the configured key)"),
+    deployment: Path | None = typer.Option(
+        None, "--deployment", help="Deployment JSON for tokens/book"
+    ),
+    rpc: str | None = typer.Option(
+        None, "--rpc", help="JSON-RPC URL (default: from the deployment)"
+    ),
+    keystore: Path | None = typer.Option(None, "--keystore"),
+) -> None:
+    """Native SEI, token balances and FlashBook accounts of an address."""
+    from flashmm.cli.chain import run_async
+    from flashmm.errors import UserInputError
+    from flashmm.venues.sei.book import BookClient, TokenClient
+    from flashmm.venues.sei.local import Deployment
+    from flashmm.venues.sei.rpc import JsonRpc
+
+    dep = Deployment.load(deployment) if deployment else None
+    url = rpc or (dep.rpc_url if dep else None)
+    if not url:
+        raise UserInputError("give --rpc or --deployment")
+    if who is None:
+        from flashmm.venues.sei.keys import load_account
+
+        who = load_account(keystore).address
+
+    async def main() -> list[str]:
+        client = JsonRpc(url)
+        lines: list[str] = []
+        try:
+            wei = int(await client.call("eth_getBalance", [who, "latest"]), 16)
+            lines.append(f"SEI (native)  {wei / 1e18:.6f}")
+            if dep is not None:
+                for sym, tok in dep.tokens.items():
+                    units = await TokenClient(client, tok["address"]).balance_of(who)
+                    lines.append(f"{sym:<13} {units / 10 ** tok['decimals']}")
+                book = BookClient(client, dep.book)
+                for sym, m in dep.markets.items():
+                    b = await book.balances(who, int(m["id"]))
+                    bd, qd = dep.tokens[m["base"]]["decimals"], dep.tokens[m["quote"]]["decimals"]
+                    lines.append(
+                        f"book {sym:<8} {m['base']} {b.base_free / 10**bd} free "
+                        f"+ {b.base_locked / 10**bd} locked; {m['quote']} "
+                        f"{b.quote_free / 10**qd} free + {b.quote_locked / 10**qd} locked"
+                    )
+        finally:
+            await client.aclose()
+        return lines
+
+    lines: Any = run_async(main())
+    typer.echo(f"address: {who}")
+    for line in lines:
+        typer.echo(line)
