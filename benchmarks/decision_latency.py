@@ -28,16 +28,24 @@ from flashmm.runner import build_venue, scales_for, signal_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-DEFAULT = [DATA / "binance_spot_nexousdt_20240723.dat.gz", DATA / "binance_spot_nexousdt_20240724.dat.gz"]
+DEFAULT = [
+    DATA / "binance_spot_nexousdt_20240723.dat.gz",
+    DATA / "binance_spot_nexousdt_20240724.dat.gz",
+]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", nargs="+", default=[str(p) for p in DEFAULT])
     ap.add_argument("--model", choices=["on", "off"], default="on")
     args = ap.parse_args()
     setup_logging("WARNING")
-    sets = ["risk.kill_switch_enabled=false", f"model.enabled={'true' if args.model == 'on' else 'false'}"]
+    sets = [
+        "risk.kill_switch_enabled=false",
+        f"model.enabled={'true' if args.model == 'on' else 'false'}",
+    ]
     cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
     scales = scales_for(cfg.specs())
 
@@ -75,7 +83,11 @@ def main() -> None:
     s = engine.summary()
     print(f"data: {', '.join(Path(d).name for d in args.data)}  ({n:,} events, model {args.model})")
     print(f"{'stage':<34}{'wall s':>9}{'events/s':>14}{'µs/event':>11}")
-    for name, t in (("parse only", t_parse), ("book only (pre-parsed)", t_book), ("engine (pre-parsed)", t_engine)):
+    for name, t in (
+        ("parse only", t_parse),
+        ("book only (pre-parsed)", t_book),
+        ("engine (pre-parsed)", t_engine),
+    ):
         print(f"{name:<34}{t:>9.2f}{n / t:>14,.0f}{t / n * 1e6:>11.1f}")
     print(f"engine / book ratio: {t_engine / max(t_book, 1e-9):.1f}x")
     print(

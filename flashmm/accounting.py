@@ -36,11 +36,15 @@ class Accounting:
         new = old + signed
         if old == 0 or (old > 0) == (signed > 0):
             # opening or adding: new average cost
-            pos.avg_price_ticks = (pos.avg_price_ticks * abs(old) + fill.price_ticks * fill.size_lots) / abs(new)
+            pos.avg_price_ticks = (
+                pos.avg_price_ticks * abs(old) + fill.price_ticks * fill.size_lots
+            ) / abs(new)
         else:
             closed = min(abs(signed), abs(old))
             direction = 1 if old > 0 else -1
-            pos.realized_usdc += (fill.price_ticks - pos.avg_price_ticks) * closed * direction * unit
+            pos.realized_usdc += (
+                (fill.price_ticks - pos.avg_price_ticks) * closed * direction * unit
+            )
             if abs(signed) > abs(old):  # flipped through zero
                 pos.avg_price_ticks = float(fill.price_ticks)
             elif new == 0:
@@ -53,7 +57,9 @@ class Accounting:
             self.maker_fills += 1
         else:
             self.taker_fills += 1
-        if abs(new) * fill.price_ticks * unit > self.max_position_usdc * (1 + 1e-9) and abs(new) > abs(old):
+        if abs(new) * fill.price_ticks * unit > self.max_position_usdc * (1 + 1e-9) and abs(
+            new
+        ) > abs(old):
             self.limit_breaches += 1
         return pos
 
@@ -62,11 +68,18 @@ class Accounting:
         if pos.lots == 0 or mid_ticks <= 0:
             return 0.0
         spec = self.specs[market]
-        return (mid_ticks - pos.avg_price_ticks) * pos.lots * float(spec.tick_size) * float(spec.lot_size)
+        return (
+            (mid_ticks - pos.avg_price_ticks)
+            * pos.lots
+            * float(spec.tick_size)
+            * float(spec.lot_size)
+        )
 
     def inventory_usdc(self, market: str, mid_ticks: float) -> float:
         spec = self.specs[market]
-        return self.positions[market].lots * mid_ticks * float(spec.tick_size) * float(spec.lot_size)
+        return (
+            self.positions[market].lots * mid_ticks * float(spec.tick_size) * float(spec.lot_size)
+        )
 
     def market_pnl(self, market: str, mid_ticks: float) -> float:
         pos = self.positions[market]

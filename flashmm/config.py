@@ -51,7 +51,9 @@ class FeedConfig(Strict):
         default_factory=list,
         description="Recordings to replay; 'bundled:NAME' is a file shipped with FlashMM",
     )
-    speed: float = Field(1.0, ge=0, description="Replay speed: 1 = real time, 0 = as fast as possible")
+    speed: float = Field(
+        1.0, ge=0, description="Replay speed: 1 = real time, 0 = as fast as possible"
+    )
     loop: bool = Field(False, description="Start the recording again when it ends")
     align: bool = Field(True, description="Shift each symbol's recording to start together")
     ws_url: str = "wss://stream.binance.com:9443"
@@ -196,7 +198,9 @@ def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars)."""
     for item in sets:
         if "=" not in item:
-            raise ConfigError("--set", [f"{item!r}: expected KEY=VALUE, e.g. strategy.params.gamma=0.2"])
+            raise ConfigError(
+                "--set", [f"{item!r}: expected KEY=VALUE, e.g. strategy.params.gamma=0.2"]
+            )
         key, val = item.split("=", 1)
         parts = key.strip().split(".")
         node = raw

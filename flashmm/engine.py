@@ -131,7 +131,9 @@ class Engine:
         self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
         self.max_skew_bps = float(cfg.model.get("max_skew_bps", 5.0))
         self.min_confidence = float(cfg.model.get("min_confidence", 0.1))
-        self.observe = observe_market if observe_market is not None else hasattr(venue, "on_market_event")
+        self.observe = (
+            observe_market if observe_market is not None else hasattr(venue, "on_market_event")
+        )
         self.state = RUNNING
         self.pause_reason = ""
         self.events = 0
@@ -188,7 +190,9 @@ class Engine:
         elif isinstance(ev, FeedStatus):
             if ev.kind == "resync":
                 ms.builder.state = SyncState.WAITING_SNAPSHOT
-            self.outbox.append(("feed", {"symbol": ev.symbol, "kind": ev.kind, "detail": ev.detail}))
+            self.outbox.append(
+                ("feed", {"symbol": ev.symbol, "kind": ev.kind, "detail": ev.detail})
+            )
 
     def _after_book(self, ms: MarketState, now_ns: int, t0: int) -> None:
         book = ms.builder.book
@@ -203,7 +207,9 @@ class Engine:
             tick_bps = 1e4 / mid
             sig = ms.kill.update(mid, now_ns, tick_bps)
             if sig is not None:
-                self.emergency_stop(f"{ms.spec.symbol} mid moved {sig:.1f}σ within 1 s", now_ns, "kill_switch")
+                self.emergency_stop(
+                    f"{ms.spec.symbol} mid moved {sig:.1f}σ within 1 s", now_ns, "kill_switch"
+                )
                 return
         if (
             self.requote_move > 0
@@ -291,10 +297,15 @@ class Engine:
         for b in self.risk.update_pnl(self.pnl, self.drawdown, now_ns):
             self._breaker_tripped(b, now_ns)
         for sym, ms in self.markets.items():
-            self.risk.update_position(ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns)
+            self.risk.update_position(
+                ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns
+            )
 
     def mids(self) -> dict[str, float]:
-        return {s: (ms.builder.book.mid if ms.builder.book.valid else 0.0) for s, ms in self.markets.items()}
+        return {
+            s: (ms.builder.book.mid if ms.builder.book.valid else 0.0)
+            for s, ms in self.markets.items()
+        }
 
     def _quote(self, ms: MarketState, now_ns: int, t0: int) -> None:
         sym = ms.spec.symbol
@@ -348,7 +359,11 @@ class Engine:
         """Diff desired quotes against live orders; send cancels and places in one batch."""
         tol = int(self.refresh_bps * ms.builder.book.mid / 1e4)
         size_tol = self.refresh_size
-        live = [o for o in ms.orders.values() if o.state is OrderState.OPEN or o.state is OrderState.PENDING_NEW]
+        live = [
+            o
+            for o in ms.orders.values()
+            if o.state is OrderState.OPEN or o.state is OrderState.PENDING_NEW
+        ]
         kept: set[int] = set()
         places: list[OrderRequest] = []
         for q in quotes:
@@ -513,10 +528,14 @@ class Engine:
                 continue
             side = Side.SELL if lots > 0 else Side.BUY
             # cross the book and walk levels, up to 5 % through the touch
-            limit = int(book.best_bid * 0.95) if side is Side.SELL else int(book.best_ask * 1.05) + 1
+            limit = (
+                int(book.best_bid * 0.95) if side is Side.SELL else int(book.best_ask * 1.05) + 1
+            )
             self.venue.take(sym, side, abs(lots), limit, now_ns)
             ms.flatten_pending_ns = now_ns + NS_PER_S
-            logger.warning("flatten {}: {} {} lots (limit {} ticks)", sym, side.name, abs(lots), limit)
+            logger.warning(
+                "flatten {}: {} {} lots (limit {} ticks)", sym, side.name, abs(lots), limit
+            )
 
     def reset(self, now_ns: int) -> None:
         """Clear latched breakers and the halt; the bot stays paused until resumed."""

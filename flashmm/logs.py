@@ -27,7 +27,9 @@ def _redactor(secrets: list[str]) -> Any:
     return patch
 
 
-def setup_logging(level: str = "INFO", *, json_logs: bool = False, file: str | None = None, console: bool = True) -> None:
+def setup_logging(
+    level: str = "INFO", *, json_logs: bool = False, file: str | None = None, console: bool = True
+) -> None:
     """Configure loguru. With the panel up, pass ``console=False`` and a ``file``."""
     logger.remove()
     secrets = secret_values()
@@ -40,4 +42,6 @@ def setup_logging(level: str = "INFO", *, json_logs: bool = False, file: str | N
     if file:
         path = Path(file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(str(path), level=level, serialize=json_logs, rotation="50 MB", retention=5, enqueue=True)
+        logger.add(
+            str(path), level=level, serialize=json_logs, rotation="50 MB", retention=5, enqueue=True
+        )

@@ -138,11 +138,15 @@ class RiskManager:
     def max_position_lots(self, spec: MarketSpec, mid_ticks: float) -> int:
         if mid_ticks <= 0:
             return 0
-        return int(self.cfg.max_position_usdc / (mid_ticks * float(spec.tick_size) * float(spec.lot_size)))
+        return int(
+            self.cfg.max_position_usdc / (mid_ticks * float(spec.tick_size) * float(spec.lot_size))
+        )
 
     # --- breakers -----------------------------------------------------------
 
-    def update_position(self, spec: MarketSpec, position_lots: int, mid_ticks: float, now_ns: int) -> None:
+    def update_position(
+        self, spec: MarketSpec, position_lots: int, mid_ticks: float, now_ns: int
+    ) -> None:
         b = self.breakers[f"position_limit:{spec.symbol}"]
         notional = abs(position_lots) * mid_ticks * float(spec.tick_size) * float(spec.lot_size)
         if notional >= 0.95 * self.cfg.max_position_usdc:
@@ -228,7 +232,7 @@ class KillSwitch:
     one tick so that a single-tick move on a thin book never trips it.
     """
 
-    __slots__ = ("_hist", "_var", "_n", "k", "tick_bps_floor", "warmup")
+    __slots__ = ("_hist", "_n", "_var", "k", "tick_bps_floor", "warmup")
 
     def __init__(self, k: float, warmup: int = 30) -> None:
         self.k = k
@@ -243,7 +247,7 @@ class KillSwitch:
         h = self._hist
         h.append((now_ns, mid))
         while len(h) > 1 and h[1][0] <= now_ns - NS_PER_S:
-            t0, m0 = h.popleft()
+            _, m0 = h.popleft()
             move = (mid / m0 - 1.0) * 1e4 if m0 > 0 else 0.0
             # learn σ of 1 s moves from moves that leave the window
             self._n += 1

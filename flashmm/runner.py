@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ class RunOptions:
     panel: bool = False
     start_ns: int | None = None
     end_ns: int | None = None
-    extra_tasks: list[Callable[[Engine], Awaitable[None]]] = field(default_factory=list)
+    extra_tasks: list[Callable[[Engine], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 class SnapshotHolder:
@@ -74,7 +74,7 @@ def build_feed(cfg: Config, opts: RunOptions) -> ReplayFeed | AsyncIterator[Mark
         )
     from flashmm.feeds.ws import BinanceWSFeed
 
-    return BinanceWSFeed(scales_for(specs), ws_url=cfg.feed.ws_url, rest_url=cfg.feed.rest_url)  # type: ignore[return-value]
+    return BinanceWSFeed(scales_for(specs), ws_url=cfg.feed.ws_url, rest_url=cfg.feed.rest_url)
 
 
 def build_venue(cfg: Config) -> Venue:
@@ -82,11 +82,11 @@ def build_venue(cfg: Config) -> Venue:
     if cfg.venue.kind == "sim":
         from flashmm.venues.sim import SimSettings, SimVenue
 
-        return SimVenue(specs, SimSettings.model_validate(cfg.venue.sim))  # type: ignore[return-value]
+        return SimVenue(specs, SimSettings.model_validate(cfg.venue.sim))
     from flashmm.venues.sei.settings import SeiVenueSettings
     from flashmm.venues.sei.venue import SeiVenue
 
-    return SeiVenue(specs, SeiVenueSettings.model_validate(cfg.venue.sei))  # type: ignore[return-value,call-arg]
+    return SeiVenue(SeiVenueSettings.model_validate(cfg.venue.sei), specs=specs)
 
 
 def signal_factory(cfg: Config) -> Callable[[MarketSpec], SignalSource]:
@@ -95,7 +95,7 @@ def signal_factory(cfg: Config) -> Callable[[MarketSpec], SignalSource]:
         from flashmm.predict.source import make_signal_factory
     except ImportError:
         return lambda spec: BookImbalanceSignal()
-    return make_signal_factory(cfg.model)  # type: ignore[no-any-return]
+    return make_signal_factory(cfg.model)
 
 
 def build_engine(cfg: Config, venue: Venue | None = None) -> Engine:
@@ -113,7 +113,9 @@ async def drive_replay(
         engine.on_market_event(ev, now)
         engine.pump_venue(now)
         n += 1
-        if (n & 255) == 0 and (stop.is_set() or (deadline is not None and time.monotonic() >= deadline)):
+        if (n & 255) == 0 and (
+            stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+        ):
             break
     feed.stop()
 
@@ -171,7 +173,9 @@ async def shutdown(engine: Engine, sim_clock: bool, timeout_s: float = 10.0) -> 
     return left == 0
 
 
-async def publish_snapshots(engine: Engine, holder: SnapshotHolder, stop: asyncio.Event, hz: float) -> None:
+async def publish_snapshots(
+    engine: Engine, holder: SnapshotHolder, stop: asyncio.Event, hz: float
+) -> None:
     period = 1.0 / hz
     while not stop.is_set():
         holder.latest = engine.snapshot()
@@ -215,13 +219,15 @@ async def run_async(
     extras = [asyncio.create_task(t(engine)) for t in opts.extra_tasks]
     t0 = time.perf_counter()
     try:
-        driver = drive_replay(engine, feed, stop, deadline) if sim_clock else drive_live(engine, feed, stop, deadline)  # type: ignore[arg-type]
-        drv = asyncio.create_task(driver)
+        if isinstance(feed, ReplayFeed):
+            drv = asyncio.create_task(drive_replay(engine, feed, stop, deadline))
+        else:
+            drv = asyncio.create_task(drive_live(engine, feed, stop, deadline))
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({drv, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not drv.done():
-            if sim_clock:
-                feed.stop()  # type: ignore[union-attr]
+            if isinstance(feed, ReplayFeed):
+                feed.stop()
             await drv
         else:
             drv.result()
@@ -246,14 +252,14 @@ async def run_async(
     return summary
 
 
-def run_blocking(coro_fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+def run_blocking(coro_fn: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
     """Run on uvloop when available."""
     try:
         import uvloop
 
-        return uvloop.run(coro_fn())  # type: ignore[arg-type, no-any-return]
+        return uvloop.run(coro_fn())
     except ImportError:  # pragma: no cover
-        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+        return asyncio.run(coro_fn())
 
 
 def data_dir(cfg: Config) -> Path:

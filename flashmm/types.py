@@ -56,11 +56,11 @@ class MarketSpec:
 
     def to_ticks(self, price: float | str | Decimal) -> int:
         """Nearest tick for a decimal price."""
-        return int(round(float(price) / float(self.tick_size)))
+        return round(float(price) / float(self.tick_size))
 
     def to_lots(self, size: float | str | Decimal) -> int:
         """Nearest lot for a decimal size."""
-        return int(round(float(size) / float(self.lot_size)))
+        return round(float(size) / float(self.lot_size))
 
     def price(self, ticks: int | float) -> float:
         return ticks * float(self.tick_size)

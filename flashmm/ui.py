@@ -10,7 +10,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-_STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "halted": "bold red", "stopped": "dim"}
+_STATE_STYLE = {
+    "running": "bold green",
+    "paused": "bold yellow",
+    "halted": "bold red",
+    "stopped": "dim",
+}
 
 
 def _num(v: Any, fmt: str = "{:,.4f}", none: str = "-") -> str:
@@ -74,7 +79,10 @@ def market_table(snap: Mapping[str, Any]) -> Table:
         ask_txt = "\n".join(f"{q['price']:,.6g} x {q['size']:,.4g}" for q in asks) or "-"
         sig = m.get("signal", {})
         arrow = {1: "▲", -1: "▼"}.get(sig.get("direction", 0), "•")
-        sig_txt = f"{arrow} {sig.get('expected_bps', 0):+.1f}bps c={sig.get('confidence', 0):.2f} {sig.get('source', '')}"
+        sig_txt = (
+            f"{arrow} {sig.get('expected_bps', 0):+.1f}bps "
+            f"c={sig.get('confidence', 0):.2f} {sig.get('source', '')}"
+        )
         usage = m.get("limit_usage", 0.0)
         usage_style = "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
         age = m.get("data_age_ms")
@@ -116,7 +124,10 @@ def breaker_lines(snap: Mapping[str, Any]) -> Text:
     for name, b in tripped:
         t.append(f"\n  {name}: {b.get('action', '')} — {b.get('reason', '')}", style="red")
     if model and model.get("state") not in (None, "closed") and model.get("reason"):
-        t.append(f"\n  model breaker {model.get('state')}: {model.get('reason')} (quoting on rules)", style="yellow")
+        t.append(
+            f"\n  model breaker {model.get('state')}: {model.get('reason')} (quoting on rules)",
+            style="yellow",
+        )
     return t
 
 

@@ -37,3 +37,8 @@ def write_gz(path: Path, lines: list[bytes]) -> Path:
         for line in lines:
             fh.write(line.rstrip(b"\n") + b"\n")
     return path
+
+
+def read_lines(path: Path) -> list[bytes]:
+    with gzip.open(path, "rb") as fh:
+        return fh.read().splitlines()

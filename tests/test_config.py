@@ -52,7 +52,9 @@ def test_minimal_profile_gets_defaults(tmp_path: Path) -> None:
 
 def test_unknown_key_names_its_path(tmp_path: Path) -> None:
     probs = _problems(tmp_path, BASE + "risk:\n  max_postion_usdc: 10\n")
-    assert probs == ["risk.max_postion_usdc: unknown key (check the spelling; see the config reference)"]
+    assert probs == [
+        "risk.max_postion_usdc: unknown key (check the spelling; see the config reference)"
+    ]
 
 
 def test_bad_value_names_path_value_and_bound(tmp_path: Path) -> None:

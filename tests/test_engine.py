@@ -107,17 +107,45 @@ def test_run_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     r = subprocess.run(
         [
-            sys.executable, "-m", "flashmm", "run", "--headless", "--duration", "20", "--speed", "0",
-            "--data", str(NEXO_23), "--data", str(NEXO_24), "--json",
-            "--set", f"control.data_dir={tmp_path}", "--set", f"logging.file={tmp_path}/log",
+            sys.executable,
+            "-m",
+            "flashmm",
+            "run",
+            "--headless",
+            "--duration",
+            "20",
+            "--speed",
+            "0",
+            "--data",
+            str(NEXO_23),
+            "--data",
+            str(NEXO_24),
+            "--json",
+            "--set",
+            f"control.data_dir={tmp_path}",
+            "--set",
+            f"logging.file={tmp_path}/log",
         ],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     for key in (
-        "mode", "events", "pnl_usdc", "fees_usdc", "fills", "volume_usdc", "max_abs_inventory_usdc",
-        "position_limit_breaches", "quotes_sent", "decision_p50_us", "decision_p99_us",
+        "mode",
+        "events",
+        "pnl_usdc",
+        "fees_usdc",
+        "fills",
+        "volume_usdc",
+        "max_abs_inventory_usdc",
+        "position_limit_breaches",
+        "quotes_sent",
+        "decision_p50_us",
+        "decision_p99_us",
     ):
         assert key in summary
     assert summary["mode"] == "paper"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gzip
+
 from pathlib import Path
 
 import pytest
-from conftest import ETH, NEXO_23, NEXO_24, write_gz
+from conftest import ETH, NEXO_23, NEXO_24, read_lines, write_gz
 from loguru import logger
 
 from flashmm.book import BookBuilder, SequenceGap, SyncState
@@ -34,17 +35,35 @@ def test_timestamp_unit_is_detected(raw: int, ns: int) -> None:
 
 def test_parse_each_message_kind() -> None:
     p = BinanceParser({"nexousdt": NEXO})
-    snap = p.parse_line(b'1721749182850494 {"lastUpdateId": 7, "bids": [["1.214", "63.38"]], "asks": [["1.216", "1.5"]]}', "nexousdt")
+    snap = p.parse_line(
+        b'1721749182850494 {"lastUpdateId": 7, "bids": [["1.214", "63.38"]], "asks": [["1.216", "1.5"]]}',
+        "nexousdt",
+    )
     assert snap == DepthSnapshot("nexousdt", 1721749182850494000, 7, [(1214, 6338)], [(1216, 150)])
     diff = p.parse_line(
         b'1 {"stream":"nexousdt@depth@100ms","data":{"e":"depthUpdate","E":5,"U":8,"u":9,"b":[["1.213","0.00000000"]],"a":[]}}'
     )
-    assert isinstance(diff, DepthDiff) and diff.bids == [(1213, 0)] and (diff.first_id, diff.last_id) == (8, 9)
-    tr = p.parse_line(b'1 {"stream":"nexousdt@trade","data":{"e":"trade","T":5,"p":"1.216","q":"10.82","m":false}}')
-    assert isinstance(tr, Trade) and tr.price_ticks == 1216 and tr.size_lots == 1082 and tr.aggressor_sign == 1
-    bt = p.parse_line(b'1 {"stream":"nexousdt@bookTicker","data":{"u":9,"b":"1.214","B":"63.38","a":"1.216","A":"62.53"}}')
+    assert (
+        isinstance(diff, DepthDiff)
+        and diff.bids == [(1213, 0)]
+        and (diff.first_id, diff.last_id) == (8, 9)
+    )
+    tr = p.parse_line(
+        b'1 {"stream":"nexousdt@trade","data":{"e":"trade","T":5,"p":"1.216","q":"10.82","m":false}}'
+    )
+    assert (
+        isinstance(tr, Trade)
+        and tr.price_ticks == 1216
+        and tr.size_lots == 1082
+        and tr.aggressor_sign == 1
+    )
+    bt = p.parse_line(
+        b'1 {"stream":"nexousdt@bookTicker","data":{"u":9,"b":"1.214","B":"63.38","a":"1.216","A":"62.53"}}'
+    )
     assert bt == BookTicker("nexousdt", 1_000_000_000, 9, 1214, 6338, 1216, 6253)
-    other = p.parse_line(b'1 {"stream":"btcusdt@trade","data":{"e":"trade","T":5,"p":"1","q":"1","m":false}}')
+    other = p.parse_line(
+        b'1 {"stream":"btcusdt@trade","data":{"e":"trade","T":5,"p":"1","q":"1","m":false}}'
+    )
     assert other is None
 
 
@@ -78,7 +97,9 @@ def _replay_book(files: list[Path], symbol: str, scales: dict[str, Scale]) -> Bo
 
 @pytest.mark.slow
 def test_book_matches_every_comparable_book_ticker_on_nexo_day(shared_data: Path) -> None:
-    bb = _replay_book([NEXO_24, NEXO_23], "nexousdt", SCALES)  # order on the command line does not matter
+    bb = _replay_book(
+        [NEXO_24, NEXO_23], "nexousdt", SCALES
+    )  # order on the command line does not matter
     assert bb.checks == 12198
     assert bb.mismatches == 0
     assert bb.gaps == 0
@@ -122,7 +143,7 @@ def test_a_gap_is_reported_not_applied_and_resync_recovers() -> None:
 
 
 def test_injected_gap_in_a_recording_is_detected(tmp_path: Path, shared_data: Path) -> None:
-    lines = gzip.open(NEXO_23, "rb").read().splitlines()[:300]
+    lines = read_lines(NEXO_23)[:300]
     # drop the 50th depth diff after the snapshot
     depth = [i for i, line in enumerate(lines) if b"depthUpdate" in line]
     del lines[depth[50]]
@@ -142,7 +163,7 @@ def test_injected_gap_in_a_recording_is_detected(tmp_path: Path, shared_data: Pa
 
 
 def test_bad_and_truncated_lines_are_counted_and_skipped(tmp_path: Path, nexo_head: Path) -> None:
-    lines = gzip.open(nexo_head, "rb").read().splitlines()
+    lines = read_lines(nexo_head)
     lines.insert(10, b"this is not a message")
     lines.insert(20, b'1721749183854663 {"stream":"nexousdt@depth@100ms","data":')
     f = write_gz(tmp_path / "bad.dat.gz", lines)
@@ -175,8 +196,10 @@ def test_replay_errors_are_clear(tmp_path: Path) -> None:
         ReplayFeed([f], SCALES)
 
 
-def test_several_symbols_are_merged_in_time_and_aligned(shared_data: Path, nexo_head: Path, tmp_path: Path) -> None:
-    eth_lines = gzip.open(ETH, "rb").read().splitlines()[:300]
+def test_several_symbols_are_merged_in_time_and_aligned(
+    shared_data: Path, nexo_head: Path, tmp_path: Path
+) -> None:
+    eth_lines = read_lines(ETH)[:300]
     eth = write_gz(tmp_path / "eth.gz", eth_lines)
     evs = list(ReplayFeed([nexo_head, eth], SCALES, align=True).events())
     ts = [e.ts_ns for e in evs]

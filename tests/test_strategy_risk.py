@@ -18,8 +18,17 @@ from flashmm.types import Fill, Liquidity, MarketSpec, Order, OrderRequest, Orde
 SEI = MarketSpec("SEI/USDC", Decimal("0.001"), Decimal("0.01"), "nexousdt")
 
 
-def ctx(bid: int = 1220, ask: int = 1222, pos: int = 0, sigma: float = 3.0, skew: float = 0.0, widen: float = 1.0) -> QuoteContext:
-    return QuoteContext(SEI, 0, bid, ask, (bid + ask) / 2, pos, 160_000, sigma, Signal(), skew, widen)
+def ctx(
+    bid: int = 1220,
+    ask: int = 1222,
+    pos: int = 0,
+    sigma: float = 3.0,
+    skew: float = 0.0,
+    widen: float = 1.0,
+) -> QuoteContext:
+    return QuoteContext(
+        SEI, 0, bid, ask, (bid + ask) / 2, pos, 160_000, sigma, Signal(), skew, widen
+    )
 
 
 def test_registry_finds_the_builtin() -> None:
@@ -40,7 +49,9 @@ def test_three_levels_a_side_best_first_and_distinct() -> None:
     assert bids[2].size_lots > bids[1].size_lots > bids[0].size_lots
 
 
-@pytest.mark.parametrize(("bid", "ask"), [(1220, 1221), (1220, 1222), (1000, 1100), (268250, 268251)])
+@pytest.mark.parametrize(
+    ("bid", "ask"), [(1220, 1221), (1220, 1222), (1000, 1100), (268250, 268251)]
+)
 def test_never_crosses_the_book(bid: int, ask: int) -> None:
     s = AvellanedaStrategy({"min_spread_bps": 0, "gamma": 0.01, "kappa": 100})
     for skew in (-500.0, 0.0, 500.0):
@@ -94,14 +105,19 @@ def _risk() -> RiskManager:
 def test_orders_are_cut_then_dropped_at_the_limit() -> None:
     risk = _risk()
     # 1000 USDC long at 1.000: room for 1000 more
-    reqs = [OrderRequest("SEI/USDC", 1, Side.BUY, 1000, 60_000), OrderRequest("SEI/USDC", 2, Side.BUY, 999, 50_000)]
+    reqs = [
+        OrderRequest("SEI/USDC", 1, Side.BUY, 1000, 60_000),
+        OrderRequest("SEI/USDC", 2, Side.BUY, 999, 50_000),
+    ]
     out = risk.check_orders(SEI, reqs, 100_000, [])
     assert out[0].size_lots == 50_000  # max order 500 USDC
     assert out[1].size_lots == 50_000  # cut to the 1000 USDC of room
     assert sum(o.size_lots for o in out) == 100_000
     at_limit = [OrderRequest("SEI/USDC", 4, Side.BUY, 1000, 100)]
     assert risk.check_orders(SEI, at_limit, 200_000, []) == []  # at the limit: buys dropped
-    sells = risk.check_orders(SEI, [OrderRequest("SEI/USDC", 3, Side.SELL, 1001, 10_000)], 200_000, [])
+    sells = risk.check_orders(
+        SEI, [OrderRequest("SEI/USDC", 3, Side.SELL, 1001, 10_000)], 200_000, []
+    )
     assert sells and sells[0].size_lots == 10_000  # the reducing side still quotes
 
 
@@ -113,7 +129,9 @@ def test_pending_cancels_count_against_the_limit() -> None:
 
 
 orders_st = st.lists(
-    st.tuples(st.sampled_from([Side.BUY, Side.SELL]), st.integers(1, 3000), st.integers(1, 400_000)),
+    st.tuples(
+        st.sampled_from([Side.BUY, Side.SELL]), st.integers(1, 3000), st.integers(1, 400_000)
+    ),
     min_size=1,
     max_size=8,
 )
@@ -122,7 +140,11 @@ orders_st = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(
     steps=st.lists(
-        st.tuples(orders_st, st.lists(st.tuples(st.integers(0, 7), st.floats(0.0, 1.0)), max_size=6), st.booleans()),
+        st.tuples(
+            orders_st,
+            st.lists(st.tuples(st.integers(0, 7), st.floats(0.0, 1.0)), max_size=6),
+            st.booleans(),
+        ),
         min_size=1,
         max_size=25,
     )
@@ -152,7 +174,9 @@ def test_no_sequence_of_fills_and_prices_breaches_the_position_limit(steps: list
             lots = max(1, int(o.remaining_lots * share))
             lots = min(lots, o.remaining_lots)
             old = acct.positions["SEI/USDC"].lots
-            acct.on_fill(Fill("SEI/USDC", o.client_id, o.side, o.price_ticks, lots, 0.0, Liquidity.MAKER, 0))
+            acct.on_fill(
+                Fill("SEI/USDC", o.client_id, o.side, o.price_ticks, lots, 0.0, Liquidity.MAKER, 0)
+            )
             o.remaining_lots -= lots
             if o.remaining_lots == 0:
                 del live[o.client_id]
@@ -174,7 +198,9 @@ def test_accounting_average_cost_and_realized() -> None:
     assert p.lots == -100 and p.avg_price_ticks == 1020
     assert acct.unrealized("SEI/USDC", 1010) == pytest.approx(0.01)
     assert acct.market_pnl("SEI/USDC", 1010) == pytest.approx(0.03 + 0.01 - 0.03)
-    acct.on_fill(Fill("SEI/USDC", 3, Side.SELL, 1020, 300, 0.01, Liquidity.MAKER, 0, "c"))  # duplicate id
+    acct.on_fill(
+        Fill("SEI/USDC", 3, Side.SELL, 1020, 300, 0.01, Liquidity.MAKER, 0, "c")
+    )  # duplicate id
     assert p.lots == -100
 
 

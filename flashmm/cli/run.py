@@ -14,7 +14,9 @@ ConfigOpt = Annotated[
 ]
 DataOpt = Annotated[
     list[str] | None,
-    typer.Option("--data", "-d", help="Recorded data file(s) to replay instead of the profile's feed."),
+    typer.Option(
+        "--data", "-d", help="Recorded data file(s) to replay instead of the profile's feed."
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -83,12 +85,18 @@ def backtest(
     data: DataOpt = None,
     from_ts: Annotated[str | None, typer.Option("--from", help="Start time (ISO or ns).")] = None,
     to_ts: Annotated[str | None, typer.Option("--to", help="End time (ISO or ns).")] = None,
-    out: Annotated[str | None, typer.Option("--out", help="Write report.json, plots, fills.csv here.")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Write report.json, plots, fills.csv here.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
     set_: SetOpt = None,
-    sweep: Annotated[str | None, typer.Option("--sweep", help="Parameter grid (YAML) to run.")] = None,
+    sweep: Annotated[
+        str | None, typer.Option("--sweep", help="Parameter grid (YAML) to run.")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes for --sweep.")] = 2,
-    ray: Annotated[str | None, typer.Option("--ray", help="Ray address for --sweep (needs .[ray]).")] = None,
+    ray: Annotated[
+        str | None, typer.Option("--ray", help="Ray address for --sweep (needs .[ray]).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
 ) -> None:
     """Replay recorded order-book data through the engine on a simulated clock."""

@@ -62,7 +62,9 @@ class BinanceParser:
     def __init__(self, scales: Mapping[str, Scale]) -> None:
         self.scales = dict(scales)
 
-    def parse_json(self, raw: bytes | str, ts_ns: int, snapshot_symbol: str = "") -> MarketEvent | None:
+    def parse_json(
+        self, raw: bytes | str, ts_ns: int, snapshot_symbol: str = ""
+    ) -> MarketEvent | None:
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -71,7 +73,9 @@ class BinanceParser:
             raise ParseError("message is not a JSON object")
         return self.parse(msg, ts_ns, snapshot_symbol)
 
-    def parse(self, msg: dict[str, Any], ts_ns: int, snapshot_symbol: str = "") -> MarketEvent | None:
+    def parse(
+        self, msg: dict[str, Any], ts_ns: int, snapshot_symbol: str = ""
+    ) -> MarketEvent | None:
         try:
             stream = msg.get("stream")
             if stream is None:

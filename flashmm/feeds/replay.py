@@ -95,7 +95,7 @@ def iter_file(
     lineno = 0
     try:
         with gzip.open(path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):  # noqa: B007
+            for lineno, line in enumerate(fh, 1):
                 stats.lines += 1
                 if not line.strip():
                     continue
@@ -207,7 +207,10 @@ class ReplayFeed:
                 return
             if lo is not None and ts < lo:
                 # keep the book right: depth data is applied even before the window
-                if isinstance(ev, FeedStatus) or type(ev).__name__ in ("DepthSnapshot", "DepthDiff"):
+                if isinstance(ev, FeedStatus) or type(ev).__name__ in (
+                    "DepthSnapshot",
+                    "DepthDiff",
+                ):
                     yield ev
                 continue
             if hi is not None and ts > hi:

@@ -1,4 +1,4 @@
-"""Strategy plugins: a small protocol and a registry fed by the ``flashmm.strategies`` entry points."""
+"""Strategy plugins: a small protocol and a registry fed by ``flashmm.strategies`` entry points."""
 
 from __future__ import annotations
 

@@ -106,5 +106,10 @@ class AvellanedaStrategy(StrategyBase):
             lots = int(size_usdc / (ask * unit))
             if lots > 0:
                 out.append(Quote(Side.SELL, ask, lots))
-        out.sort(key=lambda q: (q.side is Side.SELL, -q.price_ticks if q.side is Side.BUY else q.price_ticks))
+        out.sort(
+            key=lambda q: (
+                q.side is Side.SELL,
+                -q.price_ticks if q.side is Side.BUY else q.price_ticks,
+            )
+        )
         return out

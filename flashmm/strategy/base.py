@@ -84,7 +84,9 @@ class VolEstimator:
             return
         r_bps = (mid / self._last_mid - 1.0) * 1e4
         var_per_s = r_bps * r_bps / (dt / 1e9)
-        self._var = var_per_s if self.samples == 0 else self._var + self.alpha * (var_per_s - self._var)
+        self._var = (
+            var_per_s if self.samples == 0 else self._var + self.alpha * (var_per_s - self._var)
+        )
         self.samples += 1
         self._last_mid, self._last_ns = mid, now_ns
 
