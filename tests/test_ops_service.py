@@ -1,0 +1,238 @@
+"""OpsServices in-process against a venue that is not the simulator: reconciliation on start.
+
+Real SQLite journal and a real control socket; the venue is the simulator
+with its name and the state it reports replaced, as a live venue would
+report orders and positions left from before a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flashmm.config import Config, load_config
+from flashmm.engine import Engine
+from flashmm.ops.control import send_command
+from flashmm.ops.journal import Journal, read_state
+from flashmm.ops.service import RECONCILE_BREAKER, OpsServices
+from flashmm.types import Fill, Liquidity, Order, OrderState, Side
+from flashmm.venues.sim import SimVenue
+
+SYM = "SEI/USDC"
+
+
+class LiveLikeVenue(SimVenue):
+    name = "fake-live"
+
+    def __init__(self, *a: Any, orders: list[Order], positions: dict[str, int]) -> None:
+        super().__init__(*a)
+        self._orders = orders
+        self._positions = positions
+        self.cancelled: list[tuple[str, list[int]]] = []
+
+    async def open_orders(self) -> list[Order]:
+        return list(self._orders)
+
+    async def positions(self) -> dict[str, int]:
+        return dict(self._positions)
+
+    def requote(self, market: str, cancels: Any, places: Any, now_ns: int) -> None:
+        if cancels and not places:
+            self.cancelled.append((market, list(cancels)))
+        super().requote(market, cancels, places, now_ns)
+
+
+@pytest.fixture()
+def dirs() -> Iterator[tuple[Path, Path]]:
+    data = Path(tempfile.mkdtemp(prefix="fmmdata"))
+    sock = Path(tempfile.mkdtemp(prefix="fmm", dir="/tmp"))
+    try:
+        yield data, sock
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(sock, ignore_errors=True)
+
+
+def config(data: Path, sock: Path, orphans: str = "cancel", metrics: bool = False) -> Config:
+    sets = [
+        f"control.data_dir={data}",
+        f"control.socket_path={sock / 'svc.sock'}",
+        f"control.orphan_orders={orphans}",
+        "name=svc",
+        "ui.panel=false",
+    ]
+    if metrics:
+        with socket.socket() as s:  # a free loopback port
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        sets.append(f"control.metrics_port={port}")
+    return load_config("configs/paper.yaml", sets)
+
+
+def seed_journal(data: Path, cfg: Config) -> None:
+    """A previous run: 500 lots bought, orders 5 and 6 live when it died."""
+    specs = {s.symbol: s for s in cfg.specs()}
+    with Journal(data, name="svc", specs=specs) as j:
+        j.fill(Fill(SYM, 3, Side.BUY, 1200, 500, 0.0, Liquidity.MAKER, 1, "chain-1"))
+        for cid in (5, 6):
+            j.order_event(Order(SYM, cid, Side.SELL, 1210, 100, 100, OrderState.OPEN, 2))
+        j.flush()
+
+
+def engine_with(cfg: Config, orders: list[Order], positions: dict[str, int]) -> Engine:
+    venue = LiveLikeVenue({s.symbol: s for s in cfg.specs()}, orders=orders, positions=positions)
+    return Engine(cfg, venue)
+
+
+async def start(cfg: Config, engine: Engine) -> tuple[OpsServices, asyncio.Task[None]]:
+    ops = OpsServices(cfg, engine, sim_clock=False)
+    await ops.start()
+    task = asyncio.create_task(ops.task(engine))
+    for _ in range(200):
+        if ops.ready:
+            break
+        await asyncio.sleep(0.01)
+    assert ops.ready
+    return ops, task
+
+
+async def stop(ops: OpsServices, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await ops.aclose()
+
+
+async def command(path: str, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    return await asyncio.to_thread(send_command, path, cmd, args)
+
+
+async def test_orphans_cancelled_known_orders_kept_missing_ones_done(
+    dirs: tuple[Path, Path],
+) -> None:
+    data, sock = dirs
+    cfg = config(data, sock)
+    seed_journal(data, cfg)
+    venue_orders = [
+        Order(SYM, 5, Side.SELL, 1210, 100, 60, OrderState.OPEN, 2),  # known, part filled
+        Order(SYM, 42, Side.BUY, 1190, 100, 100, OrderState.OPEN, 3),  # orphan
+    ]
+    engine = engine_with(cfg, venue_orders, {SYM: 500})
+    ops, task = await start(cfg, engine)
+    try:
+        ms = engine.markets[SYM]
+        assert engine.acct.positions[SYM].lots == 500
+        assert "chain-1" in engine.acct.fill_ids  # a replayed fill is not booked twice
+        assert ms.next_client_id == 7
+        assert engine.state == "running"  # positions agree: quoting allowed
+        assert list(ms.orders) == [5] and ms.orders[5].remaining_lots == 60
+        assert engine.venue.cancelled == [(SYM, [42])]  # type: ignore[attr-defined]
+        rec = ops.recovery["reconcile"]
+        assert rec["journal_orders_done"] == [f"{SYM}#6"]
+        assert rec["orphans"] == [f"{SYM}#42"]
+    finally:
+        await stop(ops, task)
+    st = read_state(data / "svc.sqlite")
+    assert [o.client_id for o in st.open_orders] == [5]
+
+
+async def test_orphans_adopted_when_configured(dirs: tuple[Path, Path]) -> None:
+    data, sock = dirs
+    cfg = config(data, sock, orphans="adopt")
+    orphan = Order(SYM, 42, Side.BUY, 1190, 100, 100, OrderState.OPEN, 3)
+    engine = engine_with(cfg, [orphan], {SYM: 0})
+    ops, task = await start(cfg, engine)
+    try:
+        ms = engine.markets[SYM]
+        assert 42 in ms.orders and ms.next_client_id == 43
+        assert engine.venue.cancelled == []  # type: ignore[attr-defined]
+    finally:
+        await stop(ops, task)
+    assert [o.client_id for o in read_state(data / "svc.sqlite").open_orders] == [42]
+
+
+async def test_position_mismatch_holds_quoting_until_resume_accepts_the_venue(
+    dirs: tuple[Path, Path],
+) -> None:
+    data, sock = dirs
+    cfg = config(data, sock, metrics=True)
+    seed_journal(data, cfg)
+    engine = engine_with(cfg, [], {SYM: 300})
+    ops, task = await start(cfg, engine)
+    path = ops.socket_path
+    try:
+        assert engine.state == "paused"
+        b = engine.risk.breakers[RECONCILE_BREAKER]
+        assert b.tripped and b.latched and "journal 500 vs venue 300" in b.reason
+        st = (await command(path, "status"))["result"]
+        assert st["breakers"][RECONCILE_BREAKER]["state"] == "tripped"
+        # a reset does not accept the mismatch
+        r = await command(path, "reset", {"confirm": True})
+        assert r["ok"] and engine.risk.breakers[RECONCILE_BREAKER].tripped
+        r = await command(path, "resume")
+        assert r["ok"], r
+        assert "accepted" in r["result"]["message"] and engine.state == "running"
+        assert engine.acct.positions[SYM].lots == 300
+        # metrics are served from the same status
+        import urllib.request
+
+        url = f"http://127.0.0.1:{ops.metrics.port}/metrics"
+        for _ in range(100):
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(url).read().decode())
+            if 'flashmm_position_lots{market="SEI/USDC"} 300.0' in text:
+                break
+            await asyncio.sleep(0.05)
+        assert 'flashmm_position_lots{market="SEI/USDC"} 300.0' in text
+    finally:
+        await stop(ops, task)
+    st = read_state(data / "svc.sqlite")
+    assert st.positions[SYM].lots == 300  # the adjustment is journaled as a fill
+    assert not st.latched_breakers
+    # next start: journal and venue agree, quoting is allowed
+    engine = engine_with(cfg, [], {SYM: 300})
+    ops, task = await start(cfg, engine)
+    try:
+        assert engine.state == "running"
+        assert ops.recovery["reconcile"]["position_mismatches"] == {}
+    finally:
+        await stop(ops, task)
+
+
+async def test_emergency_stop_is_latched_across_restarts_until_reset(
+    dirs: tuple[Path, Path],
+) -> None:
+    data, sock = dirs
+    cfg = config(data, sock)
+    engine = engine_with(cfg, [], {SYM: 0})
+    ops, task = await start(cfg, engine)
+    try:
+        r = await command(ops.socket_path, "emergency_stop")
+        assert r["ok"] and engine.state == "halted"
+        r = await command(ops.socket_path, "resume")
+        assert not r["ok"] and "reset" in r["error"]
+    finally:
+        await stop(ops, task)
+    engine = engine_with(cfg, [], {SYM: 0})
+    ops, task = await start(cfg, engine)
+    try:
+        assert engine.state == "halted"
+        r = await command(ops.socket_path, "reset", {"confirm": True})
+        assert r["ok"] and engine.state == "paused"
+    finally:
+        await stop(ops, task)
+    engine = engine_with(cfg, [], {SYM: 0})
+    ops, task = await start(cfg, engine)
+    try:
+        assert engine.state == "paused"  # the last mode command was a reset
+        assert (await command(ops.socket_path, "resume"))["ok"]
+        assert engine.state == "running"
+    finally:
+        await stop(ops, task)
