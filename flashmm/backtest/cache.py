@@ -269,6 +269,7 @@ class CachedFeed:
                 f"(configured references: {known})"
             )
         t0 = time.perf_counter()
+        c0 = time.process_time()
         self.recordings: dict[str, list[Recording]] = {}
         for sym, paths_ in groups.items():
             recs = [load_recording(p, sym, scales[sym], cache_dir, use_cache=use_cache) for p in paths_]
@@ -277,6 +278,7 @@ class CachedFeed:
             recs.sort(key=lambda r: starts[id(r)])
             self.recordings[sym] = recs
         self.load_s = time.perf_counter() - t0
+        self.load_cpu_s = time.process_time() - c0
         self.align = align
         self.start_ns = start_ns
         self.end_ns = end_ns
@@ -323,13 +325,14 @@ class CachedFeed:
     def __len__(self) -> int:
         return int(self.stats.events)
 
-    def _symbol_stream(self, symbol: str) -> Iterator[tuple[int, int, MarketEvent]]:
+    def _symbol_stream(self, symbol: str, k: int) -> Iterator[tuple[int, int, int, MarketEvent]]:
         off = self.offsets[symbol]
         seq = 0
         for rec in self.recordings[symbol]:
             for ev in _file_events(rec, off):
                 seq += 1
-                yield ev.ts_ns, seq, ev
+                # ``k`` (the symbol's rank) breaks full ties, which aligned starts produce
+                yield ev.ts_ns, seq, k, ev
 
     def events(self) -> Iterator[MarketEvent]:
         """All events in time order, with ``ReplayFeed.events()``'s window rules."""
@@ -352,8 +355,8 @@ class CachedFeed:
                     return
                 yield ev
             return
-        streams = [self._symbol_stream(s) for s in self.symbols]
-        for ts, _, ev in heapq.merge(*streams):
+        streams = [self._symbol_stream(s, k) for k, s in enumerate(self.symbols)]
+        for ts, _, _, ev in heapq.merge(*streams):
             if lo is not None and ts < lo:
                 if isinstance(ev, DepthDiff | DepthSnapshot | FeedStatus):
                     yield ev

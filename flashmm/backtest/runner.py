@@ -261,8 +261,12 @@ def run_backtest(
     from flashmm.backtest.report import build_report
 
     t0 = time.perf_counter()
+    c0 = time.process_time()
     if feed is None:
         feed = open_feed(cfg, data_files(cfg, data), from_ns, to_ns, cache_dir, use_cache)
+        pre = pre_cpu = 0.0
+    else:
+        pre, pre_cpu = feed.load_s, feed.load_cpu_s  # opened by the caller: its load counts too
     engine = make_engine(cfg, strategy)
     _run_sync(engine.venue.start())
     active = [sym for sym, ms in engine.markets.items() if ms.spec.reference in feed.symbols]
@@ -297,8 +301,9 @@ def run_backtest(
     _run_sync(engine.venue.aclose())
     t_end = time.perf_counter()
     timing = {
-        "wall_s": t_end - t0,
-        "load_s": t_load - t0,
+        "wall_s": t_end - t0 + pre,
+        "cpu_s": time.process_time() - c0 + pre_cpu,
+        "load_s": t_load - t0 + pre,
         "loop_s": t_loop - t_load,
         "warmup_events": warm,
         "orders_left_open": 0 if clean else engine.live_orders(),
