@@ -251,6 +251,20 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
         f"uptime {_fmt_duration(st.get('uptime_s'))}",
     ]
     console.print("  ".join(head))
+    if st.get("reason") and state.lower() != "running":
+        console.print(f"reason: {escape(str(st['reason']))}")
+    totals = []
+    if st.get("pnl_usdc") is not None:
+        totals.append(f"P&L {_fmt(st.get('pnl_usdc'), 2, signed=True)} USDC")
+    if st.get("fills") is not None:
+        pending = _num(st.get("fills_pending")) or 0
+        extra = f" (+{int(pending)} not yet journaled)" if pending else ""
+        totals.append(f"fills {_fmt(st.get('fills'), 0)}{extra}")
+    journal = st.get("journal")
+    if isinstance(journal, Mapping) and journal.get("error"):
+        totals.append(f"[bold red]journal error: {escape(str(journal['error']))}[/]")
+    if totals:
+        console.print("  ".join(totals))
     markets = st.get("markets")
     if isinstance(markets, Mapping) and markets:
         t = Table(title="Markets", title_justify="left")
