@@ -153,13 +153,13 @@ def convert(path: Path, symbol: str, scale: Scale) -> Recording:
 
 
 def load_recording(
-    path: str | Path, symbol: str, scale: Scale, cache_dir: Path | None = None, *, use_cache: bool = True
+    path: str | Path, symbol: str, scale: Scale, cache_dir: str | Path | None = None, *, use_cache: bool = True
 ) -> Recording:
     """A recording as arrays: from the cache when this file (by sha256) was converted before."""
     path = Path(path)
     if not use_cache:
         return convert(path, symbol, scale)
-    root = cache_dir if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = file_sha256(path)
     name = f"{digest}-{symbol}-{_scale_key(scale)}-v{CACHE_VERSION}.npz"
     target = root / name
@@ -252,7 +252,7 @@ class CachedFeed:
         align: bool = True,
         start_ns: int | None = None,
         end_ns: int | None = None,
-        cache_dir: Path | None = None,
+        cache_dir: str | Path | None = None,
         use_cache: bool = True,
     ) -> None:
         from flashmm.errors import DataError

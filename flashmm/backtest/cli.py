@@ -149,6 +149,10 @@ def _sweep(
     from flashmm.backtest.sweep import load_sweep, make_tasks, run_sweep, summary_rows, sweep_table
 
     spec = load_sweep(sweep_path)
+    # workers (Ray nodes included) may run elsewhere: hand them absolute paths
+    cfg_path = Path(config)
+    if cfg_path.exists():
+        config = str(cfg_path.resolve())
     tasks = make_tasks(spec, config, sets, files, from_ns, to_ns, None)
     done = {"n": 0}
 

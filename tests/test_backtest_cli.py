@@ -1,0 +1,94 @@
+"""``flashmm backtest`` from the command line: outputs and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flashmm.backtest.cli import parse_ts
+from flashmm.cli import main
+from flashmm.errors import UserInputError
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NEXO_20MIN = DATA / "binance_spot_nexousdt_20240723.dat.gz"
+needs_data = pytest.mark.skipif(not NEXO_20MIN.is_file(), reason="shared data not available")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHMM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["backtest", "--no-progress", *args])
+    out, err = capsys.readouterr()
+    code = exc.value.code if isinstance(exc.value.code, int) else 0
+    return code, out, err
+
+
+def test_missing_file_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run_cli(["--data", str(tmp_path / "nope.dat.gz")], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flashmm: error: data file not found")
+
+
+@needs_data
+def test_empty_range_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(
+        ["--data", str(NEXO_20MIN), "--from", "2024-07-23T15:50:00Z", "--to", "2024-07-23T15:45:00Z"], capsys
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "empty time range" in err
+    # a window outside the data
+    code, _, err = run_cli(
+        ["--data", str(NEXO_20MIN), "--from", "2024-07-25T00:00:00Z", "--to", "2024-07-25T01:00:00Z"], capsys
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no events between" in err
+
+
+@needs_data
+def test_unknown_param_is_the_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["--data", str(NEXO_20MIN), "--set", "strategy.params.gamma_typo=1"], capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("flashmm: config error:") and "strategy.params.gamma_typo: unknown key" in line
+
+
+def test_bad_timestamp_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["--from", "yesterday"], capsys)
+    assert code == 2 and "--from" in err and len(err.strip().splitlines()) == 1
+
+
+@needs_data
+def test_json_and_out(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    code, out, _ = run_cli(
+        ["--data", str(NEXO_20MIN), "--json", "--out", str(out_dir), "--from", "2024-07-23T15:45:00Z"], capsys
+    )
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["position_limit_breaches"] == 0
+    assert rep["events"] > 1000 and rep["data"]["warmup_events"] > 0
+    assert rep["sim_start_ns"] >= parse_ts("2024-07-23T15:45:00Z", "--from")  # type: ignore[operator]
+    assert json.loads((out_dir / "report.json").read_text())["fills"] == rep["fills"]
+    assert (out_dir / "fills.csv").is_file() and (out_dir / "plots.html").is_file()
+
+
+@needs_data
+def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["--data", str(NEXO_20MIN)], capsys)
+    assert code == 0 and "P&L" in out and "markout" in out
+
+
+def test_parse_ts_forms() -> None:
+    ns = 1_721_750_000_000_000_000
+    assert parse_ts(str(ns), "--from") == ns
+    assert parse_ts(str(ns // 1000), "--from") == ns
+    assert parse_ts(str(ns // 1_000_000_000), "--from") == ns
+    assert parse_ts("2024-07-23T15:53:20Z", "--from") == ns
+    assert parse_ts("2024-07-23 15:53:20", "--from") == ns
+    with pytest.raises(UserInputError):
+        parse_ts("soon", "--to")
