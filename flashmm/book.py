@@ -91,13 +91,14 @@ class OrderBook:
     def top_bids(self, n: int) -> list[tuple[int, int]]:
         """Up to ``n`` best bid levels, best first."""
         b = self.bids
-        k = len(b)
-        return [b.peekitem(k - 1 - i) for i in range(min(n, k))]
+        keys = b.keys()[-n:]
+        keys.reverse()
+        return [(k, b[k]) for k in keys]
 
     def top_asks(self, n: int) -> list[tuple[int, int]]:
         """Up to ``n`` best ask levels, best first."""
         a = self.asks
-        return [a.peekitem(i) for i in range(min(n, len(a)))]
+        return [(k, a[k]) for k in a.keys()[:n]]
 
     def size_at(self, price_ticks: int, bid: bool) -> int:
         return int((self.bids if bid else self.asks).get(price_ticks, 0))

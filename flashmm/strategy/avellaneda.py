@@ -83,33 +83,26 @@ class AvellanedaStrategy(StrategyBase):
         r, half = self.reservation_and_half_spread(ctx)
         mid = ctx.mid
         unit = float(spec.tick_size) * float(spec.lot_size)
-        out: list[Quote] = []
+        bids: list[Quote] = []
+        asks: list[Quote] = []
         bid_cap = ctx.best_ask - 1
         ask_floor = ctx.best_bid + 1
-        prev_bid = None
-        prev_ask = None
+        lo = mid * (1.0 + (r - half) / 1e4)
+        hi = mid * (1.0 + (r + half) / 1e4)
+        step = mid * p.level_spacing_bps / 1e4
+        size_usdc = p.order_size_usdc
+        prev_bid = bid_cap + 1
+        prev_ask = ask_floor - 1
         for i in range(p.levels):
-            off = i * p.level_spacing_bps
-            bid = math.floor(mid * (1.0 + (r - half - off) / 1e4) + 1e-9)
-            ask = math.ceil(mid * (1.0 + (r + half + off) / 1e4) - 1e-9)
-            bid = min(bid, bid_cap)
-            ask = max(ask, ask_floor)
-            if prev_bid is not None:
-                bid = min(bid, prev_bid - 1)
-                ask = max(ask, prev_ask + 1)  # type: ignore[operator]
+            bid = min(math.floor(lo - i * step + 1e-9), prev_bid - 1)
+            ask = max(math.ceil(hi + i * step - 1e-9), prev_ask + 1)
             prev_bid, prev_ask = bid, ask
-            size_usdc = p.order_size_usdc * p.size_multiplier**i
             if bid > 0:
                 lots = int(size_usdc / (bid * unit))
                 if lots > 0:
-                    out.append(Quote(Side.BUY, bid, lots))
+                    bids.append(Quote(Side.BUY, bid, lots))
             lots = int(size_usdc / (ask * unit))
             if lots > 0:
-                out.append(Quote(Side.SELL, ask, lots))
-        out.sort(
-            key=lambda q: (
-                q.side is Side.SELL,
-                -q.price_ticks if q.side is Side.BUY else q.price_ticks,
-            )
-        )
-        return out
+                asks.append(Quote(Side.SELL, ask, lots))
+            size_usdc *= p.size_multiplier
+        return bids + asks
