@@ -516,7 +516,10 @@ def test_restart_after_pause_comes_back_paused(tmp_path: Path) -> None:
             assert not quotes(st)
             assert bot.command("resume")["ok"]
             wait_for(lambda: quotes(bot.status()), 60, "quotes after resume")
-            assert bot.terminate() == 0
+            r = cli("stop", "--config", str(profile))
+            assert r.returncode == 0 and "stopping" in r.stdout, r.stderr
+            assert bot.proc.wait(60) == 0, bot.stderr()
+            assert bot.summary()["orders_left_open"] == 0
         finally:
             bot.close()
 
