@@ -186,3 +186,25 @@ async def test_cancel_all_and_take_flatten(
     )
     assert (await venue.positions())[MKT] == before + 3
     await book.cancel_all(other, SEI)
+
+
+async def test_pipelined_requotes_leave_no_orphan_orders(venue: SeiVenue) -> None:
+    """Two transactions in flight: late events of the older one must not undo the newer
+    one's slot reservations (that orphaned orders, which then made new quotes cross)."""
+    cid, prev = 500, list[int]()
+    for step in range(12):
+        mid = 6000 + (step % 3) - 1
+        new = [
+            req(cid + i, Side.BUY if i < 3 else Side.SELL, mid - 1 - i if i < 3 else mid - 1 + i, 1)
+            for i in range(6)
+        ]
+        venue.requote(MKT, prev, new, 0)
+        prev = [r.client_id for r in new]
+        cid += 6
+        await asyncio.sleep(0.2)
+    await venue.idle()
+    ev = await collect(
+        venue, lambda e: any(getattr(x, "client_id", 0) == cid - 1 for x in of(e, OrderAccepted))
+    )
+    assert of(ev, OrderRejected) == []
+    assert sorted(o.client_id for o in await venue.open_orders()) == prev

@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 N_SLOTS = 256
+# Gas floors for transactions whose cost depends on a book that can change between the
+# estimate and execution (a take estimated against an empty level would run out of gas).
+GAS_FLOOR = {"take": 160_000, "cancelSlots": 60_000}
 
 
 def _side_code(side: Side) -> int:
@@ -101,6 +104,12 @@ class _Market:
         self.slots[slot] = (client_id, side)
         self.by_client[client_id] = slot
         self.used_mask |= 1 << slot
+
+    def confirm(self, slot: int, client_id: int, side: int) -> None:
+        """An order landed in ``slot``. A later transaction in flight may already have
+        reserved the slot for its successor: that newer reservation stands."""
+        if slot not in self.slots:
+            self.claim(slot, client_id, side)
 
     def release(self, slot: int, client_id: int) -> None:
         if self.slots.get(slot, (None, 0))[0] == client_id:
@@ -385,7 +394,7 @@ class SeiVenue:
         assert self.sender is not None
         est = await self.sender.estimate(self.book.address, data)
         seen = self._gas_seen.get(shape, 0)
-        return max(est, int(seen * (1 + self.settings.gas_margin)))
+        return max(est, int(seen * (1 + self.settings.gas_margin)), GAS_FLOOR.get(shape[0], 0))
 
     def _build_ops(self, m: _Market, batch: _Batch) -> tuple[list[int], _Undo]:
         undo = _Undo(m.symbol, retries=batch.retries)
@@ -523,11 +532,11 @@ class SeiVenue:
         if str(ev.args.get("owner", "")).lower() != me:
             return
         if ev.name == "OrderPlaced":
-            m.claim(info.slot, info.client_id, info.side)
+            m.confirm(info.slot, info.client_id, info.side)
             self._events.append(OrderAccepted(symbol, info.client_id, now))
         elif ev.name == "OrderReplaced":
             self._events.append(OrderCancelled(symbol, info.extra, now))
-            m.claim(info.slot, info.client_id, info.side)
+            m.confirm(info.slot, info.client_id, info.side)
             self._events.append(OrderAccepted(symbol, info.client_id, now))
         elif ev.name == "OrderCancelled":
             m.release(info.slot, info.client_id)
