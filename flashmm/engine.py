@@ -140,6 +140,8 @@ class Engine:
         self.feed_gaps = 0
         self.quotes_sent = 0
         self.outbox: deque[tuple[str, Any]] = deque()
+        #: called with the reference symbol when the book finds a sequence gap
+        self.on_gap: Callable[[str], object] | None = None
         self.lat = np.zeros(_LAT_RING, dtype=np.int64)
         self.lat_n = 0
         self.start_ns = 0
@@ -189,7 +191,10 @@ class Engine:
             self._after_book(ms, now_ns, t0)
         elif isinstance(ev, FeedStatus):
             if ev.kind == "resync":
+                # a new replay pass or a re-sync: the price history no longer joins up
                 ms.builder.state = SyncState.WAITING_SNAPSHOT
+                ms.kill = KillSwitch(self.cfg.risk.kill_switch_sigma)
+                ms.vol = VolEstimator()
             self.outbox.append(
                 ("feed", {"symbol": ev.symbol, "kind": ev.kind, "detail": ev.detail})
             )
@@ -220,6 +225,8 @@ class Engine:
 
     def _on_gap(self, ms: MarketState, what: str, now_ns: int) -> None:
         self.feed_gaps += 1
+        if self.on_gap is not None:
+            self.on_gap(ms.spec.reference)  # ask the feed for a fresh snapshot
         logger.warning("feed gap: {} (quotes pulled until the book is re-synced)", what)
         self.outbox.append(("feed", {"symbol": ms.spec.reference, "kind": "gap", "detail": what}))
         self._pull(ms, now_ns)

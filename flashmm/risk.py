@@ -228,36 +228,41 @@ class RiskManager:
 class KillSwitch:
     """Trips when the mid moves more than ``k`` σ within one second.
 
-    σ is the volatility of 1-second mid moves from a rolling EWMA, floored at
-    one tick so that a single-tick move on a thin book never trips it.
+    σ is the standard deviation of 1-second mid moves (EWMA over the last few
+    minutes), learned for ``warmup_s`` of market time before the switch is
+    armed, and floored at one tick and at ``floor_bps`` so that a single-tick
+    move on a thin book never trips it.
     """
 
-    __slots__ = ("_hist", "_n", "_var", "k", "tick_bps_floor", "warmup")
+    __slots__ = ("_armed_ns", "_hist", "_n", "_var", "floor_bps", "k", "warmup_ns")
 
-    def __init__(self, k: float, warmup: int = 30) -> None:
+    def __init__(self, k: float, warmup_s: float = 60.0, floor_bps: float = 1.0) -> None:
         self.k = k
-        self.warmup = warmup
+        self.warmup_ns = int(warmup_s * NS_PER_S)
+        self.floor_bps = floor_bps
         self._hist: deque[tuple[int, float]] = deque()
         self._var = 0.0
         self._n = 0
-        self.tick_bps_floor = 0.0
+        self._armed_ns = 0
 
     def update(self, mid: float, now_ns: int, tick_bps: float) -> float | None:
         """Feed a mid; returns the move in σ when the switch trips, else None."""
         h = self._hist
+        if not self._armed_ns:
+            self._armed_ns = now_ns + self.warmup_ns
         h.append((now_ns, mid))
         while len(h) > 1 and h[1][0] <= now_ns - NS_PER_S:
             _, m0 = h.popleft()
             move = (mid / m0 - 1.0) * 1e4 if m0 > 0 else 0.0
-            # learn σ of 1 s moves from moves that leave the window
+            # learn σ of 1 s moves from the moves that leave the window
             self._n += 1
-            a = 2.0 / (min(self._n, 600) + 1)
+            a = 2.0 / (min(self._n, 2000) + 1)
             self._var += a * (move * move - self._var)
-        if self._n < self.warmup or not h:
+        if now_ns < self._armed_ns or not h:
             return None
         m_old = h[0][1]
         move = abs(mid / m_old - 1.0) * 1e4 if m_old > 0 else 0.0
-        sigma = max(self._var**0.5, tick_bps)
+        sigma = max(self._var**0.5, tick_bps, self.floor_bps)
         if move > self.k * sigma:
             return move / sigma
         return None

@@ -107,13 +107,14 @@ async def drive_replay(
 ) -> None:
     """Sim-clock loop: timers fire on the recorded time line, between events."""
     n = 0
+    paced = feed.speed > 0
     async for ev in feed:
         now = ev.ts_ns
         engine.run_due_timers(now)
         engine.on_market_event(ev, now)
         engine.pump_venue(now)
         n += 1
-        if (n & 255) == 0 and (
+        if (paced or (n & 255) == 0) and (
             stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
         ):
             break
@@ -133,6 +134,9 @@ async def drive_live(
             nxt += period
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
+    resync = getattr(feed, "request_resync", None)
+    if resync is not None:
+        engine.on_gap = resync
     t = asyncio.create_task(timer())
     try:
         async for ev in feed:

@@ -205,7 +205,7 @@ def test_accounting_average_cost_and_realized() -> None:
 
 
 def test_kill_switch_trips_on_a_big_one_second_move_only() -> None:
-    ks = KillSwitch(5.0, warmup=30)
+    ks = KillSwitch(5.0, warmup_s=30, floor_bps=0.0)
     t = 0
     mid = 100_000.0
     for i in range(120):  # two minutes of small moves
