@@ -120,6 +120,7 @@ async def gas_figures(dep: Deployment, samples: int) -> dict[str, Any]:
             receipt = await book.take(taker, SEI, 0, q.mid + 2, 15)
             takes.append(await gas_report(rpc, receipt["transactionHash"], receipt))
             await measure(rpc, book, maker, q.ops())  # restore the quotes
+        await book.cancel_all(maker, SEI)  # leave an empty book for the sustained run
         return {
             "first_requote": first,
             "moves": moves,
