@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from flashmm.errors import RuntimeFailure
 from flashmm.types import Order, OrderRequest, Side, VenueEvent
 
 
-class VenueError(Exception):
+class VenueError(RuntimeFailure):
     """A venue failed to do what was asked (network, RPC, revert...)."""
 
 
