@@ -369,10 +369,9 @@ class OnlineFeatures:
         a = [exp(-dte / t) for t in _EMA_TAUS_L]
         E = self._E.tolist()
         V = self._V.tolist()
-        e_imb1, e_imb5, e_mics, e_spread, e_mid60, e_mid600, e_l1, _, e_d10 = (
+        e_imb1, e_imb5, e_mics, e_spread, e_mid60, e_mid600, e_l1, e_d5, e_d10 = (
             v + (e - v) * k for e, v, k in zip(E, V, a, strict=True)
         )
-        e_d5 = V[_E_D5] + (E[_E_D5] - V[_E_D5]) * a[_E_D5]
         s1, s5, s30, s120, s600 = S
 
         mid2 = self.mid2
@@ -471,7 +470,7 @@ def batch_features(
     """
     from flashmm.book import BookBuilder, SequenceGap
     from flashmm.feeds.replay import ReplayFeed, make_scales
-    from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus
+    from flashmm.marketdata import DepthDiff, DepthSnapshot
 
     step = int(sample_every_ms) * 1_000_000
     if step <= 0:
@@ -486,13 +485,14 @@ def batch_features(
     chunk = np.empty((65536, N_FEATURES), dtype=np.float32)
     n_in_chunk = 0
     next_grid = -1
+    ok = False  # features ready and the book synced and valid
 
     for ev in feed.events():
         ts = ev.ts_ns
         if next_grid < 0:
             next_grid = (ts // step + 1) * step
         while next_grid < ts:
-            if fe.ready and builder.synced and book.valid:
+            if ok:
                 chunk[n_in_chunk] = fe.vector(next_grid)
                 n_in_chunk += 1
                 ts_out.append(next_grid)
@@ -502,20 +502,22 @@ def batch_features(
                     chunk = np.empty_like(chunk)
                     n_in_chunk = 0
             next_grid += step
+        if isinstance(ev, Trade):
+            fe.on_trade(ev)
+            continue
         if isinstance(ev, DepthDiff):
             try:
                 if builder.on_diff(ev) and builder.synced:
                     fe.on_book(book, ts)
             except SequenceGap:
-                continue
-        elif isinstance(ev, Trade):
-            fe.on_trade(ev)
+                pass
         elif isinstance(ev, DepthSnapshot):
             builder.on_snapshot(ev)
             if builder.synced:
                 fe.on_book(book, ts)
-        elif isinstance(ev, FeedStatus):
+        else:
             continue
+        ok = fe.ready and builder.synced and book.valid
     chunks.append(chunk[:n_in_chunk])
     X = np.concatenate(chunks) if chunks else np.empty((0, N_FEATURES), np.float32)
     return np.asarray(ts_out, dtype=np.int64), X, np.asarray(mids, dtype=np.float64)

@@ -1,0 +1,186 @@
+"""ONNX inference for the direction/move model.
+
+A model file has one input ``features`` float32 ``[N, 64]`` and two outputs
+``probabilities`` float32 ``[N, 3]`` (down, flat, up) and ``expected_bps``
+float32 ``[N, 1]``. Standardisation by the training mean/std is part of
+the graph; the same mean/std are also stored in the metadata, where the
+circuit breaker uses them to detect feature drift. Metadata
+(``metadata_props``, every value JSON):
+
+``flashmm_schema`` (1), ``feature_names``, ``feature_mean``,
+``feature_std``, ``horizon``, ``horizon_ns``, ``flat_ticks``,
+``sample_every_ms``, ``train_files`` (name + sha256), ``versions``,
+``created``, ``metrics``, ``model_kind``.
+
+:class:`OnnxPredictor` checks all of that at load and raises
+:class:`~flashmm.errors.ModelError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flashmm.errors import ModelError
+from flashmm.features import FEATURE_NAMES, N_FEATURES
+from flashmm.types import Signal
+
+INPUT_NAME = "features"
+PROBS_NAME = "probabilities"
+BPS_NAME = "expected_bps"
+SCHEMA_VERSION = 1
+REQUIRED_META = (
+    "feature_names",
+    "feature_mean",
+    "feature_std",
+    "horizon",
+    "horizon_ns",
+    "flat_ticks",
+)
+
+
+def _dim_ok(dim: Any, want: int) -> bool:
+    """A fixed dimension must equal ``want``; a symbolic one is accepted."""
+    return not isinstance(dim, int) or dim == want
+
+
+def read_metadata(raw: dict[str, str], where: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (TypeError, ValueError):
+            meta[k] = v
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ModelError(f"{where}: not a FlashMM model, metadata lacks {', '.join(missing)}")
+    names = meta["feature_names"]
+    if list(names) != list(FEATURE_NAMES):
+        if not isinstance(names, list) or len(names) != N_FEATURES:
+            n = len(names) if isinstance(names, list) else "?"
+            raise ModelError(
+                f"{where}: model has {n} feature names, this FlashMM computes {N_FEATURES}"
+            )
+        diff = next(i for i, (a, b) in enumerate(zip(names, FEATURE_NAMES, strict=True)) if a != b)
+        raise ModelError(
+            f"{where}: feature names differ from this FlashMM at #{diff} "
+            f"({names[diff]!r} vs {FEATURE_NAMES[diff]!r}); retrain the model"
+        )
+    for k in ("feature_mean", "feature_std"):
+        v = meta[k]
+        if not isinstance(v, list) or len(v) != N_FEATURES:
+            raise ModelError(f"{where}: metadata {k} must be a list of {N_FEATURES} numbers")
+    return meta
+
+
+class OnnxPredictor:
+    """An onnxruntime session on one model, single-threaded, with a reused input buffer."""
+
+    source = "onnx"
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime as ort
+
+        p = Path(path)
+        self.path = p
+        if not p.is_file():
+            raise ModelError(f"model file not found: {p}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(p), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{p}: not a loadable ONNX model ({first[:200]})") from None
+        self._check_io()
+        self.meta = read_metadata(dict(self.session.get_modelmeta().custom_metadata_map), str(p))
+        self.mean = np.asarray(self.meta["feature_mean"], dtype=np.float64)
+        std = np.asarray(self.meta["feature_std"], dtype=np.float64)
+        self.std = np.where(std > 1e-12, std, 1.0)
+        self.horizon = str(self.meta["horizon"])
+        self.horizon_ns = int(self.meta["horizon_ns"])
+        self.flat_ticks = float(self.meta["flat_ticks"])
+        self._x = np.zeros((1, N_FEATURES), dtype=np.float32)
+        self._outs = [PROBS_NAME, BPS_NAME]
+        self.last_probs = np.array([0.0, 1.0, 0.0])
+        # a trial run: shapes of what comes out
+        try:
+            probs, bps = self.session.run(self._outs, {INPUT_NAME: self._x})
+        except Exception as exc:
+            raise ModelError(f"{p}: model fails on a zero input ({str(exc)[:200]})") from None
+        if np.shape(probs) != (1, 3) or np.shape(bps) != (1, 1):
+            raise ModelError(
+                f"{p}: outputs have shapes {np.shape(probs)} and {np.shape(bps)}, "
+                "want probabilities [N,3] and expected_bps [N,1]"
+            )
+
+    def _check_io(self) -> None:
+        where = str(self.path)
+        ins = self.session.get_inputs()
+        if len(ins) != 1:
+            raise ModelError(
+                f"{where}: model has {len(ins)} inputs, want 1 ({INPUT_NAME} [N,{N_FEATURES}])"
+            )
+        i = ins[0]
+        if i.name != INPUT_NAME:
+            raise ModelError(f"{where}: input is named {i.name!r}, want {INPUT_NAME!r}")
+        if i.type != "tensor(float)":
+            raise ModelError(f"{where}: input {INPUT_NAME} is {i.type}, want tensor(float)")
+        if len(i.shape) != 2 or not _dim_ok(i.shape[1], N_FEATURES):
+            raise ModelError(f"{where}: input shape {i.shape}, want [N,{N_FEATURES}]")
+        outs = {o.name: o for o in self.session.get_outputs()}
+        for name, width in ((PROBS_NAME, 3), (BPS_NAME, 1)):
+            o = outs.get(name)
+            if o is None:
+                raise ModelError(f"{where}: no output named {name!r} (has {', '.join(outs)})")
+            if o.type != "tensor(float)":
+                raise ModelError(f"{where}: output {name} is {o.type}, want tensor(float)")
+            if len(o.shape) != 2 or not _dim_ok(o.shape[1], width):
+                raise ModelError(f"{where}: output {name} shape {o.shape}, want [N,{width}]")
+
+    # --- inference --------------------------------------------------------
+    def run_batch(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (n, 3) and expected bps (n,) for a matrix of features."""
+        Xf = np.ascontiguousarray(X, dtype=np.float32)
+        probs, bps = self.session.run(self._outs, {INPUT_NAME: Xf})
+        return np.asarray(probs), np.asarray(bps).reshape(-1)
+
+    def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
+        """Signal for one feature vector: argmax class, its probability, expected bps."""
+        self._x[0] = x
+        probs, bps = self.session.run(self._outs, {INPUT_NAME: self._x})
+        p = probs[0]
+        self.last_probs = p
+        k = int(p.argmax())
+        return Signal(k - 1, float(p[k]), float(bps[0, 0]), "onnx")
+
+    def lean(self) -> int:
+        """Up/down call of the last prediction (``sign(p_up - p_down)``), for hit-rate scoring."""
+        p = self.last_probs
+        d = float(p[2]) - float(p[0])
+        return 1 if d > 0 else (-1 if d < 0 else 0)
+
+    def describe(self) -> dict[str, Any]:
+        s = self.session
+        return {
+            "path": str(self.path),
+            "inputs": [{"name": i.name, "type": i.type, "shape": i.shape} for i in s.get_inputs()],
+            "outputs": [
+                {"name": o.name, "type": o.type, "shape": o.shape} for o in s.get_outputs()
+            ],
+            "horizon": self.horizon,
+            "flat_ticks": self.flat_ticks,
+            "model_kind": self.meta.get("model_kind"),
+            "created": self.meta.get("created"),
+            "train_files": self.meta.get("train_files"),
+            "versions": self.meta.get("versions"),
+            "metrics": self.meta.get("metrics"),
+        }

@@ -1,0 +1,63 @@
+"""Settings of the prediction layer (``model:`` in the main config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ModelSettings(BaseModel):
+    """Model file, quoting use of its signal and the ML circuit breaker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    path: str | None = "models/flashmm-nexo-1s.onnx"
+    horizon: str = "1s"
+    # quoting
+    max_skew_bps: float = Field(4.0, ge=0)
+    min_confidence: float = Field(0.55, ge=0, le=1)
+    low_confidence_widen: float = Field(1.25, ge=1)
+    breaker_widen: float = Field(1.5, ge=1)
+    # breaker: latency
+    latency_budget_us: float = Field(5000.0, gt=0)
+    latency_window: int = Field(200, ge=10)
+    latency_min_samples: int = Field(50, ge=1)
+    # breaker: drift
+    drift_z_limit: float = Field(8.0, gt=0)
+    drift_max_features: int = Field(6, ge=0, le=64)
+    drift_sustain_s: float = Field(30.0, ge=0)
+    # breaker: live hit rate on moved samples
+    hit_rate_floor: float = Field(0.45, ge=0, le=1)
+    hit_rate_window: int = Field(300, ge=10)
+    # breaker: recovery
+    cooldown_s: float = Field(60.0, ge=0)
+    half_open_successes: int = Field(20, ge=1)
+
+    @field_validator("horizon")
+    @classmethod
+    def _horizon_ok(cls, v: str) -> str:
+        from flashmm.errors import UserInputError
+        from flashmm.predict.labels import parse_horizon
+
+        try:
+            parse_horizon(v)
+        except UserInputError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    def resolve_path(self) -> Path | None:
+        """The model file: ``path`` as given if absolute, else against the
+        current directory, then the repository root. ``None`` when unset."""
+        if not self.path:
+            return None
+        p = Path(self.path).expanduser()
+        if p.is_absolute():
+            return p
+        for base in (Path.cwd(), REPO_ROOT):
+            if (base / p).exists():
+                return base / p
+        return Path.cwd() / p
