@@ -109,13 +109,11 @@ def local(
         typer.echo(
             f"  flashmm chain taker --deployment {out} --market SEI/USDC --dev-account taker"
         )
-        typer.echo("  venue config:")
+        typer.echo("  venue config (configs/local.yaml reads the deployment file):")
+        typer.echo(f"    sei:\n      deployment: {out}\n      dev_account: maker")
         typer.echo(
-            f"    rpc_url: {anvil.rpc_url}\n    ws_url: {anvil.ws_url}\n    chain_id: {chain_id}"
-        )
-        typer.echo(f"    book_address: '{dep.book}'")
-        typer.echo(
-            "    markets: {" + ", ".join(f"'{s}': {m['id']}" for s, m in dep.markets.items()) + "}"
+            "  or sign with the maker key: "
+            f"export FLASHMM_PRIVATE_KEY=$(jq -r .accounts.maker.private_key {out})"
         )
         typer.echo("Ctrl-C to stop the chain.", err=True)
         while anvil.proc is not None and anvil.proc.poll() is None:

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,8 @@ class Deployment:
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     markets: dict[str, dict[str, Any]] = field(default_factory=dict)
     accounts: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: a block at or before the deployment (where scans of our deposit logs start)
+    block: int | None = None
 
     def market_id(self, symbol: str) -> int:
         try:
@@ -204,7 +206,8 @@ class Deployment:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise VenueError(f"cannot read deployment file {path}: {exc}") from exc
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 async def deploy_book_and_markets(
@@ -222,6 +225,7 @@ async def deploy_book_and_markets(
     together, so a chain with 0.4 s blocks is set up in a few blocks.
     """
     tokens: dict[str, dict[str, Any]] = {}
+    start_block = int(await rpc.call("eth_blockNumber"), 16)
     jobs: list[Any] = [deploy(sender, "FlashBook")]
     jobs += [
         deploy_token(sender, f"Test {m.base_symbol}", m.base_symbol, m.base_decimals)
@@ -267,6 +271,7 @@ async def deploy_book_and_markets(
         book=book_addr,
         tokens=tokens,
         markets=out_markets,
+        block=start_block,
     )
 
 

@@ -66,6 +66,35 @@ N_SLOTS = 256
 GAS_FLOOR = {"take": 160_000, "cancelSlots": 60_000}
 
 
+def _round_div(a: int, b: int) -> int:
+    """``a / b`` rounded to the nearest integer (exact for big token amounts)."""
+    q, r = divmod(a, b)
+    return q + 1 if 2 * r >= b else q
+
+
+def _route_logs_to_loguru() -> None:
+    """Send this package's stdlib log records to loguru (the bot's log sinks), so a warning
+    from the chain client lands in the log file instead of on top of the panel."""
+    pkg = logging.getLogger("flashmm.venues.sei")
+    if any(isinstance(h, _LoguruHandler) for h in pkg.handlers):
+        return
+    pkg.addHandler(_LoguruHandler())
+    pkg.propagate = False
+    if pkg.level == logging.NOTSET:
+        pkg.setLevel(logging.INFO)
+
+
+class _LoguruHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        from loguru import logger
+
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info).log(level, record.getMessage())
+
+
 def _side_code(side: Side) -> int:
     return BID if side is Side.BUY else ASK
 
@@ -148,15 +177,22 @@ class SeiVenue:
         specs: dict[str, MarketSpec] | None = None,
         account: LocalAccount | None = None,
     ) -> None:
-        self.settings = settings
         self.specs = specs or {}
+        # a deployment file fills what the profile does not say (addresses, market ids)
+        settings = settings.resolved(self.specs.keys() if self.specs else None)
+        self.settings = settings
         self._account = account
-        self.rpc = JsonRpc(settings.rpc_url, timeout_s=settings.rpc_timeout_s)
-        self.book = BookClient(self.rpc, settings.book_address)
+        self.rpc = JsonRpc(settings.rpc, timeout_s=settings.rpc_timeout_s)
+        self.book = BookClient(self.rpc, settings.book)
         self.sender: TxSender | None = None
         self.address = ""
-        self._markets = {sym: _Market(sym, mid) for sym, mid in settings.markets.items()}
-        self._by_id = {mid: sym for sym, mid in settings.markets.items()}
+        self._markets = {sym: _Market(sym, mid) for sym, mid in settings.market_ids.items()}
+        self._by_id = {mid: sym for sym, mid in settings.market_ids.items()}
+        # neutral base holdings per market (token units): a position is holdings minus this
+        self._inventory: dict[str, int] = {}
+        self._deposits: dict[str, int] = {}
+        self._deposits_scanned_to: int | None = None
+        self._lot_units: dict[str, int] = {}
         self._events: list[VenueEvent] = []
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
@@ -177,14 +213,19 @@ class SeiVenue:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        from flashmm.venues.sei.keys import load_account
+        from flashmm.venues.sei.keys import account_from_hex, load_account
 
-        account = self._account or load_account(self.settings.keystore)
+        _route_logs_to_loguru()
+        account = self._account
+        if account is None and self.settings.dev_account is not None:
+            account = account_from_hex(self.settings.dev_private_key())
+        if account is None:
+            account = load_account(self.settings.keystore)
         self.address = account.address
         self.sender = TxSender(
             self.rpc,
             account,
-            self.settings.chain_id,
+            self.settings.chain,
             max_fee_gwei=self.settings.max_fee_gwei,
             priority_fee_gwei=self.settings.priority_fee_gwei,
             gas_margin=self.settings.gas_margin,
@@ -192,13 +233,24 @@ class SeiVenue:
             abi=book_abi(),
         )
         await self.sender.check_chain()
-        code = await self.rpc.call("eth_getCode", [self.settings.book_address, "latest"])
+        code = await self.rpc.call("eth_getCode", [self.settings.book, "latest"])
         if code in (None, "0x", ""):
             raise VenueError(
-                f"no contract at {self.settings.book_address} on chain {self.settings.chain_id}"
+                f"no contract at {self.settings.book} on chain {self.settings.chain}"
+                + (
+                    f" (is the chain of {self.settings.deployment} running?)"
+                    if self.settings.deployment
+                    else ""
+                )
             )
         for m in self._markets.values():
             info = await self.book.market(m.mid)
+            if info.lot_units == 0:
+                raise VenueError(
+                    f"{m.symbol}: market {m.mid} does not exist on {self.settings.book}"
+                )
+            self._lot_units[m.symbol] = info.lot_units
+            await self._load_inventory(m.symbol, info.base)
             spec = self.specs.get(m.symbol)
             if spec is not None:
                 await self._check_units(
@@ -210,11 +262,12 @@ class SeiVenue:
         head = int(await self.rpc.call("eth_blockNumber"), 16)
         self.stream = LogStream(
             self.rpc,
-            self.settings.book_address,
+            self.settings.book,
             self._on_log,
             ws_url=self.settings.ws_url,
             from_block=head + 1,
             poll_s=self.settings.log_poll_s,
+            max_range=self.settings.log_range,
         )
         self.stream.start()
         self._inflight_sem = asyncio.Semaphore(self.settings.max_inflight_txs)
@@ -306,12 +359,98 @@ class SeiVenue:
         return out
 
     async def positions(self) -> dict[str, int]:
+        """Base holdings (free + locked) minus the neutral inventory, in lots per market.
+
+        The neutral inventory is ``inventory_base`` when configured, else the account's net
+        deposits (Deposit minus Withdraw logs), so depositing or withdrawing does not move
+        a position; trading does.
+        """
+        await self._scan_deposits()
         out: dict[str, int] = {}
         for m in self._markets.values():
-            info = await self.book.market(m.mid)
+            lot_units = self._lot_units.get(m.symbol) or (await self.book.market(m.mid)).lot_units
             bal = await self.book.balances(self.address, m.mid)
-            out[m.symbol] = bal.base_total // info.lot_units
+            out[m.symbol] = _round_div(bal.base_total - self._neutral(m.symbol), lot_units)
         return out
+
+    def _neutral(self, symbol: str) -> int:
+        if symbol in self._inventory:
+            return self._inventory[symbol]
+        return self._deposits.get(symbol, 0)
+
+    async def _load_inventory(self, symbol: str, base_token: str) -> None:
+        inv = self.settings.inventory_base
+        if inv is None or symbol not in inv:
+            return
+        decimals = await TokenClient(self.rpc, base_token).decimals()
+        self._inventory[symbol] = int(Decimal(inv[symbol]) * (Decimal(10) ** decimals))
+
+    async def _deposits_from_block(self) -> int:
+        """Where the scan of our Deposit/Withdraw logs starts: the deployment's block, else
+        the book's creation block (binary search on eth_getCode; needs historical state)."""
+        dep = self.settings.load_deployment()
+        if dep.get("block") is not None:
+            return int(dep["block"])
+        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        lo, hi = 0, head
+        try:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                code = await self.rpc.call("eth_getCode", [self.settings.book, hex(mid)])
+                if code in (None, "0x", ""):
+                    lo = mid + 1
+                else:
+                    hi = mid
+        except VenueError as exc:
+            raise VenueError(
+                "cannot find the block the book was deployed in to sum our deposits "
+                f"({exc}); set venue.sei.inventory_base or use a deployment file"
+            ) from exc
+        return lo
+
+    async def _scan_deposits(self) -> None:
+        """Sum our net deposits per market from Deposit/Withdraw logs (incrementally)."""
+        todo = [m for m in self._markets.values() if m.symbol not in self._inventory]
+        if not todo or not self.address:
+            return
+        abi = book_abi()
+        topics = {
+            abi.events["Deposit"].topic0: 1,
+            abi.events["Withdraw"].topic0: -1,
+        }
+        by_mid = {m.mid: m.symbol for m in todo}
+        owner = "0x" + "00" * 12 + self.address.lower()[2:]
+        start = (
+            await self._deposits_from_block()
+            if self._deposits_scanned_to is None
+            else self._deposits_scanned_to + 1
+        )
+        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        step = self.settings.log_range
+        while start <= head:
+            end = min(head, start + step - 1)
+            logs = await self.rpc.call(
+                "eth_getLogs",
+                [
+                    {
+                        "address": self.settings.book,
+                        "fromBlock": hex(start),
+                        "toBlock": hex(end),
+                        "topics": [["0x" + t.hex() for t in topics], owner],
+                    }
+                ],
+            )
+            for raw in logs:
+                if raw.get("removed"):
+                    continue
+                sign = topics.get(bytes.fromhex(raw["topics"][0][2:]))
+                symbol = by_mid.get(int(raw["topics"][2], 16))
+                if sign is None or symbol is None:
+                    continue
+                base_amount = int(raw["data"][2:66], 16)
+                self._deposits[symbol] = self._deposits.get(symbol, 0) + sign * base_amount
+            self._deposits_scanned_to = end
+            start = end + 1
 
     async def idle(self, timeout_s: float = 30.0) -> None:
         """Wait until nothing is queued or in flight (tests, shutdown)."""
