@@ -183,6 +183,11 @@ def evaluate(
         "direction_calibration_moved": dir_calib,
         "bps_mae": float(np.mean(np.abs(bps_pred - bps_true))) if len(y) else float("nan"),
         "bps_mae_zero": float(np.mean(np.abs(bps_true))) if len(y) else float("nan"),
+        "bps_rmse": float(np.sqrt(np.mean((bps_pred - bps_true) ** 2))) if len(y) else float("nan"),
+        "bps_rmse_zero": float(np.sqrt(np.mean(bps_true**2))) if len(y) else float("nan"),
+        "bps_corr": float(np.corrcoef(bps_pred, bps_true)[0, 1])
+        if len(y) > 2 and np.std(bps_pred) > 0 and np.std(bps_true) > 0
+        else float("nan"),
         "bps_mae_moved": float(np.mean(np.abs(bps_pred[moved] - bps_true[moved])))
         if moved.any()
         else float("nan"),
@@ -203,17 +208,34 @@ def fit_models(
     seed: int = 0,
 ) -> tuple[Any, Any]:
     """Direction classifier and bps regressor (scikit-learn pipelines)."""
+
+    from threadpoolctl import threadpool_limits
+
+    if len(np.unique(y)) < 3:
+        raise DataError("training data needs up, down and flat samples; use more data")
+    # one BLAS thread: these fits are small, and spinning BLAS threads on a busy
+    # machine make them 20-50x slower
+    with threadpool_limits(limits=1):
+        return _fit(X, y, bps, keep_flat=keep_flat, C=C, alpha=alpha, seed=seed)
+
+
+def _fit(
+    X: np.ndarray,
+    y: np.ndarray,
+    bps: np.ndarray,
+    *,
+    keep_flat: float,
+    C: float,
+    alpha: float,
+    seed: int,
+) -> tuple[Any, Any]:
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if len(np.unique(y)) < 3:
-        raise DataError("training data needs up, down and flat samples; use more data")
     rng = np.random.default_rng(seed)
     keep = (y != FLAT) | (rng.random(len(y)) < keep_flat)
-    clf = Pipeline(
-        [("scale", StandardScaler()), ("lr", LogisticRegression(C=C, max_iter=2000, tol=1e-5))]
-    )
+    clf = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression(C=C, max_iter=1000))])
     clf.fit(X[keep], y[keep])
     lr = clf.named_steps["lr"]
     if keep_flat < 1.0:
@@ -429,6 +451,9 @@ def metrics_table(metrics: dict[str, Any], title: str = "model metrics (test)") 
     t.add_row("log-loss", f(metrics.get("log_loss")))
     t.add_row("bps MAE (model)", f(metrics.get("bps_mae")))
     t.add_row("bps MAE (predict 0)", f(metrics.get("bps_mae_zero")))
+    t.add_row("bps RMSE (model)", f(metrics.get("bps_rmse")))
+    t.add_row("bps RMSE (predict 0)", f(metrics.get("bps_rmse_zero")))
+    t.add_row("bps correlation", f(metrics.get("bps_corr")))
     c = Table(title="calibration: max probability vs observed frequency")
     for col in ("bin", "n", "mean confidence", "observed"):
         c.add_column(col, justify="right")

@@ -1,0 +1,400 @@
+"""Prediction: labels, training/export, schema checks, circuit breaker, fallback, skew, CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import typer
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from flashmm.errors import ModelError, UserInputError
+from flashmm.features import FEATURE_NAMES, IDX, N_FEATURES
+from flashmm.predict import (
+    GuardedPredictor,
+    ModelSettings,
+    RulePredictor,
+    load_predictor,
+    skew_from_signal,
+)
+from flashmm.predict.labels import DOWN, FLAT, UP, make_labels, parse_horizon
+from flashmm.types import Signal
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+NEXO_23 = DATA / "binance_spot_nexousdt_20240723.dat.gz"
+S = 1_000_000_000
+needs_data = pytest.mark.skipif(not NEXO_23.exists(), reason="shared data missing")
+
+
+# --- labels --------------------------------------------------------------------
+
+
+def test_parse_horizon() -> None:
+    assert parse_horizon("1s") == S
+    assert parse_horizon("100ms") == S // 10
+    assert parse_horizon("5s") == 5 * S
+    with pytest.raises(UserInputError):
+        parse_horizon("soon")
+
+
+def test_make_labels() -> None:
+    ts = np.arange(6, dtype=np.int64) * (S // 10)
+    mid = np.array([100.0, 100.0, 100.5, 100.5, 100.0, 100.0])
+    y, bps, valid = make_labels(ts, mid, 2 * S // 10)
+    assert valid.tolist() == [True, True, True, True, False, False]
+    assert y[:4].tolist() == [UP, UP, DOWN, DOWN]
+    assert bps[0] == pytest.approx(0.5 / 100 * 1e4)
+    y2, _, _ = make_labels(ts, mid, 2 * S // 10, flat_ticks=1.0)
+    assert (y2[:4] == FLAT).all()
+
+
+# --- training and the ONNX model ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    if not NEXO_23.exists():
+        pytest.skip("shared data missing")
+    from flashmm.predict.train import train
+
+    out = tmp_path_factory.mktemp("model") / "small.onnx"
+    res = train([NEXO_23], out, "1s", keep_flat=0.2)
+    return out, res.metrics
+
+
+@needs_data
+def test_training_on_a_small_slice_gives_a_loadable_model(
+    small_model: tuple[Path, dict[str, Any]],
+) -> None:
+    from flashmm.predict.onnx_model import OnnxPredictor
+
+    path, metrics = small_model
+    for k in ("hit_rate_moved", "baseline_hit_rate_moved", "moved_samples", "log_loss"):
+        assert k in metrics
+    assert len(metrics["calibration"]) >= 5
+    m = OnnxPredictor(path)
+    assert m.horizon == "1s" and m.horizon_ns == S
+    assert m.meta["feature_names"] == list(FEATURE_NAMES)
+    assert m.meta["train_files"][0]["name"] == NEXO_23.name
+    assert len(m.meta["train_files"][0]["sha256"]) == 64
+    assert m.meta["metrics"]["moved_samples"] == metrics["moved_samples"]
+    x = np.asarray(m.mean, dtype=np.float32)
+    sig = m.predict(x, 0)
+    assert sig.source == "onnx" and sig.direction in (-1, 0, 1)
+    assert 0.0 <= sig.confidence <= 1.0 and np.isfinite(sig.expected_bps)
+    probs, bps = m.run_batch(np.tile(x, (5, 1)))
+    assert probs.shape == (5, 3) and bps.shape == (5,)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _ten_input_model(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    ins = [helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [None, 64]) for i in range(10)]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 64])
+    node = helper.make_node("Sum", [f"x{i}" for i in range(10)], ["y"])
+    g = helper.make_graph([node], "bad", ins, [out])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_schema_check_rejects_a_model_with_10_inputs(tmp_path: Path) -> None:
+    from flashmm.predict.onnx_model import OnnxPredictor
+
+    p = tmp_path / "ten.onnx"
+    _ten_input_model(p)
+    with pytest.raises(ModelError, match="10 inputs"):
+        OnnxPredictor(p)
+
+
+def test_schema_check_rejects_corrupt_and_missing_files(tmp_path: Path) -> None:
+    from flashmm.predict.onnx_model import OnnxPredictor
+
+    p = tmp_path / "junk.onnx"
+    p.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        OnnxPredictor(p)
+    with pytest.raises(ModelError, match="not found"):
+        OnnxPredictor(tmp_path / "nope.onnx")
+
+
+@needs_data
+def test_schema_check_rejects_other_feature_names(
+    small_model: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    import onnx
+
+    from flashmm.predict.onnx_model import OnnxPredictor
+
+    m = onnx.load(str(small_model[0]))
+    for prop in m.metadata_props:
+        if prop.key == "feature_names":
+            names = list(FEATURE_NAMES)
+            names[5] = "something_else"
+            prop.value = json.dumps(names)
+    p = tmp_path / "renamed.onnx"
+    onnx.save(m, str(p))
+    with pytest.raises(ModelError, match=r"feature names differ.*#5"):
+        OnnxPredictor(p)
+    # no FlashMM metadata at all
+    del m.metadata_props[:]
+    onnx.save(m, str(p))
+    with pytest.raises(ModelError, match="not a FlashMM model"):
+        OnnxPredictor(p)
+
+
+# --- rules, breaker and fallback ----------------------------------------------
+
+
+def _x(imb: float = 0.5, micro: float = 1.0) -> np.ndarray:
+    x = np.zeros(N_FEATURES, dtype=np.float32)
+    x[IDX["imb_l1"]] = imb
+    x[IDX["micro_offset_bps"]] = micro
+    return x
+
+
+def test_rule_predictor() -> None:
+    r = RulePredictor()
+    s = r.predict(_x(0.6, 2.0), 0)
+    assert s == Signal(1, pytest.approx(0.65), 2.0, "rules")
+    assert r.predict(_x(-0.6, -2.0), 0).direction == -1
+    assert r.predict(_x(0.05, 0.1), 0).direction == 0
+    assert r.predict(_x(float("nan")), 0) == Signal(0, 0.0, 0.0, "rules")
+
+
+class FakeModel:
+    """A model that misbehaves on demand."""
+
+    horizon_ns = S
+
+    def __init__(self, mode: str = "ok", sleep_s: float = 0.0) -> None:
+        self.mode = mode
+        self.sleep_s = sleep_s
+        self.mean = np.zeros(N_FEATURES)
+        self.std = np.ones(N_FEATURES)
+        self.calls = 0
+
+    def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
+        self.calls += 1
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        if self.mode == "raise":
+            raise RuntimeError("boom")
+        if self.mode == "nan":
+            return Signal(1, float("nan"), 1.0, "onnx")
+        return Signal(1, 0.8, 1.5, "onnx")
+
+
+def _settings(**kw: Any) -> ModelSettings:
+    base: dict[str, Any] = {"cooldown_s": 10.0, "half_open_successes": 3}
+    base.update(kw)
+    return ModelSettings(**base)
+
+
+def _cool_down_and_close(g: GuardedPredictor, model: FakeModel, t_open: int) -> None:
+    """After the cool-down the model is tried (half-open) and closes after 3 good calls."""
+    model.mode, model.sleep_s = "ok", 0.0
+    assert g.predict(_x(), t_open + 5 * S).source == "rules"  # still cooling down
+    sig = g.predict(_x(), t_open + 10 * S)
+    assert g.state == "half_open" and sig.source == "onnx"
+    g.predict(_x(), t_open + 11 * S)
+    g.predict(_x(), t_open + 12 * S)
+    assert g.state == "closed"
+    assert [t["to"] for t in g.transitions[-3:]] == ["open", "half_open", "closed"]
+
+
+def test_breaker_opens_on_exception_and_recovers() -> None:
+    model = FakeModel("raise")
+    g = GuardedPredictor(model, RulePredictor(), _settings())
+    assert g.state == "closed"
+    sig = g.predict(_x(), 100 * S)
+    assert sig.source == "rules" and g.state == "open"
+    assert "RuntimeError: boom" in g.reason
+    assert g.is_open
+    # fallback keeps producing signals while open
+    for i in range(5):
+        assert g.predict(_x(-0.7, -1.0), 100 * S + i).direction == -1
+    _cool_down_and_close(g, model, 100 * S)
+    st = g.status()
+    assert st["state"] == "closed" and st["transitions"] == 3 and st["fallback_predictions"] >= 6
+
+
+def test_breaker_opens_on_nan() -> None:
+    model = FakeModel("nan")
+    g = GuardedPredictor(model, RulePredictor(), _settings())
+    assert g.predict(_x(), S).source == "rules"
+    assert g.state == "open" and "NaN" in g.reason
+    _cool_down_and_close(g, model, S)
+
+
+def test_half_open_failure_reopens() -> None:
+    model = FakeModel("raise")
+    g = GuardedPredictor(model, RulePredictor(), _settings())
+    g.predict(_x(), S)
+    g.predict(_x(), 11 * S)  # half-open try fails
+    assert g.state == "open" and g.opened_ns == 11 * S
+    assert [t["to"] for t in g.transitions] == ["open", "half_open", "open"]
+
+
+def test_breaker_opens_on_latency() -> None:
+    model = FakeModel("ok", sleep_s=0.002)  # 2 ms per call against a 500 us budget
+    g = GuardedPredictor(
+        model, RulePredictor(), _settings(latency_budget_us=500, latency_min_samples=10)
+    )
+    for i in range(10):
+        g.predict(_x(), i * S // 100)
+    assert g.state == "open" and "latency p99" in g.reason
+    _cool_down_and_close(g, model, g.opened_ns)
+
+
+def test_breaker_opens_on_sustained_drift() -> None:
+    model = FakeModel()
+    g = GuardedPredictor(
+        model, RulePredictor(), _settings(drift_z_limit=5, drift_max_features=3, drift_sustain_s=2)
+    )
+    far = np.full(N_FEATURES, 50.0, dtype=np.float32)
+    assert g.predict(far, 0).source == "onnx"  # drifting, not yet for long
+    assert g.predict(_x(), S).source == "onnx"  # back to normal: the clock resets
+    assert g.predict(far, 2 * S).source == "onnx"
+    assert g.predict(far, 3 * S).source == "onnx"
+    assert g.predict(far, 4 * S).source == "rules"
+    assert g.state == "open" and "drift" in g.reason and g.drift_features == 64
+    _cool_down_and_close(g, model, 4 * S)
+
+
+def test_breaker_opens_on_low_live_hit_rate() -> None:
+    model = FakeModel()  # always calls "up"
+    g = GuardedPredictor(model, RulePredictor(), _settings(hit_rate_window=20, hit_rate_floor=0.45))
+    mid = 1000.0
+    t = 0
+    g.on_mid(mid, t)
+    for _ in range(40):
+        g.predict(_x(), t)
+        t += S // 2
+        mid -= 0.5  # the market keeps falling
+        g.on_mid(mid, t)
+        if g.state == "open":
+            break
+    assert g.state == "open" and "hit rate" in g.reason
+    assert g.status()["hit_rate_moved"] is None  # window cleared at opening
+
+
+def test_good_hit_rate_keeps_the_breaker_closed() -> None:
+    g = GuardedPredictor(FakeModel(), RulePredictor(), _settings(hit_rate_window=20))
+    mid, t = 1000.0, 0
+    g.on_mid(mid, t)
+    for _ in range(60):
+        g.predict(_x(), t)
+        t += S // 2
+        mid += 0.5
+        g.on_mid(mid, t)
+    assert g.state == "closed" and g.hit_rate == 1.0
+
+
+def test_load_predictor_without_or_with_a_bad_model(tmp_path: Path) -> None:
+    g = load_predictor(ModelSettings(enabled=False))
+    assert g.state == "disabled" and not g.is_open
+    assert g.predict(_x(0.5, 1.0), 0).source == "rules"
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    g = load_predictor(ModelSettings(path=str(bad)))
+    assert g.state == "open" and "not loaded" in g.reason and g.is_open
+    for i in range(3):
+        assert g.predict(_x(0.5, 1.0), i * 100 * S).source == "rules"
+    assert g.state == "open"  # nothing to retry
+    assert g.status()["source"] == "rules"
+
+
+def test_default_model_loads_if_shipped() -> None:
+    if not (ROOT / "models" / "flashmm-nexo-1s.onnx").exists():
+        pytest.skip("default model not built")
+    g = load_predictor(ModelSettings())
+    assert g.state == "closed", g.reason
+    sig = g.predict(np.asarray(g.model.mean, dtype=np.float32), 0)  # type: ignore[union-attr]
+    assert sig.source == "onnx"
+
+
+# --- settings and skew -----------------------------------------------------------
+
+
+def test_settings() -> None:
+    with pytest.raises(ValidationError):
+        ModelSettings(unknown=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        ModelSettings(horizon="later")
+    assert ModelSettings(path=None).resolve_path() is None
+    p = ModelSettings().resolve_path()
+    assert p is not None and p.name == "flashmm-nexo-1s.onnx"
+
+
+def test_skew_from_signal() -> None:
+    sk, w = skew_from_signal(Signal(1, 0.8, 2.0, "onnx"), 5.0, 0.5, False)
+    assert sk == pytest.approx(1.6) and w == 1.0
+    sk, w = skew_from_signal(Signal(1, 0.9, 20.0, "onnx"), 5.0, 0.5, False)
+    assert sk == 5.0
+    sk, w = skew_from_signal(Signal(-1, 0.9, -20.0, "onnx"), 5.0, 0.5, False)
+    assert sk == -5.0
+    sk, w = skew_from_signal(Signal(1, 0.25, 2.0, "onnx"), 5.0, 0.5, False)
+    assert sk == 0.0 and 1.0 < w <= 1.25
+    sk, w = skew_from_signal(Signal(1, 0.8, 2.0, "rules"), 5.0, 0.5, True)
+    assert w == 1.5
+    sk, w = skew_from_signal(Signal(1, float("nan"), 2.0, "onnx"), 5.0, 0.5, False)
+    assert sk == 0.0 and w > 1.0
+
+
+# --- CLI ----------------------------------------------------------------------------
+
+
+def _cli() -> typer.Typer:
+    from flashmm.cli import model as cli_model
+
+    app = typer.Typer()
+    app.add_typer(cli_model.app, name="model")
+    app.command("train")(cli_model.train_command)
+    return app
+
+
+def test_cli_check_bad_model_is_one_line_exit_2(tmp_path: Path) -> None:
+    p = tmp_path / "ten.onnx"
+    _ten_input_model(p)
+    r = CliRunner().invoke(_cli(), ["model", "check", str(p)])
+    assert r.exit_code == 2
+    assert "10 inputs" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(_cli(), ["model", "check", str(tmp_path / "missing.onnx")])
+    assert r.exit_code == 2 and "not found" in r.output
+
+
+@needs_data
+def test_cli_check_and_eval(small_model: tuple[Path, dict[str, Any]]) -> None:
+    path = small_model[0]
+    r = CliRunner().invoke(_cli(), ["model", "check", str(path), "--calls", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["latency_us"]["p99"] > 0 and info["horizon"] == "1s"
+    r = CliRunner().invoke(_cli(), ["model", "check", str(path), "--calls", "200"])
+    assert r.exit_code == 0 and "latency" in r.output
+    r = CliRunner().invoke(_cli(), ["model", "eval", str(path), "--data", str(NEXO_23), "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    for k in ("hit_rate_moved", "baseline_hit_rate_moved", "moved_samples", "log_loss"):
+        assert k in m
+    assert m["moved_samples"] > 50
+
+
+def test_cli_train_bad_input(tmp_path: Path) -> None:
+    r = CliRunner().invoke(
+        _cli(), ["train", "--data", str(tmp_path / "none.gz"), "--out", str(tmp_path / "m.onnx")]
+    )
+    assert r.exit_code == 2 and "not found" in r.output
+    if NEXO_23.exists():
+        r = CliRunner().invoke(
+            _cli(),
+            ["train", "--data", str(NEXO_23), "--out", str(tmp_path / "m.onnx"), "--horizon", "x"],
+        )
+        assert r.exit_code == 2 and "bad horizon" in r.output
