@@ -8,6 +8,8 @@ classic one-step mid predictor; the confidence grows with ``|imb_l1|``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from flashmm.features import IDX
@@ -30,7 +32,7 @@ class RulePredictor:
     def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
         imb = float(x[_IMB])
         micro = float(x[_MICRO])
-        if not (np.isfinite(imb) and np.isfinite(micro)):
+        if not (math.isfinite(imb) and math.isfinite(micro)):
             self._last_lean = 0
             return Signal(0, 0.0, 0.0, "rules")
         self._last_lean = 1 if imb > 0 else (-1 if imb < 0 else 0)
