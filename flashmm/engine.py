@@ -28,7 +28,7 @@ from flashmm.book import BookBuilder, SequenceGap, SyncState
 from flashmm.config import Config
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
 from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, RiskManager
-from flashmm.signal import BookImbalanceSignal, SignalSource, skew_and_widen
+from flashmm.signal import BookImbalanceSignal, SignalSource
 from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
 from flashmm.strategy.base import VolEstimator
 from flashmm.types import (
@@ -129,8 +129,6 @@ class Engine:
         params = getattr(self.strategy, "params", None)
         self.refresh_bps = float(getattr(params, "refresh_tolerance_bps", 0.0))
         self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
-        self.max_skew_bps = float(cfg.model.get("max_skew_bps", 5.0))
-        self.min_confidence = float(cfg.model.get("min_confidence", 0.1))
         self.observe = (
             observe_market if observe_market is not None else hasattr(venue, "on_market_event")
         )
@@ -341,8 +339,7 @@ class Engine:
         pos = self.acct.positions[sym].lots
         sig = ms.signal_source.signal(now_ns, mid)
         ms.last_signal = sig
-        degraded = sig.source.endswith("fallback")
-        skew, widen = skew_and_widen(sig, self.max_skew_bps, self.min_confidence, degraded)
+        skew, widen = ms.signal_source.adjust(sig)
         ctx = QuoteContext(
             ms.spec,
             now_ns,
@@ -648,6 +645,14 @@ class Engine:
             "breakers": self.risk.status(),
             "latency": {"p50_us": p50, "p99_us": p99, "samples": self.lat_n},
             "quotes_sent": self.quotes_sent,
+            "model": next(
+                (
+                    st
+                    for ms in self.markets.values()
+                    if "state" in (st := ms.signal_source.status())
+                ),
+                None,
+            ),
         }
 
     def summary(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from flashmm.engine import Engine
 from flashmm.errors import UserInputError
 from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.marketdata import MarketEvent
-from flashmm.signal import BookImbalanceSignal, SignalSource
+from flashmm.signal import SignalSource
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
 
@@ -90,11 +90,9 @@ def build_venue(cfg: Config) -> Venue:
 
 
 def signal_factory(cfg: Config) -> Callable[[MarketSpec], SignalSource]:
-    """The model-backed signal when configured and loadable, else the rules."""
-    try:
-        from flashmm.predict.source import make_signal_factory
-    except ImportError:
-        return lambda spec: BookImbalanceSignal()
+    """Per-market signal: 64 features → ONNX model behind its breaker, rules as fallback."""
+    from flashmm.model_signal import make_signal_factory
+
     return make_signal_factory(cfg.model)
 
 

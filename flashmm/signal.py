@@ -23,6 +23,10 @@ class SignalSource(Protocol):
 
     def signal(self, ts_ns: int, mid: float) -> Signal: ...
 
+    def adjust(self, signal: Signal) -> tuple[float, float]:
+        """(reservation skew in bps, spread multiplier) for this signal."""
+        ...
+
     def status(self) -> dict[str, object]: ...
 
 
@@ -33,8 +37,17 @@ class BookImbalanceSignal:
     confidence = |imbalance| of the top ``depth`` levels.
     """
 
-    def __init__(self, depth: int = 3, gain: float = 1.0, min_imbalance: float = 0.2) -> None:
+    def __init__(
+        self,
+        depth: int = 3,
+        gain: float = 1.0,
+        min_imbalance: float = 0.2,
+        max_skew_bps: float = 4.0,
+        min_confidence: float = 0.3,
+    ) -> None:
         self.depth = depth
+        self.max_skew_bps = max_skew_bps
+        self.min_confidence = min_confidence
         self.gain = gain
         self.min_imbalance = min_imbalance
         self._imb = 0.0
@@ -61,6 +74,9 @@ class BookImbalanceSignal:
         imb = self._imb
         direction = 0 if abs(imb) < self.min_imbalance else (1 if imb > 0 else -1)
         return Signal(direction, min(abs(imb), 1.0), self._micro_bps * self.gain, "rules")
+
+    def adjust(self, signal: Signal) -> tuple[float, float]:
+        return skew_and_widen(signal, self.max_skew_bps, self.min_confidence)
 
     def status(self) -> dict[str, object]:
         return {"source": "rules", "imbalance": round(self._imb, 3)}

@@ -1,0 +1,64 @@
+"""The model-backed signal source: 64 features → guarded ONNX predictor.
+
+Implements :class:`flashmm.signal.SignalSource` for the engine. Features
+are updated on every book change and trade; the predictor (ONNX model
+behind the ML circuit breaker, rules as fallback) runs when the engine
+quotes. ``adjust`` turns the signal into the reservation skew and spread
+multiplier, widening when the model is unsure or its breaker is open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flashmm.book import OrderBook
+from flashmm.features import OnlineFeatures
+from flashmm.marketdata import Trade
+from flashmm.predict import GuardedPredictor, ModelSettings, load_predictor, skew_from_signal
+from flashmm.types import MarketSpec, Signal
+
+
+class ModelSignal:
+    __slots__ = ("features", "predictor", "settings")
+
+    def __init__(
+        self, spec: MarketSpec, predictor: GuardedPredictor, settings: ModelSettings
+    ) -> None:
+        self.features = OnlineFeatures(float(spec.tick_size))
+        self.predictor = predictor
+        self.settings = settings
+
+    def on_book(self, book: OrderBook, ts_ns: int) -> None:
+        self.features.on_book(book, ts_ns)
+        self.predictor.on_mid(book.mid, ts_ns)
+
+    def on_trade(self, trade: Trade) -> None:
+        self.features.on_trade(trade)
+
+    def signal(self, ts_ns: int, mid: float) -> Signal:
+        return self.predictor.predict(self.features.vector(ts_ns), ts_ns)
+
+    def adjust(self, signal: Signal) -> tuple[float, float]:
+        s = self.settings
+        return skew_from_signal(
+            signal,
+            s.max_skew_bps,
+            s.min_confidence,
+            self.predictor.is_open,
+            low_confidence_widen=s.low_confidence_widen,
+            breaker_widen=s.breaker_widen,
+        )
+
+    def status(self) -> dict[str, object]:
+        return self.predictor.status()
+
+
+def make_signal_factory(model_cfg: Mapping[str, Any]) -> Callable[[MarketSpec], ModelSignal]:
+    """One :class:`ModelSignal` per market, each with its own breaker."""
+    settings = ModelSettings.model_validate(dict(model_cfg))
+
+    def factory(spec: MarketSpec) -> ModelSignal:
+        return ModelSignal(spec, load_predictor(settings), settings)
+
+    return factory
