@@ -194,7 +194,10 @@ class GuardedPredictor:
         return sig
 
     def on_mid(self, mid: float, ts_ns: int) -> None:
-        """The current mid (any unit), to score model calls at the horizon."""
+        """The current mid (any unit), to score model calls at the horizon.
+        A mid <= 0 or not finite (a side of the book empty) is ignored."""
+        if not (mid > 0 and math.isfinite(mid)):
+            return
         self._mid = mid
         p = self._pending
         if not p:
