@@ -152,3 +152,50 @@ def test_run_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     assert summary["events"] > 1000
     assert summary["position_limit_breaches"] == 0
     assert summary["orders_left_open"] == 0
+
+
+def test_a_corrupt_model_leaves_the_bot_running_on_rules(shared_data: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x01this is not a model")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flashmm",
+            "run",
+            "--headless",
+            "--speed",
+            "0",
+            "--data",
+            str(NEXO_23),
+            "--json",
+            "--set",
+            f"model.path={bad}",
+            "--set",
+            f"control.data_dir={tmp_path}",
+            "--set",
+            f"logging.file={tmp_path}/log",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "prediction model not loaded, running on rules" in r.stderr
+    assert "corrupt.onnx" in r.stderr
+    assert "Traceback" not in r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["quotes_sent"] > 0 and summary["fills"] > 0
+
+
+def test_the_shipped_model_is_used_by_default(shared_data: Path) -> None:
+    cfg = load_config(ROOT / "configs" / "paper.yaml")
+    from flashmm.runner import build_engine
+
+    engine = build_engine(cfg)
+    status = engine.markets["SEI/USDC"].signal_source.status()
+    assert status["state"] == "closed"
+    assert str(status["model"]).endswith("flashmm-nexo-1s.onnx")
