@@ -171,7 +171,10 @@ def dirs() -> Any:
     tmp = Path(tempfile.mkdtemp(prefix="flashmm-live-"))
     sock = Path(tempfile.mkdtemp(prefix="fml", dir="/tmp"))  # AF_UNIX paths are short
     yield tmp, sock
-    shutil.rmtree(tmp, ignore_errors=True)
+    if os.environ.get("FLASHMM_KEEP_TEST_FILES"):
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(sock, ignore_errors=True)
 
 
@@ -442,7 +445,7 @@ class FaultyRpc(RpcProxy):
         super().__init__(upstream, hang_s)
         self.nonce_too_low = 0
         self.low_estimates = 0
-        self.low_estimate_gas = 40_000
+        self.low_estimate_gas = 10_000
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -95,6 +95,12 @@ class SeiVenueSettings(BaseModel):
     gas_margin: float = Field(
         default=0.2, ge=0, le=2, description="gas limit = estimate x (1 + margin)"
     )
+    gas_headroom_per_op: int = Field(
+        default=25_000,
+        ge=0,
+        description="gas added to a requote's limit per op: transactions still in flight "
+        "can change what an op writes (unused gas is not charged on an EVM that refunds)",
+    )
     log_poll_s: float = Field(
         default=0.5, gt=0, description="eth_getLogs poll period without ws_url"
     )

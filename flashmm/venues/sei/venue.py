@@ -64,6 +64,8 @@ N_SLOTS = 256
 # Gas floors for transactions whose cost depends on a book that can change between the
 # estimate and execution (a take estimated against an empty level would run out of gas).
 GAS_FLOOR = {"take": 160_000, "cancelSlots": 60_000}
+# Cancels that did not go through are sent again (with backoff) up to this many times.
+MAX_CANCEL_RETRIES = 20
 
 
 def _round_div(a: int, b: int) -> int:
@@ -107,6 +109,7 @@ def _side_of(code: int) -> Side:
 class _Batch:
     cancels: list[int] = field(default_factory=list)
     places: list[OrderRequest] = field(default_factory=list)
+    raw_cancels: list[tuple[int, int]] = field(default_factory=list)  # slot, client id
     retries: int = 0
 
 
@@ -152,6 +155,7 @@ class _Job:
     kind: str  # "requote" | "cancel_all" | "take"
     market: str
     args: tuple[Any, ...] = ()
+    attempt: int = 0
 
 
 @dataclass
@@ -162,6 +166,7 @@ class _Undo:
     replaced: list[tuple[int, int, int, int]] = field(default_factory=list)  # slot, old, new, side
     placed: list[tuple[int, int]] = field(default_factory=list)  # slot, client id
     cancels: list[int] = field(default_factory=list)
+    raw_cancels: list[tuple[int, int]] = field(default_factory=list)
     retries: int = 0
 
 
@@ -193,6 +198,8 @@ class SeiVenue:
         self._deposits: dict[str, int] = {}
         self._deposits_scanned_to: int | None = None
         self._lot_units: dict[str, int] = {}
+        # placements reported rejected (their transaction failed or was not confirmed)
+        self._written_off: set[tuple[str, int]] = set()
         self._events: list[VenueEvent] = []
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
@@ -481,12 +488,13 @@ class SeiVenue:
                 self._inflight_sem.release()
                 self.stats["send_errors"] += 1
                 log.warning("sei venue: %s for %s not sent: %s", job.kind, job.market, exc)
+                self._retry_job(job)
                 continue
             if sent is None:
                 self._inflight -= 1
                 self._inflight_sem.release()
                 continue
-            task = asyncio.create_task(self._await_receipt(sent, undo, shape))
+            task = asyncio.create_task(self._await_receipt(sent, undo, shape, job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -506,7 +514,7 @@ class SeiVenue:
                 gas = await self._gas(data, shape)
                 sent = await self.sender.send(self.book.address, data, gas=gas)
             except Exception as exc:
-                self._undo(undo, str(exc), retry=False)
+                self._undo(undo, f"not sent: {exc}")
                 raise
             return sent, undo, shape
         if job.kind == "cancel_all":
@@ -533,7 +541,11 @@ class SeiVenue:
         assert self.sender is not None
         est = await self.sender.estimate(self.book.address, data)
         seen = self._gas_seen.get(shape, 0)
-        return max(est, int(seen * (1 + self.settings.gas_margin)), GAS_FLOOR.get(shape[0], 0))
+        gas = max(est, int(seen * (1 + self.settings.gas_margin)), GAS_FLOOR.get(shape[0], 0))
+        if shape[0] == "requote":
+            # the transactions before this one may change what each op writes
+            gas += self.settings.gas_headroom_per_op * shape[1]
+        return gas
 
     def _build_ops(self, m: _Market, batch: _Batch) -> tuple[list[int], _Undo]:
         undo = _Undo(m.symbol, retries=batch.retries)
@@ -568,10 +580,20 @@ class SeiVenue:
             for slot, cid in pairs:
                 ops.append(op_cancel(slot, cid))
                 undo.cancels.append(cid)
+        for slot, cid in batch.raw_cancels:
+            ops.append(op_cancel(slot, cid))
+            undo.raw_cancels.append((slot, cid))
         return ops, undo
 
-    def _undo(self, undo: _Undo | None, reason: str, *, retry: bool) -> None:
-        """A requote did not execute: its placements are rejected, its cancels retried once."""
+    def _undo(self, undo: _Undo | None, reason: str, *, retry: bool = True) -> None:
+        """A requote did not execute (or we cannot tell): its placements are reported
+        rejected, its cancels are sent again.
+
+        Cancels are retried with backoff until they go through (a cancel of an order that
+        is gone is a no-op on chain, so a retry is always safe): the engine waits for them.
+        A placement reported rejected that lands after all (a dropped or unconfirmed
+        transaction mined later) is cancelled as soon as its event arrives.
+        """
         if undo is None:
             return
         m = self._markets[undo.market]
@@ -581,19 +603,67 @@ class SeiVenue:
             m.release(slot, new)
             m.claim(slot, old, side)
             cancels.append(old)
+            self._written_off.add((m.symbol, new))
             self._events.append(OrderRejected(m.symbol, new, now, reason))
         for slot, cid in undo.placed:
             m.release(slot, cid)
+            self._written_off.add((m.symbol, cid))
             self._events.append(OrderRejected(m.symbol, cid, now, reason))
-        if retry and cancels and undo.retries < 1:
+        if retry and (cancels or undo.raw_cancels):
+            self._retry_cancels(m, cancels, undo.retries + 1, raw=undo.raw_cancels)
+
+    def _retry_cancels(
+        self,
+        m: _Market,
+        cancels: list[int],
+        attempt: int,
+        *,
+        raw: list[tuple[int, int]] | None = None,
+        delay: float | None = None,
+    ) -> None:
+        if attempt > MAX_CANCEL_RETRIES:
+            log.error(
+                "sei venue: giving up cancelling %s order(s) %s after %d attempts",
+                m.symbol,
+                cancels + [c for _, c in raw or ()],
+                attempt - 1,
+            )
+            return
+        if delay is None:
+            delay = min(5.0, 0.1 * 2 ** (attempt - 1))
+        raw = list(raw or ())
+
+        def push() -> None:
+            live = [c for c in cancels if c in m.by_client]
+            if not (live or raw) or self._sender_task is None:
+                return
             if m.queued is None:
-                m.queued = _Batch(retries=undo.retries + 1)
+                m.queued = _Batch(retries=attempt)
                 self._jobs.append(_Job("requote", m.symbol))
-            m.queued.cancels.extend(cancels)
+            else:
+                m.queued.retries = max(m.queued.retries, attempt)
+            m.queued.cancels.extend(c for c in live if c not in m.queued.cancels)
+            m.queued.raw_cancels.extend(raw)
             self._wake.set()
 
+        asyncio.get_running_loop().call_later(delay, push)
+
+    def _retry_job(self, job: _Job) -> None:
+        """Send a failed ``cancel_all`` again (with backoff): the engine waits for it. A
+        failed take is not repeated here (the engine re-sends its flatten)."""
+        if job.kind != "cancel_all" or job.attempt >= MAX_CANCEL_RETRIES:
+            return
+        again = _Job(job.kind, job.market, job.args, job.attempt + 1)
+
+        def push() -> None:
+            if self._sender_task is not None:
+                self._jobs.append(again)
+                self._wake.set()
+
+        asyncio.get_running_loop().call_later(min(5.0, 0.1 * 2**job.attempt), push)
+
     async def _await_receipt(
-        self, sent: SentTx, undo: _Undo | None, shape: tuple[str, int]
+        self, sent: SentTx, undo: _Undo | None, shape: tuple[str, int], job: _Job
     ) -> None:
         assert self.sender is not None and self._inflight_sem is not None
         try:
@@ -611,19 +681,36 @@ class SeiVenue:
             self.stats["reverted"] += 1
             self.stats["txs"] += 1
             log.warning("sei venue: %s", exc)
-            self._undo(undo, f"transaction reverted: {exc.reason}", retry=True)
+            self._undo(undo, f"transaction reverted: {exc.reason}")
+            self._retry_job(job)
         except TxDropped as exc:
             self.stats["dropped"] += 1
             log.warning("sei venue: %s", exc)
-            self._undo(undo, "transaction dropped", retry=True)
+            self._undo(undo, "transaction dropped")
+            self._retry_job(job)
         except Exception as exc:
             log.warning("sei venue: waiting for %s failed: %s", sent.tx_hash, exc)
-            self._undo(undo, f"receipt unavailable: {exc}", retry=False)
+            self._undo(undo, f"receipt unavailable: {exc}")
+            self._retry_job(job)
         finally:
             self._inflight -= 1
             self._inflight_sem.release()
 
     # ------------------------------------------------------------------ events
+    def _accepted(self, m: _Market, slot: int, client_id: int, now: int) -> None:
+        key = (m.symbol, client_id)
+        if key not in self._written_off:
+            self._events.append(OrderAccepted(m.symbol, client_id, now))
+            return
+        # reported rejected, then mined after all: nobody tracks it, take it off the book
+        self._written_off.discard(key)
+        log.warning(
+            "sei venue: %s order %d landed after it was reported rejected; cancelling",
+            m.symbol,
+            client_id,
+        )
+        self._retry_cancels(m, [], 1, raw=[(slot, client_id)], delay=0.0)
+
     def _on_log(self, raw: dict[str, Any]) -> None:
         ev = decode_log(raw)
         if ev is None or "info" not in ev.args:
@@ -672,11 +759,11 @@ class SeiVenue:
             return
         if ev.name == "OrderPlaced":
             m.confirm(info.slot, info.client_id, info.side)
-            self._events.append(OrderAccepted(symbol, info.client_id, now))
+            self._accepted(m, info.slot, info.client_id, now)
         elif ev.name == "OrderReplaced":
             self._events.append(OrderCancelled(symbol, info.extra, now))
             m.confirm(info.slot, info.client_id, info.side)
-            self._events.append(OrderAccepted(symbol, info.client_id, now))
+            self._accepted(m, info.slot, info.client_id, now)
         elif ev.name == "OrderCancelled":
             m.release(info.slot, info.client_id)
             self._events.append(OrderCancelled(symbol, info.client_id, now))
