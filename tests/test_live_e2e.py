@@ -410,10 +410,11 @@ async def test_live_run_quotes_on_chain_and_books_every_fill(
         book = BookClient(rpc, chain.dep.book)
         await wait_until(lambda: _has_quotes(book, who), 30, "quotes on chain")
         task = asyncio.create_task(taker.run(stop))
-        await asyncio.sleep(18)
+        # the taker keeps crossing through the bot's shutdown: a fill in the last blocks
+        # before its cancels land must still be booked
+        summary = await bot.wait_exit()
         stop.set()
         await task
-        summary = await bot.wait_exit()
     finally:
         stop.set()
         bot.close()

@@ -295,6 +295,11 @@ class SeiVenue:
             )
 
     async def aclose(self) -> None:
+        """Stop. Logs up to the head are read first: their events stay queued for a last
+        poll(), so a fill in the last blocks before shutdown is not lost."""
+        if self._sender_task is not None and self.stream is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._final_logs(), 8.0)
         if self._sender_task is not None:
             self._sender_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -308,6 +313,12 @@ class SeiVenue:
         if self.stream is not None:
             await self.stream.aclose()
         await self.rpc.aclose()
+
+    async def _final_logs(self) -> None:
+        with contextlib.suppress(VenueError):
+            await self.idle(3.0)
+        assert self.stream is not None
+        await self.stream.backfill()
 
     # ------------------------------------------------------------------ hot path
     def _market(self, market: str) -> _Market:
