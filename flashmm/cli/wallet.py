@@ -72,6 +72,9 @@ def balances(
         None, "--rpc", help="JSON-RPC URL (default: from the deployment)"
     ),
     keystore: Path | None = typer.Option(None, "--keystore"),
+    role: str | None = typer.Option(
+        None, "--role", help="Address of a role in the deployment file (maker, taker...)"
+    ),
 ) -> None:
     """Native SEI, token balances and FlashBook accounts of an address."""
     from flashmm.cli.chain import run_async
@@ -84,6 +87,10 @@ def balances(
     url = rpc or (dep.rpc_url if dep else None)
     if not url:
         raise UserInputError("give --rpc or --deployment")
+    if who is None and role is not None:
+        if dep is None or role not in dep.accounts:
+            raise UserInputError(f"no role {role!r} in the deployment file")
+        who = dep.accounts[role]["address"]
     if who is None:
         from flashmm.venues.sei.keys import load_account
 
