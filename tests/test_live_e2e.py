@@ -41,7 +41,6 @@ from flashmm.feeds.server import ReplayServer
 from flashmm.venues.sei.abi import book_abi
 from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.rpc import JsonRpc
-from flashmm.venues.sei.tx import TxSender
 
 pytest_plugins = ["chain_fixtures"]
 
@@ -142,7 +141,8 @@ class LiveBot:
                 with contextlib.suppress(Exception):
                     r = await self.command("status")
                     if r.get("ok") and r["result"].get("ready"):
-                        return r["result"]  # type: ignore[no-any-return]
+                        result: dict[str, Any] = r["result"]
+                        return result
             await asyncio.sleep(0.1)
         raise AssertionError(f"bot not ready after {timeout}s:\n{self.stderr()}")
 
@@ -158,7 +158,8 @@ class LiveBot:
         assert self.proc.returncode == 0, f"exit {self.proc.returncode}:\n{self.stderr()}"
         lines = [ln for ln in self.out.read_text().splitlines() if ln.startswith("{")]
         assert lines, f"no JSON summary; stderr:\n{self.stderr()}"
-        return json.loads(lines[-1])  # type: ignore[no-any-return]
+        summary: dict[str, Any] = json.loads(lines[-1])
+        return summary
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -477,7 +478,8 @@ async def test_live_run_recovers_from_rpc_and_ws_faults(
 ) -> None:
     tmp, sock = dirs
     who = chain.address("maker2")
-    proxy = await FaultyRpc(chain.rpc_url, hang_s=2.0).start()
+    proxy = FaultyRpc(chain.rpc_url, hang_s=2.0)
+    await proxy.start()
     ws = await WsProxy(chain.ws_url).start()
     dep = write_deployment(chain, tmp)
     profile = live_profile(
@@ -621,7 +623,3 @@ async def _pos_nonzero(rpc: JsonRpc, chain: LocalChain, who: str) -> bool:
 
 async def _flat_and_no_orders(rpc: JsonRpc, chain: LocalChain, book: BookClient, who: str) -> bool:
     return await chain_position(rpc, chain, who) == 0 and not await book.open_orders(who, 1)
-
-
-# silence "unused" for helpers used only in some runs
-_ = (TxSender,)
