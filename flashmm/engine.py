@@ -645,6 +645,7 @@ class Engine:
             "breakers": self.risk.status(),
             "latency": {"p50_us": p50, "p99_us": p99, "samples": self.lat_n},
             "quotes_sent": self.quotes_sent,
+            "venue": self._venue_status(now),
             "model": next(
                 (
                     st
@@ -654,6 +655,20 @@ class Engine:
                 None,
             ),
         }
+
+    def _venue_status(self, now: int) -> dict[str, Any]:
+        """The venue's counters; on a chain, gas so far and projected per day."""
+        out: dict[str, Any] = {"name": getattr(self.venue, "name", "?")}
+        stats = getattr(self.venue, "stats", None)
+        if isinstance(stats, dict):
+            out.update(stats)
+            gas = stats.get("gas_used")
+            up_s = (now - self.start_ns) / 1e9 if self.start_ns else 0.0
+            if gas is not None and up_s > 0:
+                per_day = gas / up_s * 86_400
+                out["gas_per_day_projected"] = round(per_day)
+                out["sei_per_day_at_50_gwei"] = round(per_day * 50e-9, 3)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run summary (``flashmm run --json``)."""

@@ -265,6 +265,14 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
         totals.append(f"[bold red]journal error: {escape(str(journal['error']))}[/]")
     if totals:
         console.print("  ".join(totals))
+    venue = st.get("venue")
+    if isinstance(venue, Mapping) and venue.get("gas_used") is not None:
+        console.print(
+            f"venue {escape(str(venue.get('name', '?')))}: txs {_fmt(venue.get('txs'), 0)}  "
+            f"gas used {_fmt(venue.get('gas_used'), 0)}  projected "
+            f"{_fmt(venue.get('gas_per_day_projected'), 0)} gas/day "
+            f"(~{_fmt(venue.get('sei_per_day_at_50_gwei'), 1)} SEI/day at 50 gwei)"
+        )
     markets = st.get("markets")
     if isinstance(markets, Mapping) and markets:
         t = Table(title="Markets", title_justify="left")
