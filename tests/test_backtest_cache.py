@@ -41,11 +41,13 @@ def test_window_rules_match_replay(tmp_path: Path, scales: dict) -> None:
     lo = full[len(full) // 3].ts_ns
     hi = full[2 * len(full) // 3].ts_ns
     ref = list(ReplayFeed([NEXO_20MIN], scales, start_ns=lo, end_ns=hi).events())
-    got = list(CachedFeed([NEXO_20MIN], scales, start_ns=lo, end_ns=hi, cache_dir=tmp_path).events())
-    assert got == ref
-    assert CachedFeed([NEXO_20MIN], scales, start_ns=lo, end_ns=hi, cache_dir=tmp_path).count_in_window() == sum(
-        1 for e in full if lo <= e.ts_ns <= hi
+    got = list(
+        CachedFeed([NEXO_20MIN], scales, start_ns=lo, end_ns=hi, cache_dir=tmp_path).events()
     )
+    assert got == ref
+    assert CachedFeed(
+        [NEXO_20MIN], scales, start_ns=lo, end_ns=hi, cache_dir=tmp_path
+    ).count_in_window() == sum(1 for e in full if lo <= e.ts_ns <= hi)
 
 
 @pytest.mark.skipif(not ETH.is_file(), reason="ETH recording not available")

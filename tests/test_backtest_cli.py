@@ -29,8 +29,10 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, out, err
 
 
-def test_missing_file_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, err = run_cli(["--data", str(tmp_path / "nope.dat.gz")], capsys)
+def test_missing_file_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _out, err = run_cli(["--data", str(tmp_path / "nope.dat.gz")], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("flashmm: error: data file not found")
@@ -39,22 +41,43 @@ def test_missing_file_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp
 @needs_data
 def test_empty_range_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(
-        ["--data", str(NEXO_20MIN), "--from", "2024-07-23T15:50:00Z", "--to", "2024-07-23T15:45:00Z"], capsys
+        [
+            "--data",
+            str(NEXO_20MIN),
+            "--from",
+            "2024-07-23T15:50:00Z",
+            "--to",
+            "2024-07-23T15:45:00Z",
+        ],
+        capsys,
     )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "empty time range" in err
     # a window outside the data
     code, _, err = run_cli(
-        ["--data", str(NEXO_20MIN), "--from", "2024-07-25T00:00:00Z", "--to", "2024-07-25T01:00:00Z"], capsys
+        [
+            "--data",
+            str(NEXO_20MIN),
+            "--from",
+            "2024-07-25T00:00:00Z",
+            "--to",
+            "2024-07-25T01:00:00Z",
+        ],
+        capsys,
     )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no events between" in err
 
 
 @needs_data
 def test_unknown_param_is_the_config_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["--data", str(NEXO_20MIN), "--set", "strategy.params.gamma_typo=1"], capsys)
+    code, _, err = run_cli(
+        ["--data", str(NEXO_20MIN), "--set", "strategy.params.gamma_typo=1"], capsys
+    )
     assert code == 2
     (line,) = err.strip().splitlines()
-    assert line.startswith("flashmm: config error:") and "strategy.params.gamma_typo: unknown key" in line
+    assert (
+        line.startswith("flashmm: config error:")
+        and "strategy.params.gamma_typo: unknown key" in line
+    )
 
 
 def test_bad_timestamp_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,13 +89,22 @@ def test_bad_timestamp_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_json_and_out(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     code, out, _ = run_cli(
-        ["--data", str(NEXO_20MIN), "--json", "--out", str(out_dir), "--from", "2024-07-23T15:45:00Z"], capsys
+        [
+            "--data",
+            str(NEXO_20MIN),
+            "--json",
+            "--out",
+            str(out_dir),
+            "--from",
+            "2024-07-23T15:45:00Z",
+        ],
+        capsys,
     )
     assert code == 0
     rep = json.loads(out)
     assert rep["position_limit_breaches"] == 0
     assert rep["events"] > 1000 and rep["data"]["warmup_events"] > 0
-    assert rep["sim_start_ns"] >= parse_ts("2024-07-23T15:45:00Z", "--from")  # type: ignore[operator]
+    assert rep["sim_start_ns"] >= parse_ts("2024-07-23T15:45:00Z", "--from")
     assert json.loads((out_dir / "report.json").read_text())["fills"] == rep["fills"]
     assert (out_dir / "fills.csv").is_file() and (out_dir / "plots.html").is_file()
 

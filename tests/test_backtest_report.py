@@ -26,12 +26,25 @@ def _line(t_s: float, msg: dict[str, Any]) -> str:
 
 
 def _diff(t_s: float, u: int, bids: list[list[str]], asks: list[list[str]]) -> str:
-    data = {"e": "depthUpdate", "E": (T0_US // 1000) + int(t_s * 1000), "U": u, "u": u, "b": bids, "a": asks}
+    data = {
+        "e": "depthUpdate",
+        "E": (T0_US // 1000) + int(t_s * 1000),
+        "U": u,
+        "u": u,
+        "b": bids,
+        "a": asks,
+    }
     return _line(t_s, {"stream": f"{STREAM}@depth@100ms", "data": data})
 
 
 def _trade(t_s: float, px: str, qty: str, buyer_is_maker: bool) -> str:
-    data = {"e": "trade", "T": (T0_US // 1000) + int(t_s * 1000), "p": px, "q": qty, "m": buyer_is_maker}
+    data = {
+        "e": "trade",
+        "T": (T0_US // 1000) + int(t_s * 1000),
+        "p": px,
+        "q": qty,
+        "m": buyer_is_maker,
+    }
     return _line(t_s, {"stream": f"{STREAM}@trade", "data": data})
 
 
@@ -40,7 +53,14 @@ def write_tape(path: Path) -> Path:
     at 2.5 s the ask moves to 1.020 (mid 1.010); a quiet diff at 40 s ends the tape."""
     lines = [
         _diff(0.05, 100, [["1.00000000", "100.00000000"]], []),  # before the snapshot: dropped
-        _line(0.0, {"lastUpdateId": 100, "bids": [["1.00000000", "100.0"]], "asks": [["1.01000000", "100.0"]]}),
+        _line(
+            0.0,
+            {
+                "lastUpdateId": 100,
+                "bids": [["1.00000000", "100.0"]],
+                "asks": [["1.01000000", "100.0"]],
+            },
+        ),
         _diff(0.1, 101, [["0.99900000", "50.00000000"]], []),
         _diff(0.5, 102, [["0.99800000", "50.00000000"]], []),
         _trade(1.0, "1.00000000", "50.00000000", True),  # sell through our 1.001 bid
@@ -66,21 +86,35 @@ class InsideQuotes:
     def quote(self, ctx: QuoteContext) -> list[Quote]:
         if ctx.best_ask - ctx.best_bid < 3:
             return []
-        return [Quote(Side.BUY, ctx.best_bid + 1, self.lots), Quote(Side.SELL, ctx.best_ask - 1, self.lots)]
+        return [
+            Quote(Side.BUY, ctx.best_bid + 1, self.lots),
+            Quote(Side.SELL, ctx.best_ask - 1, self.lots),
+        ]
 
 
 def tape_config() -> Config:
     return Config.model_validate(
         {
             "mode": "backtest",
-            "markets": [{"symbol": "SEI/USDC", "tick_size": "0.001", "lot_size": "0.01", "reference": STREAM}],
+            "markets": [
+                {
+                    "symbol": "SEI/USDC",
+                    "tick_size": "0.001",
+                    "lot_size": "0.01",
+                    "reference": STREAM,
+                }
+            ],
             "feed": {"kind": "replay", "speed": 0},
             "venue": {
                 "kind": "sim",
                 "sim": {"entry_latency_ms": 0, "cancel_latency_ms": 0, "feed_latency_ms": 0},
             },
             "strategy": {"quote_hz": 5, "requote_mid_move_bps": 0},
-            "risk": {"max_position_usdc": 100000, "max_order_usdc": 100000, "kill_switch_enabled": False},
+            "risk": {
+                "max_position_usdc": 100000,
+                "max_order_usdc": 100000,
+                "kill_switch_enabled": False,
+            },
         }
     )
 
@@ -88,7 +122,9 @@ def tape_config() -> Config:
 @pytest.fixture
 def tape_run(tmp_path: Path) -> Any:
     tape = write_tape(tmp_path / "tape.dat.gz")
-    return run_backtest(tape_config(), [str(tape)], strategy=InsideQuotes(), cache_dir=tmp_path / "cache")
+    return run_backtest(
+        tape_config(), [str(tape)], strategy=InsideQuotes(), cache_dir=tmp_path / "cache"
+    )
 
 
 def test_known_fills_and_pnl_split(tape_run: Any) -> None:

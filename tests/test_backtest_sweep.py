@@ -69,7 +69,9 @@ def test_two_parameter_sets_in_processes(tmp_path: Path) -> None:
 
 
 @needs_data
-def test_sweep_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from flashmm.cli import main
@@ -90,7 +92,9 @@ def test_sweep_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypat
 def test_ray_local(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     spec = load_sweep(_spec(tmp_path, "grid:\n  strategy.params.min_spread_bps: [4, 40]\n"))
-    tasks = make_tasks(spec, str(ROOT / "configs/backtest.yaml"), [], [str(NEXO_20MIN)], None, None, tmp_path)
+    tasks = make_tasks(
+        spec, str(ROOT / "configs/backtest.yaml"), [], [str(NEXO_20MIN)], None, None, tmp_path
+    )
     local = run_sweep(tasks, workers=2)
     ray_res = run_sweep(tasks, workers=2, ray_address="local")
     assert [r["params"] for r in ray_res] == [r["params"] for r in local]

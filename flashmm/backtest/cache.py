@@ -153,7 +153,12 @@ def convert(path: Path, symbol: str, scale: Scale) -> Recording:
 
 
 def load_recording(
-    path: str | Path, symbol: str, scale: Scale, cache_dir: str | Path | None = None, *, use_cache: bool = True
+    path: str | Path,
+    symbol: str,
+    scale: Scale,
+    cache_dir: str | Path | None = None,
+    *,
+    use_cache: bool = True,
 ) -> Recording:
     """A recording as arrays: from the cache when this file (by sha256) was converted before."""
     path = Path(path)
@@ -272,7 +277,9 @@ class CachedFeed:
         c0 = time.process_time()
         self.recordings: dict[str, list[Recording]] = {}
         for sym, paths_ in groups.items():
-            recs = [load_recording(p, sym, scales[sym], cache_dir, use_cache=use_cache) for p in paths_]
+            recs = [
+                load_recording(p, sym, scales[sym], cache_dir, use_cache=use_cache) for p in paths_
+            ]
             # chained in time order, by each file's first line (as ReplayFeed does)
             starts = {id(r): first_timestamp(r.path) for r in recs}
             recs.sort(key=lambda r: starts[id(r)])

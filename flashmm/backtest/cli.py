@@ -15,7 +15,10 @@ DEFAULT_BACKTEST_CONFIG = "configs/backtest.yaml"
 
 
 def parse_ts(value: str | None, flag: str) -> int | None:
-    """``--from``/``--to``: integer epoch time (s, ms, µs or ns, told apart by magnitude) or ISO 8601 (UTC if no zone)."""
+    """``--from``/``--to``: epoch time (s, ms, µs or ns, told apart by magnitude) or ISO 8601.
+
+    An ISO time without a zone is UTC.
+    """
     if value is None or value == "":
         return None
     from flashmm.feeds.binance import ts_to_ns
@@ -24,13 +27,16 @@ def parse_ts(value: str | None, flag: str) -> int | None:
     if v.lstrip("-").isdigit():
         n = int(v)
         if n <= 0:
-            raise UserInputError(f"{flag}: expected a positive epoch time or an ISO date, got {value!r}")
+            raise UserInputError(
+                f"{flag}: expected a positive epoch time or an ISO date, got {value!r}"
+            )
         return ts_to_ns(n)
     try:
         dt = datetime.fromisoformat(v)
     except ValueError:
         raise UserInputError(
-            f"{flag}: cannot read {value!r}: use epoch ns/µs/ms/s or ISO 8601, e.g. 2024-07-23T18:00:00Z"
+            f"{flag}: cannot read {value!r}: use epoch ns/µs/ms/s or ISO 8601, "
+            "e.g. 2024-07-23T18:00:00Z"
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
@@ -83,7 +89,19 @@ def backtest_command(
     feed = open_feed(cfg, files, from_ns, to_ns)
     show_progress = progress and sys.stderr.isatty()
     if sweep is not None:
-        _sweep(config or DEFAULT_BACKTEST_CONFIG, sets, sweep, files, from_ns, to_ns, out, json_out, workers, ray, show_progress)
+        _sweep(
+            config or DEFAULT_BACKTEST_CONFIG,
+            sets,
+            sweep,
+            files,
+            from_ns,
+            to_ns,
+            out,
+            json_out,
+            workers,
+            ray,
+            show_progress,
+        )
         return
     from flashmm.backtest.report import summary_table, write_outputs
     from flashmm.backtest.runner import run_backtest
@@ -118,7 +136,14 @@ def backtest_command(
             transient=True,
         ) as bar:
             tid = bar.add_task("events", total=total)
-            res = run_backtest(cfg, files, from_ns=from_ns, to_ns=to_ns, feed=feed, progress=lambda k: bar.advance(tid, k))
+            res = run_backtest(
+                cfg,
+                files,
+                from_ns=from_ns,
+                to_ns=to_ns,
+                feed=feed,
+                progress=lambda k: bar.advance(tid, k),
+            )
     else:
         res = run_backtest(cfg, files, from_ns=from_ns, to_ns=to_ns, feed=feed)
     if out:

@@ -12,7 +12,7 @@ import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -59,14 +59,21 @@ def _fmt(v: float) -> str:
     return f"{v:.2e}"
 
 
-def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str, step: bool = True) -> str:
+def line_chart(
+    title: str, series: Sequence[Series], x_label: str, y_label: str, step: bool = True
+) -> str:
     """An SVG line chart. ``step`` draws sample-and-hold steps."""
     thinned = [(n, *_thin(np.asarray(x, float), np.asarray(y, float)), c) for n, x, y, c in series]
     xs = np.concatenate([s[1] for s in thinned]) if thinned else np.zeros(0)
     ys = np.concatenate([s[2] for s in thinned]) if thinned else np.zeros(0)
     ys = ys[~np.isnan(ys)]
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">']
-    out.append(f'<text x="{PAD_L}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>')
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        'font-family="sans-serif" font-size="11">'
+    ]
+    out.append(
+        f'<text x="{PAD_L}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>'
+    )
     if not len(xs) or not len(ys):
         out.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text></svg>')
         return "".join(out)
@@ -86,17 +93,27 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
     def sy(v: float) -> float:
         return PAD_T + (y1 - v) / (y1 - y0) * ph
 
-    out.append(f'<rect x="{PAD_L}" y="{PAD_T}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
+    out.append(
+        f'<rect x="{PAD_L}" y="{PAD_T}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>'
+    )
     for i in range(5):
         v = y0 + (y1 - y0) * i / 4
         yy = sy(v)
-        out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>')
+        out.append(
+            f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>'
+        )
         out.append(f'<text x="{PAD_L - 4}" y="{yy + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
         xv = x0 + (x1 - x0) * i / 4
         out.append(f'<text x="{sx(xv):.1f}" y="{H - 12}" text-anchor="middle">{_fmt(xv)}</text>')
     if y0 < 0 < y1:
-        out.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#bbb" stroke-dasharray="4"/>')
-    out.append(f'<text x="{W - PAD_R}" y="{H - 1}" text-anchor="end" fill="#555">{html.escape(x_label)}</text>')
+        out.append(
+            f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" '
+            'stroke="#bbb" stroke-dasharray="4"/>'
+        )
+    out.append(
+        f'<text x="{W - PAD_R}" y="{H - 1}" text-anchor="end" fill="#555">'
+        f"{html.escape(x_label)}</text>"
+    )
     out.append(
         f'<text x="12" y="{PAD_T + ph / 2}" transform="rotate(-90 12 {PAD_T + ph / 2})" '
         f'text-anchor="middle" fill="#555">{html.escape(y_label)}</text>'
@@ -120,9 +137,13 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
             segs.append(" ".join(pts))
         for s in segs:
             if " " not in s:
-                out.append(f'<circle cx="{s.split(",")[0]}" cy="{s.split(",")[1]}" r="2" fill="{colour}"/>')
+                out.append(
+                    f'<circle cx="{s.split(",")[0]}" cy="{s.split(",")[1]}" r="2" fill="{colour}"/>'
+                )
             else:
-                out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.2" points="{s}"/>')
+                out.append(
+                    f'<polyline fill="none" stroke="{colour}" stroke-width="1.2" points="{s}"/>'
+                )
         out.append(f'<rect x="{lx}" y="8" width="10" height="10" fill="{colour}"/>')
         out.append(f'<text x="{lx + 14}" y="17">{html.escape(name)}</text>')
         lx += 24 + 7 * len(name)
@@ -214,7 +235,8 @@ def write_html(res: BacktestResult, path: Path) -> Path:
     files = ", ".join(html.escape(f) for f in rep.get("data", {}).get("files", []))
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>FlashMM backtest</title>
-<style>body{{font-family:sans-serif;margin:20px}} table{{border-collapse:collapse;margin-bottom:16px}}
+<style>body{{font-family:sans-serif;margin:20px}}
+table{{border-collapse:collapse;margin-bottom:16px}}
 th,td{{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:12px}}</style></head>
 <body><h2>FlashMM backtest</h2><p>{files}</p>
 <table>{rows}</table>
@@ -223,10 +245,6 @@ th,td{{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:12px}}</s
 """
     path.write_text(doc)
     return path
-
-
-def _unused(_: Any) -> None:  # pragma: no cover - keeps the Any import used for type hints
-    return None
 
 
 __all__ = ["line_chart", "write_html"]

@@ -189,18 +189,24 @@ def build_report(
     mids = engine.mids()
     pnl = acct.total_pnl(mids)
     fees = acct.fees
-    end_ns = rec.tracks and max((tr.mid_ts[-1] for tr in rec.tracks.values() if tr.mid_ts), default=0)
+    end_ns = max((tr.mid_ts[-1] for tr in rec.tracks.values() if tr.mid_ts), default=0)
     data_end = int(end_ns or engine.now_ns)
     ft = FillTable(rec.fills, rec, data_end)
     spread_pnl = float(ft.capture.sum()) if len(ft.fills) else 0.0
     t, e = equity_curve(rec, engine.now_ns, pnl)
     dd = max(max_drawdown(e), acct.max_drawdown)
     inv_samples = [abs(x) for tr in rec.tracks.values() for x in tr.s_inv]
-    max_inv = max([acct.max_abs_inventory_usdc, *inv_samples]) if inv_samples else acct.max_abs_inventory_usdc
+    max_inv = (
+        max([acct.max_abs_inventory_usdc, *inv_samples])
+        if inv_samples
+        else acct.max_abs_inventory_usdc
+    )
     orders_sent = sum(ms.orders_sent for ms in engine.markets.values())
     cancels_sent = sum(ms.cancels_sent for ms in engine.markets.values())
     sent_lots = sum(tr.sent_lots for tr in rec.tracks.values())
-    maker_lots = sum(f.size_lots for f in rec.fills if f.client_id and f.liquidity is Liquidity.MAKER)
+    maker_lots = sum(
+        f.size_lots for f in rec.fills if f.client_id and f.liquidity is Liquidity.MAKER
+    )
     fills = acct.fills
     t_total = sum(tr.t_total_ns for tr in rec.tracks.values())
     t_both = sum(tr.t_both_ns for tr in rec.tracks.values())
@@ -222,7 +228,9 @@ def build_report(
         markets[sym] = {
             "reference": tr.ms.spec.reference,
             "pnl_usdc": _r(acct.market_pnl(sym, mid)),
-            "pnl_spread_usdc": _r(float(sum(c for f, c in zip(ft.fills, ft.capture, strict=True) if f.market == sym))),
+            "pnl_spread_usdc": _r(
+                float(sum(c for f, c in zip(ft.fills, ft.capture, strict=True) if f.market == sym))
+            ),
             "fees_usdc": _r(pos.fees_usdc),
             "fills": pos.fills,
             "volume_usdc": _r(pos.volume_usdc),
@@ -231,8 +239,12 @@ def build_report(
             "orders_sent": tr.ms.orders_sent,
             "cancels_sent": tr.ms.cancels_sent,
             "quote_uptime": _r(tr.t_both_ns / tr.t_total_ns if tr.t_total_ns else 0.0),
-            "avg_quoted_spread_bps": _r(tr.q_spread_int / tr.t_both_ns if tr.t_both_ns else None, 4),
-            "avg_market_spread_bps": _r(tr.m_spread_int / tr.t_valid_ns if tr.t_valid_ns else None, 4),
+            "avg_quoted_spread_bps": _r(
+                tr.q_spread_int / tr.t_both_ns if tr.t_both_ns else None, 4
+            ),
+            "avg_market_spread_bps": _r(
+                tr.m_spread_int / tr.t_valid_ns if tr.t_valid_ns else None, 4
+            ),
             "book_checks": tr.ms.builder.checks,
             "book_mismatches": tr.ms.builder.mismatches,
         }
@@ -254,7 +266,9 @@ def build_report(
         "avg_market_spread_bps": _r(m_int / t_valid if t_valid else None, 4),
         "markout_bps": {_label(h): ft.mean_markout(h) for h in MARKOUT_HORIZONS_S},
         "max_abs_inventory_usdc": _r(max_inv),
-        "final_inventory_usdc": _r(sum(acct.inventory_usdc(s, mids.get(s, 0.0)) for s in rec.tracks)),
+        "final_inventory_usdc": _r(
+            sum(acct.inventory_usdc(s, mids.get(s, 0.0)) for s in rec.tracks)
+        ),
         "position_limit_breaches": acct.limit_breaches,
         "max_drawdown_usdc": _r(dd),
         "sharpe": _r(sharpe_per_minute(t, e), 4),
@@ -385,14 +399,23 @@ def summary_table(report: dict[str, Any]) -> Any:
         ("  inventory", _fmt(report["pnl_inventory_usdc"], "{:+,.4f}")),
         ("  fees", _fmt(report["fees_usdc"], "{:,.4f}")),
         ("volume (USDC)", _fmt(report["volume_usdc"], "{:,.2f}")),
-        ("fills (maker/taker)", f"{report['fills']} ({report['maker_fills']}/{report['taker_fills']})"),
+        (
+            "fills (maker/taker)",
+            f"{report['fills']} ({report['maker_fills']}/{report['taker_fills']})",
+        ),
         ("orders / cancels", f"{report['orders_sent']:,} / {report['cancels_sent']:,}"),
         ("fill ratio (lots)", _fmt(report["fill_ratio"], "{:.4%}")),
         ("order-to-trade", _fmt(report["order_to_trade"], "{:,.1f}")),
         ("quote uptime", _fmt(report["quote_uptime"], "{:.1%}")),
-        ("quoted / market spread (bps)", f"{_fmt(report['avg_quoted_spread_bps'], '{:.2f}')} / "
-         f"{_fmt(report['avg_market_spread_bps'], '{:.2f}')}"),  # fmt: skip
-        ("markout 1s / 5s / 30s (bps)", " / ".join(_fmt(mk.get(k), "{:+.2f}") for k in ("1s", "5s", "30s"))),
+        (
+            "quoted / market spread (bps)",
+            f"{_fmt(report['avg_quoted_spread_bps'], '{:.2f}')} / "
+            f"{_fmt(report['avg_market_spread_bps'], '{:.2f}')}",
+        ),
+        (
+            "markout 1s / 5s / 30s (bps)",
+            " / ".join(_fmt(mk.get(k), "{:+.2f}") for k in ("1s", "5s", "30s")),
+        ),
         ("max |inventory| (USDC)", _fmt(report["max_abs_inventory_usdc"], "{:,.2f}")),
         ("limit breaches", str(report["position_limit_breaches"])),
         ("max drawdown (USDC)", _fmt(report["max_drawdown_usdc"], "{:,.4f}")),
@@ -401,8 +424,11 @@ def summary_table(report: dict[str, Any]) -> Any:
         ("sim time", _fmt(report["sim_s"], "{:,.0f} s")),
         ("events", f"{report['events']:,}"),
         ("wall / loop (s)", f"{report['wall_s']:.2f} / {report['loop_s']:.2f}"),
-        ("events/s (end to end / loop)", f"{_fmt(report['events_per_s'], '{:,.0f}')} / "
-         f"{_fmt(report['loop_events_per_s'], '{:,.0f}')}"),  # fmt: skip
+        (
+            "events/s (end to end / loop)",
+            f"{_fmt(report['events_per_s'], '{:,.0f}')} / "
+            f"{_fmt(report['loop_events_per_s'], '{:,.0f}')}",
+        ),
     ]
     for k, v in rows:
         t.add_row(k, v)

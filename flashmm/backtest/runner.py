@@ -23,7 +23,7 @@ from typing import Any
 
 from flashmm.backtest.cache import CachedFeed
 from flashmm.config import Config
-from flashmm.engine import Engine, MarketState
+from flashmm.engine import Engine, MarketState, SignalFactory
 from flashmm.errors import UserInputError
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent
 from flashmm.runner import build_venue, scales_for, shutdown, signal_factory
@@ -190,9 +190,13 @@ def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
     raise RuntimeError("coroutine suspended on a simulated clock")
 
 
-def make_engine(cfg: Config, strategy: Strategy | None = None) -> Engine:
-    """The engine of paper mode: same venue, same signal; a strategy object may be passed in."""
-    return Engine(cfg, build_venue(cfg), strategy=strategy, signal_factory=signal_factory(cfg))
+def make_engine(
+    cfg: Config, strategy: Strategy | None = None, signals: SignalFactory | None = None
+) -> Engine:
+    """The engine of paper mode (same venue, same signal); a strategy or signal may be passed in."""
+    return Engine(
+        cfg, build_venue(cfg), strategy=strategy, signal_factory=signals or signal_factory(cfg)
+    )
 
 
 def data_files(cfg: Config, data: Sequence[str] | None) -> list[str]:
@@ -250,6 +254,7 @@ def run_backtest(
     from_ns: int | None = None,
     to_ns: int | None = None,
     strategy: Strategy | None = None,
+    signals: SignalFactory | None = None,
     progress: ProgressFn | None = None,
     progress_every: int = 8192,
     cache_dir: Path | None = None,
@@ -267,7 +272,7 @@ def run_backtest(
         pre = pre_cpu = 0.0
     else:
         pre, pre_cpu = feed.load_s, feed.load_cpu_s  # opened by the caller: its load counts too
-    engine = make_engine(cfg, strategy)
+    engine = make_engine(cfg, strategy, signals)
     _run_sync(engine.venue.start())
     active = [sym for sym, ms in engine.markets.items() if ms.spec.reference in feed.symbols]
     rec = Recorder(engine, active, sample_s)

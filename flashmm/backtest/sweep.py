@@ -56,7 +56,9 @@ class SweepSpec:
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
-        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())]
+        return [
+            dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())
+        ]
 
 
 def _as_set(key: str, value: Any) -> str:
@@ -72,7 +74,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     except yaml.YAMLError as exc:
         raise UserInputError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("grid"), dict) or not raw["grid"]:
-        raise UserInputError(f"{p}: expected a mapping with a non-empty 'grid' (see sweeps/example.yaml)")
+        raise UserInputError(
+            f"{p}: expected a mapping with a non-empty 'grid' (see sweeps/example.yaml)"
+        )
     unknown = sorted(set(raw) - {"base", "grid"})
     if unknown:
         raise UserInputError(f"{p}: unknown key(s) {', '.join(unknown)} (allowed: base, grid)")
@@ -141,7 +145,16 @@ def make_tasks(
         point_sets = tuple([*spec.base, *sets, *(_as_set(k, v) for k, v in point.items())])
         load_config(config, list(point_sets))  # raises ConfigError (exit 2)
         tasks.append(
-            Task(i, config, point_sets, point, tuple(files), from_ns, to_ns, str(cache_dir) if cache_dir else None)
+            Task(
+                i,
+                config,
+                point_sets,
+                point,
+                tuple(files),
+                from_ns,
+                to_ns,
+                str(cache_dir) if cache_dir else None,
+            )
         )
     return tasks
 
@@ -266,4 +279,13 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-__all__ = ["SweepSpec", "Task", "load_sweep", "make_tasks", "rank", "run_sweep", "run_task", "sweep_table"]
+__all__ = [
+    "SweepSpec",
+    "Task",
+    "load_sweep",
+    "make_tasks",
+    "rank",
+    "run_sweep",
+    "run_task",
+    "sweep_table",
+]
