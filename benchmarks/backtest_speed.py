@@ -2,9 +2,8 @@
 
 Prints wall time, CPU time and events/s for a cold run (recordings parsed from
 gzip JSON into a fresh cache) and a cached run, for configs/backtest.yaml as it
-is and with the kill switch off (the default profile halts on a 6σ move
-after ~1.6 h, so most of its day is idle). ``--profile`` adds a cProfile of
-the cached run's loop (top functions by own time).
+is (ONNX model signal) and with ``model.enabled=false`` (rules fallback).
+``--profile`` adds a cProfile of each cached run (top functions by own time).
 
 Usage (from the repo root)::
 
@@ -29,7 +28,7 @@ FILES = [
 
 VARIANTS = {
     "default": [],
-    "kill switch off": ["risk.kill_switch_enabled=false"],
+    "model off": ["model.enabled=false"],
 }
 
 
