@@ -118,7 +118,7 @@ def line_chart(
         f'<text x="12" y="{PAD_T + ph / 2}" transform="rotate(-90 12 {PAD_T + ph / 2})" '
         f'text-anchor="middle" fill="#555">{html.escape(y_label)}</text>'
     )
-    lx = PAD_L + 200
+    lx = PAD_L + 8 * len(title) + 24  # legend after the title
     for name, x, y, colour in thinned:
         pts: list[str] = []
         segs: list[str] = []
