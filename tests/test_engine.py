@@ -101,39 +101,24 @@ def test_emergency_stop_cancels_flattens_and_latches(shared_data: Path) -> None:
     assert engine.resume(now) is None
 
 
+def _run_bot(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
+    """`flashmm run --headless --speed 0 --json ...` in a subprocess, state kept in tmp_path."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "flashmm", "run", "--headless", "--speed", "0", "--json"]
+    cmd += ["--set", f"control.data_dir={tmp_path}", "--set", f"logging.file={tmp_path}/log"]
+    r = subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r, json.loads(r.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_run_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     """`flashmm run --headless --duration 20 --speed 0 --data <both NEXO files>` exits 0 with a summary."""
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flashmm",
-            "run",
-            "--headless",
-            "--duration",
-            "20",
-            "--speed",
-            "0",
-            "--data",
-            str(NEXO_23),
-            "--data",
-            str(NEXO_24),
-            "--json",
-            "--set",
-            f"control.data_dir={tmp_path}",
-            "--set",
-            f"logging.file={tmp_path}/log",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
+    _, summary = _run_bot(
+        tmp_path, "--duration", "20", "--data", str(NEXO_23), "--data", str(NEXO_24)
     )
-    assert r.returncode == 0, r.stderr[-2000:]
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
     for key in (
         "mode",
         "events",
@@ -157,37 +142,10 @@ def test_run_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
 def test_a_corrupt_model_leaves_the_bot_running_on_rules(shared_data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(b"\x08\x01this is not a model")
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flashmm",
-            "run",
-            "--headless",
-            "--speed",
-            "0",
-            "--data",
-            str(NEXO_23),
-            "--json",
-            "--set",
-            f"model.path={bad}",
-            "--set",
-            f"control.data_dir={tmp_path}",
-            "--set",
-            f"logging.file={tmp_path}/log",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    r, summary = _run_bot(tmp_path, "--data", str(NEXO_23), "--set", f"model.path={bad}")
     assert "prediction model not loaded, running on rules" in r.stderr
     assert "corrupt.onnx" in r.stderr
     assert "Traceback" not in r.stderr
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["quotes_sent"] > 0 and summary["fills"] > 0
 
 
