@@ -175,11 +175,13 @@ class GuardedPredictor:
             if half:
                 self._open(f"latency {lat_us:.0f} us over budget {budget:g} us", ts_ns)
                 return self._fallback(x, ts_ns)
-        # p99 over budget <=> more than 1% of the window over budget
+        # the rolling p99 can only be over budget when more than 1 % of the
+        # window is: compute it (costly) only then
         if len(lat) >= s.latency_min_samples and self._lat_over > 0.01 * len(lat):
             p99 = float(np.percentile(np.asarray(lat), 99))
-            self._open(f"latency p99 {p99:.0f} us over budget {budget:g} us", ts_ns)
-            return self._fallback(x, ts_ns)
+            if p99 > budget:
+                self._open(f"latency p99 {p99:.0f} us over budget {budget:g} us", ts_ns)
+                return self._fallback(x, ts_ns)
 
         lean_fn = getattr(model, "lean", None)
         lean = int(lean_fn()) if callable(lean_fn) else (sig.direction or _sign(sig.expected_bps))
