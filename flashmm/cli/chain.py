@@ -87,8 +87,10 @@ def local(
     def _interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    # A SIGTERM must stop anvil too (it runs in a process group of its own).
+    # SIGTERM, or SIGHUP when the terminal closes, must stop anvil too (it runs
+    # in a process group of its own).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     anvil = Anvil(port, chain_id=chain_id, block_time=block_time)
     try:
         run_async(_start(anvil))
