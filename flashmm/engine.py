@@ -471,14 +471,15 @@ class Engine:
 
     # --- operator actions -------------------------------------------------------
 
-    def pause(self, reason: str, now_ns: int) -> None:
+    def pause(self, reason: str, now_ns: int, *, quiet: bool = False) -> None:
+        """Pull every quote and stop quoting. ``quiet`` logs at INFO (a start-up hold)."""
         if self.state is HALTED:
             return
         self.state = PAUSED
         self.pause_reason = reason
         for ms in self.markets.values():
             self._pull(ms, now_ns)
-        logger.warning("paused: {}", reason)
+        logger.log("INFO" if quiet else "WARNING", "paused: {}", reason)
         self.outbox.append(("state", {"state": PAUSED, "reason": reason}))
 
     def resume(self, now_ns: int) -> str | None:

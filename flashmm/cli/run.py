@@ -56,7 +56,12 @@ def run(
     SIGTERM; then cancels every order and prints a summary.
     """
     from flashmm.app import run_bot
+    from flashmm.errors import UserInputError
 
+    if speed is not None and speed < 0:
+        raise UserInputError(f"--speed must be >= 0 (0 = as fast as possible), was {speed:g}")
+    if duration is not None and duration <= 0:
+        raise UserInputError(f"--duration must be > 0 seconds, was {duration:g}")
     cfg = _load(config, set_)
     summary = run_bot(
         cfg,

@@ -134,7 +134,7 @@ class OpsServices:
             self._install_snapshot()
             if self.engine.state is RUNNING:
                 # no quote goes out before the venue reconciliation in task()
-                self.engine.pause(_GATE_REASON, self._now())
+                self.engine.pause(_GATE_REASON, self._now(), quiet=True)
             self.control = ControlServer(self.socket_path, self._handle, audit=self._audit)
             await self.control.start()
             if self.cfg.control.metrics_port:
