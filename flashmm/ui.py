@@ -72,7 +72,8 @@ def market_table(snap: Mapping[str, Any]) -> Table:
     ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for sym, m in snap.get("markets", {}).items():
-        quotes = m.get("quotes", [])
+        # orders whose cancel is in flight are not quotes any more
+        quotes = [q for q in m.get("quotes", []) if q.get("state") != "pending_cancel"]
         bids = [q for q in quotes if q["side"] == "buy"]
         asks = sorted((q for q in quotes if q["side"] == "sell"), key=lambda q: q["price"])
         bid_txt = "\n".join(f"{q['size']:,.4g} @ {q['price']:,.6g}" for q in bids) or "-"
