@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,6 @@ from typing import Any
 from loguru import logger
 
 from flashmm.config import Config
-from flashmm.engine import Engine
 from flashmm.logs import setup_logging
 from flashmm.runner import RunOptions, SnapshotHolder, build_engine, run_async, run_blocking
 
@@ -58,14 +55,3 @@ def run_bot(
         with live_panel(lambda: holder.latest, cfg.ui.refresh_hz):
             return run_blocking(main)
     return run_blocking(main)
-
-
-def engine_for_tests(cfg: Config) -> Engine:
-    """An engine with the profile's venue, for tests that drive it by hand."""
-    return build_engine(cfg)
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
