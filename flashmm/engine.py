@@ -53,6 +53,8 @@ HALTED = "halted"
 STOPPED = "stopped"
 
 _LAT_RING = 1 << 16
+#: venue counters that count as errors for the ``venue_errors`` breaker
+_VENUE_ERROR_KEYS = ("send_errors", "reverted", "dropped")
 
 
 @dataclass
@@ -150,6 +152,7 @@ class Engine:
         self.pnl = 0.0
         self.drawdown = 0.0
         self._mark_dirty = True  # P&L inputs (mids, fills) changed since the last mark
+        self._venue_errors_seen = 0
 
     # --- market data --------------------------------------------------------
 
@@ -240,6 +243,7 @@ class Engine:
         self.pump_venue(now_ns)
         for ms in self.markets.values():
             self.risk.update_feed(ms.spec.symbol, ms.last_data_ns, now_ns)
+        self._check_venue_errors(now_ns)
         if now_ns >= self._next_mark_ns and self._mark_dirty:
             self._mark_dirty = False
             self._mark(now_ns)
@@ -290,6 +294,9 @@ class Engine:
         wake = nd() if nd is not None else 0
         if wake is None:
             wake = 1 << 62
+        clear = self.risk.venue_errors_clear_ns()
+        if clear is not None:
+            wake = min(wake, clear)
         stale = self.cfg.risk.stale_feed_ms * 1_000_000
         for sym, ms in self.markets.items():
             if ms.last_data_ns and not self.risk.breakers[f"stale_feed:{sym}"].tripped:
@@ -656,6 +663,26 @@ class Engine:
                 None,
             ),
         }
+
+    def _check_venue_errors(self, now_ns: int) -> None:
+        """Feed the venue's failed sends, reverts and dropped txs to the error-rate breaker."""
+        stats = getattr(self.venue, "stats", None)
+        if not isinstance(stats, dict):
+            return
+        errors = sum(int(stats.get(k, 0)) for k in _VENUE_ERROR_KEYS)
+        new = errors - self._venue_errors_seen
+        self._venue_errors_seen = errors
+        tripped = False
+        for _ in range(max(new, 0)):
+            tripped |= self.risk.venue_error(now_ns)
+        if tripped:
+            b = self.risk.breakers["venue_errors"]
+            logger.error("venue errors: {} (quotes pulled)", b.reason)
+            self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+        elif new <= 0 and self.risk.venue_ok(now_ns):
+            b = self.risk.breakers["venue_errors"]
+            logger.info("venue errors back under the limit: quoting again")
+            self.outbox.append(("breaker", {"name": b.name, **b.status()}))
 
     def _venue_status(self, now: int) -> dict[str, Any]:
         """The venue's counters; on a chain, gas so far and projected per day."""

@@ -194,6 +194,12 @@ class RiskManager:
             return self.breakers["venue_errors"].clear(now_ns)
         return False
 
+    def venue_errors_clear_ns(self) -> int | None:
+        """When the venue-error breaker may clear (the oldest error leaves the window)."""
+        if not self.breakers["venue_errors"].tripped or not self._venue_errors:
+            return None
+        return self._venue_errors[0] + 60 * NS_PER_S + 1
+
     def blocks_market(self, symbol: str) -> str | None:
         """Why quoting this market is not allowed now, or None."""
         for b in self.breakers.values():

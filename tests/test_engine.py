@@ -157,3 +157,34 @@ def test_the_shipped_model_is_used_by_default(shared_data: Path) -> None:
     status = engine.markets["SEI/USDC"].signal_source.status()
     assert status["state"] == "closed"
     assert str(status["model"]).endswith("flashmm-nexo-1s.onnx")
+
+
+def test_venue_errors_pull_quotes_until_the_rate_drops(shared_data: Path) -> None:
+    from flashmm.venues.sim import SimVenue
+
+    class CountingSim(SimVenue):
+        """The simulator plus the error counters a chain venue keeps (a fault we cannot cause here)."""
+
+        stats: dict[str, int]
+
+    sets = ["model.enabled=false", "risk.stale_feed_ms=120000"]  # no data while we wait
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
+    venue = CountingSim({s.symbol: s for s in cfg.specs()})
+    venue.stats = {"send_errors": 0, "reverted": 0, "dropped": 0}
+    engine = Engine(cfg, venue)
+    feed = ReplayFeed([NEXO_23], scales_for(cfg.specs()))
+    now = _drive(engine, feed, until_event=300)
+    ms = engine.markets["SEI/USDC"]
+    assert ms.orders
+    venue.stats["send_errors"] = 3
+    venue.stats["reverted"] = 2  # 5 errors within 60 s: the default limit
+    engine.run_due_timers(now + 200_000_000)
+    assert engine.risk.breakers["venue_errors"].tripped
+    for step in range(2, 20):
+        engine.run_due_timers(now + step * 100_000_000)
+    assert ms.blocked is not None and ms.blocked.startswith("venue_errors")
+    assert not ms.orders  # pulled, cancels confirmed
+    ms.dirty = True
+    engine.run_due_timers(now + 62 * 1_000_000_000)  # errors age out of the 60 s window
+    assert not engine.risk.breakers["venue_errors"].tripped
+    assert ms.orders
