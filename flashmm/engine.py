@@ -440,6 +440,7 @@ class Engine:
                 o = ms.orders.get(ev.client_id)
                 if o is not None and o.state is OrderState.PENDING_NEW:
                     o.state = OrderState.OPEN
+                    self.outbox.append(("order_update", (o, "accepted")))
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
                 o = ms.orders.pop(ev.client_id, None)
@@ -469,6 +470,8 @@ class Engine:
                 o.state = OrderState.DONE
                 del ms.orders[fill.client_id]
                 self.outbox.append(("order_done", (o, "filled")))
+            else:
+                self.outbox.append(("order_update", (o, "partially filled")))
         pos = self.acct.positions[fill.market]
         mid = ms.builder.book.mid if ms.builder.book.valid else float(fill.price_ticks)
         self.risk.update_position(ms.spec, pos.lots, mid, now_ns)

@@ -138,7 +138,7 @@ class Recorder:
                 tr = self.tracks.get(payload.market)
                 if tr is not None:
                     tr.sent_lots += payload.size_lots
-            elif kind != "order_done":
+            elif kind not in ("order_done", "order_update"):
                 self.notes.append((kind, payload))
 
     def _sample(self, now: int) -> None:

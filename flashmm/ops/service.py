@@ -453,7 +453,7 @@ class OpsServices:
             kind, payload = ob.popleft()
             if kind == "order":
                 j.order_event(payload, note="new")
-            elif kind == "order_done":
+            elif kind in ("order_done", "order_update"):
                 order, note = payload
                 j.order_event(order, note=str(note))
             elif kind == "fill":
