@@ -84,6 +84,9 @@ class RiskConfig(Strict):
     kill_switch_sigma: float = Field(5.0, gt=0, description="Emergency stop on a 1 s move > N σ")
     kill_switch_enabled: bool = True
     venue_error_limit: int = Field(5, ge=1, description="Venue errors in a minute before pulling")
+    venue_latency_ms: float = Field(
+        3000.0, gt=0, description="Pull quotes while the venue's p99 order latency is above this"
+    )
 
 
 class UIConfig(Strict):

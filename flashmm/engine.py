@@ -668,7 +668,13 @@ class Engine:
         }
 
     def _check_venue_errors(self, now_ns: int) -> None:
-        """Feed the venue's failed sends, reverts and dropped txs to the error-rate breaker."""
+        """Feed the venue's failed sends, reverts, dropped txs and latency to their breakers."""
+        p99_fn = getattr(self.venue, "receipt_p99_ms", None)
+        p99 = p99_fn() if callable(p99_fn) else None
+        if p99 is not None and self.risk.venue_latency(p99, now_ns):
+            b = self.risk.breakers["venue_latency"]
+            logger.log("ERROR" if b.tripped else "INFO", "venue latency: {}", b.reason or "ok")
+            self.outbox.append(("breaker", {"name": b.name, **b.status()}))
         stats = getattr(self.venue, "stats", None)
         if not isinstance(stats, dict):
             return

@@ -74,6 +74,7 @@ class RiskManager:
             "max_drawdown": Breaker("max_drawdown", PAUSE, latched=True),
             "kill_switch": Breaker("kill_switch", HALT, latched=True),
             "venue_errors": Breaker("venue_errors", PULL),
+            "venue_latency": Breaker("venue_latency", PULL),
         }
         for sym in self.specs:
             self.breakers[f"stale_feed:{sym}"] = Breaker(f"stale_feed:{sym}", PULL)
@@ -193,6 +194,14 @@ class RiskManager:
         if len(q) < self.cfg.venue_error_limit:
             return self.breakers["venue_errors"].clear(now_ns)
         return False
+
+    def venue_latency(self, p99_ms: float, now_ns: int) -> bool:
+        """Latency check; True when the breaker changed state."""
+        b = self.breakers["venue_latency"]
+        limit = self.cfg.venue_latency_ms
+        if p99_ms > limit:
+            return b.trip(f"order latency p99 {p99_ms:.0f} ms over {limit:.0f} ms", now_ns)
+        return b.clear(now_ns)
 
     def venue_errors_clear_ns(self) -> int | None:
         """When the venue-error breaker may clear (the oldest error leaves the window)."""

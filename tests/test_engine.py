@@ -188,3 +188,32 @@ def test_venue_errors_pull_quotes_until_the_rate_drops(shared_data: Path) -> Non
     engine.run_due_timers(now + 62 * 1_000_000_000)  # errors age out of the 60 s window
     assert not engine.risk.breakers["venue_errors"].tripped
     assert ms.orders
+
+
+def test_slow_venue_pulls_quotes_until_latency_recovers(shared_data: Path) -> None:
+    from flashmm.venues.sim import SimVenue
+
+    class SlowSim(SimVenue):
+        """The simulator plus the order-latency figure a chain venue reports."""
+
+        p99_ms: float | None = None
+
+        def receipt_p99_ms(self) -> float | None:
+            return self.p99_ms
+
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false"])
+    venue = SlowSim({s.symbol: s for s in cfg.specs()})
+    engine = Engine(cfg, venue)
+    now = _drive(engine, ReplayFeed([NEXO_23], scales_for(cfg.specs())), until_event=300)
+    ms = engine.markets["SEI/USDC"]
+    assert ms.orders
+    venue.p99_ms = 4500.0  # over the 3000 ms default
+    for step in range(1, 20):
+        engine.run_due_timers(now + step * 100_000_000)
+    assert engine.risk.breakers["venue_latency"].tripped
+    assert not ms.orders
+    venue.p99_ms = 600.0
+    ms.dirty = True
+    engine.run_due_timers(now + 2_100_000_000)
+    assert not engine.risk.breakers["venue_latency"].tripped
+    assert ms.orders

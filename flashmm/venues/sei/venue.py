@@ -217,6 +217,15 @@ class SeiVenue:
             "coalesced": 0,
             "send_errors": 0,
         }
+        #: submit → receipt times of the last transactions, in ms
+        self.receipt_ms: deque[float] = deque(maxlen=200)
+
+    def receipt_p99_ms(self) -> float | None:
+        """p99 of submit → receipt over the last 200 transactions (None before 20)."""
+        lat = sorted(self.receipt_ms)
+        if len(lat) < 20:
+            return None
+        return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -679,6 +688,7 @@ class SeiVenue:
         assert self.sender is not None and self._inflight_sem is not None
         try:
             receipt = await self.sender.wait(sent)
+            self.receipt_ms.append((time.monotonic() - sent.sent_at) * 1e3)
             self.stats["txs"] += 1
             used = int(receipt["gasUsed"], 16)
             self.stats["gas_used"] += used
