@@ -50,7 +50,6 @@ from flashmm.venues.base import Venue
 RUNNING = "running"
 PAUSED = "paused"
 HALTED = "halted"
-STOPPED = "stopped"
 
 _LAT_RING = 1 << 16
 #: venue counters that count as errors for the ``venue_errors`` breaker
@@ -71,19 +70,13 @@ class MarketState:
     next_client_id: int = 1
     orders_sent: int = 0
     cancels_sent: int = 0
-    requotes: int = 0
     rejects: int = 0
     blocked: str | None = None
     flatten_pending_ns: int = 0
-    trades_seen: int = 0
     #: something changed since the last quote (book, trade, fill, order state)
     dirty: bool = False
     #: risk and engine state seen by the last quote decision
     seen_version: tuple[int, str] = (-1, "")
-
-    @property
-    def book(self) -> Any:
-        return self.builder.book
 
 
 SignalFactory = Callable[[MarketSpec], SignalSource]
@@ -178,7 +171,6 @@ class Engine:
             if changed:
                 self._after_book(ms, now_ns, t0)
         elif isinstance(ev, Trade):
-            ms.trades_seen += 1
             ms.dirty = True
             ms.signal_source.on_trade(ev)
         elif isinstance(ev, BookTicker):
@@ -256,10 +248,6 @@ class Engine:
             if ms.dirty or ms.seen_version != version:
                 ms.seen_version = version
                 self._quote(ms, now_ns, t0)
-
-    def due(self, now_ns: int) -> bool:
-        """True when a quote cycle is due at ``now_ns`` (simulated clocks)."""
-        return now_ns >= self._next_quote_ns
 
     def run_due_timers(self, now_ns: int) -> None:
         """Run every quote cycle due up to ``now_ns`` on its own scheduled time.
@@ -409,7 +397,6 @@ class Engine:
             return
         ms.orders_sent += len(places)
         ms.cancels_sent += len(cancels)
-        ms.requotes += 1
         self.quotes_sent += len(places)
         self.venue.requote(ms.spec.symbol, cancels, places, now_ns)
 
@@ -584,12 +571,16 @@ class Engine:
         p50, p99 = self.latency_us()
         mids = self.mids()
         markets = {}
+        model_status: dict[str, object] | None = None
         for sym, ms in self.markets.items():
             book = ms.builder.book
             mid = mids[sym]
             spec = ms.spec
             pos = self.acct.positions[sym]
             inv = self.acct.inventory_usdc(sym, mid)
+            sig_status = ms.signal_source.status()
+            if model_status is None and "state" in sig_status:
+                model_status = sig_status  # the first market's model breaker
             quotes = sorted(
                 (
                     {
@@ -633,7 +624,7 @@ class Engine:
                     "expected_bps": round(sig.expected_bps, 2),
                     "source": sig.source,
                 },
-                "signal_status": ms.signal_source.status(),
+                "signal_status": sig_status,
                 "sigma_bps": ms.vol.sigma_bps,
                 "blocked": ms.blocked,
                 "data_age_ms": (now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,
@@ -657,14 +648,7 @@ class Engine:
             "latency": {"p50_us": p50, "p99_us": p99, "samples": self.lat_n},
             "quotes_sent": self.quotes_sent,
             "venue": self._venue_status(now),
-            "model": next(
-                (
-                    st
-                    for ms in self.markets.values()
-                    if "state" in (st := ms.signal_source.status())
-                ),
-                None,
-            ),
+            "model": model_status,
         }
 
     def _check_venue_errors(self, now_ns: int) -> None:
@@ -741,4 +725,4 @@ class Engine:
         }
 
 
-__all__ = ["HALTED", "PAUSE", "PAUSED", "RUNNING", "Engine", "MarketState"]
+__all__ = ["HALTED", "PAUSED", "RUNNING", "Engine", "MarketState"]

@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -264,9 +263,3 @@ def run_blocking(coro_fn: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> 
         return uvloop.run(coro_fn())
     except ImportError:  # pragma: no cover
         return asyncio.run(coro_fn())
-
-
-def data_dir(cfg: Config) -> Path:
-    p = Path(cfg.control.data_dir)
-    p.mkdir(parents=True, exist_ok=True)
-    return p

@@ -15,7 +15,7 @@ import gzip
 import heapq
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,9 +246,6 @@ class ReplayFeed:
 def make_scales(specs: Iterable[tuple[str, float, float]]) -> dict[str, Scale]:
     """``(reference, tick, lot)`` triples to the parser's scale map."""
     return {ref: Scale.of(tick, lot) for ref, tick, lot in specs}
-
-
-ProgressFn = Callable[[int], None]
 
 
 def _ts_key(item: tuple[int, int, MarketEvent]) -> int:
