@@ -35,7 +35,15 @@ import numpy as np
 
 from flashmm.feeds.binance import BinanceParser, Scale
 from flashmm.feeds.replay import ReplayStats, check_files, detect_symbol, first_timestamp, iter_file
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
+from flashmm.marketdata import (
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    FeedStatus,
+    Levels,
+    MarketEvent,
+    Trade,
+)
 
 CACHE_VERSION = 1
 
@@ -106,15 +114,18 @@ def convert(path: Path, symbol: str, scale: Scale) -> Recording:
     rows: list[tuple[int, ...]] = []
     lv_px: list[int] = []
     lv_qty: list[int] = []
+
+    def add_levels(bids: Levels, asks: Levels) -> int:
+        """Append a message's levels to the level table; returns where they start."""
+        start = len(lv_px)
+        for p, q in (*bids, *asks):
+            lv_px.append(p)
+            lv_qty.append(q)
+        return start
+
     for ev in iter_file(path, parser, symbol, stats):
         if isinstance(ev, DepthDiff):
-            start = len(lv_px)
-            for p, q in ev.bids:
-                lv_px.append(p)
-                lv_qty.append(q)
-            for p, q in ev.asks:
-                lv_px.append(p)
-                lv_qty.append(q)
+            start = add_levels(ev.bids, ev.asks)
             rows.append(
                 (ev.ts_ns, K_DIFF, 0, 0, 0, 0, 0, ev.first_id, ev.last_id, ev.exch_ms, start,
                  len(ev.bids), len(ev.asks))
@@ -131,13 +142,7 @@ def convert(path: Path, symbol: str, scale: Scale) -> Recording:
                  ev.update_id, 0, 0, 0, 0, 0)
             )  # fmt: skip
         elif isinstance(ev, DepthSnapshot):
-            start = len(lv_px)
-            for p, q in ev.bids:
-                lv_px.append(p)
-                lv_qty.append(q)
-            for p, q in ev.asks:
-                lv_px.append(p)
-                lv_qty.append(q)
+            start = add_levels(ev.bids, ev.asks)
             rows.append(
                 (ev.ts_ns, K_SNAPSHOT, 0, 0, 0, 0, 0, ev.last_update_id, 0, 0, start,
                  len(ev.bids), len(ev.asks))
