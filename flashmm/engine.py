@@ -192,6 +192,26 @@ class Engine:
                 ("feed", {"symbol": ev.symbol, "kind": ev.kind, "detail": ev.detail})
             )
 
+    def warm_up(self, ev: MarketEvent, now_ns: int) -> None:
+        """Build the books (ours and a simulated venue's) from depth data; nothing quotes.
+
+        For a backtest window: events before ``--from`` only prepare the books.
+        """
+        if self.observe:
+            self.venue.on_market_event(ev, now_ns)  # type: ignore[attr-defined]
+        ms = self.by_ref.get(ev.symbol)
+        if ms is None:
+            return
+        try:
+            if isinstance(ev, DepthDiff):
+                ms.builder.on_diff(ev)
+            elif isinstance(ev, DepthSnapshot):
+                ms.builder.on_snapshot(ev)
+            elif isinstance(ev, FeedStatus) and ev.kind == "resync":
+                ms.builder.state = SyncState.WAITING_SNAPSHOT
+        except SequenceGap:
+            pass  # the builder waits for the next snapshot
+
     def _after_book(self, ms: MarketState, now_ns: int, t0: int) -> None:
         book = ms.builder.book
         if not book.valid:

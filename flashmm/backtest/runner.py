@@ -25,7 +25,6 @@ from flashmm.backtest.cache import CachedFeed
 from flashmm.config import Config
 from flashmm.engine import Engine, MarketState, SignalFactory
 from flashmm.errors import UserInputError
-from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent
 from flashmm.runner import build_venue, scales_for, shutdown, signal_factory
 from flashmm.strategy import Strategy
 from flashmm.types import NS_PER_S, Fill, Order, OrderState
@@ -288,7 +287,7 @@ def run_backtest(
     for ev in feed.events():
         now = ev.ts_ns
         if lo is not None and now < lo:
-            _warm(engine, ev, now)
+            engine.warm_up(ev, now)
             warm += 1
             continue
         run_due(now)
@@ -315,28 +314,6 @@ def run_backtest(
     }
     report = build_report(cfg, engine, rec, feed, n, timing, from_ns, to_ns)
     return BacktestResult(report, rec, engine, feed)
-
-
-def _warm(engine: Engine, ev: MarketEvent, now: int) -> None:
-    """Before ``--from``: depth data builds the books (engine and venue); nothing quotes."""
-    from flashmm.book import SequenceGap
-
-    if engine.observe:
-        engine.venue.on_market_event(ev, now)  # type: ignore[attr-defined]
-    ms = engine.by_ref.get(ev.symbol)
-    if ms is None:
-        return
-    try:
-        if isinstance(ev, DepthDiff):
-            ms.builder.on_diff(ev)
-        elif isinstance(ev, DepthSnapshot):
-            ms.builder.on_snapshot(ev)
-        elif isinstance(ev, FeedStatus) and ev.kind == "resync":
-            from flashmm.book import SyncState
-
-            ms.builder.state = SyncState.WAITING_SNAPSHOT
-    except SequenceGap:
-        pass  # the builder waits for the next snapshot, as in the engine
 
 
 __all__ = ["BacktestResult", "MarketTrack", "Recorder", "make_engine", "open_feed", "run_backtest"]
