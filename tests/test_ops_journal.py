@@ -261,3 +261,17 @@ def test_durable_fills_survive_sigkill(tmp_path: Path) -> None:
     on_disk = state.fill_ids
     assert set(durable) <= on_disk
     assert state.positions["SEI/USDC"].lots == len(state.fills)
+
+
+def test_meta_set_get_is_durable_across_reopen(tmp_path: Path) -> None:
+    with Journal(tmp_path) as j:
+        assert j.get_meta("sei.last_block") is None
+        j.set_meta("sei.last_block", "100")
+        j.set_meta("sei.last_block", "123")
+        assert j.get_meta("sei.last_block") == "123"
+        assert j.flush()
+    with Journal(tmp_path) as j:
+        assert j.get_meta("sei.last_block") == "123"
+        assert j.get_meta("schema_version") is not None
+        with pytest.raises(ValueError):
+            j.set_meta("schema_version", "9")

@@ -136,7 +136,7 @@ CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
 """
 
 # Queue item kinds.
-_ORDER, _FILL, _POSITION, _BREAKER, _CONTROL, _EVENT = range(6)
+_ORDER, _FILL, _POSITION, _BREAKER, _CONTROL, _EVENT, _META = range(7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +369,9 @@ class Journal:
                     (str(SCHEMA_VERSION),),
                 )
                 self._fill_ids: set[str] = {r[0] for r in conn.execute("SELECT fill_id FROM fills")}
+                self._meta: dict[str, str] = {
+                    str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")
+                }
             finally:
                 conn.close()
         except (sqlite3.Error, OSError) as exc:
@@ -618,6 +621,26 @@ class Journal:
         ts = time.time_ns() if ts_ns is None else ts_ns
         return self._put(_EVENT, (kind, market, _dumps(dict(data or {})), ts))
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (replacing any earlier one), durably.
+
+        Written through the writer like every other row: :meth:`get_meta`
+        returns it at once; it is on disk once :meth:`flush` returns (or
+        ``durable_seq`` reaches ``last_seq`` as it was after this call). The
+        last value set before a crash may be lost with the batch it was in,
+        like any other row. Keys are free-form; ``schema_version`` is reserved.
+        """
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("journal meta keys and values are str")
+        if key == "schema_version":
+            raise ValueError("journal meta key 'schema_version' is reserved")
+        self._put(_META, (key, value))
+        self._meta[key] = value
+
+    def get_meta(self, key: str) -> str | None:
+        """The last value stored under ``key`` (this run or an earlier one), or None."""
+        return self._meta.get(key)
+
     # -- reads ------------------------------------------------------------------
 
     def load_state(
@@ -765,6 +788,12 @@ class Journal:
                 elif kind == _EVENT:
                     conn.executemany(
                         "INSERT INTO events (kind, market, data, ts) VALUES (?,?,?,?)", items
+                    )
+                elif kind == _META:
+                    conn.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?,?)"
+                        " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                        items,
                     )
             conn.execute("COMMIT")
         except BaseException:
