@@ -10,7 +10,14 @@ from loguru import logger
 
 from flashmm.config import Config
 from flashmm.logs import setup_logging
-from flashmm.runner import RunOptions, SnapshotHolder, build_engine, run_async, run_blocking
+from flashmm.runner import (
+    RunOptions,
+    SnapshotHolder,
+    build_engine,
+    run_async,
+    run_blocking,
+    uses_sim_clock,
+)
 
 
 def run_bot(
@@ -35,11 +42,12 @@ def run_bot(
     holder = SnapshotHolder()
 
     async def main() -> dict[str, Any]:
-        engine = build_engine(cfg)
+        # replays run on the recorded clock; commands then use the engine's time
+        sim_clock = uses_sim_clock(cfg, data)
+        engine = build_engine(cfg, sim_clock=sim_clock)
         from flashmm.ops.service import OpsServices
 
-        # replays run on the recorded clock; commands then use the engine's time
-        ops = OpsServices(cfg, engine, sim_clock=bool(data) or cfg.feed.kind == "replay")
+        ops = OpsServices(cfg, engine, sim_clock=sim_clock)
         await ops.start()
         opts.extra_tasks.append(ops.task)
         stop = ops.stop_event

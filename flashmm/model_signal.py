@@ -54,11 +54,14 @@ class ModelSignal:
         return self.predictor.status()
 
 
-def make_signal_factory(model_cfg: Mapping[str, Any]) -> Callable[[MarketSpec], ModelSignal]:
-    """One :class:`ModelSignal` per market, each with its own breaker."""
+def make_signal_factory(
+    model_cfg: Mapping[str, Any], *, sim_clock: bool = False
+) -> Callable[[MarketSpec], ModelSignal]:
+    """One :class:`ModelSignal` per market, each with its own breaker.
+    ``sim_clock``: model latency is a modelled cost (see :func:`load_predictor`)."""
     settings = ModelSettings.model_validate(dict(model_cfg))
 
     def factory(spec: MarketSpec) -> ModelSignal:
-        return ModelSignal(spec, load_predictor(settings), settings)
+        return ModelSignal(spec, load_predictor(settings, sim_clock=sim_clock), settings)
 
     return factory

@@ -52,9 +52,14 @@ def scales_for(specs: Sequence[MarketSpec]) -> dict[str, Any]:
     return make_scales((s.reference, float(s.tick_size), float(s.lot_size)) for s in specs)
 
 
+def uses_sim_clock(cfg: Config, data: Sequence[str] | None = None) -> bool:
+    """True when the run replays recordings: the engine then runs on recorded time."""
+    return bool(data) or cfg.feed.kind == "replay"
+
+
 def build_feed(cfg: Config, opts: RunOptions) -> ReplayFeed | AsyncIterator[MarketEvent]:
     specs = cfg.specs()
-    if opts.data or cfg.feed.kind == "replay":
+    if uses_sim_clock(cfg, opts.data):
         files = list(opts.data) if opts.data else [str(resolve_path(f)) for f in cfg.feed.files]
         if not files:
             raise UserInputError("feed.files: no recordings configured; pass --data FILE")
@@ -88,15 +93,19 @@ def build_venue(cfg: Config) -> Venue:
     return SeiVenue(SeiVenueSettings.model_validate(cfg.venue.sei), specs=specs)
 
 
-def signal_factory(cfg: Config) -> Callable[[MarketSpec], SignalSource]:
-    """Per-market signal: 64 features → ONNX model behind its breaker, rules as fallback."""
+def signal_factory(cfg: Config, *, sim_clock: bool = False) -> Callable[[MarketSpec], SignalSource]:
+    """Per-market signal: 64 features → ONNX model behind its breaker, rules as fallback.
+
+    ``sim_clock``: the model's latency is a modelled cost, not the wall clock."""
     from flashmm.model_signal import make_signal_factory
 
-    return make_signal_factory(cfg.model)
+    return make_signal_factory(cfg.model, sim_clock=sim_clock)
 
 
-def build_engine(cfg: Config, venue: Venue | None = None) -> Engine:
-    return Engine(cfg, venue or build_venue(cfg), signal_factory=signal_factory(cfg))
+def build_engine(cfg: Config, venue: Venue | None = None, *, sim_clock: bool = False) -> Engine:
+    return Engine(
+        cfg, venue or build_venue(cfg), signal_factory=signal_factory(cfg, sim_clock=sim_clock)
+    )
 
 
 async def drive_replay(
@@ -211,7 +220,7 @@ async def run_async(
     stop = stop or asyncio.Event()
     holder = holder or SnapshotHolder()
     feed = build_feed(cfg, opts)
-    engine = engine or build_engine(cfg)
+    engine = engine or build_engine(cfg, sim_clock=isinstance(feed, ReplayFeed))
     install_signal_handlers(stop)
     await engine.venue.start()
     deadline = time.monotonic() + opts.duration_s if opts.duration_s else None

@@ -192,9 +192,14 @@ def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
 def make_engine(
     cfg: Config, strategy: Strategy | None = None, signals: SignalFactory | None = None
 ) -> Engine:
-    """The engine of paper mode (same venue, same signal); a strategy or signal may be passed in."""
+    """The engine of paper mode (same venue, same signal); a strategy or signal may be passed in.
+
+    The clock is simulated: the model's latency is a modelled cost (``model.sim_latency_us``)."""
     return Engine(
-        cfg, build_venue(cfg), strategy=strategy, signal_factory=signals or signal_factory(cfg)
+        cfg,
+        build_venue(cfg),
+        strategy=strategy,
+        signal_factory=signals or signal_factory(cfg, sim_clock=True),
     )
 
 

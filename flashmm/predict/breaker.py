@@ -14,8 +14,12 @@
 - ``disabled``: no model configured; the rules predict and nothing is
   wrong (quoting should not widen for it).
 
-Time is the ``ts_ns`` passed in (simulated time in backtests); only the
-latency measurement uses a clock (``perf_counter_ns``).
+Time is the ``ts_ns`` passed in (simulated time in backtests). On a wall
+clock the latency of each model call is measured (``perf_counter_ns``); on
+a simulated clock (backtests, replays) it is a modelled cost
+(``latency_us``: ``model.sim_latency_us``, or measured once at load), so
+the same input gives the same predictions and fills on any machine and
+under any load.
 """
 
 from __future__ import annotations
@@ -52,8 +56,11 @@ class GuardedPredictor:
         *,
         load_error: str | None = None,
         now_ns: int = 0,
+        latency_us: float | None = None,
     ) -> None:
         self.model = model
+        #: the modelled cost of one model call (simulated clock); None: measure each call
+        self.modelled_latency_us = latency_us
         self.rules = rules or RulePredictor()
         self.settings = s = settings or ModelSettings()
         self.horizon_ns = int(getattr(model, "horizon_ns", 0) or parse_horizon(s.horizon))
@@ -153,13 +160,14 @@ class GuardedPredictor:
         else:
             self._drift_since = None
 
-        t0 = time.perf_counter_ns()
+        modelled = self.modelled_latency_us
+        t0 = time.perf_counter_ns() if modelled is None else 0
         try:
             sig = model.predict(x, ts_ns)
         except Exception as exc:
             self._open(f"inference error: {type(exc).__name__}: {str(exc)[:200]}", ts_ns)
             return self._fallback(x, ts_ns)
-        lat_us = (time.perf_counter_ns() - t0) / 1e3
+        lat_us = (time.perf_counter_ns() - t0) / 1e3 if modelled is None else modelled
 
         if not (math.isfinite(sig.confidence) and math.isfinite(sig.expected_bps)):
             self._open("model output is NaN or infinite", ts_ns)
@@ -247,6 +255,7 @@ class GuardedPredictor:
             "latency_p50_us": p50,
             "latency_p99_us": p99,
             "latency_budget_us": self.settings.latency_budget_us,
+            "latency_modelled": self.modelled_latency_us is not None,
             "hit_rate_moved": self.hit_rate,
             "hit_samples": len(self._hits),
             "hit_rate_floor": self.settings.hit_rate_floor,
@@ -260,9 +269,26 @@ def _sign(v: float) -> int:
     return 1 if v > 0 else (-1 if v < 0 else 0)
 
 
-def load_predictor(settings: ModelSettings | None = None) -> GuardedPredictor:
+def measure_latency_us(model: Predictor, n_features: int, calls: int = 200) -> float:
+    """The median wall-clock latency of ``calls`` model calls on a zero vector (µs)."""
+    x = np.zeros(n_features, dtype=np.float64)
+    lat = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter_ns()
+        model.predict(x, 0)
+        lat[i] = (time.perf_counter_ns() - t0) / 1e3
+    return float(np.median(lat))
+
+
+def load_predictor(
+    settings: ModelSettings | None = None, *, sim_clock: bool = False
+) -> GuardedPredictor:
     """The predictor the engine uses. Never raises on a bad model file:
-    it logs a warning and runs on the rules."""
+    it logs a warning and runs on the rules.
+
+    ``sim_clock``: the engine runs on recorded time (backtest, replay); each
+    model call then costs ``settings.sim_latency_us`` (or its latency measured
+    once here when that is null), never the wall clock of the call."""
     s = settings or ModelSettings()
     rules = RulePredictor()
     if not s.enabled or not s.path:
@@ -285,5 +311,11 @@ def load_predictor(settings: ModelSettings | None = None) -> GuardedPredictor:
             model.horizon,
             s.horizon,
         )
+    lat: float | None = None
+    if sim_clock:
+        lat = s.sim_latency_us
+        if lat is None:
+            lat = measure_latency_us(model, len(model.mean))
+            logger.info("model latency measured once for the simulated clock: {:.0f} us", lat)
     logger.info("prediction model loaded: {} (horizon {})", path, model.horizon)
-    return GuardedPredictor(model, rules, s)
+    return GuardedPredictor(model, rules, s, latency_us=lat)

@@ -26,6 +26,9 @@ class ModelSettings(BaseModel):
     latency_budget_us: float = Field(5000.0, gt=0)
     latency_window: int = Field(200, ge=10)
     latency_min_samples: int = Field(50, ge=1)
+    # the cost of one model call on a simulated clock (backtest, replay);
+    # null: measured once when the model loads
+    sim_latency_us: float | None = Field(100.0, gt=0, allow_inf_nan=False)
     # breaker: drift
     drift_z_limit: float = Field(8.0, gt=0)
     drift_max_features: int = Field(6, ge=0, le=64)
