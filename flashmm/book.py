@@ -2,7 +2,8 @@
 
 :class:`OrderBook` holds price levels; :class:`BookBuilder` feeds it from
 snapshots and diffs, buffering diffs until a snapshot arrives, enforcing
-``U == previous u + 1`` and reporting a gap instead of applying it. It also
+``U == previous u + 1`` (spot) or ``pu == previous u`` (USD-M futures) and
+reporting a gap instead of applying it. It also
 checks itself against ``bookTicker`` messages whenever the two can be
 compared (once the diff ending at the ticker's update id is applied).
 """
@@ -134,6 +135,10 @@ class BookBuilder:
     - After that each diff's ``U`` must equal the previous ``u + 1``; if not,
       :class:`SequenceGap` is raised, the book is marked out of sync and
       diffs are buffered again until the next snapshot.
+    - USD-M futures diffs (they carry ``pu``, ``prev_id >= 0``): diffs with
+      ``u < lastUpdateId`` are dropped, the first applied one must satisfy
+      ``U <= lastUpdateId <= u``, and after that each diff's ``pu`` must
+      equal the previous ``u`` (else :class:`SequenceGap`).
     - ``bootstrap=True`` accepts diffs without a snapshot (for a recording
       that continues an earlier file); untouched levels stay unknown.
     """
@@ -145,6 +150,7 @@ class BookBuilder:
         self.last_id = 0
         self.buffer: deque[DepthDiff] = deque(maxlen=max_buffer)
         self.bootstrap = bootstrap
+        self._fresh = True  # no diff applied since the snapshot
         self.gaps = 0
         self.diffs_applied = 0
         self.diffs_dropped = 0
@@ -161,17 +167,10 @@ class BookBuilder:
         self.book.load(snap.bids, snap.asks)
         self.last_id = snap.last_update_id
         self.state = SyncState.SYNCED
+        self._fresh = True
         pending = list(self.buffer)
         self.buffer.clear()
-        first = True
         for d in pending:
-            if d.last_id <= self.last_id:
-                self.diffs_dropped += 1
-                continue
-            if first:
-                first = False
-                if not (d.first_id <= self.last_id + 1 <= d.last_id):
-                    self._gap(d)
             self.on_diff(d)
 
     def on_diff(self, d: DepthDiff) -> bool:
@@ -182,15 +181,31 @@ class BookBuilder:
         if self.state is not SyncState.SYNCED:
             if self.bootstrap and self.last_id == 0:
                 self.state = SyncState.SYNCED
-                self.last_id = d.first_id - 1
+                self._fresh = False
+                self.last_id = d.prev_id if d.prev_id >= 0 else d.first_id - 1
             else:
                 self.buffer.append(d)
                 return False
-        if d.last_id <= self.last_id:
-            self.diffs_dropped += 1
-            return False
-        if d.first_id > self.last_id + 1:
-            self._gap(d)
+        last = self.last_id
+        if d.prev_id >= 0:  # USD-M futures: pu chains the diffs
+            if self._fresh:
+                if d.last_id < last:
+                    self.diffs_dropped += 1
+                    return False
+                if not (d.first_id <= last <= d.last_id):
+                    self._gap(d)
+            elif d.prev_id != last:
+                if d.last_id <= last:
+                    self.diffs_dropped += 1
+                    return False
+                self._gap(d)
+        else:
+            if d.last_id <= last:
+                self.diffs_dropped += 1
+                return False
+            if d.first_id > last + 1:
+                self._gap(d)
+        self._fresh = False
         self.book.apply(d.bids, d.asks)
         self.last_id = d.last_id
         self.diffs_applied += 1
@@ -199,7 +214,7 @@ class BookBuilder:
         return True
 
     def _gap(self, d: DepthDiff) -> None:
-        expected = self.last_id + 1
+        expected = self.last_id if d.prev_id >= 0 else self.last_id + 1
         self.gaps += 1
         self.state = SyncState.WAITING_SNAPSHOT
         self.bootstrap = False

@@ -31,6 +31,8 @@ class DepthDiff:
     bids: Levels
     asks: Levels
     exch_ms: int = 0
+    #: futures only: ``pu``, the last update id of the previous diff (-1 = spot, none)
+    prev_id: int = -1
 
 
 @dataclass(slots=True)

@@ -401,3 +401,33 @@ async def test_aclose_is_clean_and_stops_a_waiting_consumer() -> None:
         assert errors == []
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_bad_numbers_are_counted_and_never_drop_the_connection() -> None:
+    bad = [
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": "1e400", "q": "1", "m": true}}',
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": 1e400, "q": "1", "m": true}}',
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": "NaN", "q": "1", "m": true}}',
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": "inf", "q": "1", "m": true}}',
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": "-1.2", "q": "1", "m": true}}',
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": "1.2", "q": "-5", "m": true}}',
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": "abc", "q": "1", "m": true}}',
+        '{"stream": "nexousdt@trade", "data": {"e": "trade", "p": [1], "q": "1", "m": "x"}}',
+        '{"stream": "nexousdt@bookTicker", "data": {"u": 1, "b": "1e400", "B": "1", '
+        '"a": "1.3", "A": "1"}}',
+        '{"stream": "nexousdt@depth@100ms", "data": {"e": "depthUpdate", "U": "x", "u": 2, '
+        '"b": [], "a": []}}',
+        '{"stream": "nexousdt@depth@100ms", "data": {"e": "depthUpdate", "U": 1, "u": 2, '
+        '"b": [["nan", "1"]], "a": []}}',
+        '{"stream": "nexousdt@depth@100ms", "data": [1, 2]}',
+    ]
+    async with ReplayServer([NEXO], speed=0) as srv:
+        for text in bad:
+            srv.send_malformed(text)
+        client = Client(make_feed(srv))
+        await play_out(srv, client)
+    st = client.feed.stats
+    assert srv.stats.malformed_sent == len(bad)
+    assert st.bad_messages == len(bad)
+    assert st.connects == 1 and st.reconnects == 0 and st.gaps == 0
+    assert_same_book(client, srv, "nexousdt", NEXO_SCALE)

@@ -2,7 +2,7 @@
 
 Parsing gzip JSON is the slow part of reading a recording. :func:`load_recording`
 parses a file once with the same parser as :class:`~flashmm.feeds.replay.ReplayFeed`
-and stores the events as two arrays in ``<cache dir>/<sha256>-<symbol>-<scale>-v1.npz``:
+and stores the events as two arrays in ``<cache dir>/<sha256>-<symbol>-<scale>-v2.npz``:
 
 - ``events``: one row per market event (:data:`EVENT_DTYPE`): time, kind,
   prices in ticks, sizes in lots, update ids and, for depth messages, the
@@ -45,7 +45,7 @@ from flashmm.marketdata import (
     Trade,
 )
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 K_SNAPSHOT, K_DIFF, K_TRADE, K_TICKER = 0, 1, 2, 3
 
@@ -54,7 +54,7 @@ EVENT_DTYPE = np.dtype(
         ("ts_ns", "<i8"),  # local receive time
         ("kind", "u1"),  # K_SNAPSHOT | K_DIFF | K_TRADE | K_TICKER
         ("side", "i1"),  # trade: aggressor (+1 buyer lifted the ask, -1 seller hit the bid)
-        ("px_tick", "<i8"),  # trade price; ticker best bid
+        ("px_tick", "<i8"),  # trade price; ticker best bid; futures diff pu (-1: spot)
         ("qty_lot", "<i8"),  # trade size; ticker best bid size
         ("px2_tick", "<i8"),  # ticker best ask
         ("qty2_lot", "<i8"),  # ticker best ask size
@@ -127,8 +127,8 @@ def convert(path: Path, symbol: str, scale: Scale) -> Recording:
         if isinstance(ev, DepthDiff):
             start = add_levels(ev.bids, ev.asks)
             rows.append(
-                (ev.ts_ns, K_DIFF, 0, 0, 0, 0, 0, ev.first_id, ev.last_id, ev.exch_ms, start,
-                 len(ev.bids), len(ev.asks))
+                (ev.ts_ns, K_DIFF, 0, ev.prev_id, 0, 0, 0, ev.first_id, ev.last_id, ev.exch_ms,
+                 start, len(ev.bids), len(ev.asks))
             )  # fmt: skip
         elif isinstance(ev, Trade):
             side = -1 if ev.buyer_is_maker else 1
@@ -237,7 +237,7 @@ def _file_events(rec: Recording, offset: int) -> Iterator[MarketEvent]:
         ts += offset
         if kind == K_DIFF:
             s1 = s0 + nb
-            yield DepthDiff(sym, ts, fid, lid, lv[s0:s1], lv[s1 : s1 + na], ems)
+            yield DepthDiff(sym, ts, fid, lid, lv[s0:s1], lv[s1 : s1 + na], ems, px)
         elif kind == K_TRADE:
             yield Trade(sym, ts, px, qty, side < 0, ems)
         elif kind == K_TICKER:

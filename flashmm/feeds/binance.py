@@ -1,7 +1,16 @@
-"""Parser for Binance spot messages: REST depth snapshot, depthUpdate, trade, bookTicker.
+"""Parser for Binance messages: REST depth snapshot, depthUpdate, trade, bookTicker.
 
 Shared by the file replay and the live WebSocket feed. Decimal strings are
 converted to integer ticks and lots with the market's tick and lot size.
+Spot and USD-M futures messages share the format; a futures depth diff
+carries ``pu`` (the previous diff's last update id), kept in
+:attr:`~flashmm.marketdata.DepthDiff.prev_id`.
+
+Every numeric field is checked: a price must be finite and > 0, a size
+finite and >= 0, both below :data:`MAX_UNITS` ticks/lots, an update id a
+non-negative integer. Anything else (``1e400``, ``NaN``, ``inf``, ``-1``,
+``"abc"``) is a :class:`ParseError`, which the replay and the live feed
+count as one bad message and skip.
 """
 
 from __future__ import annotations
@@ -42,9 +51,58 @@ def ts_to_ns(ts: int) -> int:
     return ts * 1_000_000_000
 
 
+#: largest price in ticks or size in lots accepted (2**53: exact in a float)
+MAX_UNITS = 1 << 53
+
+
+def _units(raw: Any, inv: float, what: str, *, positive: bool) -> int:
+    """A decimal string (or number) to integer ticks/lots; ParseError when not sane."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ParseError(f"{what} is not a number: {str(raw)[:40]!r}")
+    try:
+        v = float(raw) * inv
+    except (ValueError, OverflowError):
+        raise ParseError(f"{what} is not a number: {str(raw)[:40]!r}") from None
+    if not (0.0 <= v < MAX_UNITS):  # NaN fails too
+        raise ParseError(f"{what} out of range: {str(raw)[:40]!r}")
+    n = int(v + 0.5)
+    if positive and n <= 0:
+        raise ParseError(f"{what} must be > 0: {str(raw)[:40]!r}")
+    return n
+
+
+def _price(raw: Any, sc: Scale) -> int:
+    return _units(raw, sc.inv_tick, "price", positive=True)
+
+
+def _size(raw: Any, sc: Scale) -> int:
+    return _units(raw, sc.inv_lot, "size", positive=False)
+
+
+def _uid(raw: Any, what: str) -> int:
+    """An update id: a non-negative integer (an integral JSON number or digit string)."""
+    if isinstance(raw, bool):
+        raise ParseError(f"{what} is not an integer: {raw!r}")
+    if isinstance(raw, int):
+        n = raw
+    elif (isinstance(raw, str) and raw.isdigit()) or (isinstance(raw, float) and raw.is_integer()):
+        n = int(raw)
+    else:
+        raise ParseError(f"{what} is not an integer: {str(raw)[:40]!r}")
+    if n < 0 or n >= 1 << 63:
+        raise ParseError(f"{what} out of range: {n}")
+    return n
+
+
 def _levels(raw: Any, sc: Scale) -> Levels:
-    it, il = sc.inv_tick, sc.inv_lot
-    return [(int(float(p) * it + 0.5), int(float(q) * il + 0.5)) for p, q in raw]
+    if not isinstance(raw, list):
+        raise ParseError("levels are not a list")
+    out = []
+    for lv in raw:
+        if not isinstance(lv, list) or len(lv) < 2:
+            raise ParseError(f"level is not [price, size]: {str(lv)[:40]!r}")
+        out.append((_price(lv[0], sc), _size(lv[1], sc)))
+    return out
 
 
 def stream_symbol(stream: str) -> str:
@@ -86,7 +144,7 @@ class BinanceParser:
                     return DepthSnapshot(
                         snapshot_symbol,
                         ts_ns,
-                        int(msg["lastUpdateId"]),
+                        _uid(msg["lastUpdateId"], "lastUpdateId"),
                         _levels(msg["bids"], sc),
                         _levels(msg["asks"], sc),
                     )
@@ -95,41 +153,60 @@ class BinanceParser:
             else:
                 data = msg["data"]
                 sym = stream_symbol(stream)
+            if not isinstance(data, dict):
+                raise ParseError("data is not a JSON object")
             sc = self.scales.get(sym)
             if sc is None:
                 return None
             kind = data.get("e")
             if kind == "depthUpdate":
+                first, last = _uid(data["U"], "U"), _uid(data["u"], "u")
+                if first > last:
+                    raise ParseError(f"depth diff U {first} > u {last}")
+                pu = data.get("pu")
                 return DepthDiff(
                     sym,
                     ts_ns,
-                    int(data["U"]),
-                    int(data["u"]),
+                    first,
+                    last,
                     _levels(data["b"], sc),
                     _levels(data["a"], sc),
-                    int(data.get("E", 0)),
+                    _uid(data.get("E", 0), "E"),
+                    -1 if pu is None else _uid(pu, "pu"),
                 )
             if kind == "trade":
+                m = data["m"]
+                if not isinstance(m, bool):
+                    raise ParseError(f"trade m is not true/false: {str(m)[:40]!r}")
                 return Trade(
                     sym,
                     ts_ns,
-                    int(float(data["p"]) * sc.inv_tick + 0.5),
-                    int(float(data["q"]) * sc.inv_lot + 0.5),
-                    bool(data["m"]),
-                    int(data.get("T", 0)),
+                    _price(data["p"], sc),
+                    _size(data["q"], sc),
+                    m,
+                    _uid(data.get("T", 0), "T"),
                 )
-            if kind is None and "u" in data and "b" in data and "a" in data:
+            if (kind is None or kind == "bookTicker") and "u" in data and "b" in data:
                 return BookTicker(
                     sym,
                     ts_ns,
-                    int(data["u"]),
-                    int(float(data["b"]) * sc.inv_tick + 0.5),
-                    int(float(data["B"]) * sc.inv_lot + 0.5),
-                    int(float(data["a"]) * sc.inv_tick + 0.5),
-                    int(float(data["A"]) * sc.inv_lot + 0.5),
+                    _uid(data["u"], "u"),
+                    _price(data["b"], sc),
+                    _size(data["B"], sc),
+                    _price(data["a"], sc),
+                    _size(data["A"], sc),
                 )
             return None  # another message type we do not use
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except ParseError:
+            raise
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+        ) as exc:
             raise ParseError(f"malformed message ({type(exc).__name__}: {exc})") from None
 
     def parse_line(self, line: bytes, snapshot_symbol: str = "") -> MarketEvent | None:

@@ -15,7 +15,9 @@ Order-book sync, per symbol:
   that follow it", whatever state it was in.
 - A snapshot older than the held diffs (``lastUpdateId + 1 < U`` of the
   first newer diff) is refused and fetched again.
-- The feed checks ``U == previous u + 1`` itself. On a gap it yields
+- The feed checks ``U == previous u + 1`` itself (USD-M futures diffs, which
+  carry ``pu``: the first after a snapshot spans ``lastUpdateId``, then
+  ``pu == previous u``). On a gap it yields
   ``FeedStatus("gap")``, holds diffs and fetches a fresh snapshot. Every
   snapshot after the first of a symbol is preceded by ``FeedStatus("resync")``
   (detail: ``gap``, ``reconnect``, ``requested`` ...). The engine can ask for
@@ -24,7 +26,9 @@ Order-book sync, per symbol:
 Connection: reconnects with capped exponential backoff and jitter, yields
 ``FeedStatus("disconnected")`` / ``FeedStatus("connected")`` for every
 symbol. A connection silent for ``idle_timeout`` seconds is dropped and
-reopened. Bad messages are counted and skipped with a warning.
+reopened. Bad messages (bad JSON, a non-finite, negative or non-numeric
+number, anything that fails to parse) are counted in ``bad_messages`` and
+skipped with a warning; one bad message never drops the connection.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ class _SymState:
     held: deque[tuple[DepthDiff, str]] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
     snapshots: int = 0
+    fresh: bool = True  # no diff passed on since the last snapshot (futures rule)
 
 
 def backoff_delay(
@@ -400,6 +405,16 @@ class BinanceWSFeed:
             logger.warning("ws feed: skipped bad message #{} ({}): {!r}", n, why, text[:200])
 
     def _on_message(self, raw: str | bytes) -> None:
+        """One WebSocket message. A message that cannot be handled is counted as
+        bad and skipped: it never drops the connection."""
+        try:
+            self._handle_message(raw)
+        except _SinkFailed:
+            raise
+        except Exception as exc:
+            self._bad(f"{type(exc).__name__}: {exc}", raw)
+
+    def _handle_message(self, raw: str | bytes) -> None:
         ts = time.time_ns()
         st_ = self.stats
         st_.messages += 1
@@ -435,7 +450,24 @@ class BinanceWSFeed:
                 st.held.popleft()  # the snapshot will be newer than these anyway
             st.held.append((d, raw))
             return
-        if st.last_u and d.first_id > st.last_u + 1:
+        if d.prev_id >= 0 and st.last_u:  # futures: pu must equal the previous u
+            if st.fresh:
+                if d.last_id < st.last_u:
+                    self._emit(d, raw)  # older than the snapshot: the builder drops it
+                    return
+                ok = d.first_id <= st.last_u <= d.last_id
+            else:
+                ok = d.prev_id == st.last_u
+            if not ok:
+                self.stats.gaps += 1
+                detail = f"expected pu {st.last_u}, got pu {d.prev_id} ({d.first_id}..{d.last_id})"
+                logger.warning("ws feed: {} sequence gap: {}", st.name, detail)
+                self._emit(FeedStatus(st.name, d.ts_ns, "gap", detail))
+                self._start_resync(st, "gap")
+                st.held.append((d, raw))
+                return
+            st.fresh = False
+        elif st.last_u and d.first_id > st.last_u + 1:
             self.stats.gaps += 1
             detail = f"expected update id {st.last_u + 1}, got {d.first_id}..{d.last_id}"
             logger.warning("ws feed: {} sequence gap: {}", st.name, detail)
@@ -532,6 +564,7 @@ class BinanceWSFeed:
         self.stats.snapshots += 1
         self._emit(snap, body)
         st.last_u = lid
+        st.fresh = True
         self.stats.last_update_id[st.name] = lid
         st.resyncing = False
         if st.task is asyncio.current_task():
