@@ -110,6 +110,40 @@ class ControlConfig(Strict):
     metrics_port: int | None = Field(None, ge=1, le=65535)
 
 
+class ApiConfig(Strict):
+    """The opt-in HTTP API, stream and web page (see docs/operations.md)."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="Bind address; non-loopback needs a token")
+    port: int = Field(8780, ge=0, le=65535, description="0 = any free port")
+    max_body_bytes: int = Field(65_536, ge=1_024, le=16 * 1024 * 1024)
+    control_per_minute: int = Field(30, ge=1, description="Control requests per client")
+    stream_hz: float = Field(4.0, gt=0, le=4.0, description="Snapshot rate on the stream")
+    stream_queue: int = Field(512, ge=16, description="Messages queued per stream client")
+    max_clients: int = Field(500, ge=1, description="Concurrent stream clients")
+    metrics_public: bool = Field(False, description="Serve /metrics without a token")
+
+
+class WebhookConfig(Strict):
+    kind: Literal["telegram", "slack", "discord", "json"]
+    url_env: str = Field(description="Environment variable holding the URL or bot token")
+    chat_id: str | None = Field(None, description="Telegram chat id")
+    api_base: str = Field("https://api.telegram.org", description="Telegram API base URL")
+
+
+class AlertsConfig(Strict):
+    """Opt-in webhooks: breaker trips, halts, emergency stops, big fills, daily P&L."""
+
+    enabled: bool = False
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    fill_usdc: float | None = Field(None, gt=0, description="Alert on fills at least this big")
+    daily_summary_utc: str | None = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    per_minute: int = Field(20, ge=1, description="Messages per webhook per minute")
+    dedup_s: float = Field(300.0, ge=0, description="Same alert again only after this")
+    retries: int = Field(4, ge=0, le=10)
+    timeout_s: float = Field(10.0, gt=0)
+
+
 class Config(Strict):
     mode: Literal["paper", "live", "backtest"] = "paper"
     name: str | None = Field(None, description="Profile name (defaults to the file name)")
@@ -122,6 +156,8 @@ class Config(Strict):
     ui: UIConfig = UIConfig()
     logging: LoggingConfig = LoggingConfig()
     control: ControlConfig = ControlConfig()
+    api: ApiConfig = ApiConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -324,7 +360,12 @@ def load_dotenv_file() -> None:
     load_dotenv(Path.cwd() / ".env", override=False)
 
 
-SECRET_ENV = ("FLASHMM_PRIVATE_KEY", "FLASHMM_KEYSTORE_PASSWORD")
+SECRET_ENV = (
+    "FLASHMM_PRIVATE_KEY",
+    "FLASHMM_KEYSTORE_PASSWORD",
+    "FLASHMM_API_TOKEN",
+    "FLASHMM_API_READ_TOKEN",
+)
 
 
 def secret_values() -> list[str]:

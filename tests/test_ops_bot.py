@@ -405,7 +405,7 @@ def test_secret_from_env_never_in_logs_status_or_journal(running: Running) -> No
             conn.close()
 
     args = wait_for(lambda: [a for a in journaled_args() if "oops" in a], 10, "audit row")
-    assert args == ['{"reason":"oops ***"}']
+    assert args == ['{"reason":"oops ***","source":"socket"}']
     assert not any(SECRET in a for a in args)
     assert SECRET not in bot.stderr()
     assert "oops ***" in bot.stderr()

@@ -255,8 +255,11 @@ class ControlServer:
             return self._error("request is not valid JSON")
         if not isinstance(req, dict):
             return self._error('request must be a JSON object {"cmd": ..., "args": {...}}')
-        cmd = req.get("cmd")
-        args = req.get("args")
+        return await self.execute(req.get("cmd"), req.get("args"), source="socket")
+
+    async def execute(self, cmd: Any, args: Any, *, source: str) -> dict[str, Any]:
+        """Run one command through the handler and the audit; the socket and the HTTP API
+        both come here. ``source`` (who sent it) is journaled with the arguments."""
         if args is None:
             args = {}
         if not isinstance(cmd, str) or cmd not in self._commands:
@@ -272,13 +275,14 @@ class ControlServer:
         except Exception as exc:
             logger.exception("control command {} failed", cmd)
             response = self._error(f"internal error: {type(exc).__name__}: {exc}")
+        audited = {**args, "source": source}
         if cmd != "status":
             logger.info(
-                "control: {} {} -> {}", cmd, args, "ok" if response["ok"] else response["error"]
+                "control: {} {} -> {}", cmd, audited, "ok" if response["ok"] else response["error"]
             )
         if self._audit is not None:
             try:
-                self._audit(cmd, args, response)
+                self._audit(cmd, audited, response)
             except Exception:
                 logger.exception("control audit callback failed")
         return response

@@ -134,6 +134,18 @@ class Metrics:
         for v in values_us:
             observe(v / 1e6)
 
+    def observe_engine_latency(self, engine: Any, seen: int) -> int:
+        """Add the decision latencies the engine recorded since ``seen``; returns the new mark."""
+        n = int(engine.lat_n)
+        ring = engine.lat
+        new = min(n - seen, len(ring))
+        if new > 0:
+            size = len(ring)
+            self.observe_decision_latency_us(
+                float(ring[(n - new + i) % size]) / 1e3 for i in range(new)
+            )
+        return n
+
     def update(self, snapshot: Mapping[str, Any]) -> None:
         """Set every gauge from a status snapshot; unknown or missing keys are skipped.
 

@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -100,6 +100,10 @@ class OpsServices:
         self.journal: Journal | None = None
         self.control: ControlServer | None = None
         self.metrics: Any = None
+        self.api: Any = None  # flashmm.api.server.ApiServer when api.enabled
+        self.alerts: Any = None  # flashmm.ops.alerts.Alerts when alerts.enabled
+        #: called with each batch drained from engine.outbox (API stream, alerts)
+        self.listeners: list[Callable[[list[tuple[str, Any]]], None]] = []
         self.started_wall = time.time()
         self.fills_durable = 0
         self.recovery: dict[str, Any] = {}
@@ -142,9 +146,23 @@ class OpsServices:
 
                 self.metrics = Metrics(self.cfg.control.metrics_port)
                 self.metrics.start()
+            await self._start_remote()
         except BaseException:
             await self.aclose()
             raise
+
+    async def _start_remote(self) -> None:
+        """The opt-in alerts and HTTP API (both fed through :attr:`listeners`)."""
+        if self.cfg.alerts.enabled:
+            from flashmm.ops.alerts import Alerts
+
+            self.alerts = Alerts(self.cfg.alerts, self)
+            await self.alerts.start()
+        if self.cfg.api.enabled:
+            from flashmm.api.server import ApiServer
+
+            self.api = ApiServer(self.cfg.api, self)
+            await self.api.start()
 
     async def task(self, engine: Engine) -> None:
         """Reconcile with the venue, signal READY, then drain the outbox until cancelled."""
@@ -198,6 +216,10 @@ class OpsServices:
             self._drain()
         if not self._stopping_sent:
             self._send_stopping()
+        for remote in (self.api, self.alerts):
+            if remote is not None:
+                with contextlib.suppress(Exception):
+                    await remote.aclose()
         if self.control is not None:
             await self.control.aclose()
         if self.metrics is not None:
@@ -445,6 +467,10 @@ class OpsServices:
     def _drain(self) -> None:
         """Move everything the engine reported into the journal (off the hot path)."""
         ob = self.engine.outbox
+        if self.listeners and ob:
+            batch = list(ob)
+            for listener in self.listeners:
+                listener(batch)
         j = self.journal
         if j is None or j.closed:
             ob.clear()

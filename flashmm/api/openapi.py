@@ -1,0 +1,210 @@
+"""The API's OpenAPI 3.1 document (served at ``/api/v1/openapi.json``) and its route table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["API_VERSION", "CONTROL_ROUTES", "READ_ROUTES", "openapi_document"]
+
+#: Version of the ``/api/v1`` schema; every answer carries it as ``api_version``.
+API_VERSION = 1
+
+#: POST route -> control command (the same names as the control socket's).
+CONTROL_ROUTES = {
+    "/api/v1/pause": "pause",
+    "/api/v1/resume": "resume",
+    "/api/v1/stop": "stop",
+    "/api/v1/emergency-stop": "emergency_stop",
+    "/api/v1/reset": "reset",
+}
+
+#: GET routes that need a read (or control) token, and what they return.
+READ_ROUTES = {
+    "/api/v1/status": "The full status (the same dict as `flashmm status --json`).",
+    "/api/v1/positions": "Total P&L and, per market, position, P&L and fill count.",
+    "/api/v1/orders": "Resting quotes per market and the number of live orders.",
+    "/api/v1/fills": "Fills this process has seen after `since` (ns), oldest first.",
+    "/api/v1/breakers": "Every circuit breaker: state, action, reason, since, trips.",
+    "/api/v1/model": "Model breaker and per-market signal (direction, confidence, source).",
+}
+
+_CONTROL_HELP = {
+    "pause": "Pull every quote and stop quoting.",
+    "resume": "Quote again (refused while halted or a loss breaker is latched).",
+    "stop": "Graceful shutdown: cancel all orders, flush the journal, exit.",
+    "emergency_stop": "Kill switch: cancel all, flatten with taker orders, halt (latched).",
+    "reset": 'Clear the halt and latched breakers; needs {"confirm": true}. Stays paused.',
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ok(schema: dict[str, Any], text: str = "OK") -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": schema}}}
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flashmm")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document for every route the server registers."""
+    err = _ok(_ref("Error"), "Error")
+    auth_errors = {"401": err, "403": err}
+    paths: dict[str, Any] = {
+        "/": {
+            "get": {
+                "summary": "Read-only web page (markets, quotes, positions, P&L, fills).",
+                "security": [],
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Liveness: answers while the event loop runs; no auth.",
+                "security": [],
+                "responses": {"200": _ok(_ref("Health"))},
+            }
+        },
+        "/health/ready": {
+            "get": {
+                "summary": "Readiness: recovered, books synced, venue reachable; no auth.",
+                "security": [],
+                "responses": {"200": _ok(_ref("Health")), "503": _ok(_ref("Health"))},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (read token unless api.metrics_public).",
+                "responses": {"200": {"description": "text", "content": {"text/plain": {}}}},
+            }
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
+        "/api/v1/stream": {
+            "get": {
+                "summary": (
+                    "WebSocket (subprotocol flashmm.v1; a browser may send its token as"
+                    " subprotocol bearer.<token>). First a hello message with the current"
+                    " snapshot, then snapshots at up to api.stream_hz and every fill, order,"
+                    " breaker and state change. seq grows by one per message: a gap means"
+                    " loss. A client that does not keep up is disconnected."
+                ),
+                "responses": {
+                    "101": {
+                        "description": "Switching protocols; messages are StreamMessage",
+                        "content": {"application/json": {"schema": _ref("StreamMessage")}},
+                    },
+                    **auth_errors,
+                    "503": err,
+                },
+            }
+        },
+    }
+    for path, text in READ_ROUTES.items():
+        op: dict[str, Any] = {"summary": text, "responses": {"200": _ok(_ref("Envelope"))}}
+        op["responses"].update(auth_errors)
+        if path.endswith("/fills"):
+            op["parameters"] = [
+                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            ]
+            op["responses"]["400"] = err
+        paths[path] = {"get": op}
+    for path, cmd in CONTROL_ROUTES.items():
+        paths[path] = {
+            "post": {
+                "summary": _CONTROL_HELP[cmd] + " Needs the control token; journaled.",
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("ControlArgs")}},
+                },
+                "responses": {
+                    "200": _ok(_ref("ControlResponse")),
+                    "409": _ok(_ref("ControlResponse"), "Refused (reason in error)"),
+                    **auth_errors,
+                    "413": err,
+                    "429": err,
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "FlashMM bot API",
+            "version": f"{API_VERSION}.0 (flashmm {_package_version()})",
+            "description": "Status, control and live stream of one running FlashMM bot.",
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Envelope": {
+                    "type": "object",
+                    "required": ["api_version", "data"],
+                    "properties": {"api_version": {"const": API_VERSION}, "data": {}},
+                },
+                "Error": {
+                    "type": "object",
+                    "properties": {"api_version": {"type": "integer"}, "error": {"type": "string"}},
+                },
+                "ControlArgs": {
+                    "type": "object",
+                    "properties": {"reason": {"type": "string"}, "confirm": {"type": "boolean"}},
+                },
+                "ControlResponse": {
+                    "type": "object",
+                    "properties": {
+                        "api_version": {"type": "integer"},
+                        "ok": {"type": "boolean"},
+                        "result": {"type": "object"},
+                        "error": {"type": ["string", "null"]},
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "properties": {
+                        "live": {"type": "boolean"},
+                        "ready": {"type": "boolean"},
+                        "state": {"type": "string"},
+                        "last_event_age_s": {"type": "number"},
+                        "books_synced": {"type": "object"},
+                        "venue_reachable": {"type": "boolean"},
+                    },
+                },
+                "StreamMessage": {
+                    "type": "object",
+                    "required": ["seq", "type", "ts_ns", "data"],
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "type": {
+                            "enum": [
+                                "hello",
+                                "snapshot",
+                                "fill",
+                                "order",
+                                "breaker",
+                                "state",
+                                "feed",
+                            ]
+                        },
+                        "ts_ns": {"type": "integer"},
+                        "data": {},
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,547 @@
+"""The opt-in HTTP API of a running bot: status, control, live stream, metrics, web page.
+
+Started by :class:`flashmm.ops.service.OpsServices` when ``api.enabled`` is
+set, on the engine's event loop but off its hot path: it reads the same
+status dict as ``flashmm status --json``, runs commands through the same
+:meth:`ControlServer.execute` as the control socket (journaled with their
+source), and gets the engine's events from the operations loop, which hands
+it each batch it drains from ``engine.outbox``.
+
+Routes (``/api/v1`` is version 1 of one schema, see ``/api/v1/openapi.json``):
+
+* ``GET /health`` (liveness) and ``GET /health/ready`` (readiness), no auth;
+* ``GET /api/v1/{status,positions,orders,fills,breakers,model}``: read token;
+* ``POST /api/v1/{pause,resume,stop,emergency-stop,reset}``: control token,
+  rate-limited per client;
+* ``GET /api/v1/stream``: WebSocket of numbered snapshots and events;
+* ``GET /metrics``: Prometheus text (read token unless ``api.metrics_public``);
+* ``GET /``: the read-only web page.
+
+Tokens come from the environment: ``FLASHMM_API_TOKEN`` (control, also
+reads) and ``FLASHMM_API_READ_TOKEN`` (reads only), sent as
+``Authorization: Bearer <token>`` or, from a browser's WebSocket, as the
+subprotocol ``bearer.<token>``. Without any token the API serves reads on a
+loopback address only and refuses control; it refuses to start on any other
+address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+from loguru import logger
+
+from flashmm.api.openapi import API_VERSION, CONTROL_ROUTES, openapi_document
+from flashmm.api.stream import StreamHub, dumps
+from flashmm.config import ApiConfig
+from flashmm.errors import RuntimeFailure
+from flashmm.types import Fill, Order
+
+if TYPE_CHECKING:
+    from flashmm.ops.service import OpsServices
+
+__all__ = ["READ_TOKEN_ENV", "TOKEN_ENV", "ApiServer", "is_loopback"]
+
+TOKEN_ENV = "FLASHMM_API_TOKEN"
+READ_TOKEN_ENV = "FLASHMM_API_READ_TOKEN"
+SUBPROTOCOL = "flashmm.v1"
+_FILL_RING = 10_000
+_READ, _CONTROL = "read", "control"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=dumps(obj), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return _json({"api_version": API_VERSION, "error": message}, status, headers)
+
+
+def _fill_dict(fill: Fill, spec: Any) -> dict[str, Any]:
+    return {
+        "market": fill.market,
+        "fill_id": fill.fill_id,
+        "client_id": fill.client_id,
+        "side": fill.side.name.lower(),
+        "price": spec.price(fill.price_ticks) if spec is not None else None,
+        "size": spec.size(fill.size_lots) if spec is not None else None,
+        "price_ticks": fill.price_ticks,
+        "size_lots": fill.size_lots,
+        "fee_usdc": fill.fee_usdc,
+        "liquidity": fill.liquidity.name.lower(),
+        "ts_ns": fill.ts_ns,
+    }
+
+
+def _order_dict(order: Order, spec: Any, note: str) -> dict[str, Any]:
+    return {
+        "market": order.market,
+        "client_id": order.client_id,
+        "side": order.side.name.lower(),
+        "price": spec.price(order.price_ticks) if spec is not None else None,
+        "size": spec.size(order.size_lots) if spec is not None else None,
+        "remaining": spec.size(order.remaining_lots) if spec is not None else None,
+        "price_ticks": order.price_ticks,
+        "size_lots": order.size_lots,
+        "remaining_lots": order.remaining_lots,
+        "state": order.state.name.lower(),
+        "note": note,
+    }
+
+
+class _RateLimit:
+    """At most ``per_minute`` requests per client in any 60 s window."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._hits: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str, now: float) -> float:
+        """0 when allowed (and counted), else seconds until the next slot."""
+        hits = self._hits.setdefault(client, deque())
+        while hits and now - hits[0] >= 60.0:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            return max(0.001, 60.0 - (now - hits[0]))
+        hits.append(now)
+        if len(self._hits) > 10_000:  # forget idle clients
+            for k in [k for k, v in self._hits.items() if not v]:
+                del self._hits[k]
+        return 0.0
+
+
+class ApiServer:
+    """aiohttp server for one bot (see the module docstring)."""
+
+    def __init__(
+        self, cfg: ApiConfig, ops: OpsServices, env: Mapping[str, str] | None = None
+    ) -> None:
+        env = os.environ if env is None else env
+        self.cfg = cfg
+        self.ops = ops
+        self.control_token = (env.get(TOKEN_ENV) or "").encode()
+        self.read_token = (env.get(READ_TOKEN_ENV) or "").encode()
+        self.hub = StreamHub(cfg.stream_queue, cfg.max_clients)
+        self.fills: deque[dict[str, Any]] = deque(maxlen=_FILL_RING)
+        self.port: int | None = None
+        self.rate = _RateLimit(cfg.control_per_minute)
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._breaker_seen: dict[str, bool] = {}
+        self._events_seen = -1
+        self._last_event_wall = time.time()
+        self._metrics: Any = None
+        self._lat_seen = 0
+        self._ws: set[web.WebSocketResponse] = set()
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def check_security(self) -> None:
+        """Refuse a non-loopback address without any token (raises RuntimeFailure)."""
+        if is_loopback(self.cfg.host):
+            return
+        if not self.control_token and not self.read_token:
+            raise RuntimeFailure(
+                f"api.host {self.cfg.host} is not a loopback address and no token is set:"
+                f" set {TOKEN_ENV} (and optionally {READ_TOKEN_ENV}), or bind 127.0.0.1"
+            )
+        for name, tok in ((TOKEN_ENV, self.control_token), (READ_TOKEN_ENV, self.read_token)):
+            if tok and len(tok) < 16:
+                raise RuntimeFailure(f"{name} is shorter than 16 characters")
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.cfg.max_body_bytes, middlewares=[self._middleware]
+        )
+        r = app.router
+        r.add_get("/", self._page)
+        r.add_get("/health", self._health)
+        r.add_get("/health/ready", self._ready)
+        r.add_get("/metrics", self._metrics_route)
+        r.add_get("/api/v1/openapi.json", self._openapi)
+        r.add_get("/api/v1/status", self._read(lambda: self.ops.status()))
+        r.add_get("/api/v1/positions", self._read(self.positions))
+        r.add_get("/api/v1/orders", self._read(self.orders))
+        r.add_get("/api/v1/breakers", self._read(lambda: self.ops.status().get("breakers", {})))
+        r.add_get("/api/v1/model", self._read(self.model))
+        r.add_get("/api/v1/fills", self._fills)
+        r.add_get("/api/v1/stream", self._stream)
+        for path, cmd in CONTROL_ROUTES.items():
+            r.add_post(path, self._control(cmd))
+        return app
+
+    async def start(self) -> None:
+        self.check_security()
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, backlog=512)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise RuntimeFailure(
+                f"cannot serve the API on {self.cfg.host}:{self.cfg.port}: {exc}"
+            ) from exc
+        addrs = self._runner.addresses
+        self.port = int(addrs[0][1]) if addrs else self.cfg.port
+        self._ticker = asyncio.create_task(self._tick(), name="api-stream")
+        self.ops.listeners.append(self.on_events)
+        auth = "control+read tokens" if self.control_token else "no control token"
+        logger.info("API on http://{}:{}/ ({})", self.cfg.host, self.port, auth)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.ops.listeners.remove(self.on_events)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(BaseException):
+                await self._ticker
+            self._ticker = None
+        for ws in list(self._ws):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(message=b"bot stopping"), 1.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- data -------------------------------------------------------------------
+
+    def _spec(self, market: str) -> Any:
+        ms = self.ops.engine.markets.get(market)
+        return ms.spec if ms is not None else None
+
+    def positions(self) -> dict[str, Any]:
+        st = self.ops.status()
+        keys = (
+            "position_lots",
+            "position",
+            "position_usdc",
+            "limit_usage",
+            "avg_price",
+            "mid",
+            "realized_usdc",
+            "unrealized_usdc",
+            "fees_usdc",
+            "pnl_usdc",
+            "fills",
+            "volume_usdc",
+        )
+        return {
+            "pnl_usdc": st.get("pnl_usdc"),
+            "markets": {
+                sym: {k: m.get(k) for k in keys} for sym, m in st.get("markets", {}).items()
+            },
+        }
+
+    def orders(self) -> dict[str, Any]:
+        st = self.ops.status()
+        return {
+            "live_orders": st.get("live_orders"),
+            "markets": {sym: m.get("quotes", []) for sym, m in st.get("markets", {}).items()},
+        }
+
+    def model(self) -> dict[str, Any]:
+        st = self.ops.status()
+        return {
+            "model": st.get("model"),
+            "markets": {
+                sym: {"signal": m.get("signal"), "signal_status": m.get("signal_status")}
+                for sym, m in st.get("markets", {}).items()
+            },
+        }
+
+    def health(self) -> dict[str, Any]:
+        e = self.ops.engine
+        books = {sym: bool(ms.builder.synced) for sym, ms in e.markets.items()}
+        venue_b = e.risk.breakers.get("venue_errors")
+        venue_ok = venue_b is None or not venue_b.tripped
+        ready = bool(self.ops.ready) and all(books.values()) and venue_ok
+        return {
+            "live": True,
+            "ready": ready,
+            "state": e.state,
+            "last_event_age_s": round(time.time() - self._last_event_wall, 3),
+            "books_synced": books,
+            "venue_reachable": venue_ok,
+            "journal_error": (
+                str(self.ops.journal.error)
+                if self.ops.journal is not None and self.ops.journal.error is not None
+                else None
+            ),
+        }
+
+    # --- events from the operations loop ------------------------------------------
+
+    def on_events(self, batch: list[tuple[str, Any]]) -> None:
+        """Called by the operations loop with what it drained from the engine's outbox."""
+        hub = self.hub
+        for kind, payload in batch:
+            try:
+                if kind == "fill":
+                    d = _fill_dict(payload, self._spec(payload.market))
+                    self.fills.append(d)
+                    hub.publish("fill", d, payload.ts_ns)
+                elif kind == "order":
+                    hub.publish("order", _order_dict(payload, self._spec(payload.market), "new"))
+                elif kind in ("order_update", "order_done"):
+                    order, note = payload
+                    hub.publish("order", _order_dict(order, self._spec(order.market), str(note)))
+                elif kind == "breaker":
+                    d = dict(payload)
+                    self._breaker_seen[str(d.get("name"))] = d.get("state") == "tripped"
+                    hub.publish("breaker", d)
+                elif kind in ("state", "feed"):
+                    hub.publish(kind, dict(payload) if isinstance(payload, Mapping) else payload)
+            except Exception:
+                logger.exception("API stream: cannot publish a {} event", kind)
+
+    async def _tick(self) -> None:
+        """Snapshots at ``stream_hz``; breaker changes the outbox does not carry."""
+        period = 1.0 / self.cfg.stream_hz
+        while True:
+            await asyncio.sleep(period)
+            try:
+                e = self.ops.engine
+                if e.events != self._events_seen:
+                    self._events_seen = e.events
+                    self._last_event_wall = time.time()
+                for name, b in e.risk.breakers.items():
+                    if self._breaker_seen.get(name, False) != b.tripped:
+                        self._breaker_seen[name] = b.tripped
+                        self.hub.publish("breaker", {"name": name, **b.status()})
+                if self.hub.clients:
+                    self.hub.publish("snapshot", self.ops.status())
+            except Exception:
+                logger.exception("API stream tick failed (continuing)")
+
+    # --- auth -------------------------------------------------------------------
+
+    def _token_kind(self, token: bytes | None) -> str | None:
+        """``control``, ``read`` or None; both comparisons always run (constant time)."""
+        if not token:
+            return None
+        is_control = bool(self.control_token) & hmac.compare_digest(
+            token, self.control_token or b"\0"
+        )
+        is_read = bool(self.read_token) & hmac.compare_digest(token, self.read_token or b"\0")
+        if is_control:
+            return _CONTROL
+        if is_read:
+            return _READ
+        return None
+
+    @staticmethod
+    def _request_token(request: web.Request) -> bytes | None:
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip().encode()
+        for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+            proto = proto.strip()
+            if proto.startswith("bearer."):
+                return proto[7:].encode()
+        return None
+
+    def _authorize(self, request: web.Request, need: str) -> web.Response | str:
+        """The token kind granted, or the error response."""
+        token = self._request_token(request)
+        kind = self._token_kind(token)
+        if need == _READ and not self.control_token and not self.read_token:
+            return kind or "open"  # loopback only (checked at start)
+        challenge = {"WWW-Authenticate": 'Bearer realm="flashmm"'}
+        if token is None:
+            return _error(401, "missing bearer token", challenge)
+        if kind is None:
+            return _error(401, "invalid token", challenge)
+        if need == _CONTROL and kind != _CONTROL:
+            return _error(403, "this token is read-only; control needs " + TOKEN_ENV)
+        return kind
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > self.cfg.max_body_bytes:
+            return _error(413, f"request body over {self.cfg.max_body_bytes} bytes")
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body over {self.cfg.max_body_bytes} bytes")
+
+    # --- routes -----------------------------------------------------------------
+
+    def _read(self, fn: Callable[[], Any]) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            granted = self._authorize(request, _READ)
+            if isinstance(granted, web.Response):
+                return granted
+            return _json({"api_version": API_VERSION, "data": fn()})
+
+        return handler
+
+    async def _fills(self, request: web.Request) -> web.StreamResponse:
+        granted = self._authorize(request, _READ)
+        if isinstance(granted, web.Response):
+            return granted
+        try:
+            since = int(request.query.get("since", "0"))
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            return _error(400, "since and limit must be integers (since: ns since the epoch)")
+        limit = max(1, min(limit, _FILL_RING))
+        out = [f for f in self.fills if f["ts_ns"] > since][:limit]
+        return _json({"api_version": API_VERSION, "data": {"since": since, "fills": out}})
+
+    def _control(self, cmd: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            client = request.remote or "?"
+            wait = self.rate.retry_after(client, time.monotonic())
+            if wait:
+                return _error(
+                    429,
+                    f"too many control requests (limit {self.cfg.control_per_minute}/min)",
+                    {"Retry-After": str(int(wait) + 1)},
+                )
+            granted = self._authorize(request, _CONTROL)
+            if isinstance(granted, web.Response):
+                return granted
+            args: Any = {}
+            if request.can_read_body:
+                body = await request.read()
+                if body.strip():
+                    try:
+                        import orjson
+
+                        args = orjson.loads(body)
+                    except orjson.JSONDecodeError:
+                        return _error(400, "body must be a JSON object")
+                    if not isinstance(args, dict):
+                        return _error(400, "body must be a JSON object")
+            control = self.ops.control
+            if control is None:
+                return _error(503, "control is not available")
+            response = await control.execute(cmd, args, source=f"http {client} ({granted} token)")
+            status = 200 if response.get("ok") else 409
+            return _json({"api_version": API_VERSION, **response}, status)
+
+        return handler
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.health())
+
+    async def _ready(self, request: web.Request) -> web.StreamResponse:
+        h = self.health()
+        return _json(h, 200 if h["ready"] else 503)
+
+    async def _openapi(self, request: web.Request) -> web.StreamResponse:
+        return _json(openapi_document())
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        html = resources.files("flashmm.api").joinpath("static/index.html").read_bytes()
+        return web.Response(
+            body=html,
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline';"
+                " style-src 'self' 'unsafe-inline'; connect-src 'self'",
+            },
+        )
+
+    async def _metrics_route(self, request: web.Request) -> web.StreamResponse:
+        if not self.cfg.metrics_public:
+            granted = self._authorize(request, _READ)
+            if isinstance(granted, web.Response):
+                return granted
+        m = self.ops.metrics
+        if m is None:
+            if self._metrics is None:
+                try:
+                    from flashmm.ops.metrics import Metrics
+
+                    self._metrics = Metrics(port=0)
+                except RuntimeFailure as exc:
+                    return _error(501, str(exc))
+            m = self._metrics
+            m.update(self.ops.status())
+            self._lat_seen = m.observe_engine_latency(self.ops.engine, self._lat_seen)
+        return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        granted = self._authorize(request, _READ)
+        if isinstance(granted, web.Response):
+            return granted
+        ws = web.WebSocketResponse(
+            protocols=(SUBPROTOCOL,), heartbeat=20.0, max_msg_size=4096, compress=False
+        )
+        transport = request.transport
+
+        def abort() -> None:
+            if transport is not None:
+                transport.abort()
+
+        client = self.hub.subscribe(f"{request.remote}", abort)
+        if client is None:
+            return _error(503, f"too many stream clients (api.max_clients {self.cfg.max_clients})")
+        try:
+            await ws.prepare(request)
+        except Exception:
+            self.hub.unsubscribe(client)
+            raise
+        self._ws.add(ws)
+        hello = {
+            "seq": self.hub.seq,
+            "type": "hello",
+            "ts_ns": time.time_ns(),
+            "data": {"api_version": API_VERSION, "snapshot": self.ops.status()},
+        }
+
+        async def writer() -> None:
+            await ws.send_str(dumps(hello).decode())
+            while True:
+                text = await client.queue.get()
+                await ws.send_str(text)
+                client.sent += 1
+
+        task = asyncio.create_task(writer())
+        try:
+            async for msg in ws:  # clients only close or ping; anything else is ignored
+                if msg.type == WSMsgType.ERROR:
+                    break
+                if task.done():
+                    break
+        except Exception:
+            pass
+        finally:
+            self.hub.unsubscribe(client)
+            self._ws.discard(ws)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            if not client.dropped:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+        return ws

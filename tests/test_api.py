@@ -1,0 +1,300 @@
+"""The HTTP API in-process: auth, limits, control through the socket's handler, the stream.
+
+A real engine (paper profile, simulator venue), real OpsServices with its
+journal and control socket, and the real aiohttp server on a free loopback
+port; clients are aiohttp clients and raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flashmm.api.openapi import CONTROL_ROUTES, READ_ROUTES
+from flashmm.api.server import ApiServer
+from flashmm.config import Config, load_config
+from flashmm.engine import Engine
+from flashmm.errors import RuntimeFailure
+from flashmm.ops.journal import Journal
+from flashmm.ops.service import OpsServices
+from flashmm.types import Fill, Liquidity, Side
+from flashmm.venues.sim import SimVenue
+
+CONTROL = "c0ntrol-" + "t" * 24
+READ = "read-only-" + "r" * 22
+SYM = "SEI/USDC"
+
+
+@pytest.fixture()
+def dirs() -> Iterator[tuple[Path, Path]]:
+    data = Path(tempfile.mkdtemp(prefix="fmmapi"))
+    sock = Path(tempfile.mkdtemp(prefix="fmm", dir="/tmp"))
+    try:
+        yield data, sock
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(sock, ignore_errors=True)
+
+
+def config(data: Path, sock: Path, *sets: str) -> Config:
+    return load_config(
+        "configs/paper.yaml",
+        [
+            f"control.data_dir={data}",
+            f"control.socket_path={sock / 'api.sock'}",
+            "name=api",
+            "ui.panel=false",
+            "api.enabled=true",
+            "api.port=0",
+            *sets,
+        ],
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: Config) -> AsyncIterator[OpsServices]:
+    engine = Engine(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    ops = OpsServices(cfg, engine, sim_clock=False)
+    await ops.start()
+    task = asyncio.create_task(ops.task(engine))
+    try:
+        for _ in range(500):
+            if ops.ready:
+                break
+            await asyncio.sleep(0.01)
+        yield ops
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ops.aclose()
+
+
+@pytest.fixture()
+def tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHMM_API_TOKEN", CONTROL)
+    monkeypatch.setenv("FLASHMM_API_READ_TOKEN", READ)
+
+
+def url(ops: OpsServices, path: str) -> str:
+    return f"http://127.0.0.1:{ops.api.port}{path}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_tokens_wrong_missing_and_read_only(dirs: tuple[Path, Path], tokens: None) -> None:
+    cfg = config(*dirs)
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        async with http.get(url(ops, "/health")) as r:  # no auth
+            assert r.status == 200 and (await r.json())["live"] is True
+        async with http.get(url(ops, "/api/v1/status")) as r:
+            assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+        async with http.get(url(ops, "/api/v1/status"), headers=bearer("nope" * 8)) as r:
+            assert r.status == 401 and (await r.json())["error"] == "invalid token"
+        for token in (READ, CONTROL):
+            async with http.get(url(ops, "/api/v1/status"), headers=bearer(token)) as r:
+                body = await r.json()
+                assert r.status == 200 and body["api_version"] == 1
+                # the same data as `flashmm status --json`
+                assert set(body["data"]) >= {"state", "markets", "breakers", "journal", "pid"}
+        for path in READ_ROUTES:
+            async with http.get(url(ops, path), headers=bearer(READ)) as r:
+                assert r.status == 200, path
+        # control: missing, wrong, read-only tokens refused; nothing happens
+        for headers, code in (({}, 401), (bearer("x" * 32), 401), (bearer(READ), 403)):
+            async with http.post(url(ops, "/api/v1/pause"), headers=headers) as r:
+                assert r.status == code
+        assert ops.engine.state == "running"
+        async with http.post(
+            url(ops, "/api/v1/pause"), headers=bearer(CONTROL), json={"reason": "lunch"}
+        ) as r:
+            body = await r.json()
+            assert r.status == 200 and body["ok"] and body["result"]["state"] == "paused"
+        assert ops.engine.state == "paused" and "lunch" in ops.engine.pause_reason
+        async with http.post(url(ops, "/api/v1/reset"), headers=bearer(CONTROL)) as r:
+            body = await r.json()  # refused by the same handler as the socket's
+            assert r.status == 409 and "confirm" in body["error"]
+        async with http.post(
+            url(ops, "/api/v1/resume"), headers=bearer(CONTROL), data=b"[1, 2]"
+        ) as r:
+            assert r.status == 400
+        async with http.post(url(ops, "/api/v1/resume"), headers=bearer(CONTROL)) as r:
+            assert r.status == 200 and ops.engine.state == "running"
+    # every control action is journaled with its source
+    j = Journal(dirs[0], name="api")
+    import sqlite3
+
+    conn = sqlite3.connect(j.path)
+    rows = conn.execute("SELECT cmd, args, ok FROM control_commands ORDER BY id").fetchall()
+    conn.close()
+    j.close()
+    cmds = [(c, ok) for c, _, ok in rows]
+    assert ("pause", 1) in cmds and ("reset", 0) in cmds and ("resume", 1) in cmds
+    assert all("http 127.0.0.1 (control token)" in args for _, args, _ in rows)
+    assert all(CONTROL not in args for _, args, _ in rows)
+
+
+async def test_ten_megabyte_body_and_rate_limit(dirs: tuple[Path, Path], tokens: None) -> None:
+    cfg = config(*dirs, "api.control_per_minute=5")
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        big = b"{" + b" " * (10 * 1024 * 1024) + b"}"
+        try:
+            async with http.post(url(ops, "/api/v1/pause"), headers=bearer(CONTROL), data=big) as r:
+                assert r.status == 413
+        except aiohttp.ClientOSError:
+            pass  # the server may close before the client finished sending
+        assert ops.engine.state == "running"
+        codes = []
+        for _ in range(8):
+            async with http.post(url(ops, "/api/v1/resume"), headers=bearer(CONTROL)) as r:
+                codes.append(r.status)
+                if r.status == 429:
+                    assert int(r.headers["Retry-After"]) >= 1
+        assert codes.count(429) >= 3  # the big request may or may not have counted
+        async with http.get(url(ops, "/api/v1/status"), headers=bearer(READ)) as r:
+            assert r.status == 200  # reads are not limited
+
+
+def test_refuses_non_loopback_without_token(dirs: tuple[Path, Path], monkeypatch: Any) -> None:
+    monkeypatch.delenv("FLASHMM_API_TOKEN", raising=False)
+    monkeypatch.delenv("FLASHMM_API_READ_TOKEN", raising=False)
+    cfg = config(*dirs, "api.host=0.0.0.0")
+    engine = Engine(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    ops = OpsServices(cfg, engine, sim_clock=False)
+    with pytest.raises(RuntimeFailure, match="not a loopback address"):
+        ApiServer(cfg.api, ops).check_security()
+    ApiServer(cfg.api, ops, env={"FLASHMM_API_TOKEN": CONTROL}).check_security()
+
+
+async def test_open_reads_on_loopback_without_token_but_no_control(
+    dirs: tuple[Path, Path], monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("FLASHMM_API_TOKEN", raising=False)
+    monkeypatch.delenv("FLASHMM_API_READ_TOKEN", raising=False)
+    cfg = config(*dirs)
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        async with http.get(url(ops, "/api/v1/breakers")) as r:
+            assert r.status == 200 and "daily_loss" in (await r.json())["data"]
+        async with http.post(url(ops, "/api/v1/emergency-stop")) as r:
+            assert r.status == 401
+        assert ops.engine.state == "running"
+        async with http.get(url(ops, "/api/v1/openapi.json")) as r:
+            doc = await r.json()
+        registered = {
+            res.canonical
+            for res in ops.api._runner.app.router.resources()  # type: ignore[union-attr]
+        }
+        assert registered == set(doc["paths"])
+        assert set(CONTROL_ROUTES) <= registered
+        async with http.get(url(ops, "/")) as r:
+            assert r.status == 200 and "FlashMM" in await r.text()
+
+
+def _fill(i: int) -> Fill:
+    return Fill(SYM, 1, Side.BUY, 1200 + i, 100, 0.0, Liquidity.MAKER, 10**18 + i, f"t-{i}")
+
+
+async def test_stream_200_clients_sequence_and_fills(dirs: tuple[Path, Path], tokens: None) -> None:
+    cfg = config(*dirs)
+    async with running(cfg) as ops:
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn) as http:
+            wss = await asyncio.gather(
+                *(
+                    http.ws_connect(
+                        url(ops, "/api/v1/stream"), headers=bearer(READ), protocols=("flashmm.v1",)
+                    )
+                    for _ in range(200)
+                )
+            )
+            hellos = [await ws.receive_json(timeout=30) for ws in wss]
+            assert all(h["type"] == "hello" for h in hellos)
+            assert len(ops.api.hub.clients) == 200
+            base = max(h["seq"] for h in hellos)
+            ops.api.on_events([("fill", _fill(i)) for i in range(3)])
+
+            async def collect(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
+                got: list[dict[str, Any]] = []
+                while not any(m["type"] == "snapshot" and m["seq"] > base + 3 for m in got):
+                    got.append(await ws.receive_json(timeout=30))
+                return got
+
+            results = await asyncio.gather(*(collect(ws) for ws in wss))
+            for msgs in results:
+                seqs = [m["seq"] for m in msgs]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap
+                fills = [m["data"] for m in msgs if m["type"] == "fill"]
+                assert [f["fill_id"] for f in fills][-3:] == ["t-0", "t-1", "t-2"]
+                assert fills[-1]["price"] == pytest.approx(1.202)
+            async with http.get(
+                url(ops, "/api/v1/fills"), params={"since": str(10**18)}, headers=bearer(READ)
+            ) as r:
+                data = (await r.json())["data"]
+                assert [f["fill_id"] for f in data["fills"]] == ["t-1", "t-2"]
+            await asyncio.gather(*(ws.close() for ws in wss))
+        for _ in range(200):
+            if not ops.api.hub.clients:
+                break
+            await asyncio.sleep(0.01)
+        assert not ops.api.hub.clients
+
+
+def _ws_handshake(port: int, token: str) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            f"GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: flashmm.v1, bearer.{token}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"Sec-WebSocket-Protocol: flashmm.v1" in head
+    return s
+
+
+async def test_client_that_never_reads_is_dropped_others_keep_up(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    cfg = config(*dirs, "api.stream_queue=64")
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        stalled = await asyncio.to_thread(_ws_handshake, ops.api.port, READ)
+        try:
+            ws = await http.ws_connect(url(ops, "/api/v1/stream"), headers=bearer(CONTROL))
+            hello = await ws.receive_json(timeout=30)
+            hub = ops.api.hub
+            for _ in range(500):
+                if len(hub.clients) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            seq = hello["seq"]
+            big = {"pad": "x" * 20_000}
+            sent = 0
+            while hub.drops == 0 and sent < 5_000:  # publishing never waits for a client
+                hub.publish("state", big)
+                sent += 1
+                got = await ws.receive_json(timeout=30)
+                assert got["seq"] == seq + 1
+                seq = got["seq"]
+            assert hub.drops == 1 and len(hub.clients) == 1
+        finally:
+            stalled.close()
+        await ws.close()
