@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the recorded data beside the repo and small helpers."""
+"""Fixtures and small helpers; recorded data paths come from ``kit.data``."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ import gzip
 from pathlib import Path
 
 import pytest
+from kit.data import ETH, ETH_SLICE, NEXO_23, NEXO_24, ROOT, SHARED, require
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-NEXO_23 = SHARED_DATA / "binance_spot_nexousdt_20240723.dat.gz"
-NEXO_24 = SHARED_DATA / "binance_spot_nexousdt_20240724.dat.gz"
-ETH = SHARED_DATA / "binance_spot_ethusdt_20240808.gz"
+SHARED_DATA = SHARED
+__all__ = ["ETH", "ETH_SLICE", "NEXO_23", "NEXO_24", "ROOT", "SHARED_DATA"]
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    assert NEXO_23.exists(), f"recorded data missing: {NEXO_23} (shared/ must sit beside the repo)"
-    return SHARED_DATA
+    """The large shared recordings; the test skips (one line) where they are not present."""
+    require(NEXO_24, ETH)
+    return SHARED
 
 
 @pytest.fixture()

@@ -6,17 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kit.data import ETH, needs
+from kit.data import NEXO_23 as NEXO_20MIN
 
 from flashmm.backtest.cache import EVENT_DTYPE, CachedFeed, load_recording
 from flashmm.config import load_config
 from flashmm.feeds.replay import ReplayFeed
 from flashmm.runner import scales_for
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NEXO_20MIN = DATA / "binance_spot_nexousdt_20240723.dat.gz"
-ETH = DATA / "binance_spot_ethusdt_20240808.gz"
-
-pytestmark = pytest.mark.skipif(not NEXO_20MIN.is_file(), reason="shared data not available")
 
 
 @pytest.fixture
@@ -50,7 +46,7 @@ def test_window_rules_match_replay(tmp_path: Path, scales: dict) -> None:
     ).count_in_window() == sum(1 for e in full if lo <= e.ts_ns <= hi)
 
 
-@pytest.mark.skipif(not ETH.is_file(), reason="ETH recording not available")
+@needs(ETH)
 def test_two_symbols_merged_and_aligned(tmp_path: Path, scales: dict) -> None:
     files = [NEXO_20MIN, ETH]
     ref = list(ReplayFeed(files, scales, align=False).events())

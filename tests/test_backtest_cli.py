@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from kit.data import NEXO_23 as NEXO_20MIN
 
 from flashmm.backtest.cli import parse_ts
 from flashmm.cli import main
 from flashmm.errors import UserInputError
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NEXO_20MIN = DATA / "binance_spot_nexousdt_20240723.dat.gz"
-needs_data = pytest.mark.skipif(not NEXO_20MIN.is_file(), reason="shared data not available")
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +35,6 @@ def test_missing_file_is_one_line_exit_2(
     assert len(lines) == 1 and lines[0].startswith("flashmm: error: data file not found")
 
 
-@needs_data
 def test_empty_range_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(
         [
@@ -67,7 +63,6 @@ def test_empty_range_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no events between" in err
 
 
-@needs_data
 def test_unknown_param_is_the_config_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(
         ["--data", str(NEXO_20MIN), "--set", "strategy.params.gamma_typo=1"], capsys
@@ -85,7 +80,6 @@ def test_bad_timestamp_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "--from" in err and len(err.strip().splitlines()) == 1
 
 
-@needs_data
 def test_json_and_out(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     code, out, _ = run_cli(
@@ -109,7 +103,6 @@ def test_json_and_out(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert (out_dir / "fills.csv").is_file() and (out_dir / "plots.html").is_file()
 
 
-@needs_data
 def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["--data", str(NEXO_20MIN)], capsys)
     assert code == 0 and "P&L" in out and "markout" in out

@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kit.data import NEXO_23 as NEXO_20MIN
+from kit.data import NEXO_24 as NEXO_DAY
+from kit.data import needs
 
 from flashmm.backtest.runner import run_backtest
 from flashmm.config import load_config
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NEXO_20MIN = DATA / "binance_spot_nexousdt_20240723.dat.gz"
-NEXO_DAY = DATA / "binance_spot_nexousdt_20240724.dat.gz"
-
-pytestmark = pytest.mark.skipif(not NEXO_20MIN.is_file(), reason="shared data not available")
 
 
 def test_nexo_20min_no_breaches(tmp_path: Path) -> None:
@@ -33,7 +30,7 @@ def test_nexo_20min_no_breaches(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not NEXO_DAY.is_file(), reason="full NEXO day not available")
+@needs(NEXO_DAY)
 def test_nexo_full_day_no_breaches(tmp_path: Path) -> None:
     # the kill switch is off so that the strategy quotes the whole day
     cfg = load_config("configs/backtest.yaml", ["risk.kill_switch_enabled=false"])

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kit.data import NEXO_23 as NEXO_20MIN
 
 from flashmm.backtest.sweep import load_sweep, make_tasks, run_sweep
 from flashmm.errors import ConfigError, UserInputError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NEXO_20MIN = DATA / "binance_spot_nexousdt_20240723.dat.gz"
-needs_data = pytest.mark.skipif(not NEXO_20MIN.is_file(), reason="shared data not available")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,7 +44,6 @@ def test_bad_sweep_files(tmp_path: Path) -> None:
         make_tasks(spec, "configs/backtest.yaml", [], [str(NEXO_20MIN)], None, None, tmp_path)
 
 
-@needs_data
 def test_two_parameter_sets_in_processes(tmp_path: Path) -> None:
     spec = load_sweep(_spec(tmp_path, "grid:\n  strategy.params.min_spread_bps: [4, 40]\n"))
     tasks = make_tasks(spec, "configs/backtest.yaml", [], [str(NEXO_20MIN)], None, None, tmp_path)
@@ -68,7 +65,6 @@ def test_two_parameter_sets_in_processes(tmp_path: Path) -> None:
     }
 
 
-@needs_data
 def test_sweep_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,7 +84,6 @@ def test_sweep_cli(
 
 
 @pytest.mark.slow
-@needs_data
 def test_ray_local(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     spec = load_sweep(_spec(tmp_path, "grid:\n  strategy.params.min_spread_bps: [4, 40]\n"))

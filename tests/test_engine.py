@@ -37,7 +37,7 @@ def _drive(engine: Engine, feed: ReplayFeed, until_event: int | None = None) -> 
     return now
 
 
-def test_paper_engine_quotes_and_fills_within_limits(shared_data: Path) -> None:
+def test_paper_engine_quotes_and_fills_within_limits() -> None:
     engine, feed = _engine()
     _drive(engine, feed)
     s = engine.summary()
@@ -50,7 +50,7 @@ def test_paper_engine_quotes_and_fills_within_limits(shared_data: Path) -> None:
     assert len(engine.markets["SEI/USDC"].orders) <= 12
 
 
-def test_same_run_twice_is_identical(shared_data: Path) -> None:
+def test_same_run_twice_is_identical() -> None:
     a, fa = _engine()
     b, fb = _engine()
     _drive(a, fa)
@@ -60,7 +60,7 @@ def test_same_run_twice_is_identical(shared_data: Path) -> None:
         assert sa[k] == sb[k]
 
 
-def test_pause_pulls_quotes_and_resume_brings_them_back(shared_data: Path) -> None:
+def test_pause_pulls_quotes_and_resume_brings_them_back() -> None:
     engine, feed = _engine()
     now = _drive(engine, feed, until_event=300)
     ms = engine.markets["SEI/USDC"]
@@ -77,7 +77,7 @@ def test_pause_pulls_quotes_and_resume_brings_them_back(shared_data: Path) -> No
     assert ms.orders
 
 
-def test_emergency_stop_cancels_flattens_and_latches(shared_data: Path) -> None:
+def test_emergency_stop_cancels_flattens_and_latches() -> None:
     engine, feed = _engine("strategy.params.order_size_usdc=400")
     events = list(feed.events())
     now = 0
@@ -139,7 +139,7 @@ def test_run_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     assert summary["orders_left_open"] == 0
 
 
-def test_a_corrupt_model_leaves_the_bot_running_on_rules(shared_data: Path, tmp_path: Path) -> None:
+def test_a_corrupt_model_leaves_the_bot_running_on_rules(tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(b"\x08\x01this is not a model")
     r, summary = _run_bot(tmp_path, "--data", str(NEXO_23), "--set", f"model.path={bad}")
@@ -149,7 +149,7 @@ def test_a_corrupt_model_leaves_the_bot_running_on_rules(shared_data: Path, tmp_
     assert summary["quotes_sent"] > 0 and summary["fills"] > 0
 
 
-def test_the_shipped_model_is_used_by_default(shared_data: Path) -> None:
+def test_the_shipped_model_is_used_by_default() -> None:
     cfg = load_config(ROOT / "configs" / "paper.yaml")
     from flashmm.runner import build_engine
 
@@ -159,7 +159,7 @@ def test_the_shipped_model_is_used_by_default(shared_data: Path) -> None:
     assert str(status["model"]).endswith("flashmm-nexo-1s.onnx")
 
 
-def test_venue_errors_pull_quotes_until_the_rate_drops(shared_data: Path) -> None:
+def test_venue_errors_pull_quotes_until_the_rate_drops() -> None:
     from flashmm.venues.sim import SimVenue
 
     class CountingSim(SimVenue):
@@ -190,7 +190,7 @@ def test_venue_errors_pull_quotes_until_the_rate_drops(shared_data: Path) -> Non
     assert ms.orders
 
 
-def test_slow_venue_pulls_quotes_until_latency_recovers(shared_data: Path) -> None:
+def test_slow_venue_pulls_quotes_until_latency_recovers() -> None:
     from flashmm.venues.sim import SimVenue
 
     class SlowSim(SimVenue):

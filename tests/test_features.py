@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kit.data import NEXO_23
 
 from flashmm.book import BookBuilder, OrderBook, SequenceGap
 from flashmm.features import (
@@ -19,8 +20,6 @@ from flashmm.features import (
 from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.marketdata import DepthDiff, DepthSnapshot, Trade
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NEXO_23 = DATA / "binance_spot_nexousdt_20240723.dat.gz"
 S = 1_000_000_000
 
 
@@ -112,7 +111,6 @@ def _online_samples(path: Path, step_ns: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(out_ts), np.vstack(rows)
 
 
-@pytest.mark.skipif(not NEXO_23.exists(), reason="shared data missing")
 def test_online_and_batch_agree_on_the_20_minute_file() -> None:
     ts_b, X_b, mid = batch_features([NEXO_23], "nexousdt", 0.001, 0.01, sample_every_ms=250)
     ts_o, X_o = _online_samples(NEXO_23, 250_000_000)

@@ -2,7 +2,7 @@
 
 One anvil (0.4 s blocks) with a FlashBook deployment for the module (chain_fixtures).
 Each test runs ``flashmm run --config <tmp live profile> --headless --json`` as a
-subprocess: feed ``binance_ws`` from a ReplayServer on 127.0.0.1 playing the NEXO
+subprocess: feed ``binance_ws`` from a ReplayServer on 127.0.0.1 playing the bundled NEXO
 recording at 10x, venue ``sei`` on the chain, journal in a tmp dir, control socket in a
 short /tmp dir. A taker in the test process crosses the bot's quotes with ``take()``.
 
@@ -23,8 +23,6 @@ import random
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +34,8 @@ import pytest
 import yaml
 from aiohttp import web
 from chain_fixtures import LocalChain, RpcProxy, WsProxy
+from kit.bot import BotProcess, bot_env
+from kit.data import NEXO_23 as NEXO
 
 from flashmm.feeds.server import ReplayServer
 from flashmm.venues.sei.abi import book_abi
@@ -45,7 +45,6 @@ from flashmm.venues.sei.rpc import JsonRpc
 pytest_plugins = ["chain_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
-NEXO = ROOT.parent / "shared" / "data" / "binance_spot_nexousdt_20240723.dat.gz"
 MKT = "SEI/USDC"
 LOT_UNITS = 10**18  # SEI/USDC on the local deployment: lot 1 SEI (18 decimals)
 ABI = book_abi()
@@ -88,83 +87,6 @@ def live_profile(
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-class LiveBot:
-    """``flashmm run --headless --json`` on a live profile; stdout/stderr go to files."""
-
-    def __init__(self, profile: Path, duration: float, env: dict[str, str] | None = None) -> None:
-        self.profile = profile
-        cfg = yaml.safe_load(profile.read_text())
-        self.socket = cfg["control"]["socket_path"]
-        self.journal = Path(cfg["control"]["data_dir"]) / f"{profile.stem}.sqlite"
-        self.out = profile.with_suffix(".out")
-        self.err = profile.with_suffix(".err")
-        full_env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "FLASHMM_PRIVATE_KEY")
-        }
-        full_env["PYTHONUNBUFFERED"] = "1"
-        full_env.update(env or {})
-        cmd = [
-            sys.executable,
-            "-c",
-            "from flashmm.cli import main; main()",
-            "run",
-            "--config",
-            str(profile),
-            "--headless",
-            "--json",
-            "--duration",
-            str(duration),
-        ]
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                cmd, cwd=profile.parent, env=full_env, stdout=out, stderr=err
-            )
-
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace")
-
-    async def command(self, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        from flashmm.ops.control import send_command
-
-        return await asyncio.to_thread(send_command, self.socket, cmd, args, 10.0)
-
-    async def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"bot exited ({self.proc.returncode}):\n{self.stderr()}")
-            if os.path.exists(self.socket):
-                with contextlib.suppress(Exception):
-                    r = await self.command("status")
-                    if r.get("ok") and r["result"].get("ready"):
-                        result: dict[str, Any] = r["result"]
-                        return result
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"bot not ready after {timeout}s:\n{self.stderr()}")
-
-    async def wait_exit(self, timeout: float = 90.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(15)
-                self.close()
-                raise AssertionError(f"bot did not stop in time:\n{self.stderr()[-4000:]}")
-            await asyncio.sleep(0.1)
-        assert self.proc.returncode == 0, f"exit {self.proc.returncode}:\n{self.stderr()}"
-        lines = [ln for ln in self.out.read_text().splitlines() if ln.startswith("{")]
-        assert lines, f"no JSON summary; stderr:\n{self.stderr()}"
-        summary: dict[str, Any] = json.loads(lines[-1])
-        return summary
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -403,17 +325,17 @@ async def test_live_run_quotes_on_chain_and_books_every_fill(
         tmp, sock, "live", feed=feed, sei={"deployment": str(dep), "dev_account": "maker"}
     )
     start, nonce0 = await head(rpc) + 1, await nonce_of(rpc, who)
-    bot = LiveBot(profile, duration=30)
+    bot = BotProcess(profile, duration=30)
     taker = Taker(chain, rpc)
     stop = asyncio.Event()
     try:
-        await bot.wait_ready()
+        await bot.await_ready()
         book = BookClient(rpc, chain.dep.book)
         await wait_until(lambda: _has_quotes(book, who), 30, "quotes on chain")
         task = asyncio.create_task(taker.run(stop))
         # the taker keeps crossing through the bot's shutdown: a fill in the last blocks
         # before its cancels land must still be booked
-        summary = await bot.wait_exit()
+        summary = await bot.await_exit()
         stop.set()
         await task
     finally:
@@ -500,12 +422,12 @@ async def test_live_run_recovers_from_rpc_and_ws_faults(
     # the bot's first transaction (a fresh account's first placement) gets a gas limit
     # from a far too low estimate: it is mined and reverts (out of gas)
     proxy.low_estimates = 1
-    bot = LiveBot(profile, duration=42)
+    bot = BotProcess(profile, duration=42)
     taker = Taker(chain, rpc, period_s=0.5)
     stop = asyncio.Event()
     f = proxy.faults
     try:
-        await bot.wait_ready()
+        await bot.await_ready()
         book = BookClient(rpc, chain.dep.book)
         await wait_until(lambda: _has_quotes(book, who), 30, "quotes on chain")
         task = asyncio.create_task(taker.run(stop))
@@ -527,7 +449,7 @@ async def test_live_run_recovers_from_rpc_and_ws_faults(
         await asyncio.sleep(4)
         stop.set()
         await task
-        summary = await bot.wait_exit()
+        summary = await bot.await_exit()
     finally:
         stop.set()
         bot.close()
@@ -578,11 +500,11 @@ async def test_emergency_stop_cancels_and_flattens_on_chain(
         },
     )
     start, nonce0 = await head(rpc) + 1, await nonce_of(rpc, who)
-    bot = LiveBot(profile, duration=60, env={"FLASHMM_PRIVATE_KEY": chain.key("venue")})
+    bot = BotProcess(profile, duration=60, env=bot_env(FLASHMM_PRIVATE_KEY=chain.key("venue")))
     book = BookClient(rpc, chain.dep.book)
     stop = asyncio.Event()
     try:
-        await bot.wait_ready()
+        await bot.await_ready()
         await wait_until(lambda: _has_quotes(book, who), 30, "quotes on chain")
         # sell into the bot's bids until it is long
         taker = Taker(chain, rpc, side=1, period_s=0.3)
@@ -594,17 +516,17 @@ async def test_emergency_stop_cancels_and_flattens_on_chain(
         from flashmm.venues.sei.abi import op_place
 
         await book.requote(spare, 1, [op_place(0, 1, 0, lowest - 30, 500)])
-        r = await bot.command("emergency_stop", {"reason": "test"})
+        r = await bot.acommand("emergency_stop", {"reason": "test"})
         assert r["ok"], r
         await wait_until(
             lambda: _flat_and_no_orders(rpc, chain, book, who), 30, "flat with no orders"
         )
-        st = (await bot.command("status"))["result"]
+        st = (await bot.acommand("status"))["result"]
         assert st["state"] == "halted"
         await asyncio.sleep(2)  # stays halted: no new quotes
         assert await book.open_orders(who, 1) == []
         bot.proc.send_signal(signal.SIGTERM)
-        summary = await bot.wait_exit()
+        summary = await bot.await_exit()
     finally:
         stop.set()
         bot.close()

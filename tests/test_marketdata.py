@@ -6,7 +6,8 @@ import gzip
 from pathlib import Path
 
 import pytest
-from conftest import ETH, NEXO_23, NEXO_24, read_lines, write_gz
+from conftest import read_lines, write_gz
+from kit.data import ETH, ETH_SLICE, NEXO_23, NEXO_24, needs
 from loguru import logger
 
 from flashmm.book import BookBuilder, SequenceGap, SyncState
@@ -95,7 +96,8 @@ def _replay_book(files: list[Path], symbol: str, scales: dict[str, Scale]) -> Bo
 
 
 @pytest.mark.slow
-def test_book_matches_every_comparable_book_ticker_on_nexo_day(shared_data: Path) -> None:
+@needs(NEXO_24)
+def test_book_matches_every_comparable_book_ticker_on_nexo_day() -> None:
     bb = _replay_book(
         [NEXO_24, NEXO_23], "nexousdt", SCALES
     )  # order on the command line does not matter
@@ -104,7 +106,8 @@ def test_book_matches_every_comparable_book_ticker_on_nexo_day(shared_data: Path
     assert bb.gaps == 0
 
 
-def test_book_matches_every_comparable_book_ticker_on_eth(shared_data: Path) -> None:
+@needs(ETH)
+def test_book_matches_every_comparable_book_ticker_on_eth() -> None:
     bb = _replay_book([ETH], "ethusdt", SCALES)
     assert bb.checks == 577
     assert bb.mismatches == 0
@@ -141,7 +144,7 @@ def test_a_gap_is_reported_not_applied_and_resync_recovers() -> None:
     assert bb.synced and bb.book.best_bid == 16
 
 
-def test_injected_gap_in_a_recording_is_detected(tmp_path: Path, shared_data: Path) -> None:
+def test_injected_gap_in_a_recording_is_detected(tmp_path: Path) -> None:
     lines = read_lines(NEXO_23)[:300]
     # drop the 50th depth diff after the snapshot
     depth = [i for i, line in enumerate(lines) if b"depthUpdate" in line]
@@ -195,10 +198,8 @@ def test_replay_errors_are_clear(tmp_path: Path) -> None:
         ReplayFeed([f], SCALES)
 
 
-def test_several_symbols_are_merged_in_time_and_aligned(
-    shared_data: Path, nexo_head: Path, tmp_path: Path
-) -> None:
-    eth_lines = read_lines(ETH)[:300]
+def test_several_symbols_are_merged_in_time_and_aligned(nexo_head: Path, tmp_path: Path) -> None:
+    eth_lines = read_lines(ETH_SLICE)[:300]
     eth = write_gz(tmp_path / "eth.gz", eth_lines)
     evs = list(ReplayFeed([nexo_head, eth], SCALES, align=True).events())
     ts = [e.ts_ns for e in evs]

@@ -12,25 +12,23 @@ import gzip
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kit.bot import BotProcess as Bot
+from kit.bot import bot_env, short_dir, wait_for
+from kit.data import NEXO_23 as NEXO
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-NEXO = SHARED_DATA / "binance_spot_nexousdt_20240723.dat.gz"
 SECRET = "0x" + "5ec2e7" * 10 + "abcd"
 
 
@@ -69,105 +67,6 @@ def make_profile(
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def short_dir(prefix: str = "fmm") -> Path:
-    """A short tmp dir for AF_UNIX paths (107-byte limit)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-
-
-def bot_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "FLASHMM_PRIVATE_KEY")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-class Bot:
-    """``flashmm run --headless --json`` as a subprocess; stdout/stderr go to files."""
-
-    def __init__(
-        self, profile: Path, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ()
-    ) -> None:
-        self.profile = profile
-        self.cfg = yaml.safe_load(profile.read_text())
-        self.socket = self.cfg["control"]["socket_path"]
-        self.out_path = workdir / f"{profile.stem}.{time.monotonic_ns()}.out"
-        self.err_path = self.out_path.with_suffix(".err")
-        cmd = [
-            sys.executable,
-            "-c",
-            "from flashmm.cli import main; main()",
-            "run",
-            "--config",
-            str(profile),
-            "--headless",
-            "--json",
-            *args,
-        ]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=err)
-
-    def command(self, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        from flashmm.ops.control import send_command
-
-        return send_command(self.socket, cmd, args, timeout=10.0)
-
-    def status(self) -> dict[str, Any]:
-        r = self.command("status")
-        assert r["ok"], r
-        return r["result"]  # type: ignore[no-any-return]
-
-    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
-        def ready() -> dict[str, Any] | None:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"bot exited early ({self.proc.returncode}):\n{self.stderr()}")
-            if not os.path.exists(self.socket):
-                return None
-            try:
-                st = self.status()
-            except Exception:
-                return None
-            return st if st.get("ready") else None
-
-        return wait_for(ready, timeout, "bot ready")
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def summary(self) -> dict[str, Any]:
-        lines = [ln for ln in self.out_path.read_text().splitlines() if ln.startswith("{")]
-        assert lines, f"no summary on stdout; stderr:\n{self.stderr()}"
-        return json.loads(lines[-1])  # type: ignore[no-any-return]
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 class FakeSystemd:
@@ -531,8 +430,6 @@ def test_restart_after_pause_comes_back_paused(tmp_path: Path) -> None:
 def test_kill_switch_on_a_10pct_jump_ends_flat_and_halted_and_stays_halted(
     tmp_path: Path,
 ) -> None:
-    if not NEXO.exists():
-        pytest.skip(f"recorded data missing: {NEXO}")
     from flashmm.ops.journal import read_state
 
     tape = tmp_path / "nexousdt_jump.dat.gz"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
+from kit.data import NEXO_23
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -26,10 +27,7 @@ from flashmm.predict.labels import DOWN, FLAT, UP, make_labels, parse_horizon
 from flashmm.types import Signal
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-NEXO_23 = DATA / "binance_spot_nexousdt_20240723.dat.gz"
 S = 1_000_000_000
-needs_data = pytest.mark.skipif(not NEXO_23.exists(), reason="shared data missing")
 
 
 # --- labels --------------------------------------------------------------------
@@ -59,8 +57,6 @@ def test_make_labels() -> None:
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    if not NEXO_23.exists():
-        pytest.skip("shared data missing")
     from flashmm.predict.train import train
 
     out = tmp_path_factory.mktemp("model") / "small.onnx"
@@ -68,7 +64,6 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     return out, res.metrics
 
 
-@needs_data
 def test_training_on_a_small_slice_gives_a_loadable_model(
     small_model: tuple[Path, dict[str, Any]],
 ) -> None:
@@ -124,7 +119,6 @@ def test_schema_check_rejects_corrupt_and_missing_files(tmp_path: Path) -> None:
         OnnxPredictor(tmp_path / "nope.onnx")
 
 
-@needs_data
 def test_schema_check_rejects_other_feature_names(
     small_model: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -370,7 +364,6 @@ def test_cli_check_bad_model_is_one_line_exit_2(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "not found" in r.output
 
 
-@needs_data
 def test_cli_check_and_eval(small_model: tuple[Path, dict[str, Any]]) -> None:
     path = small_model[0]
     r = CliRunner().invoke(_cli(), ["model", "check", str(path), "--calls", "200", "--json"])
@@ -392,9 +385,8 @@ def test_cli_train_bad_input(tmp_path: Path) -> None:
         _cli(), ["train", "--data", str(tmp_path / "none.gz"), "--out", str(tmp_path / "m.onnx")]
     )
     assert r.exit_code == 2 and "not found" in r.output
-    if NEXO_23.exists():
-        r = CliRunner().invoke(
-            _cli(),
-            ["train", "--data", str(NEXO_23), "--out", str(tmp_path / "m.onnx"), "--horizon", "x"],
-        )
-        assert r.exit_code == 2 and "bad horizon" in r.output
+    r = CliRunner().invoke(
+        _cli(),
+        ["train", "--data", str(NEXO_23), "--out", str(tmp_path / "m.onnx"), "--horizon", "x"],
+    )
+    assert r.exit_code == 2 and "bad horizon" in r.output

@@ -1,12 +1,11 @@
-"""SimVenue over the shared 20-minute NEXO recording with a fixed quote ladder."""
+"""SimVenue over the bundled 20-minute NEXO recording with a fixed quote ladder."""
 
 from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
+from kit.data import NEXO_23 as NEXO_20MIN
 
 from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.marketdata import DepthDiff
@@ -24,13 +23,9 @@ from flashmm.types import (
 )
 from flashmm.venues.sim import SimSettings, SimVenue
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-NEXO_20MIN = DATA / "binance_spot_nexousdt_20240723.dat.gz"
 REF = "nexousdt"
 MKT = "SEI/USDC"
 SPEC = MarketSpec(MKT, Decimal("0.001"), Decimal("0.01"), REF)
-
-pytestmark = pytest.mark.skipif(not NEXO_20MIN.is_file(), reason="shared data not present")
 
 
 def run_ladder(settings: SimSettings, requote_every_s: float = 2.0) -> dict[str, object]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
+from kit.data import ETH_SLICE
+from kit.data import NEXO_23 as NEXO
 from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 
@@ -25,11 +26,8 @@ from flashmm.feeds.ws import BinanceWSFeed
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data"
-NEXO = DATA / "binance_spot_nexousdt_20240723.dat.gz"
-NEXO_SCALE = Scale.of(0.001, 0.01)
 
-pytestmark = pytest.mark.skipif(not NEXO.is_file(), reason="shared recordings not available")
+NEXO_SCALE = Scale.of(0.001, 0.01)
 
 
 def recorded_lines(path: Path, n: int) -> list[bytes]:
@@ -106,9 +104,8 @@ async def test_stream_filter_and_raw_bytes_resent() -> None:
 
 
 async def test_client_that_stops_reading_is_cut_off() -> None:
-    async with ReplayServer(
-        [DATA / "binance_spot_ethusdt_20240808.gz"], speed=0, send_timeout=0.3
-    ) as srv:
+    # looped: more data than any socket buffer holds, however large
+    async with ReplayServer([ETH_SLICE], speed=0, send_timeout=0.3, loop=True) as srv:
         ws = await connect(srv.ws_url, max_queue=1, close_timeout=0.5)
         await ws.recv()  # then stop reading: the server's buffers fill up
         t0 = time.monotonic()
@@ -151,9 +148,7 @@ async def test_record_command_against_local_server(tmp_path: Path) -> None:
 
 
 async def test_record_two_symbols_one_file_each(tmp_path: Path) -> None:
-    eth = DATA / "binance_spot_ethusdt_20240808.gz"
-    if not eth.is_file():
-        pytest.skip("ETH recording not available")
+    eth = ETH_SLICE
     async with ReplayServer([NEXO, eth], speed=2000, limit=3000) as srv:
         summary = await record_stream(
             ["nexousdt", "ethusdt"],

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.data import ETH_SLICE as ETH
+from kit.data import NEXO_23 as NEXO
 
 from flashmm.book import BookBuilder, SequenceGap
 from flashmm.errors import RuntimeFailure, UserInputError
@@ -23,13 +25,9 @@ from flashmm.feeds.ws import BinanceWSFeed, backoff_delay
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, Trade
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data"
-NEXO = DATA / "binance_spot_nexousdt_20240723.dat.gz"
-ETH = DATA / "binance_spot_ethusdt_20240808.gz"
+
 NEXO_SCALE = Scale.of(0.001, 0.01)
 ETH_SCALE = Scale.of(0.01, 0.0001)
-
-pytestmark = pytest.mark.skipif(not NEXO.is_file(), reason="shared recordings not available")
 
 
 class Client:

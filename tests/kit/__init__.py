@@ -1,0 +1,1 @@
+"""Test kit: recorded data paths (bundled or shared) and the bot as a subprocess."""
