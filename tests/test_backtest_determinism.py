@@ -12,15 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from kit.data import NEXO_23 as NEXO_20MIN
 
 from flashmm.backtest.runner import BacktestResult, run_backtest
 from flashmm.config import load_config
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-NEXO_20MIN = DATA / "binance_spot_nexousdt_20240723.dat.gz"
-
-pytestmark = pytest.mark.skipif(not NEXO_20MIN.is_file(), reason="shared data not available")
 
 # a budget a wall-clock ONNX call breaks at random (p99 ~60 µs idle, far more under load):
 # measured per call, this run gave 22-30 fills and different fills on each run

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kit.data import FUT_BTC, FUT_ETH, needs
 
 from flashmm.book import BookBuilder, SequenceGap
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale
@@ -12,9 +13,6 @@ from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Trade
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data"
-FUT_BTC = DATA / "binance_usdm_btcusdt_20240808.gz"
-FUT_ETH = DATA / "binance_usdm_ethusdt_20240808.gz"
 
 P = BinanceParser({"nexousdt": Scale.of(0.001, 0.01)})
 
@@ -94,7 +92,7 @@ def replay_book(path: Path, sym: str, tick: float, lot: float) -> BookBuilder:
     return b
 
 
-@pytest.mark.skipif(not FUT_BTC.is_file(), reason="shared recordings not available")
+@needs(FUT_BTC, FUT_ETH)
 @pytest.mark.parametrize(
     ("path", "sym", "tick", "lot", "min_checks"),
     [(FUT_BTC, "btcusdt", 0.1, 0.001, 600), (FUT_ETH, "ethusdt", 0.01, 0.001, 500)],

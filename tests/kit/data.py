@@ -23,6 +23,8 @@ ETH_SLICE = BUNDLED / "ethusdt_20240808_slice.dat.gz"
 # shared only (large)
 NEXO_24 = SHARED / "binance_spot_nexousdt_20240724.dat.gz"
 ETH = SHARED / "binance_spot_ethusdt_20240808.gz"
+FUT_BTC = SHARED / "binance_usdm_btcusdt_20240808.gz"
+FUT_ETH = SHARED / "binance_usdm_ethusdt_20240808.gz"
 
 
 def needs(*paths: Path) -> pytest.MarkDecorator:
