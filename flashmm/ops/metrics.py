@@ -93,6 +93,54 @@ class Metrics:
             buckets=[b / 1e6 for b in _LATENCY_BUCKETS_US],
             registry=r,
         )
+        g, c = prom.Gauge, prom.Counter
+        m = ["market"]
+        self.pnl_total = g("flashmm_pnl_total_usdc", "Total P&L (USDC)", registry=r)
+        self.realized = g("flashmm_realized_pnl_usdc", "Realized P&L (USDC)", m, registry=r)
+        self.unrealized = g("flashmm_unrealized_pnl_usdc", "Unrealized P&L (USDC)", m, registry=r)
+        self.fees = g("flashmm_fees_usdc", "Fees paid, rebates negative (USDC)", m, registry=r)
+        self.volume = g("flashmm_volume_usdc", "Traded volume (USDC)", m, registry=r)
+        self.drawdown = g("flashmm_drawdown_usdc", "Drawdown from the P&L peak", registry=r)
+        self.limit_usage = g(
+            "flashmm_position_limit_usage", "Position / risk.max_position_usdc", m, registry=r
+        )
+        self.orders_sent = c("flashmm_orders_sent", "Orders sent", m, registry=r)
+        self.cancels_sent = c("flashmm_cancels_sent", "Cancels sent", m, registry=r)
+        self.rejects = c("flashmm_rejects", "Orders rejected by the venue", m, registry=r)
+        self.quotes_sent = c("flashmm_requotes", "Requote batches sent to the venue", registry=r)
+        self.gas = c("flashmm_requote_gas_used", "Gas used by requote transactions", registry=r)
+        self.gas_per_day = g(
+            "flashmm_gas_per_day_projected", "Gas per day at the current rate", registry=r
+        )
+        self.venue_stat = g(
+            "flashmm_venue_stat",
+            "Venue counters (txs, reverted, dropped, ...)",
+            ["stat"],
+            registry=r,
+        )
+        self.feed_age = g(
+            "flashmm_feed_age_seconds", "Age of the last market data (feed lag)", m, registry=r
+        )
+        self.book_synced = g("flashmm_book_synced", "1 when the book is in sync", m, registry=r)
+        self.feed_gaps = c("flashmm_feed_gaps", "Feed gaps (resyncs)", registry=r)
+        self.events = c("flashmm_events", "Market data events processed", registry=r)
+        self.model_state = g(
+            "flashmm_model_state",
+            "1 for the model breaker's state",
+            ["market", "state"],
+            registry=r,
+        )
+        self.model_onnx = g(
+            "flashmm_model_active", "1 while the ONNX model answers (0: rules)", m, registry=r
+        )
+        self.signal_conf = g("flashmm_signal_confidence", "Signal confidence", m, registry=r)
+        self.signal_bps = g(
+            "flashmm_signal_expected_bps", "Signal expected move (bps)", m, registry=r
+        )
+        self.journal_pending = g(
+            "flashmm_journal_pending_writes", "Journal records not yet committed", registry=r
+        )
+        self._seen: dict[tuple[str, str], float] = {}
         self._fills_seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server: Any = None
@@ -177,6 +225,27 @@ class Metrics:
                 bstate = b.get("state") if isinstance(b, Mapping) else b
                 tripped = str(bstate).lower() not in OK_BREAKER_STATES
                 self.breaker.labels(str(name)).set(1 if tripped else 0)
+        for key, gauge in (("pnl_usdc", self.pnl_total), ("drawdown_usdc", self.drawdown)):
+            v = _num(snap.get(key))
+            if v is not None:
+                gauge.set(v)
+        self._count(self.quotes_sent, "", "quotes_sent", snap.get("quotes_sent"))
+        self._count(self.feed_gaps, "", "feed_gaps", snap.get("feed_gaps"))
+        self._count(self.events, "", "events", snap.get("events"))
+        venue = snap.get("venue")
+        if isinstance(venue, Mapping):
+            self._count(self.gas, "", "gas_used", venue.get("gas_used"))
+            v = _num(venue.get("gas_per_day_projected"))
+            if v is not None:
+                self.gas_per_day.set(v)
+            for k, val in venue.items():
+                if k != "name" and not isinstance(val, bool) and isinstance(val, int | float):
+                    self.venue_stat.labels(str(k)).set(float(val))
+        journal = snap.get("journal")
+        if isinstance(journal, Mapping):
+            v = _num(journal.get("pending_writes"))
+            if v is not None:
+                self.journal_pending.set(v)
         latency = snap.get("latency")
         if isinstance(latency, Mapping):
             for key, q in (("p50_us", "0.5"), ("p99_us", "0.99")):
@@ -194,6 +263,39 @@ class Metrics:
             v = _num(m.get(key))
             if v is not None:
                 gauge.labels(sym).set(v)
+        for key, gauge in (
+            ("realized_usdc", self.realized),
+            ("unrealized_usdc", self.unrealized),
+            ("fees_usdc", self.fees),
+            ("volume_usdc", self.volume),
+            ("limit_usage", self.limit_usage),
+        ):
+            v = _num(m.get(key))
+            if v is not None:
+                gauge.labels(sym).set(v)
+        for key, counter in (
+            ("orders_sent", self.orders_sent),
+            ("cancels_sent", self.cancels_sent),
+            ("rejects", self.rejects),
+        ):
+            self._count(counter, sym, key, m.get(key))
+        age = _num(m.get("data_age_ms"))
+        if age is not None:
+            self.feed_age.labels(sym).set(age / 1e3)
+        if "synced" in m:
+            self.book_synced.labels(sym).set(1 if m.get("synced") else 0)
+        sig = m.get("signal")
+        if isinstance(sig, Mapping):
+            for key, gauge in (("confidence", self.signal_conf), ("expected_bps", self.signal_bps)):
+                v = _num(sig.get(key))
+                if v is not None:
+                    gauge.labels(sym).set(v)
+        st = m.get("signal_status")
+        if isinstance(st, Mapping) and "state" in st:
+            state = str(st["state"]).lower()
+            for s in {"closed", "open", "half_open", "disabled", state}:
+                self.model_state.labels(sym, s).set(1 if s == state else 0)
+            self.model_onnx.labels(sym).set(1 if st.get("source") == "onnx" else 0)
         quotes = m.get("quotes")
         if isinstance(quotes, list | tuple):
             counts = {"buy": 0, "sell": 0}
@@ -213,3 +315,13 @@ class Metrics:
             if delta > 0:
                 self.fills.labels(sym).inc(delta)
             self._fills_seen[sym] = total
+
+    def _count(self, counter: Any, label: str, key: str, value: Any) -> None:
+        """Grow ``counter`` by how much the cumulative ``value`` grew since last time."""
+        v = _num(value)
+        if v is None:
+            return
+        last = self._seen.get((label, key), 0.0)
+        if v > last:
+            (counter.labels(label) if label else counter).inc(v - last)
+        self._seen[(label, key)] = v
