@@ -58,6 +58,10 @@ __all__ = ["RECONCILE_BREAKER", "OpsServices"]
 #: The latched breaker that holds quoting after a position mismatch with the venue.
 RECONCILE_BREAKER = "reconcile"
 _GATE_REASON = "starting: reconciling with the venue"
+#: journal meta key: the venue's last block whose events are all journaled
+_BLOCK_KEY = "venue.processed_block"
+#: blocks replayed again below the checkpoint (fill ids make the overlap harmless)
+_REPLAY_MARGIN = 2
 _SNAPSHOT_EVERY_S = 10.0
 _STATUS_EVERY_S = 5.0
 _METRICS_EVERY_S = 1.0
@@ -122,6 +126,7 @@ class OpsServices:
         self._secrets = secret_values()
         self._original_snapshot = engine.snapshot
         self._loop_ticks = 0
+        self._block_saved: int | None = None
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class OpsServices:
                 )
                 logger.info("journal {}", self.journal.path)
                 self._recover_from_journal(self.journal.load_state(specs))
+                self._venue_replay_hook()
             self._install_snapshot()
             if self.engine.state is RUNNING:
                 # no quote goes out before the venue reconciliation in task()
@@ -297,6 +303,7 @@ class OpsServices:
         elif mode == "emergency_stop" and e.state is not HALTED:
             e.emergency_stop("operator emergency stop before the restart", now)
         self.recovery = {
+            **self.recovery,
             "positions": restored,
             "fills": len(st.fills),
             "journal_open_orders": len(st.open_orders),
@@ -316,6 +323,24 @@ class OpsServices:
         if self.journal is not None:
             self.journal.event("recovery", self.recovery)
 
+    def _venue_replay_hook(self) -> None:
+        """Tell a chain venue where the journal's fills end, so it replays the rest."""
+        recover = getattr(self.engine.venue, "recover_from", None)
+        if recover is None or self.journal is None:
+            return
+        raw = self.journal.get_meta(_BLOCK_KEY)
+        block = int(raw) + 1 - _REPLAY_MARGIN if raw is not None and raw.isdigit() else None
+        self.recovery["replay_from_block"] = block
+        recover(block)
+
+    def _checkpoint_block(self, block: Any) -> None:
+        """After a drain: every event of the venue up to ``block`` is in the journal."""
+        j = self.journal
+        if j is None or j.closed or not isinstance(block, int) or block == self._block_saved:
+            return
+        j.set_meta(_BLOCK_KEY, str(block))
+        self._block_saved = block
+
     async def _reconcile_venue(self) -> None:
         """Compare journaled orders and positions with what the venue reports."""
         e = self.engine
@@ -323,6 +348,9 @@ class OpsServices:
         now = self._now()
         venue_orders = await venue.open_orders()
         venue_pos = await venue.positions()
+        # the venue's positions count every event it has handed out, some maybe not yet
+        # polled: book them now (no await in between), so both sides see the same fills
+        e.pump_venue(now)
         j = self.journal
         known = {(o.market, o.client_id): o for o in self._journal_orders}
         on_venue = {(o.market, o.client_id): o for o in venue_orders}
@@ -364,9 +392,10 @@ class OpsServices:
             for sym in e.markets:
                 ours = e.acct.positions[sym].lots
                 theirs = int(venue_pos.get(sym, 0))
-                if abs(ours - theirs) > 1:
+                if ours != theirs:
                     mismatches[sym] = {"journal_lots": ours, "venue_lots": theirs}
         summary = {
+            "replay": dict(getattr(venue, "replay_stats", {}) or {}),
             "journal_orders_done": gone,
             "orders_kept": kept,
             "orphans": orphans,
@@ -475,6 +504,8 @@ class OpsServices:
         if j is None or j.closed:
             ob.clear()
             return
+        # read before draining: the fills of blocks up to here are in the outbox now
+        block = getattr(self.engine.venue, "processed_block", None)
         while ob:
             kind, payload = ob.popleft()
             if kind == "order":
@@ -515,6 +546,7 @@ class OpsServices:
                     b.reason,
                     latched=b.tripped and b.latched,
                 )
+        self._checkpoint_block(block)
         self.fills_durable += len(j.poll_durable())
 
     def _snapshot_positions(self, force: bool = False) -> None:

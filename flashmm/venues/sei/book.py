@@ -192,8 +192,8 @@ class BookClient:
     async def market_count(self) -> int:
         return int((await self.call("marketCount"))[0])
 
-    async def balances(self, owner: str, market: int) -> Balances:
-        r = await self.call("balances", owner, market)
+    async def balances(self, owner: str, market: int, *, block: str = "latest") -> Balances:
+        r = await self.call("balances", owner, market, block=block)
         return Balances(*(int(x) for x in r))
 
     async def open_orders(self, owner: str, market: int) -> list[OrderInfo]:

@@ -219,6 +219,16 @@ class SeiVenue:
         }
         #: submit → receipt times of the last transactions, in ms
         self.receipt_ms: deque[float] = deque(maxlen=200)
+        # crash recovery: replay our fills from this block on start (None: no replay)
+        self._replay_from: int | None = None
+        self._replay_set = False
+        #: every log up to this block has been handed out by poll() (the journal's checkpoint)
+        self.processed_block: int | None = None
+        #: what the start-up replay found: blocks scanned and fills booked
+        self.replay_stats: dict[str, int] = {}
+        # (block, market, signed lots) of our fills handed to poll(), newest last
+        self._fill_ledger: deque[tuple[int, str, int]] = deque(maxlen=100_000)
+        self._block_ts: dict[int, int] = {}
 
     def receipt_p99_ms(self) -> float | None:
         """p99 of submit → receipt over the last 200 transactions (None before 20)."""
@@ -228,6 +238,15 @@ class SeiVenue:
         return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
 
     # ------------------------------------------------------------------ lifecycle
+    def recover_from(self, block: int | None) -> None:
+        """Before :meth:`start`: replay our fills from ``block`` (the last block the journal
+        holds completely, plus one) to the head, so fills mined just before a crash or
+        while the bot was down are booked, with their chain price and block time. None
+        replays from the book's deployment block (a journal without a checkpoint); fills
+        already journaled are dropped by their id."""
+        self._replay_from = block
+        self._replay_set = True
+
     async def start(self) -> None:
         from flashmm.venues.sei.keys import account_from_hex, load_account
 
@@ -285,9 +304,66 @@ class SeiVenue:
             poll_s=self.settings.log_poll_s,
             max_range=self.settings.log_range,
         )
+        if self._replay_set:
+            start = self._replay_from
+            if start is None:
+                start = await self._deposits_from_block()
+            await self._replay_fills(max(0, start), head)
         self.stream.start()
         self._inflight_sem = asyncio.Semaphore(self.settings.max_inflight_txs)
         self._sender_task = asyncio.create_task(self._send_loop(), name="flashmm-sei-sender")
+
+    async def _replay_fills(self, start: int, head: int) -> None:
+        """Book our Fill logs of blocks ``start..head`` (paged eth_getLogs, oldest first).
+
+        Only fills: orders and slots come from the chain's current state (open_orders),
+        not from old placement logs. Each replayed log is marked seen, so the live stream
+        and receipts never deliver it a second time."""
+        assert self.stream is not None
+        abi = book_abi()
+        topic = "0x" + abi.events["Fill"].topic0.hex()
+        me = "0x" + "00" * 12 + self.address.lower()[2:]
+        found = 0
+        first = start
+        while start <= head:
+            end = min(head, start + self.settings.log_range - 1)
+            logs: list[dict[str, Any]] = []
+            for topics in ([topic, me], [topic, None, me]):
+                logs += await self.rpc.call(
+                    "eth_getLogs",
+                    [
+                        {
+                            "address": self.settings.book,
+                            "fromBlock": hex(start),
+                            "toBlock": hex(end),
+                            "topics": topics,
+                        }
+                    ],
+                )
+            for raw in sorted(
+                logs, key=lambda x: (int(x["blockNumber"], 16), int(x["logIndex"], 16))
+            ):
+                if raw.get("removed") or not self.stream.dedup.first_time(raw):
+                    continue
+                ts = await self._log_time_ns(raw)
+                n = len(self._events)
+                self._on_log(raw, ts_ns=ts, replay=True)
+                found += len(self._events) - n
+            start = end + 1
+        self.replay_stats = {"from_block": first, "to_block": head, "fills": found}
+        if found:
+            log.info("sei venue: %d fill(s) recovered from blocks %d..%d", found, first, head)
+
+    async def _log_time_ns(self, raw: dict[str, Any]) -> int:
+        """The block time of a log, in ns (the log's ``blockTimestamp`` or its block)."""
+        ts = raw.get("blockTimestamp")
+        if ts is not None:
+            return int(str(ts), 16) * 1_000_000_000
+        n = int(raw["blockNumber"], 16)
+        if n not in self._block_ts:
+            block = await self.rpc.call("eth_getBlockByNumber", [hex(n), False])
+            self._block_ts[n] = int(block["timestamp"], 16) * 1_000_000_000
+        return self._block_ts[n]
 
     async def _check_units(
         self, symbol: str, spec: MarketSpec, base: str, quote: str, tick_value: int, lot_units: int
@@ -371,6 +447,10 @@ class SeiVenue:
         self._wake.set()
 
     def poll(self, now_ns: int) -> list[VenueEvent]:
+        # every log up to complete_to was decoded into _events: handed out now
+        done = self.stream.complete_to if self.stream is not None else None
+        if done is not None and (self.processed_block is None or done > self.processed_block):
+            self.processed_block = done
         out, self._events = self._events, []
         return out
 
@@ -392,12 +472,24 @@ class SeiVenue:
         deposits (Deposit minus Withdraw logs), so depositing or withdrawing does not move
         a position; trading does.
         """
-        await self._scan_deposits()
+        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        await self._scan_deposits(head)
         out: dict[str, int] = {}
         for m in self._markets.values():
             lot_units = self._lot_units.get(m.symbol) or (await self.book.market(m.mid)).lot_units
-            bal = await self.book.balances(self.address, m.mid)
+            bal = await self.book.balances(self.address, m.mid, block=hex(head))
             out[m.symbol] = _round_div(bal.base_total - self._neutral(m.symbol), lot_units)
+        stream = self.stream
+        if stream is not None and self._sender_task is not None:
+            # The chain's positions at block ``head``; our fills of later blocks may
+            # already be waiting in poll(): count them too, so the answer matches every
+            # event handed out so far (a fill mined during the start-up reconciliation
+            # is not a mismatch). First make sure every log up to ``head`` was decoded.
+            if stream.complete_to is None or stream.complete_to < head:
+                await stream.backfill()
+            for block, symbol, lots in self._fill_ledger:
+                if block > head and symbol in out:
+                    out[symbol] += lots
         return out
 
     def _neutral(self, symbol: str) -> int:
@@ -435,7 +527,7 @@ class SeiVenue:
             ) from exc
         return lo
 
-    async def _scan_deposits(self) -> None:
+    async def _scan_deposits(self, to_block: int | None = None) -> None:
         """Sum our net deposits per market from Deposit/Withdraw logs (incrementally)."""
         todo = [m for m in self._markets.values() if m.symbol not in self._inventory]
         if not todo or not self.address:
@@ -452,7 +544,7 @@ class SeiVenue:
             if self._deposits_scanned_to is None
             else self._deposits_scanned_to + 1
         )
-        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        head = int(await self.rpc.call("eth_blockNumber"), 16) if to_block is None else to_block
         step = self.settings.log_range
         while start <= head:
             end = min(head, start + step - 1)
@@ -732,7 +824,9 @@ class SeiVenue:
         )
         self._retry_cancels(m, [], 1, raw=[(slot, client_id)], delay=0.0)
 
-    def _on_log(self, raw: dict[str, Any]) -> None:
+    def _on_log(
+        self, raw: dict[str, Any], *, ts_ns: int | None = None, replay: bool = False
+    ) -> None:
         ev = decode_log(raw)
         if ev is None or "info" not in ev.args:
             return
@@ -745,8 +839,22 @@ class SeiVenue:
         now = time.time_ns()
         fill_id = f"{ev.tx_hash}:{ev.log_index}"
         if ev.name == "Fill":
+            # the chain's time of the fill: the block's, when the log carries it
+            fill_ts = ts_ns
+            if fill_ts is None and raw.get("blockTimestamp") is not None:
+                fill_ts = int(str(raw["blockTimestamp"]), 16) * 1_000_000_000
+            if fill_ts is None:
+                fill_ts = now
+            block = int(str(raw.get("blockNumber") or "0x0"), 16)
+            lots = 0
             if str(ev.args["maker"]).lower() == me:
-                if info.extra == 0:
+                lots += info.size if info.side == BID else -info.size
+            if str(ev.args["taker"]).lower() == me:
+                lots -= info.size if info.side == BID else -info.size
+            if lots:
+                self._fill_ledger.append((block, symbol, lots))
+            if str(ev.args["maker"]).lower() == me:
+                if info.extra == 0 and not replay:
                     m.release(info.slot, info.client_id)
                 self._events.append(
                     Fill(
@@ -757,7 +865,7 @@ class SeiVenue:
                         info.size,
                         0.0,
                         Liquidity.MAKER,
-                        now,
+                        fill_ts,
                         fill_id,
                     )
                 )
@@ -771,12 +879,12 @@ class SeiVenue:
                         info.size,
                         0.0,
                         Liquidity.TAKER,
-                        now,
+                        fill_ts,
                         fill_id,
                     )
                 )
             return
-        if str(ev.args.get("owner", "")).lower() != me:
+        if replay or str(ev.args.get("owner", "")).lower() != me:
             return
         if ev.name == "OrderPlaced":
             m.confirm(info.slot, info.client_id, info.side)

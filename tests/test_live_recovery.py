@@ -1,0 +1,131 @@
+"""Fills across crashes: kill -9 the live bot again and again while a taker trades.
+
+The real bot (``flashmm run --headless``, a tmp profile from ``configs/local.yaml``) runs
+against anvil and a loopback Binance feed. It is killed with SIGKILL at random moments
+and right after it sent a requote; a taker keeps crossing its resting quotes the whole
+time, so fills are mined just before each crash and while the bot is down. Each restart
+must come back quoting by itself (no position mismatch, no ``resume``), and at the end
+every Fill log of the bot on chain is in its journal exactly once, with the chain's
+price, and the journal's position is the chain's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chain_fixtures import LocalChain
+from test_live_e2e import (
+    FILL_TOPIC,
+    MKT,
+    LiveBot,
+    Taker,
+    chain_position,
+    dirs,
+    feed,
+    get_logs,
+    live_profile,
+    nonce_of,
+    rpc,
+    topic_of,
+    write_deployment,
+)
+
+from flashmm.feeds.server import ReplayServer
+from flashmm.types import Side
+from flashmm.venues.sei.abi import unpack_info
+from flashmm.venues.sei.rpc import JsonRpc
+
+pytest_plugins = ["chain_fixtures"]
+pytestmark = pytest.mark.slow
+__all__ = ["dirs", "feed", "rpc"]  # fixtures shared with the end-to-end tests
+
+
+async def chain_fill_prices(rpc: JsonRpc, chain: LocalChain, who: str) -> dict[str, tuple[int, int]]:
+    """fill id -> (signed lots, price ticks) of ``who``'s fills (maker or taker) on chain."""
+    me = topic_of(who)
+    out: dict[str, tuple[int, int]] = {}
+    for raw in await get_logs(rpc, chain, [FILL_TOPIC, me], 0) + await get_logs(
+        rpc, chain, [FILL_TOPIC, None, me], 0
+    ):
+        info = unpack_info(int(raw["data"][2:66], 16))
+        maker_sign = 1 if info.side == 0 else -1
+        sign = (maker_sign if raw["topics"][1].lower() == me else 0) - (
+            maker_sign if raw["topics"][2].lower() == me else 0
+        )
+        fid = f"{raw['transactionHash'].lower()}:{int(raw['logIndex'], 16)}"
+        out[fid] = (sign * info.size, info.price)
+    return out
+
+
+def journal_fill_prices(path: Path) -> tuple[dict[str, tuple[int, int]], int]:
+    con = sqlite3.connect(str(path))
+    try:
+        rows = con.execute("SELECT fill_id, side, size_lots, price_ticks FROM fills").fetchall()
+    finally:
+        con.close()
+    out = {
+        str(fid).lower(): (size if Side(side) is Side.BUY else -size, int(px))
+        for fid, side, size, px in rows
+    }
+    return out, len(rows)
+
+
+async def test_kill_9_loses_no_fill(
+    chain: LocalChain, rpc: JsonRpc, feed: ReplayServer, dirs: Any
+) -> None:
+    tmp, sock = dirs
+    who = chain.address("maker")
+    dep = write_deployment(chain, tmp)
+    profile = live_profile(
+        tmp, sock, "crash", feed=feed, sei={"deployment": str(dep), "dev_account": "maker"}
+    )
+    rng = random.Random(17)
+    taker = Taker(chain, rpc, period_s=0.3)
+    stop = asyncio.Event()
+    trading = asyncio.create_task(taker.run(stop))
+    bot: LiveBot | None = None
+    try:
+        for round_ in range(5):
+            bot = LiveBot(profile, duration=300)
+            status = await bot.wait_ready()
+            # back by itself: no position mismatch, no resume needed
+            assert status["state"] == "running", (round_, status["state"], status["recovery"])
+            if round_ % 2 == 0:
+                await asyncio.sleep(rng.uniform(0.5, 3.0))
+            else:
+                # right after a requote went out: the pending nonce moves
+                n0 = await nonce_of(rpc, who)
+                for _ in range(200):
+                    if await nonce_of(rpc, who) > n0:
+                        break
+                    await asyncio.sleep(0.02)
+            bot.proc.send_signal(signal.SIGKILL)
+            bot.proc.wait(10)
+            await asyncio.sleep(rng.uniform(1.0, 2.5))  # the taker fills resting quotes
+        stop.set()
+        await trading
+        bot = LiveBot(profile, duration=300)
+        status = await bot.wait_ready()
+        assert status["state"] == "running", status["recovery"]
+        await bot.command("stop")
+        summary = await bot.wait_exit()
+    finally:
+        stop.set()
+        if bot is not None:
+            bot.close()
+    on_chain = await chain_fill_prices(rpc, chain, who)
+    journaled, rows = journal_fill_prices(bot.journal)
+    assert taker.takes >= 5, taker.errors
+    assert len(on_chain) >= 5
+    # every chain fill exactly once, same size, side and price; nothing invented
+    assert rows == len(journaled)
+    assert journaled == on_chain
+    pos = await chain_position(rpc, chain, who)
+    assert sum(lots for lots, _ in on_chain.values()) == pos
+    assert summary["markets"][MKT]["position"] == pos
