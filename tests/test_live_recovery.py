@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chain_fixtures import LocalChain
+from kit.bot import BotProcess
 from test_live_e2e import (
     FILL_TOPIC,
     MKT,
-    LiveBot,
     Taker,
     chain_position,
     dirs,
@@ -46,7 +45,9 @@ pytestmark = pytest.mark.slow
 __all__ = ["dirs", "feed", "rpc"]  # fixtures shared with the end-to-end tests
 
 
-async def chain_fill_prices(rpc: JsonRpc, chain: LocalChain, who: str) -> dict[str, tuple[int, int]]:
+async def chain_fill_prices(
+    rpc: JsonRpc, chain: LocalChain, who: str
+) -> dict[str, tuple[int, int]]:
     """fill id -> (signed lots, price ticks) of ``who``'s fills (maker or taker) on chain."""
     me = topic_of(who)
     out: dict[str, tuple[int, int]] = {}
@@ -89,11 +90,11 @@ async def test_kill_9_loses_no_fill(
     taker = Taker(chain, rpc, period_s=0.3)
     stop = asyncio.Event()
     trading = asyncio.create_task(taker.run(stop))
-    bot: LiveBot | None = None
+    bot: BotProcess | None = None
     try:
         for round_ in range(5):
-            bot = LiveBot(profile, duration=300)
-            status = await bot.wait_ready()
+            bot = BotProcess(profile, duration=300)
+            status = await bot.await_ready()
             # back by itself: no position mismatch, no resume needed
             assert status["state"] == "running", (round_, status["state"], status["recovery"])
             if round_ % 2 == 0:
@@ -105,16 +106,15 @@ async def test_kill_9_loses_no_fill(
                     if await nonce_of(rpc, who) > n0:
                         break
                     await asyncio.sleep(0.02)
-            bot.proc.send_signal(signal.SIGKILL)
-            bot.proc.wait(10)
+            bot.kill9()
             await asyncio.sleep(rng.uniform(1.0, 2.5))  # the taker fills resting quotes
         stop.set()
         await trading
-        bot = LiveBot(profile, duration=300)
-        status = await bot.wait_ready()
+        bot = BotProcess(profile, duration=300)
+        status = await bot.await_ready()
         assert status["state"] == "running", status["recovery"]
-        await bot.command("stop")
-        summary = await bot.wait_exit()
+        await bot.acommand("stop")
+        summary = await bot.await_exit()
     finally:
         stop.set()
         if bot is not None:
