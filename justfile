@@ -30,6 +30,10 @@ bench:
     .venv/bin/python benchmarks/inference.py
     .venv/bin/python benchmarks/backtest_speed.py
 
-# backtest the NEXO day
+# backtest the bundled 20 minutes of NEXO (the `backtest` profile)
 backtest *ARGS:
+    .venv/bin/flashmm backtest {{ARGS}}
+
+# backtest the full NEXO day (needs the shared recordings beside the repository)
+backtest-day *ARGS:
     .venv/bin/flashmm backtest --data ../shared/data/binance_spot_nexousdt_20240723.dat.gz --data ../shared/data/binance_spot_nexousdt_20240724.dat.gz {{ARGS}}

@@ -19,8 +19,10 @@ from flashmm.errors import ConfigError
 from flashmm.types import MarketSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DATA = Path(__file__).resolve().parent / "data"
-DEFAULT_CONFIG = "configs/paper.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DATA = PACKAGE_DIR / "data"
+PACKAGE_PROFILES = PACKAGE_DIR / "profiles"
+DEFAULT_CONFIG = "paper"
 BUNDLED_PREFIX = "bundled:"
 
 
@@ -320,12 +322,74 @@ _SECTION_MODELS = {
 }
 
 
+def profile_names() -> list[str]:
+    """Names of the profiles shipped with FlashMM (``--config NAME``)."""
+    return sorted(p.stem for p in PACKAGE_PROFILES.glob("*.yaml"))
+
+
+def find_profile(path: str | Path | None = None) -> Path:
+    """The profile file for ``--config``: a path, else a shipped profile by name.
+
+    ``paper`` and ``configs/paper.yaml`` both find the shipped paper profile from any
+    folder; a file of that name in the current directory wins.
+    """
+    p = Path(path or DEFAULT_CONFIG).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    if (PROJECT_ROOT / p).exists():
+        return PROJECT_ROOT / p
+    name = p.stem if p.suffix in (".yaml", ".yml") and p.parent.name in ("", "configs") else None
+    if name is None and p.suffix == "" and len(p.parts) == 1:
+        name = p.name
+    if name and (PACKAGE_PROFILES / f"{name}.yaml").exists():
+        return PACKAGE_PROFILES / f"{name}.yaml"
+    return p
+
+
+# input files named in a profile, resolved against the profile's own folder
+_PROFILE_INPUTS = (("model", "path"), ("venue", "sei", "keystore"), ("venue", "sei", "deployment"))
+
+
+def _relative_to_profile(value: str, base: Path) -> str:
+    """``value`` made absolute against the profile's folder (then FlashMM's package) when
+    the file is there and not in the current directory; otherwise unchanged."""
+    if value.startswith(BUNDLED_PREFIX):
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return value
+    if (base / p).exists():
+        return str((base / p).resolve())
+    if p.exists():
+        return value
+    if (PACKAGE_DIR / p).exists():
+        return str((PACKAGE_DIR / p).resolve())
+    return value
+
+
+def _resolve_profile_paths(raw: dict[str, Any], base: Path) -> None:
+    feed = raw.get("feed")
+    if isinstance(feed, dict) and isinstance(feed.get("files"), list):
+        feed["files"] = [
+            _relative_to_profile(f, base) if isinstance(f, str) else f for f in feed["files"]
+        ]
+    for keys in _PROFILE_INPUTS:
+        node: Any = raw
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = _relative_to_profile(node[keys[-1]], base)
+
+
 def load_config(path: str | Path | None = None, sets: list[str] | None = None) -> Config:
-    """Load and validate a profile. Raises :class:`ConfigError` listing every problem."""
-    p = Path(path or DEFAULT_CONFIG)
-    if not p.exists() and not p.is_absolute() and (PROJECT_ROOT / p).exists():
-        p = PROJECT_ROOT / p
+    """Load and validate a profile. Raises :class:`ConfigError` listing every problem.
+
+    Input files named in the profile (recordings, model, keystore, deployment) are
+    relative to the profile's folder; ``--set`` values are relative to the current one.
+    """
+    p = find_profile(path)
     raw = load_yaml(p)
+    _resolve_profile_paths(raw, p.resolve().parent)
     if sets:
         raw = apply_overrides(raw, sets)
     try:
@@ -341,14 +405,29 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None) -
 
 
 def resolve_path(path: str) -> Path:
-    """A relative path from a config: the current directory first, then the project root."""
+    """A recording path: ``bundled:NAME`` (a file shipped with FlashMM; a unique prefix
+    such as ``bundled:nexo`` will do), else the current directory, then the project root."""
     if path.startswith(BUNDLED_PREFIX):
-        return PACKAGE_DATA / path[len(BUNDLED_PREFIX) :]
+        return bundled_file(path[len(BUNDLED_PREFIX) :])
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
     alt = PROJECT_ROOT / p
     return alt if alt.exists() else p
+
+
+def bundled_names() -> list[str]:
+    return sorted(f.name for f in PACKAGE_DATA.glob("*.gz"))
+
+
+def bundled_file(name: str) -> Path:
+    """A recording shipped with FlashMM by file name or unique prefix (``nexo``, ``eth``)."""
+    if (PACKAGE_DATA / name).is_file():
+        return PACKAGE_DATA / name
+    matches = [n for n in bundled_names() if n.startswith(name)] if name else []
+    if len(matches) == 1:
+        return PACKAGE_DATA / matches[0]
+    return PACKAGE_DATA / name
 
 
 def load_dotenv_file() -> None:

@@ -60,7 +60,7 @@ def uses_sim_clock(cfg: Config, data: Sequence[str] | None = None) -> bool:
 def build_feed(cfg: Config, opts: RunOptions) -> ReplayFeed | AsyncIterator[MarketEvent]:
     specs = cfg.specs()
     if uses_sim_clock(cfg, opts.data):
-        files = list(opts.data) if opts.data else [str(resolve_path(f)) for f in cfg.feed.files]
+        files = [str(resolve_path(f)) for f in (opts.data or cfg.feed.files)]
         if not files:
             raise UserInputError("feed.files: no recordings configured; pass --data FILE")
         speed = cfg.feed.speed if opts.speed is None else opts.speed

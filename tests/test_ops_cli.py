@@ -156,7 +156,7 @@ def test_refused_command_exits_1_with_reason(bot: tuple[FakeBot, str]) -> None:
     res = runner.invoke(make_app(), ["resume", "--socket", path])
     assert res.exit_code == 1
     assert res.stderr.strip() == (
-        "error: resume refused: kill switch is latched; run reset --confirm first"
+        "flashmm: error: resume refused: kill switch is latched; run reset --confirm first"
     )
 
 
@@ -197,7 +197,7 @@ def test_no_bot_running_one_line_exit_1(argv: list[str]) -> None:
     assert res.exit_code == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: no FlashMM bot is running")
+    assert lines[0].startswith("flashmm: error: no FlashMM bot is running")
     assert res.stdout == ""
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from flashmm.errors import UserInputError
 
-DEFAULT_BACKTEST_CONFIG = "configs/backtest.yaml"
+DEFAULT_BACKTEST_CONFIG = "backtest"
 
 
 def parse_ts(value: str | None, flag: str) -> int | None:
@@ -51,8 +51,10 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _check_data(data: Sequence[str] | None) -> None:
+    from flashmm.config import resolve_path
+
     for d in data or []:
-        if not Path(d).expanduser().is_file():
+        if not resolve_path(d).is_file():
             raise UserInputError(f"data file not found: {d}")
 
 
@@ -175,9 +177,9 @@ def _sweep(
 
     spec = load_sweep(sweep_path)
     # workers (Ray nodes included) may run elsewhere: hand them absolute paths
-    cfg_path = Path(config)
-    if cfg_path.exists():
-        config = str(cfg_path.resolve())
+    from flashmm.config import find_profile
+
+    config = str(find_profile(config).resolve())
     tasks = make_tasks(spec, config, sets, files, from_ns, to_ns, None)
     done = {"n": 0}
 

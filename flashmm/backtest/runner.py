@@ -207,7 +207,7 @@ def data_files(cfg: Config, data: Sequence[str] | None) -> list[str]:
     from flashmm.config import resolve_path
 
     if data:
-        return [str(Path(d).expanduser().resolve()) for d in data]
+        return [str(resolve_path(d).resolve()) for d in data]
     files = [str(resolve_path(f).resolve()) for f in cfg.feed.files]
     if not files:
         raise UserInputError("no data: pass --data FILE (the profile's feed.files is empty)")

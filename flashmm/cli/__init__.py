@@ -32,6 +32,7 @@ from flashmm.cli import run as _run  # noqa: E402
 app.command("run")(_run.run)
 app.command("backtest")(_run.backtest)
 app.command("version")(_run.version)
+app.command("init")(importlib.import_module("flashmm.cli.init").init)
 config_app.command("validate")(_run.config_validate)
 config_app.command("show")(_run.config_show)
 

@@ -18,7 +18,13 @@ app = typer.Typer(help="Market-data feeds: a local replay server and a stream re
 
 @app.command()
 def serve(
-    data: list[Path] = typer.Option(..., "--data", "-d", help="Recording(s); repeat for more"),
+    data: list[str] = typer.Option(
+        ["bundled:nexo"],
+        "--data",
+        "-d",
+        metavar="FILE",
+        help="Recording to serve (repeat for more; bundled:NAME is one shipped with FlashMM)",
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on"),
     port: int = typer.Option(9000, help="WebSocket port (0 = any free port)"),
     http_port: int = typer.Option(9001, "--http-port", help="REST port (0 = any free port)"),
@@ -30,9 +36,11 @@ def serve(
     from flashmm.errors import FlashMMError
 
     async def main() -> None:
+        from flashmm.config import resolve_path
         from flashmm.feeds.server import ReplayServer
 
-        srv = ReplayServer(data, host, port, speed, http_port=http_port, loop=loop, align=align)
+        files = [resolve_path(d) for d in data]
+        srv = ReplayServer(files, host, port, speed, http_port=http_port, loop=loop, align=align)
         await srv.start()
         typer.echo(f"symbols:  {', '.join(srv.symbols)}")
         typer.echo(f"ws_url:   {srv.ws_url}")

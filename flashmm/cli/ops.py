@@ -21,19 +21,21 @@ import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
 from flashmm.errors import FlashMMError
 
-DEFAULT_CONFIG = "configs/paper.yaml"
+DEFAULT_CONFIG = "paper"
 
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
-        "--config", "-c", help=f"Profile of the bot to talk to [default: {DEFAULT_CONFIG}]"
+        "--config",
+        "-c",
+        metavar="PATH",
+        help=f"Profile of the bot to talk to: a file or a shipped name [default: {DEFAULT_CONFIG}]",
     ),
 ]
 SocketOpt = Annotated[
@@ -53,30 +55,18 @@ def resolve_socket(config_path: str | None, socket: str | None) -> str:
 
     if socket:
         return socket
-    path = config_path or DEFAULT_CONFIG
-    if _config_exists(path):
-        try:
-            from flashmm.config import load_config
-        except ImportError:
-            pass
-        else:
-            return socket_path_from_config(load_config(path), fallback_profile=Path(path).stem)
-    return default_socket_path(Path(path).stem)
+    from flashmm.config import find_profile
 
+    path = find_profile(config_path or DEFAULT_CONFIG)
+    if path.exists():
+        from flashmm.config import load_config
 
-def _config_exists(path: str) -> bool:
-    if Path(path).exists():
-        return True
-    try:
-        from flashmm.config import PROJECT_ROOT
-    except ImportError:
-        return False
-    p = Path(path)
-    return not p.is_absolute() and (PROJECT_ROOT / p).exists()
+        return socket_path_from_config(load_config(path), fallback_profile=path.stem)
+    return default_socket_path(path.stem)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"flashmm: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
 

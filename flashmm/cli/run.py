@@ -10,12 +10,22 @@ import typer
 
 ConfigOpt = Annotated[
     str | None,
-    typer.Option("--config", "-c", help="Strategy profile (YAML). [default: configs/paper.yaml]"),
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="Strategy profile: a YAML file or a shipped name (paper, backtest, local, testnet)."
+        " Default: paper.",
+    ),
 ]
 DataOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--data", "-d", help="Recorded data file(s) to replay instead of the profile's feed."
+        "--data",
+        "-d",
+        metavar="FILE",
+        help="Recording to replay instead of the profile's feed; repeat for more"
+        " (bundled:NAME is one shipped with FlashMM, e.g. bundled:nexo).",
     ),
 ]
 SetOpt = Annotated[
