@@ -28,8 +28,14 @@ def run_bot(
     speed: float | None = None,
     headless: bool = False,
     log_json: bool = False,
+    resume: bool = False,
+    new_journal: bool = False,
 ) -> dict[str, Any]:
-    """Run the bot in the profile's mode until the end; returns the summary."""
+    """Run the bot in the profile's mode until the end; returns the summary of this run.
+
+    A journal failure during the run is in ``summary["journal"]["failure"]``;
+    the caller shows the summary, then exits non-zero.
+    """
     panel = cfg.ui.panel and not headless
     log_file = cfg.logging.file if panel else None
     setup_logging(
@@ -47,14 +53,15 @@ def run_bot(
         engine = build_engine(cfg, sim_clock=sim_clock)
         from flashmm.ops.service import OpsServices
 
-        ops = OpsServices(cfg, engine, sim_clock=sim_clock)
+        ops = OpsServices(cfg, engine, sim_clock=sim_clock, resume=resume, new_journal=new_journal)
         await ops.start()
         opts.extra_tasks.append(ops.task)
         stop = ops.stop_event
         try:
-            return await run_async(cfg, opts, holder, stop=stop, engine=engine)
+            summary = await run_async(cfg, opts, holder, stop=stop, engine=engine)
         finally:
             await ops.aclose()
+        return ops.run_summary(summary)
 
     if panel:
         from flashmm.ui import live_panel

@@ -109,6 +109,9 @@ class ControlConfig(Strict):
     data_dir: str = Field("var", description="Journal and runtime files")
     journal: bool = True
     orphan_orders: Literal["cancel", "adopt"] = "cancel"
+    order_events_keep_days: float = Field(
+        7.0, gt=0, le=36500, description="Order events older than this fold into daily counts"
+    )
     metrics_port: int | None = Field(None, ge=1, le=65535)
 
 

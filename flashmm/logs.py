@@ -5,7 +5,9 @@ Secrets from the environment are redacted from every record.
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,37 @@ from flashmm.config import secret_values
 _HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}"
 
 
+_HEX = re.compile(r"(0[xX])?[0-9a-fA-F]+")
+
+
+def make_redactor(secrets: Iterable[str] | None = None) -> Callable[[str], str]:
+    """A function that replaces every secret in a text by ``***``.
+
+    ``secrets`` defaults to the secret values in the environment. A hex
+    secret (a private key) is also found without its ``0x`` prefix, with
+    one added, and in upper or lower case.
+    """
+    values = secret_values() if secrets is None else [s for s in secrets if s]
+    variants: set[str] = set()
+    for value in values:
+        m = _HEX.fullmatch(value)
+        if m is not None and len(value) >= 16:
+            bare = value[2:] if m.group(1) else value
+            variants.update({bare, "0x" + bare})
+        else:
+            variants.add(value)
+    if not variants:
+        return lambda text: text
+    alternatives = sorted(variants, key=len, reverse=True)
+    rx = re.compile("|".join(re.escape(v) for v in alternatives), re.IGNORECASE)
+    return lambda text: rx.sub("***", text) if text else text
+
+
 def _redactor(secrets: list[str]) -> Any:
+    redact = make_redactor(secrets)
+
     def patch(record: Any) -> None:
-        msg = record["message"]
-        for s in secrets:
-            if s in msg:
-                msg = msg.replace(s, "***")
-        record["message"] = msg
+        record["message"] = redact(record["message"])
 
     return patch
 

@@ -234,7 +234,7 @@ def test_status_json_socket_mode_and_ready(running: Running) -> None:
     assert st["mode"] == "paper" and st["profile"] == "opsbot"
     assert st["state"] in ("running", "paused")
     assert st["pid"] == bot.proc.pid and st["socket"] == bot.socket
-    assert st["journal"]["path"].endswith("opsbot.sqlite")
+    assert "/runs/opsbot/" in st["journal"]["path"]  # a run on recorded data: its own journal
     assert st["fills_durable"] <= st["fills_seen"]
     assert "SEI/USDC" in st["markets"] and "kill_switch" in st["breakers"]
     # the human rendering works on the same data (via --config this time)
@@ -308,6 +308,31 @@ def test_secret_from_env_never_in_logs_status_or_journal(running: Running) -> No
     assert not any(SECRET in a for a in args)
     assert SECRET not in bot.stderr()
     assert "oops ***" in bot.stderr()
+    # the key without 0x, in the events table (pause reason) too; status is not journaled
+    assert bot.command("pause", {"reason": f"bare {SECRET[2:]}"})["ok"]
+    assert bot.command("resume")["ok"]
+    wait_for(lambda: [a for a in journaled_args() if "bare" in a], 10, "audit row")
+
+    def dump() -> str:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return "\n".join(conn.iterdump())
+        finally:
+            conn.close()
+
+    text = wait_for(lambda: (t := dump()) and "operator: bare ***" in t and t, 10, "event")
+    assert SECRET[2:] not in text and SECRET[2:] not in bot.stderr()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        cmds = {c for (c,) in conn.execute("SELECT cmd FROM control_commands")}
+    finally:
+        conn.close()
+    assert "pause" in cmds and "status" not in cmds
+    # private files in a private folder
+    folder = Path(db).parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for f in folder.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
 
 
 def test_sigterm_cancels_every_quote_and_exits_0(running: Running) -> None:
@@ -348,10 +373,9 @@ def test_kill9_then_restart_keeps_fills_positions_and_no_unknown_order(tmp_path:
 
     with tmp_socket_dir() as sock_dir:
         profile = make_profile(tmp_path, sock_dir, name="crash", speed=20)
-        db = tmp_path / "data" / "crash.sqlite"
         bot = Bot(profile, tmp_path, bot_env())
         try:
-            bot.wait_ready()
+            db = Path(bot.wait_ready()["journal"]["path"])
 
             def traded() -> bool:
                 st = read_state(db)
@@ -368,9 +392,10 @@ def test_kill9_then_restart_keeps_fills_positions_and_no_unknown_order(tmp_path:
         max_cid = max(before.max_client_ids.values())
         new_before = new_orders(db, max_cid)
 
-        bot = Bot(profile, tmp_path, bot_env())
+        bot = Bot(profile, tmp_path, bot_env(), args=("--resume",))
         try:
             st = bot.wait_ready()
+            assert st["journal"]["path"] == str(db)
             rec = st["recovery"]
             assert rec["positions"] == lots_before
             assert rec["fills"] == len(before.fills)
@@ -388,7 +413,8 @@ def test_kill9_then_restart_keeps_fills_positions_and_no_unknown_order(tmp_path:
         after = read_state(db)
         assert after.open_orders == []  # nothing left unknown or live
         assert before.fill_ids <= after.fill_ids  # every fill journaled before the kill
-        assert summary["fills"] == len(after.fills)
+        assert summary["journal"]["fills"] == len(after.fills)
+        assert summary["fills"] == len(after.fills) - len(before.fills)  # this run's
         lots = after.positions["SEI/USDC"].lots
         assert summary["markets"]["SEI/USDC"]["position"] == pytest.approx(lots * 0.01)
         # new orders never reuse a journaled client id
@@ -408,7 +434,7 @@ def test_restart_after_pause_comes_back_paused(tmp_path: Path) -> None:
             bot.kill9()
         finally:
             bot.close()
-        bot = Bot(profile, tmp_path, bot_env())
+        bot = Bot(profile, tmp_path, bot_env(), args=("--resume",))
         try:
             st = bot.wait_ready()
             assert st["state"] == "paused" and "resume" in st["reason"]
@@ -447,7 +473,8 @@ def test_kill_switch_on_a_10pct_jump_ends_flat_and_halted_and_stays_halted(
         assert summary["state"] == "halted"
         assert summary["markets"]["SEI/USDC"]["position"] == 0
         assert summary["orders_left_open"] == 0
-        st = read_state(tmp_path / "data" / "jump.sqlite")
+        (db,) = (tmp_path / "data" / "runs" / "jump").glob("*.sqlite")
+        st = read_state(db)
         ks = st.breakers["kill_switch"]
         assert ks.state == "tripped" and ks.latched and "σ" in ks.reason
         assert "EMERGENCY STOP (kill_switch)" in bot.stderr()
@@ -457,12 +484,24 @@ def test_kill_switch_on_a_10pct_jump_ends_flat_and_halted_and_stays_halted(
         assert quotes_filled and flatten
         assert all(p.lots == 0 for p in st.positions.values())
 
-        # restart on the same journal: still halted, not one quote sent
-        bot = Bot(profile, tmp_path, bot_env(), args=("--speed", "0"))
+        # continue that run: still halted, not one quote sent
+        bot = Bot(profile, tmp_path, bot_env(), args=("--speed", "0", "--resume"))
         try:
             assert bot.proc.wait(120) == 0, bot.stderr()
         finally:
             bot.close()
         again = bot.summary()
         assert again["state"] == "halted" and again["quotes_sent"] == 0
-        assert again["fills"] == len(st.fills)
+        assert again["journal"]["fills"] == len(st.fills) and again["fills"] == 0
+
+        # a new run in the same folder is a new world: flat, unhalted, quoting
+        bot = Bot(profile, tmp_path, bot_env(), args=("--speed", "1"))
+        try:
+            fresh = bot.wait_ready()
+            assert fresh["state"] == "running" and fresh["journal"]["path"] != str(db)
+            assert fresh["recovery"]["latched_breakers"] == []
+            assert fresh["recovery"]["fills"] == 0 and fresh["recovery"]["positions"] == {}
+            assert fresh["breakers"]["kill_switch"]["state"] == "ok"
+            assert bot.terminate() == 0, bot.stderr()
+        finally:
+            bot.close()

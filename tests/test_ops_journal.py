@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -115,7 +116,7 @@ def test_writes_do_not_block_the_caller(tmp_path: Path) -> None:
         assert elapsed < 1.0  # ~µs per call; the disk work happens in the writer
         assert j.flush(20.0)
         assert j.commits < 20_000  # batched
-        assert len(j.load_state().fills) == 20_000
+        assert j.load_state().fill_count == 20_000
 
 
 def test_load_state_recovers_everything(tmp_path: Path) -> None:
@@ -275,3 +276,158 @@ def test_meta_set_get_is_durable_across_reopen(tmp_path: Path) -> None:
         assert j.get_meta("schema_version") is not None
         with pytest.raises(ValueError):
             j.set_meta("schema_version", "9")
+
+
+# --- fails loudly, refuses a lost journal, private files, redaction ----------------------
+
+
+def corrupt_table(db: Path, table: str) -> None:
+    """Overwrite the root page of ``table`` on disk with garbage (a real corrupted page)."""
+    conn = sqlite3.connect(db)
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+    conn.close()
+    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\xa5" * page)
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Journal(data) as j:
+        j.fill(make_fill(1))
+        assert j.flush()
+        for f in data.iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    os.chmod(j.path, 0o644)  # an older journal: tightened on open
+    os.chmod(data, 0o755)
+    Journal(data).close()
+    assert stat.S_IMODE(j.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated"])
+def test_lost_journal_refuses_to_start_without_new_journal(tmp_path: Path, how: str) -> None:
+    with Journal(tmp_path, name="live", specs=SPECS) as j:
+        j.fill(make_fill(1))
+    assert (tmp_path / "live.marker").exists()
+    if how == "deleted":
+        j.path.unlink()
+    else:
+        j.path.write_bytes(b"")
+    word = "missing" if how == "deleted" else r"empty \(0 bytes\)"
+    with pytest.raises(RuntimeFailure, match=rf"live\.sqlite is {word} .*--new-journal") as e:
+        Journal(tmp_path, name="live")
+    assert "\n" not in str(e.value)
+    with Journal(tmp_path, name="live", new_journal=True) as j:
+        assert j.load_state().fill_count == 0
+    Journal(tmp_path, name="live").close()  # the new one is the expected one now
+
+
+def test_write_error_is_latched_and_the_next_open_names_it(tmp_path: Path) -> None:
+    with Journal(tmp_path, name="bad", specs=SPECS) as j:
+        for i in range(3):
+            j.order_event(Order(SPEC.symbol, i, Side.BUY, 5000, 10, 10, OrderState.OPEN, i))
+        j.fill(make_fill(1))
+    corrupt_table(j.path, "order_events")
+    j = Journal(tmp_path, name="bad", specs=SPECS)  # opens: the page is not read on start
+    try:
+        assert j.load_state(SPECS).positions[SPEC.symbol].lots == 10
+        j.order_event(Order(SPEC.symbol, 9, Side.BUY, 5000, 10, 10, OrderState.OPEN, 9))
+        deadline = time.monotonic() + 10
+        while j.failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert j.failure is not None and "malformed" in j.failure
+    finally:
+        j.close(timeout=10)
+    assert j.failure is not None and j.lost >= 1  # still failing at close: counted
+    with pytest.raises(RuntimeFailure, match=r"bad\.sqlite: the last run could not write") as e:
+        Journal(tmp_path, name="bad")
+    assert "malformed" in str(e.value) and "--new-journal" in str(e.value)
+    with Journal(tmp_path, name="bad", new_journal=True) as fresh:
+        assert fresh.load_state().fill_count == 0
+    assert list(tmp_path.glob("bad.sqlite.old-*"))  # the broken file is kept aside
+
+
+def test_every_stored_text_is_redacted_even_without_0x(tmp_path: Path) -> None:
+    key = "0x" + "ab12" * 16
+    from flashmm.logs import make_redactor
+
+    with Journal(tmp_path, redact=make_redactor([key])) as j:
+        j.event("state", {"reason": f"operator: pasted {key[2:].upper()}"})
+        j.breaker("manual_halt", "tripped", f"operator: {key}")
+        j.control("pause", {"reason": key[2:]}, True, {"message": key})
+        o = Order(SPEC.symbol, 1, Side.BUY, 5000, 10, 10, OrderState.OPEN, 1)
+        j.order_event(o, note=f"rejected: {key}")
+        assert j.flush()
+    conn = sqlite3.connect(j.path)
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    assert key[2:].lower() not in dump.lower()
+    assert dump.count("***") >= 5
+
+
+# --- checkpoint and retention ----------------------------------------------------------------
+
+
+def test_start_reads_the_checkpoint_not_every_fill(tmp_path: Path) -> None:
+    fills = [
+        make_fill(i, Side.BUY if i % 3 else Side.SELL, 5000 + i % 7, 1 + i % 4)
+        for i in range(1, 60)
+    ]
+    expected = Position(SPEC.symbol)
+    for f in fills:
+        apply_fill(expected, f, SPEC)
+    with Journal(tmp_path, specs=SPECS) as j:
+        for f in fills:
+            j.fill(f)
+        j.fill(fills[5])  # a replayed fill is not booked twice
+        j.order_event(Order(SPEC.symbol, 500, Side.BUY, 5000, 1, 1, OrderState.OPEN, 1))
+    st = read_state(j.path, SPECS, recent_fills=5)
+    pos = st.positions[SPEC.symbol]
+    assert (pos.lots, pos.fills) == (expected.lots, expected.fills) == (pos.lots, 59)
+    assert pos.realized_usdc == pytest.approx(expected.realized_usdc)
+    assert pos.avg_price_ticks == pytest.approx(expected.avg_price_ticks)
+    assert st.fill_count == 59 and [f.fill_id for f in st.fills] == [f"f{i}" for i in range(55, 60)]
+    assert st.max_client_ids[SPEC.symbol] == 500
+    # a journal from before checkpoints: rebuilt from every fill once, then checkpointed
+    conn = sqlite3.connect(j.path)
+    conn.execute("DELETE FROM checkpoint")
+    conn.execute("DELETE FROM meta WHERE key = 'checkpoint_fill_row'")
+    conn.commit()
+    conn.close()
+    assert read_state(j.path, SPECS).positions[SPEC.symbol].lots == expected.lots
+    with Journal(tmp_path, specs=SPECS) as j:
+        assert j.load_state(SPECS).positions[SPEC.symbol].fills == 59
+    conn = sqlite3.connect(j.path)
+    assert conn.execute("SELECT fills FROM checkpoint").fetchone()[0] == 59
+    conn.close()
+
+
+def test_old_order_events_fold_into_daily_counts_fills_kept(tmp_path: Path) -> None:
+    day = 86_400 * 10**9
+    old = time.time_ns() - 3 * day
+    with Journal(tmp_path, specs=SPECS) as j:
+        for i in range(1, 41):
+            o = Order(SPEC.symbol, i, Side.BUY, 5000, 1, 1, OrderState.OPEN, old)
+            j.order_event(o, old + i)
+            o.state = OrderState.DONE
+            j.order_event(o, old + i + 1)
+        j.order_event(Order(SPEC.symbol, 99, Side.BUY, 5000, 1, 1, OrderState.OPEN, 1))
+        j.fill(make_fill(1))
+    with Journal(tmp_path, specs=SPECS, keep_order_events_s=86_400.0) as j:
+        deadline = time.monotonic() + 10
+        while j.compacted < 80 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert j.compacted == 80
+    conn = sqlite3.connect(j.path)
+    assert conn.execute("SELECT COUNT(*) FROM order_events").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1  # the live one
+    days = conn.execute("SELECT market, state, events, orders FROM order_event_days").fetchall()
+    conn.close()
+    assert sorted(days) == [(SPEC.symbol, 1, 40, 40), (SPEC.symbol, 3, 40, 40)]
+    st = read_state(j.path, SPECS)
+    assert st.fill_count == 1 and [o.client_id for o in st.open_orders] == [99]
+    assert st.max_client_ids[SPEC.symbol] == 99

@@ -236,3 +236,106 @@ async def test_emergency_stop_is_latched_across_restarts_until_reset(
         assert engine.state == "running"
     finally:
         await stop(ops, task)
+
+
+# --- simulated runs: a world per run; run summary; a journal that fails loudly -------------
+
+
+async def sim_start(cfg: Config, **kw: Any) -> tuple[Engine, OpsServices, asyncio.Task[None]]:
+    engine = Engine(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    ops = OpsServices(cfg, engine, sim_clock=True, **kw)
+    await ops.start()
+    task = asyncio.create_task(ops.task(engine))
+    for _ in range(200):
+        if ops.ready:
+            break
+        await asyncio.sleep(0.01)
+    assert ops.ready
+    return engine, ops, task
+
+
+def book_fill(engine: Engine, fill: Fill) -> None:
+    """A fill as the engine reports it (accounted, then in the outbox)."""
+    engine.acct.on_fill(fill)
+    engine.outbox.append(("fill", fill))
+
+
+async def test_simulated_run_starts_flat_and_unhalted_unless_resumed(
+    dirs: tuple[Path, Path],
+) -> None:
+    data, sock = dirs
+    cfg = config(data, sock)
+    engine, ops, task = await sim_start(cfg)
+    try:
+        book_fill(engine, Fill(SYM, 3, Side.BUY, 1200, 500, 0.01, Liquidity.MAKER, 1, "sim-1"))
+        engine.emergency_stop("test jump", engine.now_ns or 1, breaker="kill_switch")
+        assert engine.state == "halted"
+    finally:
+        await stop(ops, task)
+    first = ops.journal.path if ops.journal else None
+    assert first is not None and first.parent == data / "runs" / "svc"
+
+    engine, ops, task = await sim_start(cfg)  # a new run in the same folder
+    try:
+        assert ops.journal is not None and ops.journal.path != first
+        assert engine.state == "running"
+        assert engine.acct.positions[SYM].lots == 0 and engine.acct.fills == 0
+        assert ops.recovery["latched_breakers"] == [] and ops.recovery["fills"] == 0
+    finally:
+        await stop(ops, task)
+
+    # sorted by run id: make the first run the latest, then continue it
+    later = first.with_name("99999999T999999-1.sqlite")
+    first.rename(later)
+    engine, ops, task = await sim_start(cfg, resume=True)
+    try:
+        assert ops.journal is not None and ops.journal.path == later
+        assert engine.state == "halted" and engine.acct.positions[SYM].lots == 500
+        book_fill(engine, Fill(SYM, 4, Side.SELL, 1210, 100, 0.01, Liquidity.MAKER, 2, "sim-1"))
+    finally:
+        await stop(ops, task)
+    summary = ops.run_summary(engine.summary())
+    assert summary["fills"] == 1 and summary["markets"][SYM]["fills"] == 1
+    assert summary["fees_usdc"] == pytest.approx(0.01)
+    assert summary["journal"]["fills"] == 2 and summary["journal"]["resumed"] is True
+    assert summary["state"] == "halted"
+    assert summary["open_positions"] == {SYM: pytest.approx(400 * 0.01)}
+    assert summary["open_orders"] == []
+
+
+async def test_summary_state_is_stopped_not_running(dirs: tuple[Path, Path]) -> None:
+    data, sock = dirs
+    cfg = config(data, sock)
+    engine, ops, task = await sim_start(cfg)
+    await stop(ops, task)
+    assert engine.state == "running"
+    summary = ops.run_summary(engine.summary())
+    assert summary["state"] == "stopped" and summary["journal"]["failure"] is None
+
+
+async def test_journal_write_error_pulls_quotes_and_is_reported(dirs: tuple[Path, Path]) -> None:
+    from test_ops_journal import corrupt_table
+
+    data, sock = dirs
+    cfg = config(data, sock)
+    seed_journal(data, cfg)
+    corrupt_table(data / "svc.sqlite", "order_events")
+    engine = engine_with(cfg, [], {SYM: 500})
+    ops, task = await start(cfg, engine)
+    try:
+        for _ in range(500):  # the reconcile marks orders 5 and 6 done: that write fails
+            if engine.risk.breakers.get("journal") is not None:
+                break
+            await asyncio.sleep(0.01)
+        b = engine.risk.breakers["journal"]
+        assert b.tripped and b.latched and "malformed" in b.reason
+        assert engine.state == "paused" and engine.live_orders() == 0
+        r = await command(ops.socket_path, "resume")
+        assert not r["ok"] and "journal" in r["error"]
+        st = (await command(ops.socket_path, "status"))["result"]
+        assert "malformed" in st["journal"]["failure"]
+        assert "malformed" in st["breakers"]["journal"]["reason"]
+    finally:
+        await stop(ops, task)
+    assert ops.failure is not None and "svc.sqlite" in ops.failure
+    assert "malformed" in (ops.run_summary(engine.summary())["journal"]["failure"] or "")

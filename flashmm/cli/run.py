@@ -59,11 +59,29 @@ def run(
     ] = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines.")] = False,
     set_: SetOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="On recorded data: continue the profile's last run (its journal, positions,"
+            " breakers) instead of starting flat.",
+        ),
+    ] = False,
+    new_journal: Annotated[
+        bool,
+        typer.Option(
+            "--new-journal",
+            help="Start an empty journal where one is expected but missing, empty or failed"
+            " (a non-empty old file is moved aside).",
+        ),
+    ] = False,
 ) -> None:
     """Run the bot: paper mode on bundled recorded data by default.
 
     Stops at the end of --duration, when the data ends, or on Ctrl-C /
-    SIGTERM; then cancels every order and prints a summary.
+    SIGTERM; then cancels every order and prints a summary of this run.
+    A run on recorded data starts flat with its own journal unless --resume.
+    Exits 1 after the summary if the journal could not be written.
     """
     from flashmm.app import run_bot
     from flashmm.errors import UserInputError
@@ -80,8 +98,17 @@ def run(
         speed=speed,
         headless=headless or json_out or not sys.stdout.isatty(),
         log_json=log_json,
+        resume=resume,
+        new_journal=new_journal,
     )
     _print_summary(summary, json_out)
+    journal = summary.get("journal") or {}
+    if journal.get("failure"):
+        from flashmm.errors import RuntimeFailure
+
+        raise RuntimeFailure(
+            f"{journal['failure']}; fills of this run may be missing from the journal"
+        )
 
 
 def _print_summary(summary: dict[str, Any], json_out: bool) -> None:

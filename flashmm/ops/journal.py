@@ -133,10 +133,44 @@ CREATE TABLE IF NOT EXISTS events (
     ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    market TEXT PRIMARY KEY,
+    lots INTEGER NOT NULL,
+    avg_price_ticks REAL NOT NULL,
+    realized_usdc REAL NOT NULL,
+    fees_usdc REAL NOT NULL,
+    volume_usdc REAL NOT NULL,
+    fills INTEGER NOT NULL,
+    max_client_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_event_days (
+    day TEXT NOT NULL,
+    market TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    orders INTEGER NOT NULL,
+    PRIMARY KEY (day, market, state)
+);
 """
+
+#: meta key: the ``fills.id`` up to which ``checkpoint`` includes every fill
+_CHECKPOINT_KEY = "checkpoint_fill_row"
+#: meta keys the journal keeps for itself
+_RESERVED_META = frozenset({"schema_version", "journal_id", _CHECKPOINT_KEY})
+#: how many of the newest fill ids are read on start (they de-duplicate replays)
+RECENT_FILL_IDS = 100_000
+#: how many of the newest fills :func:`read_state` returns as :class:`Fill` objects
+RECENT_FILLS = 10_000
+#: rows moved per compaction step (the writer interleaves steps with normal batches)
+_COMPACT_CHUNK = 20_000
+_COMPACT_EVERY_S = 3600.0
 
 # Queue item kinds.
 _ORDER, _FILL, _POSITION, _BREAKER, _CONTROL, _EVENT, _META = range(7)
+
+_FILL_COLUMNS = (
+    "fill_id, market, client_id, side, price_ticks, size_lots, fee_usdc, liquidity, ts_ns"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,12 +215,18 @@ class PositionSnapshot:
 class RecoveredState:
     """Everything :func:`read_state` found in a journal.
 
-    ``positions`` are rebuilt from ``fills`` (the source of truth), not from
-    snapshots; ``snapshots`` are the last ones journaled, for comparison.
+    ``positions`` come from the journal's checkpoint, which the writer keeps
+    in the same transaction as every fill it commits (so it always equals
+    applying every journaled fill), not from snapshots; ``snapshots`` are
+    the last ones journaled, for comparison. ``fills`` holds the newest
+    :data:`RECENT_FILLS` fills only and ``fill_ids`` the ids of the newest
+    :data:`RECENT_FILL_IDS`; ``fill_count`` counts them all.
     ``realized_usdc`` excludes fees; net P&L is ``realized_usdc - fees_usdc``.
     """
 
     fills: list[Fill] = field(default_factory=list)
+    fill_count: int = 0
+    recent_fill_ids: set[str] = field(default_factory=set)
     positions: dict[str, Position] = field(default_factory=dict)
     open_orders: list[Order] = field(default_factory=list)
     breakers: dict[str, BreakerRecord] = field(default_factory=dict)
@@ -202,7 +242,7 @@ class RecoveredState:
 
     @property
     def fill_ids(self) -> set[str]:
-        return {f.fill_id for f in self.fills}
+        return self.recent_fill_ids | {f.fill_id for f in self.fills}
 
 
 def apply_fill(pos: Position, fill: Fill, spec: MarketSpec | None = None) -> None:
@@ -251,8 +291,57 @@ def _row_to_fill(row: tuple[Any, ...]) -> Fill:
     return Fill(market, client_id, Side(side), price, size, fee, Liquidity(liq), ts_ns, fill_id)
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(q, (name,)).fetchone() is not None
+
+
+def _load_positions(
+    conn: sqlite3.Connection, specs: Mapping[str, MarketSpec]
+) -> tuple[dict[str, Position], dict[str, int], int, int]:
+    """Positions, max client ids, fills counted and the last fill row, from the checkpoint.
+
+    Fills journaled after the checkpoint (a journal from before checkpoints
+    existed) are applied on top; nothing else reads the whole fills table.
+    """
+    positions: dict[str, Position] = {}
+    max_ids: dict[str, int] = {}
+    row_after = 0
+    checkpointed = _has_table(conn, "checkpoint")
+    if checkpointed:
+        got = conn.execute("SELECT value FROM meta WHERE key = ?", (_CHECKPOINT_KEY,)).fetchone()
+        checkpointed = got is not None
+        row_after = int(got[0]) if got is not None else 0
+    if checkpointed:
+        for m, lots, avg, real, fees, vol, n, cid in conn.execute(
+            "SELECT market, lots, avg_price_ticks, realized_usdc, fees_usdc, volume_usdc,"
+            " fills, max_client_id FROM checkpoint"
+        ):
+            positions[m] = Position(m, lots, avg, real, fees, vol, n)
+            max_ids[m] = int(cid)
+    else:
+        for m, cid in conn.execute("SELECT market, MAX(client_id) FROM orders GROUP BY market"):
+            max_ids[m] = max(max_ids.get(m, 0), int(cid))
+    last = row_after
+    for row in conn.execute(
+        f"SELECT id, {_FILL_COLUMNS} FROM fills WHERE id > ? ORDER BY id", (row_after,)
+    ):
+        fill = _row_to_fill(row[1:])
+        last = int(row[0])
+        pos = positions.get(fill.market)
+        if pos is None:
+            pos = positions[fill.market] = Position(fill.market)
+        apply_fill(pos, fill, specs.get(fill.market))
+        max_ids[fill.market] = max(max_ids.get(fill.market, 0), fill.client_id)
+    count = sum(p.fills for p in positions.values())
+    return positions, max_ids, count, last
+
+
 def read_state(
-    db_path: str | os.PathLike[str], specs: Mapping[str, MarketSpec] | None = None
+    db_path: str | os.PathLike[str],
+    specs: Mapping[str, MarketSpec] | None = None,
+    *,
+    recent_fills: int = RECENT_FILLS,
 ) -> RecoveredState:
     """Read a journal file (read-only; safe while a bot is writing it)."""
     path = Path(db_path)
@@ -265,19 +354,23 @@ def read_state(
     except sqlite3.Error as exc:
         raise RuntimeFailure(f"journal {path}: cannot open: {exc}") from exc
     try:
+        conn.execute("BEGIN")  # one consistent read of every table
+        positions, max_ids, state.fill_count, _ = _load_positions(conn, specs)
+        for sym, pos in positions.items():
+            if sym not in specs:
+                pos.extra["no_spec"] = 1.0
+        state.positions = positions
+        state.max_client_ids = max_ids
         rows = conn.execute(
-            "SELECT fill_id, market, client_id, side, price_ticks, size_lots, fee_usdc,"
-            " liquidity, ts_ns FROM fills ORDER BY id"
+            f"SELECT {_FILL_COLUMNS} FROM fills ORDER BY id DESC LIMIT ?", (max(0, recent_fills),)
         ).fetchall()
-        for row in rows:
-            fill = _row_to_fill(row)
-            state.fills.append(fill)
-            pos = state.positions.get(fill.market)
-            if pos is None:
-                pos = state.positions[fill.market] = Position(fill.market)
-                if fill.market not in specs:
-                    pos.extra["no_spec"] = 1.0
-            apply_fill(pos, fill, specs.get(fill.market))
+        state.fills = [_row_to_fill(r) for r in reversed(rows)]
+        state.recent_fill_ids = {
+            r[0]
+            for r in conn.execute(
+                "SELECT fill_id FROM fills ORDER BY id DESC LIMIT ?", (RECENT_FILL_IDS,)
+            )
+        }
         for m, cid, side, price, size, rem, st, created in conn.execute(
             "SELECT market, client_id, side, price_ticks, size_lots, remaining, state,"
             " created_ns FROM orders WHERE state != 3 ORDER BY created_ns, client_id"
@@ -285,11 +378,6 @@ def read_state(
             state.open_orders.append(
                 Order(m, cid, Side(side), price, size, rem, OrderState(st), created)
             )
-        for m, cid in conn.execute(
-            "SELECT market, MAX(client_id) FROM (SELECT market, client_id FROM orders"
-            " UNION ALL SELECT market, client_id FROM fills) GROUP BY market"
-        ):
-            state.max_client_ids[m] = int(cid)
         for name, st, reason, latched, ts in conn.execute(
             "SELECT name, state, reason, latched, ts FROM breaker_events"
             " WHERE id IN (SELECT MAX(id) FROM breaker_events GROUP BY name) ORDER BY name"
@@ -319,6 +407,18 @@ def read_state(
     return state
 
 
+def _journal_files(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def _private(path: Path, mode: int) -> None:
+    """Take group and other permissions off a file or folder we own."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if st.st_uid == os.getuid() and (st.st_mode & 0o077):
+            os.chmod(path, mode)
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str, separators=(",", ":"), sort_keys=True)
 
@@ -326,13 +426,27 @@ def _dumps(obj: Any) -> str:
 class Journal:
     """The bot's journal: non-blocking writes, batched commits, recovery on start.
 
-    ``Journal(data_dir)`` creates ``<data_dir>/<name>.sqlite`` (and the dir),
-    takes an exclusive lock on ``<name>.lock`` so two bots never share a
-    journal, and starts the writer thread. Call :meth:`close` on shutdown.
+    ``Journal(data_dir)`` creates ``<data_dir>/<name>.sqlite`` (the dir 0700,
+    the files 0600), takes an exclusive lock on ``<name>.lock`` so two bots
+    never share a journal, and starts the writer thread. Call :meth:`close`
+    on shutdown.
+
+    A marker file ``<name>.marker`` is kept beside the journal. If the
+    marker exists but the journal is missing or empty (0 bytes), or the
+    marker says the last run could not write to it, opening refuses with a
+    :class:`RuntimeFailure` unless ``new_journal`` is set (a non-empty old
+    file is then moved aside to ``<name>.sqlite.old-<time>``).
 
     Every write method is safe to call from any thread, never blocks on disk,
     and returns the sequence number of the write (``durable_seq`` reaches it
-    once it is committed). ``ts_ns`` defaults to the wall clock.
+    once it is committed). ``ts_ns`` defaults to the wall clock. Every stored
+    text passes through ``redact`` (default: the environment's secrets).
+
+    A write that fails is retried; the first failure is latched in
+    :attr:`failure` (and the marker) for the rest of the run, so the caller
+    can stop trading and exit non-zero. Order events older than
+    ``keep_order_events_s`` (and done orders) are folded into per-day counts
+    (``order_event_days``) by the writer, once at start and then hourly.
     """
 
     def __init__(
@@ -345,35 +459,48 @@ class Journal:
         batch_max: int = 1000,
         interval_s: float = 0.005,
         synchronous: str = "FULL",
+        new_journal: bool = False,
+        redact: Callable[[str], str] | None = None,
+        keep_order_events_s: float | None = None,
     ) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be OFF/NORMAL/FULL/EXTRA, was {synchronous!r}")
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / f"{name}.sqlite"
+        self.marker_path = self.data_dir / f"{name}.marker"
         self.specs: dict[str, MarketSpec] = dict(specs or {})
         self._on_durable = on_durable
         self._batch_max = max(1, batch_max)
         self._interval = max(0.0005, interval_s)
         self._synchronous = synchronous.upper()
+        if redact is None:
+            from flashmm.logs import make_redactor
+
+            redact = make_redactor()
+        self._redact = redact
+        self._keep_ns = (
+            int(keep_order_events_s * 1e9)
+            if keep_order_events_s is not None and keep_order_events_s > 0
+            else None
+        )
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise RuntimeFailure(f"journal: cannot create data dir {self.data_dir}: {exc}") from exc
+        _private(self.data_dir, 0o700)
         self._lock_fd = self._take_lock(self.data_dir / f"{name}.lock")
         try:
+            self._check_marker(new_journal)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            for f in _journal_files(self.path):
+                _private(f, 0o600)
             conn = _connect(self.path, self._synchronous)
             try:
-                conn.executescript(_SCHEMA)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-                self._fill_ids: set[str] = {r[0] for r in conn.execute("SELECT fill_id FROM fills")}
-                self._meta: dict[str, str] = {
-                    str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")
-                }
+                self._open_db(conn)
             finally:
                 conn.close()
+            self._write_marker(None)
         except (sqlite3.Error, OSError) as exc:
             self._release_lock()
             raise RuntimeFailure(f"journal {self.path}: cannot open: {exc}") from exc
@@ -397,9 +524,126 @@ class Journal:
         self._closed = False
         self.error: BaseException | None = None
         """The last write error, or None once writes succeed again."""
+        self.failure: str | None = None
+        """The first write error of this run (latched: stays set once writes recover)."""
+        self.lost = 0
+        """Writes dropped because the journal still failed when it was closed."""
         self.commits = 0
+        self.compacted = 0
+        """Order events folded into daily counts by this run."""
+        self._next_compact = 0.0 if self._keep_ns is not None else float("inf")
+        self._compacting = False
         self._thread = threading.Thread(target=self._run, name="flashmm-journal", daemon=True)
         self._thread.start()
+
+    def _check_marker(self, new_journal: bool) -> None:
+        marker = self._read_marker()
+        size = self.path.stat().st_size if self.path.exists() else -1
+        if marker is not None and size <= 0 and not new_journal:
+            what = "missing" if size < 0 else "empty (0 bytes)"
+            raise RuntimeFailure(
+                f"journal {self.path} is {what} but {self.marker_path.name} says one was kept"
+                " there: restore it from a backup, or start with --new-journal to begin an"
+                " empty one (positions and history start from zero)"
+            )
+        failed = marker.get("failed") if marker else None
+        if failed and not new_journal:
+            raise RuntimeFailure(
+                f"journal {self.path}: the last run could not write to it ({failed}); check it"
+                f" with sqlite3 {self.path} 'PRAGMA integrity_check', restore a backup, or"
+                " start with --new-journal (the old file is moved aside)"
+            )
+        if new_journal and size > 0:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            for f in _journal_files(self.path):
+                if f.exists():
+                    f.rename(f.with_name(f"{f.name}.old-{stamp}"))
+            logger.warning("journal {}: old file moved aside (.old-{})", self.path, stamp)
+
+    def _read_marker(self) -> dict[str, Any] | None:
+        try:
+            text = self.marker_path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RuntimeFailure(f"journal marker {self.marker_path}: cannot read: {exc}") from exc
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_marker(self, failed: str | None) -> None:
+        data = {"journal": self.path.name, "journal_id": self._meta.get("journal_id")}
+        if failed:
+            data["failed"] = failed
+        tmp = self.marker_path.with_name(self.marker_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (json.dumps(data) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.marker_path)
+
+    def _open_db(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)",
+                (f"{time.time_ns():x}-{os.getpid()}",),
+            )
+            self._meta: dict[str, str] = {
+                str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")
+            }
+            positions, max_ids, _, last = _load_positions(conn, self.specs)
+            self._positions = positions
+            self._max_ids = max_ids
+            if self._meta.get(_CHECKPOINT_KEY) != str(last):
+                # first open of a journal without a checkpoint (or fills after it)
+                self._write_checkpoint(conn, set(positions) | set(max_ids), last)
+                self._meta[_CHECKPOINT_KEY] = str(last)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._fill_ids: set[str] = {
+            r[0]
+            for r in conn.execute(
+                "SELECT fill_id FROM fills ORDER BY id DESC LIMIT ?", (RECENT_FILL_IDS,)
+            )
+        }
+
+    def _write_checkpoint(self, conn: sqlite3.Connection, markets: Iterable[str], row: int) -> None:
+        rows = []
+        for m in markets:
+            p = self._positions.get(m) or Position(m)
+            rows.append(
+                (
+                    m,
+                    p.lots,
+                    p.avg_price_ticks,
+                    p.realized_usdc,
+                    p.fees_usdc,
+                    p.volume_usdc,
+                    p.fills,
+                    self._max_ids.get(m, 0),
+                )
+            )
+        conn.executemany(
+            "INSERT OR REPLACE INTO checkpoint (market, lots, avg_price_ticks, realized_usdc,"
+            " fees_usdc, volume_usdc, fills, max_client_id) VALUES (?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_CHECKPOINT_KEY, str(row))
+        )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -628,12 +872,13 @@ class Journal:
         returns it at once; it is on disk once :meth:`flush` returns (or
         ``durable_seq`` reaches ``last_seq`` as it was after this call). The
         last value set before a crash may be lost with the batch it was in,
-        like any other row. Keys are free-form; ``schema_version`` is reserved.
+        like any other row. Keys are free-form except ``schema_version``,
+        ``journal_id`` and ``checkpoint_fill_row`` (kept by the journal).
         """
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("journal meta keys and values are str")
-        if key == "schema_version":
-            raise ValueError("journal meta key 'schema_version' is reserved")
+        if key in _RESERVED_META:
+            raise ValueError(f"journal meta key {key!r} is reserved")
         self._put(_META, (key, value))
         self._meta[key] = value
 
@@ -677,6 +922,11 @@ class Journal:
             if not items:
                 if self._stop:
                     break
+                if self.error is None and (
+                    self._compacting or time.monotonic() >= self._next_compact
+                ):
+                    conn = self._compact_step(conn)
+                    continue
                 self._wake.wait(self._interval)
                 self._wake.clear()
                 continue
@@ -690,18 +940,24 @@ class Journal:
                     self._commit(conn, batch)
                     break
                 except (sqlite3.Error, OSError) as exc:
-                    if self.error is None:
-                        logger.error("journal {}: write failed, retrying: {}", self.path, exc)
-                    self.error = exc
-                    with contextlib.suppress(sqlite3.Error):
-                        if conn is not None:
-                            conn.close()
+                    self._failed(conn, exc)
                     conn = None
+                    if self._stop:
+                        # closing while the journal still fails: give up, say how much
+                        self.lost = len(batch) + len(items)
+                        items.clear()
+                        logger.error("journal {}: {} write(s) lost: {}", self.path, self.lost, exc)
+                        batch = []
+                        break
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
+            if not batch:
+                break
             if self.error is not None:
-                logger.info("journal {}: writes succeed again", self.path)
+                logger.warning("journal {}: writes succeed again", self.path)
                 self.error = None
+                with contextlib.suppress(OSError):
+                    self._write_marker(None)  # nothing lost: every failed batch was retried
             self.commits += 1
             fills = [p[0] for _, kind, p in batch if kind == _FILL]
             if self._on_durable is None:
@@ -717,26 +973,102 @@ class Journal:
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            conn.close()
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
         with self._durable_cond:
             self._durable_cond.notify_all()
 
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, batch: list[tuple[int, int, tuple[Any, ...]]]) -> None:
+    def _failed(self, conn: sqlite3.Connection | None, exc: BaseException) -> None:
+        """Latch a write error (log, marker) and drop the connection."""
+        if self.error is None:
+            logger.error("journal {}: write failed, retrying: {}", self.path, exc)
+        self.error = exc
+        if self.failure is None:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            try:
+                self._write_marker(self.failure)
+            except OSError as mexc:
+                logger.error("journal marker {}: cannot write: {}", self.marker_path, mexc)
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _compact_step(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """Fold one chunk of old order events (and done orders) into daily counts."""
+        keep = self._keep_ns
+        if keep is None:
+            self._next_compact = float("inf")
+            return conn
+        cutoff = time.time_ns() - keep
+        try:
+            if conn is None:
+                conn = _connect(self.path, self._synchronous)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM order_events WHERE ts < ?"
+                    " ORDER BY id LIMIT ?)",
+                    (cutoff, _COMPACT_CHUNK),
+                ).fetchone()
+                hi, n = (int(row[0]), int(row[1])) if row[0] is not None else (0, 0)
+                if n:
+                    conn.execute(
+                        "INSERT INTO order_event_days (day, market, state, events, orders)"
+                        " SELECT date(ts / 1000000000, 'unixepoch'), market, state, COUNT(*),"
+                        " COUNT(DISTINCT client_id) FROM order_events WHERE id <= ? AND ts < ?"
+                        " GROUP BY 1, 2, 3 ON CONFLICT (day, market, state) DO UPDATE SET"
+                        " events = events + excluded.events, orders = orders + excluded.orders",
+                        (hi, cutoff),
+                    )
+                    conn.execute("DELETE FROM order_events WHERE id <= ? AND ts < ?", (hi, cutoff))
+                    conn.execute(
+                        "DELETE FROM orders WHERE rowid IN (SELECT rowid FROM orders"
+                        " WHERE state = 3 AND ts < ? LIMIT ?)",
+                        (cutoff, _COMPACT_CHUNK),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            self._compacting = False
+            self._next_compact = time.monotonic() + _COMPACT_EVERY_S
+            self._failed(conn, exc)
+            return None
+        self.compacted += n
+        self._compacting = n >= _COMPACT_CHUNK
+        if not self._compacting:
+            self._next_compact = time.monotonic() + _COMPACT_EVERY_S
+            if self.compacted:
+                logger.info(
+                    "journal: {} order event(s) older than {:g} days folded into daily counts",
+                    self.compacted,
+                    keep / 86400e9,
+                )
+        return conn
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[tuple[int, int, tuple[Any, ...]]]
+    ) -> None:
         # Tables are independent, so rows are grouped per table (executemany
         # keeps their order); this keeps the writer's GIL time short.
         rows: dict[int, list[tuple[Any, ...]]] = {}
         for _seq, kind, p in batch:
             rows.setdefault(kind, []).append(p)
+        red = self._redact
+        # positions and client ids after this batch; taken over only once committed
+        positions: dict[str, Position] = {}
+        max_ids: dict[str, int] = {}
+        last_row: int | None = None
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, items in rows.items():
                 if kind == _FILL:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO fills (fill_id, market, client_id, side,"
-                        " price_ticks, size_lots, fee_usdc, liquidity, ts_ns)"
-                        " VALUES (?,?,?,?,?,?,?,?,?)",
-                        [
+                    for (f,) in items:
+                        cur = conn.execute(
+                            f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS})"
+                            " VALUES (?,?,?,?,?,?,?,?,?)",
                             (
                                 f.fill_id,
                                 f.market,
@@ -747,10 +1079,18 @@ class Journal:
                                 f.fee_usdc,
                                 int(f.liquidity),
                                 f.ts_ns,
-                            )
-                            for (f,) in items
-                        ],
-                    )
+                            ),
+                        )
+                        if cur.rowcount != 1:
+                            continue  # a repeat of a fill journaled long ago
+                        last_row = cur.lastrowid
+                        pos = positions.get(f.market)
+                        if pos is None:
+                            old = self._positions.get(f.market) or Position(f.market)
+                            pos = positions[f.market] = dataclasses.replace(old, extra={})
+                        apply_fill(pos, f, self.specs.get(f.market))
+                        m = f.market
+                        max_ids[m] = max(max_ids.get(m, self._max_ids.get(m, 0)), f.client_id)
                 elif kind == _ORDER:
                     conn.executemany(
                         "INSERT INTO orders (market, client_id, side, price_ticks, size_lots,"
@@ -764,8 +1104,12 @@ class Journal:
                     conn.executemany(
                         "INSERT INTO order_events (market, client_id, state, remaining, note, ts)"
                         " VALUES (?,?,?,?,?,?)",
-                        [(p[0], p[1], p[6], p[5], p[9], p[8]) for p in items],
+                        [(p[0], p[1], p[6], p[5], red(p[9]), p[8]) for p in items],
                     )
+                    for p in items:
+                        m, cid = p[0], p[1]
+                        if cid > max_ids.get(m, self._max_ids.get(m, 0)):
+                            max_ids[m] = cid
                 elif kind == _POSITION:
                     conn.executemany(
                         "INSERT INTO positions (market, lots, avg_price_ticks, realized_usdc,"
@@ -777,17 +1121,18 @@ class Journal:
                     conn.executemany(
                         "INSERT INTO breaker_events (name, state, reason, latched, ts)"
                         " VALUES (?,?,?,?,?)",
-                        items,
+                        [(n, st, red(r), la, ts) for n, st, r, la, ts in items],
                     )
                 elif kind == _CONTROL:
                     conn.executemany(
                         "INSERT INTO control_commands (cmd, args, ok, result, ts)"
                         " VALUES (?,?,?,?,?)",
-                        items,
+                        [(c, red(a), ok, red(r), ts) for c, a, ok, r, ts in items],
                     )
                 elif kind == _EVENT:
                     conn.executemany(
-                        "INSERT INTO events (kind, market, data, ts) VALUES (?,?,?,?)", items
+                        "INSERT INTO events (kind, market, data, ts) VALUES (?,?,?,?)",
+                        [(k, m, red(d), ts) for k, m, d, ts in items],
                     )
                 elif kind == _META:
                     conn.executemany(
@@ -795,8 +1140,25 @@ class Journal:
                         " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
                         items,
                     )
+            if max_ids:
+                saved_pos, saved_ids = self._positions, self._max_ids
+                self._positions = {**saved_pos, **positions}
+                self._max_ids = {**saved_ids, **max_ids}
+                try:
+                    row = last_row if last_row is not None else self._checkpoint_row()
+                    self._write_checkpoint(conn, max_ids, row)
+                finally:
+                    self._positions, self._max_ids = saved_pos, saved_ids
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        if max_ids:
+            self._positions.update(positions)
+            self._max_ids.update(max_ids)
+            if last_row is not None:
+                self._meta[_CHECKPOINT_KEY] = str(last_row)
+
+    def _checkpoint_row(self) -> int:
+        return int(self._meta.get(_CHECKPOINT_KEY, "0"))

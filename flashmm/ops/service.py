@@ -31,6 +31,14 @@ Recovery on start, before the first quote:
 
 The paper venue (``sim``) starts empty on every run, so in paper mode the
 journal is the truth: its positions are kept and the venue's are ignored.
+A simulated run on recorded data (paper venue on a replay) is a world of
+its own: it gets a fresh journal ``<data_dir>/runs/<profile>/<run id>.sqlite``
+and starts flat and unhalted, unless ``resume`` continues the profile's
+latest run journal.
+
+A journal that cannot be written trips the latched ``journal`` breaker
+(quotes pulled); :attr:`OpsServices.failure` then says why and the run ends
+with a non-zero exit.
 """
 
 from __future__ import annotations
@@ -41,11 +49,12 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from flashmm.config import Config, secret_values
+from flashmm.config import Config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
 from flashmm.ops.journal import MODE_COMMANDS, Journal, RecoveredState
@@ -53,10 +62,12 @@ from flashmm.ops.notify import Notifier
 from flashmm.risk import HALT, PAUSE, Breaker
 from flashmm.types import Fill, Liquidity, Order, OrderState, Position, Side
 
-__all__ = ["RECONCILE_BREAKER", "OpsServices"]
+__all__ = ["JOURNAL_BREAKER", "RECONCILE_BREAKER", "OpsServices"]
 
 #: The latched breaker that holds quoting after a position mismatch with the venue.
 RECONCILE_BREAKER = "reconcile"
+#: The latched breaker that pulls quotes once a journal write failed.
+JOURNAL_BREAKER = "journal"
 _GATE_REASON = "starting: reconciling with the venue"
 #: journal meta key: the venue's last block whose events are all journaled
 _BLOCK_KEY = "venue.processed_block"
@@ -65,21 +76,6 @@ _REPLAY_MARGIN = 2
 _SNAPSHOT_EVERY_S = 10.0
 _STATUS_EVERY_S = 5.0
 _METRICS_EVERY_S = 1.0
-
-
-def _redact(value: Any, secrets: list[str]) -> Any:
-    """``value`` with every secret string replaced by ``***`` (dicts, lists, strings)."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for s in secrets:
-            value = value.replace(s, "***")
-        return value
-    if isinstance(value, Mapping):
-        return {_redact(k, secrets): _redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact(v, secrets) for v in value]
-    return value
 
 
 class OpsServices:
@@ -93,6 +89,8 @@ class OpsServices:
         sim_clock: bool | None = None,
         notifier: Notifier | None = None,
         drain_interval_s: float = 0.05,
+        resume: bool = False,
+        new_journal: bool = False,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
@@ -123,10 +121,17 @@ class OpsServices:
         self._stopping_sent = False
         self._closed = False
         self._lat_seen = 0
-        self._secrets = secret_values()
         self._original_snapshot = engine.snapshot
         self._loop_ticks = 0
         self._block_saved: int | None = None
+        self.resume = resume
+        self.new_journal = new_journal
+        #: a simulated run on recorded data: its own journal, unless resumed
+        self.simulated = self.paper_venue and self.sim_clock
+        self.failure: str | None = None
+        """Why the journal failed in this run (the run then exits non-zero)."""
+        self._base: dict[str, Position] = {}
+        self._base_unreal: dict[str, float] = {}
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -135,12 +140,20 @@ class OpsServices:
         try:
             if self.cfg.control.journal:
                 specs = self.engine.specs
+                folder, name = self._journal_place()
                 self.journal = Journal(
-                    self.cfg.control.data_dir, name=self.cfg.profile, specs=specs
+                    folder,
+                    name=name,
+                    specs=specs,
+                    new_journal=self.new_journal,
+                    keep_order_events_s=self.cfg.control.order_events_keep_days * 86400.0,
                 )
                 logger.info("journal {}", self.journal.path)
                 self._recover_from_journal(self.journal.load_state(specs))
                 self._venue_replay_hook()
+            self._base = {
+                s: dataclasses.replace(p, extra={}) for s, p in self.engine.acct.positions.items()
+            }
             self._install_snapshot()
             if self.engine.state is RUNNING:
                 # no quote goes out before the venue reconciliation in task()
@@ -169,6 +182,26 @@ class OpsServices:
 
             self.api = ApiServer(self.cfg.api, self)
             await self.api.start()
+
+    def _journal_place(self) -> tuple[Path, str]:
+        """The journal's folder and name: per profile, or per run for a simulated run."""
+        data_dir = Path(self.cfg.control.data_dir)
+        if not self.simulated:
+            return data_dir, self.cfg.profile
+        runs = data_dir / "runs" / self.cfg.profile
+        if self.resume:
+            earlier = sorted(p.stem for p in runs.glob("*.sqlite"))
+            if earlier:
+                logger.info("resuming the simulated run {}", earlier[-1])
+                return runs, earlier[-1]
+            logger.warning(
+                "--resume: no earlier run of {} in {}; starting fresh", self.cfg.profile, runs
+            )
+        base, n = self._run_id, 1
+        while (runs / f"{self._run_id}.sqlite").exists():
+            n += 1
+            self._run_id = f"{base}-{n}"
+        return runs, self._run_id
 
     async def task(self, engine: Engine) -> None:
         """Reconcile with the venue, signal READY, then drain the outbox until cancelled."""
@@ -242,6 +275,9 @@ class OpsServices:
             if await asyncio.to_thread(j.close):
                 self.fills_durable += len(j.poll_durable())
                 logger.info("journal closed ({} fills durable)", self.fills_durable)
+            self._check_journal()
+            if j.lost:
+                self.failure = f"{self.failure}; {j.lost} write(s) lost"
         if self.engine.snapshot != self._original_snapshot:
             self.engine.snapshot = self._original_snapshot  # type: ignore[method-assign]
         self.notifier.close()
@@ -278,12 +314,12 @@ class OpsServices:
         e.acct.fill_ids.update(st.fill_ids)
         for sym, ms in e.markets.items():
             ms.next_client_id = max(ms.next_client_id, st.max_client_ids.get(sym, 0) + 1)
-        self.fills_durable = len(st.fills)
+        self.fills_durable = st.fill_count
         self._journal_orders = list(st.open_orders)
         # latched breakers: an emergency stop or a loss limit survives the restart
         latched = []
         for name, rec in st.latched_breakers.items():
-            if rec.state != "tripped" or name == RECONCILE_BREAKER:
+            if rec.state != "tripped" or name in (RECONCILE_BREAKER, JOURNAL_BREAKER):
                 continue
             latched.append(name)
             b = e.risk.breakers.get(name)
@@ -305,17 +341,17 @@ class OpsServices:
         self.recovery = {
             **self.recovery,
             "positions": restored,
-            "fills": len(st.fills),
+            "fills": st.fill_count,
             "journal_open_orders": len(st.open_orders),
             "next_client_ids": {s: ms.next_client_id for s, ms in e.markets.items()},
             "latched_breakers": latched,
             "last_mode_command": mode,
             "state": e.state,
         }
-        if st.fills or st.open_orders or latched or mode:
+        if st.fill_count or st.open_orders or latched or mode:
             logger.info(
                 "recovered from journal: {} fill(s), positions {}, {} open order(s), state {}",
-                len(st.fills),
+                st.fill_count,
                 restored,
                 len(st.open_orders),
                 e.state,
@@ -450,6 +486,28 @@ class OpsServices:
         if self.journal is not None:
             self.journal.breaker(RECONCILE_BREAKER, "tripped", reason, latched=True)
 
+    def _check_journal(self) -> None:
+        """Trip the latched ``journal`` breaker once a journal write failed."""
+        j = self.journal
+        if j is None or j.failure is None:
+            return
+        e = self.engine
+        b = e.risk.breakers.get(JOURNAL_BREAKER)
+        if b is None:
+            b = e.risk.breakers[JOURNAL_BREAKER] = Breaker(JOURNAL_BREAKER, PAUSE, latched=True)
+        reason = f"journal {j.path}: write failed: {j.failure}"
+        if self.failure is None:
+            self.failure = reason
+        if b.tripped:
+            return
+        now = self._now()
+        b.trip(reason, now)
+        logger.error("quotes pulled: {} (the run will exit non-zero)", reason)
+        e.pause(f"{JOURNAL_BREAKER}: {reason}", now)
+        self._breaker_seen[JOURNAL_BREAKER] = True
+        if not j.closed:
+            j.breaker(JOURNAL_BREAKER, "tripped", reason, latched=True)
+
     def _release_gate(self) -> None:
         e = self.engine
         if e.state is PAUSED and e.pause_reason == _GATE_REASON:
@@ -506,6 +564,14 @@ class OpsServices:
             return
         # read before draining: the fills of blocks up to here are in the outbox now
         block = getattr(self.engine.venue, "processed_block", None)
+        self._check_journal()
+        mids: dict[str, float] | None = None
+        for sym, base in self._base.items():
+            if sym in self._base_unreal:
+                continue
+            mids = mids if mids is not None else self.engine.mids()
+            if mids.get(sym):
+                self._base_unreal[sym] = self._unrealized(base, sym, mids[sym])
         while ob:
             kind, payload = ob.popleft()
             if kind == "order":
@@ -567,6 +633,91 @@ class OpsServices:
                 unrealized_usdc=e.acct.unrealized(sym, mid) if mid else None,
             )
 
+    # --- run summary ------------------------------------------------------------------
+
+    def _unrealized(self, pos: Position, sym: str, mid: float) -> float:
+        spec = self.engine.specs.get(sym)
+        if pos.lots == 0 or mid <= 0 or spec is None:
+            return 0.0
+        return (mid - pos.avg_price_ticks) * pos.lots * float(spec.tick_size * spec.lot_size)
+
+    def run_summary(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """``summary`` (the engine's, totals) restated for this run, journal totals apart.
+
+        ``fills``, ``pnl_usdc``, ``fees_usdc`` and ``volume_usdc`` (overall
+        and per market) count this run only; what the positions restored from
+        the journal were worth is taken off P&L at the first mid seen. ``state``
+        is ``stopped`` unless the bot ended paused or halted. ``open_positions``
+        and ``open_orders`` are what was left at exit; ``journal`` has the totals
+        over every run in the journal (or None without one).
+        """
+        e = self.engine
+        mids = e.mids()
+        out = dict(summary)
+        markets = {k: dict(v) for k, v in (summary.get("markets") or {}).items()}
+        tot = {"fills": 0, "pnl_usdc": 0.0, "fees_usdc": 0.0, "volume_usdc": 0.0}
+        run = dict(tot)
+        for sym, pos in e.acct.positions.items():
+            base = self._base.get(sym) or Position(sym)
+            mid = mids.get(sym, 0.0)
+            pnl = e.acct.market_pnl(sym, mid)
+            base_pnl = base.realized_usdc - base.fees_usdc + self._base_unreal.get(sym, 0.0)
+            this = {
+                "fills": pos.fills - base.fills,
+                "pnl_usdc": pnl - base_pnl,
+                "fees_usdc": pos.fees_usdc - base.fees_usdc,
+                "volume_usdc": pos.volume_usdc - base.volume_usdc,
+            }
+            for k in tot:
+                run[k] += this[k]
+            tot["fills"] += pos.fills
+            tot["pnl_usdc"] += pnl
+            tot["fees_usdc"] += pos.fees_usdc
+            tot["volume_usdc"] += pos.volume_usdc
+            m = markets.setdefault(sym, {})
+            m["fills"] = this["fills"]
+            m["pnl_usdc"] = round(this["pnl_usdc"], 6)
+            m["fees_usdc"] = round(this["fees_usdc"], 6)
+            m["volume_usdc"] = round(this["volume_usdc"], 6)
+        for k, v in run.items():
+            out[k] = round(v, 6) if isinstance(v, float) else v
+        out["markets"] = markets
+        out["state"] = "stopped" if e.state is RUNNING else str(e.state)
+        if e.state is not RUNNING and e.pause_reason:
+            out["reason"] = e.pause_reason
+        out["open_positions"] = {
+            sym: ms.spec.size(e.acct.positions[sym].lots)
+            for sym, ms in e.markets.items()
+            if e.acct.positions[sym].lots
+        }
+        out["open_orders"] = [
+            {
+                "market": o.market,
+                "client_id": o.client_id,
+                "side": o.side.name.lower(),
+                "price": ms.spec.price(o.price_ticks),
+                "size": ms.spec.size(o.remaining_lots),
+                "state": o.state.name.lower(),
+            }
+            for ms in e.markets.values()
+            for o in ms.orders.values()
+        ]
+        j = self.journal
+        out["journal"] = (
+            {
+                "path": str(j.path),
+                "resumed": self.simulated and self.resume,
+                "fills": tot["fills"],
+                "pnl_usdc": round(tot["pnl_usdc"], 6),
+                "fees_usdc": round(tot["fees_usdc"], 6),
+                "volume_usdc": round(tot["volume_usdc"], 6),
+                "failure": self.failure,
+            }
+            if j is not None
+            else None
+        )
+        return out
+
     # --- status -----------------------------------------------------------------------
 
     def _install_snapshot(self) -> None:
@@ -602,6 +753,7 @@ class OpsServices:
                 "fills_durable": self.fills_durable,
                 "pending_writes": j.pending,
                 "error": str(j.error) if j.error is not None else None,
+                "failure": j.failure,
             }
             if j is not None
             else None
@@ -720,19 +872,13 @@ class OpsServices:
 
     def _audit(self, cmd: str, args: dict[str, Any], response: dict[str, Any]) -> None:
         j = self.journal
-        if j is None or j.closed:
-            return
+        if j is None or j.closed or cmd == "status":
+            return  # status changes nothing: not journaled
         result = response.get("result") or {}
-        if cmd == "status":
-            result = {"state": result.get("state")}
         if not response.get("ok"):
             result = {"error": response.get("error")}
-        seq = j.control(
-            cmd,
-            _redact(args, self._secrets),
-            bool(response.get("ok")),
-            _redact(result, self._secrets),
-        )
+        # the journal redacts secrets from every text it stores
+        seq = j.control(cmd, args, bool(response.get("ok")), result)
         if response.get("ok") and cmd in MODE_COMMANDS:
             # the answer goes out after this returns: a mode change the operator
             # saw acknowledged must survive a crash (rare; a few ms of fsync)
