@@ -85,6 +85,15 @@ class RiskConfig(Strict):
     stale_feed_ms: int = Field(5000, gt=0, description="Pull quotes after this long without data")
     kill_switch_sigma: float = Field(5.0, gt=0, description="Emergency stop on a 1 s move > N σ")
     kill_switch_enabled: bool = True
+    price_band_sigma: float = Field(
+        4.0, ge=0, description="Hold a reference mid that jumps > N σ (0: no σ band)"
+    )
+    price_band_pct: float = Field(
+        5.0, ge=0, description="Hold a reference mid that jumps > this % (0: no % band)"
+    )
+    price_band_confirm_s: float = Field(
+        1.0, ge=0, le=60, description="A held mid is used once it stays there this long"
+    )
     venue_error_limit: int = Field(5, ge=1, description="Venue errors in a minute before pulling")
     venue_latency_ms: float = Field(
         3000.0, gt=0, description="Pull quotes while the venue's p99 order latency is above this"

@@ -27,7 +27,7 @@ from flashmm.accounting import Accounting
 from flashmm.book import BookBuilder, SequenceGap, SyncState
 from flashmm.config import Config
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
-from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, RiskManager
+from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskManager
 from flashmm.signal import BookImbalanceSignal, SignalSource
 from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
 from flashmm.strategy.base import VolEstimator
@@ -54,6 +54,9 @@ HALTED = "halted"
 _LAT_RING = 1 << 16
 #: venue counters that count as errors for the ``venue_errors`` breaker
 _VENUE_ERROR_KEYS = ("send_errors", "reverted", "dropped")
+#: flatten retries while halted: 2 s, 4 s, 8 s ... up to a minute
+_FLATTEN_BACKOFF_NS = 2 * NS_PER_S
+_FLATTEN_BACKOFF_MAX_NS = 60 * NS_PER_S
 
 
 @dataclass
@@ -63,6 +66,7 @@ class MarketState:
     signal_source: SignalSource
     vol: VolEstimator
     kill: KillSwitch
+    band: PriceBand
     orders: dict[int, Order] = field(default_factory=dict)
     last_data_ns: int = 0
     last_quote_mid: float = 0.0
@@ -73,6 +77,9 @@ class MarketState:
     rejects: int = 0
     blocked: str | None = None
     flatten_pending_ns: int = 0
+    #: flatten attempts since the position last changed (the retry backs off)
+    flatten_tries: int = 0
+    flatten_lots: int = 0
     #: something changed since the last quote (book, trade, fill, order state)
     dirty: bool = False
     #: risk and engine state seen by the last quote decision
@@ -114,6 +121,11 @@ class Engine:
                 make_signal(s),
                 VolEstimator(),
                 KillSwitch(cfg.risk.kill_switch_sigma),
+                PriceBand(
+                    cfg.risk.price_band_sigma,
+                    cfg.risk.price_band_pct,
+                    cfg.risk.price_band_confirm_s,
+                ),
             )
             self.markets[s.symbol] = ms
             self.by_ref[s.reference] = ms
@@ -184,9 +196,11 @@ class Engine:
             self._after_book(ms, now_ns, t0)
         elif isinstance(ev, FeedStatus):
             if ev.kind == "resync":
-                # a new replay pass or a re-sync: the price history no longer joins up
+                # a new replay pass or a re-sync: the last second of prices no longer
+                # joins up. The kill switch keeps its σ and stays armed; the price band
+                # keeps the last good mid and holds a jump across the gap until confirmed.
                 ms.builder.state = SyncState.WAITING_SNAPSHOT
-                ms.kill = KillSwitch(self.cfg.risk.kill_switch_sigma)
+                ms.kill.gap()
                 ms.vol = VolEstimator()
             self.outbox.append(
                 ("feed", {"symbol": ev.symbol, "kind": ev.kind, "detail": ev.detail})
@@ -214,27 +228,66 @@ class Engine:
 
     def _after_book(self, ms: MarketState, now_ns: int, t0: int) -> None:
         book = ms.builder.book
+        sym = ms.spec.symbol
+        crossed = self.risk.breakers[f"crossed_book:{sym}"]
         if not book.valid:
+            if book.best_bid and book.best_ask and ms.builder.synced:
+                what = f"reference book crossed: bid {book.best_bid} >= ask {book.best_ask} ticks"
+                if crossed.trip(what, now_ns):
+                    self._breaker_changed(crossed, now_ns, pull=ms)
             return
+        if crossed.tripped and crossed.clear(now_ns):
+            self._breaker_changed(crossed, now_ns)
+        mid = book.mid
+        # the price band: a jump is held (quotes pulled, nothing learns from it)
+        # until the market confirms it
+        kill = ms.kill
+        band_b = self.risk.breakers[f"price_band:{sym}"]
+        tick_bps = max(kill.ref_tick, 1) / (ms.band.good or mid) * 1e4
+        held = ms.band.check(mid, now_ns, kill.sigma_bps(tick_bps), self._venue_mid(sym))
+        if held is not None:
+            if band_b.trip(held, now_ns):
+                self._breaker_changed(band_b, now_ns, pull=ms)
+            return
+        if band_b.tripped and band_b.clear(now_ns):
+            logger.info("price band {}: {}", sym, ms.band.last_outcome)
+            self._breaker_changed(band_b, now_ns)
         ms.dirty = True
         self._mark_dirty = True
         ms.signal_source.on_book(book, now_ns)
-        mid = book.mid
         ms.vol.update(mid, now_ns)
-        if self.cfg.risk.kill_switch_enabled and self.state is not HALTED:
-            tick_bps = 1e4 / mid
-            sig = ms.kill.update(mid, now_ns, tick_bps)
-            if sig is not None:
-                self.emergency_stop(
-                    f"{ms.spec.symbol} mid moved {sig:.1f}σ within 1 s", now_ns, "kill_switch"
-                )
-                return
+        sig = kill.update_book(book.best_bid, book.best_ask, now_ns)
+        if sig is not None and self.cfg.risk.kill_switch_enabled and self.state is not HALTED:
+            self.emergency_stop(
+                f"{sym} mid moved {sig:.1f}σ within 1 s (σ {kill.last_sigma_bps:.1f} bps, "
+                f"reference tick {kill.ref_tick} ticks)",
+                now_ns,
+                "kill_switch",
+            )
+            return
         if (
             self.requote_move > 0
             and ms.last_quote_mid > 0
             and abs(mid / ms.last_quote_mid - 1.0) >= self.requote_move
         ):
             self._quote(ms, now_ns, t0)
+
+    def _venue_mid(self, symbol: str) -> float | None:
+        """The mid of our own venue's book (ticks), when the venue reports one."""
+        fn = getattr(self.venue, "book_mid", None)
+        return fn(symbol) if callable(fn) else None
+
+    def _breaker_changed(self, b: Breaker, now_ns: int, *, pull: MarketState | None = None) -> None:
+        """A pull breaker tripped or cleared: log, report, pull the market's quotes at once."""
+        if b.tripped:
+            logger.warning("breaker {} tripped (quotes pulled): {}", b.name, b.reason)
+        else:
+            logger.info("breaker {} cleared: quoting again", b.name)
+        self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+        if pull is not None:
+            if pull.blocked is None:
+                pull.blocked = f"{b.name}: {b.reason}"
+            self._pull(pull, now_ns)
 
     def _on_gap(self, ms: MarketState, what: str, now_ns: int) -> None:
         self.feed_gaps += 1
@@ -294,7 +347,11 @@ class Engine:
     def _next_wake_ns(self) -> int:
         """The earliest time a quote cycle could do anything."""
         if self.state is HALTED and not self.flat():
-            return 0
+            return min(
+                ms.flatten_pending_ns
+                for sym, ms in self.markets.items()
+                if self.acct.positions[sym].lots
+            )
         for ms in self.markets.values():
             if ms.dirty:
                 return 0
@@ -322,8 +379,14 @@ class Engine:
             )
 
     def mids(self) -> dict[str, float]:
+        """Each market's mid (0 without a valid book); the last good one while the price
+        band holds a jump."""
         return {
-            s: (ms.builder.book.mid if ms.builder.book.valid else 0.0)
+            s: (
+                ms.band.good
+                if ms.band.pending and ms.band.good
+                else (ms.builder.book.mid if ms.builder.book.valid else 0.0)
+            )
             for s, ms in self.markets.items()
         }
 
@@ -333,10 +396,12 @@ class Engine:
         reason = None
         if self.state is not RUNNING:
             reason = self.state
-        elif not ms.builder.synced or not book.valid:
+        elif not ms.builder.synced:
             reason = "book not synced"
         else:
             reason = self.risk.blocks_market(sym)
+            if reason is None and not book.valid:
+                reason = "reference book has an empty side"
         if reason is not None:
             if ms.blocked is None:
                 ms.blocked = reason
@@ -530,7 +595,12 @@ class Engine:
         if b.action == HALT:
             if self.state is HALTED:
                 return
-            logger.error("EMERGENCY STOP ({}): {}", b.name, b.reason)
+            logger.error(
+                "EMERGENCY STOP ({}): {} -- latched: halted (also across restarts) until "
+                "'flashmm reset --confirm'",
+                b.name,
+                b.reason,
+            )
             self.state = HALTED
             self.pause_reason = f"{b.name}: {b.reason}"
             self.venue.cancel_all(None, now_ns)
@@ -538,27 +608,46 @@ class Engine:
                 for o in ms.orders.values():
                     o.state = OrderState.PENDING_CANCEL
                 ms.flatten_pending_ns = 0
+                ms.flatten_tries = 0
             self._continue_flatten(now_ns)
         elif b.action == PAUSE:
             self.pause(f"{b.name}: {b.reason}", now_ns)
 
     def _continue_flatten(self, now_ns: int) -> None:
+        """Flatten with taker orders: nothing when flat; a retry backs off (2 s, 4 s, ...
+        up to a minute) and starts over once the position changes."""
         for sym, ms in self.markets.items():
             lots = self.acct.positions[sym].lots
-            if lots == 0 or now_ns < ms.flatten_pending_ns:
+            if lots == 0:
+                ms.flatten_tries = 0
+                continue
+            if lots != ms.flatten_lots:
+                ms.flatten_lots = lots
+                ms.flatten_tries = 0
+                ms.flatten_pending_ns = min(ms.flatten_pending_ns, now_ns)
+            if now_ns < ms.flatten_pending_ns:
                 continue
             book = ms.builder.book
-            if not book.valid:
-                continue
+            if not book.valid or ms.band.pending:
+                continue  # no taker order priced off a crossed book or a held jump
             side = Side.SELL if lots > 0 else Side.BUY
             # cross the book and walk levels, up to 5 % through the touch
             limit = (
                 int(book.best_bid * 0.95) if side is Side.SELL else int(book.best_ask * 1.05) + 1
             )
             self.venue.take(sym, side, abs(lots), limit, now_ns)
-            ms.flatten_pending_ns = now_ns + NS_PER_S
+            wait = min(_FLATTEN_BACKOFF_NS << ms.flatten_tries, _FLATTEN_BACKOFF_MAX_NS)
+            ms.flatten_tries = min(ms.flatten_tries + 1, 16)
+            ms.flatten_pending_ns = now_ns + wait
             logger.warning(
-                "flatten {}: {} {} lots (limit {} ticks)", sym, side.name, abs(lots), limit
+                "flatten {}: {} {} lots (limit {} ticks, attempt {}; next try in {:.0f} s "
+                "unless flat)",
+                sym,
+                side.name,
+                abs(lots),
+                limit,
+                ms.flatten_tries,
+                wait / 1e9,
             )
 
     def reset(self, now_ns: int) -> None:
@@ -648,6 +737,8 @@ class Engine:
                 },
                 "signal_status": sig_status,
                 "sigma_bps": ms.vol.sigma_bps,
+                "kill_switch": ms.kill.status(),
+                "price_band": ms.band.status(),
                 "blocked": ms.blocked,
                 "data_age_ms": (now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,
             }

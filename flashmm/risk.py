@@ -9,6 +9,7 @@ that would break this is cut to what fits, or dropped.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,6 +53,13 @@ class Breaker:
         self.changes += 1
         return True
 
+    @property
+    def clears(self) -> str:
+        """How this breaker clears."""
+        if self.latched:
+            return "latched: 'flashmm reset --confirm' clears it, then 'flashmm resume'"
+        return "by itself when its cause is gone"
+
     def status(self) -> dict[str, object]:
         return {
             "state": "tripped" if self.tripped else "ok",
@@ -60,6 +68,7 @@ class Breaker:
             "since_ns": self.since_ns,
             "trips": self.trips,
             "latched": self.latched,
+            "clears": self.clears,
         }
 
 
@@ -79,6 +88,8 @@ class RiskManager:
         for sym in self.specs:
             self.breakers[f"stale_feed:{sym}"] = Breaker(f"stale_feed:{sym}", PULL)
             self.breakers[f"position_limit:{sym}"] = Breaker(f"position_limit:{sym}", REDUCE)
+            self.breakers[f"crossed_book:{sym}"] = Breaker(f"crossed_book:{sym}", PULL)
+            self.breakers[f"price_band:{sym}"] = Breaker(f"price_band:{sym}", PULL)
         self._venue_errors: deque[int] = deque()
         self.orders_cut = 0
         self.orders_dropped = 0
@@ -241,15 +252,37 @@ class RiskManager:
 
 
 class KillSwitch:
-    """Trips when the mid moves more than ``k`` σ within one second.
+    """Trips when the reference mid moves more than ``k`` σ within one second.
 
-    σ is the standard deviation of 1-second mid moves (EWMA over the last few
-    minutes), learned for ``warmup_s`` of market time before the switch is
-    armed, and floored at one tick and at ``floor_bps`` so that a single-tick
-    move on a thin book never trips it.
+    Everything is in the reference market's own terms:
+
+    - σ is the standard deviation of 1-second mid moves in bps (EWMA over the
+      last few minutes), learned for ``warmup_s`` of market time before the
+      switch is armed;
+    - σ is floored at the reference market's own tick in bps of the mid
+      (learned: the greatest common divisor of every best bid and ask seen,
+      so a NEXO/USDT tick of 0.001 driving a 0.0001-tick market counts as
+      ten of our ticks), at our own tick and at ``floor_bps``. With ``k >= 1``
+      a one-tick reference move never trips it, however quiet the market.
+
+    A re-sync or reconnect (:meth:`gap`) forgets only the last second of
+    mids (the prices no longer join up); σ, the learned tick and the armed
+    state are kept, so a resync never blinds the switch.
     """
 
-    __slots__ = ("_armed_ns", "_hist", "_n", "_var", "floor_bps", "k", "warmup_ns")
+    __slots__ = (
+        "_armed_ns",
+        "_hist",
+        "_n",
+        "_var",
+        "floor_bps",
+        "k",
+        "last_sigma",
+        "last_sigma_bps",
+        "max_sigma",
+        "ref_tick",
+        "warmup_ns",
+    )
 
     def __init__(self, k: float, warmup_s: float = 60.0, floor_bps: float = 1.0) -> None:
         self.k = k
@@ -259,9 +292,39 @@ class KillSwitch:
         self._var = 0.0
         self._n = 0
         self._armed_ns = 0
+        #: the reference market's tick in price units (0 until a book is seen)
+        self.ref_tick = 0
+        #: the σ floor-included of the last update (bps), the last and largest move in σ
+        self.last_sigma_bps = 0.0
+        self.last_sigma = 0.0
+        self.max_sigma = 0.0
+
+    def update_book(self, best_bid: int, best_ask: int, now_ns: int) -> float | None:
+        """Feed the top of the reference book (price units, our ticks): learns the
+        reference tick, then :meth:`update` with the mid. The move in σ when it trips."""
+        g = math.gcd(self.ref_tick, best_bid, best_ask)
+        if g > 0:
+            self.ref_tick = g
+        mid = (best_bid + best_ask) * 0.5
+        if mid <= 0:
+            return None
+        return self.update(mid, now_ns, max(g, 1) / mid * 1e4)
+
+    def gap(self) -> None:
+        """The price history no longer joins up (re-sync, reconnect, new replay pass)."""
+        self._hist.clear()
+
+    def sigma_bps(self, tick_bps: float = 0.0) -> float:
+        """σ of 1-second moves in bps with its floors."""
+        return max(self._var**0.5, tick_bps, self.floor_bps)
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._armed_ns) and bool(self._hist) and self._hist[-1][0] >= self._armed_ns
 
     def update(self, mid: float, now_ns: int, tick_bps: float) -> float | None:
-        """Feed a mid; returns the move in σ when the switch trips, else None."""
+        """Feed a mid and the reference tick in bps; returns the move in σ when the
+        switch trips, else None."""
         h = self._hist
         if not self._armed_ns:
             self._armed_ns = now_ns + self.warmup_ns
@@ -273,11 +336,121 @@ class KillSwitch:
             self._n += 1
             a = 2.0 / (min(self._n, 2000) + 1)
             self._var += a * (move * move - self._var)
-        if now_ns < self._armed_ns or not h:
-            return None
+        sigma = self.sigma_bps(tick_bps)
+        self.last_sigma_bps = sigma
         m_old = h[0][1]
         move = abs(mid / m_old - 1.0) * 1e4 if m_old > 0 else 0.0
-        sigma = max(self._var**0.5, tick_bps, self.floor_bps)
+        z = move / sigma
+        self.last_sigma = z
+        if now_ns < self._armed_ns:
+            return None
+        if z > self.max_sigma:
+            self.max_sigma = z
         if move > self.k * sigma:
-            return move / sigma
+            return z
         return None
+
+    def status(self) -> dict[str, object]:
+        return {
+            "sigma_bps": round(self.last_sigma_bps, 4),
+            "reference_tick": self.ref_tick,
+            "last_move_sigma": round(self.last_sigma, 3),
+            "max_move_sigma": round(self.max_sigma, 3),
+            "trip_sigma": self.k,
+            "armed": self.armed,
+        }
+
+
+class PriceBand:
+    """Holds a reference mid that jumps too far until the market confirms it.
+
+    A mid further than the band from the last good mid (or from the mid of
+    our own venue's book, when the venue reports one) is *held*: not quoted
+    on, not fed to signals, volatility or the kill switch. It becomes the
+    new good mid once every mid for ``confirm_s`` of market time has stayed
+    within the band of it (a real move); a mid back within the band of the
+    last good one ends the hold at once (a bad tick, counted in
+    ``rejected``). The band is ``sigma_k`` σ of 1-second moves (the kill
+    switch's σ, floored at the reference tick), capped at ``max_pct`` % when
+    that is set. The last good mid is kept across re-syncs and reconnects.
+    """
+
+    __slots__ = (
+        "confirm_ns",
+        "confirmed",
+        "good",
+        "held",
+        "last_outcome",
+        "max_pct",
+        "pending",
+        "pending_ns",
+        "rejected",
+        "sigma_k",
+    )
+
+    def __init__(self, sigma_k: float, max_pct: float, confirm_s: float) -> None:
+        self.sigma_k = sigma_k
+        self.max_pct = max_pct
+        self.confirm_ns = int(confirm_s * NS_PER_S)
+        self.good = 0.0
+        self.pending = 0.0
+        self.pending_ns = 0
+        self.held = 0
+        self.rejected = 0
+        self.confirmed = 0
+        self.last_outcome = ""
+
+    def limit_bps(self, sigma_bps: float) -> float:
+        lim = self.sigma_k * sigma_bps if self.sigma_k > 0 else float("inf")
+        if self.max_pct > 0:
+            lim = min(lim, self.max_pct * 100.0)
+        return lim
+
+    def check(
+        self, mid: float, now_ns: int, sigma_bps: float, venue_mid: float | None = None
+    ) -> str | None:
+        """None when ``mid`` is good (it becomes the last good mid); else why it is held."""
+        lim = self.limit_bps(sigma_bps)
+        ref = self.good
+        if ref <= 0 and venue_mid is not None and venue_mid > 0:
+            ref = venue_mid
+        if ref <= 0:
+            self.good = mid
+            return None
+        jump = abs(mid / ref - 1.0) * 1e4
+        if venue_mid is not None and venue_mid > 0:
+            jump = max(jump, abs(mid / venue_mid - 1.0) * 1e4)
+        if jump <= lim:
+            if self.pending:
+                self.pending = 0.0
+                self.rejected += 1
+                self.last_outcome = "back within the band: the jump was not confirmed"
+            self.good = mid
+            return None
+        p = self.pending
+        if p > 0 and abs(mid / p - 1.0) * 1e4 <= lim:
+            if now_ns - self.pending_ns >= self.confirm_ns:
+                self.pending = 0.0
+                self.confirmed += 1
+                self.last_outcome = (
+                    f"confirmed: the mid held {jump:.0f} bps away for "
+                    f"{(now_ns - self.pending_ns) / 1e9:.1f} s"
+                )
+                self.good = mid
+                return None
+        else:
+            self.pending, self.pending_ns = mid, now_ns
+            self.held += 1
+        return (
+            f"reference mid {jump:.0f} bps from the last good price (band {lim:.0f} bps): "
+            f"held until it stays there for {self.confirm_ns / 1e9:g} s"
+        )
+
+    def status(self) -> dict[str, object]:
+        return {
+            "good_mid": self.good,
+            "holding": self.pending > 0,
+            "held": self.held,
+            "rejected": self.rejected,
+            "confirmed": self.confirmed,
+        }

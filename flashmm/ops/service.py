@@ -324,7 +324,12 @@ class OpsServices:
             latched.append(name)
             b = e.risk.breakers.get(name)
             action = b.action if b is not None else HALT
-            logger.warning("restoring latched breaker {}: {}", name, rec.reason)
+            logger.warning(
+                "restoring latched breaker {} (tripped before this start: {}); it stays "
+                "until 'flashmm reset --confirm'",
+                name,
+                rec.reason,
+            )
             if action == HALT:
                 e.emergency_stop(rec.reason, now, breaker=name)
             elif b is not None:
