@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from conftest import NEXO_23, ROOT
+from kit.data import NEXO_23, ROOT
 
 from flashmm.config import load_config
 from flashmm.engine import HALTED, RUNNING, Engine
@@ -101,7 +99,7 @@ def _scaled(snap_bids: list[tuple[int, int]], k: int) -> list[tuple[int, int]]:
     return [(p * k, q) for p, q in snap_bids]
 
 
-def test_a_10x_reference_after_a_resync_never_reaches_an_order(shared_data: Path) -> None:
+def test_a_10x_reference_after_a_resync_never_reaches_an_order() -> None:
     engine = _engine("risk.kill_switch_enabled=true")
     cfg = engine.cfg
     events = list(ReplayFeed([NEXO_23], scales_for(cfg.specs())).events())
@@ -150,7 +148,7 @@ def test_a_10x_reference_after_a_resync_never_reaches_an_order(shared_data: Path
     assert worst < 0.05  # no order anywhere near 10x
 
 
-def test_a_crossed_reference_book_pulls_under_crossed_book(shared_data: Path) -> None:
+def test_a_crossed_reference_book_pulls_under_crossed_book() -> None:
     engine = _engine()
     events = list(ReplayFeed([NEXO_23], scales_for(engine.cfg.specs())).events())
     placed: list[OrderRequest] = []
@@ -183,7 +181,7 @@ class NoLiquiditySim(SimVenue):
         self.takes.append(now_ns)
 
 
-def test_halted_flatten_backs_off_and_sends_nothing_when_flat(shared_data: Path) -> None:
+def test_halted_flatten_backs_off_and_sends_nothing_when_flat() -> None:
     cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false"])
     venue = NoLiquiditySim({s.symbol: s for s in cfg.specs()})
     venue.takes = []
@@ -214,7 +212,7 @@ def test_halted_flatten_backs_off_and_sends_nothing_when_flat(shared_data: Path)
     assert len(venue.takes) == 6 and gaps == pytest.approx([2, 4, 8, 16, 32], abs=0.21)
 
 
-def test_local_recipe_runs_30_minutes_without_a_halt(shared_data: Path) -> None:
+def test_local_recipe_runs_30_minutes_without_a_halt() -> None:
     """The docs/sei.md recipe in data time: NEXO/USDT (tick 0.001) looped as `feed serve
     --loop` plays it, driving SEI/USDC (tick 0.0001) with the risk, strategy and model
     settings of configs/local.yaml, on the simulated venue and clock."""
