@@ -442,6 +442,69 @@ def bundled_file(name: str) -> Path:
     return PACKAGE_DATA / name
 
 
+def full_dump(cfg: Config) -> dict[str, Any]:
+    """The profile as plain data with every default filled in, nested sections too
+    (strategy params, model, simulator and Sei venue settings)."""
+    out: dict[str, Any] = cfg.model_dump(mode="json", by_alias=True)
+    from flashmm.strategy import get_strategy_class
+
+    params = get_strategy_class(cfg.strategy.name).params_model.model_validate(cfg.strategy.params)
+    out["strategy"]["params"] = params.model_dump(mode="json")
+    for section, loader in _SECTION_MODELS.items():
+        value = _get_path(cfg, section)
+        model = loader()
+        if model is None or (value is None and section == "venue.sei"):
+            continue
+        *parents, last = section.split(".")
+        node = out
+        for key in parents:
+            node = node[key]
+        node[last] = model.model_validate(value or {}).model_dump(mode="json")
+    return out
+
+
+def check_files(cfg: Config) -> list[str]:
+    """Problems with the files a profile names: missing recordings, keystore or
+    deployment, and a model that does not load. One line each; empty when all is well."""
+    problems: list[str] = []
+    if cfg.feed.kind == "replay":
+        for i, f in enumerate(cfg.feed.files):
+            if not resolve_path(f).is_file():
+                hint = (
+                    f"bundled: {', '.join(bundled_names())}" if f.startswith(BUNDLED_PREFIX) else ""
+                )
+                problems.append(
+                    f"feed.files[{i}]: file not found: {f}" + (f" ({hint})" if hint else "")
+                )
+    sei = cfg.venue.sei or {}
+    for key in ("keystore", "deployment"):
+        value = sei.get(key)
+        if isinstance(value, str) and not Path(value).expanduser().is_file():
+            hint = (
+                " (written by `flashmm chain local` or `chain deploy`)"
+                if key == "deployment"
+                else ""
+            )
+            problems.append(f"venue.sei.{key}: file not found: {value}{hint}")
+    model_cls = _model_settings()
+    if model_cls is not None:
+        settings: Any = model_cls.model_validate(cfg.model)
+        if settings.enabled and settings.path:
+            path = settings.resolve_path()
+            if path is None or not path.is_file():
+                problems.append(f"model.path: file not found: {settings.path}")
+            else:
+                try:
+                    from flashmm.predict.onnx_model import OnnxPredictor
+
+                    OnnxPredictor(path)
+                except ImportError as exc:
+                    problems.append(f"model.path: cannot load {path.name} ({exc})")
+                except Exception as exc:  # a model that does not load is the problem reported
+                    problems.append(f"model.path: {path.name} does not load: {exc}")
+    return problems
+
+
 def load_dotenv_file() -> None:
     """Read ``.env`` in the current directory into the environment (never overriding)."""
     try:

@@ -69,10 +69,7 @@ def test_unknown_param_is_the_config_error(capsys: pytest.CaptureFixture[str]) -
     )
     assert code == 2
     (line,) = err.strip().splitlines()
-    assert (
-        line.startswith("flashmm: config error:")
-        and "strategy.params.gamma_typo: unknown key" in line
-    )
+    assert line.startswith("flashmm: error:") and "strategy.params.gamma_typo: unknown key" in line
 
 
 def test_bad_timestamp_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

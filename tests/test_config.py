@@ -116,7 +116,7 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2
-    assert all(line.startswith(f"flashmm: config error: {bad}: risk.") for line in lines)
+    assert all(line.startswith(f"flashmm: error: {bad}: risk.") for line in lines)
     assert "Traceback" not in r.stderr
     ok = subprocess.run(
         [sys.executable, "-m", "flashmm", "config", "validate", "configs/paper.yaml"],

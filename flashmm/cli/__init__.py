@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -22,7 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 110},
 )
 config_app = typer.Typer(help="Check strategy profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -75,15 +76,99 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def main(argv: list[str] | None = None) -> Any:
+# plain metavars in --help: by option name, else by type (flags show none)
+_METAVARS = {
+    "config": "PATH",
+    "data": "FILE",
+    "out": "PATH",
+    "socket": "PATH",
+    "set_": "KEY=VALUE",
+    "from_ts": "TIME",
+    "to_ts": "TIME",
+    "sweep": "FILE",
+    "ray": "ADDRESS",
+    "keystore": "FILE",
+    "deployment": "FILE",
+    "rpc_url": "URL",
+    "ws_url": "URL",
+    "rest_url": "URL",
+    "host": "HOST",
+    "market": "MARKET",
+    "rpc": "URL",
+    "ws": "URL",
+    "quote_token": "ADDRESS",
+    "address": "ADDRESS",
+    "dev_account": "ROLE",
+    "horizon": "DURATION",
+}
+
+
+def plain_metavars(cmd: Any) -> Any:
+    """Give every option of ``cmd`` and its subcommands a plain metavar (PATH, FILE, N)."""
+    for p in cmd.params:
+        if p.metavar is not None or getattr(p, "is_flag", False) or getattr(p, "count", False):
+            continue
+        desc = getattr(p, "type_descriptor", None)
+        ann = getattr(desc, "annotation", None)
+        if desc is not None and desc.is_list:
+            ann = (getattr(ann, "__args__", None) or (str,))[0]
+        choices = getattr(desc, "choices", None) if desc is not None else None
+        if choices:
+            p.metavar = "[" + "|".join(str(getattr(c, "value", c)) for c in choices) + "]"
+        elif p.name in _METAVARS:
+            p.metavar = _METAVARS[p.name]
+        elif ann is int:
+            p.metavar = "N"
+        elif ann is float:
+            p.metavar = "X"
+        elif desc is not None and desc.is_path:
+            p.metavar = "PATH"
+        else:
+            p.metavar = (p.name or "value").rstrip("_").upper().replace("_", "-")
+    for sub in getattr(cmd, "commands", {}).values():
+        plain_metavars(sub)
+    return cmd
+
+
+def command() -> Any:
+    """The click command tree of ``flashmm``, with plain metavars."""
+    return plain_metavars(typer.main.get_command(app))
+
+
+def error_line(what: str, why: str = "", hint: str = "") -> str:
+    """The one error format: ``flashmm: error: <what>: <why> (<hint>)``."""
+    line = f"flashmm: error: {what}"
+    if why:
+        line += f": {why}"
+    if hint:
+        line += f" ({hint})"
+    return line
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    from typer import _click
+
     try:
-        return app(args=argv, standalone_mode=True)
+        rv = command().main(args=argv, prog_name="flashmm", standalone_mode=False)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"flashmm: config error: {exc.path}: {problem}", file=sys.stderr)
+            print(error_line(exc.path, problem), file=sys.stderr)
         sys.exit(exc.exit_code)
     except FlashMMError as exc:
-        print(f"flashmm: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except _click.exceptions.NoArgsIsHelpError as exc:
+        print(exc.format_message(), file=sys.stderr)
+        sys.exit(2)
+    except _click.exceptions.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "flashmm"
+        msg = exc.format_message().rstrip(".")
+        print(error_line(msg, hint=f"see '{path} --help'"), file=sys.stderr)
+        sys.exit(2)
+    except _click.exceptions.ClickException as exc:
+        print(error_line(exc.format_message()), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
+    # like click's standalone mode: always exit, with the command's code
+    sys.exit(rv if isinstance(rv, int) else 0)

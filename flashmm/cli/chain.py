@@ -76,7 +76,7 @@ def local(
         Path("var/local-deployment.json"), "--out", help="Deployment JSON to write"
     ),
     block_time: float = typer.Option(0.4, "--block-time", help="Seconds per block (Sei: 0.4)"),
-    chain_id: int = typer.Option(1328, "--chain-id"),
+    chain_id: int = typer.Option(1328, "--chain-id", help="Chain id of the local chain"),
 ) -> None:
     """Start anvil, deploy tokens + FlashBook, create SEI/USDC and ETH/USDC, fund a maker
     and a taker, write the deployment file, and keep the chain running until Ctrl-C."""
@@ -142,8 +142,10 @@ def deploy(
         help="Existing quote token (testnet USDC 0x4fCF1784B31630811181f670Aea7A7bEF803eaED)",
     ),
     keystore: Path | None = KEYSTORE_OPT,
-    max_fee_gwei: float = typer.Option(100.0, "--max-fee-gwei"),
-    out: Path = typer.Option(Path("var/deployment.json"), "--out"),
+    max_fee_gwei: float = typer.Option(100.0, "--max-fee-gwei", help="Fee cap per gas (gwei)"),
+    out: Path = typer.Option(
+        Path("var/deployment.json"), "--out", help="Deployment JSON to write (for venue.sei)"
+    ),
 ) -> None:
     """Deploy FlashBook (+ test base tokens, and a test quote token unless given) and markets."""
     from flashmm.venues.sei.abi import book_abi
@@ -259,9 +261,9 @@ def deposit(
 
 @app.command()
 def withdraw(
-    market: str = typer.Option(..., "--market"),
-    base: str = typer.Option("0", "--base"),
-    quote: str = typer.Option("0", "--quote"),
+    market: str = typer.Option(..., "--market", help="e.g. SEI/USDC"),
+    base: str = typer.Option("0", "--base", help="Base tokens to withdraw (decimal)"),
+    quote: str = typer.Option("0", "--quote", help="Quote tokens to withdraw (decimal)"),
     deployment: Path = DEP_OPT,
     rpc: str | None = RPC_OPT,
     chain_id: int | None = CHAIN_OPT,
@@ -274,8 +276,8 @@ def withdraw(
 
 @app.command()
 def book(
-    market: str = typer.Option("SEI/USDC", "--market"),
-    levels: int = typer.Option(5, "--levels"),
+    market: str = typer.Option("SEI/USDC", "--market", help="Market to show"),
+    levels: int = typer.Option(5, "--levels", help="Price levels per side"),
     deployment: Path = DEP_OPT,
     rpc: str | None = RPC_OPT,
 ) -> None:
@@ -306,11 +308,11 @@ def book(
 
 @app.command()
 def taker(
-    market: str = typer.Option("SEI/USDC", "--market"),
+    market: str = typer.Option("SEI/USDC", "--market", help="Market to trade"),
     rate: float = typer.Option(0.5, "--rate", help="Takes per second"),
     size: int = typer.Option(3, "--size", help="Maximum lots per take"),
     duration: float = typer.Option(0.0, "--duration", help="Seconds to run (0 = until Ctrl-C)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed of sides and sizes"),
     deployment: Path = DEP_OPT,
     rpc: str | None = RPC_OPT,
     chain_id: int | None = CHAIN_OPT,

@@ -66,10 +66,10 @@ def serve(
     except KeyboardInterrupt:
         pass
     except FlashMMError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"flashmm: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except OSError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"flashmm: error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -200,8 +200,12 @@ def record(
         ..., help="Output .gz; with several symbols one file each ({symbol} placeholder)"
     ),
     duration: float | None = typer.Option(None, help="Seconds to record (default: until Ctrl-C)"),
-    ws_url: str = typer.Option("wss://stream.binance.com:9443", "--ws-url"),
-    rest_url: str = typer.Option("https://api.binance.com", "--rest-url"),
+    ws_url: str = typer.Option(
+        "wss://stream.binance.com:9443", "--ws-url", help="Binance WebSocket endpoint"
+    ),
+    rest_url: str = typer.Option(
+        "https://api.binance.com", "--rest-url", help="Binance REST endpoint (snapshots)"
+    ),
     depth_limit: int = typer.Option(1000, "--depth-limit", help="Levels in the REST snapshot"),
 ) -> None:
     """Record a live combined stream to `<ts_us> <json>` gzip lines, snapshot first."""
@@ -216,7 +220,7 @@ def record(
         typer.echo("stopped", err=True)
         return
     except (ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"flashmm: error: {exc}", err=True)
         raise typer.Exit(2) from None
     for s, path in summary["files"].items():
         note = " (no snapshot received: empty)" if s in summary["without_snapshot"] else ""

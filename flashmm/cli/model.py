@@ -19,7 +19,7 @@ app = typer.Typer(help="Check and evaluate prediction models.", no_args_is_help=
 
 def _fail(exc: Exception) -> typer.Exit:
     code = getattr(exc, "exit_code", 2)
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"flashmm: error: {exc}", err=True)
     return typer.Exit(code)
 
 
@@ -68,7 +68,7 @@ def train_command(
     except FlashMMError as exc:
         raise _fail(exc) from None
     except ImportError as exc:
-        typer.echo(f"error: training needs the 'train' extras ({exc})", err=True)
+        typer.echo(f"flashmm: error: training needs the 'train' extras ({exc})", err=True)
         raise typer.Exit(2) from None
     wall = time.perf_counter() - t0
     if json_out:

@@ -123,12 +123,23 @@ def _print_summary(summary: dict[str, Any], json_out: bool) -> None:
 
 
 def backtest(
-    config: ConfigOpt = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Strategy profile: a YAML file or a shipped name. Default: backtest"
+            " (the bundled 20 minutes of NEXO).",
+        ),
+    ] = None,
     data: DataOpt = None,
-    from_ts: Annotated[str | None, typer.Option("--from", help="Start time (ISO or ns).")] = None,
-    to_ts: Annotated[str | None, typer.Option("--to", help="End time (ISO or ns).")] = None,
+    from_ts: Annotated[
+        str | None,
+        typer.Option("--from", help="Start time: ISO 8601 (UTC if no zone) or epoch s/ms/µs/ns."),
+    ] = None,
+    to_ts: Annotated[str | None, typer.Option("--to", help="End time, as --from.")] = None,
     out: Annotated[
-        str | None, typer.Option("--out", help="Write report.json, plots, fills.csv here.")
+        str | None, typer.Option("--out", help="Folder for report.json, fills.csv and plots.html.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
     set_: SetOpt = None,
@@ -160,24 +171,43 @@ def backtest(
 
 
 def config_validate(
-    path: Annotated[str, typer.Argument(help="Profile to check.")],
+    path: Annotated[str, typer.Argument(metavar="PATH", help="Profile to check (file or name).")],
     set_: SetOpt = None,
 ) -> None:
-    """Check a profile: one line per problem with the field path; exit 2 when invalid."""
+    """Check a profile and the files it names; one line per problem, exit 2 when invalid."""
+    from flashmm.config import check_files
+    from flashmm.errors import ConfigError
+
     cfg = _load(path, set_)
+    problems = check_files(cfg)
+    if problems:
+        raise ConfigError(path, problems)
     typer.echo(
         f"{path}: OK (mode {cfg.mode}, {len(cfg.markets)} market(s): "
-        f"{', '.join(m.symbol for m in cfg.markets)}; venue {cfg.venue.kind})"
+        f"{', '.join(m.symbol for m in cfg.markets)}; venue {cfg.venue.kind}; files found"
+        + ("; model loads" if cfg.model.get("enabled", True) else "")
+        + ")"
     )
 
 
 def config_show(
-    path: Annotated[str | None, typer.Argument(help="Profile to show.")] = None,
+    path: Annotated[
+        str | None,
+        typer.Argument(metavar="[PATH]", help="Profile to show (file or name; default paper)."),
+    ] = None,
     set_: SetOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
-    """Print a profile with every default filled in (as JSON)."""
-    cfg = _load(path, set_)
-    typer.echo(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
+    """Print a profile as YAML with every default filled in, nested sections too."""
+    from flashmm.config import full_dump
+
+    data = full_dump(_load(path, set_))
+    if json_out:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    import yaml
+
+    typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
 def version() -> None:

@@ -50,7 +50,11 @@ def new(
 
 
 @app.command()
-def address(keystore: Path | None = typer.Option(None, "--keystore")) -> None:
+def address(
+    keystore: Path | None = typer.Option(
+        None, "--keystore", help="Keystore file (else FLASHMM_PRIVATE_KEY)"
+    ),
+) -> None:
     """The address of the configured key (keystore, else FLASHMM_PRIVATE_KEY)."""
     from flashmm.errors import UserInputError
     from flashmm.venues.sei.errors import KeySourceError
@@ -71,7 +75,9 @@ def balances(
     rpc: str | None = typer.Option(
         None, "--rpc", help="JSON-RPC URL (default: from the deployment)"
     ),
-    keystore: Path | None = typer.Option(None, "--keystore"),
+    keystore: Path | None = typer.Option(
+        None, "--keystore", help="Keystore file (else FLASHMM_PRIVATE_KEY)"
+    ),
     role: str | None = typer.Option(
         None, "--role", help="Address of a role in the deployment file (maker, taker...)"
     ),

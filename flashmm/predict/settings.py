@@ -54,13 +54,14 @@ class ModelSettings(BaseModel):
 
     def resolve_path(self) -> Path | None:
         """The model file: ``path`` as given if absolute, else against the
-        current directory, then the repository root. ``None`` when unset."""
+        current directory, the repository root, then FlashMM's package (where the
+        shipped model is installed). ``None`` when unset."""
         if not self.path:
             return None
         p = Path(self.path).expanduser()
         if p.is_absolute():
             return p
-        for base in (Path.cwd(), REPO_ROOT):
+        for base in (Path.cwd(), REPO_ROOT, REPO_ROOT / "flashmm"):
             if (base / p).exists():
                 return base / p
         return Path.cwd() / p
