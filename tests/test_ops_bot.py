@@ -505,3 +505,58 @@ def test_kill_switch_on_a_10pct_jump_ends_flat_and_halted_and_stays_halted(
             assert bot.terminate() == 0, bot.stderr()
         finally:
             bot.close()
+
+
+# --- a journal that fails loudly ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_corrupted_journal_page_stops_quoting_exits_1_and_next_start_names_it(
+    tmp_path: Path,
+) -> None:
+    from test_ops_journal import corrupt_table
+
+    from flashmm.ops.journal import Journal
+    from flashmm.types import Order, OrderState, Side
+
+    with tmp_socket_dir() as sock_dir:
+        profile = make_profile(tmp_path, sock_dir, name="broken", speed=20)
+        runs = tmp_path / "data" / "runs" / "broken"
+        with Journal(runs, name="20000101T000000-1") as j:  # an earlier run on this profile
+            for cid in (1, 2, 3):
+                j.order_event(Order("SEI/USDC", cid, Side.BUY, 100, 1, 0, OrderState.DONE, 1))
+        corrupt_table(j.path, "order_events")  # a real bad page on disk
+
+        bot = Bot(profile, tmp_path, bot_env(), args=("--resume",))
+        try:
+            st = bot.wait_ready()
+            assert st["journal"]["path"] == str(j.path)
+
+            def tripped() -> dict[str, Any] | None:
+                s = bot.status()
+                b = s["breakers"].get("journal") or {}
+                return s if b.get("state") == "tripped" else None
+
+            st = wait_for(tripped, 60, "journal breaker")
+            assert st["state"] == "paused" and "malformed" in st["breakers"]["journal"]["reason"]
+            assert "malformed" in st["journal"]["failure"]
+            wait_for(lambda: not quotes(bot.status()), 30, "quotes pulled")
+            assert not bot.command("resume")["ok"]
+            assert bot.terminate() == 1, bot.stderr()
+        finally:
+            bot.close()
+        summary = bot.summary()
+        assert "malformed" in summary["journal"]["failure"]
+        assert summary["orders_left_open"] == 0
+        last = bot.stderr().strip().splitlines()[-1]
+        assert last.startswith("flashmm: error: journal ") and "malformed" in last
+
+        again = Bot(profile, tmp_path, bot_env(), args=("--resume",))
+        try:
+            assert again.proc.wait(60) == 1
+        finally:
+            again.close()
+        err = again.stderr()
+        assert "Traceback" not in err
+        line = err.strip().splitlines()[-1]
+        assert str(j.path) in line and "could not write" in line and "--new-journal" in line

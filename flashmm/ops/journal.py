@@ -533,6 +533,7 @@ class Journal:
         """Order events folded into daily counts by this run."""
         self._next_compact = 0.0 if self._keep_ns is not None else float("inf")
         self._compacting = False
+        self._bad_table = False
         self._thread = threading.Thread(target=self._run, name="flashmm-journal", daemon=True)
         self._thread.start()
 
@@ -956,8 +957,9 @@ class Journal:
             if self.error is not None:
                 logger.warning("journal {}: writes succeed again", self.path)
                 self.error = None
-                with contextlib.suppress(OSError):
-                    self._write_marker(None)  # nothing lost: every failed batch was retried
+                if not self._bad_table:
+                    with contextlib.suppress(OSError):
+                        self._write_marker(None)  # nothing lost: every failed batch was retried
             self.commits += 1
             fills = [p[0] for _, kind, p in batch if kind == _FILL]
             if self._on_durable is None:
@@ -980,15 +982,16 @@ class Journal:
 
     def _failed(self, conn: sqlite3.Connection | None, exc: BaseException) -> None:
         """Latch a write error (log, marker) and drop the connection."""
-        if self.error is None:
-            logger.error("journal {}: write failed, retrying: {}", self.path, exc)
-        self.error = exc
+        what = f"{type(exc).__name__}: {exc}"
         if self.failure is None:
-            self.failure = f"{type(exc).__name__}: {exc}"
+            self.failure = what
+        if self.error is None:  # a new episode: the marker says so until writes succeed
+            logger.error("journal {}: write failed, retrying: {}", self.path, exc)
             try:
-                self._write_marker(self.failure)
+                self._write_marker(what)
             except OSError as mexc:
                 logger.error("journal marker {}: cannot write: {}", self.marker_path, mexc)
+        self.error = exc
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
@@ -1034,6 +1037,8 @@ class Journal:
         except (sqlite3.Error, OSError) as exc:
             self._compacting = False
             self._next_compact = time.monotonic() + _COMPACT_EVERY_S
+            # not retried: other tables may still work, but this file needs a look
+            self._bad_table = True
             self._failed(conn, exc)
             return None
         self.compacted += n
