@@ -11,30 +11,51 @@ pragma solidity 0.8.28;
 /// `price * size * tickValue` quote units. A resting buy locks the quote amount, a
 /// resting sell locks the base amount; both are released on cancel.
 ///
-/// Storage is laid out for Sei, where a zero-to-nonzero SSTORE costs 72,000 gas:
-///   - each owner has 256 order slots per market, chosen by the client; a slot is reused
+/// Storage is laid out for Sei, where a zero-to-nonzero SSTORE is expensive (a chain
+/// parameter, 72,000 gas in sei-chain v6.3.0):
+///   - each owner has 232 order slots per market, chosen by the client; a slot is reused
 ///     and its word never returns to zero (bit 255 is a sentinel);
+///   - a seat word per (owner, market) holds the owner's trader index and a mask of the
+///     slots that may hold a live order, so cancelAll costs what the owner has;
 ///   - price levels are FIFO queues linked through the order words; four levels share
 ///     one storage word (head and tail, 32 bits each); an emptied level keeps its stale
-///     tail, so a level word never returns to zero either;
+///     tail, so a level word never returns to zero either; `warm` pre-pays level and
+///     bitmap words over a price range so a later trend through it writes none;
 ///   - a per-side tick bitmap (255 ticks per word plus a sentinel bit) and best-price
 ///     hints in the market word find the top of the book;
-///   - balances live in one word per (owner, market) account: quote 128 bits, base 120.
-/// Steady-state requoting therefore writes no fresh storage slot.
+///   - balances live in one word per (market, trader) account: quote 128 bits, base 120.
+/// Every key is built from validated parts that occupy disjoint bit ranges, so two
+/// different (owner, market) pairs can never share a word.
+///
+/// Safety levers: a guardian can pause new orders and takes in a market (never cancels
+/// or withdrawals); the admin (two-step transfer) lists, delists to cancel-only, sets a
+/// minimum order size. Loops a stranger can lengthen are bounded: takes stop at a
+/// caller-given number of levels and orders and a fixed scan budget, `depth` is paginated,
+/// levels per side are capped.
 contract FlashBook {
     // ------------------------------------------------------------------ constants
     uint256 private constant SENTINEL = 1 << 255;
     uint256 private constant LIVE = 1 << 225;
+    uint256 private constant U8 = 0xff;
     uint256 private constant U16 = 0xffff;
     uint256 private constant U32 = 0xffffffff;
+    uint256 private constant U56 = (1 << 56) - 1;
     uint256 private constant U64 = 0xffffffffffffffff;
-    uint256 private constant U96 = (1 << 96) - 1;
+    uint256 private constant U88 = (1 << 88) - 1;
     uint256 private constant U120 = (1 << 120) - 1;
     uint256 private constant U128 = (1 << 128) - 1;
     uint256 private constant NO_ASK = 0xffffffff;
     uint256 private constant MAX_TICK = 0xfffffffe;
     uint256 private constant TPW = 255; // ticks per bitmap word; bit 255 is the sentinel
     uint256 private constant MAX_SCAN_WORDS = 64;
+    uint256 private constant MAX_MIN_SIZE = (1 << 13) - 1;
+    uint256 private constant SLOT_MASK = (1 << 232) - 1;
+    uint256 private constant MAX_DEPTH_ORDERS = 4096;
+
+    /// Order slots per owner and market.
+    uint256 public constant SLOTS = 232;
+    /// Price levels per side and market; a placement that would add one more reverts.
+    uint256 public constant MAX_LEVELS = 65535;
 
     /// Requote op kinds (bits 176..183 of an op word).
     uint256 public constant OP_CANCEL = 0;
@@ -46,6 +67,13 @@ contract FlashBook {
     uint256 public constant REJECT_SLOT_BUSY = 2;
     uint256 public constant REJECT_FUNDS = 3;
     uint256 public constant REJECT_BAD_ORDER = 4;
+    uint256 public constant REJECT_TOO_SMALL = 5;
+    uint256 public constant REJECT_CLOSED = 6;
+
+    /// Market status (bits 158..159 of the market word).
+    uint256 public constant OPEN = 0;
+    uint256 public constant PAUSED = 1;
+    uint256 public constant DELISTED = 2;
 
     // ------------------------------------------------------------------ events
     // `info` packs one order (LSB first): clientId 0..63 | price 64..95 | size 96..159 |
@@ -60,29 +88,54 @@ contract FlashBook {
     event Deposit(address indexed owner, uint256 indexed market, uint256 baseAmount, uint256 quoteAmount);
     event Withdraw(address indexed owner, uint256 indexed market, uint256 baseAmount, uint256 quoteAmount);
     event MarketCreated(
-        uint256 indexed market, address base, address quote, uint256 tickValue, uint256 lotUnits
+        uint256 indexed market,
+        address base,
+        address quote,
+        uint256 tickValue,
+        uint256 lotUnits,
+        uint256 baseDecimals,
+        uint256 quoteDecimals
     );
+    event MarketStatus(uint256 indexed market, uint256 status);
+    event MinSize(uint256 indexed market, uint256 minSize);
+    event AdminTransferStarted(address indexed admin, address indexed pending);
+    event AdminTransferred(address indexed previous, address indexed admin);
+    event GuardianSet(address indexed guardian);
 
     // ------------------------------------------------------------------ errors
     error NotAdmin();
+    error NotGuardian();
     error NoAccount();
     error UnknownMarket();
     error BadMarket();
+    error BadToken(address token);
+    error BadAmount();
+    error FeeOnTransfer(address token);
     error InsufficientBalance();
     error TransferFailed();
     error BadSide();
+    error Expired(uint256 deadline, uint256 timestamp);
+    error MarketPaused(uint256 market);
+    error MarketDelisted(uint256 market);
+    error LevelCap(uint256 market, uint256 side);
 
     // ------------------------------------------------------------------ storage
-    address public immutable admin;
+    address public admin;
+    address public pendingAdmin;
+    address public guardian;
     uint256 public marketCount;
     uint256 public traderCount;
     mapping(address => uint256) public traderIndex;
     mapping(uint256 => address) public traderAddress;
     mapping(uint256 => address) public baseToken;
     mapping(uint256 => address) public quoteToken;
-    // market word: tickValue 0..63 | lotUnits 64..159 | bestBid 160..191 | bestAsk 192..223 |
-    //              bidLevels 224..239 | askLevels 240..255
+    // decimals word: baseDecimals 0..7 | quoteDecimals 8..15, read from the tokens at listing
+    mapping(uint256 => uint256) internal _decimals;
+    // market word: tickValue 0..55 | lotUnits 56..143 | minSize 144..156 | status 158..159 |
+    //              bestBid 160..191 | bestAsk 192..223 | bidLevels 224..239 | askLevels 240..255
     mapping(uint256 => uint256) internal _markets;
+    // seat word (key market << 160 | owner): slot mask 0..231 | trader 232..255
+    mapping(uint256 => uint256) internal _seats;
     // order word (key market << 32 | ref, ref = trader << 8 | slot): clientId 0..63 |
     // price 64..95 | size 96..159 | prev 160..191 | next 192..223 | ask 224 | live 225 | sentinel 255
     mapping(uint256 => uint256) internal _orders;
@@ -90,7 +143,7 @@ contract FlashBook {
     mapping(uint256 => uint256) internal _levels;
     // bitmap word (key market << 33 | side << 32 | tick / 255)
     mapping(uint256 => uint256) internal _bitmaps;
-    // account word (key trader << 16 | market): quote 0..127 | base 128..247 | sentinel 255
+    // account word (key market << 24 | trader): quote 0..127 | base 128..247 | sentinel 255
     mapping(uint256 => uint256) internal _accounts;
 
     /// Working state of one call, kept in memory and written back once.
@@ -100,55 +153,148 @@ contract FlashBook {
         uint256 trader;
         uint256 quote;
         uint256 base;
+        uint256 seat;
         uint256 mkt0; // market word as read
         uint256 acct0; // account word as read
+        uint256 seat0; // seat word as read
     }
 
     constructor() {
         admin = msg.sender;
+        emit AdminTransferred(address(0), msg.sender);
     }
 
     // ================================================================== admin
+    modifier onlyAdmin() {
+        if (msg.sender != admin) revert NotAdmin();
+        _;
+    }
+
+    /// @notice List a market. Both tokens must be contracts answering `decimals()`.
     function createMarket(address base, address quote, uint256 tickValue, uint256 lotUnits)
         external
+        onlyAdmin
         returns (uint256 market)
     {
-        if (msg.sender != admin) revert NotAdmin();
-        if (tickValue == 0 || tickValue > U64 || lotUnits == 0 || lotUnits > U96) revert BadMarket();
-        if (base == address(0) || quote == address(0) || base == quote) revert BadMarket();
+        if (tickValue == 0 || tickValue > U56 || lotUnits == 0 || lotUnits > U88) revert BadMarket();
+        if (base == quote) revert BadMarket();
+        uint256 bd = _decimalsOf(base);
+        uint256 qd = _decimalsOf(quote);
         market = ++marketCount;
         if (market > U16) revert BadMarket();
         baseToken[market] = base;
         quoteToken[market] = quote;
-        _markets[market] = tickValue | (lotUnits << 64) | (NO_ASK << 192);
-        emit MarketCreated(market, base, quote, tickValue, lotUnits);
+        _decimals[market] = bd | (qd << 8);
+        _markets[market] = tickValue | (lotUnits << 56) | (1 << 144) | (NO_ASK << 192);
+        emit MarketCreated(market, base, quote, tickValue, lotUnits, bd, qd);
+    }
+
+    /// @notice First step of an admin transfer; the new admin must call `acceptAdmin`.
+    function transferAdmin(address next) external onlyAdmin {
+        pendingAdmin = next;
+        emit AdminTransferStarted(msg.sender, next);
+    }
+
+    function acceptAdmin() external {
+        if (msg.sender != pendingAdmin || msg.sender == address(0)) revert NotAdmin();
+        emit AdminTransferred(admin, msg.sender);
+        admin = msg.sender;
+        pendingAdmin = address(0);
+    }
+
+    function setGuardian(address next) external onlyAdmin {
+        guardian = next;
+        emit GuardianSet(next);
+    }
+
+    /// @notice Stop new orders and takes in `market` (0: every market). Cancels and
+    /// withdrawals keep working. The guardian or the admin.
+    function pause(uint256 market) external {
+        if (msg.sender != guardian && msg.sender != admin) revert NotGuardian();
+        if (market != 0) {
+            _setStatus(market, PAUSED);
+            return;
+        }
+        uint256 n = marketCount;
+        for (uint256 i = 1; i <= n; ++i) {
+            if ((_markets[i] >> 158) & 3 == OPEN) _setStatus(i, PAUSED);
+        }
+    }
+
+    /// @notice Reopen a paused market. Admin only.
+    function unpause(uint256 market) external onlyAdmin {
+        _setStatus(market, OPEN);
+    }
+
+    /// @notice Delist: the market becomes cancel-only for good (no orders, takes or
+    /// deposits; cancels and withdrawals work). Admin only.
+    function delist(uint256 market) external onlyAdmin {
+        _setStatus(market, DELISTED);
+    }
+
+    /// @notice Smallest size (lots) a new order may have, 1..8191. Admin only.
+    function setMinSize(uint256 market, uint256 minSize) external onlyAdmin {
+        uint256 m = _markets[market];
+        if (m == 0) revert UnknownMarket();
+        if (minSize == 0 || minSize > MAX_MIN_SIZE) revert BadMarket();
+        _markets[market] = (m & ~(MAX_MIN_SIZE << 144)) | (minSize << 144);
+        emit MinSize(market, minSize);
+    }
+
+    function _setStatus(uint256 market, uint256 status) private {
+        uint256 m = _markets[market];
+        if (m == 0) revert UnknownMarket();
+        if ((m >> 158) & 3 == DELISTED) revert MarketDelisted(market);
+        _markets[market] = (m & ~(uint256(3) << 158)) | (status << 158);
+        emit MarketStatus(market, status);
+    }
+
+    function _decimalsOf(address token) private view returns (uint256 d) {
+        if (token.code.length == 0) revert BadToken(token);
+        (bool ok, bytes memory ret) = token.staticcall(abi.encodeWithSelector(0x313ce567));
+        if (!ok || ret.length < 32) revert BadToken(token);
+        d = abi.decode(ret, (uint256));
+        if (d > 36) revert BadToken(token);
     }
 
     // ================================================================== funds
+    /// @notice Move tokens into the caller's account in `market`. Tokens that deliver
+    /// less than the amount (fee on transfer) are refused.
     function deposit(uint256 market, uint256 baseAmount, uint256 quoteAmount) external {
-        if (_markets[market] == 0) revert UnknownMarket();
-        uint256 trader = traderIndex[msg.sender];
+        uint256 mkt = _markets[market];
+        if (mkt == 0) revert UnknownMarket();
+        if ((mkt >> 158) & 3 == DELISTED) revert MarketDelisted(market);
+        if (baseAmount == 0 && quoteAmount == 0) revert BadAmount();
+        uint256 sk = (market << 160) | uint256(uint160(msg.sender));
+        uint256 seat = _seats[sk];
+        uint256 trader = seat >> 232;
         if (trader == 0) {
-            trader = ++traderCount;
-            if (trader >= 1 << 24) revert NoAccount();
-            traderIndex[msg.sender] = trader;
-            traderAddress[trader] = msg.sender;
+            trader = traderIndex[msg.sender];
+            if (trader == 0) {
+                trader = ++traderCount;
+                if (trader >= 1 << 24) revert NoAccount();
+                traderIndex[msg.sender] = trader;
+                traderAddress[trader] = msg.sender;
+            }
+            _seats[sk] = trader << 232;
         }
-        uint256 key = (trader << 16) | market;
+        uint256 key = (market << 24) | trader;
         uint256 acct = _accounts[key];
         uint256 q = (acct & U128) + quoteAmount;
         uint256 b = ((acct >> 128) & U120) + baseAmount;
-        if (q > U128 || b > U120) revert InsufficientBalance();
+        if (q > U128 || b > U120) revert BadAmount();
         _accounts[key] = SENTINEL | (b << 128) | q;
         if (baseAmount != 0) _pull(baseToken[market], baseAmount);
         if (quoteAmount != 0) _pull(quoteToken[market], quoteAmount);
         emit Deposit(msg.sender, market, baseAmount, quoteAmount);
     }
 
+    /// @notice Move free tokens out of the caller's account in `market` (any status).
     function withdraw(uint256 market, uint256 baseAmount, uint256 quoteAmount) external {
-        uint256 trader = traderIndex[msg.sender];
+        if (_markets[market] == 0) revert UnknownMarket();
+        uint256 trader = _seats[(market << 160) | uint256(uint160(msg.sender))] >> 232;
         if (trader == 0) revert NoAccount();
-        uint256 key = (trader << 16) | market;
+        uint256 key = (market << 24) | trader;
         uint256 acct = _accounts[key];
         uint256 q = acct & U128;
         uint256 b = (acct >> 128) & U120;
@@ -159,11 +305,19 @@ contract FlashBook {
         emit Withdraw(msg.sender, market, baseAmount, quoteAmount);
     }
 
+    function _balanceOf(address token) private view returns (uint256) {
+        (bool ok, bytes memory ret) = token.staticcall(abi.encodeWithSelector(0x70a08231, address(this)));
+        if (!ok || ret.length < 32) revert TransferFailed();
+        return abi.decode(ret, (uint256));
+    }
+
     function _pull(address token, uint256 amount) private {
+        uint256 before = _balanceOf(token);
         (bool ok, bytes memory ret) = token.call(
             abi.encodeWithSelector(0x23b872dd, msg.sender, address(this), amount)
         );
         if (!ok || (ret.length != 0 && !abi.decode(ret, (bool)))) revert TransferFailed();
+        if (_balanceOf(token) - before != amount) revert FeeOnTransfer(token);
     }
 
     function _push(address token, uint256 amount) private {
@@ -180,9 +334,12 @@ contract FlashBook {
     ///  - OP_PLACE   (slot, clientId, side, price, size): post-only limit order.
     ///  - OP_REPLACE (slot, oldClientId -> clientId, side, price, size): an in-place amend.
     ///    Keeps time priority when only the size shrinks at the same price and side.
-    /// A placement that would cross, finds its slot busy, lacks funds or is malformed is
-    /// rejected on its own (OrderRejected); the other ops go through.
-    function requote(uint256 market, uint256[] calldata ops) external {
+    /// A placement that would cross, finds its slot busy, lacks funds, is malformed, is
+    /// below the market's minimum size or meets a paused or delisted market is rejected
+    /// on its own (OrderRejected); the other ops go through. Reverts `Expired` once
+    /// `block.timestamp` is past `deadline` (0: no deadline).
+    function requote(uint256 market, uint256[] calldata ops, uint256 deadline) external {
+        if (deadline != 0 && block.timestamp > deadline) revert Expired(deadline, block.timestamp);
         Ctx memory c = _open(market);
         for (uint256 i = 0; i < ops.length; ++i) {
             uint256 op = ops[i];
@@ -200,50 +357,70 @@ contract FlashBook {
     }
 
     /// @notice Cancel the live orders of `msg.sender` in the slots set in `slotMask`.
+    /// Costs what the owner has: only slots that may hold a live order are read.
     function cancelSlots(uint256 market, uint256 slotMask) public {
         Ctx memory c = _open(market);
+        slotMask &= c.seat & SLOT_MASK;
+        c.seat &= ~slotMask;
         while (slotMask != 0) {
             uint256 slot = _lsb(slotMask);
             slotMask &= slotMask - 1;
             uint256 key = (market << 32) | (c.trader << 8) | slot;
             uint256 ow = _orders[key];
-            if (ow & LIVE != 0) _cancel(c, slot, ow & U64);
+            if (ow & LIVE != 0) {
+                _unlink(c, ow, (c.trader << 8) | slot);
+                _release(c, ow);
+                _orders[key] = ow & ~LIVE;
+                emit OrderCancelled(msg.sender, _info(market, slot, ow));
+            }
         }
         _close(c);
     }
 
-    /// @notice Cancel every live order of `msg.sender` in `market` (scans all 256 slots).
+    /// @notice Cancel every live order of `msg.sender` in `market`.
     function cancelAll(uint256 market) external {
-        cancelSlots(market, type(uint256).max);
+        cancelSlots(market, SLOT_MASK);
     }
 
     function _open(uint256 market) private view returns (Ctx memory c) {
-        uint256 trader = traderIndex[msg.sender];
-        if (trader == 0) revert NoAccount();
         uint256 mkt = _markets[market];
         if (mkt == 0) revert UnknownMarket();
-        uint256 acct = _accounts[(trader << 16) | market];
-        c = Ctx(market, mkt, trader, acct & U128, (acct >> 128) & U120, mkt, acct);
+        uint256 seat = _seats[(market << 160) | uint256(uint160(msg.sender))];
+        uint256 trader = seat >> 232;
+        if (trader == 0) revert NoAccount();
+        uint256 acct = _accounts[(market << 24) | trader];
+        c = Ctx(market, mkt, trader, acct & U128, (acct >> 128) & U120, seat, mkt, acct, seat);
     }
 
     function _close(Ctx memory c) private {
         if (c.mkt != c.mkt0) _markets[c.market] = c.mkt;
         uint256 acct = SENTINEL | (c.base << 128) | c.quote;
-        if (acct != c.acct0) _accounts[(c.trader << 16) | c.market] = acct;
+        if (acct != c.acct0) _accounts[(c.market << 24) | c.trader] = acct;
+        if (c.seat != c.seat0) _seats[(c.market << 160) | uint256(uint160(msg.sender))] = c.seat;
     }
 
     function _cancel(Ctx memory c, uint256 slot, uint256 clientId) private {
+        if (slot >= SLOTS) return;
         uint256 ref = (c.trader << 8) | slot;
         uint256 key = (c.market << 32) | ref;
         uint256 ow = _orders[key];
-        if (ow & LIVE == 0 || ow & U64 != clientId) return;
+        if (ow & LIVE == 0) {
+            c.seat &= ~(1 << slot); // filled or gone: forget the slot
+            return;
+        }
+        if (ow & U64 != clientId) return;
         _unlink(c, ow, ref);
         _release(c, ow);
         _orders[key] = ow & ~LIVE;
+        c.seat &= ~(1 << slot);
         emit OrderCancelled(msg.sender, _info(c.market, slot, ow));
     }
 
     function _place(Ctx memory c, uint256 slot, uint256 op) private {
+        if (slot >= SLOTS) {
+            _reject(c.market, slot, op, REJECT_BAD_ORDER);
+            return;
+        }
         uint256 ref = (c.trader << 8) | slot;
         uint256 key = (c.market << 32) | ref;
         uint256 ow = _orders[key];
@@ -255,6 +432,10 @@ contract FlashBook {
     }
 
     function _replace(Ctx memory c, uint256 slot, uint256 op) private {
+        if (slot >= SLOTS) {
+            _reject(c.market, slot, op, REJECT_BAD_ORDER);
+            return;
+        }
         uint256 ref = (c.trader << 8) | slot;
         uint256 key = (c.market << 32) | ref;
         uint256 ow = _orders[key];
@@ -273,7 +454,8 @@ contract FlashBook {
         uint256 size = (op >> 96) & U64;
         if (
             side == (ow >> 224) & 1 && price == (ow >> 64) & U32 && size != 0
-                && size <= (ow >> 96) & U64
+                && size <= (ow >> 96) & U64 && (c.mkt >> 158) & 3 == OPEN
+                && size >= (c.mkt >> 144) & MAX_MIN_SIZE
         ) {
             // Same price and side, not larger: amend in place and keep time priority.
             _release(c, ow);
@@ -289,6 +471,7 @@ contract FlashBook {
         uint256 reason = _check(c, op);
         if (reason != 0) {
             _orders[key] = ow;
+            c.seat &= ~(1 << slot);
             emit OrderCancelled(msg.sender, _info(c.market, slot, ow));
             _reject(c.market, slot, op, reason);
             return;
@@ -309,18 +492,21 @@ contract FlashBook {
         uint256 nw = _link(c, ref, op);
         _lock(c, nw);
         _orders[key] = nw;
+        c.seat |= 1 << slot;
         emit OrderPlaced(msg.sender, _info(c.market, slot, nw));
     }
 
     /// 0 if `op` can rest in the book, else the reject reason.
     function _check(Ctx memory c, uint256 op) private view returns (uint256) {
+        if ((c.mkt >> 158) & 3 != OPEN) return REJECT_CLOSED;
         uint256 price = (op >> 64) & U32;
         uint256 size = (op >> 96) & U64;
         if (price == 0 || price > MAX_TICK || size == 0) return REJECT_BAD_ORDER;
+        if (size < (c.mkt >> 144) & MAX_MIN_SIZE) return REJECT_TOO_SMALL;
         uint256 isAsk = (op >> 160) & 1;
         if (isAsk == 0) {
-            if (c.quote < price * size * (c.mkt & U64)) return REJECT_FUNDS;
-        } else if (c.base < size * ((c.mkt >> 64) & U96)) {
+            if (c.quote < price * size * (c.mkt & U56)) return REJECT_FUNDS;
+        } else if (c.base < size * ((c.mkt >> 56) & U88)) {
             return REJECT_FUNDS;
         }
         if (_crosses(c, isAsk, price)) return REJECT_CROSS;
@@ -339,24 +525,45 @@ contract FlashBook {
     function _lock(Ctx memory c, uint256 ow) private pure {
         uint256 size = (ow >> 96) & U64;
         if ((ow >> 224) & 1 == 0) {
-            c.quote -= ((ow >> 64) & U32) * size * (c.mkt & U64);
+            c.quote -= ((ow >> 64) & U32) * size * (c.mkt & U56);
         } else {
-            c.base -= size * ((c.mkt >> 64) & U96);
+            c.base -= size * ((c.mkt >> 56) & U88);
         }
     }
 
     function _release(Ctx memory c, uint256 ow) private pure {
         uint256 size = (ow >> 96) & U64;
         if ((ow >> 224) & 1 == 0) {
-            c.quote += ((ow >> 64) & U32) * size * (c.mkt & U64);
+            c.quote += ((ow >> 64) & U32) * size * (c.mkt & U56);
         } else {
-            c.base += size * ((c.mkt >> 64) & U96);
+            c.base += size * ((c.mkt >> 56) & U88);
         }
     }
 
     // ================================================================== book structure
     function _sideKey(uint256 market, uint256 isAsk) private pure returns (uint256) {
         return (market << 33) | (isAsk << 32);
+    }
+
+    /// @notice Pre-pay the level and bitmap words of both sides for ticks `fromTick` to
+    /// `toTick` (at most 4,096 ticks a call), so quoting through that range later writes no
+    /// fresh storage slot. Anyone may pay for it; it changes no order or balance.
+    function warm(uint256 market, uint256 fromTick, uint256 toTick) external {
+        if (_markets[market] == 0) revert UnknownMarket();
+        if (fromTick == 0 || fromTick > toTick || toTick > MAX_TICK || toTick - fromTick >= 4096) {
+            revert BadAmount();
+        }
+        // An empty level is a zero head; its tail is only read while the head is set.
+        uint256 stale = (U32 << 32) | (U32 << 96) | (U32 << 160) | (U32 << 224);
+        for (uint256 side = 0; side < 2; ++side) {
+            uint256 sk = _sideKey(market, side);
+            for (uint256 w = fromTick >> 2; w <= toTick >> 2; ++w) {
+                if (_levels[sk | w] == 0) _levels[sk | w] = stale;
+            }
+            for (uint256 w = fromTick / TPW; w <= toTick / TPW; ++w) {
+                if (_bitmaps[sk | w] == 0) _bitmaps[sk | w] = SENTINEL;
+            }
+        }
     }
 
     /// Append order `ref` (described by op) at the tail of its level; returns the order word.
@@ -415,9 +622,11 @@ contract FlashBook {
         _bitmaps[bk] = _bitmaps[bk] | SENTINEL | (1 << (price % TPW));
         uint256 m = c.mkt;
         if (isAsk == 0) {
+            if ((m >> 224) & U16 == MAX_LEVELS) revert LevelCap(c.market, 0);
             if (price > (m >> 160) & U32) m = (m & ~(U32 << 160)) | (price << 160);
             m += 1 << 224;
         } else {
+            if (m >> 240 == MAX_LEVELS) revert LevelCap(c.market, 1);
             if (price < (m >> 192) & U32) m = (m & ~(U32 << 192)) | (price << 192);
             m += 1 << 240;
         }
@@ -465,117 +674,146 @@ contract FlashBook {
             if (m >> 240 == 0) return false;
             uint256 best = (m >> 192) & U32;
             if (price < best) return false;
-            (bool found, uint256 t) = _scanUp(_sideKey(c.market, 1), best, price);
+            (bool found, uint256 t,) = _scanUp(_sideKey(c.market, 1), best, price, MAX_SCAN_WORDS);
             c.mkt = (m & ~(U32 << 192)) | (t << 192);
             return found || t <= price;
         } else {
             if ((m >> 224) & U16 == 0) return false;
             uint256 best = (m >> 160) & U32;
             if (price > best) return false;
-            (bool found, uint256 t) = _scanDown(_sideKey(c.market, 0), best, price);
+            (bool found, uint256 t,) = _scanDown(_sideKey(c.market, 0), best, price, MAX_SCAN_WORDS);
             c.mkt = (m & ~(U32 << 160)) | (t << 160);
             return found || t >= price;
         }
     }
 
-    /// Lowest set tick in [from, to]. Returns (true, tick) or (false, a lower bound for the
-    /// lowest set tick: to + 1 when all of [from, to] was scanned, less if the scan gave up).
-    function _scanUp(uint256 sideKey, uint256 from, uint256 to) private view returns (bool, uint256) {
+    /// Lowest set tick in [from, to], reading at most `maxWords` bitmap words. Returns
+    /// (true, tick, words read) or (false, a lower bound for the lowest set tick, words
+    /// read): to + 1 when all of [from, to] was scanned, less if the scan gave up.
+    function _scanUp(uint256 sideKey, uint256 from, uint256 to, uint256 maxWords)
+        private
+        view
+        returns (bool, uint256, uint256)
+    {
         uint256 w = from / TPW;
         uint256 bit = from % TPW;
-        for (uint256 n = 0; n < MAX_SCAN_WORDS; ++n) {
+        for (uint256 n = 1; n <= maxWords; ++n) {
             uint256 word = _bitmaps[sideKey | w] & ~SENTINEL & ~((1 << bit) - 1);
             if (word != 0) {
                 uint256 t = w * TPW + _lsb(word);
-                return t <= to ? (true, t) : (false, t);
+                return (t <= to, t, n);
             }
             ++w;
             bit = 0;
-            if (w * TPW > to) return (false, to + 1);
+            if (w * TPW > to) return (false, to + 1, n);
         }
-        return (false, w * TPW);
+        return (false, w * TPW, maxWords);
     }
 
-    /// Highest set tick in [to, from]. Returns (true, tick) or (false, an upper bound for the
-    /// highest set tick: to - 1 when all of [to, from] was scanned, more if the scan gave up).
-    function _scanDown(uint256 sideKey, uint256 from, uint256 to) private view returns (bool, uint256) {
+    /// Highest set tick in [to, from], reading at most `maxWords` bitmap words. Returns
+    /// (true, tick, words read) or (false, an upper bound for the highest set tick, words
+    /// read): to - 1 when all of [to, from] was scanned, more if the scan gave up.
+    function _scanDown(uint256 sideKey, uint256 from, uint256 to, uint256 maxWords)
+        private
+        view
+        returns (bool, uint256, uint256)
+    {
         uint256 w = from / TPW;
         uint256 bit = from % TPW;
-        for (uint256 n = 0; n < MAX_SCAN_WORDS; ++n) {
+        for (uint256 n = 1; n <= maxWords; ++n) {
             uint256 word = _bitmaps[sideKey | w] & ~SENTINEL & ((2 << bit) - 1);
             if (word != 0) {
                 uint256 t = w * TPW + _msb(word);
-                return t >= to ? (true, t) : (false, t);
+                return (t >= to, t, n);
             }
-            if (w == 0 || w * TPW <= to) return (false, to - 1);
+            if (w == 0 || w * TPW <= to) return (false, to - 1, n);
             --w;
             bit = TPW - 1;
         }
-        return (false, w * TPW + TPW - 1);
+        return (false, w * TPW + TPW - 1, maxWords);
     }
 
     // ================================================================== taker
     /// @notice Immediate-or-cancel order against the book, price-time priority.
     /// `side` 0 buys (takes asks up to `limitPrice`), 1 sells (takes bids down to it).
     /// Settles from the caller's account in `market`; stops early when the account cannot
-    /// pay for more. A resting order of the caller met on the way is cancelled (self-trade
-    /// prevention). Returns lots filled and quote units paid or received.
-    function take(uint256 market, uint256 side, uint256 limitPrice, uint256 size)
-        external
-        returns (uint256 filled, uint256 quoteAmount)
-    {
+    /// pay for more, after `maxLevels` price levels or `maxOrders` maker orders (0: 32 and
+    /// 64), or when a fixed budget of empty bitmap words has been scanned. A resting order
+    /// of the caller met on the way is cancelled (self-trade prevention; it counts as an
+    /// order). Reverts `Expired` once `block.timestamp` is past `deadline` (0: none).
+    /// Returns lots filled and quote units paid or received.
+    function take(
+        uint256 market,
+        uint256 side,
+        uint256 limitPrice,
+        uint256 size,
+        uint256 maxLevels,
+        uint256 maxOrders,
+        uint256 deadline
+    ) external returns (uint256 filled, uint256 quoteAmount) {
+        if (deadline != 0 && block.timestamp > deadline) revert Expired(deadline, block.timestamp);
         if (side > 1) revert BadSide();
         if (limitPrice > MAX_TICK) limitPrice = MAX_TICK;
         if (limitPrice == 0) limitPrice = 1;
+        if (maxLevels == 0) maxLevels = 32;
+        if (maxOrders == 0) maxOrders = 64;
         Ctx memory c = _open(market);
+        uint256 status = (c.mkt >> 158) & 3;
+        if (status == PAUSED) revert MarketPaused(market);
+        if (status == DELISTED) revert MarketDelisted(market);
         uint256 makerSide = 1 - side;
         uint256 sk = _sideKey(market, makerSide);
         uint256 left = size;
-        while (left != 0) {
+        uint256 budget = MAX_SCAN_WORDS;
+        while (left != 0 && maxLevels != 0 && maxOrders != 0 && budget != 0) {
             uint256 m = c.mkt;
             uint256 t;
+            uint256 used;
             bool found;
             if (side == 0) {
                 if (m >> 240 == 0) break;
                 uint256 best = (m >> 192) & U32;
                 if (best > limitPrice) break;
-                (found, t) = _scanUp(sk, best, limitPrice);
+                (found, t, used) = _scanUp(sk, best, limitPrice, budget);
                 c.mkt = (m & ~(U32 << 192)) | (t << 192);
             } else {
                 if ((m >> 224) & U16 == 0) break;
                 uint256 best = (m >> 160) & U32;
                 if (best < limitPrice) break;
-                (found, t) = _scanDown(sk, best, limitPrice);
+                (found, t, used) = _scanDown(sk, best, limitPrice, budget);
                 c.mkt = (m & ~(U32 << 160)) | (t << 160);
             }
+            budget -= used;
             if (!found) {
                 if (side == 0 ? t > limitPrice : t < limitPrice) break;
                 continue; // the scan gave up part way: go on from the tightened hint
             }
-            uint256 got;
-            uint256 paid;
-            bool stop;
-            (got, paid, stop) = _takeLevel(c, makerSide, t, left);
+            (uint256 got, uint256 paid, uint256 touched, bool stop) =
+                _takeLevel(c, makerSide, t, left, maxOrders);
             left -= got;
             filled += got;
             quoteAmount += paid;
+            maxOrders -= touched;
+            --maxLevels;
             if (stop) break;
         }
         _close(c);
     }
 
-    /// Take up to `want` lots at tick `t`; returns (lots, quote units, taker ran out of funds).
-    function _takeLevel(Ctx memory c, uint256 makerSide, uint256 t, uint256 want)
+    /// Take up to `want` lots at tick `t`, touching at most `maxOrders` orders; returns
+    /// (lots, quote units, orders touched, taker ran out of funds).
+    function _takeLevel(Ctx memory c, uint256 makerSide, uint256 t, uint256 want, uint256 maxOrders)
         private
-        returns (uint256 got, uint256 paid, bool broke)
+        returns (uint256 got, uint256 paid, uint256 touched, bool broke)
     {
         uint256 lk = _sideKey(c.market, makerSide) | (t >> 2);
         uint256 lw = _levels[lk];
         uint256 sh = (t & 3) << 6;
         uint256 head = (lw >> sh) & U32;
-        uint256 unitQuote = t * (c.mkt & U64);
-        uint256 unitBase = (c.mkt >> 64) & U96;
-        while (head != 0 && got < want) {
+        uint256 unitQuote = t * (c.mkt & U56);
+        uint256 unitBase = (c.mkt >> 56) & U88;
+        while (head != 0 && got < want && touched < maxOrders) {
+            ++touched;
             uint256 ok = (c.market << 32) | head;
             uint256 ow = _orders[ok];
             uint256 avail = (ow >> 96) & U64;
@@ -585,6 +823,7 @@ contract FlashBook {
                 _release(c, ow);
                 ow &= ~LIVE;
                 _orders[ok] = ow;
+                c.seat &= ~(1 << (head & 0xff));
                 emit OrderCancelled(msg.sender, _info(c.market, head & 0xff, ow));
                 head = (ow >> 192) & U32;
                 continue;
@@ -600,7 +839,7 @@ contract FlashBook {
             }
             uint256 qa = q * unitQuote;
             uint256 ba = q * unitBase;
-            uint256 ak = (makerTrader << 16) | c.market;
+            uint256 ak = (c.market << 24) | makerTrader;
             uint256 acct = _accounts[ak];
             if (makerSide == 1) {
                 // Maker sold base (already locked) for quote; taker pays quote, gets base.
@@ -654,8 +893,8 @@ contract FlashBook {
         return (
             baseToken[market],
             quoteToken[market],
-            m & U64,
-            (m >> 64) & U96,
+            m & U56,
+            (m >> 56) & U88,
             (m >> 160) & U32,
             (m >> 192) & U32,
             (m >> 224) & U16,
@@ -663,13 +902,34 @@ contract FlashBook {
         );
     }
 
+    /// Listing parameters: minimum order size (lots), status (0 open, 1 paused,
+    /// 2 delisted) and the token decimals read at listing.
+    function marketConfig(uint256 market)
+        external
+        view
+        returns (uint256 minSize, uint256 status, uint256 baseDecimals, uint256 quoteDecimals)
+    {
+        uint256 m = _markets[market];
+        if (m == 0) revert UnknownMarket();
+        uint256 d = _decimals[market];
+        return ((m >> 144) & MAX_MIN_SIZE, (m >> 158) & 3, d & U8, (d >> 8) & U8);
+    }
+
+    function _traderOf(address owner, uint256 market) private view returns (uint256 seat, uint256 trader) {
+        if (market > U16) return (0, 0);
+        seat = _seats[(market << 160) | uint256(uint160(owner))];
+        trader = seat >> 232;
+    }
+
     /// Free (unlocked) balances of `owner` in `market`, in token base units.
     function freeBalances(address owner, uint256 market) public view returns (uint256 base, uint256 quote) {
-        uint256 acct = _accounts[(traderIndex[owner] << 16) | market];
+        (, uint256 trader) = _traderOf(owner, market);
+        if (trader == 0) return (0, 0);
+        uint256 acct = _accounts[(market << 24) | trader];
         return ((acct >> 128) & U120, acct & U128);
     }
 
-    /// Free and locked balances of `owner` in `market` (scans the 256 order slots).
+    /// Free and locked balances of `owner` in `market`.
     function balances(address owner, uint256 market)
         external
         view
@@ -677,14 +937,16 @@ contract FlashBook {
     {
         (baseFree, quoteFree) = freeBalances(owner, market);
         uint256 m = _markets[market];
-        uint256 trader = traderIndex[owner];
-        if (trader == 0) return (baseFree, quoteFree, 0, 0);
-        for (uint256 slot = 0; slot < 256; ++slot) {
+        (uint256 mask, uint256 trader) = _traderOf(owner, market);
+        mask &= SLOT_MASK;
+        while (mask != 0) {
+            uint256 slot = _lsb(mask);
+            mask &= mask - 1;
             uint256 ow = _orders[(market << 32) | (trader << 8) | slot];
             if (ow & LIVE == 0) continue;
             uint256 size = (ow >> 96) & U64;
-            if ((ow >> 224) & 1 == 0) quoteLocked += ((ow >> 64) & U32) * size * (m & U64);
-            else baseLocked += size * ((m >> 64) & U96);
+            if ((ow >> 224) & 1 == 0) quoteLocked += ((ow >> 64) & U32) * size * (m & U56);
+            else baseLocked += size * ((m >> 56) & U88);
         }
     }
 
@@ -693,34 +955,43 @@ contract FlashBook {
         view
         returns (bool live, uint256 clientId, uint256 side, uint256 price, uint256 size)
     {
-        uint256 ow = _orders[(market << 32) | (traderIndex[owner] << 8) | (slot & 0xff)];
+        (, uint256 trader) = _traderOf(owner, market);
+        if (trader == 0 || slot >= SLOTS) return (false, 0, 0, 0, 0);
+        uint256 ow = _orders[(market << 32) | (trader << 8) | slot];
         return (ow & LIVE != 0, ow & U64, (ow >> 224) & 1, (ow >> 64) & U32, (ow >> 96) & U64);
     }
 
     /// Live orders of `owner` in `market`, each packed like an event `info` word.
     function openOrders(address owner, uint256 market) external view returns (uint256[] memory out) {
-        uint256 trader = traderIndex[owner];
-        out = new uint256[](256);
+        (uint256 mask, uint256 trader) = _traderOf(owner, market);
+        mask &= SLOT_MASK;
+        out = new uint256[](SLOTS);
         uint256 n = 0;
-        if (trader != 0) {
-            for (uint256 slot = 0; slot < 256; ++slot) {
-                uint256 ow = _orders[(market << 32) | (trader << 8) | slot];
-                if (ow & LIVE != 0) out[n++] = _info(market, slot, ow);
-            }
+        while (mask != 0) {
+            uint256 slot = _lsb(mask);
+            mask &= mask - 1;
+            uint256 ow = _orders[(market << 32) | (trader << 8) | slot];
+            if (ow & LIVE != 0) out[n++] = _info(market, slot, ow);
         }
         assembly ("memory-safe") {
             mstore(out, n)
         }
     }
 
-    /// Up to `maxLevels` levels of one side from the best price: ticks, total lots, orders.
-    function depth(uint256 market, uint256 side, uint256 maxLevels)
+    /// One page of one side of the book: up to `maxLevels` (at most 1,024) levels from
+    /// `fromTick` (0: the best price) outwards, with ticks, total lots and order counts.
+    /// `next` is where the next page starts, 0 when the side has no further level. A page
+    /// also ends after a fixed budget of bitmap words and of orders, so it never runs out
+    /// of gas however the book is spread.
+    function depth(uint256 market, uint256 side, uint256 fromTick, uint256 maxLevels)
         external
         view
-        returns (uint256[] memory prices, uint256[] memory sizes, uint256[] memory counts)
+        returns (uint256[] memory prices, uint256[] memory sizes, uint256[] memory counts, uint256 next)
     {
         uint256 m = _markets[market];
         if (m == 0) revert UnknownMarket();
+        if (side > 1) revert BadSide();
+        if (maxLevels > 1024) maxLevels = 1024;
         prices = new uint256[](maxLevels);
         sizes = new uint256[](maxLevels);
         counts = new uint256[](maxLevels);
@@ -728,34 +999,50 @@ contract FlashBook {
         uint256 n = 0;
         uint256 left = side == 0 ? (m >> 224) & U16 : m >> 240;
         uint256 t = side == 0 ? (m >> 160) & U32 : (m >> 192) & U32;
-        while (n < maxLevels && left != 0) {
+        if (fromTick != 0) {
+            if (side == 0 && fromTick < t) t = fromTick;
+            if (side == 1 && fromTick > t) t = fromTick;
+        }
+        uint256 words = 16 * MAX_SCAN_WORDS;
+        uint256 orders = MAX_DEPTH_ORDERS;
+        bool done = left == 0 || t == 0 || t > MAX_TICK;
+        while (!done && n < maxLevels) {
+            if (words == 0 || orders == 0) break;
             bool found;
+            uint256 used;
             if (side == 0) {
-                (found, t) = _scanDown(sk, t, 1);
+                (found, t, used) = _scanDown(sk, t, 1, words);
             } else {
-                (found, t) = _scanUp(sk, t, MAX_TICK);
+                (found, t, used) = _scanUp(sk, t, MAX_TICK, words);
             }
+            words -= used;
             if (!found) {
-                if (side == 0 ? t == 0 : t > MAX_TICK) break;
+                done = side == 0 ? t == 0 : t > MAX_TICK;
                 continue;
             }
-            uint256 lw = _levels[sk | (t >> 2)];
-            uint256 ref = (lw >> ((t & 3) << 6)) & U32;
-            while (ref != 0) {
+            uint256 ref = (_levels[sk | (t >> 2)] >> ((t & 3) << 6)) & U32;
+            uint256 s = 0;
+            uint256 k = 0;
+            while (ref != 0 && k < orders) {
                 uint256 ow = _orders[(market << 32) | ref];
-                sizes[n] += (ow >> 96) & U64;
-                counts[n] += 1;
+                s += (ow >> 96) & U64;
+                ++k;
                 ref = (ow >> 192) & U32;
             }
-            prices[n++] = t;
+            if (ref != 0 && n != 0) break; // order budget ran out: this level starts the next page
+            orders -= k;
+            prices[n] = t;
+            sizes[n] = s;
+            counts[n] = k;
+            ++n;
             --left;
-            if (side == 0) {
-                if (t == 1) break;
-                --t;
+            if (left == 0 || (side == 0 && t == 1) || (side == 1 && t == MAX_TICK)) {
+                done = true;
             } else {
-                ++t;
+                t = side == 0 ? t - 1 : t + 1;
             }
         }
+        next = done ? 0 : t;
         assembly ("memory-safe") {
             mstore(prices, n)
             mstore(sizes, n)

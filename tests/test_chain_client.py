@@ -25,7 +25,7 @@ SEI = 1
 def noop_call(chain: LocalChain) -> tuple[str, bytes]:
     """A cheap transaction: a requote that cancels nothing."""
     book = BookClient(None, chain.dep.book)  # type: ignore[arg-type]
-    return chain.dep.book, book.calldata("requote", SEI, [])
+    return chain.dep.book, book.calldata("requote", SEI, [], 0)
 
 
 async def test_nonces_stay_contiguous_under_concurrent_sends(

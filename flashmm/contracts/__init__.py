@@ -11,7 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-CONTRACT_NAMES = ("FlashBook", "TestToken")
+CONTRACT_NAMES = ("FlashBook", "TestToken", "FeeToken")
 
 
 @cache

@@ -36,7 +36,33 @@ REJECT_REASONS = {
     1: "post-only order would cross",
     2: "order slot busy",
     3: "insufficient free balance",
-    4: "bad price or size",
+    4: "bad price, size or slot",
+    5: "size below the market's minimum order size",
+    6: "market paused or delisted (cancel-only)",
+}
+
+#: order slots per owner and market (``FlashBook.SLOTS``)
+N_SLOTS = 232
+#: take() stops after this many price levels / maker orders unless told otherwise
+TAKE_MAX_LEVELS = 32
+TAKE_MAX_ORDERS = 64
+
+#: What FlashBook's custom errors mean, for readable revert reasons.
+ERROR_HINTS = {
+    "Expired": "the transaction's deadline passed before it was mined",
+    "MarketPaused": "the market is paused by the guardian: no new orders or takes "
+    "(cancels and withdrawals work)",
+    "MarketDelisted": "the market is delisted: cancel-only (cancels and withdrawals work)",
+    "LevelCap": "the side already has the maximum number of price levels",
+    "UnknownMarket": "no such market on this book",
+    "NoAccount": "this address has no account in the market (deposit first)",
+    "InsufficientBalance": "not enough free balance",
+    "FeeOnTransfer": "the token delivered less than the amount (fee-on-transfer tokens are "
+    "refused)",
+    "BadToken": "not a token contract answering decimals()",
+    "BadAmount": "bad amount or range",
+    "NotAdmin": "only the book's admin may do this",
+    "NotGuardian": "only the guardian or the admin may do this",
 }
 
 
@@ -132,8 +158,13 @@ class ContractAbi:
             )
         if sel in self.errors:
             name, ins = self.errors[sel]
-            args = abi_decode(list(ins), body) if ins else ()
-            return f"{name}({', '.join(str(a) for a in args)})"
+            try:
+                args = abi_decode(list(ins), body) if ins else ()
+            except Exception:
+                args = ()
+            text = f"{name}({', '.join(str(a) for a in args)})"
+            hint = ERROR_HINTS.get(name)
+            return f"{text}: {hint}" if hint else text
         return f"reverted: 0x{data.hex()}"
 
 

@@ -9,6 +9,8 @@ from eth_abi import encode as abi_encode
 
 from flashmm.contracts import load_artifact
 from flashmm.venues.sei.abi import (
+    TAKE_MAX_LEVELS,
+    TAKE_MAX_ORDERS,
     ContractAbi,
     OrderInfo,
     book_abi,
@@ -32,6 +34,21 @@ class MarketInfo:
     best_ask_hint: int
     bid_levels: int
     ask_levels: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarketConfig:
+    min_size: int
+    status: int  # 0 open, 1 paused, 2 delisted
+    base_decimals: int
+    quote_decimals: int
+
+    @property
+    def status_name(self) -> str:
+        return MARKET_STATUS.get(self.status, str(self.status))
+
+
+MARKET_STATUS = {0: "open", 1: "paused", 2: "delisted"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +173,46 @@ class BookClient:
         )
 
     async def send_requote(
-        self, sender: TxSender, market: int, ops: list[int], gas: int | None = None
+        self,
+        sender: TxSender,
+        market: int,
+        ops: list[int],
+        gas: int | None = None,
+        *,
+        deadline: int = 0,
     ) -> SentTx:
-        return await sender.send(self.address, self.calldata("requote", market, ops), gas=gas)
+        """``deadline``: unix seconds after which the book refuses it (0: none)."""
+        return await sender.send(
+            self.address, self.calldata("requote", market, ops, deadline), gas=gas
+        )
 
     async def requote(
-        self, sender: TxSender, market: int, ops: list[int], gas: int | None = None
+        self,
+        sender: TxSender,
+        market: int,
+        ops: list[int],
+        gas: int | None = None,
+        *,
+        deadline: int = 0,
     ) -> dict[str, Any]:
-        return await sender.wait(await self.send_requote(sender, market, ops, gas))
+        return await sender.wait(
+            await self.send_requote(sender, market, ops, gas, deadline=deadline)
+        )
+
+    def take_calldata(
+        self,
+        market: int,
+        side: int,
+        limit_price: int,
+        size: int,
+        *,
+        max_levels: int = TAKE_MAX_LEVELS,
+        max_orders: int = TAKE_MAX_ORDERS,
+        deadline: int = 0,
+    ) -> bytes:
+        return self.calldata(
+            "take", market, side, limit_price, size, max_levels, max_orders, deadline
+        )
 
     async def take(
         self,
@@ -173,10 +222,36 @@ class BookClient:
         limit_price: int,
         size: int,
         gas: int | None = None,
+        *,
+        max_levels: int = TAKE_MAX_LEVELS,
+        max_orders: int = TAKE_MAX_ORDERS,
+        deadline: int = 0,
     ) -> dict[str, Any]:
-        return await sender.transact(
-            self.address, self.calldata("take", market, side, limit_price, size), gas=gas
+        """IOC take; stops after ``max_levels`` levels or ``max_orders`` maker orders."""
+        data = self.take_calldata(
+            market,
+            side,
+            limit_price,
+            size,
+            max_levels=max_levels,
+            max_orders=max_orders,
+            deadline=deadline,
         )
+        return await sender.transact(self.address, data, gas=gas)
+
+    async def warm(
+        self, sender: TxSender, market: int, from_tick: int, to_tick: int
+    ) -> dict[str, Any]:
+        """Pre-pay level and bitmap storage of both sides over a tick range (<= 4,096)."""
+        return await sender.transact(
+            self.address, self.calldata("warm", market, from_tick, to_tick)
+        )
+
+    # --- admin ------------------------------------------------------------------------
+    async def admin_call(self, sender: TxSender, fn: str, *args: Any) -> dict[str, Any]:
+        """``pause``, ``unpause``, ``delist``, ``setMinSize``, ``setGuardian``,
+        ``transferAdmin``, ``acceptAdmin``."""
+        return await sender.transact(self.address, self.calldata(fn, *args))
 
     async def cancel_all(self, sender: TxSender, market: int) -> dict[str, Any]:
         return await sender.transact(self.address, self.calldata("cancelAll", market))
@@ -200,12 +275,32 @@ class BookClient:
         (words,) = await self.call("openOrders", owner, market)
         return [unpack_info(int(w)) for w in words]
 
-    async def depth(self, market: int, side: int, levels: int = 10) -> list[DepthLevel]:
-        prices, sizes, counts = await self.call("depth", market, side, levels)
-        return [
+    async def depth_page(
+        self, market: int, side: int, from_tick: int = 0, levels: int = 10
+    ) -> tuple[list[DepthLevel], int]:
+        """One page of one side: levels from ``from_tick`` (0: the best) and where the
+        next page starts (0: no further level)."""
+        prices, sizes, counts, nxt = await self.call("depth", market, side, from_tick, levels)
+        out = [
             DepthLevel(int(p), int(s), int(c))
             for p, s, c in zip(prices, sizes, counts, strict=True)
         ]
+        return out, int(nxt)
+
+    async def depth(self, market: int, side: int, levels: int = 10) -> list[DepthLevel]:
+        """The best ``levels`` levels of one side (following pages as needed)."""
+        out: list[DepthLevel] = []
+        start = 0
+        for _ in range(64):
+            page, start = await self.depth_page(market, side, start, levels - len(out))
+            out += page
+            if start == 0 or len(out) >= levels:
+                break
+        return out
+
+    async def market_config(self, market: int) -> MarketConfig:
+        r = await self.call("marketConfig", market)
+        return MarketConfig(*(int(x) for x in r))
 
     async def trader_index(self, owner: str) -> int:
         return int((await self.call("traderIndex", owner))[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from flashmm.venues.base import VenueError
 from flashmm.venues.sei.abi import (
     ASK,
     BID,
+    N_SLOTS,
     REJECT_REASONS,
     book_abi,
     decode_log,
@@ -60,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-N_SLOTS = 256
 # Gas floors for transactions whose cost depends on a book that can change between the
 # estimate and execution (a take estimated against an empty level would run out of gas).
 GAS_FLOOR = {"take": 160_000, "cancelSlots": 60_000}
@@ -290,6 +291,14 @@ class SeiVenue:
             if spec is not None:
                 await self._check_units(
                     m.symbol, spec, info.base, info.quote, info.tick_value, info.lot_units
+                )
+            cfg = await self.book.market_config(m.mid)
+            if cfg.status != 0:
+                log.warning(
+                    "sei venue: %s (market %d) is %s: orders will be rejected, cancels work",
+                    m.symbol,
+                    m.mid,
+                    cfg.status_name,
                 )
             for o in await self.book.open_orders(self.address, m.mid):
                 m.claim(o.slot, o.client_id, o.side)
@@ -620,7 +629,7 @@ class SeiVenue:
             ops, undo = self._build_ops(m, batch)
             if not ops:
                 return None, None, ("", 0)
-            data = self.book.calldata("requote", m.mid, ops)
+            data = self.book.calldata("requote", m.mid, ops, self._deadline())
             shape = ("requote", len(ops))
             try:
                 gas = await self._gas(data, shape)
@@ -639,10 +648,18 @@ class SeiVenue:
             shape = ("cancelSlots", mask.bit_count())
         else:
             side, size, limit = job.args
-            data = self.book.calldata("take", m.mid, 0 if side is Side.BUY else 1, limit, size)
+            data = self.book.take_calldata(
+                m.mid, 0 if side is Side.BUY else 1, limit, size, deadline=self._deadline()
+            )
             shape = ("take", 0)
         gas = await self._gas(data, shape)
         return await self.sender.send(self.book.address, data, gas=gas), None, shape
+
+    def _deadline(self) -> int:
+        """Unix second after which the book refuses a transaction: a requote or take that
+        has no receipt within ``receipt_timeout_s`` is written off, and must not land later
+        as a stale quote."""
+        return math.ceil(time.time() + self.settings.receipt_timeout_s)
 
     async def _gas(self, data: bytes, shape: tuple[str, int]) -> int:
         """Estimate + margin, but never below what this shape of transaction used before.
