@@ -71,6 +71,8 @@ class MarketState:
     last_data_ns: int = 0
     last_quote_mid: float = 0.0
     last_signal: Signal = field(default_factory=Signal)
+    #: (skew_bps, widen) the strategy got from the last signal
+    last_adjust: tuple[float, float] = (0.0, 1.0)
     next_client_id: int = 1
     orders_sent: int = 0
     cancels_sent: int = 0
@@ -420,6 +422,7 @@ class Engine:
         sig = ms.signal_source.signal(now_ns, mid)
         ms.last_signal = sig
         skew, widen = ms.signal_source.adjust(sig)
+        ms.last_adjust = (skew, widen)
         ctx = QuoteContext(
             ms.spec,
             now_ns,
@@ -705,12 +708,20 @@ class Engine:
                 key=lambda d: -float(d["price"]),  # type: ignore[arg-type]
             )
             sig = ms.last_signal
+            live = [o for o in ms.orders.values() if o.state is not OrderState.PENDING_CANCEL]
+            our_bid = max((o.price_ticks for o in live if o.side is Side.BUY), default=None)
+            our_ask = min((o.price_ticks for o in live if o.side is Side.SELL), default=None)
             markets[sym] = {
                 "reference": spec.reference,
                 "mid": spec.price(mid) if mid else None,
                 "bid": spec.price(book.best_bid) if book.valid else None,
                 "ask": spec.price(book.best_ask) if book.valid else None,
                 "spread_bps": (book.spread / mid * 1e4) if book.valid and mid else None,
+                "quoted_spread_bps": (
+                    (our_ask - our_bid) / mid * 1e4
+                    if our_bid is not None and our_ask is not None and mid
+                    else None
+                ),
                 "synced": ms.builder.synced,
                 "book_checks": ms.builder.checks,
                 "book_mismatches": ms.builder.mismatches,
@@ -734,6 +745,8 @@ class Engine:
                     "confidence": round(sig.confidence, 3),
                     "expected_bps": round(sig.expected_bps, 2),
                     "source": sig.source,
+                    "skew_bps": round(ms.last_adjust[0], 2),
+                    "widen": round(ms.last_adjust[1], 3),
                 },
                 "signal_status": sig_status,
                 "sigma_bps": ms.vol.sigma_bps,

@@ -18,6 +18,11 @@ from flashmm.marketdata import Trade
 from flashmm.predict import GuardedPredictor, ModelSettings, load_predictor, skew_from_signal
 from flashmm.types import MarketSpec, Signal
 
+#: the model answers once its features have this much data since the book (re)synced;
+#: before that its windows are mostly empty and it can read a quiet book as a -30 bps
+#: move at full confidence, so the rules answer
+WARMUP_NS = 30_000_000_000
+
 
 class ModelSignal:
     __slots__ = ("features", "predictor", "settings")
@@ -27,6 +32,7 @@ class ModelSignal:
     ) -> None:
         self.features = OnlineFeatures(float(spec.tick_size))
         self.predictor = predictor
+        self.predictor.market = spec.symbol
         self.settings = settings
 
     def on_book(self, book: OrderBook, ts_ns: int) -> None:
@@ -37,7 +43,10 @@ class ModelSignal:
         self.features.on_trade(trade)
 
     def signal(self, ts_ns: int, mid: float) -> Signal:
-        return self.predictor.predict(self.features.vector(ts_ns), ts_ns)
+        f = self.features
+        if not f.ready or ts_ns - f.t0 < WARMUP_NS:
+            return self.predictor.rules.predict(f.vector(ts_ns), ts_ns)
+        return self.predictor.predict(f.vector(ts_ns), ts_ns)
 
     def adjust(self, signal: Signal) -> tuple[float, float]:
         s = self.settings

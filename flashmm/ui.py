@@ -59,7 +59,7 @@ def market_table(snap: Mapping[str, Any]) -> Table:
     for col, just in (
         ("market", "left"),
         ("mid", "right"),
-        ("spread", "right"),
+        ("spread\nours / ref", "right"),
         ("bids (ours)", "right"),
         ("asks (ours)", "right"),
         ("position", "right"),
@@ -80,9 +80,10 @@ def market_table(snap: Mapping[str, Any]) -> Table:
         ask_txt = "\n".join(f"{q['price']:,.6g} x {q['size']:,.4g}" for q in asks) or "-"
         sig = m.get("signal", {})
         arrow = {1: "▲", -1: "▼"}.get(sig.get("direction", 0), "•")
+        # the skew the strategy applied (capped at model.max_skew_bps), not the raw view
         sig_txt = (
-            f"{arrow} {sig.get('expected_bps', 0):+.1f}bps "
-            f"c={sig.get('confidence', 0):.2f} {sig.get('source', '')}"
+            f"{arrow} skew {sig.get('skew_bps', 0):+.1f}bps c={sig.get('confidence', 0):.2f}"
+            f"\n{sig.get('source', '') or '-'}"
         )
         usage = m.get("limit_usage", 0.0)
         usage_style = "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
@@ -93,7 +94,8 @@ def market_table(snap: Mapping[str, Any]) -> Table:
         t.add_row(
             sym,
             _num(m.get("mid"), "{:,.6g}"),
-            _num(m.get("spread_bps"), "{:.2f}bps"),
+            f"{_num(m.get('quoted_spread_bps'), '{:.1f}bps')}\n"
+            f"{_num(m.get('spread_bps'), '{:.2f}bps')} ref",
             bid_txt,
             ask_txt,
             f"{m.get('position', 0):,.4g}\n{m.get('position_usdc', 0):,.2f} USDC",

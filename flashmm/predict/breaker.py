@@ -99,12 +99,31 @@ class GuardedPredictor:
         """True when the model should be running but is not (quote wider)."""
         return self.state in (OPEN, HALF_OPEN)
 
+    #: market this breaker guards (named in its log lines)
+    market = ""
+    #: at most one log line per breaker this often (wall clock); the others are counted
+    LOG_EVERY_S = 10.0
+
     def _to(self, state: str, reason: str, ts_ns: int) -> None:
         prev = self.state
         self.state, self.reason = state, reason
         self.transitions.append({"ts_ns": ts_ns, "from": prev, "to": state, "reason": reason})
+        now = time.monotonic()
+        last = getattr(self, "_logged_at", None)
+        if last is not None and now - last < self.LOG_EVERY_S:
+            self._unlogged = getattr(self, "_unlogged", 0) + 1
+            return
+        more = getattr(self, "_unlogged", 0)
+        self._logged_at, self._unlogged = now, 0
         log = logger.warning if state == OPEN else logger.info
-        log("ML breaker {} -> {}: {}", prev, state, reason)
+        log(
+            "ML breaker {}{} -> {}: {}{}",
+            f"{self.market}: " if self.market else "",
+            prev,
+            state,
+            reason,
+            f" ({more} earlier changes not logged)" if more else "",
+        )
 
     def _open(self, reason: str, ts_ns: int) -> None:
         self._to(OPEN, reason, ts_ns)
