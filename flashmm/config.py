@@ -7,7 +7,10 @@ they come from the environment (or a ``.env`` file), see ``.env.example``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -226,13 +229,39 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
     return lines
 
 
+#: a profile is a few kB; anything this large is not one
+MAX_PROFILE_BYTES = 1_000_000
+#: longer strings in a profile are refused (no path or name is this long)
+MAX_TEXT_CHARS = 1024
+_NON_FINITE = re.compile(r"[+-]?(nan|inf|infinity)", re.IGNORECASE)
+
+
+def _short(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe or device"
+            raise ConfigError(str(path), [f"not a regular file ({kind})"])
+        if st.st_size > MAX_PROFILE_BYTES:
+            raise ConfigError(
+                str(path), [f"too large for a profile ({st.st_size} bytes; at most 1 MB)"]
+            )
+        data = path.read_bytes()[: MAX_PROFILE_BYTES + 1]
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read ({exc.strerror})"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            str(path), [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"]
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -401,19 +430,47 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None) -
     """
     p = find_profile(path)
     raw = load_yaml(p)
-    _resolve_profile_paths(raw, p.resolve().parent)
     if sets:
         raw = apply_overrides(raw, sets)
+    problems = _check_values(raw)
+    if problems:
+        raise ConfigError(str(p), problems)
     try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(str(p), format_validation_error(exc)) from None
-    problems = _validate_plugins(cfg)
+        _resolve_profile_paths(raw, p.resolve().parent)
+        try:
+            cfg = Config.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(str(p), format_validation_error(exc)) from None
+        problems = _validate_plugins(cfg)
+    except OSError as exc:  # a path the system refuses (too long, a loop ...)
+        name = _short(str(exc.filename)) if exc.filename else "a path"
+        raise ConfigError(str(p), [f"{name}: {exc.strerror or exc}"]) from None
     if problems:
         raise ConfigError(str(p), problems)
     if cfg.name is None:
         cfg = cfg.model_copy(update={"name": p.stem})
     return cfg
+
+
+def _check_values(node: Any, where: str = "") -> list[str]:
+    """Numbers that are not finite and strings too long to be a path or a name.
+
+    YAML reads ``.nan``/``.inf`` as floats and ``nan``/``inf`` as text that
+    pydantic would turn into floats: both are refused with the field's path.
+    """
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _check_values(v, f"{where}{k}.")]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _check_values(v, f"{where[:-1]}[{i}].")]
+    field = where[:-1]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{field}: must be a finite number (was {node})"]
+    if isinstance(node, str):
+        if _NON_FINITE.fullmatch(node.strip()):
+            return [f"{field}: must be a finite number (was {node!r})"]
+        if len(node) > MAX_TEXT_CHARS:
+            return [f"{field}: too long ({len(node)} characters; at most {MAX_TEXT_CHARS})"]
+    return []
 
 
 def resolve_path(path: str) -> Path:

@@ -53,10 +53,27 @@ def _redactor(secrets: list[str]) -> Any:
     return patch
 
 
+def _check_log_file(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        from flashmm.errors import UserInputError
+
+        why = exc.strerror or str(exc)
+        raise UserInputError(f"logging.file: cannot write the log file {path} ({why})") from None
+
+
 def setup_logging(
     level: str = "INFO", *, json_logs: bool = False, file: str | None = None, console: bool = True
 ) -> None:
-    """Configure loguru. With the panel up, pass ``console=False`` and a ``file``."""
+    """Configure loguru. With the panel up, pass ``console=False`` and a ``file``.
+
+    A log file that cannot be created is a :class:`UserInputError` naming it.
+    """
+    if file:
+        _check_log_file(Path(file))
     logger.remove()
     secrets = secret_values()
     logger.configure(patcher=_redactor(secrets))
@@ -67,7 +84,6 @@ def setup_logging(
             logger.add(sys.stderr, level=level, format=_HUMAN, colorize=None)
     if file:
         path = Path(file)
-        path.parent.mkdir(parents=True, exist_ok=True)
         logger.add(
             str(path), level=level, serialize=json_logs, rotation="50 MB", retention=5, enqueue=True
         )

@@ -133,3 +133,130 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert "file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# --- fuzzed inputs: one clean line, exit 2, never a traceback --------------------------------
+
+
+def _paper_with(**changes: object) -> str:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
+    for key, value in changes.items():
+        node = cfg
+        *parents, last = key.split("__")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return yaml.safe_dump(cfg)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b'mode: paper\nname: "caf\xe9"\n', "line 2: not UTF-8 text (byte 0xe9)"),
+        (
+            _paper_with(venue__sim__entry_latency_ms=float("nan")).encode(),
+            "venue.sim.entry_latency_ms: must be a finite number (was nan)",
+        ),
+        (
+            _paper_with(venue__sim__entry_latency_ms="nan").encode(),
+            "venue.sim.entry_latency_ms: must be a finite number (was 'nan')",
+        ),
+        (
+            _paper_with(strategy__params__order_size_usdc=float("inf")).encode(),
+            "strategy.params.order_size_usdc: must be a finite number (was inf)",
+        ),
+        (
+            _paper_with(model={"path": "m" * 5000}).encode(),
+            "model.path: too long (5000 characters; at most 1024)",
+        ),
+        (_paper_with(model={"path": "m" * 300}).encode(), "File name too long"),
+    ],
+    ids=["non-utf8", "nan", "nan-text", "inf", "path-5000", "path-300"],
+)
+def test_fuzzed_profiles_give_one_line(tmp_path: Path, text: bytes, expected: str) -> None:
+    bad = tmp_path / "fuzz.yaml"
+    bad.write_bytes(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert len(e.value.problems) == 1 and expected in e.value.problems[0], e.value.problems
+    assert "\n" not in e.value.problems[0] and len(e.value.problems[0]) < 200
+
+
+def _validate(path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flashmm", "config", "validate", path],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_cli_validate_device_fifo_folder_and_nan_set(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "profile.yaml"
+    os.mkfifo(fifo)  # nothing writes to it: reading it would block forever
+    cases = {
+        "/dev/zero": "/dev/zero: not a regular file (a pipe or device)",
+        str(fifo): f"{fifo}: not a regular file (a pipe or device)",
+        str(tmp_path): f"{tmp_path}: not a regular file (a folder)",
+    }
+    for path, expected in cases.items():
+        r = _validate(path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip() == f"flashmm: error: {expected}"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flashmm",
+            "config",
+            "validate",
+            "configs/paper.yaml",
+            "--set",
+            "strategy.params.order_size_usdc=inf",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "order_size_usdc: must be a finite number" in r.stderr
+
+
+def test_panel_log_file_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    """``flashmm run`` on a terminal (the panel is up) with logging.file under a file."""
+    import os
+    import pty
+
+    import yaml
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    cfg = yaml.safe_load(_paper_with())
+    cfg["logging"]["file"] = str(blocker / "logs" / "flashmm.log")
+    cfg["control"] = {"data_dir": str(tmp_path / "data"), "journal": False}
+    profile = tmp_path / "panel.yaml"
+    profile.write_text(yaml.safe_dump(cfg))
+    main, tty = pty.openpty()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "flashmm", "run", "--config", str(profile), "--duration", "5"],
+            stdin=tty,
+            stdout=tty,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    finally:
+        os.close(tty)
+        os.close(main)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (
+        f"flashmm: error: logging.file: cannot write the log file"
+        f" {blocker / 'logs' / 'flashmm.log'} (Not a directory)"
+    )
