@@ -70,6 +70,8 @@ def backtest_command(
     workers: int,
     ray: str | None,
     progress: bool,
+    compare: Sequence[str] = (),
+    windows: int = 10,
 ) -> None:
     from flashmm.config import load_config, load_dotenv_file
 
@@ -81,6 +83,13 @@ def backtest_command(
     _check_data(data)
     if workers < 1:
         raise UserInputError(f"--workers: must be >= 1, was {workers}")
+    if compare and sweep is not None:
+        raise UserInputError("--compare and --sweep: use one or the other")
+    if compare and windows < 2:
+        raise UserInputError(f"--windows: must be >= 2 for confidence intervals, was {windows}")
+    for pair in compare:
+        if "=" not in pair:
+            raise UserInputError(f"--compare: expected KEY=VALUE (like --set), got {pair!r}")
     cfg = load_config(config or DEFAULT_BACKTEST_CONFIG, list(sets))
     _setup_logging(quiet=json_out)
     from flashmm.backtest.runner import data_files, open_feed
@@ -103,6 +112,20 @@ def backtest_command(
             workers,
             ray,
             show_progress,
+        )
+        return
+    if compare:
+        _compare(
+            config or DEFAULT_BACKTEST_CONFIG,
+            sets,
+            compare,
+            files,
+            feed,
+            from_ns,
+            to_ns,
+            windows,
+            out,
+            json_out,
         )
         return
     from flashmm.backtest.report import summary_table, write_outputs
@@ -158,6 +181,37 @@ def backtest_command(
     from rich.console import Console
 
     Console().print(summary_table(res.report))
+
+
+def _compare(
+    config: str,
+    sets: Sequence[str],
+    variant: Sequence[str],
+    files: Sequence[str],
+    feed: Any,
+    from_ns: int | None,
+    to_ns: int | None,
+    windows: int,
+    out: str | None,
+    json_out: bool,
+) -> None:
+    from flashmm.backtest.compare import compare_table, run_compare
+
+    result = run_compare(
+        config, sets, variant, files, feed, from_ns, to_ns, windows, Path(out) if out else None
+    )
+    if out and not json_out:
+        print(
+            f"wrote {out}/compare.json, {out}/baseline/ and {out}/variant/ (report.json, "
+            "fills.csv, plots.html)",
+            file=sys.stderr,
+        )
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    from rich.console import Console
+
+    Console().print(compare_table(result))
 
 
 def _sweep(

@@ -151,6 +151,17 @@ def backtest(
         str | None, typer.Option("--ray", help="Ray address for --sweep (needs .[ray]).")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--compare",
+            help="KEY=VALUE (repeatable): also run this variant and compare it with the "
+            "baseline (P&L, markouts, inventory, with 95 % CIs over time windows).",
+        ),
+    ] = None,
+    windows: Annotated[
+        int, typer.Option("--windows", help="Time windows for the --compare intervals.")
+    ] = 10,
 ) -> None:
     """Replay recorded order-book data through the engine on a simulated clock."""
     from flashmm.backtest.cli import backtest_command
@@ -167,6 +178,8 @@ def backtest(
         workers=workers,
         ray=ray,
         progress=progress,
+        compare=compare or [],
+        windows=windows,
     )
 
 

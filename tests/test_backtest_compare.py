@@ -1,0 +1,99 @@
+"""``flashmm backtest --compare K=V``: baseline and variant, differences with intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kit.data import NEXO_23 as NEXO_20MIN
+
+from flashmm.backtest.compare import diff_ci
+from flashmm.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHMM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["backtest", "--no-progress", "--data", str(NEXO_20MIN), *args])
+    out, err = capsys.readouterr()
+    code = exc.value.code if isinstance(exc.value.code, int) else 0
+    return code, out, err
+
+
+def test_compare_model_off_writes_both_reports_and_intervals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    code, stdout, _ = run_cli(
+        ["--compare", "model.enabled=false", "--windows", "8", "--json", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0
+    res = json.loads(stdout)
+    assert res["variant"]["sets"] == ["model.enabled=false"] and res["windows"] == 8
+    base = json.loads((out / "baseline" / "report.json").read_text())
+    var = json.loads((out / "variant" / "report.json").read_text())
+    assert json.loads((out / "compare.json").read_text()) == res
+    assert (out / "variant" / "fills.csv").is_file()
+    m = res["metrics"]
+    assert set(m) == {
+        "pnl_usdc",
+        "markout_1s_bps",
+        "markout_5s_bps",
+        "markout_30s_bps",
+        "abs_inventory_usdc",
+    }
+    assert m["pnl_usdc"]["baseline"] == base["pnl_usdc"]
+    assert m["pnl_usdc"]["diff"] == pytest.approx(var["pnl_usdc"] - base["pnl_usdc"], abs=1e-5)
+    assert m["markout_5s_bps"]["variant"] == var["markout_bps"]["5s"]
+    for k, v in m.items():
+        lo, hi = v["ci95"]
+        assert lo <= v["diff"] <= hi, k  # the interval brackets the run's own difference
+        assert v["significant"] == (lo > 0 or hi < 0)
+    # deterministic: the same command gives the same comparison
+    code, again, _ = run_cli(
+        ["--compare", "model.enabled=false", "--windows", "8", "--json"], capsys
+    )
+    assert json.loads(again) == res
+
+
+def test_compare_with_no_change_is_zero_and_table_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, stdout, _ = run_cli(["--compare", "model.enabled=true", "--to", "1721749800000"], capsys)
+    assert code == 0
+    assert "P&L (USDC)" in stdout and "markout 5 s" in stdout and "95 % CI" in stdout
+
+
+def test_bad_compare_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for args, what in (
+        (["--compare", "model.enabled"], "--compare: expected KEY=VALUE"),
+        (["--compare", "risk.no_such_key=1"], "no_such_key"),
+        (["--compare", "model.enabled=false", "--windows", "1"], "--windows"),
+    ):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2, args
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0], lines
+
+
+def test_diff_ci_pnl_sums_and_markouts_average() -> None:
+    n = 10
+    ones = np.ones(n)
+    base = (np.full(n, 1.0), ones)
+    same = diff_ci("pnl_usdc", base, base)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0] and same["significant"] is False
+    better = diff_ci("pnl_usdc", base, (np.full(n, 1.5) + np.linspace(-0.1, 0.1, n), ones))
+    assert better["diff"] == pytest.approx(5.0) and better["significant"] is True
+    # markouts: fill-weighted means, windows without fills left out
+    sb, cb = np.array([2.0, 0.0, 6.0]), np.array([1.0, 0.0, 3.0])
+    sv, cv = np.array([4.0, 0.0, 3.0]), np.array([2.0, 0.0, 3.0])
+    r = diff_ci("markout_5s_bps", (sb, cb), (sv, cv))
+    assert r["diff"] == pytest.approx(7 / 5 - 8 / 4)
+    assert r["window_diffs"]["n"] == 2
