@@ -28,6 +28,9 @@ from flashmm.signal import SignalSource
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
 
+#: how long closing a feed may take on shutdown before the bot goes on without it
+FEED_CLOSE_TIMEOUT_S = 2.0
+
 
 @dataclass
 class RunOptions:
@@ -157,7 +160,9 @@ async def drive_live(
             await t
         aclose = getattr(feed, "aclose", None)
         if aclose is not None:
-            await aclose()
+            # bounded: a shutdown never waits for a feed that is down
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(aclose(), FEED_CLOSE_TIMEOUT_S)
 
 
 async def shutdown(engine: Engine, sim_clock: bool, timeout_s: float = 10.0) -> bool:
@@ -209,6 +214,23 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, handler, sig.name)
 
 
+async def _start_venue(venue: Venue, stop: asyncio.Event) -> bool:
+    """``venue.start()``, given up when ``stop`` is set first. True when started."""
+    started = asyncio.ensure_future(venue.start())
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({started, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if started.done():
+        started.result()
+        return True
+    started.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await started
+    return False
+
+
 async def run_async(
     cfg: Config,
     opts: RunOptions,
@@ -222,8 +244,22 @@ async def run_async(
     feed = build_feed(cfg, opts)
     engine = engine or build_engine(cfg, sim_clock=isinstance(feed, ReplayFeed))
     install_signal_handlers(stop)
-    await engine.venue.start()
+    if not await _start_venue(engine.venue, stop):
+        # stopped while connecting (a node that does not answer, a long log replay):
+        # nothing was sent yet, so there is nothing to cancel
+        logger.warning("stopped before the venue was ready")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(engine.venue.aclose(), FEED_CLOSE_TIMEOUT_S)
+        summary = engine.summary()
+        summary["orders_left_open"] = 0
+        return summary
     deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
+    # --duration is a timer of its own: it stops the bot even when no event arrives
+    timer = (
+        asyncio.get_running_loop().call_later(opts.duration_s, stop.set)
+        if opts.duration_s
+        else None
+    )
     sim_clock = isinstance(feed, ReplayFeed)
     pub = asyncio.create_task(publish_snapshots(engine, holder, stop, cfg.ui.refresh_hz))
     extras = [asyncio.create_task(t(engine)) for t in opts.extra_tasks]
@@ -236,13 +272,19 @@ async def run_async(
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({drv, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not drv.done():
+            # stop (SIGTERM, `flashmm stop`, --duration): never wait for the next event of
+            # a feed that may be down or paced slowly; the engine is between events here
             if isinstance(feed, ReplayFeed):
                 feed.stop()
-            await drv
+            drv.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drv
         else:
             drv.result()
         waiter.cancel()
     finally:
+        if timer is not None:
+            timer.cancel()
         clean = await shutdown(engine, sim_clock)
         stop.set()
         for t in [pub, *extras]:

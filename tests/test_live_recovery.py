@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_fixtures import LocalChain
+from aiohttp import web
+from chain_fixtures import LocalChain, RpcProxy
 from kit.bot import BotProcess
 from test_live_e2e import (
     FILL_TOPIC,
     MKT,
+    NEXO,
     Taker,
+    _has_quotes,
     chain_position,
     dirs,
     feed,
@@ -32,12 +37,14 @@ from test_live_e2e import (
     nonce_of,
     rpc,
     topic_of,
+    wait_until,
     write_deployment,
 )
 
 from flashmm.feeds.server import ReplayServer
 from flashmm.types import Side
 from flashmm.venues.sei.abi import unpack_info
+from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.rpc import JsonRpc
 
 pytest_plugins = ["chain_fixtures"]
@@ -129,3 +136,96 @@ async def test_kill_9_loses_no_fill(
     pos = await chain_position(rpc, chain, who)
     assert sum(lots for lots, _ in on_chain.values()) == pos
     assert summary["markets"][MKT]["position"] == pos
+
+
+# --- a slow node: venue_latency trips, then clears by itself ---------------------------------
+
+
+class SlowRpc(RpcProxy):
+    """The fixtures' proxy, answering every request ``delay_s`` late while set."""
+
+    delay_s = 0.0
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return await super()._handle(request)
+
+
+async def _breaker(bot: BotProcess, name: str) -> str:
+    r = await bot.acommand("status")
+    return str(r["result"]["breakers"].get(name, {}).get("state", "?"))
+
+
+async def test_venue_latency_clears_when_the_node_is_fast_again(
+    chain: LocalChain, rpc: JsonRpc, feed: ReplayServer, dirs: Any
+) -> None:
+    tmp, sock = dirs
+    who = chain.address("maker2")
+    proxy = SlowRpc(chain.rpc_url)
+    await proxy.start()
+    dep = write_deployment(chain, tmp)
+    profile = live_profile(
+        tmp,
+        sock,
+        "slow",
+        feed=feed,
+        sei={"deployment": str(dep), "dev_account": "maker2", "rpc_url": proxy.url},
+        risk={"venue_latency_ms": 1000},
+    )
+    bot = BotProcess(profile, duration=300)
+    book = BookClient(rpc, chain.dep.book)
+    try:
+        await bot.await_ready()
+        await wait_until(lambda: _has_quotes(book, who), 30, "quotes on chain")
+        proxy.delay_s = 1.5  # the node answers slowly: quotes are pulled
+        await wait_until(lambda: _is(bot, "venue_latency", "tripped"), 60, "venue_latency tripped")
+        proxy.delay_s = 0.0  # fast again: probes clear the breaker, quoting resumes
+        fast = time.monotonic()
+        await wait_until(lambda: _is(bot, "venue_latency", "ok"), 30, "venue_latency clear")
+        cleared_s = time.monotonic() - fast
+        await wait_until(lambda: _has_quotes(book, who), 30, "quotes back on chain")
+        resumed_s = time.monotonic() - fast
+        await bot.acommand("stop")
+        await bot.await_exit()
+    finally:
+        bot.close()
+        await proxy.stop()
+    print(f"venue_latency cleared {cleared_s:.1f} s, quotes back {resumed_s:.1f} s after")
+    assert await book.open_orders(who, 1) == []
+
+
+async def _is(bot: BotProcess, name: str, state: str) -> bool:
+    return await _breaker(bot, name) == state
+
+
+# --- shutdown never waits for the feed -------------------------------------------------------
+
+
+async def test_sigterm_with_the_feed_down_cancels_and_exits(
+    chain: LocalChain, rpc: JsonRpc, dirs: Any
+) -> None:
+    tmp, sock = dirs
+    who = chain.address("spare")
+    srv = ReplayServer([NEXO], speed=10.0, loop=True)
+    await srv.start()
+    dep = write_deployment(chain, tmp)
+    profile = live_profile(
+        tmp, sock, "down", feed=srv, sei={"deployment": str(dep), "dev_account": "spare"}
+    )
+    bot = BotProcess(profile, duration=300)
+    book = BookClient(rpc, chain.dep.book)
+    try:
+        await bot.await_ready()
+        await wait_until(lambda: _has_quotes(book, who), 30, "quotes on chain")
+        await srv.stop()  # the feed is gone: no event will wake the drive loop
+        await asyncio.sleep(1.0)
+        bot.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        code = await asyncio.to_thread(bot.proc.wait, 60)
+        took = time.monotonic() - t0
+    finally:
+        bot.close()
+    assert code == 0, bot.stderr()[-3000:]
+    print(f"SIGTERM with the feed down: exit 0 after {took:.1f} s")
+    assert await book.open_orders(who, 1) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Annotated, Any
 
@@ -86,10 +87,12 @@ def run(
     from flashmm.app import run_bot
     from flashmm.errors import UserInputError
 
-    if speed is not None and speed < 0:
-        raise UserInputError(f"--speed must be >= 0 (0 = as fast as possible), was {speed:g}")
-    if duration is not None and duration <= 0:
-        raise UserInputError(f"--duration must be > 0 seconds, was {duration:g}")
+    if speed is not None and not (math.isfinite(speed) and speed >= 0):
+        raise UserInputError(
+            f"--speed must be a finite number >= 0 (0 = as fast as possible), was {speed:g}"
+        )
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise UserInputError(f"--duration must be a finite number > 0 (seconds), was {duration:g}")
     cfg = _load(config, set_)
     summary = run_bot(
         cfg,

@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 GAS_FLOOR = {"take": 160_000, "cancelSlots": 60_000}
 # Cancels that did not go through are sent again (with backoff) up to this many times.
 MAX_CANCEL_RETRIES = 20
+# venue_latency: answer times of the last seconds only; probe the node when idle
+LATENCY_WINDOW_S = 5.0
+LATENCY_MIN_SAMPLES = 3
+PROBE_EVERY_S = 1.0
 
 
 def _round_div(a: int, b: int) -> int:
@@ -220,6 +224,9 @@ class SeiVenue:
         }
         #: submit → receipt times of the last transactions, in ms
         self.receipt_ms: deque[float] = deque(maxlen=200)
+        # (monotonic s, ms) of recent receipts and probes: what receipt_p99_ms() judges
+        self._lat_samples: deque[tuple[float, float]] = deque(maxlen=200)
+        self._probe_task: asyncio.Task[None] | None = None
         # crash recovery: replay our fills from this block on start (None: no replay)
         self._replay_from: int | None = None
         self._replay_set = False
@@ -232,11 +239,38 @@ class SeiVenue:
         self._block_ts: dict[int, int] = {}
 
     def receipt_p99_ms(self) -> float | None:
-        """p99 of submit → receipt over the last 200 transactions (None before 20)."""
-        lat = sorted(self.receipt_ms)
-        if len(lat) < 20:
+        """p99 of the node's recent answer times, in ms (None with too few samples).
+
+        The samples are the submit → receipt times of our transactions and, while none
+        is sent (e.g. quotes pulled because the node is slow), timed probes: a cheap call
+        every ``PROBE_EVERY_S``. Only the last ``LATENCY_WINDOW_S`` count, so the
+        ``venue_latency`` breaker clears by itself a few seconds after the node is fast
+        again, and one slow transaction long ago does not hold quoting.
+        """
+        cutoff = time.monotonic() - LATENCY_WINDOW_S
+        lat = sorted(ms for t, ms in self._lat_samples if t >= cutoff)
+        if len(lat) < LATENCY_MIN_SAMPLES:
             return None
         return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+
+    def _latency_sample(self, ms: float) -> None:
+        self._lat_samples.append((time.monotonic(), ms))
+
+    async def _probe_loop(self) -> None:
+        """Time a cheap call (eth_blockNumber) whenever no transaction gave a sample
+        lately; a call that fails counts as at least the RPC timeout."""
+        while True:
+            await asyncio.sleep(PROBE_EVERY_S)
+            last = self._lat_samples[-1][0] if self._lat_samples else 0.0
+            if time.monotonic() - last < PROBE_EVERY_S:
+                continue
+            t0 = time.monotonic()
+            try:
+                await self.rpc.call("eth_blockNumber")
+                ms = (time.monotonic() - t0) * 1e3
+            except Exception:  # no answer is not a fast answer
+                ms = max((time.monotonic() - t0) * 1e3, self.settings.rpc_timeout_s * 1e3)
+            self._latency_sample(ms)
 
     # ------------------------------------------------------------------ lifecycle
     def recover_from(self, block: int | None) -> None:
@@ -321,6 +355,7 @@ class SeiVenue:
         self.stream.start()
         self._inflight_sem = asyncio.Semaphore(self.settings.max_inflight_txs)
         self._sender_task = asyncio.create_task(self._send_loop(), name="flashmm-sei-sender")
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="flashmm-sei-probe")
 
     async def _replay_fills(self, start: int, head: int) -> None:
         """Book our Fill logs of blocks ``start..head`` (paged eth_getLogs, oldest first).
@@ -394,6 +429,11 @@ class SeiVenue:
         if self._sender_task is not None and self.stream is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._final_logs(), 8.0)
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._probe_task
+            self._probe_task = None
         if self._sender_task is not None:
             self._sender_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -798,6 +838,7 @@ class SeiVenue:
         try:
             receipt = await self.sender.wait(sent)
             self.receipt_ms.append((time.monotonic() - sent.sent_at) * 1e3)
+            self._latency_sample(self.receipt_ms[-1])
             self.stats["txs"] += 1
             used = int(receipt["gasUsed"], 16)
             self.stats["gas_used"] += used
