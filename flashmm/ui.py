@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -178,4 +179,17 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         if k in summary:
             v = summary[k]
             t.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
+    if "open_positions" in summary:
+        pos = summary["open_positions"] or {}
+        t.add_row("open positions", ", ".join(f"{m} {v:g}" for m, v in pos.items()) or "none")
+    if "open_orders" in summary:
+        t.add_row("open orders at exit", str(len(summary["open_orders"] or [])))
+    journal = summary.get("journal")
+    if isinstance(journal, Mapping):
+        t.add_row(
+            "journal (all runs)",
+            f"fills {journal.get('fills', 0)}, P&L {float(journal.get('pnl_usdc') or 0):,.4f}",
+        )
+        if journal.get("failure"):
+            t.add_row("journal failure", escape(str(journal["failure"])))
     return t

@@ -301,6 +301,15 @@ async def test_simulated_run_starts_flat_and_unhalted_unless_resumed(
     assert summary["state"] == "halted"
     assert summary["open_positions"] == {SYM: pytest.approx(400 * 0.01)}
     assert summary["open_orders"] == []
+    from rich.console import Console
+
+    from flashmm.ui import summary_table
+
+    console = Console(record=True, width=120)
+    console.print(summary_table(summary))
+    text = console.export_text()
+    assert "open positions" in text and "SEI/USDC 4" in text
+    assert "journal (all runs)" in text and "fills 2" in text
 
 
 async def test_summary_state_is_stopped_not_running(dirs: tuple[Path, Path]) -> None:

@@ -251,8 +251,9 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
         extra = f" (+{int(pending)} not yet journaled)" if pending else ""
         totals.append(f"fills {_fmt(st.get('fills'), 0)}{extra}")
     journal = st.get("journal")
-    if isinstance(journal, Mapping) and journal.get("error"):
-        totals.append(f"[bold red]journal error: {escape(str(journal['error']))}[/]")
+    if isinstance(journal, Mapping) and (journal.get("error") or journal.get("failure")):
+        why = journal.get("error") or journal.get("failure")
+        totals.append(f"[bold red]journal error: {escape(str(why))}[/]")
     if totals:
         console.print("  ".join(totals))
     venue = st.get("venue")
