@@ -274,6 +274,8 @@ async def test_simulated_run_starts_flat_and_unhalted_unless_resumed(
         await stop(ops, task)
     first = ops.journal.path if ops.journal else None
     assert first is not None and first.parent == data / "runs" / "svc"
+    for folder in (data / "runs", data / "runs" / "svc"):
+        assert folder.stat().st_mode & 0o077 == 0, folder
 
     engine, ops, task = await sim_start(cfg)  # a new run in the same folder
     try:

@@ -484,7 +484,9 @@ class Journal:
             else None
         )
         try:
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            missing = [d for d in (self.data_dir, *self.data_dir.parents) if not d.exists()]
+            for d in reversed(missing):  # every folder created here is private
+                d.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise RuntimeFailure(f"journal: cannot create data dir {self.data_dir}: {exc}") from exc
         _private(self.data_dir, 0o700)
