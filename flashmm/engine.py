@@ -175,7 +175,8 @@ class Engine:
         ms = self.by_ref.get(ev.symbol)
         if ms is None:
             return
-        ms.last_data_ns = now_ns
+        if not isinstance(ev, FeedStatus):  # a status is news about the feed, not data
+            ms.last_data_ns = now_ns
         if isinstance(ev, DepthDiff):
             try:
                 changed = ms.builder.on_diff(ev)
@@ -197,6 +198,19 @@ class Engine:
                 return
             self._after_book(ms, now_ns, t0)
         elif isinstance(ev, FeedStatus):
+            if ev.kind in ("gap", "disconnected"):
+                # the feed holds the diffs until a fresh snapshot: the book is frozen, so
+                # pull this market's quotes now and keep them pulled until it is re-synced
+                ms.builder.state = SyncState.WAITING_SNAPSHOT
+                if ms.blocked is None:
+                    ms.blocked = f"feed {ev.kind}: book not synced"
+                self._pull(ms, now_ns)
+                logger.warning(
+                    "feed {} on {}: {} quotes pulled until the book is re-synced",
+                    ev.kind,
+                    ev.symbol,
+                    ms.spec.symbol,
+                )
             if ev.kind == "resync":
                 # a new replay pass or a re-sync: the last second of prices no longer
                 # joins up. The kill switch keeps its σ and stays armed; the price band
