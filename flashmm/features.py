@@ -10,10 +10,13 @@ store the list and are rejected when it differs).
 
 Design:
 
-- Scale-free where possible: prices as basis points of the mid or as
-  ticks/spread fractions, sizes as ratios to the market's own slowly
-  averaged depth, so a model trained on NEXO/USDT transfers to a market of
-  the same tick-to-price ratio (SEI/USDC).
+- Tick- and price-level-free: every price is in basis points of the mid
+  or in multiples of the (current or 60 s average) spread, sizes are ratios
+  to the market's own slowly averaged depth, counts are rates per second,
+  imbalances are shares. Nothing reads the tick size: scaling a recording's
+  prices (or its tick) by 10x or 0.1x gives the same vectors (a test checks
+  it), so one model can be trained on and used for markets of different
+  ticks and price levels.
 - Windows over time are exponentially decayed sums with time constant
   ``tau`` (``ofi_l1_5s`` is the order-flow imbalance decayed with
   tau = 5 s); returns use exact look-backs on the mid history. Everything
@@ -42,13 +45,13 @@ from flashmm.marketdata import Trade
 # (name, description). The order is the model's input order.
 FEATURES: tuple[tuple[str, str], ...] = (
     # --- book shape -------------------------------------------------------
-    ("spread_ticks", "best ask - best bid, in ticks"),
+    ("imb_l1_ema_1s", "imb_l1 averaged over time, tau 1 s"),
     ("spread_bps", "spread in basis points of the mid"),
-    ("tick_bps", "one tick in basis points of the mid (price granularity)"),
+    ("micro_offset_spread_ema_30s", "micro_offset_spread averaged over time, tau 30 s"),
     ("micro_offset_bps", "L1 microprice minus mid, bps"),
     ("micro_offset_spread", "L1 microprice minus mid, as a fraction of the spread (-0.5..0.5)"),
-    ("micro3_offset_bps", "3-level size-weighted microprice minus mid, bps"),
-    ("micro5_offset_bps", "5-level size-weighted microprice minus mid, bps"),
+    ("micro3_offset_spread", "3-level size-weighted microprice minus mid, in spreads"),
+    ("micro5_offset_spread", "5-level size-weighted microprice minus mid, in spreads"),
     ("imb_l1", "(bid - ask) / (bid + ask) size at the best level"),
     ("imb_l3", "size imbalance over the best 3 levels per side"),
     ("imb_l5", "size imbalance over the best 5 levels per side"),
@@ -58,12 +61,12 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("imb_l5_ema_30s", "imb_l5 averaged over time, tau 30 s"),
     ("micro_offset_spread_ema_5s", "micro_offset_spread averaged over time, tau 5 s"),
     ("log_ratio_l1", "log(best bid size / best ask size)"),
-    ("bid_gap_ticks", "distance from bid level 1 to level 2, ticks"),
-    ("ask_gap_ticks", "distance from ask level 1 to level 2, ticks"),
-    ("bid_span_bps", "distance from the mid to the 10th bid level, bps"),
-    ("ask_span_bps", "distance from the mid to the 10th ask level, bps"),
-    ("bid_slope", "log of bid depth density (lots per tick over 10 levels) / average L1 size"),
-    ("ask_slope", "log of ask depth density (lots per tick over 10 levels) / average L1 size"),
+    ("bid_gap_spread", "distance from bid level 1 to level 2, in spreads"),
+    ("ask_gap_spread", "distance from ask level 1 to level 2, in spreads"),
+    ("bid_span_spread", "distance from the mid to the 10th bid level, in spreads"),
+    ("ask_span_spread", "distance from the mid to the 10th ask level, in spreads"),
+    ("bid_slope", "log of bid depth density (lots per spread over 10 levels) / average L1 size"),
+    ("ask_slope", "log of ask depth density (lots per spread over 10 levels) / average L1 size"),
     ("slope_ratio", "bid_slope - ask_slope (log ratio of the two densities)"),
     ("bid_l1_rel", "log(best bid size / mean bid size of the best 5 levels)"),
     ("ask_l1_rel", "log(best ask size / mean ask size of the best 5 levels)"),
@@ -88,22 +91,26 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("trade_vol_5s", "log(1 + traded volume / average L1 size), tau 5 s"),
     ("trade_vol_30s", "log(1 + traded volume / average L1 size), tau 30 s"),
     ("trade_vol_120s", "log(1 + traded volume / average L1 size), tau 120 s"),
-    ("vwap_30s_offset_bps", "trade VWAP (tau 30 s) minus mid, bps"),
+    ("vwap_30s_offset_spread", "trade VWAP (tau 30 s) minus mid, in average spreads"),
     ("last_trade_sign", "+1 buyer-initiated, -1 seller-initiated, 0 before any trade"),
-    ("last_trade_offset_bps", "last trade price minus mid, bps"),
+    ("last_trade_offset_spread", "last trade price minus mid, in average spreads"),
     ("time_since_trade", "log(1 + seconds since the last trade)"),
     # --- returns and volatility ------------------------------------------
-    ("ret_1s", "mid return over the last 1 s, bps"),
-    ("ret_5s", "mid return over the last 5 s, bps"),
-    ("ret_30s", "mid return over the last 30 s, bps"),
-    ("ret_120s", "mid return over the last 120 s, bps"),
-    ("ret_600s", "mid return over the last 600 s, bps"),
-    ("rv_5s", "realized volatility of mid changes, sqrt of decayed sum of squared bps, tau 5 s"),
-    ("rv_30s", "realized volatility of mid changes, tau 30 s, bps"),
-    ("rv_120s", "realized volatility of mid changes, tau 120 s, bps"),
-    ("rv_600s", "realized volatility of mid changes, tau 600 s, bps"),
-    ("mid_dev_ema_60s", "mid minus its 60 s time average, bps"),
-    ("mid_dev_ema_600s", "mid minus its 600 s time average, bps"),
+    ("ret_1s", "mid change over the last 1 s, in average spreads"),
+    ("ret_5s", "mid change over the last 5 s, in average spreads"),
+    ("ret_30s", "mid change over the last 30 s, in average spreads"),
+    ("ret_120s", "mid change over the last 120 s, in average spreads"),
+    ("ret_600s", "mid change over the last 600 s, in average spreads"),
+    (
+        "rv_5s",
+        "realized volatility of mid changes (sqrt of decayed sum of squares), tau 5 s, "
+        "in average spreads",
+    ),
+    ("rv_30s", "realized volatility of mid changes, tau 30 s, in average spreads"),
+    ("rv_120s", "realized volatility of mid changes, tau 120 s, in average spreads"),
+    ("rv_600s", "realized volatility of mid changes, tau 600 s, in average spreads"),
+    ("mid_dev_ema_60s", "mid minus its 60 s time average, in average spreads"),
+    ("mid_dev_ema_600s", "mid minus its 600 s time average, in average spreads"),
     ("mid_change_rate_120s", "log(1 + mid changes per minute), tau 120 s"),
     ("last_mid_change_sign", "+1/-1 sign of the last mid change, 0 before any"),
     ("time_since_mid_change", "log(1 + seconds since the mid last changed)"),
@@ -121,8 +128,20 @@ _TAUS = np.array([1.0, 5.0, 30.0, 120.0, 600.0])
 _C_OFI1, _C_OFI5, _C_BUYV, _C_SELLV, _C_BUYN, _C_SELLN, _C_PQ, _C_R2, _C_MIDN = range(9)
 _N_CH = 9
 # time averages of piecewise-constant values: (tau s) per slot
-_E_IMB1, _E_IMB5, _E_MICS, _E_SPREAD, _E_MID60, _E_MID600, _E_L1, _E_D5, _E_D10 = range(9)
-_EMA_TAUS = np.array([5.0, 30.0, 5.0, 60.0, 60.0, 600.0, 300.0, 300.0, 300.0])
+(
+    _E_IMB1,
+    _E_IMB5,
+    _E_MICS,
+    _E_SPREAD,
+    _E_MID60,
+    _E_MID600,
+    _E_L1,
+    _E_D5,
+    _E_D10,
+    _E_IMB1F,
+    _E_MICS30,
+) = range(11)
+_EMA_TAUS = np.array([5.0, 30.0, 5.0, 60.0, 60.0, 600.0, 300.0, 300.0, 300.0, 1.0, 30.0])
 _TAUS_L = _TAUS.tolist()
 _EMA_TAUS_L = _EMA_TAUS.tolist()
 _RET_WINDOWS_S = (1.0, 5.0, 30.0, 120.0, 600.0)
@@ -237,8 +256,9 @@ class OnlineFeatures:
         micro5 = (pqb5 / cb5 * ca5 + pqa5 / ca5 * cb5) / (cb5 + ca5)
         bid_far = bids[-1][0]
         ask_far = asks[-1][0]
-        bid_dens = cb10 / (pb - bid_far + 1)
-        ask_dens = ca10 / (ask_far - pa + 1)
+        # lots per spread of price over the 10 levels (one spread added: never 0)
+        bid_dens = cb10 * spread / (pb - bid_far + spread)
+        ask_dens = ca10 * spread / (ask_far - pa + spread)
         l1 = (qb + qa) * 0.5
         d5 = (cb5 + ca5) * 0.5
         d10 = (cb10 + ca10) * 0.5
@@ -249,7 +269,7 @@ class OnlineFeatures:
             self.t0 = ts_ns
             self._S_ts = self._E_ts = ts_ns
             self.last_trade_ts = self.last_mid_change_ts = ts_ns
-            self._V[:] = (0.0, 0.0, 0.0, spread, mid, mid, l1, d5, d10)
+            self._V[:] = (0.0, 0.0, 0.0, spread, mid, mid, l1, d5, d10, 0.0, 0.0)
             self._E[:] = self._V
 
         # order-flow imbalance against the previous book (up to 5 levels)
@@ -279,7 +299,7 @@ class OnlineFeatures:
         r2 = 0.0
         moved = not first and mid2 != self.mid2
         if moved:
-            r = (mid2 / self.mid2 - 1.0) * 1e4
+            r = (mid2 - self.mid2) * 0.5  # ticks; divided by the average spread when read
             r2 = r * r
             self.last_mid_change_ts = ts_ns
             self.last_mid_change_sign = 1 if mid2 > self.mid2 else -1
@@ -302,28 +322,29 @@ class OnlineFeatures:
         imb5 = (cb5 - ca5) / (cb5 + ca5)
         mic_s = (micro1 - mid) / spread
         self._ema_to(ts_ns)
-        self._V[:] = (imb1, imb5, mic_s, spread, mid, mid, l1, d5, d10)
+        self._V[:] = (imb1, imb5, mic_s, spread, mid, mid, l1, d5, d10, imb1, mic_s)
 
         k5b = min(5, nb)
         k5a = min(5, na)
+        inv_sp = 1.0 / spread
         self._bk = [
-            spread,
+            0.0,  # imb_l1_ema_1s: filled in by vector()
             spread * bps,
-            bps,
+            0.0,  # micro_offset_spread_ema_30s: filled in by vector()
             (micro1 - mid) * bps,
             mic_s,
-            (micro3 - mid) * bps,
-            (micro5 - mid) * bps,
+            (micro3 - mid) * inv_sp,
+            (micro5 - mid) * inv_sp,
             imb1,
             (cb3 - ca3) / (cb3 + ca3),
             imb5,
             (cb10 - ca10) / (cb10 + ca10),
             (w5b - w5a) / (w5b + w5a),
             math.log(qb / qa),
-            pb - bids[1][0] if nb > 1 else 0.0,
-            asks[1][0] - pa if na > 1 else 0.0,
-            (mid - bid_far) * bps,
-            (ask_far - mid) * bps,
+            (pb - bids[1][0]) * inv_sp if nb > 1 else 0.0,
+            (asks[1][0] - pa) * inv_sp if na > 1 else 0.0,
+            (mid - bid_far) * inv_sp,
+            (ask_far - mid) * inv_sp,
             bid_dens,
             ask_dens,
             math.log(bid_dens / ask_dens),
@@ -331,6 +352,7 @@ class OnlineFeatures:
             math.log(qa * k5a / (ca5 if na >= 5 else ca10)),
             l1,
             d10,
+            spread,
         ]
         self.updates += 1
 
@@ -369,14 +391,24 @@ class OnlineFeatures:
         a = [exp(-dte / t) for t in _EMA_TAUS_L]
         E = self._E.tolist()
         V = self._V.tolist()
-        e_imb1, e_imb5, e_mics, e_spread, e_mid60, e_mid600, e_l1, e_d5, e_d10 = (
-            v + (e - v) * k for e, v, k in zip(E, V, a, strict=True)
-        )
+        (
+            e_imb1,
+            e_imb5,
+            e_mics,
+            e_spread,
+            e_mid60,
+            e_mid600,
+            e_l1,
+            e_d5,
+            e_d10,
+            e_imb1f,
+            e_mics30,
+        ) = (v + (e - v) * k for e, v, k in zip(E, V, a, strict=True))
         s1, s5, s30, s120, s600 = S
 
         mid2 = self.mid2
         mid = mid2 * 0.5
-        bps = 1e4 / mid
+        inv_sp = 1.0 / max(e_spread, 1e-12)  # prices in average spreads: tick- and level-free
         l1n = max(e_l1, 1e-12)
         d5n = max(e_d5, 1e-12)
         d10n = max(e_d10, 1e-12)
@@ -399,14 +431,16 @@ class OnlineFeatures:
             cut = ts - self._ret_win_ns[j]
             while len(dq) > 1 and dq[1][0] <= cut:
                 dq.popleft()
-            rets.append((mid2 / dq[0][1] - 1.0) * 1e4)
+            rets.append((mid2 - dq[0][1]) * 0.5 * inv_sp)
 
         f = bk[0:12]
+        f[0] = e_imb1f
+        f[2] = e_mics30
         f += (e_imb1, e_imb5, e_mics)
         f += bk[12:17]
         f += (log(bk[17] / l1n), log(bk[18] / l1n))
         f += bk[19:22]
-        f += (log(bk[22] / l1n), log(bk[23] / d10n), bk[0] / max(e_spread, 1e-12))
+        f += (log(bk[22] / l1n), log(bk[23] / d10n), bk[24] * inv_sp)
         f += (
             s1[_C_OFI1] * d1 / l1n,
             s5[_C_OFI1] * d5 / l1n,
@@ -425,19 +459,19 @@ class OnlineFeatures:
             log1p(v5 / l1n),
             log1p(v30 / l1n),
             log1p(v120 / l1n),
-            (s30[_C_PQ] * d30 / v30 - mid) * bps if v30 > eps else 0.0,
+            (s30[_C_PQ] * d30 / v30 - mid) * inv_sp if v30 > eps else 0.0,
             self.last_trade_sign,
-            (self.last_trade_px - mid) * bps if self.last_trade_sign else 0.0,
+            (self.last_trade_px - mid) * inv_sp if self.last_trade_sign else 0.0,
             log1p((ts - self.last_trade_ts) * _NS),
         )
         f += rets
         f += (
-            math.sqrt(s5[_C_R2] * d5),
-            math.sqrt(s30[_C_R2] * d30),
-            math.sqrt(s120[_C_R2] * d120),
-            math.sqrt(s600[_C_R2] * d600),
-            (mid - e_mid60) * bps,
-            (mid - e_mid600) * bps,
+            math.sqrt(s5[_C_R2] * d5) * inv_sp,
+            math.sqrt(s30[_C_R2] * d30) * inv_sp,
+            math.sqrt(s120[_C_R2] * d120) * inv_sp,
+            math.sqrt(s600[_C_R2] * d600) * inv_sp,
+            (mid - e_mid60) * inv_sp,
+            (mid - e_mid600) * inv_sp,
             log1p(s120[_C_MIDN] * d120 / 120.0 * 60.0),
             self.last_mid_change_sign,
             log1p((ts - self.last_mid_change_ts) * _NS),

@@ -57,6 +57,7 @@ class ModelSignal:
             self.predictor.is_open,
             low_confidence_widen=s.low_confidence_widen,
             breaker_widen=s.breaker_widen,
+            move_widen=s.move_widen,
         )
 
     def status(self) -> dict[str, object]:

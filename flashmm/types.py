@@ -199,6 +199,8 @@ class Signal:
     confidence: float = 0.0
     expected_bps: float = 0.0
     source: str = "none"
+    #: probability that the mid moves at all over the horizon (0: unknown, e.g. rules)
+    p_move: float = 0.0
 
 
 @dataclass(slots=True)

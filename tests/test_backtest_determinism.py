@@ -19,7 +19,7 @@ from flashmm.config import load_config
 
 # a budget a wall-clock ONNX call breaks at random (p99 ~60 µs idle, far more under load):
 # measured per call, this run gave 22-30 fills and different fills on each run
-TIGHT = ["model.latency_budget_us=150", "model.sim_latency_us=30"]
+TIGHT = ["model.enabled=true", "model.latency_budget_us=150", "model.sim_latency_us=30"]
 
 
 def _burn(seconds: float, ready: Any) -> None:
@@ -74,7 +74,7 @@ def test_same_fills_with_a_cpu_burning_neighbour(tmp_path: Path) -> None:
 
 def test_modelled_latency_over_budget_opens_the_breaker_the_same_way(tmp_path: Path) -> None:
     # a modelled cost over budget is a deterministic fallback to the rules
-    cfg = load_config("configs/backtest.yaml", ["model.sim_latency_us=6000"])
+    cfg = load_config("configs/backtest.yaml", ["model.enabled=true", "model.sim_latency_us=6000"])
     res = run_backtest(cfg, [str(NEXO_20MIN)], cache_dir=tmp_path)
     p = _predictor(res)
     reasons = [t["reason"] for t in p.transitions]

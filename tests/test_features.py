@@ -54,7 +54,8 @@ def test_book_features_on_a_synthetic_book() -> None:
     v = fe.vector(t0).copy()
     assert v.dtype == np.float32 and v.shape == (64,)
     assert np.isfinite(v).all()
-    assert v[IDX["spread_ticks"]] == 2
+    assert v[IDX["spread_rel"]] == pytest.approx(1.0)
+    assert v[IDX["bid_gap_spread"]] == pytest.approx(0.5)  # 1 tick on a 2-tick spread
     assert v[IDX["spread_bps"]] == pytest.approx(2 / 1001 * 1e4, rel=1e-5)
     # 10 lots bid vs 30 ask at the top: imbalance -0.5, microprice below the mid
     assert v[IDX["imb_l1"]] == pytest.approx(-0.5)
@@ -122,3 +123,57 @@ def test_online_and_batch_agree_on_the_20_minute_file() -> None:
     # the features are alive: no constant column except the grid-independent ones
     varying = (X_b.std(axis=0) > 0).sum()
     assert varying >= 60
+
+
+def _scaled_copy(src: Path, dst: Path, factor: str) -> None:
+    """The recording with every price multiplied by ``factor`` (exact decimals)."""
+    import gzip
+    from decimal import Decimal
+
+    import orjson
+
+    k = Decimal(factor)
+
+    def px(v: str) -> str:
+        return format((Decimal(v) * k).normalize(), "f")
+
+    def lv(levels: list[list[str]]) -> list[list[str]]:
+        return [[px(p), q] for p, q in levels]
+
+    with gzip.open(src, "rb") as fi, gzip.open(dst, "wb") as fo:
+        for line in fi:
+            sp = line.index(b" ")
+            msg = orjson.loads(line[sp + 1 :])
+            d = msg.get("data", msg)
+            for key in ("bids", "asks"):
+                if key in d:
+                    d[key] = lv(d[key])
+            if d.get("e") == "depthUpdate":
+                d["b"], d["a"] = lv(d["b"]), lv(d["a"])
+            elif d.get("e") == "trade":
+                d["p"] = px(d["p"])
+            elif "u" in d and "b" in d:  # bookTicker
+                d["b"], d["a"] = px(d["b"]), px(d["a"])
+            fo.write(line[: sp + 1] + orjson.dumps(msg) + b"\n")
+
+
+@pytest.mark.skipif(not NEXO_23.exists(), reason="shared data missing")
+def test_features_do_not_depend_on_tick_or_price_level(tmp_path: Path) -> None:
+    """Prices x10 and x0.1, ticks x10 and x0.1: the same 64 values (prices in ticks
+    change by 10x between the cases; the features must not)."""
+    ts0, X0, mid0 = batch_features([NEXO_23], "nexousdt", 0.001, 0.01, sample_every_ms=500)
+    assert len(ts0) > 2000
+    up, down = tmp_path / "x10.dat.gz", tmp_path / "x01.dat.gz"
+    _scaled_copy(NEXO_23, up, "10")
+    _scaled_copy(NEXO_23, down, "0.1")
+    cases = [
+        (up, 0.001, 10.0),  # prices x10, same tick: 10x as many ticks
+        (NEXO_23, 0.0001, 10.0),  # same prices, tick x0.1 (the SEI tick)
+        (down, 0.0001, 1.0),  # prices x0.1, tick x0.1
+        (up, 0.01, 1.0),  # prices x10, tick x10
+    ]
+    for path, tick, ticks_factor in cases:
+        ts, X, mid = batch_features([path], "nexousdt", tick, 0.01, sample_every_ms=500)
+        assert np.array_equal(ts, ts0)
+        np.testing.assert_allclose(mid, mid0 * ticks_factor, rtol=1e-12)
+        np.testing.assert_allclose(X, X0, rtol=2e-4, atol=2e-5, err_msg=f"{path.name} {tick}")

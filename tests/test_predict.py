@@ -390,3 +390,98 @@ def test_cli_train_bad_input(tmp_path: Path) -> None:
         ["train", "--data", str(NEXO_23), "--out", str(tmp_path / "m.onnx"), "--horizon", "x"],
     )
     assert r.exit_code == 2 and "bad horizon" in r.output
+
+
+# --- signal semantics, drift on one feature, honest evaluation ------------------------
+
+
+def test_drift_rule_trips_on_a_single_feature_far_out_of_range() -> None:
+    model = FakeModel()
+    g = GuardedPredictor(model, RulePredictor(), _settings(drift_sustain_s=2))
+    x = _x()
+    x[IDX["spread_bps"]] = 40.0  # one feature at |z| 40, the others in range
+    assert g.predict(x, 0).source == "onnx"
+    assert g.predict(x, 2 * S).source == "rules"
+    assert g.state == "open" and g.drift_features == 1
+    assert "spread_bps" in g.reason
+
+
+def test_model_signal_is_the_rule_formula_on_the_up_down_probability(
+    small_model: tuple[Path, dict[str, Any]],
+) -> None:
+    from flashmm.predict.onnx_model import OnnxPredictor
+
+    m = OnnxPredictor(small_model[0])
+    rng = np.random.default_rng(1)
+    X = (m.mean + m.std * rng.normal(size=(200, N_FEATURES))).astype(np.float32)
+    probs, _ = m.run_batch(X)
+    for x, p in zip(X, probs, strict=True):
+        sig = m.predict(x, 0)
+        down, up = float(p[0]), float(p[2])
+        lean = (up - down) / (up + down)
+        assert sig.p_move == pytest.approx(up + down, rel=1e-5)
+        # confidence is the up/down confidence, never P(flat)
+        assert sig.confidence == pytest.approx(max(up, down) / (up + down), rel=1e-4)
+        assert sig.expected_bps == pytest.approx(lean * x[IDX["spread_bps"]] / 2, rel=1e-4)
+        assert sig.direction == (0 if abs(lean) < 0.2 else (1 if lean > 0 else -1))
+        assert m.lean() == (1 if lean > 0 else -1)
+
+
+def test_skew_widens_on_the_probability_of_a_move() -> None:
+    calm = Signal(1, 0.8, 2.0, "onnx", 0.02)
+    busy = Signal(1, 0.8, 2.0, "onnx", 0.6)
+    assert skew_from_signal(calm, 5.0, 0.5, False, move_widen=0.5) == (
+        pytest.approx(1.6),
+        pytest.approx(1.01),
+    )
+    sk, w = skew_from_signal(busy, 5.0, 0.5, False, move_widen=0.5)
+    assert sk == pytest.approx(1.6) and w == pytest.approx(1.3)
+    # the rules know no p_move: no change
+    assert skew_from_signal(Signal(1, 0.8, 2.0, "rules"), 5.0, 0.5, False, move_widen=0.5)[1] == 1
+
+
+def test_distinct_moves_bootstrap_and_calibration() -> None:
+    from flashmm.predict.evaluation import bootstrap_rates, calibration, next_change_index
+
+    mid = np.array([10, 10, 10, 11, 11, 12, 12, 12, 12], dtype=float)
+    assert next_change_index(mid).tolist() == [3, 3, 3, 5, 5, 9, 9, 9, 9]
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(400), 8)  # 400 moves seen 8 times each
+    per_move = (rng.random(400) < 0.7).astype(float)
+    a = np.repeat(per_move, 8)
+    b = np.repeat((rng.random(400) < 0.6).astype(float), 8)
+    (lo, hi), _, (dlo, dhi) = bootstrap_rates(groups, [a, b], n_boot=400)
+    assert lo < a.mean() < hi
+    # intervals are over 400 moves, not 3,200 samples: about +-4.5 points wide
+    assert 0.06 < hi - lo < 0.12
+    assert dlo < a.mean() - b.mean() < dhi
+    conf = rng.uniform(0.5, 1.0, 20_000)
+    hit = (rng.random(20_000) < conf).astype(float)
+    rows, err = calibration(conf, hit)
+    assert err < 2.0 and sum(r["n"] for r in rows) == 20_000
+    _, bad = calibration(np.full(1000, 0.9), np.full(1000, 0.5))
+    assert bad == pytest.approx(40.0)
+
+
+def test_cli_eval_reports_moves_intervals_calibration_and_walk_forward(
+    small_model: tuple[Path, dict[str, Any]],
+) -> None:
+    path = small_model[0]
+    args = ["model", "eval", str(path), "--data", str(NEXO_23), "-w", "2", "--boot", "100"]
+    r = CliRunner().invoke(_cli(), [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    nexo = m["markets"]["nexousdt"]
+    assert 0 < nexo["distinct_moves"] < nexo["moved_samples"]
+    lo, hi = nexo["hit_rate_moved_ci95"]
+    assert lo <= nexo["hit_rate_moved"] <= hi
+    assert "updown_calibration_error_pts" in nexo and nexo["updown_calibration"]
+    wf = m["walk_forward"]
+    assert wf["windows"] == 2 and len(wf["folds"]) == 2
+    assert (
+        wf["folds"][0]["markets"]["nexousdt"]["to_ns"]
+        < (wf["folds"][1]["markets"]["nexousdt"]["from_ns"])
+    )
+    assert wf["overall"]["nexousdt"]["distinct_moves"] > 0
+    r = CliRunner().invoke(_cli(), args)
+    assert r.exit_code == 0 and "walk-forward" in r.output and "moves" in r.output

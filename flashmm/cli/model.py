@@ -157,30 +157,87 @@ def check(
 @app.command("eval")
 def eval_(
     path: Path = typer.Argument(..., help="Model file (.onnx)"),
-    data: list[Path] = typer.Option(..., "--data", "-d", help="Recording(s); repeat --data"),
+    data: list[Path] = typer.Option(
+        ..., "--data", "-d", help="Recording(s), one or several markets; repeat --data"
+    ),
     tick: float | None = typer.Option(None, help="Tick size (known markets: automatic)"),
     lot: float | None = typer.Option(None, help="Lot size (known markets: automatic)"),
+    walk_forward: int = typer.Option(
+        0,
+        "--walk-forward",
+        "-w",
+        help="Also retrain on the past and score the next window, N windows per market",
+    ),
+    boot: int = typer.Option(1000, "--boot", help="Bootstrap resamples (over moves)"),
     json_out: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
-    """Score a model on recordings: hit rate on moved samples vs the imbalance rule."""
+    """Score a model on recordings against the imbalance rule, per market.
+
+    Direction is scored on samples where the mid moved; the report gives the
+    number of distinct moves, 95% intervals from a bootstrap over moves, the
+    calibration of the up/down confidence and, with --walk-forward N, the
+    figures of models retrained on the past and scored on each next window
+    (with the model's own horizon and settings).
+    """
     from flashmm.errors import FlashMMError
 
+    if walk_forward < 0 or boot < 10:
+        typer.echo("error: --walk-forward must be >= 0 and --boot >= 10", err=True)
+        raise typer.Exit(2)
     try:
+        from flashmm.predict.evaluation import score, summary_line
+        from flashmm.predict.evaluation import walk_forward as run_walk_forward
         from flashmm.predict.labels import make_labels
         from flashmm.predict.onnx_model import OnnxPredictor
-        from flashmm.predict.train import evaluate, load_dataset
+        from flashmm.predict.train import evaluate, load_datasets
 
         model = OnnxPredictor(path)
         sample_ms = int(model.meta.get("sample_every_ms", 100))
-        ds = load_dataset(data, tick=tick, lot=lot, sample_every_ms=sample_ms)
+        datasets = load_datasets(data, tick=tick, lot=lot, sample_every_ms=sample_ms)
     except FlashMMError as exc:
         raise _fail(exc) from None
-    y, bps, valid = make_labels(ds.ts_ns, ds.mid, model.horizon_ns, model.flat_ticks)
-    X = ds.X[valid]
-    probs, bps_pred = model.run_batch(X)
-    m = evaluate(probs, bps_pred, X, y[valid], bps[valid])
+    say = (lambda m: typer.echo(m, err=True)) if not json_out else None
+    markets: dict[str, Any] = {}
+    Xs, ys, ps, bs, bps_p = [], [], [], [], []
+    for ds in datasets:
+        y, bps, valid = make_labels(ds.ts_ns, ds.mid, model.horizon_ns, model.flat_ticks)
+        X = ds.X[valid]
+        probs, bp = model.run_batch(X)
+        m = score(probs, X, y[valid], ds.mid[valid], n_boot=boot)
+        m["data"] = [p.name for p in ds.files]
+        markets[ds.market] = m
+        Xs.append(X)
+        ys.append(y[valid])
+        ps.append(probs)
+        bs.append(bps[valid])
+        bps_p.append(bp)
+    import numpy as np
+
+    m = evaluate(
+        np.concatenate(ps),
+        np.concatenate(bps_p),
+        np.concatenate(Xs),
+        np.concatenate(ys),
+        np.concatenate(bs),
+    )
     m["horizon"] = model.horizon
-    m["data"] = [p.name for p in ds.files]
+    m["data"] = [p.name for ds in datasets for p in ds.files]
+    m["markets"] = markets
+    if walk_forward:
+        params = model.meta.get("params") or {}
+        try:
+            m["walk_forward"] = run_walk_forward(
+                datasets,
+                model.horizon_ns,
+                walk_forward,
+                flat_ticks=model.flat_ticks,
+                keep_flat=float(params.get("keep_flat", 0.05)),
+                C=float(params.get("C", 0.01)),
+                n_boot=boot,
+                progress=say,
+            )
+        except FlashMMError as exc:
+            raise _fail(exc) from None
     if json_out:
         _dump(m)
         return
@@ -188,4 +245,15 @@ def eval_(
 
     from flashmm.predict.train import metrics_table
 
-    Console().print(metrics_table(m, f"{path.name} on {', '.join(m['data'])}"))
+    con = Console()
+    con.print(metrics_table(m, f"{path.name} on {', '.join(m['data'])}"))
+    for k, mk in markets.items():
+        con.print(summary_line(k, mk))
+    wf = m.get("walk_forward")
+    if wf:
+        con.print(f"walk-forward, {wf['windows']} windows (train on the past, score the next):")
+        for fold in wf["folds"]:
+            for k, mk in fold["markets"].items():
+                con.print("  " + summary_line(f"window {fold['window']} {k}", mk))
+        for k, mk in wf["overall"].items():
+            con.print("  " + summary_line(f"all windows {k}", mk))

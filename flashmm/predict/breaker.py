@@ -33,6 +33,7 @@ import numpy as np
 from loguru import logger
 
 from flashmm.errors import ModelError
+from flashmm.features import FEATURE_NAMES, N_FEATURES
 from flashmm.predict.labels import parse_horizon
 from flashmm.predict.rules import RulePredictor
 from flashmm.predict.settings import ModelSettings
@@ -85,6 +86,7 @@ class GuardedPredictor:
         self._lat_over = 0
         self._drift_since: int | None = None
         self.drift_features = 0
+        self.drift_worst = ""
         self._half_ok = 0
         self._mid: float | None = None
         self._pending: deque[tuple[int, float, int]] = deque(maxlen=100_000)
@@ -152,7 +154,11 @@ class GuardedPredictor:
         # NaN features count as drifted
         n = int(np.count_nonzero(~(z <= self.settings.drift_z_limit)))
         self.drift_features = n
-        return n > self.settings.drift_max_features
+        if n > self.settings.drift_max_features:
+            k = int(np.argmax(np.where(np.isnan(z), np.inf, z)))
+            self.drift_worst = f"{FEATURE_NAMES[k]} |z| {z[k]:.1f}" if k < N_FEATURES else ""
+            return True
+        return False
 
     def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
         model = self.model
@@ -171,8 +177,9 @@ class GuardedPredictor:
                 self._drift_since = ts_ns
             if half or ts_ns - self._drift_since >= self._drift_sustain_ns:
                 self._open(
-                    f"feature drift: {self.drift_features} features beyond |z| > "
-                    f"{s.drift_z_limit:g} for {(ts_ns - self._drift_since) / 1e9:.1f} s",
+                    f"feature drift: {self.drift_features} feature(s) beyond |z| > "
+                    f"{s.drift_z_limit:g} (worst {self.drift_worst}) for "
+                    f"{(ts_ns - self._drift_since) / 1e9:.1f} s",
                     ts_ns,
                 )
                 return self._fallback(x, ts_ns)
@@ -319,7 +326,11 @@ def load_predictor(
             from flashmm.predict.onnx_model import OnnxPredictor
         except ImportError as exc:  # onnxruntime missing
             raise ModelError(f"onnxruntime not available ({exc})") from None
-        model = OnnxPredictor(path)  # type: ignore[arg-type]
+        model = OnnxPredictor(
+            path,  # type: ignore[arg-type]
+            min_lean=s.min_lean,
+            use_regressor=s.use_regressor,
+        )
     except ModelError as exc:
         logger.warning("prediction model not loaded, running on rules: {}", exc)
         return GuardedPredictor(None, rules, s, load_error=str(exc))

@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from flashmm.errors import ModelError
-from flashmm.features import FEATURE_NAMES, N_FEATURES
+from flashmm.features import FEATURE_NAMES, IDX, N_FEATURES
 from flashmm.types import Signal
 
 INPUT_NAME = "features"
 PROBS_NAME = "probabilities"
 BPS_NAME = "expected_bps"
 SCHEMA_VERSION = 1
+_SPREAD = IDX["spread_bps"]
 REQUIRED_META = (
     "feature_names",
     "feature_mean",
@@ -81,7 +82,9 @@ class OnnxPredictor:
 
     source = "onnx"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, min_lean: float = 0.2, use_regressor: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         p = Path(path)
@@ -111,6 +114,9 @@ class OnnxPredictor:
         self._x = np.zeros((1, N_FEATURES), dtype=np.float32)
         self._outs = [PROBS_NAME, BPS_NAME]
         self.last_probs = np.array([0.0, 1.0, 0.0])
+        self.last_bps = 0.0
+        self.min_lean = min_lean
+        self.use_regressor = use_regressor
         # a trial run: shapes of what comes out
         try:
             probs, bps = self.session.run(self._outs, {INPUT_NAME: self._x})
@@ -154,13 +160,29 @@ class OnnxPredictor:
         return np.asarray(probs), np.asarray(bps).reshape(-1)
 
     def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
-        """Signal for one feature vector: argmax class, its probability, expected bps."""
+        """Signal for one feature vector, read like the imbalance rule.
+
+        ``lean = (p_up - p_down) / (p_up + p_down)`` (in -1..1, the model's
+        up/down call given a move) takes the place of the top-of-book
+        imbalance in the rule's formula: ``direction = sign(lean)`` when
+        ``|lean| >= min_lean``, ``expected_bps = lean * spread_bps / 2`` (the
+        microprice offset with ``lean`` for the imbalance) and
+        ``confidence = max(p_up, p_down) / (p_up + p_down)``, the up/down
+        confidence (never the probability of "flat"). ``p_move = p_up +
+        p_down``. With ``use_regressor`` the move regressor's output is
+        ``expected_bps`` instead.
+        """
         self._x[0] = x
         probs, bps = self.session.run(self._outs, {INPUT_NAME: self._x})
         p = probs[0]
         self.last_probs = p
-        k = int(p.argmax())
-        return Signal(k - 1, float(p[k]), float(bps[0, 0]), "onnx")
+        self.last_bps = float(bps[0, 0])
+        down, up = float(p[0]), float(p[2])
+        pm = up + down
+        lean = (up - down) / pm if pm > 1e-12 else 0.0
+        direction = (1 if lean > 0 else -1) if abs(lean) >= self.min_lean else 0
+        expected = self.last_bps if self.use_regressor else lean * float(x[_SPREAD]) * 0.5
+        return Signal(direction, 0.5 + 0.5 * abs(lean), expected, "onnx", pm)
 
     def lean(self) -> int:
         """Up/down call of the last prediction (``sign(p_up - p_down)``), for hit-rate scoring."""

@@ -21,6 +21,12 @@ class ModelSettings(BaseModel):
     max_skew_bps: float = Field(4.0, ge=0)
     min_confidence: float = Field(0.55, ge=0, le=1)
     low_confidence_widen: float = Field(1.25, ge=1)
+    # widen by 1 + move_widen * P(the mid moves over the horizon)
+    move_widen: float = Field(0.5, ge=0, allow_inf_nan=False)
+    # the model's up/down lean must reach this (like the rule's |imbalance|) to call a direction
+    min_lean: float = Field(0.2, ge=0, le=1)
+    # skew on the move regressor instead of the classifier (off: it does not help, see the card)
+    use_regressor: bool = False
     breaker_widen: float = Field(1.5, ge=1)
     # breaker: latency
     latency_budget_us: float = Field(5000.0, gt=0)
@@ -31,7 +37,7 @@ class ModelSettings(BaseModel):
     sim_latency_us: float | None = Field(100.0, gt=0, allow_inf_nan=False)
     # breaker: drift
     drift_z_limit: float = Field(8.0, gt=0)
-    drift_max_features: int = Field(6, ge=0, le=64)
+    drift_max_features: int = Field(0, ge=0, le=64)
     drift_sustain_s: float = Field(30.0, ge=0)
     # breaker: live hit rate on moved samples
     hit_rate_floor: float = Field(0.45, ge=0, le=1)

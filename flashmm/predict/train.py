@@ -41,9 +41,13 @@ from flashmm.errors import DataError, UserInputError
 from flashmm.features import FEATURE_NAMES, IDX, N_FEATURES, batch_features
 from flashmm.predict.labels import DEFAULT_FLAT_TICKS, DOWN, FLAT, UP, make_labels, parse_horizon
 
+#: market key -> (tick, lot). Spot markets are keyed by symbol, USD-M futures by
+#: ``<symbol>-usdm`` (the same symbol trades on both with other ticks and lots).
 KNOWN_MARKETS: dict[str, tuple[float, float]] = {
     "nexousdt": (0.001, 0.01),
     "ethusdt": (0.01, 0.0001),
+    "btcusdt-usdm": (0.1, 0.001),
+    "ethusdt-usdm": (0.01, 0.001),
 }
 CALIBRATION_BINS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
@@ -59,6 +63,10 @@ class Dataset:
     ts_ns: np.ndarray
     X: np.ndarray
     mid: np.ndarray
+    market: str = ""
+
+    def __post_init__(self) -> None:
+        self.market = self.market or self.symbol
 
 
 @dataclass
@@ -68,6 +76,8 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
     n_test: int = 0
+    beats_rule: bool | None = None
+    card_path: Path | None = None
 
 
 def sha256_of(path: Path) -> str:
@@ -78,6 +88,74 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def is_futures(path: Path) -> bool:
+    """True for a USD-M futures recording (its depth diffs carry ``pu``)."""
+    import gzip
+
+    import orjson
+
+    with gzip.open(path, "rb") as fh:
+        for i, line in enumerate(fh):
+            if i >= 2000:
+                break
+            if b"depthUpdate" not in line:
+                continue
+            try:
+                msg = orjson.loads(line[line.find(b" ") + 1 :])
+            except orjson.JSONDecodeError:
+                continue
+            data = msg.get("data") if isinstance(msg, dict) else None
+            if isinstance(data, dict) and data.get("e") == "depthUpdate":
+                return "pu" in data
+    return False
+
+
+def group_markets(paths: Sequence[str | Path]) -> dict[str, tuple[str, list[Path]]]:
+    """Recordings per market key (``symbol`` or ``symbol-usdm``), each in time order."""
+    from flashmm.feeds.replay import check_files, detect_symbol, first_timestamp
+
+    groups: dict[str, tuple[str, list[Path]]] = {}
+    for p in check_files(paths):
+        sym = detect_symbol(p)
+        key = f"{sym}-usdm" if is_futures(p) else sym
+        groups.setdefault(key, (sym, []))[1].append(p)
+    for _, files in groups.values():
+        files.sort(key=first_timestamp)
+    return groups
+
+
+def load_datasets(
+    paths: Sequence[str | Path],
+    *,
+    tick: float | None = None,
+    lot: float | None = None,
+    sample_every_ms: int = 100,
+) -> list[Dataset]:
+    """Features of recordings, one :class:`Dataset` per market (its files chained
+    in time order). ``tick``/``lot`` override the known values (one market only)."""
+    groups = group_markets(paths)
+    if (tick is not None or lot is not None) and len(groups) > 1:
+        raise UserInputError("--tick/--lot apply to one market; these files hold several")
+    out = []
+    for key, (symbol, ordered) in sorted(groups.items()):
+        t, lt = tick, lot
+        if t is None or lt is None:
+            known = KNOWN_MARKETS.get(key)
+            if known is None:
+                raise UserInputError(
+                    f"unknown market {key}: give its tick and lot size (--tick, --lot)"
+                )
+            t = known[0] if t is None else t
+            lt = known[1] if lt is None else lt
+        ts, X, mid = batch_features(ordered, symbol, t, lt, sample_every_ms)
+        if len(ts) < 100:
+            raise DataError(
+                f"only {len(ts)} usable samples in {', '.join(p.name for p in ordered)}"
+            )
+        out.append(Dataset(symbol, t, lt, list(ordered), ts, X, mid, key))
+    return out
+
+
 def load_dataset(
     paths: Sequence[str | Path],
     *,
@@ -85,28 +163,11 @@ def load_dataset(
     lot: float | None = None,
     sample_every_ms: int = 100,
 ) -> Dataset:
-    """Features of recordings of one symbol (files chained in time order)."""
-    from flashmm.feeds.replay import check_files, group_files
-
-    files = check_files(paths)
-    groups = group_files(files)
+    """Features of recordings of one market (files chained in time order)."""
+    groups = group_markets(paths)
     if len(groups) != 1:
-        raise DataError(
-            f"train on one symbol at a time; the files hold {', '.join(sorted(groups))}"
-        )
-    symbol, ordered = next(iter(groups.items()))
-    if tick is None or lot is None:
-        known = KNOWN_MARKETS.get(symbol)
-        if known is None:
-            raise UserInputError(
-                f"unknown market {symbol}: give its tick and lot size (--tick, --lot)"
-            )
-        tick = known[0] if tick is None else tick
-        lot = known[1] if lot is None else lot
-    ts, X, mid = batch_features(ordered, symbol, tick, lot, sample_every_ms)
-    if len(ts) < 100:
-        raise DataError(f"only {len(ts)} usable samples in {', '.join(p.name for p in ordered)}")
-    return Dataset(symbol, tick, lot, list(ordered), ts, X, mid)
+        raise DataError(f"one market at a time here; the files hold {', '.join(sorted(groups))}")
+    return load_datasets(paths, tick=tick, lot=lot, sample_every_ms=sample_every_ms)[0]
 
 
 # --- metrics -----------------------------------------------------------------
@@ -219,6 +280,43 @@ def fit_models(
         return _fit(X, y, bps, keep_flat=keep_flat, C=C, alpha=alpha, seed=seed)
 
 
+def fit_classifier(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    keep_flat: float = 0.05,
+    C: float = 1.0,
+    seed: int = 0,
+    weight: np.ndarray | None = None,
+) -> Any:
+    """The direction classifier alone (walk-forward evaluation). ``weight``: per sample."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    if len(np.unique(y)) < 3:
+        raise DataError("training data needs up, down and flat samples; use more data")
+    rng = np.random.default_rng(seed)
+    keep = (y != FLAT) | (rng.random(len(y)) < keep_flat)
+    clf = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression(C=C, max_iter=1000))])
+    kw = {} if weight is None else {"lr__sample_weight": weight[keep]}
+    with threadpool_limits(limits=1):
+        clf.fit(X[keep], y[keep], **kw)
+    lr = clf.named_steps["lr"]
+    if keep_flat < 1.0:
+        lr.intercept_[list(lr.classes_).index(FLAT)] -= np.log(keep_flat)
+    return clf
+
+
+def market_weights(counts: Sequence[int], balance: float) -> np.ndarray:
+    """Per-sample weights so that market ``k`` (``counts[k]`` samples) weighs
+    ``counts[k] ** (1 - balance)`` in total: 0 = every sample alike, 1 = every
+    market alike. Normalised to a mean of 1."""
+    w = np.concatenate([np.full(n, float(n) ** -balance) for n in counts])
+    return w / w.mean() if len(w) else w
+
+
 def _fit(
     X: np.ndarray,
     y: np.ndarray,
@@ -323,6 +421,20 @@ def _versions() -> dict[str, str]:
     }
 
 
+def split_index(
+    ts: np.ndarray, valid: np.ndarray, horizon_ns: int, train_frac: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Time-ordered train/test indices: the first ``train_frac`` of the valid
+    samples train (minus those whose label reaches into the test part), the rest test."""
+    idx = np.flatnonzero(valid)
+    cut = int(len(idx) * train_frac)
+    if cut < 50 or len(idx) - cut < 50:
+        raise DataError(f"too few labelled samples ({len(idx)}) for a train/test split")
+    cut_ts = ts[idx[cut]]
+    tr = idx[:cut][ts[idx[:cut]] + horizon_ns < cut_ts]  # purge labels reaching into test
+    return tr, idx[cut:]
+
+
 def train(
     data_paths: Sequence[str | Path],
     out_path: str | Path,
@@ -334,16 +446,22 @@ def train(
     flat_ticks: float = DEFAULT_FLAT_TICKS,
     train_frac: float = 0.7,
     keep_flat: float = 0.05,
-    C: float = 1.0,
+    C: float = 0.01,
     max_samples: int | None = None,
     progress: Progress | None = None,
+    n_boot: int = 1000,
 ) -> TrainResult:
-    """Train on ``data_paths`` and write the ONNX model to ``out_path``.
+    """Train on ``data_paths`` (one or several markets) and write the ONNX model
+    to ``out_path``, and its card (test figures against the imbalance rule) to
+    ``out_path`` with the suffix ``.md``.
 
-    ``max_samples`` keeps only the first samples (quick tests).
+    Every market is split in time on its own (first ``train_frac`` trains);
+    the training parts are pooled. ``max_samples`` keeps only the first
+    samples of each market (quick tests).
     """
     import onnx
 
+    from flashmm.predict.evaluation import score, summary_line
     from flashmm.predict.onnx_model import OnnxPredictor
 
     say = progress or (lambda _m: None)
@@ -357,28 +475,36 @@ def train(
 
     t0 = time.perf_counter()
     say("computing features")
-    ds = load_dataset(data_paths, tick=tick, lot=lot, sample_every_ms=sample_every_ms)
-    ts, X, mid = ds.ts_ns, ds.X, ds.mid
+    datasets = load_datasets(data_paths, tick=tick, lot=lot, sample_every_ms=sample_every_ms)
     if max_samples is not None:
-        ts, X, mid = ts[:max_samples], X[:max_samples], mid[:max_samples]
+        for ds in datasets:
+            ds.ts_ns, ds.X, ds.mid = (
+                ds.ts_ns[:max_samples],
+                ds.X[:max_samples],
+                ds.mid[:max_samples],
+            )
     secs["features"] = time.perf_counter() - t0
 
-    y, bps, valid = make_labels(ts, mid, horizon_ns, flat_ticks)
-    idx = np.flatnonzero(valid)
-    cut = int(len(idx) * train_frac)
-    if cut < 50 or len(idx) - cut < 50:
-        raise DataError(f"too few labelled samples ({len(idx)}) for a train/test split")
-    cut_ts = ts[idx[cut]]
-    tr = idx[:cut][ts[idx[:cut]] + horizon_ns < cut_ts]  # purge labels reaching into test
-    te = idx[cut:]
+    parts = []
+    for ds in datasets:
+        y, bps, valid = make_labels(ds.ts_ns, ds.mid, horizon_ns, flat_ticks)
+        tr, te = split_index(ds.ts_ns, valid, horizon_ns, train_frac)
+        parts.append((ds, y, bps, tr, te))
+    Xtr = np.concatenate([ds.X[tr] for ds, _, _, tr, _ in parts])
+    ytr = np.concatenate([y[tr] for _, y, _, tr, _ in parts])
+    btr = np.concatenate([b[tr] for _, _, b, tr, _ in parts])
+    Xte = np.concatenate([ds.X[te] for ds, _, _, _, te in parts])
+    yte = np.concatenate([y[te] for _, y, _, _, te in parts])
+    bte = np.concatenate([b[te] for _, _, b, _, te in parts])
 
     t1 = time.perf_counter()
-    say(f"fitting on {len(tr)} samples")
-    clf, reg = fit_models(X[tr], y[tr], bps[tr], keep_flat=keep_flat, C=C)
+    say(f"fitting on {len(ytr)} samples of {len(datasets)} market(s)")
+    clf, reg = fit_models(Xtr, ytr, btr, keep_flat=keep_flat, C=C)
     secs["fit"] = time.perf_counter() - t1
 
-    mean = X[tr].astype(np.float64).mean(axis=0)
-    std = X[tr].astype(np.float64).std(axis=0)
+    mean = Xtr.astype(np.float64).mean(axis=0)
+    std = Xtr.astype(np.float64).std(axis=0)
+    first = parts[0]
     meta: dict[str, Any] = {
         "flashmm_schema": 1,
         "feature_names": list(FEATURE_NAMES),
@@ -388,16 +514,22 @@ def train(
         "horizon_ns": horizon_ns,
         "flat_ticks": flat_ticks,
         "sample_every_ms": sample_every_ms,
-        "symbol": ds.symbol,
-        "tick": ds.tick,
-        "lot": ds.lot,
-        "train_files": [{"name": p.name, "sha256": sha256_of(p)} for p in ds.files],
+        "symbol": first[0].symbol,
+        "tick": first[0].tick,
+        "lot": first[0].lot,
+        "markets": [
+            {"market": ds.market, "tick": ds.tick, "lot": ds.lot, "train": len(tr), "test": len(te)}
+            for ds, _, _, tr, te in parts
+        ],
+        "train_files": [
+            {"name": p.name, "sha256": sha256_of(p)} for ds in datasets for p in ds.files
+        ],
         "split": {
             "train_frac": train_frac,
-            "train_samples": len(tr),
-            "test_samples": len(te),
-            "train_end_ns": int(ts[tr[-1]]),
-            "test_start_ns": int(cut_ts),
+            "train_samples": len(ytr),
+            "test_samples": len(yte),
+            "train_end_ns": int(first[0].ts_ns[first[3][-1]]),
+            "test_start_ns": int(first[0].ts_ns[first[4][0]]),
         },
         "model_kind": "logistic_regression+ridge",
         "params": {"C": C, "keep_flat": keep_flat},
@@ -411,21 +543,87 @@ def train(
     model = export_onnx(clf, reg, {**meta, "metrics": {}})
     onnx.save(model, str(tmp))
     pred = OnnxPredictor(tmp)
-    probs, bps_pred = pred.run_batch(X[te])
-    metrics = evaluate(probs, bps_pred, X[te], y[te], bps[te])
-    tr_probs, tr_bps = pred.run_batch(X[tr])
+    probs, bps_pred = pred.run_batch(Xte)
+    metrics = evaluate(probs, bps_pred, Xte, yte, bte)
+    tr_probs, tr_bps = pred.run_batch(Xtr)
     metrics["train"] = {
         k: v
-        for k, v in evaluate(tr_probs, tr_bps, X[tr], y[tr], bps[tr]).items()
+        for k, v in evaluate(tr_probs, tr_bps, Xtr, ytr, btr).items()
         if k
         in ("hit_rate_moved", "baseline_hit_rate_moved", "moved_samples", "log_loss", "accuracy")
     }
+    per_market: dict[str, Any] = {}
+    for ds, y, _, _, te in parts:
+        p_m, _ = pred.run_batch(ds.X[te])
+        per_market[ds.market] = score(p_m, ds.X[te], y[te], ds.mid[te], n_boot=n_boot)
+    metrics["markets"] = per_market
+    diffs = [m["model_minus_rule"] for m in per_market.values() if m.get("distinct_moves")]
+    beats = bool(diffs) and all(d > 0 for d in diffs)
+    metrics["beats_rule_on_test"] = beats
     model = export_onnx(clf, reg, {**meta, "metrics": metrics})
     onnx.save(model, str(tmp))
     tmp.replace(out)
     secs["export_eval"] = time.perf_counter() - t2
     secs["total"] = time.perf_counter() - t0
-    return TrainResult(out, metrics, secs, len(tr), len(te))
+    lines = [summary_line(k, m) for k, m in per_market.items()]
+    if not beats:
+        say(
+            "WARNING: the model does not beat the imbalance rule on its own test split "
+            "in every market; keep model.enabled=false (the rule) unless walk-forward "
+            "windows say otherwise"
+        )
+    card = write_card(out, meta, metrics, lines, beats)
+    return TrainResult(out, metrics, secs, len(ytr), len(yte), beats, card)
+
+
+def write_card(
+    out: Path, meta: dict[str, Any], metrics: dict[str, Any], lines: list[str], beats: bool
+) -> Path:
+    """A short model card beside the model: data, split and the comparison with the rule."""
+    card = out.with_suffix(".md")
+    verdict = (
+        "The model beats the imbalance rule on the test part of every market."
+        if beats
+        else "**The model does not beat the imbalance rule on its own test split in every "
+        "market: run with `model.enabled: false` (the rule) unless walk-forward windows "
+        "(`flashmm model eval --walk-forward N`) show otherwise.**"
+    )
+    rows = [
+        "| market | distinct moves | model hit rate (95% CI) | rule hit rate (95% CI) "
+        "| up/down calibration error |",
+        "|---|---|---|---|---|",
+    ]
+    for k, m in metrics.get("markets", {}).items():
+        if not m.get("distinct_moves"):
+            continue
+        a, b = m["hit_rate_moved_ci95"]
+        c, d = m["rule_hit_rate_moved_ci95"]
+        rows.append(
+            f"| {k} | {m['distinct_moves']} | {m['hit_rate_moved']:.3f} ({a:.3f}-{b:.3f}) "
+            f"| {m['rule_hit_rate_moved']:.3f} ({c:.3f}-{d:.3f}) "
+            f"| {m['updown_calibration_error_pts']:.1f} pts |"
+        )
+    text = "\n".join(
+        [
+            f"# Model card: `{out.name}`",
+            "",
+            f"Horizon {meta['horizon']}, trained {meta['created']} on "
+            + ", ".join(f"`{f['name']}`" for f in meta["train_files"])
+            + f" ({meta['split']['train_samples']} train / {meta['split']['test_samples']} "
+            "test samples, each market split in time).",
+            "",
+            "## Test part against the imbalance rule (hit rate on moved samples)",
+            "",
+            verdict,
+            "",
+            *rows,
+            "",
+            *[f"- {x}" for x in lines],
+            "",
+        ]
+    )
+    card.write_text(text)
+    return card
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "model metrics (test)") -> Any:
