@@ -43,11 +43,44 @@ def parse_ts(value: str | None, flag: str) -> int | None:
     return int(dt.timestamp() * 1_000_000) * 1_000
 
 
-def _setup_logging(quiet: bool) -> None:
+def _setup_logging(quiet: bool, console: Any = None) -> None:
+    """Warnings to stderr; with a progress bar, through its console so that they print
+    above the bar instead of breaking it up."""
     from loguru import logger
 
     logger.remove()
-    logger.add(sys.stderr, level="ERROR" if quiet else "WARNING")
+    level = "ERROR" if quiet else "WARNING"
+    if console is None:
+        logger.add(sys.stderr, level=level)
+    else:
+        logger.add(
+            lambda m: console.print(str(m).rstrip("\n"), markup=False, highlight=False),
+            level=level,
+            format="{time:HH:mm:ss} {level: <7} {message}",
+        )
+
+
+def progress_step(total: int) -> int:
+    """Events between progress updates: about 200 steps for the run, so the bar moves."""
+    return min(max(total // 200, 64), 8192)
+
+
+def open_plots(path: Path) -> str:
+    """Open ``plots.html`` in a browser, or say how to see it from a headless machine."""
+    import os
+
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    if not headless:
+        import webbrowser
+
+        if webbrowser.open(path.resolve().as_uri()):
+            return f"opened {path}"
+    return (
+        f"plots: {path} (no browser here: `python -m http.server -d {path.parent} 8000`, "
+        f"then open http://HOST:8000/{path.name})"
+    )
 
 
 def _check_data(data: Sequence[str] | None) -> None:
@@ -72,6 +105,7 @@ def backtest_command(
     progress: bool,
     compare: Sequence[str] = (),
     windows: int = 10,
+    open_: bool = False,
 ) -> None:
     from flashmm.config import load_config, load_dotenv_file
 
@@ -91,14 +125,21 @@ def backtest_command(
         if "=" not in pair:
             raise UserInputError(f"--compare: expected KEY=VALUE (like --set), got {pair!r}")
     cfg = load_config(config or DEFAULT_BACKTEST_CONFIG, list(sets))
-    _setup_logging(quiet=json_out)
+    show_progress = progress and sys.stderr.isatty()
+    console = None
+    if show_progress:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    _setup_logging(quiet=json_out, console=console)
+    if open_ and out is None and sweep is None:
+        out = str(Path("runs") / f"backtest-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     from flashmm.backtest.runner import data_files, open_feed
 
     files = data_files(cfg, data)
     _check_data(files)
     # converts (or loads) every file once, and refuses an empty window, before any run
     feed = open_feed(cfg, files, from_ns, to_ns)
-    show_progress = progress and sys.stderr.isatty()
     if sweep is not None:
         _sweep(
             config or DEFAULT_BACKTEST_CONFIG,
@@ -132,8 +173,7 @@ def backtest_command(
     from flashmm.backtest.runner import run_backtest
 
     total = feed.count_in_window()
-    if show_progress:
-        from rich.console import Console
+    if console is not None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -157,8 +197,9 @@ def backtest_command(
             _Rate(""),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console,
             transient=True,
+            refresh_per_second=8,
         ) as bar:
             tid = bar.add_task("events", total=total)
             res = run_backtest(
@@ -168,6 +209,7 @@ def backtest_command(
                 to_ns=to_ns,
                 feed=feed,
                 progress=lambda k: bar.advance(tid, k),
+                progress_every=progress_step(total),
             )
     else:
         res = run_backtest(cfg, files, from_ns=from_ns, to_ns=to_ns, feed=feed)
@@ -175,8 +217,14 @@ def backtest_command(
         paths = write_outputs(res, Path(out))
         if not json_out:
             print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+        if open_:
+            plots = next((p for p in paths if p.name.endswith(".html")), None)
+            if plots is not None:
+                print(open_plots(plots), file=sys.stderr)
     if json_out:
-        sys.stdout.write(json.dumps(res.report) + "\n")
+        from flashmm.cli.run import clean_floats
+
+        sys.stdout.write(json.dumps(clean_floats(res.report)) + "\n")
         return
     from rich.console import Console
 

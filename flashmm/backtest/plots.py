@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,10 +60,27 @@ def _fmt(v: float) -> str:
     return f"{v:.2e}"
 
 
+def clock_format(x0: float, x1: float) -> Callable[[float], str]:
+    """Tick labels for epoch seconds: UTC clock time, with the date when the span is long."""
+    span = x1 - x0
+    fmt = "%m-%d %H:%M" if span > 86_400 else "%H:%M" if span > 600 else "%H:%M:%S"
+    return lambda v: datetime.fromtimestamp(v, UTC).strftime(fmt)
+
+
+def clock_label(x0: float) -> str:
+    return f"UTC time ({datetime.fromtimestamp(x0, UTC):%Y-%m-%d})"
+
+
 def line_chart(
-    title: str, series: Sequence[Series], x_label: str, y_label: str, step: bool = True
+    title: str,
+    series: Sequence[Series],
+    x_label: str,
+    y_label: str,
+    step: bool = True,
+    clock: bool = False,
 ) -> str:
-    """An SVG line chart. ``step`` draws sample-and-hold steps."""
+    """An SVG line chart. ``step`` draws sample-and-hold steps; ``clock``: x is epoch
+    seconds, labelled in UTC clock time."""
     thinned = [(n, *_thin(np.asarray(x, float), np.asarray(y, float)), c) for n, x, y, c in series]
     xs = np.concatenate([s[1] for s in thinned]) if thinned else np.zeros(0)
     ys = np.concatenate([s[2] for s in thinned]) if thinned else np.zeros(0)
@@ -86,6 +104,9 @@ def line_chart(
     pad = (y1 - y0) * 0.05
     y0, y1 = y0 - pad, y1 + pad
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+    x_fmt = clock_format(x0, x1) if clock else _fmt
+    if clock:
+        x_label = clock_label(x0)
 
     def sx(v: float) -> float:
         return PAD_L + (v - x0) / (x1 - x0) * pw
@@ -104,7 +125,7 @@ def line_chart(
         )
         out.append(f'<text x="{PAD_L - 4}" y="{yy + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
         xv = x0 + (x1 - x0) * i / 4
-        out.append(f'<text x="{sx(xv):.1f}" y="{H - 12}" text-anchor="middle">{_fmt(xv)}</text>')
+        out.append(f'<text x="{sx(xv):.1f}" y="{H - 12}" text-anchor="middle">{x_fmt(xv)}</text>')
     if y0 < 0 < y1:
         out.append(
             f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" '
@@ -154,9 +175,8 @@ def line_chart(
 def charts(res: BacktestResult) -> list[str]:
     rec = res.recorder
     rep = res.report
-    t0 = rec.s_t[0] if rec.s_t else 0
-    t = (np.asarray(rec.s_t, dtype=float) - t0) / NS_PER_S / 3600.0
-    xl = "hours since start"
+    t = np.asarray(rec.s_t, dtype=float) / NS_PER_S  # epoch s, shown as UTC clock time
+    xl = "UTC time"
     eq = np.asarray(rec.s_equity, dtype=float)
     fees = np.asarray(rec.s_fees, dtype=float)
     # cumulative spread capture at each sample time
@@ -179,12 +199,13 @@ def charts(res: BacktestResult) -> list[str]:
             ],
             xl,
             "USDC",
+            clock=True,
         )
     ]
     inv_series: list[Series] = []
     for i, (sym, tr) in enumerate(rec.tracks.items()):
         inv_series.append((sym, t, np.asarray(tr.s_inv, dtype=float), COLORS[i % len(COLORS)]))
-    out.append(line_chart("Inventory (USDC at mid)", inv_series, xl, "USDC"))
+    out.append(line_chart("Inventory (USDC at mid)", inv_series, xl, "USDC", clock=True))
     for sym, tr in rec.tracks.items():
         tick = tr.ms.spec.tick
 
@@ -204,6 +225,7 @@ def charts(res: BacktestResult) -> list[str]:
                 ],
                 xl,
                 "price",
+                clock=True,
             )
         )
     curve = rep.get("markout_curve_bps", {})

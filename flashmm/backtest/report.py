@@ -365,7 +365,9 @@ def write_outputs(res: BacktestResult, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     p = out / "report.json"
-    p.write_text(json.dumps(res.report, indent=2) + "\n")
+    from flashmm.cli.run import clean_floats
+
+    p.write_text(json.dumps(clean_floats(res.report), indent=2) + "\n")
     paths.append(p)
     p = out / "fills.csv"
     with p.open("w", newline="") as fh:

@@ -300,10 +300,17 @@ def book(
     bids, asks = run_async(main())
     tick = Decimal(m["tick_size"])
     typer.echo(f"{market}  (ticks x {m['tick_size']}, lots x {m['lot_size']})")
+    if not bids and not asks:
+        typer.echo("  the book is empty: no resting orders (is a bot quoting this market?)")
+        return
+    if not asks:
+        typer.echo("  no asks")
     for a in reversed(asks):
         typer.echo(f"  ask {a.price * tick:>14}  {a.size:>10} lots  ({a.orders} orders)")
     for b in bids:
         typer.echo(f"  bid {b.price * tick:>14}  {b.size:>10} lots  ({b.orders} orders)")
+    if not bids:
+        typer.echo("  no bids")
 
 
 @app.command()
@@ -330,6 +337,8 @@ def taker(
     url = rpc or dep.rpc_url
     account = load_signer(keystore, dev_account, dep, url)
     mid = dep.market_id(market)
+    tick = Decimal(str(dep.markets[market]["tick_size"]))
+    lot = Decimal(str(dep.markets[market]["lot_size"]))
     rng = random.Random(seed)
 
     async def main() -> None:
@@ -348,8 +357,8 @@ def taker(
                     fills = len(receipt.get("logs") or [])
                     n += 1
                     typer.echo(
-                        f"take #{n}: {'buy' if side == 0 else 'sell'} {lots} "
-                        f"@ {top[0].price} ticks, "
+                        f"take #{n}: {'buy' if side == 0 else 'sell'} {lots * lot} "
+                        f"@ {top[0].price * tick} ({lots} lots at tick {top[0].price}), "
                         f"{fills} log(s), gas {int(receipt['gasUsed'], 16)}"
                     )
                 await asyncio.sleep(rng.expovariate(rate) if rate > 0 else 1.0)

@@ -114,7 +114,20 @@ def run(
         )
 
 
+def clean_floats(obj: Any, digits: int = 10) -> Any:
+    """``obj`` with every float rounded to ``digits`` significant digits: no binary noise
+    such as 0.30000000000000004 in printed summaries and JSON."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if obj == obj and abs(obj) != float("inf") else obj
+    if isinstance(obj, dict):
+        return {k: clean_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean_floats(v, digits) for v in obj]
+    return obj
+
+
 def _print_summary(summary: dict[str, Any], json_out: bool) -> None:
+    summary = clean_floats(summary)
     if json_out:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
         return
@@ -165,6 +178,14 @@ def backtest(
     windows: Annotated[
         int, typer.Option("--windows", help="Time windows for the --compare intervals.")
     ] = 10,
+    open_: Annotated[
+        bool,
+        typer.Option(
+            "--open",
+            help="Open plots.html when done (writes to runs/backtest-TIME without --out);"
+            " on a headless machine print its path and how to serve it.",
+        ),
+    ] = False,
 ) -> None:
     """Replay recorded order-book data through the engine on a simulated clock."""
     from flashmm.backtest.cli import backtest_command
@@ -183,6 +204,7 @@ def backtest(
         progress=progress,
         compare=compare or [],
         windows=windows,
+        open_=open_,
     )
 
 

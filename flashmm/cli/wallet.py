@@ -102,24 +102,31 @@ def balances(
 
         who = load_account(keystore).address
 
+    from decimal import Decimal
+
+    def units(n: int, decimals: int) -> str:
+        """Exact token amount from integer units, without float noise or trailing zeros."""
+        d = Decimal(n).scaleb(-decimals).normalize()
+        return f"{d:f}"
+
     async def main() -> list[str]:
         client = JsonRpc(url)
         lines: list[str] = []
         try:
             wei = int(await client.call("eth_getBalance", [who, "latest"]), 16)
-            lines.append(f"SEI (native)  {wei / 1e18:.6f}")
+            lines.append(f"SEI (native)  {units(wei, 18)}")
             if dep is not None:
                 for sym, tok in dep.tokens.items():
-                    units = await TokenClient(client, tok["address"]).balance_of(who)
-                    lines.append(f"{sym:<13} {units / 10 ** tok['decimals']}")
+                    held = await TokenClient(client, tok["address"]).balance_of(who)
+                    lines.append(f"{sym:<13} {units(held, tok['decimals'])}")
                 book = BookClient(client, dep.book)
                 for sym, m in dep.markets.items():
                     b = await book.balances(who, int(m["id"]))
                     bd, qd = dep.tokens[m["base"]]["decimals"], dep.tokens[m["quote"]]["decimals"]
                     lines.append(
-                        f"book {sym:<8} {m['base']} {b.base_free / 10**bd} free "
-                        f"+ {b.base_locked / 10**bd} locked; {m['quote']} "
-                        f"{b.quote_free / 10**qd} free + {b.quote_locked / 10**qd} locked"
+                        f"book {sym:<8} {m['base']} {units(b.base_free, bd)} free "
+                        f"+ {units(b.base_locked, bd)} locked; {m['quote']} "
+                        f"{units(b.quote_free, qd)} free + {units(b.quote_locked, qd)} locked"
                     )
         finally:
             await client.aclose()
