@@ -1,12 +1,17 @@
 """FlashBook gas and latency on a local anvil with Sei's 0.4 s blocks.
 
-    python benchmarks/chain.py [--duration 60] [--rate 5] [--samples 40] [--json]
+    python benchmarks/chain.py [--duration 60] [--rate 5] [--samples 40]
+                               [--sstore-set-gas 72000] [--json]
 
-Reports gas per requote (3+3 all moved by one tick; one of six changed), per take of two
-levels, fresh storage slots per operation, Sei-priced gas (each fresh slot at 72,000 instead
-of anvil's 20,000), submit->receipt latency p50/p99, a sustained run of the SeiVenue at
-``--rate`` requotes per second (transactions, coalesced requotes, failed transactions,
-nonce resyncs) and the projected daily gas cost at 50 gwei.
+Reports gas and fresh storage slots (from debug_traceTransaction, prestateTracer in diff
+mode) per operation: the first 3+3 placement, a 3+3 requote moving all six by one tick
+(warm oscillation, and a 200-tick one-direction trend after warm-up), one of six changed,
+a take of two full levels, cancelAll of 6 orders and of none. Sei-priced gas counts each
+fresh slot at ``--sstore-set-gas`` (Sei's chain parameter SeiSstoreSetGasEip2200:
+72,000 in sei-chain v6.3.0, 20,000 in v6.3.1; default: the venue setting's default)
+instead of anvil's 20,000. Also submit->receipt latency p50/p99, a sustained run of the
+SeiVenue at ``--rate`` requotes per second (transactions, coalesced requotes, failed
+transactions, nonce resyncs) and the projected daily gas cost at 50 gwei.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashmm.types import MarketSpec, OrderRequest, Side
 from flashmm.venues.sei.abi import ASK, BID, book_abi, op_place, op_replace
 from flashmm.venues.sei.book import BookClient
-from flashmm.venues.sei.gas import GasReport, gas_report
+from flashmm.venues.sei.gas import GasReport, gas_report, probe_sstore_set_gas
 from flashmm.venues.sei.keys import account_from_hex
 from flashmm.venues.sei.local import Anvil, Deployment, setup_local_chain
 from flashmm.venues.sei.rpc import JsonRpc
@@ -37,6 +42,8 @@ from flashmm.venues.sei.venue import SeiVenue
 
 SEI = 1
 GAS_PRICE_GWEI = 50
+TREND_TICKS = 200
+SSTORE_SET_GAS = SeiVenueSettings.model_fields["sstore_set_gas"].default
 SECONDS_PER_DAY = 86_400
 
 
@@ -81,7 +88,11 @@ async def measure(
     sent = await book.send_requote(sender, SEI, ops)
     receipt = await sender.wait(sent)
     latency = time.perf_counter() - t0
-    return await gas_report(rpc, sent.tx_hash, receipt), latency
+    return await gas_report(rpc, sent.tx_hash, receipt, sstore_set_gas=SSTORE_SET_GAS), latency
+
+
+async def report_of(rpc: JsonRpc, receipt: dict[str, Any]) -> GasReport:
+    return await gas_report(rpc, receipt["transactionHash"], receipt, sstore_set_gas=SSTORE_SET_GAS)
 
 
 async def gas_figures(dep: Deployment, samples: int) -> dict[str, Any]:
@@ -100,6 +111,8 @@ async def gas_figures(dep: Deployment, samples: int) -> dict[str, Any]:
             abi=book_abi(),
         )
         book = BookClient(rpc, dep.book)
+        usdc = dep.tokens["USDC"]["address"]
+        probed = await probe_sstore_set_gas(rpc, usdc, maker.address, dep.book)
         q = Quoter(3000)
         first, _ = await measure(rpc, book, maker, q.ops(first=True))
         for _ in range(8):  # warm up: touch the level and bitmap words around the quotes
@@ -116,20 +129,46 @@ async def gas_figures(dep: Deployment, samples: int) -> dict[str, Any]:
         ones = [await measure(rpc, book, maker, q.ops(only_one=True)) for _ in range(5)]
         takes: list[GasReport] = []
         for _ in range(5):
-            # the best two ask levels hold 10 lots each: take 15 lots = two levels
-            receipt = await book.take(taker, SEI, 0, q.mid + 2, 15)
-            takes.append(await gas_report(rpc, receipt["transactionHash"], receipt))
+            # the best two ask levels hold 10 lots each: take 20 lots = two full levels
+            receipt = await book.take(taker, SEI, 0, q.mid + 2, 20)
+            takes.append(await report_of(rpc, receipt))
             await measure(rpc, book, maker, q.ops())  # restore the quotes
+        # cancelAll of 6 live orders, then of none
+        cancel6 = await report_of(rpc, await book.cancel_all(maker, SEI))
+        cancel0 = await report_of(rpc, await book.cancel_all(maker, SEI))
+        # a one-direction trend of TREND_TICKS ticks: without warm-up (fresh level and bitmap
+        # words at the leading edge), then through a range pre-paid with warm()
+        trend_cold = await trend(rpc, book, maker, Quoter(20_000))
+        q = Quoter(40_000)
+        warm = await report_of(rpc, await book.warm(maker, SEI, q.mid - 8, q.mid + TREND_TICKS + 8))
+        trend_warm = await trend(rpc, book, maker, q)
         await book.cancel_all(maker, SEI)  # leave an empty book for the sustained run
         return {
+            "probed_sstore_set_gas": probed,
             "first_requote": first,
             "moves": moves,
             "one_changed": [g for g, _ in ones],
             "takes": takes,
+            "cancel_all_6": cancel6,
+            "cancel_all_0": cancel0,
+            "trend_cold": trend_cold,
+            "warm_range": warm,
+            "trend_warm": trend_warm,
             "latency_s": latencies,
         }
+
     finally:
         await rpc.aclose()
+
+
+async def trend(rpc: JsonRpc, book: BookClient, maker: TxSender, q: Quoter) -> list[GasReport]:
+    await measure(rpc, book, maker, q.ops(first=True))
+    out = []
+    for _ in range(TREND_TICKS):
+        q.mid += 1
+        out.append((await measure(rpc, book, maker, q.ops()))[0])
+    await book.cancel_all(maker, SEI)
+    return out
 
 
 async def sustained(dep: Deployment, duration_s: float, rate: float) -> dict[str, Any]:
@@ -208,37 +247,38 @@ async def sustained(dep: Deployment, duration_s: float, rate: float) -> dict[str
         await rpc.aclose()
 
 
+def stats(xs: list[GasReport]) -> dict[str, Any]:
+    return {
+        "n": len(xs),
+        "gas_mean": statistics.mean(x.gas_used for x in xs),
+        "gas_max": max(x.gas_used for x in xs),
+        "fresh_slots_total": sum(x.fresh_slots for x in xs),
+        "fresh_slots_max": max(x.fresh_slots for x in xs),
+        "sei_gas_mean": statistics.mean(x.sei_gas for x in xs),
+        "sei_gas_max": max(x.sei_gas for x in xs),
+    }
+
+
 def summarize(g: dict[str, Any], s: dict[str, Any] | None) -> dict[str, Any]:
-    moves: list[GasReport] = g["moves"]
     out: dict[str, Any] = {
-        "first_requote_3+3": {
-            "gas": g["first_requote"].gas_used,
-            "fresh_slots": g["first_requote"].fresh_slots,
-            "sei_gas": g["first_requote"].sei_gas,
-        },
-        "requote_3+3_moved": {
-            "gas_mean": statistics.mean(x.gas_used for x in moves),
-            "gas_max": max(x.gas_used for x in moves),
-            "fresh_slots_total": sum(x.fresh_slots for x in moves),
-            "sei_gas_mean": statistics.mean(x.sei_gas for x in moves),
-            "sei_gas_max": max(x.sei_gas for x in moves),
-        },
-        "requote_one_changed": {
-            "gas_mean": statistics.mean(x.gas_used for x in g["one_changed"]),
-            "fresh_slots_total": sum(x.fresh_slots for x in g["one_changed"]),
-        },
-        "take_2_levels": {
-            "gas_mean": statistics.mean(x.gas_used for x in g["takes"]),
-            "gas_max": max(x.gas_used for x in g["takes"]),
-            "fresh_slots_total": sum(x.fresh_slots for x in g["takes"]),
-        },
+        "sstore_set_gas": SSTORE_SET_GAS,
+        "probed_sstore_set_gas_anvil": g["probed_sstore_set_gas"],
+        "first_requote_3+3": stats([g["first_requote"]]),
+        "requote_3+3_oscillation": stats(g["moves"]),
+        "requote_3+3_trend_cold": stats(g["trend_cold"]),
+        "warm_range": stats([g["warm_range"]]),
+        "requote_3+3_trend_after_warm": stats(g["trend_warm"]),
+        "requote_one_changed": stats(g["one_changed"]),
+        "take_2_full_levels": stats(g["takes"]),
+        "cancel_all_6": stats([g["cancel_all_6"]]),
+        "cancel_all_none": stats([g["cancel_all_0"]]),
         "latency_submit_to_receipt_s": {
             "p50": pct(g["latency_s"], 0.5),
             "p99": pct(g["latency_s"], 0.99),
             "n": len(g["latency_s"]),
         },
     }
-    sei_gas = out["requote_3+3_moved"]["sei_gas_mean"]
+    sei_gas = out["requote_3+3_oscillation"]["sei_gas_mean"]
     per_tx_sei = sei_gas * GAS_PRICE_GWEI * 1e-9
     out["projection_50_gwei"] = {
         "sei_per_requote": per_tx_sei,
@@ -256,6 +296,7 @@ def summarize(g: dict[str, Any], s: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def main() -> None:
+    global SSTORE_SET_GAS
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -267,8 +308,15 @@ def main() -> None:
     )
     ap.add_argument("--samples", type=int, default=40, help="timed 3+3 requotes")
     ap.add_argument("--block-time", type=float, default=0.4)
+    ap.add_argument(
+        "--sstore-set-gas",
+        type=int,
+        default=SSTORE_SET_GAS,
+        help="Sei's fresh-slot price (SeiSstoreSetGasEip2200) used for Sei gas",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON only")
     args = ap.parse_args()
+    SSTORE_SET_GAS = args.sstore_set_gas
 
     with Anvil(block_time=args.block_time) as anvil:
         dep = asyncio.run(
@@ -283,24 +331,39 @@ def main() -> None:
     report(out, args.block_time, args.rate)
 
 
+ROWS = (
+    ("first 3+3 placement", "first_requote_3+3"),
+    ("3+3 requote, oscillation", "requote_3+3_oscillation"),
+    (f"3+3 trend {TREND_TICKS} ticks, cold", "requote_3+3_trend_cold"),
+    ("warm() of the trend range", "warm_range"),
+    (f"3+3 trend {TREND_TICKS} ticks, warm", "requote_3+3_trend_after_warm"),
+    ("requote, 1 of 6 changed", "requote_one_changed"),
+    ("take of 2 full levels", "take_2_full_levels"),
+    ("cancelAll of 6", "cancel_all_6"),
+    ("cancelAll of none", "cancel_all_none"),
+)
+
+
 def report(out: dict[str, Any], block_time: float, rate: float) -> None:
-    f, r = out["first_requote_3+3"], out["requote_3+3_moved"]
-    o, t = out["requote_one_changed"], out["take_2_levels"]
     lat, p = out["latency_submit_to_receipt_s"], out["projection_50_gwei"]
     lines = [
-        f"FlashBook on anvil, {block_time}s blocks; Sei gas = anvil gas + 52,000 x fresh slots",
-        f"first 3+3 placement      gas {f['gas']:>9,}  fresh slots {f['fresh_slots']}"
-        f"  Sei gas {f['sei_gas']:,}",
-        f"3+3 requote, all moved   gas {r['gas_mean']:>9,.0f}  max {r['gas_max']:,}"
-        f"  fresh slots {r['fresh_slots_total']}  Sei gas mean {r['sei_gas_mean']:,.0f}"
-        f" max {r['sei_gas_max']:,}",
-        f"requote, 1 of 6 changed  gas {o['gas_mean']:>9,.0f}"
-        f"  fresh slots {o['fresh_slots_total']}",
-        f"take of 2 levels         gas {t['gas_mean']:>9,.0f}  max {t['gas_max']:,}"
-        f"  fresh slots {t['fresh_slots_total']}",
-        f"submit->receipt          p50 {lat['p50'] * 1000:.0f} ms  p99 {lat['p99'] * 1000:.0f} ms"
-        f"  (n={lat['n']})",
+        f"FlashBook on anvil, {block_time}s blocks; Sei gas = anvil gas +"
+        f" ({out['sstore_set_gas']:,} - 20,000) x fresh slots"
+        f" (anvil's own fresh-slot price, probed: {out['probed_sstore_set_gas_anvil']:,})",
+        f"{'operation':<28} {'n':>4} {'gas mean':>9} {'gas max':>9} {'fresh':>6}"
+        f" {'fresh max':>9} {'Sei mean':>9} {'Sei max':>9}",
     ]
+    for label, key in ROWS:
+        r = out[key]
+        lines.append(
+            f"{label:<28} {r['n']:>4} {r['gas_mean']:>9,.0f} {r['gas_max']:>9,}"
+            f" {r['fresh_slots_total']:>6} {r['fresh_slots_max']:>9}"
+            f" {r['sei_gas_mean']:>9,.0f} {r['sei_gas_max']:>9,}"
+        )
+    lines.append(
+        f"submit->receipt          p50 {lat['p50'] * 1000:.0f} ms  p99 {lat['p99'] * 1000:.0f} ms"
+        f"  (n={lat['n']})"
+    )
     s = out.get("sustained")
     if s is not None:
         lines += [

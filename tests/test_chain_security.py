@@ -284,3 +284,29 @@ async def test_deadline_on_requote_and_take(actors: Any) -> None:
     )
     assert names(r) == ["OrderPlaced"]
     await maker.book.cancel_all(maker.sender, SEI)
+
+
+async def test_cancel_all_cancels_what_is_live_after_fills(actors: Any) -> None:
+    maker, taker = actors["maker"], actors["taker"]
+    await maker.book.requote(
+        maker.sender,
+        SEI,
+        [op_place(0, 1, ASK, 34_000, 1), op_place(1, 2, ASK, 34_001, 1), op_place(2, 3, BID, 9, 1)],
+    )
+    await taker.book.take(taker.sender, SEI, 0, 34_000, 1)  # slot 0 filled
+    r = await maker.book.cancel_all(maker.sender, SEI)
+    assert names(r) == ["OrderCancelled", "OrderCancelled"]
+    assert await maker.book.open_orders(maker.address, SEI) == []
+    r = await maker.book.cancel_all(maker.sender, SEI)
+    assert names(r) == []
+
+
+async def test_probe_reads_the_nodes_fresh_slot_price(fast_chain: Any, actors: Any) -> None:
+    from flashmm.venues.sei.gas import probe_sstore_set_gas, sei_priced
+
+    maker = actors["maker"]
+    usdc = fast_chain.dep.tokens["USDC"]["address"]
+    price = await probe_sstore_set_gas(maker.book.rpc, usdc, maker.address, fast_chain.dep.book)
+    assert price == 20_000  # anvil prices storage the Ethereum way
+    assert sei_priced(100_000, 2, 72_000) == 204_000
+    assert sei_priced(100_000, 2, 20_000) == 100_000

@@ -1,8 +1,12 @@
-"""Sei-priced gas: anvil charges Ethereum's 20,000 for a fresh storage slot, Sei 72,000.
+"""Sei-priced gas: anvil charges Ethereum's 20,000 for a fresh storage slot; Sei charges
+its chain parameter ``SeiSstoreSetGasEip2200`` (72,000 in sei-chain v6.3.0, 20,000 again
+in v6.3.1; which one a network runs depends on its upgrade history).
 
-``sei_gas = gas_used + (72,000 - 20,000) * fresh_slots`` where a fresh slot is one whose
-value goes from zero (at the start of the transaction) to non-zero (at its end). Fresh
-slots are counted from ``debug_traceTransaction`` with the prestate tracer in diff mode.
+``sei_gas = gas_used + (sstore_set_gas - 20,000) * fresh_slots`` where a fresh slot is one
+whose value goes from zero (at the start of the transaction) to non-zero (at its end).
+Fresh slots are counted from ``debug_traceTransaction`` with the prestate tracer in diff
+mode. The price is a setting (``venue.sei.sstore_set_gas``, default the higher value);
+:func:`probe_sstore_set_gas` measures the one a node charges.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from typing import Any
 
 from flashmm.venues.sei.rpc import JsonRpc
 
+#: default of ``venue.sei.sstore_set_gas``: SeiSstoreSetGasEip2200 of sei-chain v6.3.0
 SEI_SSTORE_SET = 72_000
 ETH_SSTORE_SET = 20_000
-FRESH_SLOT_SURCHARGE = SEI_SSTORE_SET - ETH_SSTORE_SET
+#: an SSTORE to a slot that is already non-zero (cold), the same on every chain
+SSTORE_RESET = 2_900
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +29,16 @@ class GasReport:
     gas_used: int
     fresh_slots: int
     written_slots: int
+    sstore_set_gas: int = SEI_SSTORE_SET
 
     @property
     def sei_gas(self) -> int:
-        return sei_priced(self.gas_used, self.fresh_slots)
+        return sei_priced(self.gas_used, self.fresh_slots, self.sstore_set_gas)
 
 
-def sei_priced(gas_used: int, fresh_slots: int) -> int:
-    return gas_used + FRESH_SLOT_SURCHARGE * fresh_slots
+def sei_priced(gas_used: int, fresh_slots: int, sstore_set_gas: int = SEI_SSTORE_SET) -> int:
+    """anvil gas repriced with Sei's fresh-slot price ``sstore_set_gas``."""
+    return gas_used + (sstore_set_gas - ETH_SSTORE_SET) * fresh_slots
 
 
 def _nonzero(value: str | None) -> bool:
@@ -52,7 +60,11 @@ def count_fresh_slots(diff: dict[str, Any]) -> tuple[int, int]:
 
 
 async def gas_report(
-    rpc: JsonRpc, tx_hash: str, receipt: dict[str, Any] | None = None
+    rpc: JsonRpc,
+    tx_hash: str,
+    receipt: dict[str, Any] | None = None,
+    *,
+    sstore_set_gas: int = SEI_SSTORE_SET,
 ) -> GasReport:
     if receipt is None:
         receipt = await rpc.call("eth_getTransactionReceipt", [tx_hash])
@@ -62,4 +74,22 @@ async def gas_report(
         [tx_hash, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
     )
     fresh, written = count_fresh_slots(diff)
-    return GasReport(tx_hash, int(receipt["gasUsed"], 16), fresh, written)
+    return GasReport(tx_hash, int(receipt["gasUsed"], 16), fresh, written, sstore_set_gas)
+
+
+async def probe_sstore_set_gas(rpc: JsonRpc, token: str, owner: str, spender: str) -> int:
+    """The fresh-slot price the node charges, from two ``eth_estimateGas`` of an ERC-20
+    ``approve`` by ``owner``: to ``spender`` (whose allowance is already non-zero: a reset)
+    and to a spender never approved (a fresh slot). Sends nothing."""
+    from eth_abi import encode
+
+    sel = bytes.fromhex("095ea7b3")  # approve(address,uint256)
+    fresh_spender = "0x" + "5e" * 20
+
+    async def est(to: str) -> int:
+        data = sel + encode(["address", "uint256"], [to, 2**255])
+        tx = {"from": owner, "to": token, "data": "0x" + data.hex()}
+        return int(await rpc.call("eth_estimateGas", [tx, "latest"]), 16)
+
+    diff = await est(fresh_spender) - await est(spender)
+    return round((diff + SSTORE_RESET) / 100) * 100  # calldata bytes differ a little

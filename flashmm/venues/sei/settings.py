@@ -101,6 +101,13 @@ class SeiVenueSettings(BaseModel):
         description="gas added to a requote's limit per op: transactions still in flight "
         "can change what an op writes (unused gas is not charged on an EVM that refunds)",
     )
+    sstore_set_gas: int = Field(
+        default=72_000,
+        ge=20_000,
+        description="gas Sei charges for a fresh storage slot (chain parameter "
+        "SeiSstoreSetGasEip2200: 72,000 in sei-chain v6.3.0, 20,000 in v6.3.1); prices "
+        "gas projections measured on anvil",
+    )
     log_poll_s: float = Field(
         default=0.5, gt=0, description="eth_getLogs poll period without ws_url"
     )
