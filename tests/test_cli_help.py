@@ -100,12 +100,15 @@ def _profile(tmp_path: Path, **changes: Any) -> Path:
 def test_validate_checks_that_files_exist_and_the_model_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(["config", "validate", "paper"], capsys)
+    code, out, _ = _run(["config", "validate", "paper", "--set", "model.enabled=true"], capsys)
     assert code == 0 and "files found; model loads" in out
     bad_model = tmp_path / "bad.onnx"
     bad_model.write_bytes(b"not a model")
     p = _profile(
-        tmp_path, feed__files=["missing.dat.gz", "bundled:nexo"], model__path=str(bad_model)
+        tmp_path,
+        feed__files=["missing.dat.gz", "bundled:nexo"],
+        model__path=str(bad_model),
+        model__enabled=True,
     )
     code, _, err = _run(["config", "validate", str(p)], capsys)
     lines = err.strip().splitlines()
