@@ -60,6 +60,7 @@ recorder writes these to get a file that replays without gaps."""
 _END = object()
 _BAD_LOG_FIRST = 10
 _BAD_LOG_EVERY = 1000
+_SNAPSHOT_WARN_EVERY = 20  # a failing snapshot: warn on the first and every 20th in a row
 
 
 @dataclass
@@ -77,6 +78,7 @@ class WSFeedStats:
     resyncs: int = 0  # snapshots fetched after the first one of a symbol
     snapshots: int = 0  # snapshots accepted
     snapshot_errors: int = 0  # failed REST snapshot requests
+    snapshots_delayed: int = 0  # requests held back by snapshot_min_interval
     stale_snapshots: int = 0  # snapshots refused as older than the stream
     connected: bool = False
     last_msg_ns: int = 0  # local time of the last message (0 = none yet)
@@ -104,6 +106,7 @@ class WSFeedStats:
             "resyncs": self.resyncs,
             "snapshots": self.snapshots,
             "snapshot_errors": self.snapshot_errors,
+            "snapshots_delayed": self.snapshots_delayed,
             "stale_snapshots": self.stale_snapshots,
             "connected": self.connected,
             "last_message_age_s": None if age == float("inf") else round(age, 3),
@@ -122,6 +125,9 @@ class _SymState:
     task: asyncio.Task[None] | None = None
     snapshots: int = 0
     fresh: bool = True  # no diff passed on since the last snapshot (futures rule)
+    last_fetch: float = -1e9  # monotonic time of the last snapshot received
+    failures: int = 0  # snapshot requests failed in a row
+    last_error: str = ""
 
 
 def backoff_delay(
@@ -160,6 +166,7 @@ class BinanceWSFeed:
         open_timeout: float = 10.0,
         rest_timeout: float = 10.0,
         stale_snapshot_delay: float = 0.25,
+        snapshot_min_interval: float = 1.0,
         max_held: int = 50_000,
         max_queue: int = 20_000,
         raw_sink: RawSink | None = None,
@@ -181,6 +188,7 @@ class BinanceWSFeed:
         self.open_timeout = open_timeout
         self.rest_timeout = rest_timeout
         self.stale_snapshot_delay = stale_snapshot_delay
+        self.snapshot_min_interval = snapshot_min_interval
         self.max_held = max_held
         self.max_queue = max_queue
         self.raw_sink = raw_sink
@@ -494,8 +502,17 @@ class BinanceWSFeed:
     async def _snapshot_loop(self, st: _SymState, gen: int) -> None:
         attempt = 0
         while not self._closed and gen == self._gen:
+            # one REST snapshot per symbol per snapshot_min_interval, however many gaps
+            # (a failed request backs off on its own)
+            wait = st.last_fetch + self.snapshot_min_interval - time.monotonic()
+            if wait > 0:
+                self.stats.snapshots_delayed += 1
+                await asyncio.sleep(wait)
+                if self._closed or gen != self._gen:
+                    return
             try:
                 snap, body = await self._fetch_snapshot(st.name)
+                st.last_fetch = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -505,11 +522,26 @@ class BinanceWSFeed:
                 delay = retry_after or backoff_delay(
                     attempt, self.backoff_initial, self.backoff_max, self.backoff_jitter, self.rng
                 )
-                logger.warning(
-                    "ws feed: {} snapshot failed ({}), retry in {:.2f}s", st.name, exc, delay
+                # the same error again (e.g. a symbol the server does not serve): once as a
+                # warning, then quietly, with a reminder every _SNAPSHOT_WARN_EVERY attempts
+                text = str(exc)
+                st.failures += 1
+                repeat = text == st.last_error
+                st.last_error = text
+                level = "DEBUG" if repeat and st.failures % _SNAPSHOT_WARN_EVERY else "WARNING"
+                logger.log(
+                    level,
+                    "ws feed: {} snapshot failed ({}), retry in {:.2f}s{}",
+                    st.name,
+                    exc,
+                    delay,
+                    f" ({st.failures} in a row)" if st.failures > 1 else "",
                 )
                 await asyncio.sleep(delay)
                 continue
+            if st.failures:
+                logger.info("ws feed: {} snapshot ok after {} failure(s)", st.name, st.failures)
+                st.failures, st.last_error = 0, ""
             if gen != self._gen or self._closed:
                 return
             try:

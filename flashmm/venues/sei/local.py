@@ -56,6 +56,15 @@ def dev_private_key(index: int) -> str:
     return "0x" + bytes(acct.key).hex()
 
 
+def _listening(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 class Anvil:
     """An anvil process on 127.0.0.1; stop() ends it (and only it)."""
 
@@ -84,6 +93,12 @@ class Anvil:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 15.0, *, quiet: bool = True) -> Anvil:
+        if _listening(self.port):
+            # another node (or anything) answers there: never deploy onto it
+            raise VenueError(
+                f"port {self.port} on 127.0.0.1 is already in use (another node?):"
+                " stop it or choose another --port"
+            )
         args = [
             str(self.binary),
             "--host",
@@ -96,7 +111,6 @@ class Anvil:
             "10",
             "--balance",
             "1000000",
-            "--steps-tracing",
         ]
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
