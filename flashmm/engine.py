@@ -251,6 +251,9 @@ class Engine:
                 what = f"reference book crossed: bid {book.best_bid} >= ask {book.best_ask} ticks"
                 if crossed.trip(what, now_ns):
                     self._breaker_changed(crossed, now_ns, pull=ms)
+                    if self.on_gap is not None:
+                        # a crossed exchange book means ours is wrong: ask for a fresh snapshot
+                        self.on_gap(ms.spec.reference)
             return
         if crossed.tripped and crossed.clear(now_ns):
             self._breaker_changed(crossed, now_ns)

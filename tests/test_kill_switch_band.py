@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any
+
 import pytest
 from kit.data import NEXO_23, ROOT
 
 from flashmm.config import load_config
 from flashmm.engine import HALTED, RUNNING, Engine
 from flashmm.feeds.replay import ReplayFeed
+from flashmm.feeds.server import ReplayServer
+from flashmm.feeds.ws import BinanceWSFeed
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent
 from flashmm.risk import KillSwitch, PriceBand
-from flashmm.runner import build_venue, scales_for, signal_factory
+from flashmm.runner import build_venue, drive_live, scales_for, signal_factory
 from flashmm.types import NS_PER_S, OrderRequest, Side
 from flashmm.venues.sim import SimVenue
 
@@ -243,3 +251,70 @@ def test_local_recipe_runs_30_minutes_without_a_halt() -> None:
     assert ms.kill.max_sigma < cfg.risk.kill_switch_sigma
     assert engine.risk.breakers["kill_switch"].trips == 0
     assert engine.acct.fills > 0 and engine.acct.limit_breaches == 0
+
+
+class TenXSnapshotAfterReconnect(ReplayServer):
+    """The loopback Binance server, misbehaving once: the REST snapshot fetched right
+    after the reconnect has every price 10x (a feed fault we cannot cause for real)."""
+
+    snapshots = 0
+
+    def book_levels(self, symbol: str, limit: int = 5000) -> dict[str, Any]:
+        ref = super().book_levels(symbol, limit)
+        self.snapshots += 1
+        if self.snapshots == 2:
+            ten = [[f"{float(p) * 10:.8f}", q] for p, q in ref["bids"]]
+            ref = {
+                **ref,
+                "bids": ten,
+                "asks": [[f"{float(p) * 10:.8f}", q] for p, q in ref["asks"]],
+            }
+        return ref
+
+
+async def test_a_10x_snapshot_after_a_real_reconnect_never_reaches_an_order() -> None:
+    """Real loopback websocket and REST feed, the engine on the wall clock with the
+    simulated venue: the server drops the connection, the snapshot after the reconnect
+    is 10x. No order is ever placed away from the real price; quoting comes back."""
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false"])
+    placed: list[OrderRequest] = []
+    async with TenXSnapshotAfterReconnect([NEXO_23], speed=300.0, close_after=700) as srv:
+        engine = Engine(cfg, build_venue(cfg))
+        await engine.venue.start()
+        feed = BinanceWSFeed(
+            scales_for([s for s in cfg.specs() if s.reference == "nexousdt"]), srv.ws_url, srv.rest_url, 5000, backoff_initial=0.02,
+            backoff_max=0.2, idle_timeout=5.0, rng=random.Random(7),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        drive = asyncio.create_task(drive_live(engine, feed, stop, time.monotonic() + 30))
+
+        def drain() -> None:
+            while engine.outbox:
+                kind, payload = engine.outbox.popleft()
+                if kind == "order":
+                    placed.append(payload)
+
+        end = time.monotonic() + 30
+        while not srv.finished.is_set() and time.monotonic() < end and not drive.done():
+            drain()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the last messages and a quote cycle
+        drain()
+        assert srv.finished.is_set()
+        stop.set()
+        drive.cancel()  # the feed is idle now: do not wait for a next message
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(drive, 10)
+        live = [o for o in engine.markets["SEI/USDC"].orders.values()]
+        await engine.venue.aclose()
+    ms = engine.markets["SEI/USDC"]
+    assert feed.stats.reconnects == 1 and srv.snapshots >= 3
+    crossed = engine.risk.breakers["crossed_book:SEI/USDC"]
+    band = engine.risk.breakers["price_band:SEI/USDC"]
+    assert band.trips + crossed.trips >= 1
+    assert not crossed.tripped and not band.tripped  # the fresh snapshot cleared them
+    real_mid = ms.band.good
+    assert 1000 < real_mid < 1400  # NEXO ~1.2 USDT in 0.001 ticks
+    # NEXO moves a few % over the 20 minutes; 10x is 900 % away
+    assert placed and max(abs(o.price_ticks / real_mid - 1) for o in placed) < 0.1
+    assert live  # pulled at the 10x snapshot, quoted again once the book was right
