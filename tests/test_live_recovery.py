@@ -71,17 +71,35 @@ async def chain_fill_prices(
     return out
 
 
-def journal_fill_prices(path: Path) -> tuple[dict[str, tuple[int, int]], int]:
+async def chain_fill_times(rpc: JsonRpc, chain: LocalChain, who: str) -> dict[str, int]:
+    """fill id -> block time (ns) of ``who``'s fills on chain."""
+    me = topic_of(who)
+    out: dict[str, int] = {}
+    blocks: dict[str, int] = {}
+    for raw in await get_logs(rpc, chain, [FILL_TOPIC, me], 0) + await get_logs(
+        rpc, chain, [FILL_TOPIC, None, me], 0
+    ):
+        n = raw["blockNumber"]
+        if n not in blocks:
+            block = await rpc.call("eth_getBlockByNumber", [n, False])
+            blocks[n] = int(block["timestamp"], 16) * 1_000_000_000
+        out[f"{raw['transactionHash'].lower()}:{int(raw['logIndex'], 16)}"] = blocks[n]
+    return out
+
+
+def journal_fill_prices(path: Path) -> tuple[dict[str, tuple[int, int]], int, dict[str, int]]:
     con = sqlite3.connect(str(path))
     try:
-        rows = con.execute("SELECT fill_id, side, size_lots, price_ticks FROM fills").fetchall()
+        rows = con.execute(
+            "SELECT fill_id, side, size_lots, price_ticks, ts_ns FROM fills"
+        ).fetchall()
     finally:
         con.close()
     out = {
         str(fid).lower(): (size if Side(side) is Side.BUY else -size, int(px))
-        for fid, side, size, px in rows
+        for fid, side, size, px, _ in rows
     }
-    return out, len(rows)
+    return out, len(rows), {str(r[0]).lower(): int(r[4]) for r in rows}
 
 
 async def test_kill_9_loses_no_fill(
@@ -127,12 +145,13 @@ async def test_kill_9_loses_no_fill(
         if bot is not None:
             bot.close()
     on_chain = await chain_fill_prices(rpc, chain, who)
-    journaled, rows = journal_fill_prices(bot.journal)
+    journaled, rows, times = journal_fill_prices(bot.journal)
     assert taker.takes >= 5, taker.errors
     assert len(on_chain) >= 5
     # every chain fill exactly once, same size, side and price; nothing invented
     assert rows == len(journaled)
     assert journaled == on_chain
+    assert times == await chain_fill_times(rpc, chain, who)  # the block's time, not a guess
     pos = await chain_position(rpc, chain, who)
     assert sum(lots for lots, _ in on_chain.values()) == pos
     assert summary["markets"][MKT]["position"] == pos

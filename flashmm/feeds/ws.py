@@ -529,11 +529,17 @@ class BinanceWSFeed:
                 repeat = text == st.last_error
                 st.last_error = text
                 level = "DEBUG" if repeat and st.failures % _SNAPSHOT_WARN_EVERY else "WARNING"
+                hint = (
+                    ": the server does not serve this symbol, its markets will not quote"
+                    if "-1121" in text
+                    else ""
+                )
                 logger.log(
                     level,
-                    "ws feed: {} snapshot failed ({}), retry in {:.2f}s{}",
+                    "ws feed: {} snapshot failed ({}{}), retry in {:.2f}s{}",
                     st.name,
                     exc,
+                    hint,
                     delay,
                     f" ({st.failures} in a row)" if st.failures > 1 else "",
                 )
