@@ -229,18 +229,16 @@ def test_resolve_socket_missing_config_uses_stem(monkeypatch: pytest.MonkeyPatch
 
 
 def test_resolve_socket_reads_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import flashmm.config
-
     cfg_file = tmp_path / "mine.yaml"
-    cfg_file.write_text("{}")
-    cfg = SimpleNamespace(
-        profile="prod", control=SimpleNamespace(socket_path=None, data_dir="/srv/fmm")
-    )
-    monkeypatch.setattr(flashmm.config, "load_config", lambda path: cfg)
+    cfg_file.write_text("name: prod\ncontrol:\n  data_dir: /srv/fmm\n")
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     assert ops.resolve_socket(str(cfg_file), None) == "/srv/fmm/prod.sock"
-    cfg.control.socket_path = "/run/flashmm/prod.sock"
+    cfg_file.write_text("name: prod\ncontrol:\n  socket_path: /run/flashmm/prod.sock\n")
     assert ops.resolve_socket(str(cfg_file), None) == "/run/flashmm/prod.sock"
+    # no name: the file's stem; a shipped profile by name
+    cfg_file.write_text("control:\n  data_dir: d\n")
+    assert ops.resolve_socket(str(cfg_file), None) == "d/mine.sock"
+    assert ops.resolve_socket("paper", None) == "var/paper/paper.sock"
 
 
 def test_socket_path_from_config_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,6 @@ Heavy imports (eth-account, aiohttp) happen inside the commands.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import time
@@ -25,6 +24,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro``; turn venue errors into FlashMM errors the main CLI prints in one line."""
+    import asyncio
+
     from flashmm.errors import RuntimeFailure, UserInputError
     from flashmm.venues.base import VenueError
     from flashmm.venues.sei.errors import ChainIdMismatch, KeySourceError
@@ -342,6 +343,8 @@ def taker(
     rng = random.Random(seed)
 
     async def main() -> None:
+        import asyncio
+
         client = JsonRpc(url)
         try:
             sender = TxSender(client, account, chain_id or dep.chain_id, abi=book_abi())

@@ -5,13 +5,15 @@ Heavy imports (websockets, aiohttp) happen inside the commands.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    import asyncio
 
 app = typer.Typer(help="Market-data feeds: a local replay server and a stream recorder.")
 
@@ -33,6 +35,8 @@ def serve(
     align: bool = typer.Option(True, help="Shift several symbols' recordings to start together"),
 ) -> None:
     """Replay recordings as a Binance combined stream + REST depth snapshots."""
+    import asyncio
+
     from flashmm.errors import FlashMMError
 
     async def main() -> None:
@@ -151,6 +155,8 @@ async def record_stream(
 
     Returns a summary: files, lines per symbol and the feed's stats.
     """
+    import asyncio
+
     from flashmm.feeds.binance import Scale
     from flashmm.feeds.ws import BinanceWSFeed
 
@@ -209,6 +215,8 @@ def record(
     depth_limit: int = typer.Option(1000, "--depth-limit", help="Levels in the REST snapshot"),
 ) -> None:
     """Record a live combined stream to `<ts_us> <json>` gzip lines, snapshot first."""
+    import asyncio
+
     syms = [s for s in symbols.split(",") if s.strip()]
     try:
         summary = asyncio.run(

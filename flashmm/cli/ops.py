@@ -55,14 +55,34 @@ def resolve_socket(config_path: str | None, socket: str | None) -> str:
 
     if socket:
         return socket
-    from flashmm.config import find_profile
+    from flashmm.paths import find_profile
 
     path = find_profile(config_path or DEFAULT_CONFIG)
-    if path.exists():
+    if not path.exists():
+        return default_socket_path(path.stem)
+    # only the name and the control section matter: read them without validating the
+    # whole profile (pydantic, plugins), so that status answers at once
+    from types import SimpleNamespace
+
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
         from flashmm.config import load_config
 
-        return socket_path_from_config(load_config(path), fallback_profile=path.stem)
-    return default_socket_path(path.stem)
+        load_config(path)  # reports the problem in the usual form
+        raise
+    control = raw.get("control") if isinstance(raw, dict) else None
+    control = control if isinstance(control, dict) else {}
+    name = raw.get("name") if isinstance(raw, dict) else None
+    cfg = SimpleNamespace(
+        profile=name or path.stem,
+        control=SimpleNamespace(
+            socket_path=control.get("socket_path"), data_dir=control.get("data_dir", "var")
+        ),
+    )
+    return socket_path_from_config(cfg, fallback_profile=path.stem)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
