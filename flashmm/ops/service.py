@@ -530,8 +530,11 @@ class OpsServices:
             diff = lots - pos.lots
             if diff == 0:
                 continue
+            # at the position's own average cost: accepting the venue's number invents no
+            # P&L; only a journal that is flat has no cost to use and takes the mid
             book = e.markets[sym].builder.book
-            px = round(book.mid) if book.valid else round(pos.avg_price_ticks)
+            mid = round(book.mid) if book.valid else 0
+            px = round(pos.avg_price_ticks) if pos.lots else mid
             fill = Fill(
                 sym,
                 0,
