@@ -554,6 +554,7 @@ class Engine:
         if fill.fill_id and fill.fill_id in self.acct.fill_ids:
             return  # reported again (a replay after a restart or reconnect): booked once
         self.acct.on_fill(fill)
+        ms.kill.on_own_trade(fill.price_ticks, fill.ts_ns)
         ms.dirty = True
         self._mark_dirty = True
         self.outbox.append(("fill", fill))

@@ -263,7 +263,10 @@ class KillSwitch:
       (learned: the greatest common divisor of every best bid and ask seen,
       so a NEXO/USDT tick of 0.001 driving a 0.0001-tick market counts as
       ten of our ticks), at our own tick and at ``floor_bps``. With ``k >= 1``
-      a one-tick reference move never trips it, however quiet the market.
+      a one-tick reference move never trips it, however quiet the market;
+    - once we trade, σ is at least the volatility of our own market: the
+      per-second variance of the moves between our consecutive fill prices
+      (:meth:`on_own_trade`, EWMA over the last 200 fills).
 
     A re-sync or reconnect (:meth:`gap`) forgets only the last second of
     mids (the prices no longer join up); σ, the learned tick and the armed
@@ -274,6 +277,9 @@ class KillSwitch:
         "_armed_ns",
         "_hist",
         "_n",
+        "_own",
+        "_own_n",
+        "_own_var",
         "_var",
         "floor_bps",
         "k",
@@ -298,6 +304,24 @@ class KillSwitch:
         self.last_sigma_bps = 0.0
         self.last_sigma = 0.0
         self.max_sigma = 0.0
+        self._own: tuple[float, int] | None = None
+        self._own_var = 0.0
+        self._own_n = 0
+
+    def on_own_trade(self, price: float, now_ns: int) -> None:
+        """One of our fills (any price unit): learns our own market's volatility."""
+        if price <= 0:
+            return
+        last = self._own
+        self._own = (price, now_ns)
+        if last is None:
+            return
+        p0, t0 = last
+        dt_s = max((now_ns - t0) / NS_PER_S, 1.0)
+        move = (price / p0 - 1.0) * 1e4
+        self._own_n += 1
+        a = 2.0 / (min(self._own_n, 200) + 1)
+        self._own_var += a * (move * move / dt_s - self._own_var)
 
     def update_book(self, best_bid: int, best_ask: int, now_ns: int) -> float | None:
         """Feed the top of the reference book (price units, our ticks): learns the
@@ -316,7 +340,7 @@ class KillSwitch:
 
     def sigma_bps(self, tick_bps: float = 0.0) -> float:
         """σ of 1-second moves in bps with its floors."""
-        return max(self._var**0.5, tick_bps, self.floor_bps)
+        return max(self._var**0.5, self._own_var**0.5, tick_bps, self.floor_bps)
 
     @property
     def armed(self) -> bool:
@@ -353,6 +377,7 @@ class KillSwitch:
     def status(self) -> dict[str, object]:
         return {
             "sigma_bps": round(self.last_sigma_bps, 4),
+            "own_sigma_bps": round(self._own_var**0.5, 4),
             "reference_tick": self.ref_tick,
             "last_move_sigma": round(self.last_sigma, 3),
             "max_move_sigma": round(self.max_sigma, 3),

@@ -67,6 +67,19 @@ def test_kill_switch_keeps_its_history_across_a_gap() -> None:
     assert ks.armed and ks.update_book(12_200, 12_210, t) is not None
 
 
+def test_kill_switch_sigma_includes_our_own_market_once_we_trade() -> None:
+    ks = KillSwitch(5.0, warmup_s=60)
+    t = _quiet_market(ks)
+    tick_bps = 10 / 12_005 * 1e4
+    assert ks.sigma_bps(tick_bps) == pytest.approx(tick_bps)
+    # our own fills swing 40 bps every 2 s: our market is more volatile than NEXO's tick
+    for i in range(50):
+        ks.on_own_trade(12_000 if i % 2 else 12_048, t + i * 2 * S)
+    own = ks.status()["own_sigma_bps"]
+    assert isinstance(own, float) and own > 20
+    assert ks.sigma_bps(tick_bps) == pytest.approx(own, abs=1e-3)
+
+
 def test_price_band_holds_a_bad_tick_and_confirms_a_real_move() -> None:
     band = PriceBand(4.0, 5.0, confirm_s=1.0)
     sigma = 8.0  # bps: band 32 bps
