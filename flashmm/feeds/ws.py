@@ -126,6 +126,7 @@ class _SymState:
     snapshots: int = 0
     fresh: bool = True  # no diff passed on since the last snapshot (futures rule)
     last_fetch: float = -1e9  # monotonic time of the last snapshot received
+    fetch_gen: int = -1  # connection generation of that snapshot
     failures: int = 0  # snapshot requests failed in a row
     last_error: str = ""
 
@@ -503,16 +504,17 @@ class BinanceWSFeed:
         attempt = 0
         while not self._closed and gen == self._gen:
             # one REST snapshot per symbol per snapshot_min_interval, however many gaps
-            # (a failed request backs off on its own)
+            # within a connection (a failed request backs off on its own; a new
+            # connection's first snapshot is bounded by the reconnect backoff instead)
             wait = st.last_fetch + self.snapshot_min_interval - time.monotonic()
-            if wait > 0:
+            if wait > 0 and st.fetch_gen == gen:
                 self.stats.snapshots_delayed += 1
                 await asyncio.sleep(wait)
                 if self._closed or gen != self._gen:
                     return
             try:
                 snap, body = await self._fetch_snapshot(st.name)
-                st.last_fetch = time.monotonic()
+                st.last_fetch, st.fetch_gen = time.monotonic(), gen
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
