@@ -11,6 +11,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE_DATA = PACKAGE_DIR / "data"
 PACKAGE_PROFILES = PACKAGE_DIR / "profiles"
+PACKAGE_SWEEPS = PACKAGE_DIR / "sweeps"
 DEFAULT_CONFIG = "paper"
 BUNDLED_PREFIX = "bundled:"
 
@@ -36,6 +37,19 @@ def find_profile(path: str | Path | None = None) -> Path:
         name = p.name
     if name and (PACKAGE_PROFILES / f"{name}.yaml").exists():
         return PACKAGE_PROFILES / f"{name}.yaml"
+    return p
+
+
+def find_sweep(path: str | Path) -> Path:
+    """A sweep file: a path, else a shipped one (``sweeps/example.yaml`` or ``example``)."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    if (PROJECT_ROOT / p).exists():
+        return PROJECT_ROOT / p
+    for candidate in (PACKAGE_SWEEPS / p.name, PACKAGE_SWEEPS / f"{p.name}.yaml"):
+        if candidate.is_file():
+            return candidate
     return p
 
 

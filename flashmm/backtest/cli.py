@@ -276,8 +276,9 @@ def _sweep(
     show_progress: bool,
 ) -> None:
     from flashmm.backtest.sweep import load_sweep, make_tasks, run_sweep, summary_rows, sweep_table
+    from flashmm.paths import find_sweep
 
-    spec = load_sweep(sweep_path)
+    spec = load_sweep(find_sweep(sweep_path))
     # workers (Ray nodes included) may run elsewhere: hand them absolute paths
     from flashmm.config import find_profile
 
