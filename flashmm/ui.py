@@ -125,6 +125,14 @@ def breaker_lines(snap: Mapping[str, Any]) -> Text:
         state = str(model.get("state", ""))
         t.append("● ", style="green" if state == "closed" else "bold red")
         t.append(f"model ({state})")
+        hr, ce = model.get("hit_rate_moved"), model.get("calibration_error_pts")
+        if isinstance(hr, float):
+            live = f" live hit {hr:.2f}"
+            if isinstance(ce, float):
+                live += f", calib {ce:.1f} pts"
+            if model.get("online"):
+                live += " (online)"
+            t.append(live, style="dim")
     for name, b in tripped:
         t.append(f"\n  {name}: {b.get('action', '')} — {b.get('reason', '')}", style="red")
     if model and model.get("state") not in (None, "closed") and model.get("reason"):

@@ -163,7 +163,9 @@ def test_rule_predictor() -> None:
 
 
 class FakeModel:
-    """A model that misbehaves on demand."""
+    """A model that misbehaves on demand. The breakers under test get a modelled
+    latency (``latency_us``) unless latency is what they test: a loaded machine
+    must not open them."""
 
     horizon_ns = S
 
@@ -205,7 +207,7 @@ def _cool_down_and_close(g: GuardedPredictor, model: FakeModel, t_open: int) -> 
 
 def test_breaker_opens_on_exception_and_recovers() -> None:
     model = FakeModel("raise")
-    g = GuardedPredictor(model, RulePredictor(), _settings())
+    g = GuardedPredictor(model, RulePredictor(), _settings(), latency_us=10.0)
     assert g.state == "closed"
     sig = g.predict(_x(), 100 * S)
     assert sig.source == "rules" and g.state == "open"
@@ -221,7 +223,7 @@ def test_breaker_opens_on_exception_and_recovers() -> None:
 
 def test_breaker_opens_on_nan() -> None:
     model = FakeModel("nan")
-    g = GuardedPredictor(model, RulePredictor(), _settings())
+    g = GuardedPredictor(model, RulePredictor(), _settings(), latency_us=10.0)
     assert g.predict(_x(), S).source == "rules"
     assert g.state == "open" and "NaN" in g.reason
     _cool_down_and_close(g, model, S)
@@ -229,7 +231,7 @@ def test_breaker_opens_on_nan() -> None:
 
 def test_half_open_failure_reopens() -> None:
     model = FakeModel("raise")
-    g = GuardedPredictor(model, RulePredictor(), _settings())
+    g = GuardedPredictor(model, RulePredictor(), _settings(), latency_us=10.0)
     g.predict(_x(), S)
     g.predict(_x(), 11 * S)  # half-open try fails
     assert g.state == "open" and g.opened_ns == 11 * S
@@ -250,7 +252,10 @@ def test_breaker_opens_on_latency() -> None:
 def test_breaker_opens_on_sustained_drift() -> None:
     model = FakeModel()
     g = GuardedPredictor(
-        model, RulePredictor(), _settings(drift_z_limit=5, drift_max_features=3, drift_sustain_s=2)
+        model,
+        RulePredictor(),
+        _settings(drift_z_limit=5, drift_max_features=3, drift_sustain_s=2),
+        latency_us=10.0,
     )
     far = np.full(N_FEATURES, 50.0, dtype=np.float32)
     assert g.predict(far, 0).source == "onnx"  # drifting, not yet for long
@@ -264,7 +269,9 @@ def test_breaker_opens_on_sustained_drift() -> None:
 
 def test_breaker_opens_on_low_live_hit_rate() -> None:
     model = FakeModel()  # always calls "up"
-    g = GuardedPredictor(model, RulePredictor(), _settings(hit_rate_window=20, hit_rate_floor=0.45))
+    g = GuardedPredictor(
+        model, RulePredictor(), _settings(hit_rate_window=20, hit_rate_floor=0.45), latency_us=10.0
+    )
     mid = 1000.0
     t = 0
     g.on_mid(mid, t)
@@ -280,7 +287,9 @@ def test_breaker_opens_on_low_live_hit_rate() -> None:
 
 
 def test_good_hit_rate_keeps_the_breaker_closed() -> None:
-    g = GuardedPredictor(FakeModel(), RulePredictor(), _settings(hit_rate_window=20))
+    g = GuardedPredictor(
+        FakeModel(), RulePredictor(), _settings(hit_rate_window=20), latency_us=10.0
+    )
     mid, t = 1000.0, 0
     g.on_mid(mid, t)
     for _ in range(60):
@@ -397,7 +406,7 @@ def test_cli_train_bad_input(tmp_path: Path) -> None:
 
 def test_drift_rule_trips_on_a_single_feature_far_out_of_range() -> None:
     model = FakeModel()
-    g = GuardedPredictor(model, RulePredictor(), _settings(drift_sustain_s=2))
+    g = GuardedPredictor(model, RulePredictor(), _settings(drift_sustain_s=2), latency_us=10.0)
     x = _x()
     x[IDX["spread_bps"]] = 40.0  # one feature at |z| 40, the others in range
     assert g.predict(x, 0).source == "onnx"
@@ -485,3 +494,45 @@ def test_cli_eval_reports_moves_intervals_calibration_and_walk_forward(
     assert wf["overall"]["nexousdt"]["distinct_moves"] > 0
     r = CliRunner().invoke(_cli(), args)
     assert r.exit_code == 0 and "walk-forward" in r.output and "moves" in r.output
+
+
+def test_online_model_starts_as_the_shipped_one_and_learns_the_rule_where_it_wins() -> None:
+    from flashmm.predict.online import OnlineModel
+
+    class Base:
+        """A fixed model that always leans up a little (p_up 0.03, p_down 0.02)."""
+
+        mean, std = np.zeros(N_FEATURES), np.ones(N_FEATURES)
+        horizon, horizon_ns, path = "1s", S, Path("base.onnx")
+        min_lean, use_regressor, last_bps = 0.2, False, 0.0
+        last_probs = np.array([0.02, 0.95, 0.03])
+
+        def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
+            return Signal()
+
+    m = OnlineModel(Base(), lr=0.05)
+    x = _x(imb=-0.8)
+    x[IDX["spread_bps"]] = 8.0
+    sig = m.predict(x, 0)
+    lean = (0.03 - 0.02) / 0.05
+    assert sig.confidence == pytest.approx(0.5 + 0.5 * lean)  # exactly the base model at start
+    assert sig.p_move == pytest.approx(0.05) and m.lean() == 1
+    # a market where the mid follows the imbalance, against the base model's lean
+    g = GuardedPredictor(
+        m, RulePredictor(), _settings(hit_rate_window=400, hit_rate_floor=0.0), latency_us=10.0
+    )
+    mid, t = 1000.0, 0
+    g.on_mid(mid, t)
+    for i in range(600):
+        imb = 0.8 if i % 2 else -0.8
+        x = _x(imb=imb)
+        g.predict(x, t)
+        t += S
+        mid += 0.5 if imb > 0 else -0.5
+        g.on_mid(mid, t)
+    assert m.updates > 500 and m.w[1] > 1.0  # it learned the imbalance
+    assert g.predict(_x(imb=-0.8), t).direction == -1
+    st = g.status()
+    assert st["online"]["updates"] == m.updates
+    assert st["hit_rate_moved"] is not None and st["calibration_error_pts"] is not None
+    assert load_predictor(ModelSettings(online=True)).status()["online"]["updates"] == 0

@@ -89,8 +89,11 @@ class GuardedPredictor:
         self.drift_worst = ""
         self._half_ok = 0
         self._mid: float | None = None
-        self._pending: deque[tuple[int, float, int]] = deque(maxlen=100_000)
+        # (ts, mid, lean, up/down confidence, the model's learning token)
+        self._pending: deque[tuple[int, float, int, float, Any]] = deque(maxlen=100_000)
         self._hits: deque[int] = deque(maxlen=s.hit_rate_window)
+        # (up/down confidence, hit) of the last scored model calls: live calibration
+        self._calib: deque[tuple[float, int]] = deque(maxlen=1000)
         self.model_predictions = 0
         self.fallback_predictions = 0
         self.last_signal = Signal()
@@ -135,6 +138,7 @@ class GuardedPredictor:
         self._drift_since = None
         self._half_ok = 0
         self._hits.clear()
+        self._calib.clear()
         self._pending.clear()
 
     # --- prediction -------------------------------------------------------
@@ -220,7 +224,8 @@ class GuardedPredictor:
         lean_fn = getattr(model, "lean", None)
         lean = int(lean_fn()) if callable(lean_fn) else (sig.direction or _sign(sig.expected_bps))
         if self._mid is not None and lean:
-            self._pending.append((ts_ns, self._mid, lean))
+            token = getattr(model, "last_token", None)
+            self._pending.append((ts_ns, self._mid, lean, sig.confidence, token))
         self.model_predictions += 1
         if half:
             self._half_ok += 1
@@ -240,10 +245,15 @@ class GuardedPredictor:
             return
         h = self.horizon_ns
         hits = self._hits
+        learn = getattr(self.model, "learn", None)
         while p and p[0][0] + h <= ts_ns:
-            _, m0, lean = p.popleft()
+            _, m0, lean, conf, token = p.popleft()
             if mid != m0:
-                hits.append(1 if (mid > m0) == (lean > 0) else 0)
+                hit = 1 if (mid > m0) == (lean > 0) else 0
+                hits.append(hit)
+                self._calib.append((conf, hit))
+                if learn is not None and token is not None:
+                    learn(token, mid > m0)  # an online model learns the realised move
         if (
             self.state == CLOSED
             and len(hits) == hits.maxlen
@@ -260,6 +270,16 @@ class GuardedPredictor:
     @property
     def hit_rate(self) -> float | None:
         return sum(self._hits) / len(self._hits) if self._hits else None
+
+    def calibration_error_pts(self) -> float | None:
+        """Live calibration of the up/down confidence of the last scored model
+        calls (bins of 0.05, weighted mean gap, points); None before 50 calls."""
+        if len(self._calib) < 50:
+            return None
+        from flashmm.predict.evaluation import calibration
+
+        a = np.asarray(self._calib, dtype=np.float64)
+        return round(calibration(a[:, 0], a[:, 1])[1], 2)
 
     def latency_us(self) -> tuple[float | None, float | None]:
         if not self._lat:
@@ -284,11 +304,19 @@ class GuardedPredictor:
             "latency_modelled": self.modelled_latency_us is not None,
             "hit_rate_moved": self.hit_rate,
             "hit_samples": len(self._hits),
+            "calibration_error_pts": self.calibration_error_pts(),
+            "online": _model_status(self.model),
             "hit_rate_floor": self.settings.hit_rate_floor,
             "drift_features": self.drift_features,
             "transitions": len(self.transitions),
             "last_transitions": self.transitions[-5:],
         }
+
+
+def _model_status(model: Any) -> Any:
+    """An online model's own status (weights, updates); None for a fixed model."""
+    fn = getattr(model, "status", None)
+    return fn() if callable(fn) else None
 
 
 def _sign(v: float) -> int:
@@ -348,4 +376,9 @@ def load_predictor(
             lat = measure_latency_us(model, len(model.mean))
             logger.info("model latency measured once for the simulated clock: {:.0f} us", lat)
     logger.info("prediction model loaded: {} (horizon {})", path, model.horizon)
+    if s.online:
+        from flashmm.predict.online import OnlineModel
+
+        online = OnlineModel(model, lr=s.online_lr, l2=s.online_l2)
+        return GuardedPredictor(online, rules, s, latency_us=lat)
     return GuardedPredictor(model, rules, s, latency_us=lat)

@@ -27,6 +27,10 @@ class ModelSettings(BaseModel):
     min_lean: float = Field(0.2, ge=0, le=1)
     # skew on the move regressor instead of the classifier (off: it does not help, see the card)
     use_regressor: bool = False
+    # an online model per market, warm-started from the shipped one, learning from realised moves
+    online: bool = False
+    online_lr: float = Field(0.02, gt=0, le=1, allow_inf_nan=False)
+    online_l2: float = Field(0.001, ge=0, le=1, allow_inf_nan=False)
     breaker_widen: float = Field(1.5, ge=1)
     # breaker: latency
     latency_budget_us: float = Field(5000.0, gt=0)
