@@ -224,7 +224,7 @@ async def test_stream_200_clients_sequence_and_fills(dirs: tuple[Path, Path], to
             assert all(h["type"] == "hello" for h in hellos)
             assert len(ops.api.hub.clients) == 200
             base = max(h["seq"] for h in hellos)
-            ops.api.on_events([("fill", _fill(i)) for i in range(3)])
+            ops.api.on_events([("fill", _fill(i)) for i in range(3)])  # one message
 
             async def collect(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
                 got: list[dict[str, Any]] = []
@@ -236,7 +236,13 @@ async def test_stream_200_clients_sequence_and_fills(dirs: tuple[Path, Path], to
             for msgs in results:
                 seqs = [m["seq"] for m in msgs]
                 assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap
-                fills = [m["data"] for m in msgs if m["type"] == "fill"]
+                fills = [
+                    e["data"]
+                    for m in msgs
+                    if m["type"] == "events"
+                    for e in m["data"]
+                    if e["type"] == "fill"
+                ]
                 assert [f["fill_id"] for f in fills][-3:] == ["t-0", "t-1", "t-2"]
                 assert fills[-1]["price"] == pytest.approx(1.202)
             async with http.get(

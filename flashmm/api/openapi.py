@@ -98,9 +98,10 @@ def openapi_document() -> dict[str, Any]:
                 "summary": (
                     "WebSocket (subprotocol flashmm.v1; a browser may send its token as"
                     " subprotocol bearer.<token>). First a hello message with the current"
-                    " snapshot, then snapshots at up to api.stream_hz and every fill, order,"
-                    " breaker and state change. seq grows by one per message: a gap means"
-                    " loss. A client that does not keep up is disconnected."
+                    " snapshot, then snapshots at up to api.stream_hz and, in events messages"
+                    " (one per batch, every ~50 ms at most), every fill, order, breaker and"
+                    " state change in order. seq grows by one per message: a gap means loss."
+                    " A client that does not keep up is disconnected."
                 ),
                 "responses": {
                     "101": {
@@ -190,19 +191,12 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["seq", "type", "ts_ns", "data"],
                     "properties": {
                         "seq": {"type": "integer"},
-                        "type": {
-                            "enum": [
-                                "hello",
-                                "snapshot",
-                                "fill",
-                                "order",
-                                "breaker",
-                                "state",
-                                "feed",
-                            ]
-                        },
+                        "type": {"enum": ["hello", "snapshot", "events"]},
                         "ts_ns": {"type": "integer"},
-                        "data": {},
+                        "data": {
+                            "description": "hello: {api_version, snapshot}; snapshot: the"
+                            " status; events: [{type: fill|order|breaker|state|feed, data}]"
+                        },
                     },
                 },
             },

@@ -288,6 +288,12 @@ class ApiServer:
             "last_event_age_s": round(time.time() - self._last_event_wall, 3),
             "books_synced": books,
             "venue_reachable": venue_ok,
+            "stream": {
+                "clients": len(self.hub.clients),
+                "seq": self.hub.seq,
+                "published": self.hub.published,
+                "dropped_clients": self.hub.drops,
+            },
             "journal_error": (
                 str(self.ops.journal.error)
                 if self.ops.journal is not None and self.ops.journal.error is not None
@@ -298,27 +304,37 @@ class ApiServer:
     # --- events from the operations loop ------------------------------------------
 
     def on_events(self, batch: list[tuple[str, Any]]) -> None:
-        """Called by the operations loop with what it drained from the engine's outbox."""
-        hub = self.hub
+        """Called by the operations loop with what it drained from the engine's outbox.
+
+        One stream message per batch (``type: events``, ``data``: the events in
+        order, each ``{"type": "fill"|"order"|"breaker"|"state"|"feed", "data"}``):
+        every event goes out, in at most ~20 frames a second per client.
+        """
+        events: list[dict[str, Any]] = []
         for kind, payload in batch:
             try:
                 if kind == "fill":
                     d = _fill_dict(payload, self._spec(payload.market))
                     self.fills.append(d)
-                    hub.publish("fill", d, payload.ts_ns)
+                    events.append({"type": "fill", "data": d})
                 elif kind == "order":
-                    hub.publish("order", _order_dict(payload, self._spec(payload.market), "new"))
+                    o = _order_dict(payload, self._spec(payload.market), "new")
+                    events.append({"type": "order", "data": o})
                 elif kind in ("order_update", "order_done"):
                     order, note = payload
-                    hub.publish("order", _order_dict(order, self._spec(order.market), str(note)))
+                    o = _order_dict(order, self._spec(order.market), str(note))
+                    events.append({"type": "order", "data": o})
                 elif kind == "breaker":
                     d = dict(payload)
                     self._breaker_seen[str(d.get("name"))] = d.get("state") == "tripped"
-                    hub.publish("breaker", d)
+                    events.append({"type": "breaker", "data": d})
                 elif kind in ("state", "feed"):
-                    hub.publish(kind, dict(payload) if isinstance(payload, Mapping) else payload)
+                    data = dict(payload) if isinstance(payload, Mapping) else payload
+                    events.append({"type": kind, "data": data})
             except Exception:
                 logger.exception("API stream: cannot publish a {} event", kind)
+        if events:
+            self.hub.publish("events", events)
 
     async def _tick(self) -> None:
         """Snapshots at ``stream_hz``; breaker changes the outbox does not carry."""
@@ -330,10 +346,13 @@ class ApiServer:
                 if e.events != self._events_seen:
                     self._events_seen = e.events
                     self._last_event_wall = time.time()
+                changed = []
                 for name, b in e.risk.breakers.items():
                     if self._breaker_seen.get(name, False) != b.tripped:
                         self._breaker_seen[name] = b.tripped
-                        self.hub.publish("breaker", {"name": name, **b.status()})
+                        changed.append({"type": "breaker", "data": {"name": name, **b.status()}})
+                if changed:
+                    self.hub.publish("events", changed)
                 if self.hub.clients:
                     self.hub.publish("snapshot", self.ops.status())
             except Exception:
@@ -520,10 +539,11 @@ class ApiServer:
         }
 
         async def writer() -> None:
-            await ws.send_str(dumps(hello).decode())
+            # the same serialized bytes go to every client, sent as text frames as they are
+            await ws.send_frame(dumps(hello), WSMsgType.TEXT)
             while True:
-                text = await client.queue.get()
-                await ws.send_str(text)
+                data = await client.queue.get()
+                await ws.send_frame(data, WSMsgType.TEXT)
                 client.sent += 1
 
         task = asyncio.create_task(writer())

@@ -36,7 +36,7 @@ class StreamClient:
 
     def __init__(self, name: str, maxsize: int, on_drop: Callable[[], None]) -> None:
         self.name = name
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize)
         self.on_drop = on_drop
         self.dropped = False
         self.sent = 0
@@ -64,11 +64,11 @@ class StreamHub:
     def unsubscribe(self, client: StreamClient) -> None:
         self.clients.discard(client)
 
-    def message(self, kind: str, data: Any, ts_ns: int | None = None) -> str:
-        """Number and serialize one message (``{"seq", "type", "ts_ns", "data"}``)."""
+    def message(self, kind: str, data: Any, ts_ns: int | None = None) -> bytes:
+        """Number and serialize one message (``{"seq", "type", "ts_ns", "data"}``, UTF-8)."""
         self.seq += 1
         ts = time.time_ns() if ts_ns is None else ts_ns
-        return dumps({"seq": self.seq, "type": kind, "ts_ns": ts, "data": data}).decode()
+        return dumps({"seq": self.seq, "type": kind, "ts_ns": ts, "data": data})
 
     def publish(self, kind: str, data: Any, ts_ns: int | None = None) -> int:
         """Send to every client; returns the message's seq. Full queues drop their client."""
