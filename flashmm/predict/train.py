@@ -518,7 +518,15 @@ def train(
         "tick": first[0].tick,
         "lot": first[0].lot,
         "markets": [
-            {"market": ds.market, "tick": ds.tick, "lot": ds.lot, "train": len(tr), "test": len(te)}
+            {
+                "market": ds.market,
+                "tick": ds.tick,
+                "lot": ds.lot,
+                "train": len(tr),
+                "test": len(te),
+                "train_end_ns": int(ds.ts_ns[tr[-1]]),
+                "test_start_ns": int(ds.ts_ns[te[0]]),
+            }
             for ds, _, _, tr, te in parts
         ],
         "train_files": [
