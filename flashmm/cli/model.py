@@ -182,7 +182,7 @@ def eval_(
     from flashmm.errors import FlashMMError
 
     if walk_forward < 0 or boot < 10:
-        typer.echo("error: --walk-forward must be >= 0 and --boot >= 10", err=True)
+        typer.echo("flashmm: error: --walk-forward must be >= 0 and --boot >= 10", err=True)
         raise typer.Exit(2)
     try:
         from flashmm.predict.evaluation import score, summary_line
