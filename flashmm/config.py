@@ -32,7 +32,11 @@ from flashmm.paths import (  # noqa: F401 - re-exported
     profile_names,
     resolve_path,
 )
+from flashmm.risk import RiskConfig
+from flashmm.strategy.base import StrategyConfig
 from flashmm.types import MarketSpec
+
+__all__ = ["Config", "RiskConfig", "StrategyConfig"]
 
 
 class Strict(BaseModel):
@@ -75,38 +79,6 @@ class VenueConfig(Strict):
     kind: Literal["sim", "sei"] = "sim"
     sim: dict[str, Any] = Field(default_factory=dict, description="Simulator settings")
     sei: dict[str, Any] | None = Field(None, description="Sei EVM venue settings")
-
-
-class StrategyConfig(Strict):
-    name: str = "avellaneda"
-    quote_hz: float = Field(5.0, gt=0, le=50, description="Quote cycles per second")
-    requote_mid_move_bps: float = Field(
-        10.0, ge=0, description="Requote at once when the mid moves this much (0 = off)"
-    )
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class RiskConfig(Strict):
-    max_position_usdc: float = Field(2000.0, gt=0, description="Per-market position limit")
-    max_order_usdc: float = Field(500.0, gt=0, description="Largest single order")
-    daily_loss_limit_usdc: float = Field(200.0, gt=0, description="Pause (latched) below this")
-    max_drawdown_usdc: float = Field(300.0, gt=0, description="Pause (latched) past this")
-    stale_feed_ms: int = Field(5000, gt=0, description="Pull quotes after this long without data")
-    kill_switch_sigma: float = Field(5.0, gt=0, description="Emergency stop on a 1 s move > N σ")
-    kill_switch_enabled: bool = True
-    price_band_sigma: float = Field(
-        4.0, ge=0, description="Hold a reference mid that jumps > N σ (0: no σ band)"
-    )
-    price_band_pct: float = Field(
-        5.0, ge=0, description="Hold a reference mid that jumps > this % (0: no % band)"
-    )
-    price_band_confirm_s: float = Field(
-        1.0, ge=0, le=60, description="A held mid is used once it stays there this long"
-    )
-    venue_error_limit: int = Field(5, ge=1, description="Venue errors in a minute before pulling")
-    venue_latency_ms: float = Field(
-        3000.0, gt=0, description="Pull quotes while the venue's p99 order latency is above this"
-    )
 
 
 class UIConfig(Strict):

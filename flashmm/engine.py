@@ -18,19 +18,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from loguru import logger
 
 from flashmm.accounting import Accounting
 from flashmm.book import BookBuilder, SequenceGap, SyncState
-from flashmm.config import Config
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
-from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskManager
+from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskConfig, RiskManager
 from flashmm.signal import BookImbalanceSignal, SignalSource
 from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
-from flashmm.strategy.base import VolEstimator
+from flashmm.strategy.base import StrategyConfig, VolEstimator
 from flashmm.types import (
     NS_PER_S,
     Fill,
@@ -91,12 +90,26 @@ class MarketState:
 SignalFactory = Callable[[MarketSpec], SignalSource]
 
 
+class EngineConfig(Protocol):
+    """What the engine reads of a profile (``flashmm.config.Config`` has it)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def profile(self) -> str: ...
+    @property
+    def risk(self) -> RiskConfig: ...
+    @property
+    def strategy(self) -> StrategyConfig: ...
+    def specs(self) -> list[MarketSpec]: ...
+
+
 class Engine:
     """The trading core shared by every mode."""
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: EngineConfig,
         venue: Venue,
         *,
         strategy: Strategy | None = None,

@@ -14,7 +14,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flashmm.config import RiskConfig
+from pydantic import BaseModel, ConfigDict, Field
+
 from flashmm.types import NS_PER_S, MarketSpec, Order, OrderRequest, OrderState, Side
 
 # What a tripped breaker does.
@@ -22,6 +23,33 @@ PULL = "pull"  # pull quotes while tripped, quote again when it clears
 PAUSE = "pause"  # pause quoting until an operator resumes (latched)
 HALT = "halt"  # emergency stop: cancel all, flatten, halt until reset (latched)
 REDUCE = "reduce_only"  # quote only the side that reduces the position
+
+
+class RiskConfig(BaseModel):
+    """The profile's ``risk`` section: limits and breakers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_position_usdc: float = Field(2000.0, gt=0, description="Per-market position limit")
+    max_order_usdc: float = Field(500.0, gt=0, description="Largest single order")
+    daily_loss_limit_usdc: float = Field(200.0, gt=0, description="Pause (latched) below this")
+    max_drawdown_usdc: float = Field(300.0, gt=0, description="Pause (latched) past this")
+    stale_feed_ms: int = Field(5000, gt=0, description="Pull quotes after this long without data")
+    kill_switch_sigma: float = Field(5.0, gt=0, description="Emergency stop on a 1 s move > N σ")
+    kill_switch_enabled: bool = True
+    price_band_sigma: float = Field(
+        4.0, ge=0, description="Hold a reference mid that jumps > N σ (0: no σ band)"
+    )
+    price_band_pct: float = Field(
+        5.0, ge=0, description="Hold a reference mid that jumps > this % (0: no % band)"
+    )
+    price_band_confirm_s: float = Field(
+        1.0, ge=0, le=60, description="A held mid is used once it stays there this long"
+    )
+    venue_error_limit: int = Field(5, ge=1, description="Venue errors in a minute before pulling")
+    venue_latency_ms: float = Field(
+        3000.0, gt=0, description="Pull quotes while the venue's p99 order latency is above this"
+    )
 
 
 @dataclass(slots=True)

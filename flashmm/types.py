@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import IntEnum
+from typing import Any
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -215,3 +216,15 @@ class Position:
     volume_usdc: float = 0.0
     fills: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+
+
+def clean_floats(obj: Any, digits: int = 10) -> Any:
+    """``obj`` with every float rounded to ``digits`` significant digits: no binary noise
+    such as 0.30000000000000004 in printed summaries and JSON."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if obj == obj and abs(obj) != float("inf") else obj
+    if isinstance(obj, dict):
+        return {k: clean_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean_floats(v, digits) for v in obj]
+    return obj

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kit.data import NEXO_23 as NEXO_20MIN
 
-from flashmm.backtest.cli import parse_ts
 from flashmm.cli import main
+from flashmm.cli.backtest import parse_ts
 from flashmm.errors import UserInputError
 
 

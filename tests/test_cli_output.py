@@ -12,8 +12,8 @@ import pytest
 from chain_fixtures import LocalChain
 from rich.console import Console
 
-from flashmm.backtest.cli import _setup_logging, progress_step
 from flashmm.cli import main
+from flashmm.cli.backtest import _setup_logging, progress_step
 from flashmm.cli.run import clean_floats
 from flashmm.venues.sei.abi import ASK, op_place
 from flashmm.venues.sei.book import BookClient

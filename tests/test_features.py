@@ -15,10 +15,10 @@ from flashmm.features import (
     IDX,
     N_FEATURES,
     OnlineFeatures,
-    batch_features,
 )
 from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.marketdata import DepthDiff, DepthSnapshot, Trade
+from flashmm.predict.batch import batch_features
 
 S = 1_000_000_000
 

@@ -2,9 +2,9 @@
 
 See ``docs/backtest.md``. Entry points: :func:`flashmm.backtest.runner.run_backtest`
 (one run), :mod:`flashmm.backtest.sweep` (parameter grids) and the
-``flashmm backtest`` command (:mod:`flashmm.backtest.cli`).
+``flashmm backtest`` command (:mod:`flashmm.cli.backtest`).
 """
 
 from __future__ import annotations
 
-__all__ = ["cache", "cli", "plots", "report", "runner", "sweep"]
+__all__ = ["cache", "compare", "plots", "report", "runner", "sweep"]

@@ -365,7 +365,7 @@ def write_outputs(res: BacktestResult, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     p = out / "report.json"
-    from flashmm.cli.run import clean_floats
+    from flashmm.types import clean_floats
 
     p.write_text(json.dumps(clean_floats(res.report), indent=2) + "\n")
     paths.append(p)

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from flashmm.types import clean_floats
+
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
@@ -114,18 +116,6 @@ def run(
         )
 
 
-def clean_floats(obj: Any, digits: int = 10) -> Any:
-    """``obj`` with every float rounded to ``digits`` significant digits: no binary noise
-    such as 0.30000000000000004 in printed summaries and JSON."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if obj == obj and abs(obj) != float("inf") else obj
-    if isinstance(obj, dict):
-        return {k: clean_floats(v, digits) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [clean_floats(v, digits) for v in obj]
-    return obj
-
-
 def _print_summary(summary: dict[str, Any], json_out: bool) -> None:
     summary = clean_floats(summary)
     if json_out:
@@ -188,7 +178,7 @@ def backtest(
     ] = False,
 ) -> None:
     """Replay recorded order-book data through the engine on a simulated clock."""
-    from flashmm.backtest.cli import backtest_command
+    from flashmm.cli.backtest import backtest_command
 
     backtest_command(
         config=config,

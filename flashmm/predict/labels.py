@@ -1,6 +1,6 @@
 """Prediction targets: mid-price direction and move at a horizon.
 
-Samples come from :func:`flashmm.features.batch_features` on a regular time
+Samples come from :func:`flashmm.predict.batch.batch_features` on a regular time
 grid. For a sample at ``t`` the target is the mid at ``t + horizon`` (the
 first grid sample at or after it, within one grid step) against the mid at
 ``t``:

@@ -2,7 +2,7 @@
 
 Pipeline (all in :func:`train`):
 
-1. Features: :func:`flashmm.features.batch_features` over the recordings
+1. Features: :func:`flashmm.predict.batch.batch_features` over the recordings
    (files of one symbol, chained), sampled every ``sample_every_ms``.
 2. Labels: :func:`flashmm.predict.labels.make_labels` at ``horizon``.
 3. Time-ordered split: the first ``train_frac`` of samples train, the rest
@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from flashmm.errors import DataError, UserInputError
-from flashmm.features import FEATURE_NAMES, IDX, N_FEATURES, batch_features
+from flashmm.features import FEATURE_NAMES, IDX, N_FEATURES
+from flashmm.predict.batch import batch_features
 from flashmm.predict.labels import DEFAULT_FLAT_TICKS, DOWN, FLAT, UP, make_labels, parse_horizon
 
 #: market key -> (tick, lot). Spot markets are keyed by symbol, USD-M futures by

@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from flashmm.types import MarketSpec, Quote, Signal
+
+
+class StrategyConfig(BaseModel):
+    """The profile's ``strategy`` section: which strategy, its params and the quote cadence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "avellaneda"
+    quote_hz: float = Field(5.0, gt=0, le=50, description="Quote cycles per second")
+    requote_mid_move_bps: float = Field(
+        10.0, ge=0, description="Requote at once when the mid moves this much (0 = off)"
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(slots=True)

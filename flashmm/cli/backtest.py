@@ -222,7 +222,7 @@ def backtest_command(
             if plots is not None:
                 print(open_plots(plots), file=sys.stderr)
     if json_out:
-        from flashmm.cli.run import clean_floats
+        from flashmm.types import clean_floats
 
         sys.stdout.write(json.dumps(clean_floats(res.report)) + "\n")
         return
