@@ -52,7 +52,6 @@ HALTED = "halted"
 
 _LAT_RING = 1 << 16
 #: venue counters that count as errors for the ``venue_errors`` breaker
-_VENUE_ERROR_KEYS = ("send_errors", "reverted", "dropped")
 #: flatten retries while halted: 2 s, 4 s, 8 s ... up to a minute
 _FLATTEN_BACKOFF_NS = 2 * NS_PER_S
 _FLATTEN_BACKOFF_MAX_NS = 60 * NS_PER_S
@@ -151,9 +150,7 @@ class Engine:
         params = getattr(self.strategy, "params", None)
         self.refresh_bps = float(getattr(params, "refresh_tolerance_bps", 0.0))
         self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
-        self.observe = (
-            observe_market if observe_market is not None else hasattr(venue, "on_market_event")
-        )
+        self.observe = observe_market if observe_market is not None else venue.observes_market
         self.state = RUNNING
         self.pause_reason = ""
         self.events = 0
@@ -184,7 +181,7 @@ class Engine:
             self.start_ns = now_ns
         self.events += 1
         if self.observe:
-            self.venue.on_market_event(ev, now_ns)  # type: ignore[attr-defined]
+            self.venue.on_market_event(ev, now_ns)
         ms = self.by_ref.get(ev.symbol)
         if ms is None:
             return
@@ -241,7 +238,7 @@ class Engine:
         For a backtest window: events before ``--from`` only prepare the books.
         """
         if self.observe:
-            self.venue.on_market_event(ev, now_ns)  # type: ignore[attr-defined]
+            self.venue.on_market_event(ev, now_ns)
         ms = self.by_ref.get(ev.symbol)
         if ms is None:
             return
@@ -306,8 +303,7 @@ class Engine:
 
     def _venue_mid(self, symbol: str) -> float | None:
         """The mid of our own venue's book (ticks), when the venue reports one."""
-        fn = getattr(self.venue, "book_mid", None)
-        return fn(symbol) if callable(fn) else None
+        return self.venue.book_mid(symbol)
 
     def _breaker_changed(self, b: Breaker, now_ns: int, *, pull: MarketState | None = None) -> None:
         """A pull breaker tripped or cleared: log, report, pull the market's quotes at once."""
@@ -387,8 +383,7 @@ class Engine:
         for ms in self.markets.values():
             if ms.dirty:
                 return 0
-        nd = getattr(self.venue, "next_due_ns", None)
-        wake = nd() if nd is not None else 0
+        wake = self.venue.next_due_ns()
         if wake is None:
             wake = 1 << 62
         clear = self.risk.venue_errors_clear_ns()
@@ -810,16 +805,14 @@ class Engine:
 
     def _check_venue_errors(self, now_ns: int) -> None:
         """Feed the venue's failed sends, reverts, dropped txs and latency to their breakers."""
-        p99_fn = getattr(self.venue, "receipt_p99_ms", None)
-        p99 = p99_fn() if callable(p99_fn) else None
+        p99 = self.venue.receipt_p99_ms()
         if p99 is not None and self.risk.venue_latency(p99, now_ns):
             b = self.risk.breakers["venue_latency"]
             logger.log("ERROR" if b.tripped else "INFO", "venue latency: {}", b.reason or "ok")
             self.outbox.append(("breaker", {"name": b.name, **b.status()}))
-        stats = getattr(self.venue, "stats", None)
-        if not isinstance(stats, dict):
+        errors = self.venue.error_count()
+        if errors is None:
             return
-        errors = sum(int(stats.get(k, 0)) for k in _VENUE_ERROR_KEYS)
         new = errors - self._venue_errors_seen
         self._venue_errors_seen = errors
         tripped = False
@@ -835,18 +828,8 @@ class Engine:
             self.outbox.append(("breaker", {"name": b.name, **b.status()}))
 
     def _venue_status(self, now: int) -> dict[str, Any]:
-        """The venue's counters; on a chain, gas so far and projected per day."""
-        out: dict[str, Any] = {"name": getattr(self.venue, "name", "?")}
-        stats = getattr(self.venue, "stats", None)
-        if isinstance(stats, dict):
-            out.update(stats)
-            gas = stats.get("gas_used")
-            up_s = (now - self.start_ns) / 1e9 if self.start_ns else 0.0
-            if gas is not None and up_s > 0:
-                per_day = gas / up_s * 86_400
-                out["gas_per_day_projected"] = round(per_day)
-                out["sei_per_day_at_50_gwei"] = round(per_day * 50e-9, 3)
-        return out
+        """The venue's name and counters (a chain venue adds its gas projection)."""
+        return self.venue.status((now - self.start_ns) / 1e9 if self.start_ns else 0.0)
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run summary (``flashmm run --json``)."""

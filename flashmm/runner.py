@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +22,8 @@ from loguru import logger
 from flashmm.config import Config, resolve_path
 from flashmm.engine import Engine
 from flashmm.errors import UserInputError
+from flashmm.feeds.base import Feed
 from flashmm.feeds.replay import ReplayFeed, make_scales
-from flashmm.marketdata import MarketEvent
 from flashmm.signal import SignalSource
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
@@ -60,7 +60,7 @@ def uses_sim_clock(cfg: Config, data: Sequence[str] | None = None) -> bool:
     return bool(data) or cfg.feed.kind == "replay"
 
 
-def build_feed(cfg: Config, opts: RunOptions) -> ReplayFeed | AsyncIterator[MarketEvent]:
+def build_feed(cfg: Config, opts: RunOptions) -> Feed:
     specs = cfg.specs()
     if uses_sim_clock(cfg, opts.data):
         files = [str(resolve_path(f)) for f in (opts.data or cfg.feed.files)]
@@ -112,11 +112,11 @@ def build_engine(cfg: Config, venue: Venue | None = None, *, sim_clock: bool = F
 
 
 async def drive_replay(
-    engine: Engine, feed: ReplayFeed, stop: asyncio.Event, deadline: float | None
+    engine: Engine, feed: Feed, stop: asyncio.Event, deadline: float | None
 ) -> None:
     """Sim-clock loop: timers fire on the recorded time line, between events."""
     n = 0
-    paced = feed.speed > 0
+    paced = feed.paced
     async for ev in feed:
         now = ev.ts_ns
         engine.run_due_timers(now)
@@ -131,7 +131,7 @@ async def drive_replay(
 
 
 async def drive_live(
-    engine: Engine, feed: AsyncIterator[MarketEvent], stop: asyncio.Event, deadline: float | None
+    engine: Engine, feed: Feed, stop: asyncio.Event, deadline: float | None
 ) -> None:
     """Wall-clock loop: events as they arrive, the quote cycle on a timer task."""
 
@@ -143,9 +143,7 @@ async def drive_live(
             nxt += period
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
-    resync = getattr(feed, "request_resync", None)
-    if resync is not None:
-        engine.on_gap = resync
+    engine.on_gap = feed.request_resync
     t = asyncio.create_task(timer())
     try:
         async for ev in feed:
@@ -158,11 +156,9 @@ async def drive_live(
         t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await t
-        aclose = getattr(feed, "aclose", None)
-        if aclose is not None:
-            # bounded: a shutdown never waits for a feed that is down
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(aclose(), FEED_CLOSE_TIMEOUT_S)
+        # bounded: a shutdown never waits for a feed that is down
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(feed.aclose(), FEED_CLOSE_TIMEOUT_S)
 
 
 async def shutdown(engine: Engine, sim_clock: bool, timeout_s: float = 10.0) -> bool:
@@ -242,7 +238,8 @@ async def run_async(
     stop = stop or asyncio.Event()
     holder = holder or SnapshotHolder()
     feed = build_feed(cfg, opts)
-    engine = engine or build_engine(cfg, sim_clock=isinstance(feed, ReplayFeed))
+    sim_clock = feed.sim_clock
+    engine = engine or build_engine(cfg, sim_clock=sim_clock)
     install_signal_handlers(stop)
     if not await _start_venue(engine.venue, stop):
         # stopped while connecting (a node that does not answer, a long log replay):
@@ -260,12 +257,11 @@ async def run_async(
         if opts.duration_s
         else None
     )
-    sim_clock = isinstance(feed, ReplayFeed)
     pub = asyncio.create_task(publish_snapshots(engine, holder, stop, cfg.ui.refresh_hz))
     extras = [asyncio.create_task(t(engine)) for t in opts.extra_tasks]
     t0 = time.perf_counter()
     try:
-        if isinstance(feed, ReplayFeed):
+        if sim_clock:
             drv = asyncio.create_task(drive_replay(engine, feed, stop, deadline))
         else:
             drv = asyncio.create_task(drive_live(engine, feed, stop, deadline))
@@ -274,8 +270,7 @@ async def run_async(
         if not drv.done():
             # stop (SIGTERM, `flashmm stop`, --duration): never wait for the next event of
             # a feed that may be down or paced slowly; the engine is between events here
-            if isinstance(feed, ReplayFeed):
-                feed.stop()
+            feed.stop()
             drv.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drv
@@ -300,9 +295,7 @@ async def run_async(
     summary["wall_s"] = round(time.perf_counter() - t0, 3)
     summary["events_per_s"] = round(engine.events / max(summary["wall_s"], 1e-9), 1)
     summary["orders_left_open"] = 0 if clean else engine.live_orders()
-    if sim_clock:
-        st = feed.stats  # type: ignore[union-attr]
-        summary["bad_lines"] = st.bad_lines
+    summary.update(feed.summary())
     return summary
 
 

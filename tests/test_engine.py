@@ -178,6 +178,9 @@ def test_venue_errors_pull_quotes_until_the_rate_drops() -> None:
 
         stats: dict[str, int]
 
+        def error_count(self) -> int | None:
+            return sum(self.stats.values())
+
     sets = ["model.enabled=false", "risk.stale_feed_ms=120000"]  # no data while we wait
     cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
     venue = CountingSim({s.symbol: s for s in cfg.specs()})

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -134,6 +135,8 @@ class ReplayFeed:
     where ``speed`` paces the replay (1 = real time, 0 = as fast as possible).
     """
 
+    sim_clock = True
+
     def __init__(
         self,
         paths: Sequence[str | Path],
@@ -241,6 +244,20 @@ class ReplayFeed:
 
     def stop(self) -> None:
         self.stopped = True
+
+    @property
+    def paced(self) -> bool:
+        return self.speed > 0
+
+    def request_resync(self, symbol: str) -> bool:
+        """A recording cannot send a fresh snapshot; its next one resyncs the book."""
+        return False
+
+    async def aclose(self) -> None:
+        self.stopped = True
+
+    def summary(self) -> dict[str, Any]:
+        return {"bad_lines": self.stats.bad_lines}
 
 
 def make_scales(specs: Iterable[tuple[str, float, float]]) -> dict[str, Scale]:

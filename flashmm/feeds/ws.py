@@ -151,6 +151,9 @@ class BinanceWSFeed:
     forever.
     """
 
+    sim_clock = False
+    paced = True
+
     def __init__(
         self,
         scales: Mapping[str, Scale],
@@ -244,6 +247,12 @@ class BinanceWSFeed:
             return False
         self._start_resync(st, reason)
         return True
+
+    def stop(self) -> None:
+        """Nothing to do at once: :meth:`aclose` ends the stream."""
+
+    def summary(self) -> dict[str, Any]:
+        return {}
 
     async def aclose(self) -> None:
         """Stop: cancel the connection and snapshot tasks, close the HTTP session.

@@ -9,9 +9,10 @@ reports the outcome later through :meth:`Venue.poll`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from flashmm.errors import RuntimeFailure
+from flashmm.marketdata import MarketEvent
 from flashmm.types import Order, OrderRequest, Side, VenueEvent
 
 
@@ -24,6 +25,9 @@ class Venue(Protocol):
     """An exchange the engine quotes on."""
 
     name: str
+    #: the venue decides fills from the reference market (the simulator): the engine
+    #: hands it every market event before its own book sees it
+    observes_market: bool
 
     async def start(self) -> None:
         """Connect, check the chain/market and get ready to take orders."""
@@ -67,8 +71,50 @@ class Venue(Protocol):
     async def aclose(self) -> None:
         """Cancel nothing, just release connections and tasks."""
 
+    # --- what the engine reads each cycle (defaults in VenueDefaults) ---------------
 
-class MarketObserver(Protocol):
-    """A simulated venue also watches the reference market to decide fills."""
+    def on_market_event(self, event: MarketEvent, now_ns: int) -> None:
+        """One reference-market event (called only when ``observes_market``)."""
 
-    def on_market_event(self, event: object, now_ns: int) -> None: ...
+    def next_due_ns(self) -> int | None:
+        """The earliest time :meth:`poll` could report something: 0 = at any time
+        (a live venue), None = nothing pending. A simulated clock skips idle quote
+        cycles up to it."""
+
+    def receipt_p99_ms(self) -> float | None:
+        """p99 of the venue's recent answer times in ms (None: not measured)."""
+
+    def error_count(self) -> int | None:
+        """Failed sends, reverts and dropped transactions so far (None: not counted)."""
+
+    def status(self, up_s: float) -> dict[str, Any]:
+        """The venue's name and counters for the snapshot; ``up_s`` is the engine's
+        running time (a chain venue projects its gas per day from it)."""
+
+    def book_mid(self, symbol: str) -> float | None:
+        """The mid of our own venue's book in ticks, when the venue reports one."""
+
+
+class VenueDefaults:
+    """The :class:`Venue` members a venue without the capability answers the same way."""
+
+    name = "?"
+    observes_market = False
+
+    def on_market_event(self, event: MarketEvent, now_ns: int) -> None:
+        return None
+
+    def next_due_ns(self) -> int | None:
+        return 0
+
+    def receipt_p99_ms(self) -> float | None:
+        return None
+
+    def error_count(self) -> int | None:
+        return None
+
+    def status(self, up_s: float) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def book_mid(self, symbol: str) -> float | None:
+        return None

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sortedcontainers import SortedDict
 
 from flashmm.book import BookBuilder, OrderBook, SequenceGap
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, Trade
+from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
 from flashmm.types import (
     NS_PER_MS,
     Fill,
@@ -52,7 +52,7 @@ from flashmm.types import (
     Side,
     VenueEvent,
 )
-from flashmm.venues.base import VenueError
+from flashmm.venues.base import VenueDefaults, VenueError
 
 __all__ = [
     "ConstantLatency",
@@ -275,7 +275,7 @@ _PLACE, _CANCEL, _TAKE = 0, 1, 2
 # --- the venue ----------------------------------------------------------------
 
 
-class SimVenue:
+class SimVenue(VenueDefaults):
     """Simulated venue: latency, queue position and fees over a reference book.
 
     ``markets`` maps our market symbol to its :class:`MarketSpec`; the spec's
@@ -285,6 +285,7 @@ class SimVenue:
     """
 
     name = "sim"
+    observes_market = True
 
     def __init__(
         self, markets: Mapping[str, MarketSpec], settings: SimSettings | None = None
@@ -427,9 +428,9 @@ class SimVenue:
     async def positions(self) -> dict[str, int]:
         return {sym: m.position for sym, m in self._markets.items()}
 
-    # --- MarketObserver ---------------------------------------------------------
+    # --- the reference market (observes_market) ----------------------------------
 
-    def on_market_event(self, event: object, now_ns: int) -> None:
+    def on_market_event(self, event: MarketEvent, now_ns: int) -> None:
         """Feed one reference event (before the engine's own book sees it)."""
         if self._actions and self._actions[0][0] <= now_ns:
             self._run_due(now_ns)

@@ -37,7 +37,7 @@ from flashmm.types import (
     Side,
     VenueEvent,
 )
-from flashmm.venues.base import VenueError
+from flashmm.venues.base import VenueDefaults, VenueError
 from flashmm.venues.sei.abi import (
     ASK,
     BID,
@@ -175,7 +175,11 @@ class _Undo:
     retries: int = 0
 
 
-class SeiVenue:
+#: the counters that feed the engine's venue_errors breaker
+_ERROR_KEYS = ("send_errors", "reverted", "dropped")
+
+
+class SeiVenue(VenueDefaults):
     """FlashBook on a Sei EVM chain (or a local anvil) behind the Venue protocol."""
 
     name = "sei"
@@ -252,6 +256,20 @@ class SeiVenue:
         if len(lat) < LATENCY_MIN_SAMPLES:
             return None
         return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+
+    def error_count(self) -> int | None:
+        """Failed sends, reverted and dropped transactions so far."""
+        return sum(self.stats[k] for k in _ERROR_KEYS)
+
+    def status(self, up_s: float) -> dict[str, Any]:
+        """Name and counters, with the gas so far projected per day of ``up_s``."""
+        out: dict[str, Any] = {"name": self.name, **self.stats}
+        gas = self.stats["gas_used"]
+        if up_s > 0:
+            per_day = gas / up_s * 86_400
+            out["gas_per_day_projected"] = round(per_day)
+            out["sei_per_day_at_50_gwei"] = round(per_day * 50e-9, 3)
+        return out
 
     def _latency_sample(self, ms: float) -> None:
         self._lat_samples.append((time.monotonic(), ms))
