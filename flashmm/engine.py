@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from flashmm.types import (
     OrderRejected,
     OrderRequest,
     OrderState,
+    Position,
     Quote,
     Side,
     Signal,
@@ -159,6 +160,7 @@ class Engine:
         self.outbox: deque[tuple[str, Any]] = deque()
         #: called with the reference symbol when the book finds a sequence gap
         self.on_gap: Callable[[str], object] | None = None
+        self._snapshot_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.lat = np.zeros(_LAT_RING, dtype=np.int64)
         self.lat_n = 0
         self.start_ns = 0
@@ -696,6 +698,71 @@ class Engine:
     def flat(self) -> bool:
         return all(p.lots == 0 for p in self.acct.positions.values())
 
+    # --- operations: recovery, reconciliation, hooks ---------------------------------
+
+    def restore(
+        self,
+        positions: Iterable[Position],
+        fill_ids: Iterable[str],
+        max_client_ids: Mapping[str, int],
+    ) -> None:
+        """State recovered from the journal: positions, the fills already booked (never
+        booked twice) and the highest client id used per market (never reused)."""
+        for p in positions:
+            self.acct.restore(p)
+        self.acct.fill_ids.update(fill_ids)
+        for sym, ms in self.markets.items():
+            ms.next_client_id = max(ms.next_client_id, max_client_ids.get(sym, 0) + 1)
+
+    def next_client_ids(self) -> dict[str, int]:
+        return {sym: ms.next_client_id for sym, ms in self.markets.items()}
+
+    def adopt_order(self, order: Order) -> bool:
+        """Take over an order found resting on the venue (False: not a market of ours)."""
+        ms = self.markets.get(order.market)
+        if ms is None:
+            return False
+        ms.orders[order.client_id] = order
+        ms.next_client_id = max(ms.next_client_id, order.client_id + 1)
+        ms.dirty = True
+        return True
+
+    def apply_recovered_fill(self, fill: Fill) -> None:
+        """Book a fill found outside the venue's event stream (a position adjustment)."""
+        self.acct.on_fill(fill)
+
+    def add_breaker(self, name: str, action: str, *, latched: bool = False) -> Breaker:
+        """The breaker ``name``, created when the engine has none of that name."""
+        b = self.risk.breakers.get(name)
+        if b is None:
+            b = self.risk.breakers[name] = Breaker(name, action, latched=latched)
+        return b
+
+    def set_gap_handler(self, fn: Callable[[str], object] | None) -> None:
+        """Called with the reference symbol when a book finds a sequence gap."""
+        self.on_gap = fn
+
+    def set_clock(self, now_ns: int) -> None:
+        """The simulated time after a shutdown advanced it outside the event loop."""
+        self.now_ns = now_ns
+
+    def add_snapshot_hook(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """``hook(d)`` amends every snapshot before it is returned (e.g. durable fills)."""
+        self._snapshot_hooks.append(hook)
+
+    def remove_snapshot_hook(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        if hook in self._snapshot_hooks:
+            self._snapshot_hooks.remove(hook)
+
+    def latencies_since(self, seen: int) -> tuple[list[int], int]:
+        """Decision latencies (ns) recorded since the mark ``seen`` (at most the ring's
+        size, oldest first) and the new mark."""
+        n = self.lat_n
+        new = min(n - seen, _LAT_RING)
+        if new <= 0:
+            return [], n
+        return [int(self.lat[(n - new + i) & (_LAT_RING - 1)]) for i in range(new)], n
+
     # --- reporting ----------------------------------------------------------------
 
     def latency_us(self) -> tuple[float, float]:
@@ -781,7 +848,7 @@ class Engine:
                 "blocked": ms.blocked,
                 "data_age_ms": (now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,
             }
-        return {
+        d = {
             "mode": self.mode,
             "profile": self.cfg.profile,
             "state": self.state,
@@ -802,6 +869,9 @@ class Engine:
             "venue": self._venue_status(now),
             "model": model_status,
         }
+        for hook in self._snapshot_hooks:
+            hook(d)
+        return d
 
     def _check_venue_errors(self, now_ns: int) -> None:
         """Feed the venue's failed sends, reverts, dropped txs and latency to their breakers."""

@@ -143,7 +143,7 @@ async def drive_live(
             nxt += period
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
-    engine.on_gap = feed.request_resync
+    engine.set_gap_handler(feed.request_resync)
     t = asyncio.create_task(timer())
     try:
         async for ev in feed:
@@ -172,7 +172,7 @@ async def shutdown(engine: Engine, sim_clock: bool, timeout_s: float = 10.0) -> 
             engine.pump_venue(now)
             if engine.live_orders() == 0:
                 break
-        engine.now_ns = now
+        engine.set_clock(now)
     else:
         end = time.monotonic() + timeout_s
         while engine.live_orders() and time.monotonic() < end:

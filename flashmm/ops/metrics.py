@@ -184,15 +184,10 @@ class Metrics:
 
     def observe_engine_latency(self, engine: Any, seen: int) -> int:
         """Add the decision latencies the engine recorded since ``seen``; returns the new mark."""
-        n = int(engine.lat_n)
-        ring = engine.lat
-        new = min(n - seen, len(ring))
-        if new > 0:
-            size = len(ring)
-            self.observe_decision_latency_us(
-                float(ring[(n - new + i) % size]) / 1e3 for i in range(new)
-            )
-        return n
+        lat_ns, mark = engine.latencies_since(seen)
+        if lat_ns:
+            self.observe_decision_latency_us(v / 1e3 for v in lat_ns)
+        return int(mark)
 
     def update(self, snapshot: Mapping[str, Any]) -> None:
         """Set every gauge from a status snapshot; unknown or missing keys are skipped.

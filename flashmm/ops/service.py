@@ -59,7 +59,7 @@ from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
 from flashmm.ops.journal import MODE_COMMANDS, Journal, RecoveredState
 from flashmm.ops.notify import Notifier
-from flashmm.risk import HALT, PAUSE, Breaker
+from flashmm.risk import HALT, PAUSE
 from flashmm.types import Fill, Liquidity, Order, OrderState, Position, Side
 
 __all__ = ["JOURNAL_BREAKER", "RECONCILE_BREAKER", "OpsServices"]
@@ -121,7 +121,6 @@ class OpsServices:
         self._stopping_sent = False
         self._closed = False
         self._lat_seen = 0
-        self._original_snapshot = engine.snapshot
         self._loop_ticks = 0
         self._block_saved: int | None = None
         self.resume = resume
@@ -278,8 +277,7 @@ class OpsServices:
             self._check_journal()
             if j.lost:
                 self.failure = f"{self.failure}; {j.lost} write(s) lost"
-        if self.engine.snapshot != self._original_snapshot:
-            self.engine.snapshot = self._original_snapshot  # type: ignore[method-assign]
+        self.engine.remove_snapshot_hook(self._durable_fills)
         self.notifier.close()
 
     # --- clock ------------------------------------------------------------------
@@ -296,24 +294,24 @@ class OpsServices:
         e = self.engine
         now = self._now()
         restored: dict[str, int] = {}
+        positions: list[Position] = []
         for sym, pos in st.positions.items():
-            if sym not in e.acct.positions:
+            if sym not in e.markets:
                 logger.warning("journal has fills for {}, which this profile does not trade", sym)
                 continue
-            p = Position(
-                sym,
-                pos.lots,
-                pos.avg_price_ticks,
-                pos.realized_usdc,
-                pos.fees_usdc,
-                pos.volume_usdc,
-                pos.fills,
+            positions.append(
+                Position(
+                    sym,
+                    pos.lots,
+                    pos.avg_price_ticks,
+                    pos.realized_usdc,
+                    pos.fees_usdc,
+                    pos.volume_usdc,
+                    pos.fills,
+                )
             )
-            e.acct.restore(p)
-            restored[sym] = p.lots
-        e.acct.fill_ids.update(st.fill_ids)
-        for sym, ms in e.markets.items():
-            ms.next_client_id = max(ms.next_client_id, st.max_client_ids.get(sym, 0) + 1)
+            restored[sym] = pos.lots
+        e.restore(positions, st.fill_ids, st.max_client_ids)
         self.fills_durable = st.fill_count
         self._journal_orders = list(st.open_orders)
         # latched breakers: an emergency stop or a loss limit survives the restart
@@ -348,7 +346,7 @@ class OpsServices:
             "positions": restored,
             "fills": st.fill_count,
             "journal_open_orders": len(st.open_orders),
-            "next_client_ids": {s: ms.next_client_id for s, ms in e.markets.items()},
+            "next_client_ids": e.next_client_ids(),
             "latched_breakers": latched,
             "last_mode_command": mode,
             "state": e.state,
@@ -461,29 +459,24 @@ class OpsServices:
             )
 
     def _adopt(self, vo: Order) -> None:
-        ms = self.engine.markets.get(vo.market)
-        if ms is None:
-            return
         state = OrderState.OPEN if vo.state is not OrderState.PENDING_CANCEL else vo.state
-        ms.orders[vo.client_id] = Order(
-            vo.market,
-            vo.client_id,
-            vo.side,
-            vo.price_ticks,
-            vo.size_lots,
-            vo.remaining_lots,
-            state,
-            vo.created_ns,
+        self.engine.adopt_order(
+            Order(
+                vo.market,
+                vo.client_id,
+                vo.side,
+                vo.price_ticks,
+                vo.size_lots,
+                vo.remaining_lots,
+                state,
+                vo.created_ns,
+            )
         )
-        ms.next_client_id = max(ms.next_client_id, vo.client_id + 1)
-        ms.dirty = True
 
     def _trip_reconcile(self, reason: str) -> None:
         e = self.engine
         now = self._now()
-        b = e.risk.breakers.get(RECONCILE_BREAKER)
-        if b is None:
-            b = e.risk.breakers[RECONCILE_BREAKER] = Breaker(RECONCILE_BREAKER, PAUSE, latched=True)
+        b = e.add_breaker(RECONCILE_BREAKER, PAUSE, latched=True)
         b.trip(reason, now)
         logger.error("quoting held: {}", reason)
         e.pause(f"{RECONCILE_BREAKER}: {reason}", now)
@@ -497,9 +490,7 @@ class OpsServices:
         if j is None or j.failure is None:
             return
         e = self.engine
-        b = e.risk.breakers.get(JOURNAL_BREAKER)
-        if b is None:
-            b = e.risk.breakers[JOURNAL_BREAKER] = Breaker(JOURNAL_BREAKER, PAUSE, latched=True)
+        b = e.add_breaker(JOURNAL_BREAKER, PAUSE, latched=True)
         reason = f"journal {j.path}: write failed: {j.failure}"
         if self.failure is None:
             self.failure = reason
@@ -546,7 +537,7 @@ class OpsServices:
                 now,
                 f"reconcile-{self._run_id}-{sym}-{now}",
             )
-            e.acct.on_fill(fill)
+            e.apply_recovered_fill(fill)
             if self.journal is not None:
                 self.journal.fill(fill)
                 self.journal.event(
@@ -730,19 +721,15 @@ class OpsServices:
 
     def _install_snapshot(self) -> None:
         """Make every snapshot reader (panel, status, metrics) count durable fills only."""
-        original = self._original_snapshot
+        self.engine.add_snapshot_hook(self._durable_fills)
 
-        def snapshot(now_ns: int | None = None) -> dict[str, Any]:
-            d = original(now_ns)
-            if self.journal is not None:
-                seen = int(d.get("fills", 0))
-                d["fills_seen"] = seen
-                d["fills_durable"] = self.fills_durable
-                d["fills_pending"] = max(0, seen - self.fills_durable)
-                d["fills"] = min(seen, self.fills_durable)
-            return d
-
-        self.engine.snapshot = snapshot  # type: ignore[method-assign]
+    def _durable_fills(self, d: dict[str, Any]) -> None:
+        if self.journal is not None:
+            seen = int(d.get("fills", 0))
+            d["fills_seen"] = seen
+            d["fills_durable"] = self.fills_durable
+            d["fills_pending"] = max(0, seen - self.fills_durable)
+            d["fills"] = min(seen, self.fills_durable)
 
     def status(self) -> dict[str, Any]:
         """The engine snapshot plus operations info (what ``flashmm status`` shows)."""
@@ -805,13 +792,9 @@ class OpsServices:
             return
         e = self.engine
         m.update(self.status())
-        n = e.lat_n
-        new = min(n - self._lat_seen, len(e.lat))
-        if new > 0:
-            size = len(e.lat)
-            idx = [(n - new + i) % size for i in range(new)]
-            m.observe_decision_latency_us(float(e.lat[i]) / 1e3 for i in idx)
-        self._lat_seen = n
+        lat_ns, self._lat_seen = e.latencies_since(self._lat_seen)
+        if lat_ns:
+            m.observe_decision_latency_us(v / 1e3 for v in lat_ns)
 
     # --- control commands ---------------------------------------------------------------
 
