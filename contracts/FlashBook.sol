@@ -21,8 +21,9 @@ pragma solidity 0.8.28;
 ///     one storage word (head and tail, 32 bits each); an emptied level keeps its stale
 ///     tail, so a level word never returns to zero either; `warm` pre-pays level and
 ///     bitmap words over a price range so a later trend through it writes none;
-///   - a per-side tick bitmap (255 ticks per word plus a sentinel bit) and best-price
-///     hints in the market word find the top of the book;
+///   - a tick bitmap (127 ticks of both sides per word plus a sentinel bit, so quotes on
+///     both sides of a narrow spread share one word) and best-price hints in the market
+///     word find the top of the book;
 ///   - balances live in one word per (market, trader) account: quote 128 bits, base 120.
 /// Every key is built from validated parts that occupy disjoint bit ranges, so two
 /// different (owner, market) pairs can never share a word.
@@ -46,7 +47,8 @@ contract FlashBook {
     uint256 private constant U128 = (1 << 128) - 1;
     uint256 private constant NO_ASK = 0xffffffff;
     uint256 private constant MAX_TICK = 0xfffffffe;
-    uint256 private constant TPW = 255; // ticks per bitmap word; bit 255 is the sentinel
+    uint256 private constant TPW = 127; // ticks per bitmap word and side
+    uint256 private constant U127 = (1 << 127) - 1;
     uint256 private constant MAX_SCAN_WORDS = 64;
     uint256 private constant MAX_MIN_SIZE = (1 << 13) - 1;
     uint256 private constant SLOT_MASK = (1 << 232) - 1;
@@ -141,7 +143,7 @@ contract FlashBook {
     mapping(uint256 => uint256) internal _orders;
     // level word (key market << 33 | side << 32 | tick >> 2): 4 x (head 32 | tail 32)
     mapping(uint256 => uint256) internal _levels;
-    // bitmap word (key market << 33 | side << 32 | tick / 255)
+    // bitmap word (key market << 32 | tick / 127): bids 0..126 | asks 128..254 | sentinel 255
     mapping(uint256 => uint256) internal _bitmaps;
     // account word (key market << 24 | trader): quote 0..127 | base 128..247 | sentinel 255
     mapping(uint256 => uint256) internal _accounts;
@@ -560,9 +562,9 @@ contract FlashBook {
             for (uint256 w = fromTick >> 2; w <= toTick >> 2; ++w) {
                 if (_levels[sk | w] == 0) _levels[sk | w] = stale;
             }
-            for (uint256 w = fromTick / TPW; w <= toTick / TPW; ++w) {
-                if (_bitmaps[sk | w] == 0) _bitmaps[sk | w] = SENTINEL;
-            }
+        }
+        for (uint256 w = fromTick / TPW; w <= toTick / TPW; ++w) {
+            if (_bitmaps[(market << 32) | w] == 0) _bitmaps[(market << 32) | w] = SENTINEL;
         }
     }
 
@@ -618,8 +620,8 @@ contract FlashBook {
     }
 
     function _setBit(Ctx memory c, uint256 isAsk, uint256 price) private {
-        uint256 bk = _sideKey(c.market, isAsk) | (price / TPW);
-        _bitmaps[bk] = _bitmaps[bk] | SENTINEL | (1 << (price % TPW));
+        uint256 bk = (c.market << 32) | (price / TPW);
+        _bitmaps[bk] = _bitmaps[bk] | SENTINEL | (1 << ((isAsk << 7) + price % TPW));
         uint256 m = c.mkt;
         if (isAsk == 0) {
             if ((m >> 224) & U16 == MAX_LEVELS) revert LevelCap(c.market, 0);
@@ -634,11 +636,11 @@ contract FlashBook {
     }
 
     function _clearBit(Ctx memory c, uint256 isAsk, uint256 price) private {
-        uint256 bk = _sideKey(c.market, isAsk) | (price / TPW);
+        uint256 bk = (c.market << 32) | (price / TPW);
         uint256 bit = price % TPW;
-        uint256 word = _bitmaps[bk] & ~(1 << bit);
+        uint256 word = _bitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
         _bitmaps[bk] = word;
-        word &= ~SENTINEL;
+        word = (word >> (isAsk << 7)) & U127; // this side's ticks of the word
         uint256 m = c.mkt;
         uint256 base = price - bit;
         if (isAsk == 0) {
@@ -657,7 +659,7 @@ contract FlashBook {
             if (m >> 240 == 0) {
                 best = NO_ASK;
             } else if (price == best) {
-                uint256 above = bit == 254 ? 0 : word & ~((2 << bit) - 1);
+                uint256 above = bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
                 best = above != 0 ? base + _lsb(above) : base + TPW;
             }
             m = (m & ~(U32 << 192)) | (best << 192);
@@ -695,10 +697,12 @@ contract FlashBook {
         view
         returns (bool, uint256, uint256)
     {
+        uint256 mk = (sideKey >> 33) << 32;
+        uint256 off = ((sideKey >> 32) & 1) << 7;
         uint256 w = from / TPW;
         uint256 bit = from % TPW;
         for (uint256 n = 1; n <= maxWords; ++n) {
-            uint256 word = _bitmaps[sideKey | w] & ~SENTINEL & ~((1 << bit) - 1);
+            uint256 word = (_bitmaps[mk | w] >> off) & U127 & ~((1 << bit) - 1);
             if (word != 0) {
                 uint256 t = w * TPW + _lsb(word);
                 return (t <= to, t, n);
@@ -718,10 +722,12 @@ contract FlashBook {
         view
         returns (bool, uint256, uint256)
     {
+        uint256 mk = (sideKey >> 33) << 32;
+        uint256 off = ((sideKey >> 32) & 1) << 7;
         uint256 w = from / TPW;
         uint256 bit = from % TPW;
         for (uint256 n = 1; n <= maxWords; ++n) {
-            uint256 word = _bitmaps[sideKey | w] & ~SENTINEL & ((2 << bit) - 1);
+            uint256 word = (_bitmaps[mk | w] >> off) & U127 & ((2 << bit) - 1);
             if (word != 0) {
                 uint256 t = w * TPW + _msb(word);
                 return (t >= to, t, n);

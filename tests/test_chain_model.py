@@ -39,7 +39,7 @@ LU = 10**18  # lotUnits
 MAKERS = ("maker", "maker2", "spare")
 TAKERS = ("taker", "venue_taker")
 SLOTS = 4
-LOW, HIGH = 1_000, 1_012  # price band of this test
+LOW, HIGH = 1_010, 1_022  # price band of this test, across a bitmap word boundary (1,016)
 HUGE = 10**12  # lots no account can fund
 
 

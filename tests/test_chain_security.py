@@ -310,3 +310,24 @@ async def test_probe_reads_the_nodes_fresh_slot_price(fast_chain: Any, actors: A
     assert price == 20_000  # anvil prices storage the Ethereum way
     assert sei_priced(100_000, 2, 72_000) == 204_000
     assert sei_priced(100_000, 2, 20_000) == 100_000
+
+
+async def test_venue_deadline_follows_its_receipt_timeout() -> None:
+    import time
+
+    from flashmm.venues.sei.settings import SeiVenueSettings
+    from flashmm.venues.sei.venue import SeiVenue
+
+    settings = SeiVenueSettings(
+        rpc_url="http://127.0.0.1:9",
+        chain_id=1328,
+        book_address="0x" + "11" * 20,
+        markets={"SEI/USDC": 1},
+        receipt_timeout_s=7,
+    )
+    venue = SeiVenue(settings)
+    try:
+        now = time.time()
+        assert now + 7 <= venue._deadline() <= now + 9
+    finally:
+        await venue.rpc.aclose()
