@@ -21,13 +21,18 @@ Recovery on start, before the first quote:
    ids (a replayed fill is not booked twice), each market's next client id
    past every journaled one, latched breakers (an emergency stop stays
    halted) and the last mode command (paused stays paused).
-2. With the venue (in :meth:`task`, while quoting is held): journaled live
+2. A chain venue replays our fills from the journal's last processed block
+   (meta ``venue.processed_block``, moved after each drain) to the head in
+   its ``start()``, so fills mined before a crash or while the bot was down
+   are booked once, with their chain price and block time.
+3. With the venue (in :meth:`task`, while quoting is held): journaled live
    orders the venue no longer has are marked done; orders on the venue the
    journal does not know (orphans) are cancelled or adopted per
-   ``control.orphan_orders``; a position that differs by more than one lot
-   trips the latched ``reconcile`` breaker and the bot stays paused until
-   the operator runs ``flashmm resume``, which accepts the venue's
-   positions (journaled as an adjustment fill).
+   ``control.orphan_orders``; a position that differs at all (the venue's,
+   read at one block plus our later fills it already reported) trips the
+   latched ``reconcile`` breaker and the bot stays paused until the
+   operator runs ``flashmm resume``, which accepts the venue's positions
+   (journaled as an adjustment fill at the position's average cost).
 
 The paper venue (``sim``) starts empty on every run, so in paper mode the
 journal is the truth: its positions are kept and the venue's are ignored.
