@@ -7,6 +7,38 @@ from collections.abc import Iterable
 from flashmm.types import Fill, Liquidity, MarketSpec, Position
 
 
+def apply_fill(pos: Position, fill: Fill, spec: MarketSpec | None = None) -> None:
+    """Book ``fill`` into ``pos`` at average cost: the one P&L rule (engine and journal).
+
+    Realized P&L (without fees) is booked when a fill reduces the position; a fill
+    through zero opens the rest at its price; fees go to ``fees_usdc``. Without
+    ``spec`` one tick times one lot counts as 1 USDC.
+    """
+    unit_usdc = spec.unit_usdc if spec is not None else 1.0
+    signed = fill.size_lots * int(fill.side)
+    old = pos.lots
+    new = old + signed
+    if old == 0 or (old > 0) == (signed > 0):
+        # opening or adding: new average cost
+        pos.avg_price_ticks = (
+            pos.avg_price_ticks * abs(old) + fill.price_ticks * fill.size_lots
+        ) / abs(new)
+    else:
+        closed = min(abs(signed), abs(old))
+        direction = 1 if old > 0 else -1
+        pos.realized_usdc += (
+            (fill.price_ticks - pos.avg_price_ticks) * closed * direction * unit_usdc
+        )
+        if abs(signed) > abs(old):  # flipped through zero
+            pos.avg_price_ticks = float(fill.price_ticks)
+        elif new == 0:
+            pos.avg_price_ticks = 0.0
+    pos.lots = new
+    pos.fees_usdc += fill.fee_usdc
+    pos.volume_usdc += fill.price_ticks * fill.size_lots * unit_usdc
+    pos.fills += 1
+
+
 class Accounting:
     """Books every fill, whatever venue it came from."""
 
@@ -22,44 +54,25 @@ class Accounting:
         self.max_abs_inventory_usdc = 0.0
         self.fill_ids: set[str] = set()
 
-    def on_fill(self, fill: Fill) -> Position:
-        """Apply a fill. A fill id seen before is ignored (replays after a reconnect)."""
+    def on_fill(self, fill: Fill) -> Position | None:
+        """Apply a fill; returns its market's position. A fill id seen before is not
+        booked again (a venue replaying after a restart or reconnect): None."""
         if fill.fill_id:
             if fill.fill_id in self.fill_ids:
-                return self.positions[fill.market]
+                return None
             self.fill_ids.add(fill.fill_id)
-        spec = self.specs[fill.market]
         pos = self.positions[fill.market]
-        unit = float(spec.tick_size) * float(spec.lot_size)
-        signed = fill.size_lots * int(fill.side)
+        spec = self.specs[fill.market]
         old = pos.lots
-        new = old + signed
-        if old == 0 or (old > 0) == (signed > 0):
-            # opening or adding: new average cost
-            pos.avg_price_ticks = (
-                pos.avg_price_ticks * abs(old) + fill.price_ticks * fill.size_lots
-            ) / abs(new)
-        else:
-            closed = min(abs(signed), abs(old))
-            direction = 1 if old > 0 else -1
-            pos.realized_usdc += (
-                (fill.price_ticks - pos.avg_price_ticks) * closed * direction * unit
-            )
-            if abs(signed) > abs(old):  # flipped through zero
-                pos.avg_price_ticks = float(fill.price_ticks)
-            elif new == 0:
-                pos.avg_price_ticks = 0.0
-        pos.lots = new
-        pos.fees_usdc += fill.fee_usdc
-        pos.volume_usdc += fill.price_ticks * fill.size_lots * unit
-        pos.fills += 1
+        apply_fill(pos, fill, spec)
+        new = pos.lots
         if fill.liquidity is Liquidity.MAKER:
             self.maker_fills += 1
         else:
             self.taker_fills += 1
-        if abs(new) * fill.price_ticks * unit > self.max_position_usdc * (1 + 1e-9) and abs(
-            new
-        ) > abs(old):
+        if abs(new) * fill.price_ticks * spec.unit_usdc > self.max_position_usdc * (
+            1 + 1e-9
+        ) and abs(new) > abs(old):
             self.limit_breaches += 1
         return pos
 
@@ -67,19 +80,10 @@ class Accounting:
         pos = self.positions[market]
         if pos.lots == 0 or mid_ticks <= 0:
             return 0.0
-        spec = self.specs[market]
-        return (
-            (mid_ticks - pos.avg_price_ticks)
-            * pos.lots
-            * float(spec.tick_size)
-            * float(spec.lot_size)
-        )
+        return (mid_ticks - pos.avg_price_ticks) * pos.lots * self.specs[market].unit_usdc
 
     def inventory_usdc(self, market: str, mid_ticks: float) -> float:
-        spec = self.specs[market]
-        return (
-            self.positions[market].lots * mid_ticks * float(spec.tick_size) * float(spec.lot_size)
-        )
+        return self.positions[market].lots * mid_ticks * self.specs[market].unit_usdc
 
     def market_pnl(self, market: str, mid_ticks: float) -> float:
         pos = self.positions[market]

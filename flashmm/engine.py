@@ -561,9 +561,8 @@ class Engine:
         if ms is None:
             logger.error("fill for unknown market {}: {}", fill.market, fill)
             return
-        if fill.fill_id and fill.fill_id in self.acct.fill_ids:
+        if self.acct.on_fill(fill) is None:
             return  # reported again (a replay after a restart or reconnect): booked once
-        self.acct.on_fill(fill)
         ms.kill.on_own_trade(fill.price_ticks, fill.ts_ns)
         ms.dirty = True
         self._mark_dirty = True

@@ -133,7 +133,7 @@ class RiskManager:
     ) -> list[OrderRequest]:
         """Cut or drop new orders so that no fill sequence can breach the position limit."""
         limit = self.cfg.max_position_usdc
-        unit = float(spec.tick_size) * float(spec.lot_size)
+        unit = spec.unit_usdc
         max_order = self.cfg.max_order_usdc
         buy_exp, sell_exp = position_lots, -position_lots
         buy_px = sell_px = 0
@@ -178,9 +178,7 @@ class RiskManager:
     def max_position_lots(self, spec: MarketSpec, mid_ticks: float) -> int:
         if mid_ticks <= 0:
             return 0
-        return int(
-            self.cfg.max_position_usdc / (mid_ticks * float(spec.tick_size) * float(spec.lot_size))
-        )
+        return int(self.cfg.max_position_usdc / (mid_ticks * spec.unit_usdc))
 
     # --- breakers -----------------------------------------------------------
 
@@ -188,7 +186,7 @@ class RiskManager:
         self, spec: MarketSpec, position_lots: int, mid_ticks: float, now_ns: int
     ) -> None:
         b = self.breakers[f"position_limit:{spec.symbol}"]
-        notional = abs(position_lots) * mid_ticks * float(spec.tick_size) * float(spec.lot_size)
+        notional = abs(position_lots) * mid_ticks * spec.unit_usdc
         if notional >= 0.95 * self.cfg.max_position_usdc:
             b.trip(f"position {notional:.0f} USDC of {self.cfg.max_position_usdc:.0f}", now_ns)
         else:

@@ -69,13 +69,19 @@ class MarketSpec:
     def size(self, lots: int | float) -> float:
         return lots * float(self.lot_size)
 
+    @property
+    def unit_usdc(self) -> float:
+        """USDC value of one tick times one lot: ``ticks * lots * unit_usdc`` is a notional,
+        a P&L or a volume."""
+        return float(self.tick_size) * float(self.lot_size)
+
     def notional(self, ticks: int | float, lots: int | float) -> float:
         """Quote-currency value of ``lots`` at ``ticks``."""
-        return ticks * lots * float(self.tick_size) * float(self.lot_size)
+        return ticks * lots * self.unit_usdc
 
     def lots_for_notional(self, notional: float, ticks: int | float) -> int:
         """Whole lots (rounded down) that ``notional`` buys at ``ticks``."""
-        unit = ticks * float(self.tick_size) * float(self.lot_size)
+        unit = ticks * self.unit_usdc
         if unit <= 0:
             return 0
         return int(notional / unit + 1e-9)

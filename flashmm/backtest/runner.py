@@ -71,7 +71,7 @@ class Recorder:
         self.tracks: dict[str, MarketTrack] = {}
         for sym in symbols:
             ms = engine.markets[sym]
-            unit = float(ms.spec.tick_size) * float(ms.spec.lot_size)
+            unit = ms.spec.unit_usdc
             self.tracks[sym] = MarketTrack(ms, unit)
         self._tracks = list(self.tracks.values())
         self.sample_ns = max(int(sample_s * NS_PER_S), 1)

@@ -36,6 +36,7 @@ from typing import Any
 
 from loguru import logger
 
+from flashmm.accounting import apply_fill
 from flashmm.errors import RuntimeFailure
 from flashmm.types import Fill, Liquidity, MarketSpec, Order, OrderState, Position, Side
 
@@ -243,36 +244,6 @@ class RecoveredState:
     @property
     def fill_ids(self) -> set[str]:
         return self.recent_fill_ids | {f.fill_id for f in self.fills}
-
-
-def apply_fill(pos: Position, fill: Fill, spec: MarketSpec | None = None) -> None:
-    """Update ``pos`` with ``fill`` (average-cost accounting).
-
-    Realized P&L (excluding fees) is booked when a fill reduces the position;
-    fees go to ``fees_usdc``. Without ``spec`` one tick times one lot counts
-    as 1 USDC.
-    """
-    unit = float(spec.tick_size * spec.lot_size) if spec is not None else 1.0
-    size = fill.size_lots
-    price = float(fill.price_ticks)
-    signed = int(fill.side) * size
-    lots = pos.lots
-    if lots == 0 or (lots > 0) == (signed > 0):
-        total = abs(lots) + size
-        pos.avg_price_ticks = (pos.avg_price_ticks * abs(lots) + price * size) / total
-        pos.lots = lots + signed
-    else:
-        closing = min(size, abs(lots))
-        direction = 1 if lots > 0 else -1
-        pos.realized_usdc += closing * (price - pos.avg_price_ticks) * direction * unit
-        pos.lots = lots + signed
-        if pos.lots == 0:
-            pos.avg_price_ticks = 0.0
-        elif (pos.lots > 0) != (lots > 0):
-            pos.avg_price_ticks = price  # flipped: the rest opens at this price
-    pos.fees_usdc += fill.fee_usdc
-    pos.volume_usdc += price * size * unit
-    pos.fills += 1
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:

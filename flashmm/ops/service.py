@@ -643,7 +643,7 @@ class OpsServices:
         spec = self.engine.specs.get(sym)
         if pos.lots == 0 or mid <= 0 or spec is None:
             return 0.0
-        return (mid - pos.avg_price_ticks) * pos.lots * float(spec.tick_size * spec.lot_size)
+        return (mid - pos.avg_price_ticks) * pos.lots * spec.unit_usdc
 
     def run_summary(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         """``summary`` (the engine's, totals) restated for this run, journal totals apart.

@@ -82,7 +82,7 @@ class AvellanedaStrategy(StrategyBase):
         spec = ctx.spec
         r, half = self.reservation_and_half_spread(ctx)
         mid = ctx.mid
-        unit = float(spec.tick_size) * float(spec.lot_size)
+        unit = spec.unit_usdc
         bids: list[Quote] = []
         asks: list[Quote] = []
         bid_cap = ctx.best_ask - 1
