@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from flashmm.backtest.report import REPORT_KEYS, write_outputs
+from flashmm.backtest.outputs import write_outputs
+from flashmm.backtest.report import REPORT_KEYS
 from flashmm.backtest.runner import run_backtest
 from flashmm.config import Config
 from flashmm.strategy.base import QuoteContext

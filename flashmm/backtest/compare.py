@@ -27,7 +27,7 @@ from flashmm.backtest.report import MARKOUT_HORIZONS_S, FillTable
 
 if TYPE_CHECKING:
     from flashmm.backtest.cache import CachedFeed
-    from flashmm.backtest.runner import BacktestResult
+    from flashmm.backtest.recorder import BacktestResult
 
 BOOTSTRAP_SAMPLES = 4000
 METRICS = ("pnl_usdc", "markout_1s_bps", "markout_5s_bps", "markout_30s_bps", "abs_inventory_usdc")
@@ -199,7 +199,7 @@ def run_compare(
     out: Path | None,
 ) -> dict[str, Any]:
     """Run both backtests on one feed, compare, and write both reports and ``compare.json``."""
-    from flashmm.backtest.report import write_outputs
+    from flashmm.backtest.outputs import write_outputs
     from flashmm.backtest.runner import run_backtest
     from flashmm.config import load_config
 

@@ -20,7 +20,7 @@ import numpy as np
 from flashmm.types import NS_PER_S
 
 if TYPE_CHECKING:
-    from flashmm.backtest.runner import BacktestResult
+    from flashmm.backtest.recorder import BacktestResult
 
 MAX_POINTS = 1500
 W, H = 960, 280

@@ -1,4 +1,4 @@
-"""The backtest report: ``report.json`` keys, fills CSV and the terminal summary.
+"""The backtest report: ``report.json`` keys, fills CSV rows and the terminal summary.
 
 Every key is defined in ``docs/backtest.md``. In short (USDC unless said):
 
@@ -14,8 +14,6 @@ Every key is defined in ``docs/backtest.md``. In short (USDC unless said):
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ from flashmm.types import NS_PER_S, Fill, Liquidity
 
 if TYPE_CHECKING:
     from flashmm.backtest.cache import CachedFeed
-    from flashmm.backtest.runner import BacktestResult, MarketTrack, Recorder
+    from flashmm.backtest.recorder import BacktestResult, MarketTrack, Recorder
     from flashmm.config import Config
     from flashmm.engine import Engine
 
@@ -358,27 +356,6 @@ def fill_rows(res: BacktestResult) -> list[dict[str, Any]]:
     return rows
 
 
-def write_outputs(res: BacktestResult, out: Path) -> list[Path]:
-    """``report.json``, ``fills.csv`` and ``plots.html`` in ``out``."""
-    from flashmm.backtest.plots import write_html
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    p = out / "report.json"
-    from flashmm.types import clean_floats
-
-    p.write_text(json.dumps(clean_floats(res.report), indent=2) + "\n")
-    paths.append(p)
-    p = out / "fills.csv"
-    with p.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FILL_COLUMNS)
-        w.writeheader()
-        w.writerows(fill_rows(res))
-    paths.append(p)
-    paths.append(write_html(res, out / "plots.html"))
-    return paths
-
-
 def _fmt(v: Any, fmt: str) -> str:
     if v is None:
         return "-"
@@ -445,5 +422,4 @@ __all__ = [
     "max_drawdown",
     "sharpe_per_minute",
     "summary_table",
-    "write_outputs",
 ]

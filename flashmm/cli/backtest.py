@@ -169,7 +169,8 @@ def backtest_command(
             json_out,
         )
         return
-    from flashmm.backtest.report import summary_table, write_outputs
+    from flashmm.backtest.outputs import write_outputs
+    from flashmm.backtest.report import summary_table
     from flashmm.backtest.runner import run_backtest
 
     total = feed.count_in_window()
