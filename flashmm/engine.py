@@ -25,6 +25,16 @@ from loguru import logger
 
 from flashmm.accounting import Accounting
 from flashmm.book import BookBuilder, SequenceGap, SyncState
+from flashmm.events import (
+    BreakerChanged,
+    FeedNews,
+    FillEvent,
+    OrderDone,
+    OrderSent,
+    OrderUpdated,
+    OutboxEvent,
+    StateChanged,
+)
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
 from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskConfig, RiskManager
 from flashmm.signal import BookImbalanceSignal, SignalSource
@@ -157,7 +167,7 @@ class Engine:
         self.events = 0
         self.feed_gaps = 0
         self.quotes_sent = 0
-        self.outbox: deque[tuple[str, Any]] = deque()
+        self.outbox: deque[OutboxEvent] = deque()
         #: called with the reference symbol when the book finds a sequence gap
         self.on_gap: Callable[[str], object] | None = None
         self._snapshot_hooks: list[Callable[[dict[str, Any]], None]] = []
@@ -230,9 +240,7 @@ class Engine:
                 ms.builder.state = SyncState.WAITING_SNAPSHOT
                 ms.kill.gap()
                 ms.vol = VolEstimator()
-            self.outbox.append(
-                ("feed", {"symbol": ev.symbol, "kind": ev.kind, "detail": ev.detail})
-            )
+            self.outbox.append(FeedNews(ev.symbol, ev.kind, ev.detail))
 
     def warm_up(self, ev: MarketEvent, now_ns: int) -> None:
         """Build the books (ours and a simulated venue's) from depth data; nothing quotes.
@@ -313,7 +321,7 @@ class Engine:
             logger.warning("breaker {} tripped (quotes pulled): {}", b.name, b.reason)
         else:
             logger.info("breaker {} cleared: quoting again", b.name)
-        self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+        self.outbox.append(BreakerChanged(b.name, b.status()))
         if pull is not None:
             if pull.blocked is None:
                 pull.blocked = f"{b.name}: {b.reason}"
@@ -324,7 +332,7 @@ class Engine:
         if self.on_gap is not None:
             self.on_gap(ms.spec.reference)  # ask the feed for a fresh snapshot
         logger.warning("feed gap: {} (quotes pulled until the book is re-synced)", what)
-        self.outbox.append(("feed", {"symbol": ms.spec.reference, "kind": "gap", "detail": what}))
+        self.outbox.append(FeedNews(ms.spec.reference, "gap", what))
         self._pull(ms, now_ns)
 
     # --- quote cycle ---------------------------------------------------------
@@ -507,7 +515,7 @@ class Engine:
             ms.next_client_id += 1
             order = Order.from_request(req, now_ns)
             ms.orders[req.client_id] = order
-            self.outbox.append(("order", order))
+            self.outbox.append(OrderSent(order))
         if not cancels and not places:
             return
         ms.orders_sent += len(places)
@@ -542,18 +550,18 @@ class Engine:
                 o = ms.orders.get(ev.client_id)
                 if o is not None and o.state is OrderState.PENDING_NEW:
                     o.state = OrderState.OPEN
-                    self.outbox.append(("order_update", (o, "accepted")))
+                    self.outbox.append(OrderUpdated(o, "accepted"))
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
                 o = ms.orders.pop(ev.client_id, None)
                 if o is not None:
                     o.state = OrderState.DONE
-                    self.outbox.append(("order_done", (o, "rejected: " + ev.reason)))
+                    self.outbox.append(OrderDone(o, "rejected: " + ev.reason))
             elif isinstance(ev, OrderCancelled):
                 o = ms.orders.pop(ev.client_id, None)
                 if o is not None:
                     o.state = OrderState.DONE
-                    self.outbox.append(("order_done", (o, "cancelled")))
+                    self.outbox.append(OrderDone(o, "cancelled"))
         return len(evs)
 
     def _on_fill(self, fill: Fill, now_ns: int) -> None:
@@ -566,16 +574,16 @@ class Engine:
         ms.kill.on_own_trade(fill.price_ticks, fill.ts_ns)
         ms.dirty = True
         self._mark_dirty = True
-        self.outbox.append(("fill", fill))
+        self.outbox.append(FillEvent(fill))
         o = ms.orders.get(fill.client_id) if fill.client_id else None
         if o is not None:
             o.remaining_lots -= fill.size_lots
             if o.remaining_lots <= 0:
                 o.state = OrderState.DONE
                 del ms.orders[fill.client_id]
-                self.outbox.append(("order_done", (o, "filled")))
+                self.outbox.append(OrderDone(o, "filled"))
             else:
-                self.outbox.append(("order_update", (o, "partially filled")))
+                self.outbox.append(OrderUpdated(o, "partially filled"))
         pos = self.acct.positions[fill.market]
         mid = ms.builder.book.mid if ms.builder.book.valid else float(fill.price_ticks)
         self.risk.update_position(ms.spec, pos.lots, mid, now_ns)
@@ -594,7 +602,7 @@ class Engine:
         for ms in self.markets.values():
             self._pull(ms, now_ns)
         logger.log("INFO" if quiet else "WARNING", "paused: {}", reason)
-        self.outbox.append(("state", {"state": PAUSED, "reason": reason}))
+        self.outbox.append(StateChanged(PAUSED, reason))
 
     def resume(self, now_ns: int) -> str | None:
         """Quote again. Returns why not, if refused."""
@@ -609,7 +617,7 @@ class Engine:
             ms.blocked = None
             ms.dirty = True
         logger.info("resumed")
-        self.outbox.append(("state", {"state": RUNNING, "reason": "resumed"}))
+        self.outbox.append(StateChanged(RUNNING, "resumed"))
         return None
 
     def emergency_stop(self, reason: str, now_ns: int, breaker: str = "manual_halt") -> None:
@@ -621,7 +629,7 @@ class Engine:
         self._breaker_tripped(b, now_ns)
 
     def _breaker_tripped(self, b: Breaker, now_ns: int) -> None:
-        self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+        self.outbox.append(BreakerChanged(b.name, b.status()))
         if b.action == HALT:
             if self.state is HALTED:
                 return
@@ -685,7 +693,7 @@ class Engine:
         self.risk.reset(now_ns)
         self.state = PAUSED
         self.pause_reason = "reset: resume to quote"
-        self.outbox.append(("state", {"state": PAUSED, "reason": "reset"}))
+        self.outbox.append(StateChanged(PAUSED, "reset"))
 
     def cancel_all(self, now_ns: int) -> None:
         for ms in self.markets.values():
@@ -878,7 +886,7 @@ class Engine:
         if p99 is not None and self.risk.venue_latency(p99, now_ns):
             b = self.risk.breakers["venue_latency"]
             logger.log("ERROR" if b.tripped else "INFO", "venue latency: {}", b.reason or "ok")
-            self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+            self.outbox.append(BreakerChanged(b.name, b.status()))
         errors = self.venue.error_count()
         if errors is None:
             return
@@ -890,11 +898,11 @@ class Engine:
         if tripped:
             b = self.risk.breakers["venue_errors"]
             logger.error("venue errors: {} (quotes pulled)", b.reason)
-            self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+            self.outbox.append(BreakerChanged(b.name, b.status()))
         elif new <= 0 and self.risk.venue_ok(now_ns):
             b = self.risk.breakers["venue_errors"]
             logger.info("venue errors back under the limit: quoting again")
-            self.outbox.append(("breaker", {"name": b.name, **b.status()}))
+            self.outbox.append(BreakerChanged(b.name, b.status()))
 
     def _venue_status(self, now: int) -> dict[str, Any]:
         """The venue's name and counters (a chain venue adds its gas projection)."""

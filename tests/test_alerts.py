@@ -15,6 +15,7 @@ from aiohttp import web
 
 from flashmm.config import AlertsConfig
 from flashmm.errors import UserInputError
+from flashmm.events import FillEvent
 from flashmm.ops.alerts import Alert, Alerts
 
 TG_TOKEN = "123456:tg-secret-token-abcdef"
@@ -202,7 +203,7 @@ async def test_bot_alerts_on_emergency_stop_big_fill_and_summary(
             alerts = ops.alerts
             big = Fill("SEI/USDC", 1, Side.SELL, 1250, 10_000, 0.01, Liquidity.MAKER, 5, "f-big")
             small = Fill("SEI/USDC", 2, Side.SELL, 1250, 100, 0.0, Liquidity.MAKER, 6, "f-small")
-            ops.engine.outbox.extend([("fill", big), ("fill", small)])
+            ops.engine.outbox.extend([FillEvent(big), FillEvent(small)])
             assert ops.control is not None
             r = await ops.control.execute("emergency_stop", {}, source="test")
             assert r["ok"]

@@ -20,6 +20,7 @@ import pytest
 
 from flashmm.config import Config, load_config
 from flashmm.engine import Engine
+from flashmm.events import FillEvent
 from flashmm.ops.control import send_command
 from flashmm.ops.journal import Journal, read_state
 from flashmm.ops.service import RECONCILE_BREAKER, OpsServices
@@ -257,7 +258,7 @@ async def sim_start(cfg: Config, **kw: Any) -> tuple[Engine, OpsServices, asynci
 def book_fill(engine: Engine, fill: Fill) -> None:
     """A fill as the engine reports it (accounted, then in the outbox)."""
     engine.acct.on_fill(fill)
-    engine.outbox.append(("fill", fill))
+    engine.outbox.append(FillEvent(fill))
 
 
 async def test_simulated_run_starts_flat_and_unhalted_unless_resumed(

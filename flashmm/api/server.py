@@ -34,7 +34,7 @@ import ipaddress
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from flashmm.api.openapi import API_VERSION, CONTROL_ROUTES, openapi_document
 from flashmm.api.stream import StreamHub, dumps
 from flashmm.config import ApiConfig
 from flashmm.errors import RuntimeFailure
+from flashmm.events import OutboxEvent
 from flashmm.types import Fill, Order
 
 if TYPE_CHECKING:
@@ -303,7 +304,7 @@ class ApiServer:
 
     # --- events from the operations loop ------------------------------------------
 
-    def on_events(self, batch: list[tuple[str, Any]]) -> None:
+    def on_events(self, batch: Sequence[OutboxEvent]) -> None:
         """Called by the operations loop with what it drained from the engine's outbox.
 
         One stream message per batch (``type: events``, ``data``: the events in

@@ -15,6 +15,7 @@ from typing import Any
 
 from flashmm.backtest.cache import CachedFeed
 from flashmm.engine import Engine, MarketState
+from flashmm.events import FillEvent, OrderDone, OrderSent, OrderUpdated
 from flashmm.types import NS_PER_S, Fill, Order, OrderState
 
 _OPEN = OrderState.OPEN
@@ -115,16 +116,17 @@ class Recorder:
     def _drain(self) -> None:
         box = self.engine.outbox
         while box:
-            kind, payload = box.popleft()
-            if kind == "fill":
-                self.fills.append(payload)
-            elif kind == "order":
-                self.orders.append(payload)
-                tr = self.tracks.get(payload.market)
+            ev = box.popleft()
+            if isinstance(ev, FillEvent):
+                self.fills.append(ev.fill)
+            elif isinstance(ev, OrderSent):
+                order = ev.order
+                self.orders.append(order)
+                tr = self.tracks.get(order.market)
                 if tr is not None:
-                    tr.sent_lots += payload.size_lots
-            elif kind not in ("order_done", "order_update"):
-                self.notes.append((kind, payload))
+                    tr.sent_lots += order.size_lots
+            elif not isinstance(ev, OrderUpdated | OrderDone):
+                self.notes.append((ev.kind, ev.payload))
 
     def _sample(self, now: int) -> None:
         eng = self.engine

@@ -27,7 +27,7 @@ import datetime as dt
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from loguru import logger
 
 from flashmm.config import AlertsConfig, WebhookConfig, secret_values
 from flashmm.errors import UserInputError
+from flashmm.events import OutboxEvent
 from flashmm.risk import HALT
 from flashmm.types import Fill
 
@@ -192,7 +193,7 @@ class Alerts:
 
     # --- what to alert on ------------------------------------------------------------
 
-    def on_events(self, batch: list[tuple[str, Any]]) -> None:
+    def on_events(self, batch: Sequence[OutboxEvent]) -> None:
         """Called by the operations loop with what it drained from ``engine.outbox``."""
         for kind, payload in batch:
             try:

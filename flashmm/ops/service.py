@@ -61,6 +61,15 @@ from loguru import logger
 
 from flashmm.config import Config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
+from flashmm.events import (
+    BreakerChanged,
+    FillEvent,
+    OrderDone,
+    OrderSent,
+    OrderUpdated,
+    OutboxEvent,
+    StateChanged,
+)
 from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
 from flashmm.ops.journal import MODE_COMMANDS, Journal, RecoveredState
 from flashmm.ops.notify import Notifier
@@ -110,7 +119,7 @@ class OpsServices:
         self.api: Any = None  # flashmm.api.server.ApiServer when api.enabled
         self.alerts: Any = None  # flashmm.ops.alerts.Alerts when alerts.enabled
         #: called with each batch drained from engine.outbox (API stream, alerts)
-        self.listeners: list[Callable[[list[tuple[str, Any]]], None]] = []
+        self.listeners: list[Callable[[list[OutboxEvent]], None]] = []
         self.started_wall = time.time()
         self.fills_durable = 0
         self.recovery: dict[str, Any] = {}
@@ -577,35 +586,31 @@ class OpsServices:
             if mids.get(sym):
                 self._base_unreal[sym] = self._unrealized(base, sym, mids[sym])
         while ob:
-            kind, payload = ob.popleft()
-            if kind == "order":
-                j.order_event(payload, note="new")
-            elif kind in ("order_done", "order_update"):
-                order, note = payload
-                j.order_event(order, note=str(note))
-            elif kind == "fill":
-                fill = payload
+            ev = ob.popleft()
+            if isinstance(ev, OrderSent):
+                j.order_event(ev.order, note="new")
+            elif isinstance(ev, OrderUpdated | OrderDone):
+                j.order_event(ev.order, note=ev.note)
+            elif isinstance(ev, FillEvent):
+                fill = ev.fill
                 if self.paper_venue and fill.fill_id:
                     # simulator ids restart at sim-1 every run: make them unique
                     fill = dataclasses.replace(fill, fill_id=f"{self._run_id}/{fill.fill_id}")
                 j.fill(fill)
-            elif kind == "breaker":
-                d = dict(payload)
-                name = str(d.get("name", "?"))
-                state = str(d.get("state", "?"))
+            elif isinstance(ev, BreakerChanged):
+                state = str(ev.status.get("state", "?"))
                 tripped = state == "tripped"
                 j.breaker(
-                    name,
+                    ev.name,
                     state,
-                    str(d.get("reason", "")),
-                    latched=tripped and bool(d.get("latched")),
+                    str(ev.status.get("reason", "")),
+                    latched=tripped and bool(ev.status.get("latched")),
                 )
-                self._breaker_seen[name] = tripped
-            elif kind in ("state", "feed"):
-                data = dict(payload) if isinstance(payload, Mapping) else {"value": str(payload)}
-                j.event(kind, data, market=data.get("symbol"))
+                self._breaker_seen[ev.name] = tripped
+            elif isinstance(ev, StateChanged):
+                j.event(ev.kind, ev.payload)
             else:
-                j.event(str(kind), {"value": str(payload)})
+                j.event(ev.kind, ev.payload, market=ev.symbol)
         # breakers that change without an outbox record (stale feed, position limit)
         for name, b in self.engine.risk.breakers.items():
             if self._breaker_seen.get(name, False) != b.tripped:
