@@ -103,6 +103,11 @@ contract FlashBook {
     event AdminTransferStarted(address indexed admin, address indexed pending);
     event AdminTransferred(address indexed previous, address indexed admin);
     event GuardianSet(address indexed guardian);
+    event FeesSet(uint256 indexed market, uint256 takerFeeBps, uint256 makerRebateBps, address recipient);
+    /// One per take in a market with fees: the taker's fee and the makers' rebates, in quote
+    /// units; the difference accrues to the market's fee recipient.
+    event TakerFees(uint256 indexed market, address indexed taker, uint256 fee, uint256 rebate);
+    event FeesClaimed(uint256 indexed market, address indexed recipient, uint256 amount);
 
     // ------------------------------------------------------------------ errors
     error NotAdmin();
@@ -133,7 +138,12 @@ contract FlashBook {
     mapping(uint256 => address) public quoteToken;
     // decimals word: baseDecimals 0..7 | quoteDecimals 8..15, read from the tokens at listing
     mapping(uint256 => uint256) internal _decimals;
-    // market word: tickValue 0..55 | lotUnits 56..143 | minSize 144..156 | status 158..159 |
+    // fee word: takerFeeBps 0..15 | makerRebateBps 16..31 | recipient 32..191
+    mapping(uint256 => uint256) internal _fees;
+    /// Quote units of fees (net of rebates) a market's fee recipient can claim.
+    mapping(uint256 => uint256) public feesAccrued;
+    // market word: tickValue 0..55 | lotUnits 56..143 | minSize 144..156 | fees on 157 |
+    //              status 158..159 |
     //              bestBid 160..191 | bestAsk 192..223 | bidLevels 224..239 | askLevels 240..255
     mapping(uint256 => uint256) internal _markets;
     // seat word (key market << 160 | owner): slot mask 0..231 | trader 232..255
@@ -241,6 +251,33 @@ contract FlashBook {
         if (minSize == 0 || minSize > MAX_MIN_SIZE) revert BadMarket();
         _markets[market] = (m & ~(MAX_MIN_SIZE << 144)) | (minSize << 144);
         emit MinSize(market, minSize);
+    }
+
+    /// @notice Optional taker fee and maker rebate (basis points of the quote amount of
+    /// each fill; fee <= 100, rebate <= fee), net proceeds to `recipient`. 0 by default.
+    function setFees(uint256 market, uint256 takerFeeBps, uint256 makerRebateBps, address recipient)
+        external
+        onlyAdmin
+    {
+        uint256 m = _markets[market];
+        if (m == 0) revert UnknownMarket();
+        if (takerFeeBps > 100 || makerRebateBps > takerFeeBps) revert BadAmount();
+        if (takerFeeBps != 0 && recipient == address(0)) revert BadAmount();
+        _fees[market] = takerFeeBps | (makerRebateBps << 16) | (uint256(uint160(recipient)) << 32);
+        m &= ~(uint256(1) << 157);
+        if (takerFeeBps != 0) m |= 1 << 157;
+        _markets[market] = m;
+        emit FeesSet(market, takerFeeBps, makerRebateBps, recipient);
+    }
+
+    /// @notice Pay the accrued fees of `market` to its fee recipient (the recipient only).
+    function claimFees(uint256 market) external {
+        address recipient = address(uint160(_fees[market] >> 32));
+        if (msg.sender != recipient || recipient == address(0)) revert NotAdmin();
+        uint256 amount = feesAccrued[market];
+        feesAccrued[market] = 0;
+        if (amount != 0) _push(quoteToken[market], amount);
+        emit FeesClaimed(market, recipient, amount);
     }
 
     function _setStatus(uint256 market, uint256 status) private {
@@ -771,6 +808,8 @@ contract FlashBook {
         uint256 sk = _sideKey(market, makerSide);
         uint256 left = size;
         uint256 budget = MAX_SCAN_WORDS;
+        uint256 fees = (c.mkt >> 157) & 1 != 0 ? _fees[market] : 0;
+        uint256 rebates;
         while (left != 0 && maxLevels != 0 && maxOrders != 0 && budget != 0) {
             uint256 m = c.mkt;
             uint256 t;
@@ -794,8 +833,9 @@ contract FlashBook {
                 if (side == 0 ? t > limitPrice : t < limitPrice) break;
                 continue; // the scan gave up part way: go on from the tightened hint
             }
-            (uint256 got, uint256 paid, uint256 touched, bool stop) =
-                _takeLevel(c, makerSide, t, left, maxOrders);
+            (uint256 got, uint256 paid, uint256 touched, bool stop, uint256 rebate) =
+                _takeLevel(c, makerSide, t, left, maxOrders, fees);
+            rebates += rebate;
             left -= got;
             filled += got;
             quoteAmount += paid;
@@ -803,21 +843,35 @@ contract FlashBook {
             --maxLevels;
             if (stop) break;
         }
+        if (fees != 0) {
+            // The taker's fee on the whole take (buyers could afford it: see _takeLevel);
+            // it covers the makers' rebates, which are rounded down fill by fill.
+            uint256 fee = quoteAmount * (fees & U16) / 10000;
+            c.quote -= fee;
+            feesAccrued[market] += fee - rebates;
+            emit TakerFees(market, msg.sender, fee, rebates);
+        }
         _close(c);
     }
 
     /// Take up to `want` lots at tick `t`, touching at most `maxOrders` orders; returns
     /// (lots, quote units, orders touched, taker ran out of funds).
-    function _takeLevel(Ctx memory c, uint256 makerSide, uint256 t, uint256 want, uint256 maxOrders)
-        private
-        returns (uint256 got, uint256 paid, uint256 touched, bool broke)
-    {
+    function _takeLevel(
+        Ctx memory c,
+        uint256 makerSide,
+        uint256 t,
+        uint256 want,
+        uint256 maxOrders,
+        uint256 fees
+    ) private returns (uint256 got, uint256 paid, uint256 touched, bool broke, uint256 rebates) {
         uint256 lk = _sideKey(c.market, makerSide) | (t >> 2);
         uint256 lw = _levels[lk];
         uint256 sh = (t & 3) << 6;
         uint256 head = (lw >> sh) & U32;
         uint256 unitQuote = t * (c.mkt & U56);
         uint256 unitBase = (c.mkt >> 56) & U88;
+        // A buyer pays the taker fee on top: afford it lot by lot, rounded up.
+        uint256 unitCost = fees == 0 ? unitQuote : unitQuote + (unitQuote * (fees & U16) + 9999) / 10000;
         while (head != 0 && got < want && touched < maxOrders) {
             ++touched;
             uint256 ok = (c.market << 32) | head;
@@ -837,7 +891,7 @@ contract FlashBook {
             uint256 q = want - got;
             if (q > avail) q = avail;
             // What the taker can afford.
-            uint256 cap = makerSide == 1 ? c.quote / unitQuote : c.base / unitBase;
+            uint256 cap = makerSide == 1 ? c.quote / unitCost : c.base / unitBase;
             if (q > cap) {
                 q = cap;
                 broke = true;
@@ -847,6 +901,11 @@ contract FlashBook {
             uint256 ba = q * unitBase;
             uint256 ak = (c.market << 24) | makerTrader;
             uint256 acct = _accounts[ak];
+            if (fees != 0) {
+                uint256 rebate = qa * ((fees >> 16) & U16) / 10000;
+                acct += rebate;
+                rebates += rebate;
+            }
             if (makerSide == 1) {
                 // Maker sold base (already locked) for quote; taker pays quote, gets base.
                 acct += qa;
@@ -906,6 +965,16 @@ contract FlashBook {
             (m >> 224) & U16,
             m >> 240
         );
+    }
+
+    /// Fees of `market`: taker fee and maker rebate in basis points, fee recipient.
+    function marketFees(uint256 market)
+        external
+        view
+        returns (uint256 takerFeeBps, uint256 makerRebateBps, address recipient)
+    {
+        uint256 f = _fees[market];
+        return (f & U16, (f >> 16) & U16, address(uint160(f >> 32)));
     }
 
     /// Listing parameters: minimum order size (lots), status (0 open, 1 paused,

@@ -59,6 +59,9 @@ class Model:
     free: dict[str, list[int]]  # role -> [base, quote]
     orders: dict[tuple[str, int], Order] = field(default_factory=dict)
     levels: dict[tuple[int, int], list[tuple[str, int]]] = field(default_factory=dict)
+    taker_fee_bps: int = 0
+    maker_rebate_bps: int = 0
+    fees_accrued: int = 0
 
     # --- helpers ------------------------------------------------------------------------
     def _lock(self, who: str, o: Order, sign: int) -> None:
@@ -151,7 +154,7 @@ class Model:
         out: list[tuple[Any, ...]] = []
         maker_side = 1 - side
         prices = sorted((p for (s, p) in self.levels if s == maker_side), reverse=maker_side == BID)
-        left, levels_left = size, 32
+        left, levels_left, paid, rebates = size, 32, 0, 0
         for p in prices:
             if left == 0 or levels_left == 0 or max_orders == 0:
                 break
@@ -164,7 +167,8 @@ class Model:
                 maker, slot = queue[0]
                 o = self.orders[(maker, slot)]
                 q = min(left - got, o.size)
-                cap = self.free[who][1] // (p * TV) if side == 0 else self.free[who][0] // LU
+                unit = p * TV + -(-p * TV * self.taker_fee_bps // 10_000)  # fee rounded up
+                cap = self.free[who][1] // unit if side == 0 else self.free[who][0] // LU
                 if q > cap:
                     q, broke = cap, True
                     if q == 0:
@@ -177,6 +181,10 @@ class Model:
                     self.free[maker][0] += q * LU
                     self.free[who][0] -= q * LU
                     self.free[who][1] += q * p * TV
+                rebate = q * p * TV * self.maker_rebate_bps // 10_000
+                self.free[maker][1] += rebate
+                rebates += rebate
+                paid += q * p * TV
                 o.size -= q
                 got += q
                 out.append(
@@ -194,6 +202,10 @@ class Model:
             levels_left -= 1
             if broke:
                 break
+        if self.taker_fee_bps:
+            fee = paid * self.taker_fee_bps // 10_000
+            self.free[who][1] -= fee
+            self.fees_accrued += fee - rebates
         return out
 
     def cancel_all(self, who: str) -> list[tuple[Any, ...]]:
@@ -245,6 +257,7 @@ class Runner:
     def __init__(self, chain: Any, rpc: JsonRpc) -> None:
         self.rpc = rpc
         self.book = BookClient(rpc, chain.dep.book)
+        self.admin = chain.sender(rpc, "deployer")
         self.senders = {r: chain.sender(rpc, r) for r in MAKERS + TAKERS}
         self.addr = {r: s.address.lower() for r, s in self.senders.items()}
         self.cid = 0
@@ -284,6 +297,7 @@ class Runner:
                 (s, o.cid, o.side, o.price, o.size) for (w, s), o in model.orders.items() if w == r
             )
             assert got == exp, r
+        assert int((await self.book.call("feesAccrued", SEI))[0]) == model.fees_accrued
 
     async def run(self, data: Any) -> None:
         for r in MAKERS:  # an empty book to start from
@@ -292,6 +306,12 @@ class Runner:
         model = Model(self.addr, {r: [b[0], b[1]] for r, b in bal.items()})
         for r in self.senders:
             assert bal[r][2:] == (0, 0)
+        # fees off, or a taker fee with a smaller or equal maker rebate
+        fee, rebate = data.draw(st.sampled_from([(0, 0), (0, 0), (10, 4), (30, 30)]))
+        recipient = self.admin.address if fee else "0x" + "00" * 20
+        await self.book.admin_call(self.admin, "setFees", SEI, fee, rebate, recipient)
+        model.taker_fee_bps, model.maker_rebate_bps = fee, rebate
+        model.fees_accrued = int((await self.book.call("feesAccrued", SEI))[0])
         steps = data.draw(st.integers(4, 24), label="steps")
         for _ in range(steps):
             kind = data.draw(st.sampled_from(["requote", "requote", "take", "take", "cancel_all"]))

@@ -331,3 +331,42 @@ async def test_venue_deadline_follows_its_receipt_timeout() -> None:
         assert now + 7 <= venue._deadline() <= now + 9
     finally:
         await venue.rpc.aclose()
+
+
+async def test_optional_taker_fee_and_maker_rebate(actors: Any, admin: Any) -> None:
+    sender, book = admin
+    maker, taker, recipient = actors["maker"], actors["taker"], actors["spare"]
+    assert await book.call("marketFees", SEI) == (0, 0, "0x" + "00" * 20)
+    with pytest.raises(TxReverted, match="BadAmount"):  # rebate above the fee
+        await sender.estimate(book.address, book.calldata("setFees", SEI, 1, 2, recipient.address))
+    await book.admin_call(sender, "setFees", SEI, 10, 4, recipient.address)
+    try:
+        await maker.book.requote(
+            maker.sender, SEI, [op_place(0, 1, ASK, 35_000, 10), op_place(1, 2, BID, 200, 5)]
+        )
+        m0 = await maker.book.balances(maker.address, SEI)
+        t0 = await taker.book.balances(taker.address, SEI)
+        r1 = await taker.book.take(taker.sender, SEI, 0, 35_000, 10)  # buys 10 lots
+        r2 = await taker.book.take(taker.sender, SEI, 1, 200, 5)  # sells 5 lots
+        buy, sell = 35_000 * 10 * 100, 200 * 5 * 100
+        fee, rebate = (
+            buy * 10 // 10_000 + sell * 10 // 10_000,
+            buy * 4 // 10_000 + sell * 4 // 10_000,
+        )
+        m1 = await maker.book.balances(maker.address, SEI)
+        t1 = await taker.book.balances(taker.address, SEI)
+        assert t1.quote_free - t0.quote_free == -buy - buy // 1000 + sell - sell // 1000
+        assert m1.quote_free - m0.quote_free == buy + rebate
+        assert m1.quote_locked - m0.quote_locked == -sell
+        assert names(r1) == ["Fill", "TakerFees"] and names(r2) == ["Fill", "TakerFees"]
+        assert int((await book.call("feesAccrued", SEI))[0]) == fee - rebate
+        token = TokenClient(book.rpc, (await book.market(SEI)).quote)
+        before = await token.balance_of(recipient.address)
+        with pytest.raises(TxReverted, match="NotAdmin"):
+            await taker.sender.estimate(book.address, book.calldata("claimFees", SEI))
+        await recipient.book.admin_call(recipient.sender, "claimFees", SEI)
+        assert await token.balance_of(recipient.address) - before == fee - rebate
+        assert int((await book.call("feesAccrued", SEI))[0]) == 0
+    finally:
+        await book.admin_call(sender, "setFees", SEI, 0, 0, "0x" + "00" * 20)
+    await maker.book.cancel_all(maker.sender, SEI)
