@@ -738,11 +738,15 @@ class Engine:
         """Book a fill found outside the venue's event stream (a position adjustment)."""
         self.acct.on_fill(fill)
 
-    def add_breaker(self, name: str, action: str, *, latched: bool = False) -> Breaker:
+    def add_breaker(
+        self, name: str, action: str, *, latched: bool = False, clear_hint: str = ""
+    ) -> Breaker:
         """The breaker ``name``, created when the engine has none of that name."""
         b = self.risk.breakers.get(name)
         if b is None:
-            b = self.risk.breakers[name] = Breaker(name, action, latched=latched)
+            b = self.risk.breakers[name] = Breaker(
+                name, action, latched=latched, clear_hint=clear_hint
+            )
         return b
 
     def set_gap_handler(self, fn: Callable[[str], object] | None) -> None:

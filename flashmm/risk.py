@@ -62,6 +62,8 @@ class Breaker:
     since_ns: int = 0
     trips: int = 0
     changes: int = 0
+    #: how this latched breaker is cleared, when not by ``reset --confirm``
+    clear_hint: str = ""
 
     def trip(self, reason: str, now_ns: int) -> bool:
         """Trip; True when this is a new trip (state changed)."""
@@ -84,6 +86,8 @@ class Breaker:
     @property
     def clears(self) -> str:
         """How this breaker clears."""
+        if self.latched and self.clear_hint:
+            return f"latched: {self.clear_hint}"
         if self.latched:
             return "latched: 'flashmm reset --confirm' clears it, then 'flashmm resume'"
         return "by itself when its cause is gone"

@@ -490,7 +490,12 @@ class OpsServices:
     def _trip_reconcile(self, reason: str) -> None:
         e = self.engine
         now = self._now()
-        b = e.add_breaker(RECONCILE_BREAKER, PAUSE, latched=True)
+        b = e.add_breaker(
+            RECONCILE_BREAKER,
+            PAUSE,
+            latched=True,
+            clear_hint="check the venue, then 'flashmm resume' accepts its positions",
+        )
         b.trip(reason, now)
         logger.error("quoting held: {}", reason)
         e.pause(f"{RECONCILE_BREAKER}: {reason}", now)
