@@ -447,6 +447,7 @@ class ApiServer:
                 )
             granted = self._authorize(request, _CONTROL)
             if isinstance(granted, web.Response):
+                logger.warning("API: {} from {} refused ({})", cmd, client, granted.status)
                 return granted
             args: Any = {}
             if request.can_read_body:
