@@ -36,8 +36,6 @@ from flashmm.risk import RiskConfig
 from flashmm.strategy.base import StrategyConfig
 from flashmm.types import MarketSpec
 
-__all__ = ["Config", "RiskConfig", "StrategyConfig"]
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -360,6 +360,13 @@ class Engine:
                 ms.seen_version = version
                 self._quote(ms, now_ns, t0)
 
+    def step(self, ev: MarketEvent, now_ns: int) -> None:
+        """One event on a simulated clock (paper replay and backtest alike): the quote
+        cycles due before it, the event, then what the venue reports by then."""
+        self.run_due_timers(now_ns)
+        self.on_market_event(ev, now_ns)
+        self.pump_venue(now_ns)
+
     def run_due_timers(self, now_ns: int) -> None:
         """Run every quote cycle due up to ``now_ns`` on its own scheduled time.
 

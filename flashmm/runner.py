@@ -118,10 +118,7 @@ async def drive_replay(
     n = 0
     paced = feed.paced
     async for ev in feed:
-        now = ev.ts_ns
-        engine.run_due_timers(now)
-        engine.on_market_event(ev, now)
-        engine.pump_venue(now)
+        engine.step(ev, ev.ts_ns)
         n += 1
         if (paced or (n & 255) == 0) and (
             stop.is_set() or (deadline is not None and time.monotonic() >= deadline)

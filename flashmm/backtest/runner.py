@@ -2,8 +2,9 @@
 
 :func:`run_backtest` drives the same :class:`~flashmm.engine.Engine` and
 :class:`~flashmm.venues.sim.SimVenue` as paper mode, with the calls of
-:func:`flashmm.runner.drive_replay` (for each event: due quote cycles, the
-event, the venue) but synchronously, over a :class:`~flashmm.backtest.cache.CachedFeed`.
+:func:`flashmm.runner.drive_replay` (:meth:`~flashmm.engine.Engine.step` for each
+event: due quote cycles, the event, the venue) but synchronously, over a
+:class:`~flashmm.backtest.cache.CachedFeed`.
 At the end it shuts down like every other mode (:func:`flashmm.runner.shutdown`:
 cancel all, advance sim time until the venue confirms).
 
@@ -137,10 +138,8 @@ def run_backtest(
     lo = from_ns
     warm = 0
     n = 0
-    step = rec.step
-    run_due = engine.run_due_timers
-    on_event = engine.on_market_event
-    pump = engine.pump_venue
+    record = rec.step
+    engine_step = engine.step
     every = max(int(progress_every), 1)
     for ev in feed.events():
         now = ev.ts_ns
@@ -148,10 +147,8 @@ def run_backtest(
             engine.warm_up(ev, now)
             warm += 1
             continue
-        run_due(now)
-        on_event(ev, now)
-        pump(now)
-        step(now)
+        engine_step(ev, now)
+        record(now)
         n += 1
         if progress is not None and n % every == 0:
             progress(every)
