@@ -1,5 +1,9 @@
 """Prediction speed: ONNX per call, features + inference per event, next to the rules.
 
+Per call, the model is timed three ways: FlashMM's native kernel (numba),
+onnxruntime, and the same lowered program run op by op with numpy (the
+alternative to the kernel, kept here as the measurement that chose numba).
+
 Replays the 20-minute NEXO recording through the book builder and the online
 features, predicting on every event with the default model (through the
 circuit breaker, as the engine does) and with the rule predictor. Prints
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +32,38 @@ def pct(a: list[float] | np.ndarray) -> str:
         f"p50 {np.percentile(x, 50):7.1f} us  p99 {np.percentile(x, 99):7.1f} us  "
         f"mean {x.mean():7.1f} us  (n={len(x)})"
     )
+
+
+def numpy_program(prog: Any, x: np.ndarray) -> np.ndarray:
+    """The native program evaluated op by op with numpy (no compiled kernel)."""
+    from flashmm.predict import native as nv
+
+    w, p = prog.work, prog.params
+    w[: len(x)] = x
+    for code, a, b, d, n, m, p0, p1 in prog.prog.tolist():
+        src = w[a : a + n]
+        if code == nv.AFFINE:
+            w[d : d + m] = src @ p[p0 : p0 + n * m].reshape(n, m) + p[p1 : p1 + m]
+        elif code == nv.ELEM:
+            w[d : d + n] = (src - p[p0 : p0 + n]) * p[p1 : p1 + n]
+        elif code == nv.ADD2:
+            w[d : d + n] = src + w[b : b + n]
+        elif code == nv.RELU:
+            w[d : d + n] = np.maximum(src, 0.0)
+        elif code == nv.TANH:
+            w[d : d + n] = np.tanh(src)
+        elif code == nv.SIGMOID:
+            w[d : d + n] = 1.0 / (1.0 + np.exp(-src))
+        elif code == nv.SOFTMAX:
+            e = np.exp(src - src.max())
+            w[d : d + n] = e / e.sum()
+        elif code == nv.NORM_L1:
+            w[d : d + n] = src / np.abs(src).sum()
+        elif code == nv.NORM_L2:
+            w[d : d + n] = src / np.sqrt((src * src).sum())
+        else:
+            w[d : d + n] = src / np.abs(src).max()
+    return w
 
 
 def main() -> None:
@@ -47,13 +84,27 @@ def main() -> None:
     x = np.asarray(model.mean, dtype=np.float32)
     ns = time.perf_counter_ns
 
-    for _ in range(500):
-        model.predict(x, 0)
-    onnx_lat = []
-    for i in range(args.calls):
-        t = ns()
-        model.predict(x, i)
-        onnx_lat.append((ns() - t) / 1e3)
+    engines = ["native", "onnxruntime"] if model.engine == "native" else ["onnxruntime"]
+    per_engine: dict[str, list[float]] = {}
+    for eng in engines:
+        model.set_engine(eng)
+        for _ in range(500):
+            model.predict(x, 0)
+        lat = []
+        for i in range(args.calls):
+            t = ns()
+            model.predict(x, i)
+            lat.append((ns() - t) / 1e3)
+        per_engine[eng] = lat
+    model.set_engine(engines[0])
+
+    np_lat = []
+    if model.engine == "native":
+        prog = model._native
+        for _ in range(args.calls):
+            t = ns()
+            numpy_program(prog, x)
+            np_lat.append((ns() - t) / 1e3)
     rule_lat = []
     for i in range(args.calls):
         t = ns()
@@ -66,7 +117,10 @@ def main() -> None:
         guarded.predict(x, i)
         g_lat.append((ns() - t) / 1e3)
     print("single call")
-    print(f"  onnx predict          {pct(onnx_lat)}")
+    for eng, lat in per_engine.items():
+        print(f"  model {eng:<15} {pct(lat)}")
+    if np_lat:
+        print(f"  numpy op by op (eval) {pct(np_lat)}")
     print(f"  guarded (onnx+checks) {pct(g_lat)}")
     print(f"  rules predict         {pct(rule_lat)}")
 

@@ -112,19 +112,26 @@ def check(
     except FlashMMError as exc:
         raise _fail(exc) from None
     x = np.asarray(model.mean, dtype=np.float32)
-    for _ in range(100):
-        model.predict(x, 0)
-    lat = np.empty(max(calls, 1))
-    for i in range(len(lat)):
-        t = time.perf_counter_ns()
-        model.predict(x, i)
-        lat[i] = (time.perf_counter_ns() - t) / 1e3
+    engine = model.engine
+    lats: dict[str, dict[str, float]] = {}
+    for eng in ("native", "onnxruntime") if engine == "native" else ("onnxruntime",):
+        model.set_engine(eng)
+        for _ in range(100):
+            model.predict(x, 0)
+        lat = np.empty(max(calls, 1))
+        for i in range(len(lat)):
+            t = time.perf_counter_ns()
+            model.predict(x, i)
+            lat[i] = (time.perf_counter_ns() - t) / 1e3
+        lats[eng] = {
+            "calls": len(lat),
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+        }
+    model.set_engine(engine)
     info = model.describe()
-    info["latency_us"] = {
-        "calls": len(lat),
-        "p50": float(np.percentile(lat, 50)),
-        "p99": float(np.percentile(lat, 99)),
-    }
+    info["latency_us"] = lats[engine]
+    info["latency_us_by_engine"] = lats
     if json_out:
         _dump(info)
         return
@@ -147,8 +154,18 @@ def check(
     for f in info.get("train_files") or []:
         tab.add_row("trained on", f"{f.get('name')} sha256 {str(f.get('sha256'))[:16]}…")
     tab.add_row("versions", ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items()))
-    lu = info["latency_us"]
-    tab.add_row("latency", f"p50 {lu['p50']:.1f} us, p99 {lu['p99']:.1f} us ({lu['calls']} calls)")
+    diff = info["native_max_diff"]
+    tab.add_row(
+        "engine",
+        f"{engine}"
+        + (f" (max abs difference vs onnxruntime {diff:.2e})" if diff is not None else "")
+        + (f"; {info['native_note']}" if info["native_note"] else ""),
+    )
+    for eng, lu in lats.items():
+        tab.add_row(
+            f"latency {eng}",
+            f"p50 {lu['p50']:.1f} us, p99 {lu['p99']:.1f} us ({lu['calls']} calls)",
+        )
     con.print(tab)
     if info.get("metrics"):
         con.print(metrics_table(info["metrics"], "stored metrics (held-back test)"))

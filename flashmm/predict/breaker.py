@@ -358,6 +358,7 @@ def load_predictor(
             path,  # type: ignore[arg-type]
             min_lean=s.min_lean,
             use_regressor=s.use_regressor,
+            native=s.native,
         )
     except ModelError as exc:
         logger.warning("prediction model not loaded, running on rules: {}", exc)
@@ -375,7 +376,7 @@ def load_predictor(
         if lat is None:
             lat = measure_latency_us(model, len(model.mean))
             logger.info("model latency measured once for the simulated clock: {:.0f} us", lat)
-    logger.info("prediction model loaded: {} (horizon {})", path, model.horizon)
+    logger.info("prediction model loaded: {} (horizon {}, {})", path, model.horizon, model.engine)
     if s.online:
         from flashmm.predict.online import OnlineModel
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from loguru import logger
 
 from flashmm.errors import ModelError
 from flashmm.features import FEATURE_NAMES, IDX, N_FEATURES
@@ -32,6 +33,9 @@ INPUT_NAME = "features"
 PROBS_NAME = "probabilities"
 BPS_NAME = "expected_bps"
 SCHEMA_VERSION = 1
+#: the native kernel is used when it agrees with onnxruntime within this on the probe batch
+NATIVE_TOL = 1e-4
+PROBE_ROWS = 255
 _SPREAD = IDX["spread_bps"]
 REQUIRED_META = (
     "feature_names",
@@ -83,7 +87,13 @@ class OnnxPredictor:
     source = "onnx"
 
     def __init__(
-        self, path: str | Path, *, min_lean: float = 0.2, use_regressor: bool = False
+        self,
+        path: str | Path,
+        *,
+        min_lean: float = 0.2,
+        use_regressor: bool = False,
+        native: bool = True,
+        native_tol: float = NATIVE_TOL,
     ) -> None:
         import onnxruntime as ort
 
@@ -127,6 +137,59 @@ class OnnxPredictor:
                 f"{p}: outputs have shapes {np.shape(probs)} and {np.shape(bps)}, "
                 "want probabilities [N,3] and expected_bps [N,1]"
             )
+        #: "native" (the graph lowered to a compiled kernel) or "onnxruntime"
+        self.engine = "onnxruntime"
+        #: max abs difference native vs onnxruntime on the probe batch (None: not compared)
+        self.native_max_diff: float | None = None
+        #: why the native path is not used ("" when it is)
+        self.native_note = "native evaluation off" if not native else ""
+        self._native: Any = None  # the program in use
+        self._prog: Any = None  # the checked program, when there is one
+        if native:
+            self._try_native(native_tol)
+
+    def _try_native(self, tol: float) -> None:
+        """Lower the graph to the native kernel and keep it only when it agrees with
+        onnxruntime on a probe batch (zeros, the training mean, and mean + k * std
+        rows for k up to 4) within ``tol`` (max absolute difference of any output)."""
+        from flashmm.predict.native import NativeProgram, Unsupported
+
+        try:
+            prog = NativeProgram(self.path, INPUT_NAME, N_FEATURES)
+            if PROBS_NAME not in prog.outputs or BPS_NAME not in prog.outputs:
+                raise Unsupported("outputs not found")
+            rng = np.random.default_rng(12)
+            k = np.linspace(0, 4, PROBE_ROWS)[:, None]
+            z = rng.standard_normal((PROBE_ROWS, N_FEATURES)) * k
+            X = np.vstack([np.zeros(N_FEATURES), self.mean + z * self.std]).astype(np.float32)
+            ref_p, ref_b = self.run_batch(X)
+            got = prog.run_rows(X)
+            diff = max(
+                float(np.max(np.abs(got[PROBS_NAME] - ref_p))),
+                float(np.max(np.abs(got[BPS_NAME].reshape(-1) - ref_b))),
+            )
+        except Unsupported as exc:
+            self.native_note = f"not native: {exc}"
+            logger.warning("{}: evaluated by onnxruntime ({})", self.path, self.native_note)
+            return
+        self.native_max_diff = diff
+        if not diff <= tol:
+            self.native_note = f"native differs from onnxruntime by {diff:.3g} > {tol:g}"
+            logger.warning("{}: evaluated by onnxruntime ({})", self.path, self.native_note)
+            return
+        self._native = self._prog = prog
+        self._pofs = prog.outputs[PROBS_NAME][0]
+        self._bofs = prog.outputs[BPS_NAME][0]
+        self.engine = "native"
+
+    def set_engine(self, engine: str) -> None:
+        """Evaluate with ``"native"`` (when the graph passed its check) or ``"onnxruntime"``."""
+        if engine not in ("native", "onnxruntime"):
+            raise ModelError(f"unknown model engine {engine!r}")
+        if engine == "native" and self._prog is None:
+            raise ModelError(f"{self.path}: no native evaluation ({self.native_note})")
+        self._native = self._prog if engine == "native" else None
+        self.engine = engine
 
     def _check_io(self) -> None:
         where = str(self.path)
@@ -172,12 +235,22 @@ class OnnxPredictor:
         p_down``. With ``use_regressor`` the move regressor's output is
         ``expected_bps`` instead.
         """
-        self._x[0] = x
-        probs, bps = self.session.run(self._outs, {INPUT_NAME: self._x})
-        p = probs[0]
-        self.last_probs = p
-        self.last_bps = float(bps[0, 0])
-        down, up = float(p[0]), float(p[2])
+        nat = self._native
+        if nat is not None:
+            # float32 first, as onnxruntime sees it, so both paths read the same input
+            self._x[0] = x
+            w = nat.run(self._x[0])
+            o = self._pofs
+            down, up = float(w[o]), float(w[o + 2])
+            self.last_probs = np.array((down, float(w[o + 1]), up))
+            self.last_bps = float(w[self._bofs])
+        else:
+            self._x[0] = x
+            probs, bps = self.session.run(self._outs, {INPUT_NAME: self._x})
+            p = probs[0]
+            self.last_probs = p
+            self.last_bps = float(bps[0, 0])
+            down, up = float(p[0]), float(p[2])
         pm = up + down
         lean = (up - down) / pm if pm > 1e-12 else 0.0
         direction = (1 if lean > 0 else -1) if abs(lean) >= self.min_lean else 0
@@ -198,6 +271,9 @@ class OnnxPredictor:
             "outputs": [
                 {"name": o.name, "type": o.type, "shape": o.shape} for o in s.get_outputs()
             ],
+            "engine": self.engine,
+            "native_max_diff": self.native_max_diff,
+            "native_note": self.native_note,
             "horizon": self.horizon,
             "flat_ticks": self.flat_ticks,
             "model_kind": self.meta.get("model_kind"),

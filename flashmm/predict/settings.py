@@ -31,6 +31,9 @@ class ModelSettings(BaseModel):
     online: bool = False
     online_lr: float = Field(0.02, gt=0, le=1, allow_inf_nan=False)
     online_l2: float = Field(0.001, ge=0, le=1, allow_inf_nan=False)
+    # evaluate small dense graphs with FlashMM's compiled kernel (checked against onnxruntime
+    # at load; onnxruntime for any other graph or when they differ)
+    native: bool = True
     breaker_widen: float = Field(1.5, ge=1)
     # breaker: latency
     latency_budget_us: float = Field(5000.0, gt=0)
