@@ -109,7 +109,7 @@ async def test_client_that_stops_reading_is_cut_off() -> None:
         ws = await connect(srv.ws_url, max_queue=1, close_timeout=0.5)
         await ws.recv()  # then stop reading: the server's buffers fill up
         t0 = time.monotonic()
-        while srv.clients and time.monotonic() - t0 < 5:
+        while srv.clients and time.monotonic() - t0 < 30:
             await asyncio.sleep(0.05)
         assert srv.clients == 0
         await ws.close()
@@ -206,7 +206,7 @@ async def test_serve_command_in_a_subprocess() -> None:
         )
         b = BookBuilder("nexousdt")
         async with feed:
-            t_end = time.monotonic() + 5
+            t_end = time.monotonic() + 30
             async for ev in feed:
                 if isinstance(ev, DepthSnapshot):
                     b.on_snapshot(ev)
@@ -221,7 +221,7 @@ async def test_serve_command_in_a_subprocess() -> None:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
             try:
-                await asyncio.wait_for(proc.wait(), 5)
+                await asyncio.wait_for(proc.wait(), 30)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
