@@ -22,6 +22,10 @@ Design:
   tau = 5 s); returns use exact look-backs on the mid history. Everything
   is keyed on event timestamps (``ts_ns``), never the wall clock, so a
   backtest and the batch builder give the same numbers as live.
+- A book change below the best 10 levels changes no book-shape value, no
+  order-flow term and not the mid: :meth:`on_book` then only advances the
+  time averages and the book time (``skip_unchanged``; results are
+  bit-identical to recomputing, a test checks it on recorded data).
 - :meth:`vector` does not change any state except dropping history that no
   later call can need (time only moves forward), so calling it more or less
   often does not change the result.
@@ -150,6 +154,9 @@ _LEVELS = 10
 class OnlineFeatures:
     """Incremental features of one market. Not thread-safe; one per market."""
 
+    #: skip the book-shape work when the best 10 levels are those of the last update
+    skip_unchanged = True
+
     def __init__(self, tick_size: float) -> None:
         if tick_size <= 0:
             raise ValueError(f"tick_size must be > 0, was {tick_size}")
@@ -180,6 +187,7 @@ class OnlineFeatures:
         self._mid_hist = [deque[tuple[int, int]]() for _ in _RET_WINDOWS_S]
         self._ret_win_ns = [int(w * 1e9) for w in _RET_WINDOWS_S]
         self.updates = 0
+        self.skipped = 0  # book updates with the best 10 levels unchanged
 
     # --- state helpers --------------------------------------------------
     def _decay_to(self, ts_ns: int) -> None:
@@ -204,6 +212,18 @@ class OnlineFeatures:
             return
         bids = [(p, bd[p]) for p in reversed(bd.keys()[-_LEVELS:])]
         asks = [(p, ad[p]) for p in ad.keys()[:_LEVELS]]
+        if (
+            self.skip_unchanged
+            and self.ready
+            and bids == self._prev_bids
+            and asks == self._prev_asks
+        ):
+            # same 10 levels: book shape, OFI (0) and mid as before; only time moves
+            self.skipped += 1
+            self._ema_to(ts_ns)
+            self.book_ts = ts_ns
+            self.updates += 1
+            return
         pb, qb = bids[0]
         pa, qa = asks[0]
         if pb >= pa:

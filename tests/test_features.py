@@ -177,3 +177,36 @@ def test_features_do_not_depend_on_tick_or_price_level(tmp_path: Path) -> None:
         assert np.array_equal(ts, ts0)
         np.testing.assert_allclose(mid, mid0 * ticks_factor, rtol=1e-12)
         np.testing.assert_allclose(X, X0, rtol=2e-4, atol=2e-5, err_msg=f"{path.name} {tick}")
+
+
+def test_skipping_unchanged_top_levels_is_bit_identical() -> None:
+    """A book change below the best 10 levels skips the book-shape work; every vector
+    (after each book change and trade) is bit-identical to recomputing every time."""
+    from kit.data import ETH_SLICE
+
+    for path, sym, tick in ((NEXO_23, "nexousdt", 0.001), (ETH_SLICE, "ethusdt", 0.01)):
+        events = list(ReplayFeed([path], make_scales([(sym, tick, 0.01)]), align=False).events())
+        out: dict[bool, list[bytes]] = {}
+        skipped = {}
+        for skip in (False, True):
+            bb = BookBuilder(sym)
+            fe = OnlineFeatures(tick)
+            fe.skip_unchanged = skip
+            vecs = []
+            for ev in events:
+                if isinstance(ev, DepthDiff):
+                    if not bb.on_diff(ev):
+                        continue
+                    fe.on_book(bb.book, ev.ts_ns)
+                elif isinstance(ev, DepthSnapshot):
+                    bb.on_snapshot(ev)
+                    fe.on_book(bb.book, ev.ts_ns)
+                elif isinstance(ev, Trade):
+                    fe.on_trade(ev)
+                else:
+                    continue
+                vecs.append(fe.vector(ev.ts_ns).tobytes())
+            out[skip] = vecs
+            skipped[skip] = fe.skipped
+        assert len(out[True]) > 1000 and out[True] == out[False], path.name
+        assert skipped[False] == 0 and skipped[True] > 50, skipped
