@@ -124,7 +124,7 @@ class OpsServices:
         self.fills_durable = 0
         self.recovery: dict[str, Any] = {}
         self.ready = False
-        venue_name = str(getattr(engine.venue, "name", ""))
+        venue_name = engine.venue.name
         #: the simulator starts empty each run: its fill ids repeat, its state is not the truth
         self.paper_venue = venue_name == "sim"
         self._run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
@@ -378,13 +378,13 @@ class OpsServices:
 
     def _venue_replay_hook(self) -> None:
         """Tell a chain venue where the journal's fills end, so it replays the rest."""
-        recover = getattr(self.engine.venue, "recover_from", None)
-        if recover is None or self.journal is None:
+        venue = self.engine.venue
+        if not venue.replays_fills or self.journal is None:
             return
         raw = self.journal.get_meta(_BLOCK_KEY)
         block = int(raw) + 1 - _REPLAY_MARGIN if raw is not None and raw.isdigit() else None
         self.recovery["replay_from_block"] = block
-        recover(block)
+        venue.recover_from(block)
 
     def _checkpoint_block(self, block: Any) -> None:
         """After a drain: every event of the venue up to ``block`` is in the journal."""
@@ -448,7 +448,7 @@ class OpsServices:
                 if ours != theirs:
                     mismatches[sym] = {"journal_lots": ours, "venue_lots": theirs}
         summary = {
-            "replay": dict(getattr(venue, "replay_stats", {}) or {}),
+            "replay": venue.replay_summary(),
             "journal_orders_done": gone,
             "orders_kept": kept,
             "orphans": orphans,
@@ -581,7 +581,7 @@ class OpsServices:
             ob.clear()
             return
         # read before draining: the fills of blocks up to here are in the outbox now
-        block = getattr(self.engine.venue, "processed_block", None)
+        block = self.engine.venue.processed_block
         self._check_journal()
         mids: dict[str, float] | None = None
         for sym, base in self._base.items():

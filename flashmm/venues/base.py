@@ -94,12 +94,27 @@ class Venue(Protocol):
     def book_mid(self, symbol: str) -> float | None:
         """The mid of our own venue's book in ticks, when the venue reports one."""
 
+    # --- crash recovery (a chain venue keeps its history) -----------------------------
+
+    #: the venue can replay its fills from a block on start (:meth:`recover_from`)
+    replays_fills: bool
+    #: every event up to this block has been handed out by poll() (None: no blocks)
+    processed_block: int | None
+
+    def recover_from(self, block: int | None) -> None:
+        """Before ``start``: replay our fills from ``block`` (when ``replays_fills``)."""
+
+    def replay_summary(self) -> dict[str, int]:
+        """What the start-up replay found (blocks scanned, fills booked); empty without one."""
+
 
 class VenueDefaults:
     """The :class:`Venue` members a venue without the capability answers the same way."""
 
     name = "?"
     observes_market = False
+    replays_fills = False
+    processed_block: int | None = None
 
     def on_market_event(self, event: MarketEvent, now_ns: int) -> None:
         return None
@@ -118,3 +133,9 @@ class VenueDefaults:
 
     def book_mid(self, symbol: str) -> float | None:
         return None
+
+    def recover_from(self, block: int | None) -> None:
+        return None
+
+    def replay_summary(self) -> dict[str, int]:
+        return {}

@@ -434,7 +434,7 @@ class SimVenue(VenueDefaults):
         """Feed one reference event (before the engine's own book sees it)."""
         if self._actions and self._actions[0][0] <= now_ns:
             self._run_due(now_ns)
-        ref = self._refs.get(getattr(event, "symbol", ""))
+        ref = self._refs.get(event.symbol)
         if ref is None:
             return
         if isinstance(event, Trade):

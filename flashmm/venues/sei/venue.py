@@ -183,6 +183,7 @@ class SeiVenue(VenueDefaults):
     """FlashBook on a Sei EVM chain (or a local anvil) behind the Venue protocol."""
 
     name = "sei"
+    replays_fills = True
 
     def __init__(
         self,
@@ -291,6 +292,9 @@ class SeiVenue(VenueDefaults):
             self._latency_sample(ms)
 
     # ------------------------------------------------------------------ lifecycle
+    def replay_summary(self) -> dict[str, int]:
+        return dict(self.replay_stats)
+
     def recover_from(self, block: int | None) -> None:
         """Before :meth:`start`: replay our fills from ``block`` (the last block the journal
         holds completely, plus one) to the head, so fills mined just before a crash or
