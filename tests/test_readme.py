@@ -86,7 +86,7 @@ def test_the_readme_lines_are_all_walked() -> None:
     walked = [ln for ln in LINES if not any(ln.startswith(k) for k in LONG_RUNNING)]
     assert any(ln.endswith("flashmm run") for ln in walked)
     assert any("--sweep" in ln for ln in walked) and any("feed serve" in ln for ln in walked)
-    assert len(walked) == 5, LINES
+    assert len(walked) == 6, LINES
 
 
 def test_quick_start_run(elsewhere: tuple[Path, dict[str, str]]) -> None:
@@ -113,6 +113,18 @@ def test_backtest_sweep(elsewhere: tuple[Path, dict[str, str]]) -> None:
     r = _bash(line, home, env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "gamma" in r.stdout and r.stdout.count("│ 6 │") == 1  # six runs, ranked
+
+
+def test_backtest_compare(elsewhere: tuple[Path, dict[str, str]]) -> None:
+    home, env = elsewhere
+    (line,) = [ln for ln in LINES if "--compare" in ln]
+    r = _bash(line, home, env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "model.enabled=false vs baseline" in r.stdout and "95 % CI" in r.stdout
+    out = home / "runs" / "cmp"
+    assert json.loads((out / "compare.json").read_text())["metrics"]["pnl_usdc"]["ci95"]
+    assert (out / "baseline" / "report.json").is_file()
+    assert (out / "variant" / "report.json").is_file()
 
 
 @pytest.mark.slow
