@@ -331,11 +331,14 @@ def render_status(st: Mapping[str, Any], console: Any) -> None:
                 action = f"{action} (latched)" if action else "latched"
             since = b.get("since", b.get("since_ns"))
             tripped = bstate.lower() not in _OK_STATES
+            reason = str(b.get("reason") or "")
+            if tripped and b.get("clears"):
+                reason = f"{reason} ({b['clears']})"
             t.add_row(
                 escape(str(name)),
                 f"[{style}]{bstate}[/]",
                 action,
-                escape(str(b.get("reason") or "")),
+                escape(reason),
                 _fmt_since(since) if tripped or b.get("since") else "",
             )
         console.print(t)
