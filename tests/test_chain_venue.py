@@ -156,6 +156,25 @@ async def test_post_only_cross_is_rejected(venue: SeiVenue) -> None:
     assert rej.client_id == 22 and "cross" in rej.reason
 
 
+async def test_a_jump_past_our_own_quotes_moves_the_far_side_first(venue: SeiVenue) -> None:
+    """The ops of a requote run in order: after a jump up, the new bid would cross our old
+    ask if the bids were replaced first (post-only reject). The side moving away goes first."""
+    venue.requote(MKT, [], [req(31, Side.BUY, 3300, 1), req(32, Side.SELL, 3310, 1)], 0)
+    await collect(venue, lambda e: len(of(e, OrderAccepted)) == 2)
+    venue.requote(MKT, [31, 32], [req(33, Side.BUY, 3315, 1), req(34, Side.SELL, 3325, 1)], 0)
+    ev = await collect(venue, lambda e: len(of(e, OrderAccepted)) == 2)
+    venue.requote(MKT, [33, 34], [req(35, Side.BUY, 3290, 1), req(36, Side.SELL, 3300, 1)], 0)
+    ev += await collect(venue, lambda e: len(of(e, OrderAccepted)) == 2)
+    await venue.idle()
+    ev += venue.poll(time.time_ns())
+    assert of(ev, OrderRejected) == []
+    assert venue.stats["txs"] == 3  # each jump was one transaction of two replace ops
+    assert sorted((o.client_id, o.price_ticks) for o in await venue.open_orders()) == [
+        (35, 3290),
+        (36, 3300),
+    ]
+
+
 async def test_cancel_all_and_take_flatten(
     chain: LocalChain, venue: SeiVenue, rpc_factory: Any
 ) -> None:

@@ -125,6 +125,8 @@ class _Market:
     # slot -> (client id, side code): live on chain or reserved by a sent transaction
     slots: dict[int, tuple[int, int]] = field(default_factory=dict)
     by_client: dict[int, int] = field(default_factory=dict)
+    # client id -> price ticks of the orders we placed or adopted (pruned in _build_ops)
+    prices: dict[int, int] = field(default_factory=dict)
     used_mask: int = 0
     queued: _Batch | None = None
 
@@ -358,6 +360,7 @@ class SeiVenue(VenueDefaults):
                 )
             for o in await self.book.open_orders(self.address, m.mid):
                 m.claim(o.slot, o.client_id, o.side)
+                m.prices[o.client_id] = o.price
         await self.sender.nonces.sync()
         head = int(await self.rpc.call("eth_blockNumber"), 16)
         self.stream = LogStream(
@@ -741,18 +744,20 @@ class SeiVenue(VenueDefaults):
     def _build_ops(self, m: _Market, batch: _Batch) -> tuple[list[int], _Undo]:
         undo = _Undo(m.symbol, retries=batch.retries)
         by_side: dict[int, list[tuple[int, int]]] = {BID: [], ASK: []}
-        ops: list[int] = []
+        side_ops: dict[int, list[int]] = {BID: [], ASK: []}
         for cid in batch.cancels:
             slot = m.by_client.get(cid)
             if slot is None:
                 continue  # already gone (filled, cancelled, rejected)
             by_side[m.slots[slot][1]].append((slot, cid))
+        asks_first = self._asks_first(m, batch, by_side)
         now = time.time_ns()
         for req in batch.places:
             side = _side_code(req.side)
+            m.prices[req.client_id] = req.price_ticks
             if by_side[side]:
                 slot, old = by_side[side].pop(0)
-                ops.append(
+                side_ops[side].append(
                     op_replace(slot, old, req.client_id, side, req.price_ticks, req.size_lots)
                 )
                 m.claim(slot, req.client_id, side)
@@ -764,17 +769,32 @@ class SeiVenue(VenueDefaults):
                     OrderRejected(m.symbol, req.client_id, now, "no free order slot")
                 )
                 continue
-            ops.append(op_place(slot_or_none, req.client_id, side, req.price_ticks, req.size_lots))
+            side_ops[side].append(
+                op_place(slot_or_none, req.client_id, side, req.price_ticks, req.size_lots)
+            )
             m.claim(slot_or_none, req.client_id, side)
             undo.placed.append((slot_or_none, req.client_id))
-        for pairs in by_side.values():
+        for side, pairs in by_side.items():
             for slot, cid in pairs:
-                ops.append(op_cancel(slot, cid))
+                side_ops[side].append(op_cancel(slot, cid))
                 undo.cancels.append(cid)
+        ops = side_ops[ASK] + side_ops[BID] if asks_first else side_ops[BID] + side_ops[ASK]
         for slot, cid in batch.raw_cancels:
             ops.append(op_cancel(slot, cid))
             undo.raw_cancels.append((slot, cid))
+        if len(m.prices) > 4 * len(m.by_client) + 64:
+            m.prices = {c: p for c, p in m.prices.items() if c in m.by_client}
         return ops, undo
+
+    @staticmethod
+    def _asks_first(m: _Market, batch: _Batch, by_side: dict[int, list[tuple[int, int]]]) -> bool:
+        """Which side's ops run first in a requote. The ops run in order, so an old ask
+        this batch replaces is still on the book while the bids are placed: after a jump
+        up, a new bid at or above it would be rejected as a post-only cross (and the
+        reverse after a jump down). The side moving away from the other goes first."""
+        new_bids = [r.price_ticks for r in batch.places if r.side is Side.BUY]
+        old_asks = [m.prices[c] for _, c in by_side[ASK] if c in m.prices]
+        return bool(new_bids and old_asks and max(new_bids) >= min(old_asks))
 
     def _undo(self, undo: _Undo | None, reason: str, *, retry: bool = True) -> None:
         """A requote did not execute (or we cannot tell): its placements are reported
