@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 # Gas floors for transactions whose cost depends on a book that can change between the
 # estimate and execution (a take estimated against an empty level would run out of gas).
 GAS_FLOOR = {"take": 160_000, "cancelSlots": 60_000}
+# A take touches at most this many maker orders (about 9k gas each), so it fits its floor
+# however finely the book is split into small orders.
+TAKE_MAX_ORDERS = 10
 # Cancels that did not go through are sent again (with backoff) up to this many times.
 MAX_CANCEL_RETRIES = 20
 # venue_latency: answer times of the last seconds only; probe the node when idle
@@ -714,7 +717,12 @@ class SeiVenue(VenueDefaults):
         else:
             side, size, limit = job.args
             data = self.book.take_calldata(
-                m.mid, 0 if side is Side.BUY else 1, limit, size, deadline=self._deadline()
+                m.mid,
+                0 if side is Side.BUY else 1,
+                limit,
+                size,
+                max_orders=TAKE_MAX_ORDERS,
+                deadline=self._deadline(),
             )
             shape = ("take", 0)
         gas = await self._gas(data, shape)
