@@ -304,3 +304,25 @@ async def test_client_that_never_reads_is_dropped_others_keep_up(
         finally:
             stalled.close()
         await ws.close()
+
+
+async def test_metrics_need_a_token_unless_public_and_readiness(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    pytest.importorskip("prometheus_client")
+    cfg = config(*dirs)
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        async with http.get(url(ops, "/metrics")) as r:
+            assert r.status == 401
+        async with http.get(url(ops, "/metrics"), headers=bearer(READ)) as r:
+            text = await r.text()
+            assert r.status == 200 and 'flashmm_breaker_tripped{name="daily_loss"} 0.0' in text
+        async with http.get(url(ops, "/health/ready")) as r:
+            body = await r.json()  # replay books are not synced before the feed runs
+            assert r.status == (200 if body["ready"] else 503)
+            assert set(body["books_synced"]) == {"SEI/USDC", "ETH/USDC"}
+    cfg = config(*dirs, "api.metrics_public=true")
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        r = await http.get(url(ops, "/metrics"))
+        assert r.status == 200
+        r.release()
