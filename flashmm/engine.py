@@ -145,12 +145,8 @@ class Engine:
                 BookBuilder(s.reference, bootstrap=bootstrap_books),
                 make_signal(s),
                 VolEstimator(),
-                KillSwitch(cfg.risk.kill_switch_sigma),
-                PriceBand(
-                    cfg.risk.price_band_sigma,
-                    cfg.risk.price_band_pct,
-                    cfg.risk.price_band_confirm_s,
-                ),
+                KillSwitch.from_config(cfg.risk),
+                PriceBand.from_config(cfg.risk),
             )
             self.markets[s.symbol] = ms
             self.by_ref[s.reference] = ms
@@ -298,7 +294,8 @@ class Engine:
         sig = kill.update_book(book.best_bid, book.best_ask, now_ns)
         if sig is not None and self.cfg.risk.kill_switch_enabled and self.state is not HALTED:
             self.emergency_stop(
-                f"{sym} mid moved {sig:.1f}σ within 1 s (σ {kill.last_sigma_bps:.1f} bps, "
+                f"{sym} mid moved {kill.last_move_bps:.1f} bps ({sig:.1f}σ) within 1 s "
+                f"(limit {kill.last_limit_bps:.1f} bps; σ {kill.last_sigma_bps:.1f} bps, "
                 f"reference tick {kill.ref_tick} ticks)",
                 now_ns,
                 "kill_switch",

@@ -35,10 +35,21 @@ class RiskConfig(BaseModel):
     daily_loss_limit_usdc: float = Field(200.0, gt=0, description="Pause (latched) below this")
     max_drawdown_usdc: float = Field(300.0, gt=0, description="Pause (latched) past this")
     stale_feed_ms: int = Field(5000, gt=0, description="Pull quotes after this long without data")
-    kill_switch_sigma: float = Field(5.0, gt=0, description="Emergency stop on a 1 s move > N σ")
+    kill_switch_sigma: float = Field(
+        15.0, gt=0, description="Emergency stop on a 1 s move > N σ (and > both floors)"
+    )
+    kill_switch_min_move_bps: float = Field(
+        100.0, ge=0, description="Emergency stop only on a 1 s move > this many bps"
+    )
+    kill_switch_min_ticks: float = Field(
+        20.0, ge=0, description="Emergency stop only on a 1 s move > this many reference ticks"
+    )
     kill_switch_enabled: bool = True
     price_band_sigma: float = Field(
         4.0, ge=0, description="Hold a reference mid that jumps > N σ (0: no σ band)"
+    )
+    price_band_min_bps: float = Field(
+        50.0, ge=0, description="The σ band is never narrower than this many bps"
     )
     price_band_pct: float = Field(
         5.0, ge=0, description="Hold a reference mid that jumps > this % (0: no % band)"
@@ -282,21 +293,29 @@ class RiskManager:
 
 
 class KillSwitch:
-    """Trips when the reference mid moves more than ``k`` σ within one second.
+    """Trips when the reference mid moves too far within one second.
 
-    Everything is in the reference market's own terms:
+    Everything is in the reference market's own terms (bps, σ, ticks; never
+    an absolute price). A 1-second move trips the switch only when it is
+    larger than all of:
 
-    - σ is the standard deviation of 1-second mid moves in bps (EWMA over the
-      last few minutes), learned for ``warmup_s`` of market time before the
-      switch is armed;
-    - σ is floored at the reference market's own tick in bps of the mid
-      (learned: the greatest common divisor of every best bid and ask seen,
-      so a NEXO/USDT tick of 0.001 driving a 0.0001-tick market counts as
-      ten of our ticks), at our own tick and at ``floor_bps``. With ``k >= 1``
-      a one-tick reference move never trips it, however quiet the market;
-    - once we trade, σ is at least the volatility of our own market: the
-      per-second variance of the moves between our consecutive fill prices
-      (:meth:`on_own_trade`, EWMA over the last 200 fills).
+    - ``k`` σ, where σ is the standard deviation of 1-second mid moves in
+      bps, sampled once per second of market time (not once per book
+      update: on a fast book overlapping samples all share one move) and
+      averaged over the last ten minutes (EWMA over 600 samples), learned for
+      ``warmup_s`` of market time before the switch is armed;
+    - ``min_move_bps``: fat tails make k σ moves routine on a quiet
+      market (ETH/USDT sits near 1-2 bps σ and moves 5-10 bps in a second
+      every few minutes), so a flash-crash floor in bps of the mid;
+    - ``min_ticks`` reference ticks.
+
+    σ is floored at the reference market's own tick in bps of the mid
+    (learned: the greatest common divisor of every best bid and ask seen,
+    so a NEXO/USDT tick of 0.001 driving a 0.0001-tick market counts as ten
+    of our ticks), at our own tick and at ``floor_bps``; once we trade, σ is
+    at least the volatility of our own market: the per-second variance of the
+    moves between our consecutive fill prices (:meth:`on_own_trade`, EWMA
+    over the last 200 fills).
 
     A re-sync or reconnect (:meth:`gap`) forgets only the last second of
     mids (the prices no longer join up); σ, the learned tick and the armed
@@ -310,23 +329,40 @@ class KillSwitch:
         "_own",
         "_own_n",
         "_own_var",
+        "_sample_ns",
         "_var",
         "floor_bps",
         "k",
+        "last_limit_bps",
+        "last_move_bps",
         "last_sigma",
         "last_sigma_bps",
+        "max_move_bps",
         "max_sigma",
+        "min_move_bps",
+        "min_ticks",
         "ref_tick",
         "warmup_ns",
     )
 
-    def __init__(self, k: float, warmup_s: float = 60.0, floor_bps: float = 1.0) -> None:
+    def __init__(
+        self,
+        k: float,
+        warmup_s: float = 60.0,
+        floor_bps: float = 1.0,
+        *,
+        min_move_bps: float = 0.0,
+        min_ticks: float = 0.0,
+    ) -> None:
         self.k = k
         self.warmup_ns = int(warmup_s * NS_PER_S)
         self.floor_bps = floor_bps
+        self.min_move_bps = min_move_bps
+        self.min_ticks = min_ticks
         self._hist: deque[tuple[int, float]] = deque()
         self._var = 0.0
         self._n = 0
+        self._sample_ns = 0
         self._armed_ns = 0
         #: the reference market's tick in price units (0 until a book is seen)
         self.ref_tick = 0
@@ -334,9 +370,21 @@ class KillSwitch:
         self.last_sigma_bps = 0.0
         self.last_sigma = 0.0
         self.max_sigma = 0.0
+        #: the last 1 s move and its trip limit, the largest 1 s move (bps, once armed)
+        self.last_move_bps = 0.0
+        self.last_limit_bps = 0.0
+        self.max_move_bps = 0.0
         self._own: tuple[float, int] | None = None
         self._own_var = 0.0
         self._own_n = 0
+
+    @classmethod
+    def from_config(cls, cfg: RiskConfig) -> KillSwitch:
+        return cls(
+            cfg.kill_switch_sigma,
+            min_move_bps=cfg.kill_switch_min_move_bps,
+            min_ticks=cfg.kill_switch_min_ticks,
+        )
 
     def on_own_trade(self, price: float, now_ns: int) -> None:
         """One of our fills (any price unit): learns our own market's volatility."""
@@ -372,6 +420,10 @@ class KillSwitch:
         """σ of 1-second moves in bps with its floors."""
         return max(self._var**0.5, self._own_var**0.5, tick_bps, self.floor_bps)
 
+    def limit_bps(self, tick_bps: float = 0.0) -> float:
+        """The 1-second move (bps) beyond which the switch trips."""
+        return max(self.k * self.sigma_bps(tick_bps), self.min_move_bps, self.min_ticks * tick_bps)
+
     @property
     def armed(self) -> bool:
         return bool(self._armed_ns) and bool(self._hist) and self._hist[-1][0] >= self._armed_ns
@@ -382,25 +434,35 @@ class KillSwitch:
         h = self._hist
         if not self._armed_ns:
             self._armed_ns = now_ns + self.warmup_ns
+        # learn σ from one 1 s move per second of market time, each ending at the
+        # mid before this one: a move is tested before it is learned
+        last = h[-1][1] if h else mid
         h.append((now_ns, mid))
         while len(h) > 1 and h[1][0] <= now_ns - NS_PER_S:
-            _, m0 = h.popleft()
-            move = (mid / m0 - 1.0) * 1e4 if m0 > 0 else 0.0
-            # learn σ of 1 s moves from the moves that leave the window
+            t0, m0 = h.popleft()
+            if t0 < self._sample_ns:
+                continue
+            self._sample_ns = t0 + NS_PER_S
+            move = (last / m0 - 1.0) * 1e4 if m0 > 0 else 0.0
             self._n += 1
-            a = 2.0 / (min(self._n, 2000) + 1)
+            a = 2.0 / (min(self._n, 600) + 1)
             self._var += a * (move * move - self._var)
         sigma = self.sigma_bps(tick_bps)
+        limit = self.limit_bps(tick_bps)
         self.last_sigma_bps = sigma
+        self.last_limit_bps = limit
         m_old = h[0][1]
         move = abs(mid / m_old - 1.0) * 1e4 if m_old > 0 else 0.0
         z = move / sigma
         self.last_sigma = z
+        self.last_move_bps = move
         if now_ns < self._armed_ns:
             return None
         if z > self.max_sigma:
             self.max_sigma = z
-        if move > self.k * sigma:
+        if move > self.max_move_bps:
+            self.max_move_bps = move
+        if move > limit:
             return z
         return None
 
@@ -411,7 +473,9 @@ class KillSwitch:
             "reference_tick": self.ref_tick,
             "last_move_sigma": round(self.last_sigma, 3),
             "max_move_sigma": round(self.max_sigma, 3),
+            "max_move_bps": round(self.max_move_bps, 3),
             "trip_sigma": self.k,
+            "trip_bps": round(self.last_limit_bps, 3),
             "armed": self.armed,
         }
 
@@ -426,8 +490,9 @@ class PriceBand:
     within the band of it (a real move); a mid back within the band of the
     last good one ends the hold at once (a bad tick, counted in
     ``rejected``). The band is ``sigma_k`` σ of 1-second moves (the kill
-    switch's σ, floored at the reference tick), capped at ``max_pct`` % when
-    that is set. The last good mid is kept across re-syncs and reconnects.
+    switch's σ, floored at the reference tick), never narrower than
+    ``min_bps`` (a normal jump on a quiet, fine-tick book is many σ), capped
+    at ``max_pct`` % when that is set. The last good mid is kept across re-syncs and reconnects.
     """
 
     __slots__ = (
@@ -437,14 +502,18 @@ class PriceBand:
         "held",
         "last_outcome",
         "max_pct",
+        "min_bps",
         "pending",
         "pending_ns",
         "rejected",
         "sigma_k",
     )
 
-    def __init__(self, sigma_k: float, max_pct: float, confirm_s: float) -> None:
+    def __init__(
+        self, sigma_k: float, max_pct: float, confirm_s: float, min_bps: float = 0.0
+    ) -> None:
         self.sigma_k = sigma_k
+        self.min_bps = min_bps
         self.max_pct = max_pct
         self.confirm_ns = int(confirm_s * NS_PER_S)
         self.good = 0.0
@@ -455,8 +524,17 @@ class PriceBand:
         self.confirmed = 0
         self.last_outcome = ""
 
+    @classmethod
+    def from_config(cls, cfg: RiskConfig) -> PriceBand:
+        return cls(
+            cfg.price_band_sigma,
+            cfg.price_band_pct,
+            cfg.price_band_confirm_s,
+            cfg.price_band_min_bps,
+        )
+
     def limit_bps(self, sigma_bps: float) -> float:
-        lim = self.sigma_k * sigma_bps if self.sigma_k > 0 else float("inf")
+        lim = max(self.sigma_k * sigma_bps, self.min_bps) if self.sigma_k > 0 else float("inf")
         if self.max_pct > 0:
             lim = min(lim, self.max_pct * 100.0)
         return lim
