@@ -2,9 +2,10 @@
 
 No image registry is reachable here, so the base image is a minimal Debian with
 Python made by ``deploy/debian-base.sh`` (debootstrap) and ``podman import``.
-The base tarball and podman's storage (with the image's dependency layer) are
-cached in ``$FLASHMM_CACHE_DIR`` (default ``~/.cache/flashmm``) so later runs
-reuse them. podman runs with ``--isolation chroot --storage-driver vfs``.
+The base tarball and podman's storage (with the build stage's layers, tagged,
+so the dependencies are not installed again) are cached in
+``$FLASHMM_CACHE_DIR`` (default ``~/.cache/flashmm``); each run prunes the
+rest, so the cache stays bounded. podman runs with ``--isolation chroot --storage-driver vfs``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("FLASHMM_CACHE_DIR") or Path.home() / ".cache" / "flashmm") / "podman"
 BASE = "localhost/flashmm-base:bookworm"
+CACHE_TAG = "localhost/flashmm-build-cache:latest"
 CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -87,11 +89,15 @@ def image() -> Iterator[str]:
     build += ["-f", str(ROOT / "deploy" / "Dockerfile"), "--build-arg", f"BASE={BASE}"]
     if CA.exists():  # a TLS-inspecting proxy's CA, for pip inside the build
         build += ["-v", f"{CA}:/run/host-ca.crt:ro", "--build-arg", "CA_BUNDLE=/run/host-ca.crt"]
+    # the build stage keeps a tag, so its layers (the dependencies) survive the prune
+    # below and the next run reuses them; everything else of this run is removed
+    podman(*build, "--target", "build", "-t", CACHE_TAG, str(ROOT))
     podman(*build, "-t", tag, str(ROOT))
     try:
         yield tag
     finally:
         podman("rmi", "-f", tag, check=False, timeout=300)
+        podman("image", "prune", "-f", check=False, timeout=600)
 
 
 @pytest.mark.slow
