@@ -16,7 +16,8 @@ pragma solidity 0.8.28;
 ///   - each owner has 232 order slots per market, chosen by the client; a slot is reused
 ///     and its word never returns to zero (bit 255 is a sentinel);
 ///   - a seat word per (owner, market) holds the owner's trader index and a mask of the
-///     slots that may hold a live order, so cancelAll costs what the owner has;
+///     slots that hold an order, so cancelAll costs what the owner has; the mask decides
+///     (a cancel clears the bit and leaves the order word as it is);
 ///   - price levels are FIFO queues linked through the order words; four levels share
 ///     one storage word (head and tail, 32 bits each); an emptied level keeps its stale
 ///     tail, so a level word never returns to zero either; `warm` pre-pays level and
@@ -24,7 +25,7 @@ pragma solidity 0.8.28;
 ///   - a tick bitmap (127 ticks of both sides per word plus a sentinel bit, so quotes on
 ///     both sides of a narrow spread share one word) and best-price hints in the market
 ///     word find the top of the book;
-///   - balances live in one word per (market, trader) account: quote 128 bits, base 120.
+///   - balances live in one word per (market, owner) account: quote 128 bits, base 120.
 /// Every key is built from validated parts that occupy disjoint bit ranges, so two
 /// different (owner, market) pairs can never share a word.
 ///
@@ -146,7 +147,8 @@ contract FlashBook {
     //              status 158..159 |
     //              bestBid 160..191 | bestAsk 192..223 | bidLevels 224..239 | askLevels 240..255
     mapping(uint256 => uint256) internal _markets;
-    // seat word (key market << 160 | owner): slot mask 0..231 | trader 232..255
+    // seat word (key market << 160 | owner): slot mask 0..231 | trader 232..255. An order
+    // is live only if its slot bit is set and its word has the live bit.
     mapping(uint256 => uint256) internal _seats;
     // order word (key market << 32 | ref, ref = trader << 8 | slot): clientId 0..63 |
     // price 64..95 | size 96..159 | prev 160..191 | next 192..223 | ask 224 | live 225 | sentinel 255
@@ -155,7 +157,7 @@ contract FlashBook {
     mapping(uint256 => uint256) internal _levels;
     // bitmap word (key market << 32 | tick / 127): bids 0..126 | asks 128..254 | sentinel 255
     mapping(uint256 => uint256) internal _bitmaps;
-    // account word (key market << 24 | trader): quote 0..127 | base 128..247 | sentinel 255
+    // account word (key market << 160 | owner): quote 0..127 | base 128..247 | sentinel 255
     mapping(uint256 => uint256) internal _accounts;
 
     /// Working state of one call, kept in memory and written back once.
@@ -317,12 +319,11 @@ contract FlashBook {
             }
             _seats[sk] = trader << 232;
         }
-        uint256 key = (market << 24) | trader;
-        uint256 acct = _accounts[key];
+        uint256 acct = _accounts[sk];
         uint256 q = (acct & U128) + quoteAmount;
         uint256 b = ((acct >> 128) & U120) + baseAmount;
         if (q > U128 || b > U120) revert BadAmount();
-        _accounts[key] = SENTINEL | (b << 128) | q;
+        _accounts[sk] = SENTINEL | (b << 128) | q;
         if (baseAmount != 0) _pull(baseToken[market], baseAmount);
         if (quoteAmount != 0) _pull(quoteToken[market], quoteAmount);
         emit Deposit(msg.sender, market, baseAmount, quoteAmount);
@@ -331,10 +332,9 @@ contract FlashBook {
     /// @notice Move free tokens out of the caller's account in `market` (any status).
     function withdraw(uint256 market, uint256 baseAmount, uint256 quoteAmount) external {
         if (_markets[market] == 0) revert UnknownMarket();
-        uint256 trader = _seats[(market << 160) | uint256(uint160(msg.sender))] >> 232;
-        if (trader == 0) revert NoAccount();
-        uint256 key = (market << 24) | trader;
+        uint256 key = (market << 160) | uint256(uint160(msg.sender));
         uint256 acct = _accounts[key];
+        if (acct == 0) revert NoAccount();
         uint256 q = acct & U128;
         uint256 b = (acct >> 128) & U120;
         if (q < quoteAmount || b < baseAmount) revert InsufficientBalance();
@@ -379,7 +379,7 @@ contract FlashBook {
     /// `block.timestamp` is past `deadline` (0: no deadline).
     function requote(uint256 market, uint256[] calldata ops, uint256 deadline) external {
         if (deadline != 0 && block.timestamp > deadline) revert Expired(deadline, block.timestamp);
-        Ctx memory c = _open(market);
+        Ctx memory c = _open(market, true);
         for (uint256 i = 0; i < ops.length; ++i) {
             uint256 op = ops[i];
             uint256 kind = (op >> 176) & 0xff;
@@ -398,18 +398,20 @@ contract FlashBook {
     /// @notice Cancel the live orders of `msg.sender` in the slots set in `slotMask`.
     /// Costs what the owner has: only slots that may hold a live order are read.
     function cancelSlots(uint256 market, uint256 slotMask) public {
-        Ctx memory c = _open(market);
+        Ctx memory c = _open(market, true);
         slotMask &= c.seat & SLOT_MASK;
         c.seat &= ~slotMask;
         while (slotMask != 0) {
             uint256 slot = _lsb(slotMask);
-            slotMask &= slotMask - 1;
+            unchecked {
+                slotMask &= slotMask - 1; // slotMask != 0
+            }
             uint256 key = (market << 32) | (c.trader << 8) | slot;
             uint256 ow = _orders[key];
             if (ow & LIVE != 0) {
+                // The word keeps its live bit: the cleared seat bit is what makes it gone.
                 _unlink(c, ow, (c.trader << 8) | slot);
                 _release(c, ow);
-                _orders[key] = ow & ~LIVE;
                 emit OrderCancelled(msg.sender, _info(market, slot, ow));
             }
         }
@@ -421,37 +423,38 @@ contract FlashBook {
         cancelSlots(market, SLOT_MASK);
     }
 
-    function _open(uint256 market) private view returns (Ctx memory c) {
+    /// Working state for `msg.sender` in `market`. A take (`withSeat` false) leaves the
+    /// seat unread (trader 0) until it meets one of the caller's own orders.
+    function _open(uint256 market, bool withSeat) private view returns (Ctx memory c) {
         uint256 mkt = _markets[market];
         if (mkt == 0) revert UnknownMarket();
-        uint256 seat = _seats[(market << 160) | uint256(uint160(msg.sender))];
-        uint256 trader = seat >> 232;
-        if (trader == 0) revert NoAccount();
-        uint256 acct = _accounts[(market << 24) | trader];
-        c = Ctx(market, mkt, trader, acct & U128, (acct >> 128) & U120, seat, mkt, acct, seat);
+        uint256 key = (market << 160) | uint256(uint160(msg.sender));
+        uint256 acct = _accounts[key];
+        if (acct == 0) revert NoAccount();
+        uint256 seat = withSeat ? _seats[key] : 0;
+        c = Ctx(market, mkt, seat >> 232, acct & U128, (acct >> 128) & U120, seat, mkt, acct, seat);
     }
 
     function _close(Ctx memory c) private {
         if (c.mkt != c.mkt0) _markets[c.market] = c.mkt;
+        uint256 key = (c.market << 160) | uint256(uint160(msg.sender));
         uint256 acct = SENTINEL | (c.base << 128) | c.quote;
-        if (acct != c.acct0) _accounts[(c.market << 24) | c.trader] = acct;
-        if (c.seat != c.seat0) _seats[(c.market << 160) | uint256(uint160(msg.sender))] = c.seat;
+        if (acct != c.acct0) _accounts[key] = acct;
+        if (c.seat != c.seat0) _seats[key] = c.seat;
     }
 
     function _cancel(Ctx memory c, uint256 slot, uint256 clientId) private {
-        if (slot >= SLOTS) return;
+        if (slot >= SLOTS || (c.seat >> slot) & 1 == 0) return; // no order in the slot
         uint256 ref = (c.trader << 8) | slot;
-        uint256 key = (c.market << 32) | ref;
-        uint256 ow = _orders[key];
+        uint256 ow = _orders[(c.market << 32) | ref];
         if (ow & LIVE == 0) {
-            c.seat &= ~(1 << slot); // filled or gone: forget the slot
+            c.seat &= ~(1 << slot); // filled: forget the slot
             return;
         }
         if (ow & U64 != clientId) return;
         _unlink(c, ow, ref);
         _release(c, ow);
-        _orders[key] = ow & ~LIVE;
-        c.seat &= ~(1 << slot);
+        c.seat &= ~(1 << slot); // the word keeps its live bit; the seat bit decides
         emit OrderCancelled(msg.sender, _info(c.market, slot, ow));
     }
 
@@ -462,8 +465,7 @@ contract FlashBook {
         }
         uint256 ref = (c.trader << 8) | slot;
         uint256 key = (c.market << 32) | ref;
-        uint256 ow = _orders[key];
-        if (ow & LIVE != 0) {
+        if ((c.seat >> slot) & 1 != 0 && _orders[key] & LIVE != 0) {
             _reject(c.market, slot, op, REJECT_SLOT_BUSY);
             return;
         }
@@ -477,7 +479,7 @@ contract FlashBook {
         }
         uint256 ref = (c.trader << 8) | slot;
         uint256 key = (c.market << 32) | ref;
-        uint256 ow = _orders[key];
+        uint256 ow = (c.seat >> slot) & 1 != 0 ? _orders[key] : 0;
         uint256 oldId = (op >> 184) & U64;
         if (ow & LIVE == 0) {
             // The old order is gone (filled, cancelled or never placed): a plain place.
@@ -509,8 +511,7 @@ contract FlashBook {
         ow &= ~LIVE;
         uint256 reason = _check(c, op);
         if (reason != 0) {
-            _orders[key] = ow;
-            c.seat &= ~(1 << slot);
+            c.seat &= ~(1 << slot); // gone: the seat bit decides, the word is left as it is
             emit OrderCancelled(msg.sender, _info(c.market, slot, ow));
             _reject(c.market, slot, op, reason);
             return;
@@ -658,16 +659,20 @@ contract FlashBook {
 
     function _setBit(Ctx memory c, uint256 isAsk, uint256 price) private {
         uint256 bk = (c.market << 32) | (price / TPW);
-        _bitmaps[bk] = _bitmaps[bk] | SENTINEL | (1 << ((isAsk << 7) + price % TPW));
         uint256 m = c.mkt;
-        if (isAsk == 0) {
-            if ((m >> 224) & U16 == MAX_LEVELS) revert LevelCap(c.market, 0);
-            if (price > (m >> 160) & U32) m = (m & ~(U32 << 160)) | (price << 160);
-            m += 1 << 224;
-        } else {
-            if (m >> 240 == MAX_LEVELS) revert LevelCap(c.market, 1);
-            if (price < (m >> 192) & U32) m = (m & ~(U32 << 192)) | (price << 192);
-            m += 1 << 240;
+        // Unchecked: isAsk <= 1 and price % TPW < 127 keep the bit index below 255, and the
+        // level counters are incremented only below MAX_LEVELS (checked just before).
+        unchecked {
+            _bitmaps[bk] = _bitmaps[bk] | SENTINEL | (1 << ((isAsk << 7) + price % TPW));
+            if (isAsk == 0) {
+                if ((m >> 224) & U16 == MAX_LEVELS) revert LevelCap(c.market, 0);
+                if (price > (m >> 160) & U32) m = (m & ~(U32 << 160)) | (price << 160);
+                m += 1 << 224;
+            } else {
+                if (m >> 240 == MAX_LEVELS) revert LevelCap(c.market, 1);
+                if (price < (m >> 192) & U32) m = (m & ~(U32 << 192)) | (price << 192);
+                m += 1 << 240;
+            }
         }
         c.mkt = m;
     }
@@ -675,31 +680,35 @@ contract FlashBook {
     function _clearBit(Ctx memory c, uint256 isAsk, uint256 price) private {
         uint256 bk = (c.market << 32) | (price / TPW);
         uint256 bit = price % TPW;
-        uint256 word = _bitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
-        _bitmaps[bk] = word;
-        word = (word >> (isAsk << 7)) & U127; // this side's ticks of the word
         uint256 m = c.mkt;
-        uint256 base = price - bit;
-        if (isAsk == 0) {
-            m -= 1 << 224;
-            uint256 best = (m >> 160) & U32;
-            if ((m >> 224) & U16 == 0) {
-                best = 0;
-            } else if (price == best) {
-                uint256 below = word & ((1 << bit) - 1);
-                best = below != 0 ? base + _msb(below) : (base == 0 ? 0 : base - 1);
+        if (isAsk == 0) m -= 1 << 224;
+        else m -= 1 << 240;
+        // Unchecked: bit < 127, base = price - bit >= 0, base - 1 only when base != 0, and
+        // base + 127 <= MAX_TICK + 127 fit a word.
+        unchecked {
+            uint256 word = _bitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
+            _bitmaps[bk] = word;
+            word = (word >> (isAsk << 7)) & U127; // this side's ticks of the word
+            uint256 base = price - bit;
+            if (isAsk == 0) {
+                uint256 best = (m >> 160) & U32;
+                if ((m >> 224) & U16 == 0) {
+                    best = 0;
+                } else if (price == best) {
+                    uint256 below = word & ((1 << bit) - 1);
+                    best = below != 0 ? base + _msb(below) : (base == 0 ? 0 : base - 1);
+                }
+                m = (m & ~(U32 << 160)) | (best << 160);
+            } else {
+                uint256 best = (m >> 192) & U32;
+                if (m >> 240 == 0) {
+                    best = NO_ASK;
+                } else if (price == best) {
+                    uint256 above = bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
+                    best = above != 0 ? base + _lsb(above) : base + TPW;
+                }
+                m = (m & ~(U32 << 192)) | (best << 192);
             }
-            m = (m & ~(U32 << 160)) | (best << 160);
-        } else {
-            m -= 1 << 240;
-            uint256 best = (m >> 192) & U32;
-            if (m >> 240 == 0) {
-                best = NO_ASK;
-            } else if (price == best) {
-                uint256 above = bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
-                best = above != 0 ? base + _lsb(above) : base + TPW;
-            }
-            m = (m & ~(U32 << 192)) | (best << 192);
         }
         c.mkt = m;
     }
@@ -800,7 +809,7 @@ contract FlashBook {
         if (limitPrice == 0) limitPrice = 1;
         if (maxLevels == 0) maxLevels = 32;
         if (maxOrders == 0) maxOrders = 64;
-        Ctx memory c = _open(market);
+        Ctx memory c = _open(market, false);
         uint256 status = (c.mkt >> 158) & 3;
         if (status == PAUSED) revert MarketPaused(market);
         if (status == DELISTED) revert MarketDelisted(market);
@@ -828,7 +837,9 @@ contract FlashBook {
                 (found, t, used) = _scanDown(sk, best, limitPrice, budget);
                 c.mkt = (m & ~(U32 << 160)) | (t << 160);
             }
-            budget -= used;
+            unchecked {
+                budget -= used; // a scan reads at most `budget` words
+            }
             if (!found) {
                 if (side == 0 ? t > limitPrice : t < limitPrice) break;
                 continue; // the scan gave up part way: go on from the tightened hint
@@ -836,11 +847,15 @@ contract FlashBook {
             (uint256 got, uint256 paid, uint256 touched, bool stop, uint256 rebate) =
                 _takeLevel(c, makerSide, t, left, maxOrders, fees);
             rebates += rebate;
-            left -= got;
-            filled += got;
-            quoteAmount += paid;
-            maxOrders -= touched;
-            --maxLevels;
+            // Unchecked: got <= left, touched <= maxOrders, maxLevels != 0 (loop condition);
+            // filled <= size; quoteAmount sums fewer than 2**20 fills (a block) under 2**152.
+            unchecked {
+                left -= got;
+                filled += got;
+                quoteAmount += paid;
+                maxOrders -= touched;
+                --maxLevels;
+            }
             if (stop) break;
         }
         if (fees != 0) {
@@ -872,14 +887,27 @@ contract FlashBook {
         uint256 unitBase = (c.mkt >> 56) & U88;
         // A buyer pays the taker fee on top: afford it lot by lot, rounded up.
         uint256 unitCost = fees == 0 ? unitQuote : unitQuote + (unitQuote * (fees & U16) + 9999) / 10000;
+        uint256 makerTrader;
+        address maker;
         while (head != 0 && got < want && touched < maxOrders) {
-            ++touched;
+            unchecked {
+                ++touched; // < maxOrders
+            }
             uint256 ok = (c.market << 32) | head;
             uint256 ow = _orders[ok];
             uint256 avail = (ow >> 96) & U64;
-            uint256 makerTrader = head >> 8;
-            if (makerTrader == c.trader) {
+            if (head >> 8 != makerTrader) {
+                makerTrader = head >> 8;
+                maker = traderAddress[makerTrader];
+            }
+            if (maker == msg.sender) {
                 // Self-trade prevention: cancel our own resting order.
+                if (c.trader == 0) {
+                    // First own order met: read the seat now (a take leaves it unread).
+                    c.seat = _seats[(c.market << 160) | uint256(uint160(msg.sender))];
+                    c.seat0 = c.seat;
+                    c.trader = makerTrader;
+                }
                 _release(c, ow);
                 ow &= ~LIVE;
                 _orders[ok] = ow;
@@ -888,18 +916,25 @@ contract FlashBook {
                 head = (ow >> 192) & U32;
                 continue;
             }
-            uint256 q = want - got;
-            if (q > avail) q = avail;
-            // What the taker can afford.
-            uint256 cap = makerSide == 1 ? c.quote / unitCost : c.base / unitBase;
-            if (q > cap) {
-                q = cap;
-                broke = true;
-                if (q == 0) break;
+            uint256 q;
+            uint256 qa;
+            uint256 ba;
+            // Unchecked: got < want; q <= 2**64 lots, unitQuote < 2**88 and unitBase < 2**88
+            // keep qa and ba below 2**152.
+            unchecked {
+                q = want - got;
+                if (q > avail) q = avail;
+                // What the taker can afford.
+                uint256 cap = makerSide == 1 ? c.quote / unitCost : c.base / unitBase;
+                if (q > cap) {
+                    q = cap;
+                    broke = true;
+                    if (q == 0) break;
+                }
+                qa = q * unitQuote;
+                ba = q * unitBase;
             }
-            uint256 qa = q * unitQuote;
-            uint256 ba = q * unitBase;
-            uint256 ak = (c.market << 24) | makerTrader;
+            uint256 ak = (c.market << 160) | uint256(uint160(maker));
             uint256 acct = _accounts[ak];
             if (fees != 0) {
                 uint256 rebate = qa * ((fees >> 16) & U16) / 10000;
@@ -909,17 +944,26 @@ contract FlashBook {
             if (makerSide == 1) {
                 // Maker sold base (already locked) for quote; taker pays quote, gets base.
                 acct += qa;
-                c.quote -= qa;
-                c.base += ba;
             } else {
                 acct += ba << 128;
-                c.base -= ba;
-                c.quote += qa;
             }
             _accounts[ak] = acct;
-            avail -= q;
-            got += q;
-            paid += qa;
+            // Unchecked: q <= cap makes qa <= c.quote (unitCost >= unitQuote) and
+            // ba <= c.base; the sums stay far below 2**256 (fewer than 2**20 fills fit a
+            // block, each under 2**152);
+            // q <= avail; got + q <= want.
+            unchecked {
+                if (makerSide == 1) {
+                    c.quote -= qa;
+                    c.base += ba;
+                } else {
+                    c.base -= ba;
+                    c.quote += qa;
+                }
+                avail -= q;
+                got += q;
+                paid += qa;
+            }
             ow = (ow & ~(U64 << 96)) | (avail << 96);
             uint256 info = _info(c.market, head & 0xff, ow);
             // A Fill reports the lots traded in `size` and the maker's remainder in `extra`.
@@ -931,7 +975,7 @@ contract FlashBook {
             } else {
                 _orders[ok] = ow;
             }
-            emit Fill(traderAddress[makerTrader], msg.sender, info);
+            emit Fill(maker, msg.sender, info);
             if (broke) break;
         }
         _levels[lk] = (lw & ~(U32 << sh)) | (head << sh);
@@ -998,9 +1042,8 @@ contract FlashBook {
 
     /// Free (unlocked) balances of `owner` in `market`, in token base units.
     function freeBalances(address owner, uint256 market) public view returns (uint256 base, uint256 quote) {
-        (, uint256 trader) = _traderOf(owner, market);
-        if (trader == 0) return (0, 0);
-        uint256 acct = _accounts[(market << 24) | trader];
+        if (market > U16) return (0, 0);
+        uint256 acct = _accounts[(market << 160) | uint256(uint160(owner))];
         return ((acct >> 128) & U120, acct & U128);
     }
 
@@ -1030,10 +1073,10 @@ contract FlashBook {
         view
         returns (bool live, uint256 clientId, uint256 side, uint256 price, uint256 size)
     {
-        (, uint256 trader) = _traderOf(owner, market);
+        (uint256 seat, uint256 trader) = _traderOf(owner, market);
         if (trader == 0 || slot >= SLOTS) return (false, 0, 0, 0, 0);
         uint256 ow = _orders[(market << 32) | (trader << 8) | slot];
-        return (ow & LIVE != 0, ow & U64, (ow >> 224) & 1, (ow >> 64) & U32, (ow >> 96) & U64);
+        return (ow & LIVE != 0 && (seat >> slot) & 1 != 0, ow & U64, (ow >> 224) & 1, (ow >> 64) & U32, (ow >> 96) & U64);
     }
 
     /// Live orders of `owner` in `market`, each packed like an event `info` word.
