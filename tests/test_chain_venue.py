@@ -227,3 +227,27 @@ async def test_pipelined_requotes_leave_no_orphan_orders(venue: SeiVenue) -> Non
     )
     assert of(ev, OrderRejected) == []
     assert sorted(o.client_id for o in await venue.open_orders()) == prev
+
+
+async def test_fills_carry_the_market_fee_and_rebate(chain: LocalChain, rpc_factory: Any) -> None:
+    rpc = rpc_factory(chain.rpc_url)
+    admin = chain.sender(rpc, "deployer")
+    book = BookClient(rpc, chain.dep.book)
+    await book.admin_call(admin, "setFees", SEI, 10, 4, admin.address)
+    spec = MarketSpec(MKT, Decimal("0.0001"), Decimal("1"), "seiusdt")
+    v = SeiVenue(
+        settings_for(chain), specs={MKT: spec}, account=account_from_hex(chain.key("venue"))
+    )
+    try:
+        await v.start()
+        v.requote(MKT, [], [req(1, Side.SELL, 3010, 5)], 0)
+        await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
+        await book.take(chain.sender(rpc, "venue_taker"), SEI, 0, 3010, 3)
+        (fill,) = of(await collect(v, lambda e: len(of(e, Fill)) == 1), Fill)
+        # 3 lots at 3010 ticks of 0.0001 USDC: 0.903 USDC, a 4 bps rebate of 361 units
+        assert fill.liquidity is Liquidity.MAKER and fill.fee_usdc == -0.000361
+        v.cancel_all(None, 0)
+        await v.idle()
+    finally:
+        await book.admin_call(admin, "setFees", SEI, 0, 0, "0x" + "00" * 20)
+        await v.aclose()

@@ -213,6 +213,8 @@ class SeiVenue(VenueDefaults):
         self._deposits: dict[str, int] = {}
         self._deposits_scanned_to: int | None = None
         self._lot_units: dict[str, int] = {}
+        # symbol -> (taker fee bps, maker rebate bps, tickValue, 10**quoteDecimals), read at start
+        self._fees: dict[str, tuple[int, int, int, int]] = {}
         # placements reported rejected (their transaction failed or was not confirmed)
         self._written_off: set[tuple[str, int]] = set()
         self._events: list[VenueEvent] = []
@@ -354,6 +356,13 @@ class SeiVenue(VenueDefaults):
                     m.symbol, spec, info.base, info.quote, info.tick_value, info.lot_units
                 )
             cfg = await self.book.market_config(m.mid)
+            fee_bps, rebate_bps, _ = await self.book.call("marketFees", m.mid)
+            self._fees[m.symbol] = (
+                int(fee_bps),
+                int(rebate_bps),
+                info.tick_value,
+                10**cfg.quote_decimals,
+            )
             if cfg.status != 0:
                 log.warning(
                     "sei venue: %s (market %d) is %s: orders will be rejected, cancels work",
@@ -961,6 +970,8 @@ class SeiVenue(VenueDefaults):
                 lots -= info.size if info.side == BID else -info.size
             if lots:
                 self._fill_ledger.append((block, symbol, lots))
+            fee_bps, rebate_bps, tick_value, quote_one = self._fees.get(symbol, (0, 0, 0, 1))
+            quote_units = info.price * info.size * tick_value
             if str(ev.args["maker"]).lower() == me:
                 if info.extra == 0 and not replay:
                     m.release(info.slot, info.client_id)
@@ -971,7 +982,8 @@ class SeiVenue(VenueDefaults):
                         _side_of(info.side),
                         info.price,
                         info.size,
-                        0.0,
+                        # the maker's rebate, rounded down per fill as the book credits it
+                        -(quote_units * rebate_bps // 10_000) / quote_one,
                         Liquidity.MAKER,
                         fill_ts,
                         fill_id,
@@ -985,7 +997,8 @@ class SeiVenue(VenueDefaults):
                         _side_of(info.side).opposite,
                         info.price,
                         info.size,
-                        0.0,
+                        # the taker fee's share of this fill (the book rounds the take's total)
+                        quote_units * fee_bps / 10_000 / quote_one,
                         Liquidity.TAKER,
                         fill_ts,
                         fill_id,
