@@ -29,9 +29,7 @@ def _drive(engine: Engine, feed: ReplayFeed, until_event: int | None = None) -> 
     now = 0
     for i, ev in enumerate(feed.events()):
         now = ev.ts_ns
-        engine.run_due_timers(now)
-        engine.on_market_event(ev, now)
-        engine.pump_venue(now)
+        engine.step(ev, now)
         if until_event is not None and i >= until_event:
             break
     return now
@@ -83,9 +81,7 @@ def test_emergency_stop_cancels_flattens_and_latches() -> None:
     now = 0
     for ev in events:
         now = ev.ts_ns
-        engine.run_due_timers(now)
-        engine.on_market_event(ev, now)
-        engine.pump_venue(now)
+        engine.step(ev, now)
         if engine.acct.positions["SEI/USDC"].lots != 0 and engine.events > 200:
             break
     assert engine.acct.positions["SEI/USDC"].lots != 0

@@ -107,9 +107,7 @@ def _engine(*sets: str) -> Engine:
 
 
 def _step(engine: Engine, ev: MarketEvent, now: int, placed: list[OrderRequest]) -> None:
-    engine.run_due_timers(now)
-    engine.on_market_event(ev, now)
-    engine.pump_venue(now)
+    engine.step(ev, now)
     while engine.outbox:
         kind, payload = engine.outbox.popleft()
         if kind == "order":
@@ -211,9 +209,7 @@ def test_halted_flatten_backs_off_and_sends_nothing_when_flat() -> None:
     now = 0
     for ev in events[:20]:
         now = ev.ts_ns
-        engine.run_due_timers(now)
-        engine.on_market_event(ev, now)
-        engine.pump_venue(now)
+        engine.step(ev, now)
     # flat: a halt cancels, sends no take, and stays quiet
     assert engine.flat() and engine.markets["SEI/USDC"].builder.book.valid
     engine.emergency_stop("test", now)
@@ -252,9 +248,7 @@ def test_local_recipe_runs_30_minutes_without_a_halt() -> None:
         if now - start > 31 * 60 * S:
             break
         passes += isinstance(ev, FeedStatus) and ev.kind == "resync"
-        engine.run_due_timers(now)
-        engine.on_market_event(ev, now)
-        engine.pump_venue(now)
+        engine.step(ev, now)
         assert engine.state == RUNNING, engine.pause_reason
         end = now
     feed.stop()

@@ -112,9 +112,7 @@ def test_paper_profile_runs_an_hour_without_a_halt() -> None:
         start = start or now
         if now - start > 61 * 60 * S:
             break
-        engine.run_due_timers(now)
-        engine.on_market_event(ev, now)
-        engine.pump_venue(now)
+        engine.step(ev, now)
         assert engine.state == RUNNING, engine.pause_reason
         end = now
     feed.stop()
