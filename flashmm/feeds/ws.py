@@ -477,26 +477,26 @@ class BinanceWSFeed:
             else:
                 ok = d.prev_id == st.last_u
             if not ok:
-                self.stats.gaps += 1
                 detail = f"expected pu {st.last_u}, got pu {d.prev_id} ({d.first_id}..{d.last_id})"
-                logger.warning("ws feed: {} sequence gap: {}", st.name, detail)
-                self._emit(FeedStatus(st.name, d.ts_ns, "gap", detail))
-                self._start_resync(st, "gap")
-                st.held.append((d, raw))
+                self._gap(st, d, raw, detail)
                 return
             st.fresh = False
         elif st.last_u and d.first_id > st.last_u + 1:
-            self.stats.gaps += 1
             detail = f"expected update id {st.last_u + 1}, got {d.first_id}..{d.last_id}"
-            logger.warning("ws feed: {} sequence gap: {}", st.name, detail)
-            self._emit(FeedStatus(st.name, d.ts_ns, "gap", detail))
-            self._start_resync(st, "gap")
-            st.held.append((d, raw))
+            self._gap(st, d, raw, detail)
             return
         if d.last_id > st.last_u:
             st.last_u = d.last_id
             self.stats.last_update_id[st.name] = d.last_id
         self._emit(d, raw)
+
+    def _gap(self, st: _SymState, d: DepthDiff, raw: str, detail: str) -> None:
+        """A diff that does not follow the last one: report it, hold it, re-sync."""
+        self.stats.gaps += 1
+        logger.warning("ws feed: {} sequence gap: {}", st.name, detail)
+        self._emit(FeedStatus(st.name, d.ts_ns, "gap", detail))
+        self._start_resync(st, "gap")
+        st.held.append((d, raw))
 
     # --- snapshots ------------------------------------------------------------
 
