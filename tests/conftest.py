@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,18 @@ def shared_data() -> Path:
     """The large shared recordings; the test skips (one line) where they are not present."""
     require(NEXO_24, ETH)
     return SHARED
+
+
+@pytest.fixture()
+def dirs() -> Iterator[tuple[Path, Path]]:
+    """A data folder and a short folder for control sockets (AF_UNIX paths are short)."""
+    data = Path(tempfile.mkdtemp(prefix="fmmdata"))
+    sock = Path(tempfile.mkdtemp(prefix="fmm", dir="/tmp"))
+    try:
+        yield data, sock
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(sock, ignore_errors=True)
 
 
 @pytest.fixture()

@@ -11,10 +11,8 @@ import asyncio
 import base64
 import contextlib
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +32,6 @@ from flashmm.venues.sim import SimVenue
 CONTROL = "c0ntrol-" + "t" * 24
 READ = "read-only-" + "r" * 22
 SYM = "SEI/USDC"
-
-
-@pytest.fixture()
-def dirs() -> Iterator[tuple[Path, Path]]:
-    data = Path(tempfile.mkdtemp(prefix="fmmapi"))
-    sock = Path(tempfile.mkdtemp(prefix="fmm", dir="/tmp"))
-    try:
-        yield data, sock
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(sock, ignore_errors=True)
 
 
 def config(data: Path, sock: Path, *sets: str) -> Config:

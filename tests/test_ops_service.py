@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +46,6 @@ class LiveLikeVenue(SimVenue):
         if cancels and not places:
             self.cancelled.append((market, list(cancels)))
         super().requote(market, cancels, places, now_ns)
-
-
-@pytest.fixture()
-def dirs() -> Iterator[tuple[Path, Path]]:
-    data = Path(tempfile.mkdtemp(prefix="fmmdata"))
-    sock = Path(tempfile.mkdtemp(prefix="fmm", dir="/tmp"))
-    try:
-        yield data, sock
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(sock, ignore_errors=True)
 
 
 def config(data: Path, sock: Path, orphans: str = "cancel", metrics: bool = False) -> Config:
