@@ -10,8 +10,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2086
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-  "$suite" "$tmp/root" ${MIRROR:-}
-rm -rf "$tmp/root/var/cache/apt/archives/"*.deb "$tmp/root/var/lib/apt/lists/"*
-tar -C "$tmp/root" -cf "$out.part" .
+  "$suite" "$tmp/rootfs" ${MIRROR:-}
+rm -rf "$tmp/rootfs/var/cache/apt/archives/"*.deb "$tmp/rootfs/var/lib/apt/lists/"*
+tar -C "$tmp/rootfs" -cf "$out.part" .
 mv "$out.part" "$out"
 echo "$out"
