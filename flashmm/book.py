@@ -6,6 +6,8 @@ snapshots and diffs, buffering diffs until a snapshot arrives, enforcing
 reporting a gap instead of applying it. It also
 checks itself against ``bookTicker`` messages whenever the two can be
 compared (once the diff ending at the ticker's update id is applied).
+:func:`diff_verdict` is the one sequencing rule, read by the builder and
+by the live feed alike.
 """
 
 from __future__ import annotations
@@ -105,6 +107,49 @@ class OrderBook:
         return int((self.bids if bid else self.asks).get(price_ticks, 0))
 
 
+class Verdict(Enum):
+    """What to do with a depth diff (:func:`diff_verdict`)."""
+
+    APPLY = "apply"
+    DROP = "drop"
+    GAP = "gap"
+
+
+APPLY, DROP, GAP = Verdict.APPLY, Verdict.DROP, Verdict.GAP
+
+
+def diff_verdict(d: DepthDiff, last_id: int, fresh: bool) -> Verdict:
+    """Binance's rule for a depth diff after the update id ``last_id``.
+
+    ``fresh``: no diff applied since the snapshot whose ``lastUpdateId`` is
+    ``last_id``. Spot: a diff with ``u <= last_id`` is already in the book
+    (:data:`DROP`), one with ``U > last_id + 1`` skipped an update
+    (:data:`GAP`). USD-M futures (the diff carries ``pu``): right after a
+    snapshot, diffs with ``u < last_id`` are dropped and the first applied
+    one spans it (``U <= last_id <= u``); after that each diff's ``pu``
+    must equal the previous ``u``, else it is a gap, a repeated diff too
+    (Binance: "otherwise initialize the process from step 3").
+    """
+    if d.prev_id >= 0:
+        if fresh:
+            if d.last_id < last_id:
+                return DROP
+            return APPLY if d.first_id <= last_id else GAP
+        return APPLY if d.prev_id == last_id else GAP
+    if d.last_id <= last_id:
+        return DROP
+    return GAP if d.first_id > last_id + 1 else APPLY
+
+
+def gap_detail(d: DepthDiff, last_id: int, fresh: bool) -> str:
+    """What a diff that :func:`diff_verdict` calls a gap should have been."""
+    if d.prev_id < 0:
+        return f"expected update id {last_id + 1}, got {d.first_id}..{d.last_id}"
+    if fresh:
+        return f"expected a diff spanning {last_id}, got {d.first_id}..{d.last_id}"
+    return f"expected pu {last_id}, got pu {d.prev_id} ({d.first_id}..{d.last_id})"
+
+
 class SyncState(Enum):
     WAITING_SNAPSHOT = "waiting_snapshot"
     SYNCED = "synced"
@@ -138,7 +183,8 @@ class BookBuilder:
     - USD-M futures diffs (they carry ``pu``, ``prev_id >= 0``): diffs with
       ``u < lastUpdateId`` are dropped, the first applied one must satisfy
       ``U <= lastUpdateId <= u``, and after that each diff's ``pu`` must
-      equal the previous ``u`` (else :class:`SequenceGap`).
+      equal the previous ``u`` (else :class:`SequenceGap`, a repeated diff
+      too). :func:`diff_verdict` holds these rules.
     - ``bootstrap=True`` accepts diffs without a snapshot (for a recording
       that continues an earlier file); untouched levels stay unknown.
     """
@@ -186,25 +232,12 @@ class BookBuilder:
             else:
                 self.buffer.append(d)
                 return False
-        last = self.last_id
-        if d.prev_id >= 0:  # USD-M futures: pu chains the diffs
-            if self._fresh:
-                if d.last_id < last:
-                    self.diffs_dropped += 1
-                    return False
-                if not (d.first_id <= last <= d.last_id):
-                    self._gap(d)
-            elif d.prev_id != last:
-                if d.last_id <= last:
-                    self.diffs_dropped += 1
-                    return False
-                self._gap(d)
-        else:
-            if d.last_id <= last:
-                self.diffs_dropped += 1
-                return False
-            if d.first_id > last + 1:
-                self._gap(d)
+        verdict = diff_verdict(d, self.last_id, self._fresh)
+        if verdict is DROP:
+            self.diffs_dropped += 1
+            return False
+        if verdict is GAP:
+            self._gap(d)
         self._fresh = False
         self.book.apply(d.bids, d.asks)
         self.last_id = d.last_id

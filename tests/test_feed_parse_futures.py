@@ -1,4 +1,5 @@
-"""Parser numeric checks and USD-M futures sequencing on the real futures recordings."""
+"""Parser numeric checks and USD-M futures sequencing on the real futures recordings;
+the one diff rule shared by the book and the live feed."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 import pytest
 from kit.data import FUT_BTC, FUT_ETH, needs
 
-from flashmm.book import BookBuilder, SequenceGap
+from flashmm.book import APPLY, DROP, GAP, BookBuilder, SequenceGap, Verdict, diff_verdict
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale
 from flashmm.feeds.replay import ReplayFeed, make_scales
+from flashmm.feeds.ws import BinanceWSFeed
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Trade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,3 +125,70 @@ def test_futures_rule_first_diff_spans_snapshot_then_pu_chains() -> None:
         b.on_snapshot(DepthSnapshot("x", 6, 128, [(9, 5)], [(20, 5)]))
     b.on_snapshot(DepthSnapshot("x", 7, 135, [(9, 5)], [(20, 5)]))
     assert b.synced and b.last_id == 140 and b.book.best_bid == 13
+
+
+def fut(first: int, last: int, pu: int, bid: int = 10) -> DepthDiff:
+    return DepthDiff("btcusdt", last, first, last, [(bid, 1)], [], 0, pu)
+
+
+def spot(first: int, last: int, bid: int = 10) -> DepthDiff:
+    return DepthDiff("btcusdt", last, first, last, [(bid, 1)], [], 0)
+
+
+@pytest.mark.parametrize(
+    ("d", "last", "fresh", "verdict"),
+    [
+        # spot: u <= last is already in the book; U > last + 1 skipped an update
+        (spot(90, 100), 100, True, DROP),
+        (spot(95, 105), 100, True, APPLY),
+        (spot(101, 105), 100, False, APPLY),
+        (spot(102, 105), 100, False, GAP),
+        (spot(101, 105), 105, False, DROP),  # a repeated diff
+        # futures right after the snapshot: u < last dropped, the first spans last
+        (fut(90, 99, 89), 100, True, DROP),
+        (fut(95, 100, 94), 100, True, APPLY),
+        (fut(101, 105, 100), 100, True, GAP),
+        # futures after that: pu chains, anything else is a gap (a repeat too)
+        (fut(106, 110, 105), 105, False, APPLY),
+        (fut(106, 110, 104), 105, False, GAP),
+        (fut(101, 105, 100), 105, False, GAP),  # the last diff again
+    ],
+)
+def test_one_diff_rule_for_spot_and_futures(
+    d: DepthDiff, last: int, fresh: bool, verdict: Verdict
+) -> None:
+    assert diff_verdict(d, last, fresh) is verdict
+
+
+async def test_book_and_live_feed_agree_on_a_repeated_diff() -> None:
+    """Binance's futures rule: after the first diff, ``pu`` must equal the previous ``u``,
+    else re-initialise from a snapshot. A repeated, already-applied futures diff is
+    therefore a gap for the book and the live feed alike; a repeated spot diff is
+    dropped by both (the feed passes it on, the book ignores it)."""
+    for make, repeat_is_gap in ((lambda f, u, pu: fut(f, u, pu), True), (spot_of, False)):
+        chain = [make(98, 102, 97), make(103, 105, 102), make(106, 110, 105)]
+        repeat = make(106, 110, 105)
+        b = BookBuilder("btcusdt")
+        b.on_snapshot(DepthSnapshot("btcusdt", 1, 100, [(9, 5)], [(20, 5)]))
+        for d in chain:
+            assert b.on_diff(d)
+        if repeat_is_gap:
+            with pytest.raises(SequenceGap):
+                b.on_diff(repeat)
+        else:
+            assert not b.on_diff(repeat) and b.diffs_dropped == 1
+        # the live feed, between a snapshot and the next gap (no connection needed)
+        feed = BinanceWSFeed({"btcusdt": Scale.of(0.1, 0.001)}, rest_url="http://127.0.0.1:9")
+        st = feed._syms["btcusdt"]
+        st.resyncing, st.last_u, st.fresh, st.snapshots = False, 100, True, 1
+        for d in [*chain, repeat]:
+            feed._on_diff(st, d, "{}")
+        passed = [feed._q.get_nowait() for _ in range(feed._q.qsize())]
+        await feed.aclose()
+        assert feed.stats.gaps == (1 if repeat_is_gap else 0)
+        kinds = [getattr(e, "kind", "diff") for e in passed]
+        assert kinds == ["diff"] * 3 + (["gap"] if repeat_is_gap else ["diff"])
+
+
+def spot_of(first: int, last: int, pu: int) -> DepthDiff:
+    return spot(first, last)

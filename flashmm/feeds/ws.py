@@ -15,9 +15,10 @@ Order-book sync, per symbol:
   that follow it", whatever state it was in.
 - A snapshot older than the held diffs (``lastUpdateId + 1 < U`` of the
   first newer diff) is refused and fetched again.
-- The feed checks ``U == previous u + 1`` itself (USD-M futures diffs, which
-  carry ``pu``: the first after a snapshot spans ``lastUpdateId``, then
-  ``pu == previous u``). On a gap it yields
+- The feed checks the sequence itself with the book's rule
+  (:func:`flashmm.book.diff_verdict`: ``U == previous u + 1`` on spot; USD-M
+  futures diffs, which carry ``pu``: the first after a snapshot spans
+  ``lastUpdateId``, then ``pu == previous u``). On a gap it yields
   ``FeedStatus("gap")``, holds diffs and fetches a fresh snapshot. Every
   snapshot after the first of a symbol is preceded by ``FeedStatus("resync")``
   (detail: ``gap``, ``reconnect``, ``requested`` ...). The engine can ask for
@@ -44,6 +45,7 @@ from typing import Any
 import orjson
 from loguru import logger
 
+from flashmm.book import Verdict, diff_verdict, gap_detail
 from flashmm.errors import RuntimeFailure, UserInputError
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
@@ -468,27 +470,15 @@ class BinanceWSFeed:
                 st.held.popleft()  # the snapshot will be newer than these anyway
             st.held.append((d, raw))
             return
-        if d.prev_id >= 0 and st.last_u:  # futures: pu must equal the previous u
-            if st.fresh:
-                if d.last_id < st.last_u:
-                    self._emit(d, raw)  # older than the snapshot: the builder drops it
-                    return
-                ok = d.first_id <= st.last_u <= d.last_id
-            else:
-                ok = d.prev_id == st.last_u
-            if not ok:
-                detail = f"expected pu {st.last_u}, got pu {d.prev_id} ({d.first_id}..{d.last_id})"
-                self._gap(st, d, raw, detail)
-                return
-            st.fresh = False
-        elif st.last_u and d.first_id > st.last_u + 1:
-            detail = f"expected update id {st.last_u + 1}, got {d.first_id}..{d.last_id}"
-            self._gap(st, d, raw, detail)
+        verdict = diff_verdict(d, st.last_u, st.fresh)
+        if verdict is Verdict.GAP:
+            self._gap(st, d, raw, gap_detail(d, st.last_u, st.fresh))
             return
-        if d.last_id > st.last_u:
+        if verdict is Verdict.APPLY:
+            st.fresh = False
             st.last_u = d.last_id
             self.stats.last_update_id[st.name] = d.last_id
-        self._emit(d, raw)
+        self._emit(d, raw)  # a dropped diff too: the consumer's builder drops it the same way
 
     def _gap(self, st: _SymState, d: DepthDiff, raw: str, detail: str) -> None:
         """A diff that does not follow the last one: report it, hold it, re-sync."""
@@ -596,8 +586,11 @@ class BinanceWSFeed:
 
     def _accept_snapshot(self, st: _SymState, snap: DepthSnapshot, body: str) -> bool:
         lid = snap.last_update_id
-        newer = next((d for d, _ in st.held if d.last_id > lid), None)
-        if newer is not None and newer.first_id > lid + 1:
+        # the first held diff the snapshot does not already cover must follow it
+        newer = next(
+            (d for d, _ in st.held if diff_verdict(d, lid, True) is not Verdict.DROP), None
+        )
+        if newer is not None and diff_verdict(newer, lid, True) is Verdict.GAP:
             self.stats.stale_snapshots += 1
             logger.info(
                 "ws feed: {} snapshot {} older than the stream ({}), fetching again",
