@@ -150,6 +150,11 @@ class Engine:
             )
             self.markets[s.symbol] = ms
             self.by_ref[s.reference] = ms
+        self.observe = observe_market if observe_market is not None else venue.observes_market
+        if self.observe:
+            # one reference book per stream: the simulator reads ours, applied once per event
+            for ref, ms in self.by_ref.items():
+                venue.share_book(ref, ms.builder)
         self.risk = RiskManager(cfg.risk, specs)
         self.acct = Accounting(specs, cfg.risk.max_position_usdc)
         self.quote_period_ns = int(NS_PER_S / cfg.strategy.quote_hz)
@@ -157,7 +162,6 @@ class Engine:
         params = getattr(self.strategy, "params", None)
         self.refresh_bps = float(getattr(params, "refresh_tolerance_bps", 0.0))
         self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
-        self.observe = observe_market if observe_market is not None else venue.observes_market
         self.state = RUNNING
         self.pause_reason = ""
         self.events = 0
@@ -202,6 +206,8 @@ class Engine:
                 self._on_gap(ms, str(gap), now_ns)
                 return
             if changed:
+                if self.observe:
+                    self.venue.on_book_update(ev, now_ns)
                 self._after_book(ms, now_ns, t0)
         elif isinstance(ev, Trade):
             ms.dirty = True
@@ -214,6 +220,8 @@ class Engine:
             except SequenceGap as gap:
                 self._on_gap(ms, str(gap), now_ns)
                 return
+            if self.observe:
+                self.venue.on_book_update(ev, now_ns)
             self._after_book(ms, now_ns, t0)
         elif isinstance(ev, FeedStatus):
             if ev.kind in ("gap", "disconnected"):
@@ -250,13 +258,18 @@ class Engine:
             return
         try:
             if isinstance(ev, DepthDiff):
-                ms.builder.on_diff(ev)
+                changed = ms.builder.on_diff(ev)
             elif isinstance(ev, DepthSnapshot):
                 ms.builder.on_snapshot(ev)
-            elif isinstance(ev, FeedStatus) and ev.kind == "resync":
-                ms.builder.state = SyncState.WAITING_SNAPSHOT
+                changed = True
+            else:
+                changed = False
+                if isinstance(ev, FeedStatus) and ev.kind == "resync":
+                    ms.builder.state = SyncState.WAITING_SNAPSHOT
         except SequenceGap:
-            pass  # the builder waits for the next snapshot
+            return  # the builder waits for the next snapshot
+        if changed and self.observe:
+            self.venue.on_book_update(ev, now_ns)
 
     def _after_book(self, ms: MarketState, now_ns: int, t0: int) -> None:
         book = ms.builder.book

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from flashmm.book import BookBuilder
 from flashmm.errors import RuntimeFailure
 from flashmm.marketdata import MarketEvent
 from flashmm.types import Order, OrderRequest, Side, VenueEvent
@@ -76,6 +77,14 @@ class Venue(Protocol):
     def on_market_event(self, event: MarketEvent, now_ns: int) -> None:
         """One reference-market event (called only when ``observes_market``)."""
 
+    def share_book(self, symbol: str, builder: BookBuilder) -> None:
+        """Read the reference book of ``symbol`` from the engine's ``builder``
+        (called only when ``observes_market``): one book per stream."""
+
+    def on_book_update(self, event: MarketEvent, now_ns: int) -> None:
+        """The shared book of ``event.symbol`` just applied ``event`` (a depth message
+        that changed it); called only when ``observes_market``."""
+
     def next_due_ns(self) -> int | None:
         """The earliest time :meth:`poll` could report something: 0 = at any time
         (a live venue), None = nothing pending. A simulated clock skips idle quote
@@ -117,6 +126,12 @@ class VenueDefaults:
     processed_block: int | None = None
 
     def on_market_event(self, event: MarketEvent, now_ns: int) -> None:
+        return None
+
+    def share_book(self, symbol: str, builder: BookBuilder) -> None:
+        return None
+
+    def on_book_update(self, event: MarketEvent, now_ns: int) -> None:
         return None
 
     def next_due_ns(self) -> int | None:

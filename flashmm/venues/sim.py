@@ -5,6 +5,11 @@ against a *reference* market: the engine hands it every reference event
 (:meth:`SimVenue.on_market_event`) before its own book sees it, and our
 orders are filled from the reference trades and depth changes.
 
+**One book per stream.** Driven by the engine, the venue reads the engine's
+reference book (:meth:`SimVenue.share_book`): the engine applies each depth
+message once, then calls :meth:`SimVenue.on_book_update`. Used on its own
+(tests, tools), the venue keeps and applies a book of its own.
+
 The model, in short (``docs/simulation.md`` has the details):
 
 - **Latency.** A placed order reaches the venue after the entry latency, a
@@ -16,7 +21,10 @@ The model, in short (``docs/simulation.md`` has the details):
   queue ahead first, then fill us. A depth decrease not explained by trades
   is a cancel, taken from ahead of us with share ``x**n``
   (``x = ahead / level size``; hftbacktest's power-prob queue, in expected
-  value). A trade through our price, or the book crossing it, fills us fully.
+  value). The book crossing our price fills us fully; a trade through our
+  price fills us fully too (``fill_model="whole_order"``, the default) or
+  only up to the printed size left after the queue ahead
+  (``fill_model="printed_size"``).
 - **We are small.** Our fills never change the reference book.
 
 Prices are ticks and sizes lots of the reference stream; time is int ns.
@@ -125,6 +133,12 @@ class SimSettings(BaseModel):
         gt=0,
         description="n in f(x)=x**n, the share of a level's cancelled size taken from ahead "
         "of us (x = ahead / level size); higher n = cancels mostly behind us",
+    )
+    fill_model: Literal["whole_order", "printed_size"] = Field(
+        default="whole_order",
+        description="a trade printed through our price (a sell below our bid, a buy above "
+        "our ask): whole_order fills the whole resting order; printed_size fills at most "
+        "the printed size, best price first and in queue order (hftbacktest-like)",
     )
     maker_fee_bps: float = Field(default=0.0, description="negative = rebate")
     taker_fee_bps: float = 5.0
@@ -246,6 +260,7 @@ class _Ref:
         "builder",
         "last_diff_ms",
         "markets",
+        "own",
         "symbol",
         "top_stale",
     )
@@ -253,6 +268,9 @@ class _Ref:
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.builder = BookBuilder(symbol)
+        #: True: the venue applies depth messages to its own book; False: the book is
+        #: the engine's (share_book), applied by the engine before on_book_update
+        self.own = True
         self.markets: list[_Market] = []
         self.last_diff_ms = 0  # exchange time of the last applied diff
         self.best_bid = 0  # cached top of book, 0 = side empty; see top()
@@ -310,6 +328,7 @@ class SimVenue(VenueDefaults):
         self._entry_lat = LatencySampler(s.entry_latency_ms, random.Random(f"{s.seed}:entry"))
         self._cancel_lat = LatencySampler(s.cancel_latency_ms, random.Random(f"{s.seed}:cancel"))
         self._power = s.queue_power
+        self._printed = s.fill_model == "printed_size"
         self._maker_rate = s.maker_fee_bps / 1e4
         self._taker_rate = s.taker_fee_bps / 1e4
         self._actions: list[tuple[int, int, int, Any]] = []  # (due_ns, seq, kind, payload)
@@ -430,8 +449,27 @@ class SimVenue(VenueDefaults):
 
     # --- the reference market (observes_market) ----------------------------------
 
+    def share_book(self, symbol: str, builder: BookBuilder) -> None:
+        """Read the reference book of ``symbol`` from ``builder`` instead of a copy.
+
+        The caller (the engine) applies every depth message to it once and then
+        calls :meth:`on_book_update`; the venue never writes to it.
+        """
+        ref = self._refs.get(symbol)
+        if ref is None:
+            return
+        ref.builder = builder
+        ref.own = False
+        ref.top_stale = True
+
     def on_market_event(self, event: MarketEvent, now_ns: int) -> None:
-        """Feed one reference event (before the engine's own book sees it)."""
+        """Feed one reference event (before the engine's own book sees it).
+
+        What was due on the venue before ``now_ns`` runs first, on the book as it
+        was before this event. A trade is matched at once. A depth message is
+        applied here only to a book of the venue's own; a shared book is
+        applied by its owner, who then calls :meth:`on_book_update`.
+        """
         if self._actions and self._actions[0][0] <= now_ns:
             self._run_due(now_ns)
         ref = self._refs.get(event.symbol)
@@ -441,6 +479,15 @@ class SimVenue(VenueDefaults):
             for m in ref.markets:
                 if m.bids or m.asks:
                     self._on_trade(ref, m, event, now_ns)
+        elif isinstance(event, FeedStatus):
+            if event.kind == "resync":
+                # a new replay pass (or reconnect) starts from a fresh snapshot
+                ref.last_diff_ms = 0
+                ref.top_stale = True
+                if ref.own:
+                    ref.builder = BookBuilder(ref.symbol)
+        elif not ref.own:
+            return
         elif isinstance(event, DepthDiff):
             try:
                 applied = ref.builder.on_diff(event)
@@ -449,21 +496,25 @@ class SimVenue(VenueDefaults):
                 logger.warning("sim: {}", exc)
                 return
             if applied:
-                ref.top_stale = True
-                if event.exch_ms:
-                    ref.last_diff_ms = event.exch_ms
-                self._on_depth(ref, now_ns)
+                self._book_moved(ref, event, now_ns)
         elif isinstance(event, DepthSnapshot):
             ref.builder.on_snapshot(event)
-            ref.top_stale = True
-            self._on_depth(ref, now_ns)
+            self._book_moved(ref, event, now_ns)
         elif isinstance(event, BookTicker):
             ref.builder.on_ticker(event)
-        elif isinstance(event, FeedStatus) and event.kind == "resync":
-            # a new replay pass (or reconnect) starts from a fresh snapshot
-            ref.builder = BookBuilder(ref.symbol)
-            ref.last_diff_ms = 0
-            ref.top_stale = True
+
+    def on_book_update(self, event: MarketEvent, now_ns: int) -> None:
+        """A shared reference book changed by ``event`` (a diff or a snapshot the
+        owner just applied): requeue and fill our orders against it."""
+        ref = self._refs.get(event.symbol)
+        if ref is not None and not ref.own:
+            self._book_moved(ref, event, now_ns)
+
+    def _book_moved(self, ref: _Ref, event: MarketEvent, now_ns: int) -> None:
+        ref.top_stale = True
+        if isinstance(event, DepthDiff) and event.exch_ms:
+            ref.last_diff_ms = event.exch_ms
+        self._on_depth(ref, now_ns)
 
     # --- inspection (tests, reports) ------------------------------------------
 
@@ -578,8 +629,11 @@ class SimVenue(VenueDefaults):
             del levels[o.price]
 
     def _sweep(self, m: _Market, side: Side, size: int, limit: int, t: int, cid: int) -> None:
-        """Taker execution against the reference book, best level first, up to ``limit``."""
-        book = self._refs[m.spec.reference].builder.book
+        """Taker execution against the reference book, best level first, up to ``limit``.
+
+        Nothing fills on a book that is not synced (it may be stale)."""
+        builder = self._refs[m.spec.reference].builder
+        book = builder.book
         left = size
         if side is Side.BUY:
             prices = book.asks.irange(maximum=limit)
@@ -587,6 +641,8 @@ class SimVenue(VenueDefaults):
         else:
             prices = book.bids.irange(minimum=limit, reverse=True)
             sizes = book.bids
+        if not builder.synced:
+            prices = iter(())
         for p in prices:
             q = min(left, sizes[p])
             if q > 0:
@@ -635,38 +691,67 @@ class SimVenue(VenueDefaults):
     # --- market events -----------------------------------------------------------
 
     def _on_trade(self, ref: _Ref, m: _Market, tr: Trade, t: int) -> None:
+        """One reference trade of ``v`` lots at ``p`` against our resting orders.
+
+        Levels are visited best price first for the aggressor (a seller meets our
+        highest bid first). A level priced through ``p`` is filled (the trade swept
+        it); the level at ``p`` fills what the trade leaves after the queue ahead
+        of us. With ``fill_model="printed_size"`` the trade's ``v`` lots are a
+        budget shared by all of them, best price first; with ``"whole_order"``
+        a level through ``p`` fills whole and only the level at ``p`` is capped.
+        """
         p, v = tr.price_ticks, tr.size_lots
         # a trade the last applied diff already contains (it came in late) must
         # not explain a later depth decrease a second time
         late = bool(tr.exch_ms) and bool(ref.last_diff_ms) and tr.exch_ms <= ref.last_diff_ms
         bids, asks = m.bids, m.asks
+        budget = v if self._printed else -1  # lots left to hand out (-1: no cap)
         if tr.buyer_is_maker:  # a seller hit the bids
             if bids:
                 for price in sorted((x for x in bids if x >= p), reverse=True):
                     if price > p:
-                        self._fill_level(m, bids[price], t)
+                        budget = self._fill_through(m, bids[price], t, budget)
                     else:
-                        self._trade_at_level(m, bids[price], v, t, late)
+                        self._trade_at_level(m, bids[price], v, t, late, budget)
             if asks:  # a sell printed at or above our ask: a bid crossed it
+                budget = v if self._printed else -1
                 for price in sorted(x for x in asks if x <= p):
-                    self._fill_level(m, asks[price], t)
+                    budget = self._fill_through(m, asks[price], t, budget)
         else:  # a buyer lifted the asks
             if asks:
                 for price in sorted(x for x in asks if x <= p):
                     if price < p:
-                        self._fill_level(m, asks[price], t)
+                        budget = self._fill_through(m, asks[price], t, budget)
                     else:
-                        self._trade_at_level(m, asks[price], v, t, late)
+                        self._trade_at_level(m, asks[price], v, t, late, budget)
             if bids:  # a buy printed at or below our bid: an ask crossed it
+                budget = v if self._printed else -1
                 for price in sorted((x for x in bids if x >= p), reverse=True):
-                    self._fill_level(m, bids[price], t)
+                    budget = self._fill_through(m, bids[price], t, budget)
 
     def _fill_level(self, m: _Market, lvl: _Level, t: int) -> None:
         for o in list(lvl.orders):
             self._fill_order(m, o, o.remaining, t)
 
-    def _trade_at_level(self, m: _Market, lvl: _Level, v: int, t: int, late: bool) -> None:
-        """A trade of ``v`` at our price: it eats the queue ahead of us, then fills us."""
+    def _fill_through(self, m: _Market, lvl: _Level, t: int, budget: int) -> int:
+        """A trade printed through a level of ours: fill its orders in queue order,
+        whole (``budget < 0``) or up to ``budget`` lots; returns the budget left."""
+        if budget < 0:
+            self._fill_level(m, lvl, t)
+            return budget
+        for o in list(lvl.orders):
+            if budget <= 0:
+                break
+            lots = o.remaining if o.remaining < budget else budget
+            budget -= lots
+            self._fill_order(m, o, lots, t)
+        return budget
+
+    def _trade_at_level(
+        self, m: _Market, lvl: _Level, v: int, t: int, late: bool, budget: int = -1
+    ) -> None:
+        """A trade of ``v`` at our price: it eats the queue ahead of us, then fills us
+        (at most ``budget`` lots in all when ``budget >= 0``)."""
         if not late:
             lvl.traded += v
         ours_ahead = 0  # our own earlier orders at this price are ahead too
@@ -675,7 +760,11 @@ class SimVenue(VenueDefaults):
             excess = v - o.ahead - ours_ahead
             o.ahead = o.ahead - v if o.ahead > v else 0.0
             if excess >= 1.0 - _EPS:
-                self._fill_order(m, o, int(excess + _EPS), t)
+                lots = int(excess + _EPS)
+                if budget >= 0:
+                    lots = min(lots, budget, o.remaining)
+                    budget -= lots
+                self._fill_order(m, o, lots, t)
             ours_ahead += before
 
     def _on_depth(self, ref: _Ref, t: int) -> None:
