@@ -39,6 +39,13 @@ def apply_fill(pos: Position, fill: Fill, spec: MarketSpec | None = None) -> Non
     pos.fills += 1
 
 
+def unrealized_usdc(pos: Position, mid_ticks: float, spec: MarketSpec) -> float:
+    """What ``pos`` would gain (USDC) closed at ``mid_ticks`` (0 when flat or no mid)."""
+    if pos.lots == 0 or mid_ticks <= 0:
+        return 0.0
+    return (mid_ticks - pos.avg_price_ticks) * pos.lots * spec.unit_usdc
+
+
 class Accounting:
     """Books every fill, whatever venue it came from."""
 
@@ -77,10 +84,7 @@ class Accounting:
         return pos
 
     def unrealized(self, market: str, mid_ticks: float) -> float:
-        pos = self.positions[market]
-        if pos.lots == 0 or mid_ticks <= 0:
-            return 0.0
-        return (mid_ticks - pos.avg_price_ticks) * pos.lots * self.specs[market].unit_usdc
+        return unrealized_usdc(self.positions[market], mid_ticks, self.specs[market])
 
     def inventory_usdc(self, market: str, mid_ticks: float) -> float:
         return self.positions[market].lots * mid_ticks * self.specs[market].unit_usdc

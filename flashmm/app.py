@@ -55,6 +55,7 @@ def run_bot(
 
         ops = OpsServices(cfg, engine, sim_clock=sim_clock, resume=resume, new_journal=new_journal)
         await ops.start()
+        holder.build = ops.publish
         opts.extra_tasks.append(ops.task)
         stop = ops.stop_event
         try:

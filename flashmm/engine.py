@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +38,7 @@ from flashmm.events import (
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
 from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskConfig, RiskManager
 from flashmm.signal import BookImbalanceSignal, SignalSource
+from flashmm.snapshot import LatencyView, MarketView, ModelView, OrderView, SignalView, Snapshot
 from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
 from flashmm.strategy.base import StrategyConfig, VolEstimator
 from flashmm.types import (
@@ -170,7 +171,6 @@ class Engine:
         self.outbox: deque[OutboxEvent] = deque()
         #: called with the reference symbol when the book finds a sequence gap
         self.on_gap: Callable[[str], object] | None = None
-        self._snapshot_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.lat = np.zeros(_LAT_RING, dtype=np.int64)
         self.lat_n = 0
         self.start_ns = 0
@@ -729,17 +729,33 @@ class Engine:
         positions: Iterable[Position],
         fill_ids: Iterable[str],
         max_client_ids: Mapping[str, int],
-    ) -> None:
-        """State recovered from the journal: positions, the fills already booked (never
-        booked twice) and the highest client id used per market (never reused)."""
+    ) -> list[str]:
+        """State recovered from the journal: positions (copied), the fills already booked
+        (never booked twice) and the highest client id used per market (never reused).
+        Returns the markets of ``positions`` this engine does not trade (ignored)."""
+        ignored = []
         for p in positions:
-            self.acct.restore(p)
+            if p.market in self.markets:
+                self.acct.restore(p.copy())
+            else:
+                ignored.append(p.market)
         self.acct.fill_ids.update(fill_ids)
         for sym, ms in self.markets.items():
             ms.next_client_id = max(ms.next_client_id, max_client_ids.get(sym, 0) + 1)
+        return ignored
 
     def next_client_ids(self) -> dict[str, int]:
         return {sym: ms.next_client_id for sym, ms in self.markets.items()}
+
+    def positions(self) -> dict[str, Position]:
+        """A copy of every market's position."""
+        return {sym: p.copy() for sym, p in self.acct.positions.items()}
+
+    def drain_outbox(self) -> list[OutboxEvent]:
+        """Everything reported since the last drain, oldest first (the outbox is emptied)."""
+        out = list(self.outbox)
+        self.outbox.clear()
+        return out
 
     def adopt_order(self, order: Order) -> bool:
         """Take over an order found resting on the venue (False: not a market of ours)."""
@@ -755,16 +771,43 @@ class Engine:
         """Book a fill found outside the venue's event stream (a position adjustment)."""
         self.acct.on_fill(fill)
 
-    def add_breaker(
-        self, name: str, action: str, *, latched: bool = False, clear_hint: str = ""
-    ) -> Breaker:
-        """The breaker ``name``, created when the engine has none of that name."""
+    def breaker_status(self) -> dict[str, dict[str, object]]:
+        """Every breaker's status (``Breaker.status()``: state, action, reason, latched...)."""
+        return self.risk.status()
+
+    def trip_breaker(
+        self,
+        name: str,
+        reason: str,
+        now_ns: int,
+        *,
+        action: str = PAUSE,
+        latched: bool = True,
+        clear_hint: str = "",
+    ) -> bool:
+        """Trip ``name`` for a cause only operations see (a journal failure, a position
+        mismatch, a breaker latched before a restart) and act on it: a halt breaker stops
+        and flattens, a pause breaker pauses. ``action``, ``latched`` and ``clear_hint``
+        apply when the engine has no breaker of that name yet. False: tripped already."""
         b = self.risk.breakers.get(name)
         if b is None:
             b = self.risk.breakers[name] = Breaker(
                 name, action, latched=latched, clear_hint=clear_hint
             )
-        return b
+        if b.tripped:
+            return False
+        if b.action == HALT:
+            self.emergency_stop(reason, now_ns, breaker=name)
+            return True
+        b.trip(reason, now_ns)
+        if b.action == PAUSE:
+            self.pause(f"{name}: {reason}", now_ns)
+        return True
+
+    def clear_breaker(self, name: str, now_ns: int) -> bool:
+        """Clear a latched breaker the operator confirmed (False: none tripped)."""
+        b = self.risk.breakers.get(name)
+        return b is not None and b.tripped and b.clear(now_ns, force=True)
 
     def set_gap_handler(self, fn: Callable[[str], object] | None) -> None:
         """Called with the reference symbol when a book finds a sequence gap."""
@@ -773,14 +816,6 @@ class Engine:
     def set_clock(self, now_ns: int) -> None:
         """The simulated time after a shutdown advanced it outside the event loop."""
         self.now_ns = now_ns
-
-    def add_snapshot_hook(self, hook: Callable[[dict[str, Any]], None]) -> None:
-        """``hook(d)`` amends every snapshot before it is returned (e.g. durable fills)."""
-        self._snapshot_hooks.append(hook)
-
-    def remove_snapshot_hook(self, hook: Callable[[dict[str, Any]], None]) -> None:
-        if hook in self._snapshot_hooks:
-            self._snapshot_hooks.remove(hook)
 
     def latencies_since(self, seen: int) -> tuple[list[int], int]:
         """Decision latencies (ns) recorded since the mark ``seen`` (at most the ring's
@@ -800,106 +835,104 @@ class Engine:
         p50, p99 = np.percentile(self.lat[:n], [50, 99])
         return float(p50) / 1e3, float(p99) / 1e3
 
-    def snapshot(self, now_ns: int | None = None) -> dict[str, Any]:
-        """A plain-data picture of the engine for the panel, status and metrics."""
+    def snapshot(self, now_ns: int | None = None) -> Snapshot:
+        """The engine at ``now_ns`` for the panel, status, metrics and the API."""
         now = now_ns or self.now_ns
         p50, p99 = self.latency_us()
         mids = self.mids()
-        markets = {}
-        model_status: dict[str, object] | None = None
+        markets: dict[str, MarketView] = {}
+        model = ModelView()
         for sym, ms in self.markets.items():
-            book = ms.builder.book
-            mid = mids[sym]
-            spec = ms.spec
-            pos = self.acct.positions[sym]
-            inv = self.acct.inventory_usdc(sym, mid)
-            sig_status = ms.signal_source.status()
-            if model_status is None and "state" in sig_status:
-                model_status = sig_status  # the first market's model breaker
-            quotes = sorted(
-                (
-                    {
-                        "side": o.side.name.lower(),
-                        "price": spec.price(o.price_ticks),
-                        "size": spec.size(o.remaining_lots),
-                        "state": o.state.name.lower(),
-                    }
-                    for o in ms.orders.values()
-                ),
-                key=lambda d: -float(d["price"]),  # type: ignore[arg-type]
-            )
-            sig = ms.last_signal
-            live = [o for o in ms.orders.values() if o.state is not OrderState.PENDING_CANCEL]
-            our_bid = max((o.price_ticks for o in live if o.side is Side.BUY), default=None)
-            our_ask = min((o.price_ticks for o in live if o.side is Side.SELL), default=None)
-            markets[sym] = {
-                "reference": spec.reference,
-                "mid": spec.price(mid) if mid else None,
-                "bid": spec.price(book.best_bid) if book.valid else None,
-                "ask": spec.price(book.best_ask) if book.valid else None,
-                "spread_bps": (book.spread / mid * 1e4) if book.valid and mid else None,
-                "quoted_spread_bps": (
-                    (our_ask - our_bid) / mid * 1e4
-                    if our_bid is not None and our_ask is not None and mid
-                    else None
-                ),
-                "synced": ms.builder.synced,
-                "book_checks": ms.builder.checks,
-                "book_mismatches": ms.builder.mismatches,
-                "quotes": quotes,
-                "position_lots": pos.lots,
-                "position": spec.size(pos.lots),
-                "position_usdc": inv,
-                "limit_usage": abs(inv) / self.cfg.risk.max_position_usdc,
-                "avg_price": spec.price(pos.avg_price_ticks) if pos.lots else None,
-                "realized_usdc": pos.realized_usdc,
-                "unrealized_usdc": self.acct.unrealized(sym, mid),
-                "fees_usdc": pos.fees_usdc,
-                "pnl_usdc": self.acct.market_pnl(sym, mid),
-                "fills": pos.fills,
-                "volume_usdc": pos.volume_usdc,
-                "orders_sent": ms.orders_sent,
-                "cancels_sent": ms.cancels_sent,
-                "rejects": ms.rejects,
-                "signal": {
-                    "direction": sig.direction,
-                    "confidence": round(sig.confidence, 3),
-                    "expected_bps": round(sig.expected_bps, 2),
-                    "source": sig.source,
-                    "skew_bps": round(ms.last_adjust[0], 2),
-                    "widen": round(ms.last_adjust[1], 3),
-                },
-                "signal_status": sig_status,
-                "sigma_bps": ms.vol.sigma_bps,
-                "kill_switch": ms.kill.status(),
-                "price_band": ms.band.status(),
-                "blocked": ms.blocked,
-                "data_age_ms": (now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,
-            }
-        d = {
-            "mode": self.mode,
-            "profile": self.cfg.profile,
-            "state": self.state,
-            "reason": self.pause_reason,
-            "now_ns": now,
-            "uptime_s": (now - self.start_ns) / 1e9 if self.start_ns else 0.0,
-            "events": self.events,
-            "feed_gaps": self.feed_gaps,
-            "markets": markets,
-            "pnl_usdc": self.acct.total_pnl(mids),
-            "fees_usdc": self.acct.fees,
-            "fills": self.acct.fills,
-            "volume_usdc": self.acct.volume,
-            "drawdown_usdc": self.drawdown,
-            "breakers": self.risk.status(),
-            "latency": {"p50_us": p50, "p99_us": p99, "samples": self.lat_n},
-            "quotes_sent": self.quotes_sent,
-            "venue": self._venue_status(now),
-            "model": model_status,
-        }
-        for hook in self._snapshot_hooks:
-            hook(d)
-        return d
+            markets[sym] = self._market_view(ms, mids[sym], now)
+            if model.state is None and "state" in markets[sym].signal_status:
+                model = _model_view(markets[sym].signal_status)  # the first market's gate
+        model = replace(
+            model,
+            sources={s: m.signal.source for s, m in markets.items() if m.signal.source},
+            breakers={
+                n: f"tripped: {b.reason}" if b.tripped else "ok"
+                for n, b in self.risk.breakers.items()
+                if n.startswith("model")
+            },
+        )
+        return Snapshot(
+            mode=self.mode,
+            profile=self.cfg.profile,
+            state=self.state,
+            reason=self.pause_reason,
+            now_ns=now,
+            uptime_s=(now - self.start_ns) / 1e9 if self.start_ns else 0.0,
+            events=self.events,
+            feed_gaps=self.feed_gaps,
+            markets=markets,
+            pnl_usdc=self.acct.total_pnl(mids),
+            fees_usdc=self.acct.fees,
+            fills=self.acct.fills,
+            volume_usdc=self.acct.volume,
+            drawdown_usdc=self.drawdown,
+            breakers=self.risk.status(),
+            latency=LatencyView(p50, p99, self.lat_n),
+            quotes_sent=self.quotes_sent,
+            live_orders=self.live_orders(),
+            venue=self._venue_status(now),
+            model=model,
+        )
+
+    def _market_view(self, ms: MarketState, mid: float, now: int) -> MarketView:
+        book = ms.builder.book
+        spec = ms.spec
+        sym = spec.symbol
+        pos = self.acct.positions[sym]
+        inv = self.acct.inventory_usdc(sym, mid)
+        quotes = sorted((OrderView.of(o, spec) for o in ms.orders.values()), key=lambda q: -q.price)
+        live = [q for q in quotes if q.live]
+        our_bid = max((q.price_ticks for q in live if q.side == "buy"), default=None)
+        our_ask = min((q.price_ticks for q in live if q.side == "sell"), default=None)
+        sig = ms.last_signal
+        return MarketView(
+            reference=spec.reference,
+            mid=spec.price(mid) if mid else None,
+            bid=spec.price(book.best_bid) if book.valid else None,
+            ask=spec.price(book.best_ask) if book.valid else None,
+            spread_bps=(book.spread / mid * 1e4) if book.valid and mid else None,
+            quoted_spread_bps=(
+                (our_ask - our_bid) / mid * 1e4
+                if our_bid is not None and our_ask is not None and mid
+                else None
+            ),
+            synced=ms.builder.synced,
+            book_checks=ms.builder.checks,
+            book_mismatches=ms.builder.mismatches,
+            quotes=tuple(quotes),
+            position_lots=pos.lots,
+            position=spec.size(pos.lots),
+            position_usdc=inv,
+            limit_usage=abs(inv) / self.cfg.risk.max_position_usdc,
+            avg_price=spec.price(pos.avg_price_ticks) if pos.lots else None,
+            realized_usdc=pos.realized_usdc,
+            unrealized_usdc=self.acct.unrealized(sym, mid),
+            fees_usdc=pos.fees_usdc,
+            pnl_usdc=self.acct.market_pnl(sym, mid),
+            fills=pos.fills,
+            volume_usdc=pos.volume_usdc,
+            orders_sent=ms.orders_sent,
+            cancels_sent=ms.cancels_sent,
+            rejects=ms.rejects,
+            signal=SignalView(
+                sig.direction,
+                round(sig.confidence, 3),
+                round(sig.expected_bps, 2),
+                sig.source,
+                round(ms.last_adjust[0], 2),
+                round(ms.last_adjust[1], 3),
+            ),
+            signal_status=ms.signal_source.status(),
+            sigma_bps=ms.vol.sigma_bps,
+            kill_switch=ms.kill.status(),
+            price_band=ms.band.status(),
+            blocked=ms.blocked,
+            data_age_ms=(now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,
+        )
 
     def _check_venue_errors(self, now_ns: int) -> None:
         """Feed the venue's failed sends, reverts, dropped txs and latency to their breakers."""
@@ -961,6 +994,19 @@ class Engine:
                 for sym, ms in self.markets.items()
             },
         }
+
+
+def _model_view(st: Mapping[str, object]) -> ModelView:
+    """A model gate's status (``predict.breaker``) in the snapshot's one shape."""
+    hr, ce = st.get("hit_rate_moved"), st.get("calibration_error_pts")
+    return ModelView(
+        state=str(st["state"]),
+        reason=str(st.get("reason") or ""),
+        source=str(st.get("source") or ""),
+        hit_rate_moved=float(hr) if isinstance(hr, int | float) else None,
+        calibration_error_pts=float(ce) if isinstance(ce, int | float) else None,
+        online=st.get("online"),
+    )
 
 
 __all__ = ["HALTED", "PAUSED", "RUNNING", "Engine", "MarketState"]

@@ -25,6 +25,7 @@ from flashmm.errors import UserInputError
 from flashmm.feeds.base import Feed
 from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.signal import SignalSource
+from flashmm.snapshot import Snapshot
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
 
@@ -45,10 +46,12 @@ class RunOptions:
 
 
 class SnapshotHolder:
-    """The latest engine snapshot, published ~4 times a second for readers."""
+    """The latest snapshot, published ~4 times a second for readers on other threads
+    (the panel); ``build`` makes it (operations add their part), else the engine does."""
 
     def __init__(self) -> None:
-        self.latest: dict[str, Any] = {}
+        self.latest: Snapshot | None = None
+        self.build: Callable[[], Snapshot] | None = None
 
 
 def scales_for(specs: Sequence[MarketSpec]) -> dict[str, Any]:
@@ -186,7 +189,7 @@ async def publish_snapshots(
 ) -> None:
     period = 1.0 / hz
     while not stop.is_set():
-        holder.latest = engine.snapshot()
+        holder.latest = holder.build() if holder.build is not None else engine.snapshot()
         await asyncio.sleep(period)
 
 
@@ -284,7 +287,7 @@ async def run_async(
         for t in [pub, *extras]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        holder.latest = engine.snapshot()
+        holder.latest = holder.build() if holder.build is not None else engine.snapshot()
         await engine.venue.aclose()
         if not sim_clock:  # events the venue read while closing (e.g. a last fill)
             engine.pump_venue(time.time_ns())

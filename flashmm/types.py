@@ -7,7 +7,7 @@ parsers, venue adapters, reports) through :class:`MarketSpec`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import IntEnum
 from typing import Any
@@ -222,6 +222,10 @@ class Position:
     volume_usdc: float = 0.0
     fills: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+
+    def copy(self) -> Position:
+        """A copy that shares nothing with this one."""
+        return replace(self, extra=dict(self.extra))
 
 
 def clean_floats(obj: Any, digits: int = 10) -> Any:

@@ -1,4 +1,4 @@
-"""The Rich live panel, rendered from engine snapshots (never from the hot path)."""
+"""The Rich live panel, drawn from a `Snapshot` (never from the hot path)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from flashmm.snapshot import Snapshot
 
 _STATE_STYLE = {
     "running": "bold green",
@@ -35,27 +37,26 @@ def _pnl(v: float | None) -> Text:
     return Text(f"{v:+,.4f}", style=style)
 
 
-def header(snap: Mapping[str, Any]) -> Text:
-    state = str(snap.get("state", "?"))
+def header(snap: Snapshot) -> Text:
     t = Text()
     t.append(" FlashMM ", style="bold white on blue")
-    t.append(f"  {snap.get('mode', '?')} ", style="bold")
-    t.append(f"[{snap.get('profile', '')}]  ")
-    t.append(state.upper(), style=_STATE_STYLE.get(state, ""))
-    if snap.get("reason"):
-        t.append(f" ({snap['reason']})", style="yellow")
-    lat = snap.get("latency", {})
+    t.append(f"  {snap.mode} ", style="bold")
+    t.append(f"[{snap.profile}]  ")
+    t.append(snap.state.upper(), style=_STATE_STYLE.get(snap.state, ""))
+    if snap.reason:
+        t.append(f" ({snap.reason})", style="yellow")
+    lat = snap.latency
     t.append(
-        f"   up {snap.get('uptime_s', 0):,.0f}s  events {snap.get('events', 0):,}"
-        f"  decision p50 {lat.get('p50_us', 0):,.0f}µs p99 {lat.get('p99_us', 0):,.0f}µs"
+        f"   up {snap.uptime_s:,.0f}s  events {snap.events:,}"
+        f"  decision p50 {lat.p50_us:,.0f}µs p99 {lat.p99_us:,.0f}µs"
     )
     t.append("   P&L ")
-    t.append_text(_pnl(snap.get("pnl_usdc")))
-    t.append(f" USDC  fills {snap.get('fills', 0)}  fees {snap.get('fees_usdc', 0):,.4f}")
+    t.append_text(_pnl(snap.pnl_usdc))
+    t.append(f" USDC  fills {snap.fills_shown}  fees {snap.fees_usdc:,.4f}")
     return t
 
 
-def market_table(snap: Mapping[str, Any]) -> Table:
+def market_table(snap: Snapshot) -> Table:
     t = Table(expand=True, title="Markets", title_justify="left", header_style="bold")
     for col, just in (
         ("market", "left"),
@@ -72,84 +73,79 @@ def market_table(snap: Mapping[str, Any]) -> Table:
         ("feed", "right"),
     ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for sym, m in snap.get("markets", {}).items():
+    for sym, m in snap.markets.items():
         # orders whose cancel is in flight are not quotes any more
-        quotes = [q for q in m.get("quotes", []) if q.get("state") != "pending_cancel"]
-        bids = [q for q in quotes if q["side"] == "buy"]
-        asks = sorted((q for q in quotes if q["side"] == "sell"), key=lambda q: q["price"])
-        bid_txt = "\n".join(f"{q['size']:,.4g} @ {q['price']:,.6g}" for q in bids) or "-"
-        ask_txt = "\n".join(f"{q['price']:,.6g} x {q['size']:,.4g}" for q in asks) or "-"
-        sig = m.get("signal", {})
-        arrow = {1: "▲", -1: "▼"}.get(sig.get("direction", 0), "•")
+        quotes = [q for q in m.quotes if q.live]
+        bids = [q for q in quotes if q.side == "buy"]
+        asks = sorted((q for q in quotes if q.side == "sell"), key=lambda q: q.price)
+        bid_txt = "\n".join(f"{q.size:,.4g} @ {q.price:,.6g}" for q in bids) or "-"
+        ask_txt = "\n".join(f"{q.price:,.6g} x {q.size:,.4g}" for q in asks) or "-"
+        sig = m.signal
+        arrow = {1: "▲", -1: "▼"}.get(sig.direction, "•")
         # the skew the strategy applied (capped at model.max_skew_bps), not the raw view
-        sig_txt = (
-            f"{arrow} skew {sig.get('skew_bps', 0):+.1f}bps c={sig.get('confidence', 0):.2f}"
-            f"\n{sig.get('source', '') or '-'}"
-        )
-        usage = m.get("limit_usage", 0.0)
+        sig_txt = f"{arrow} skew {sig.skew_bps:+.1f}bps c={sig.confidence:.2f}\n{sig.source or '-'}"
+        usage = m.limit_usage
         usage_style = "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
-        age = m.get("data_age_ms")
+        age = m.data_age_ms
         feed = "-" if age is None else f"{age:,.0f}ms"
-        if m.get("blocked"):
-            feed += f"\n[yellow]{m['blocked']}[/]"
+        if m.blocked:
+            feed += f"\n[yellow]{m.blocked}[/]"
         t.add_row(
             sym,
-            _num(m.get("mid"), "{:,.6g}"),
-            f"{_num(m.get('quoted_spread_bps'), '{:.1f}bps')}\n"
-            f"{_num(m.get('spread_bps'), '{:.2f}bps')} ref",
+            _num(m.mid, "{:,.6g}"),
+            f"{_num(m.quoted_spread_bps, '{:.1f}bps')}\n{_num(m.spread_bps, '{:.2f}bps')} ref",
             bid_txt,
             ask_txt,
-            f"{m.get('position', 0):,.4g}\n{m.get('position_usdc', 0):,.2f} USDC",
+            f"{m.position:,.4g}\n{m.position_usdc:,.2f} USDC",
             Text(f"{usage:.0%}", style=usage_style),
-            _pnl(m.get("realized_usdc")),
-            _pnl(m.get("unrealized_usdc")),
-            str(m.get("fills", 0)),
+            _pnl(m.realized_usdc),
+            _pnl(m.unrealized_usdc),
+            str(m.fills),
             sig_txt,
             feed,
         )
     return t
 
 
-def breaker_lines(snap: Mapping[str, Any]) -> Text:
+def breaker_lines(snap: Snapshot) -> Text:
     """One line of breaker lamps, then a line per tripped breaker with its reason."""
     t = Text("Breakers ", style="bold")
     tripped = []
-    for name, b in snap.get("breakers", {}).items():
+    for name, b in snap.breakers.items():
         bad = b.get("state") == "tripped"
         t.append("● ", style="bold red" if bad else "green")
         t.append(name + "  ", style="red" if bad else "")
         if bad:
             tripped.append((name, b))
-    model = snap.get("model")
-    if model:
-        state = str(model.get("state", ""))
-        t.append("● ", style="green" if state == "closed" else "bold red")
-        t.append(f"model ({state})")
-        hr, ce = model.get("hit_rate_moved"), model.get("calibration_error_pts")
-        if isinstance(hr, float):
+    model = snap.model
+    if model.state is not None:
+        t.append("● ", style="green" if model.state == "closed" else "bold red")
+        t.append(f"model ({model.state})")
+        hr, ce = model.hit_rate_moved, model.calibration_error_pts
+        if hr is not None:
             live = f" live hit {hr:.2f}"
-            if isinstance(ce, float):
+            if ce is not None:
                 live += f", calib {ce:.1f} pts"
-            if model.get("online"):
+            if model.online:
                 live += " (online)"
             t.append(live, style="dim")
     for name, b in tripped:
         t.append(f"\n  {name}: {b.get('action', '')} — {b.get('reason', '')}", style="red")
-    if model and model.get("state") not in (None, "closed") and model.get("reason"):
+    if model.state not in (None, "closed") and model.reason:
         t.append(
-            f"\n  model breaker {model.get('state')}: {model.get('reason')} (quoting on rules)",
+            f"\n  model breaker {model.state}: {model.reason} (quoting on rules)",
             style="yellow",
         )
     return t
 
 
-def render(snap: Mapping[str, Any]) -> RenderableType:
-    if not snap:
+def render(snap: Snapshot | None) -> RenderableType:
+    if snap is None:
         return Panel(Text("starting…"), title="FlashMM")
     return Group(header(snap), market_table(snap), breaker_lines(snap))
 
 
-def live_panel(get_snapshot: Callable[[], Mapping[str, Any]], refresh_hz: float = 4.0) -> Any:
+def live_panel(get_snapshot: Callable[[], Snapshot | None], refresh_hz: float = 4.0) -> Any:
     """A Rich ``Live`` that renders the latest snapshot from its own refresh thread."""
     from rich.live import Live
 

@@ -15,17 +15,18 @@ from flashmm.feeds.replay import ReplayFeed
 from flashmm.model_signal import WARMUP_NS
 from flashmm.predict import GuardedPredictor, ModelSettings, RulePredictor
 from flashmm.runner import build_engine, scales_for
+from flashmm.snapshot import Snapshot
 from flashmm.ui import market_table
 
 S = 1_000_000_000
 
 
-def _snapshot_after(seconds: float) -> dict:  # type: ignore[type-arg]
+def _snapshot_after(seconds: float) -> Snapshot | None:
     cfg = load_config("paper", ["model.enabled=true", "model.sim_latency_us=100"])
     engine = build_engine(cfg)
     feed = ReplayFeed([NEXO_23, ETH_SLICE], scales_for(cfg.specs()))
     start = None
-    snap: dict = {}  # type: ignore[type-arg]
+    snap = None
     for ev in feed.events():
         start = ev.ts_ns if start is None else start
         engine.run_due_timers(ev.ts_ns)
@@ -38,7 +39,9 @@ def _snapshot_after(seconds: float) -> dict:  # type: ignore[type-arg]
 
 
 def test_panel_shows_our_spread_and_the_reference_spread_and_a_bounded_named_signal() -> None:
-    snap = _snapshot_after(90)
+    typed = _snapshot_after(90)
+    assert typed is not None
+    snap = typed.to_dict()
     max_skew = ModelSettings().max_skew_bps
     for m in snap["markets"].values():
         sig = m["signal"]
@@ -48,7 +51,7 @@ def test_panel_shows_our_spread_and_the_reference_spread_and_a_bounded_named_sig
             m["quoted_spread_bps"] is None or m["quoted_spread_bps"] > 0
         )
     out = io.StringIO()
-    Console(file=out, width=200, color_system=None).print(market_table(snap))
+    Console(file=out, width=200, color_system=None).print(market_table(typed))
     text = out.getvalue()
     assert "ours / ref" in text and "bps ref" in text
     assert "skew " in text

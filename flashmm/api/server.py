@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import ipaddress
 import os
@@ -46,7 +47,8 @@ from flashmm.api.stream import StreamHub, dumps
 from flashmm.config import ApiConfig
 from flashmm.errors import RuntimeFailure
 from flashmm.events import OutboxEvent
-from flashmm.types import Fill, Order
+from flashmm.snapshot import OrderView, Snapshot, fill_dict
+from flashmm.types import MarketSpec
 
 if TYPE_CHECKING:
     from flashmm.ops.service import OpsServices
@@ -80,38 +82,6 @@ def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None)
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return _json({"api_version": API_VERSION, "error": message}, status, headers)
-
-
-def _fill_dict(fill: Fill, spec: Any) -> dict[str, Any]:
-    return {
-        "market": fill.market,
-        "fill_id": fill.fill_id,
-        "client_id": fill.client_id,
-        "side": fill.side.name.lower(),
-        "price": spec.price(fill.price_ticks) if spec is not None else None,
-        "size": spec.size(fill.size_lots) if spec is not None else None,
-        "price_ticks": fill.price_ticks,
-        "size_lots": fill.size_lots,
-        "fee_usdc": fill.fee_usdc,
-        "liquidity": fill.liquidity.name.lower(),
-        "ts_ns": fill.ts_ns,
-    }
-
-
-def _order_dict(order: Order, spec: Any, note: str) -> dict[str, Any]:
-    return {
-        "market": order.market,
-        "client_id": order.client_id,
-        "side": order.side.name.lower(),
-        "price": spec.price(order.price_ticks) if spec is not None else None,
-        "size": spec.size(order.size_lots) if spec is not None else None,
-        "remaining": spec.size(order.remaining_lots) if spec is not None else None,
-        "price_ticks": order.price_ticks,
-        "size_lots": order.size_lots,
-        "remaining_lots": order.remaining_lots,
-        "state": order.state.name.lower(),
-        "note": note,
-    }
 
 
 class _RateLimit:
@@ -184,10 +154,10 @@ class ApiServer:
         r.add_get("/health/ready", self._ready)
         r.add_get("/metrics", self._metrics_route)
         r.add_get("/api/v1/openapi.json", self._openapi)
-        r.add_get("/api/v1/status", self._read(lambda: self.ops.status()))
+        r.add_get("/api/v1/status", self._read(lambda: self._snap().to_dict()))
         r.add_get("/api/v1/positions", self._read(self.positions))
         r.add_get("/api/v1/orders", self._read(self.orders))
-        r.add_get("/api/v1/breakers", self._read(lambda: self.ops.status().get("breakers", {})))
+        r.add_get("/api/v1/breakers", self._read(lambda: self._snap().to_dict()["breakers"]))
         r.add_get("/api/v1/model", self._read(self.model))
         r.add_get("/api/v1/fills", self._fills)
         r.add_get("/api/v1/stream", self._stream)
@@ -232,12 +202,15 @@ class ApiServer:
 
     # --- data -------------------------------------------------------------------
 
-    def _spec(self, market: str) -> Any:
-        ms = self.ops.engine.markets.get(market)
-        return ms.spec if ms is not None else None
+    def _spec(self, market: str) -> MarketSpec | None:
+        return self.ops.engine.specs.get(market)
+
+    def _snap(self) -> Snapshot:
+        """A fresh snapshot for an answer (the stream shares the operations' latest)."""
+        return self.ops.publish()
 
     def positions(self) -> dict[str, Any]:
-        st = self.ops.status()
+        st = self._snap().to_dict()
         keys = (
             "position_lots",
             "position",
@@ -260,14 +233,14 @@ class ApiServer:
         }
 
     def orders(self) -> dict[str, Any]:
-        st = self.ops.status()
+        st = self._snap().to_dict()
         return {
             "live_orders": st.get("live_orders"),
             "markets": {sym: m.get("quotes", []) for sym, m in st.get("markets", {}).items()},
         }
 
     def model(self) -> dict[str, Any]:
-        st = self.ops.status()
+        st = self._snap().to_dict()
         return {
             "model": st.get("model"),
             "markets": {
@@ -277,15 +250,15 @@ class ApiServer:
         }
 
     def health(self) -> dict[str, Any]:
-        e = self.ops.engine
-        books = {sym: bool(ms.builder.synced) for sym, ms in e.markets.items()}
-        venue_b = e.risk.breakers.get("venue_errors")
-        venue_ok = venue_b is None or not venue_b.tripped
+        snap = self.ops.current(1.0 / self.cfg.stream_hz)
+        books = {sym: m.synced for sym, m in snap.markets.items()}
+        venue_b = snap.breakers.get("venue_errors")
+        venue_ok = venue_b is None or venue_b.get("state") != "tripped"
         ready = bool(self.ops.ready) and all(books.values()) and venue_ok
         return {
             "live": True,
             "ready": ready,
-            "state": e.state,
+            "state": snap.state,
             "last_event_age_s": round(time.time() - self._last_event_wall, 3),
             "books_synced": books,
             "venue_reachable": venue_ok,
@@ -315,16 +288,15 @@ class ApiServer:
         for kind, payload in batch:
             try:
                 if kind == "fill":
-                    d = _fill_dict(payload, self._spec(payload.market))
+                    d = fill_dict(payload, self._spec(payload.market))
                     self.fills.append(d)
                     events.append({"type": "fill", "data": d})
-                elif kind == "order":
-                    o = _order_dict(payload, self._spec(payload.market), "new")
-                    events.append({"type": "order", "data": o})
-                elif kind in ("order_update", "order_done"):
-                    order, note = payload
-                    o = _order_dict(order, self._spec(order.market), str(note))
-                    events.append({"type": "order", "data": o})
+                elif kind in ("order", "order_update", "order_done"):
+                    order, note = (payload, "new") if kind == "order" else payload
+                    spec = self._spec(order.market)
+                    if spec is not None:
+                        o = dataclasses.asdict(OrderView.of(order, spec, str(note)))
+                        events.append({"type": "order", "data": o})
                 elif kind == "breaker":
                     d = dict(payload)
                     self._breaker_seen[str(d.get("name"))] = d.get("state") == "tripped"
@@ -343,19 +315,20 @@ class ApiServer:
         while True:
             await asyncio.sleep(period)
             try:
-                e = self.ops.engine
-                if e.events != self._events_seen:
-                    self._events_seen = e.events
+                snap = self.ops.current(period)
+                if snap.events != self._events_seen:
+                    self._events_seen = snap.events
                     self._last_event_wall = time.time()
                 changed = []
-                for name, b in e.risk.breakers.items():
-                    if self._breaker_seen.get(name, False) != b.tripped:
-                        self._breaker_seen[name] = b.tripped
-                        changed.append({"type": "breaker", "data": {"name": name, **b.status()}})
+                for name, b in snap.breakers.items():
+                    tripped = b.get("state") == "tripped"
+                    if self._breaker_seen.get(name, False) != tripped:
+                        self._breaker_seen[name] = tripped
+                        changed.append({"type": "breaker", "data": {"name": name, **b}})
                 if changed:
                     self.hub.publish("events", changed)
                 if self.hub.clients:
-                    self.hub.publish("snapshot", self.ops.status())
+                    self.hub.publish("snapshot", snap.to_dict())
             except Exception:
                 logger.exception("API stream tick failed (continuing)")
 
@@ -507,7 +480,7 @@ class ApiServer:
                 except RuntimeFailure as exc:
                     return _error(501, str(exc))
             m = self._metrics
-            m.update(self.ops.status())
+            m.update(self._snap().to_dict())
             self._lat_seen = m.observe_engine_latency(self.ops.engine, self._lat_seen)
         return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
@@ -537,7 +510,7 @@ class ApiServer:
             "seq": self.hub.seq,
             "type": "hello",
             "ts_ns": time.time_ns(),
-            "data": {"api_version": API_VERSION, "snapshot": self.ops.status()},
+            "data": {"api_version": API_VERSION, "snapshot": self._snap().to_dict()},
         }
 
         async def writer() -> None:

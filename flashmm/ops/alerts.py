@@ -38,6 +38,7 @@ from flashmm.config import AlertsConfig, WebhookConfig, secret_values
 from flashmm.errors import UserInputError
 from flashmm.events import OutboxEvent
 from flashmm.risk import HALT
+from flashmm.snapshot import fill_dict
 from flashmm.types import Fill
 
 if TYPE_CHECKING:
@@ -227,15 +228,14 @@ class Alerts:
     def _fill(self, fill: Fill) -> None:
         if self.cfg.fill_usdc is None or self.ops is None:
             return
-        ms = self.ops.engine.markets.get(fill.market)
-        if ms is None:
+        spec = self.ops.engine.specs.get(fill.market)
+        if spec is None:
             return
-        price = ms.spec.price(fill.price_ticks)
-        size = ms.spec.size(fill.size_lots)
+        d = fill_dict(fill, spec)
+        price, size, side = d["price"], d["size"], d["side"]
         notional = float(price) * float(size)
         if notional < self.cfg.fill_usdc:
             return
-        side = fill.side.name.lower()
         self.send(
             Alert(
                 "fill",
@@ -259,23 +259,24 @@ class Alerts:
         while True:
             await asyncio.sleep(1.0)
             assert self.ops is not None
-            for name, b in self.ops.engine.risk.breakers.items():
-                if self._breaker_seen.get(name, False) != b.tripped:
-                    self._breaker({"name": name, **b.status()})
+            for name, b in self.ops.engine.breaker_status().items():
+                if self._breaker_seen.get(name, False) != (b["state"] == "tripped"):
+                    self._breaker({"name": name, **b})
 
     def summary(self) -> Alert:
         """The P&L summary of the bot so far."""
         assert self.ops is not None
-        st = self.ops.status()
+        st = self.ops.current(1.0)
+        fills = st.fills_shown
         lines = [
-            f"P&L {st.get('pnl_usdc', 0.0):+,.2f} USDC, fees {st.get('fees_usdc', 0.0):,.2f},"
-            f" volume {st.get('volume_usdc', 0.0):,.0f}, fills {st.get('fills', 0)},"
-            f" drawdown {st.get('drawdown_usdc', 0.0):,.2f}, state {st.get('state')}"
+            f"P&L {st.pnl_usdc:+,.2f} USDC, fees {st.fees_usdc:,.2f},"
+            f" volume {st.volume_usdc:,.0f}, fills {fills},"
+            f" drawdown {st.drawdown_usdc:,.2f}, state {st.state}"
         ]
-        for sym, m in st.get("markets", {}).items():
+        for sym, m in st.markets.items():
             lines.append(
-                f"{sym}: P&L {m.get('pnl_usdc', 0.0):+,.2f}, position {m.get('position')}"
-                f" ({m.get('position_usdc', 0.0):+,.2f} USDC), fills {m.get('fills')}"
+                f"{sym}: P&L {m.pnl_usdc:+,.2f}, position {m.position}"
+                f" ({m.position_usdc:+,.2f} USDC), fills {m.fills}"
             )
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         return Alert(
@@ -284,7 +285,7 @@ class Alerts:
             f"daily summary {day}",
             "\n".join(lines),
             "info",
-            {"pnl_usdc": st.get("pnl_usdc"), "fills": st.get("fills"), "state": st.get("state")},
+            {"pnl_usdc": st.pnl_usdc, "fills": fills, "state": st.state},
         )
 
     async def _daily(self) -> None:

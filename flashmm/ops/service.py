@@ -59,6 +59,7 @@ from typing import Any
 
 from loguru import logger
 
+from flashmm.accounting import unrealized_usdc
 from flashmm.config import Config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.events import (
@@ -73,7 +74,8 @@ from flashmm.events import (
 from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
 from flashmm.ops.journal import MODE_COMMANDS, Journal, RecoveredState
 from flashmm.ops.notify import Notifier
-from flashmm.risk import HALT, PAUSE
+from flashmm.risk import HALT
+from flashmm.snapshot import OpsView, Snapshot
 from flashmm.types import Fill, Liquidity, Order, OrderState, Position, Side
 
 __all__ = ["JOURNAL_BREAKER", "RECONCILE_BREAKER", "OpsServices"]
@@ -142,6 +144,9 @@ class OpsServices:
         #: a simulated run on recorded data: its own journal, unless resumed
         self.simulated = self.paper_venue and self.sim_clock
         self.failure: str | None = None
+        #: the last snapshot published (:meth:`publish`), shared by its readers
+        self.latest: Snapshot | None = None
+        self._latest_at = 0.0
         """Why the journal failed in this run (the run then exits non-zero)."""
         self._base: dict[str, Position] = {}
         self._base_unreal: dict[str, float] = {}
@@ -164,10 +169,7 @@ class OpsServices:
                 logger.info("journal {}", self.journal.path)
                 self._recover_from_journal(self.journal.load_state(specs))
                 self._venue_replay_hook()
-            self._base = {
-                s: dataclasses.replace(p, extra={}) for s, p in self.engine.acct.positions.items()
-            }
-            self._install_snapshot()
+            self._base = self.engine.positions()
             if self.engine.state is RUNNING:
                 # no quote goes out before the venue reconciliation in task()
                 self.engine.pause(_GATE_REASON, self._now(), quiet=True)
@@ -282,7 +284,8 @@ class OpsServices:
         if j is not None and not j.closed:
             try:
                 self._snapshot_positions(force=True)
-                j.event("stop", {"state": self.engine.state, "fills": self.engine.acct.fills})
+                fills = sum(p.fills for p in self.engine.positions().values())
+                j.event("stop", {"state": self.engine.state, "fills": fills})
             except Exception:
                 logger.exception("journal: final records failed")
             if await asyncio.to_thread(j.close):
@@ -291,7 +294,6 @@ class OpsServices:
             self._check_journal()
             if j.lost:
                 self.failure = f"{self.failure}; {j.lost} write(s) lost"
-        self.engine.remove_snapshot_hook(self._durable_fills)
         self.notifier.close()
 
     # --- clock ------------------------------------------------------------------
@@ -307,25 +309,10 @@ class OpsServices:
     def _recover_from_journal(self, st: RecoveredState) -> None:
         e = self.engine
         now = self._now()
-        restored: dict[str, int] = {}
-        positions: list[Position] = []
-        for sym, pos in st.positions.items():
-            if sym not in e.markets:
-                logger.warning("journal has fills for {}, which this profile does not trade", sym)
-                continue
-            positions.append(
-                Position(
-                    sym,
-                    pos.lots,
-                    pos.avg_price_ticks,
-                    pos.realized_usdc,
-                    pos.fees_usdc,
-                    pos.volume_usdc,
-                    pos.fills,
-                )
-            )
-            restored[sym] = pos.lots
-        e.restore(positions, st.fill_ids, st.max_client_ids)
+        ignored = e.restore(st.positions.values(), st.fill_ids, st.max_client_ids)
+        for sym in ignored:
+            logger.warning("journal has fills for {}, which this profile does not trade", sym)
+        restored = {s: p.lots for s, p in st.positions.items() if s not in ignored}
         self.fills_durable = st.fill_count
         self._journal_orders = list(st.open_orders)
         # latched breakers: an emergency stop or a loss limit survives the restart
@@ -334,20 +321,14 @@ class OpsServices:
             if rec.state != "tripped" or name in (RECONCILE_BREAKER, JOURNAL_BREAKER):
                 continue
             latched.append(name)
-            b = e.risk.breakers.get(name)
-            action = b.action if b is not None else HALT
             logger.warning(
                 "restoring latched breaker {} (tripped before this start: {}); it stays "
                 "until 'flashmm reset --confirm'",
                 name,
                 rec.reason,
             )
-            if action == HALT:
-                e.emergency_stop(rec.reason, now, breaker=name)
-            elif b is not None:
-                b.trip(rec.reason, now)
-                if action == PAUSE:
-                    e.pause(f"{name}: {rec.reason}", now)
+            # a breaker this engine does not know halts (as an emergency stop)
+            e.trip_breaker(name, rec.reason, now, action=HALT)
             self._breaker_seen[name] = True
         last = st.last_mode_command
         mode = last.cmd if last is not None else None
@@ -425,7 +406,7 @@ class OpsServices:
             if key in known:
                 continue
             orphans.append(f"{vo.market}#{vo.client_id}")
-            if policy == "adopt" and vo.market in e.markets:
+            if policy == "adopt" and vo.market in e.specs:
                 self._adopt(vo)
                 if j is not None:
                     j.order_event(vo, note="reconcile: adopted orphan")
@@ -442,8 +423,8 @@ class OpsServices:
             )
         mismatches: dict[str, dict[str, int]] = {}
         if not self.paper_venue:
-            for sym in e.markets:
-                ours = e.acct.positions[sym].lots
+            for sym, pos in e.positions().items():
+                ours = pos.lots
                 theirs = int(venue_pos.get(sym, 0))
                 if ours != theirs:
                     mismatches[sym] = {"journal_lots": ours, "venue_lots": theirs}
@@ -474,31 +455,16 @@ class OpsServices:
 
     def _adopt(self, vo: Order) -> None:
         state = OrderState.OPEN if vo.state is not OrderState.PENDING_CANCEL else vo.state
-        self.engine.adopt_order(
-            Order(
-                vo.market,
-                vo.client_id,
-                vo.side,
-                vo.price_ticks,
-                vo.size_lots,
-                vo.remaining_lots,
-                state,
-                vo.created_ns,
-            )
-        )
+        self.engine.adopt_order(dataclasses.replace(vo, state=state))
 
     def _trip_reconcile(self, reason: str) -> None:
-        e = self.engine
-        now = self._now()
-        b = e.add_breaker(
+        self.engine.trip_breaker(
             RECONCILE_BREAKER,
-            PAUSE,
-            latched=True,
+            reason,
+            self._now(),
             clear_hint="check the venue, then 'flashmm resume' accepts its positions",
         )
-        b.trip(reason, now)
         logger.error("quoting held: {}", reason)
-        e.pause(f"{RECONCILE_BREAKER}: {reason}", now)
         self._breaker_seen[RECONCILE_BREAKER] = True
         if self.journal is not None:
             self.journal.breaker(RECONCILE_BREAKER, "tripped", reason, latched=True)
@@ -508,17 +474,12 @@ class OpsServices:
         j = self.journal
         if j is None or j.failure is None:
             return
-        e = self.engine
-        b = e.add_breaker(JOURNAL_BREAKER, PAUSE, latched=True)
         reason = f"journal {j.path}: write failed: {j.failure}"
         if self.failure is None:
             self.failure = reason
-        if b.tripped:
+        if not self.engine.trip_breaker(JOURNAL_BREAKER, reason, self._now()):
             return
-        now = self._now()
-        b.trip(reason, now)
         logger.error("quotes pulled: {} (the run will exit non-zero)", reason)
-        e.pause(f"{JOURNAL_BREAKER}: {reason}", now)
         self._breaker_seen[JOURNAL_BREAKER] = True
         if not j.closed:
             j.breaker(JOURNAL_BREAKER, "tripped", reason, latched=True)
@@ -535,16 +496,15 @@ class OpsServices:
         e = self.engine
         now = self._now()
         done: dict[str, int] = {}
+        positions, mids = e.positions(), e.mids()
         for sym, lots in self._pending_positions.items():
-            pos = e.acct.positions[sym]
+            pos = positions[sym]
             diff = lots - pos.lots
             if diff == 0:
                 continue
             # at the position's own average cost: accepting the venue's number invents no
             # P&L; only a journal that is flat has no cost to use and takes the mid
-            book = e.markets[sym].builder.book
-            mid = round(book.mid) if book.valid else 0
-            px = round(pos.avg_price_ticks) if pos.lots else mid
+            px = round(pos.avg_price_ticks) if pos.lots else round(mids.get(sym, 0.0))
             fill = Fill(
                 sym,
                 0,
@@ -571,17 +531,15 @@ class OpsServices:
 
     def _drain(self) -> None:
         """Move everything the engine reported into the journal (off the hot path)."""
-        ob = self.engine.outbox
-        if self.listeners and ob:
-            batch = list(ob)
+        # read before draining: the fills of blocks up to here are in the outbox now
+        block = self.engine.venue.processed_block
+        batch = self.engine.drain_outbox()
+        if self.listeners and batch:
             for listener in self.listeners:
                 listener(batch)
         j = self.journal
         if j is None or j.closed:
-            ob.clear()
             return
-        # read before draining: the fills of blocks up to here are in the outbox now
-        block = self.engine.venue.processed_block
         self._check_journal()
         mids: dict[str, float] | None = None
         for sym, base in self._base.items():
@@ -589,9 +547,8 @@ class OpsServices:
                 continue
             mids = mids if mids is not None else self.engine.mids()
             if mids.get(sym):
-                self._base_unreal[sym] = self._unrealized(base, sym, mids[sym])
-        while ob:
-            ev = ob.popleft()
+                self._base_unreal[sym] = unrealized_usdc(base, mids[sym], self.engine.specs[sym])
+        for ev in batch:
             if isinstance(ev, OrderSent):
                 j.order_event(ev.order, note="new")
             elif isinstance(ev, OrderUpdated | OrderDone):
@@ -617,14 +574,12 @@ class OpsServices:
             else:
                 j.event(ev.kind, ev.payload, market=ev.symbol)
         # breakers that change without an outbox record (stale feed, position limit)
-        for name, b in self.engine.risk.breakers.items():
-            if self._breaker_seen.get(name, False) != b.tripped:
-                self._breaker_seen[name] = b.tripped
+        for name, b in self.engine.breaker_status().items():
+            tripped = b["state"] == "tripped"
+            if self._breaker_seen.get(name, False) != tripped:
+                self._breaker_seen[name] = tripped
                 j.breaker(
-                    name,
-                    "tripped" if b.tripped else "ok",
-                    b.reason,
-                    latched=b.tripped and b.latched,
+                    name, str(b["state"]), str(b["reason"]), latched=tripped and bool(b["latched"])
                 )
         self._checkpoint_block(block)
         self.fills_durable += len(j.poll_durable())
@@ -635,7 +590,7 @@ class OpsServices:
             return
         e = self.engine
         mids = e.mids()
-        for sym, pos in e.acct.positions.items():
+        for sym, pos in e.positions().items():
             key = (pos.lots, pos.fills)
             if not force and self._snap_key.get(sym) == key:
                 continue
@@ -644,16 +599,10 @@ class OpsServices:
             j.position_snapshot(
                 pos,
                 mid_ticks=mid or None,
-                unrealized_usdc=e.acct.unrealized(sym, mid) if mid else None,
+                unrealized_usdc=unrealized_usdc(pos, mid, e.specs[sym]) if mid else None,
             )
 
     # --- run summary ------------------------------------------------------------------
-
-    def _unrealized(self, pos: Position, sym: str, mid: float) -> float:
-        spec = self.engine.specs.get(sym)
-        if pos.lots == 0 or mid <= 0 or spec is None:
-            return 0.0
-        return (mid - pos.avg_price_ticks) * pos.lots * spec.unit_usdc
 
     def run_summary(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         """``summary`` (the engine's, totals) restated for this run, journal totals apart.
@@ -666,28 +615,29 @@ class OpsServices:
         over every run in the journal (or None without one).
         """
         e = self.engine
-        mids = e.mids()
+        snap = e.snapshot()
         out = dict(summary)
         markets = {k: dict(v) for k, v in (summary.get("markets") or {}).items()}
         tot = {"fills": 0, "pnl_usdc": 0.0, "fees_usdc": 0.0, "volume_usdc": 0.0}
         run = dict(tot)
-        for sym, pos in e.acct.positions.items():
+        for sym, mv in snap.markets.items():
             base = self._base.get(sym) or Position(sym)
-            mid = mids.get(sym, 0.0)
-            pnl = e.acct.market_pnl(sym, mid)
             base_pnl = base.realized_usdc - base.fees_usdc + self._base_unreal.get(sym, 0.0)
+            now = {
+                "fills": mv.fills,
+                "pnl_usdc": mv.pnl_usdc,
+                "fees_usdc": mv.fees_usdc,
+                "volume_usdc": mv.volume_usdc,
+            }
             this = {
-                "fills": pos.fills - base.fills,
-                "pnl_usdc": pnl - base_pnl,
-                "fees_usdc": pos.fees_usdc - base.fees_usdc,
-                "volume_usdc": pos.volume_usdc - base.volume_usdc,
+                "fills": mv.fills - base.fills,
+                "pnl_usdc": mv.pnl_usdc - base_pnl,
+                "fees_usdc": mv.fees_usdc - base.fees_usdc,
+                "volume_usdc": mv.volume_usdc - base.volume_usdc,
             }
             for k in tot:
                 run[k] += this[k]
-            tot["fills"] += pos.fills
-            tot["pnl_usdc"] += pnl
-            tot["fees_usdc"] += pos.fees_usdc
-            tot["volume_usdc"] += pos.volume_usdc
+                tot[k] += now[k]
             m = markets.setdefault(sym, {})
             m["fills"] = this["fills"]
             m["pnl_usdc"] = round(this["pnl_usdc"], 6)
@@ -696,25 +646,12 @@ class OpsServices:
         for k, v in run.items():
             out[k] = round(v, 6) if isinstance(v, float) else v
         out["markets"] = markets
-        out["state"] = "stopped" if e.state is RUNNING else str(e.state)
-        if e.state is not RUNNING and e.pause_reason:
-            out["reason"] = e.pause_reason
-        out["open_positions"] = {
-            sym: ms.spec.size(e.acct.positions[sym].lots)
-            for sym, ms in e.markets.items()
-            if e.acct.positions[sym].lots
-        }
+        out["state"] = "stopped" if snap.state == RUNNING else snap.state
+        if snap.state != RUNNING and snap.reason:
+            out["reason"] = snap.reason
+        out["open_positions"] = {s: m.position for s, m in snap.markets.items() if m.position_lots}
         out["open_orders"] = [
-            {
-                "market": o.market,
-                "client_id": o.client_id,
-                "side": o.side.name.lower(),
-                "price": ms.spec.price(o.price_ticks),
-                "size": ms.spec.size(o.remaining_lots),
-                "state": o.state.name.lower(),
-            }
-            for ms in e.markets.values()
-            for o in ms.orders.values()
+            dataclasses.asdict(q) for m in snap.markets.values() for q in m.quotes
         ]
         j = self.journal
         out["journal"] = (
@@ -734,67 +671,53 @@ class OpsServices:
 
     # --- status -----------------------------------------------------------------------
 
-    def _install_snapshot(self) -> None:
-        """Make every snapshot reader (panel, status, metrics) count durable fills only."""
-        self.engine.add_snapshot_hook(self._durable_fills)
+    def publish(self) -> Snapshot:
+        """A fresh snapshot of the engine and of operations, kept as :attr:`latest`."""
+        e = self.engine
+        j = self.journal
+        snap = e.snapshot().with_ops(
+            OpsView(
+                uptime_s=time.time() - self.started_wall,
+                pid=os.getpid(),
+                socket=self.socket_path,
+                ready=self.ready,
+                fills_durable=self.fills_durable,
+                journal=(
+                    {
+                        "path": str(j.path),
+                        "fills_durable": self.fills_durable,
+                        "pending_writes": j.pending,
+                        "error": str(j.error) if j.error is not None else None,
+                        "failure": j.failure,
+                    }
+                    if j is not None
+                    else None
+                ),
+                recovery=dict(self.recovery),
+                metrics_port=self.metrics.port if self.metrics is not None else None,
+            )
+        )
+        self.latest, self._latest_at = snap, time.monotonic()
+        return snap
 
-    def _durable_fills(self, d: dict[str, Any]) -> None:
-        if self.journal is not None:
-            seen = int(d.get("fills", 0))
-            d["fills_seen"] = seen
-            d["fills_durable"] = self.fills_durable
-            d["fills_pending"] = max(0, seen - self.fills_durable)
-            d["fills"] = min(seen, self.fills_durable)
+    def current(self, max_age_s: float) -> Snapshot:
+        """:attr:`latest` when it is at most ``max_age_s`` old, else a fresh one."""
+        if self.latest is None or time.monotonic() - self._latest_at > max_age_s:
+            return self.publish()
+        return self.latest
 
     def status(self) -> dict[str, Any]:
-        """The engine snapshot plus operations info (what ``flashmm status`` shows)."""
-        e = self.engine
-        d = e.snapshot()
-        d["engine_uptime_s"] = d.get("uptime_s", 0.0)
-        d["uptime_s"] = round(time.time() - self.started_wall, 3)
-        d["pid"] = os.getpid()
-        d["socket"] = self.socket_path
-        d["ready"] = self.ready
-        d["live_orders"] = e.live_orders()
-        j = self.journal
-        d["journal"] = (
-            {
-                "path": str(j.path),
-                "fills_durable": self.fills_durable,
-                "pending_writes": j.pending,
-                "error": str(j.error) if j.error is not None else None,
-                "failure": j.failure,
-            }
-            if j is not None
-            else None
-        )
-        d.setdefault("fills_durable", self.fills_durable)
-        d["recovery"] = self.recovery
-        model: dict[str, Any] = {}
-        for name, b in e.risk.breakers.items():
-            if name.startswith("model"):
-                model[name] = "tripped: " + b.reason if b.tripped else "ok"
-        for sym, m in d.get("markets", {}).items():
-            sig = m.get("signal") or {}
-            if sig.get("source"):
-                model[f"{sym} source"] = sig["source"]
-        if model:
-            d["model"] = model
-        d["metrics_port"] = self.metrics.port if self.metrics is not None else None
-        return d
+        """A fresh snapshot as plain data (what ``flashmm status --json`` shows)."""
+        return self.publish().to_dict()
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: state, P&L, fills, positions."""
-        e = self.engine
-        mids = e.mids()
-        pnl = e.acct.total_pnl(mids)
-        pos = " ".join(
-            f"{sym} {ms.spec.size(e.acct.positions[sym].lots):g}" for sym, ms in e.markets.items()
-        )
-        reason = f" ({e.pause_reason})" if e.state is not RUNNING and e.pause_reason else ""
+        snap = self.current(1.0)
+        pos = " ".join(f"{sym} {m.position:g}" for sym, m in snap.markets.items())
+        reason = f" ({snap.reason})" if snap.state != RUNNING and snap.reason else ""
         return (
-            f"{e.state}{reason} | P&L {pnl:+.2f} USDC | fills {self.fills_durable}"
-            f" | orders {e.live_orders()} | pos {pos}"
+            f"{snap.state}{reason} | P&L {snap.pnl_usdc:+.2f} USDC | fills {self.fills_durable}"
+            f" | orders {snap.live_orders} | pos {pos}"
         )
 
     def _send_stopping(self) -> None:
@@ -806,7 +729,7 @@ class OpsServices:
         if m is None:
             return
         e = self.engine
-        m.update(self.status())
+        m.update(self.current(_METRICS_EVERY_S).to_dict())
         lat_ns, self._lat_seen = e.latencies_since(self._lat_seen)
         if lat_ns:
             m.observe_decision_latency_us(v / 1e3 for v in lat_ns)
@@ -829,11 +752,11 @@ class OpsServices:
                 "message": f"quotes pulled ({e.live_orders()} cancel(s) in flight)",
             }
         if cmd == "resume":
-            b = e.risk.breakers.get(RECONCILE_BREAKER)
+            b = e.breaker_status().get(RECONCILE_BREAKER)
             accepted: dict[str, int] = {}
-            if b is not None and b.tripped and e.state is not HALTED:
+            if b is not None and b["state"] == "tripped" and e.state is not HALTED:
                 accepted = self._accept_venue_positions()
-                b.clear(now, force=True)
+                e.clear_breaker(RECONCILE_BREAKER, now)
                 self._breaker_seen[RECONCILE_BREAKER] = False
                 if self.journal is not None:
                     self.journal.breaker(RECONCILE_BREAKER, "ok", "confirmed by operator")
@@ -861,7 +784,9 @@ class OpsServices:
                     "reset clears the halt and latched breakers: send it with confirm"
                     " (flashmm reset --confirm)"
                 )
-            cleared = [n for n, b in e.risk.breakers.items() if b.tripped and b.latched]
+            cleared = [
+                n for n, b in e.breaker_status().items() if b["state"] == "tripped" and b["latched"]
+            ]
             e.reset(now)
             j = self.journal
             for name in cleared:
