@@ -203,7 +203,7 @@ def flashmm_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def hbt_data_path() -> Path:
-    from flashmm.backtest.cache import default_cache_dir, file_sha256
+    from flashmm.feeds.cache import default_cache_dir, file_sha256
 
     digest = "-".join(file_sha256(f)[:12] for f in FILES)
     return default_cache_dir() / "hftbacktest" / f"nexo-{digest}-v2.npz"
@@ -213,8 +213,8 @@ def convert_for_hftbacktest(out: Path) -> dict[str, Any]:
     """FlashMM's cached arrays -> hftbacktest event rows (``data``) and ``snapshot``."""
     import numpy as np
 
-    from flashmm.backtest.cache import K_DIFF, K_SNAPSHOT, K_TRADE, CachedFeed
     from flashmm.feeds.binance import Scale
+    from flashmm.feeds.cache import K_DIFF, K_SNAPSHOT, K_TRADE, CachedFeed
 
     t0 = time.perf_counter()
     feed = CachedFeed(FILES, {"nexousdt": Scale.of(TICK, LOT)})
@@ -478,8 +478,8 @@ def main() -> None:
     if missing:
         raise SystemExit(f"data not found: {', '.join(map(str, missing))}")
     # one-off preparation (not timed as part of a run): FlashMM's cache, hftbacktest's npz
-    from flashmm.backtest.cache import CachedFeed
     from flashmm.feeds.binance import Scale
+    from flashmm.feeds.cache import CachedFeed
 
     t0 = time.perf_counter()
     CachedFeed(FILES, {"nexousdt": Scale.of(TICK, LOT)})

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kit.data import ETH, needs
+from kit.data import ETH, ETH_SLICE, needs
 from kit.data import NEXO_23 as NEXO_20MIN
 
-from flashmm.backtest.cache import EVENT_DTYPE, CachedFeed, load_recording
 from flashmm.config import load_config
+from flashmm.feeds.cache import EVENT_DTYPE, CachedFeed, load_recording
 from flashmm.feeds.replay import ReplayFeed
 from flashmm.runner import scales_for
 
@@ -75,3 +77,29 @@ def test_cache_dir_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sca
     monkeypatch.setenv("FLASHMM_CACHE_DIR", str(tmp_path / "env-cache"))
     CachedFeed([NEXO_20MIN], scales)
     assert len(list((tmp_path / "env-cache").glob("*.npz"))) == 1
+
+
+def coarse_copy(src: Path, dst: Path, lines: int, per_ts: int) -> Path:
+    """The first ``lines`` lines of a recording, ``per_ts`` lines sharing each timestamp."""
+    with gzip.open(src, "rb") as fh, gzip.open(dst, "wb") as out:
+        for i, line in enumerate(fh):
+            if i == lines:
+                break
+            ts = 1_722_000_000_000_000_000 + (i // per_ts) * 1_000_000
+            out.write(b"%d %s" % (ts, line.split(b" ", 1)[1]))
+    return dst
+
+
+def test_equal_timestamps_ordered_alike(tmp_path: Path, scales: dict) -> None:
+    """Ties within a symbol and across symbols: both feeds share one merge, so the
+    event sequence is the same (equal times in symbol order, each symbol in file order)."""
+    files = [
+        coarse_copy(NEXO_20MIN, tmp_path / "nexo.dat.gz", 400, 7),
+        coarse_copy(ETH_SLICE, tmp_path / "eth.dat.gz", 400, 5),
+    ]
+    for align in (False, True):
+        ref = list(ReplayFeed(files, scales, align=align).events())
+        got = list(CachedFeed(files, scales, align=align, cache_dir=tmp_path / "c").events())
+        assert len(ref) > 700 and got == ref
+        ties = sum(a.ts_ns == b.ts_ns and a.symbol != b.symbol for a, b in pairwise(ref))
+        assert ties > 0

@@ -26,8 +26,8 @@ import numpy as np
 from flashmm.backtest.report import MARKOUT_HORIZONS_S, FillTable
 
 if TYPE_CHECKING:
-    from flashmm.backtest.cache import CachedFeed
     from flashmm.backtest.recorder import BacktestResult
+    from flashmm.feeds.cache import CachedFeed
 
 BOOTSTRAP_SAMPLES = 4000
 METRICS = ("pnl_usdc", "markout_1s_bps", "markout_5s_bps", "markout_30s_bps", "abs_inventory_usdc")

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flashmm.backtest.cache import CachedFeed
 from flashmm.engine import Engine, MarketState
 from flashmm.events import FillEvent, OrderDone, OrderSent, OrderUpdated
+from flashmm.feeds.cache import CachedFeed
 from flashmm.types import NS_PER_S, Fill, Order, OrderState
 
 _OPEN = OrderState.OPEN

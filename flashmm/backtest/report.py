@@ -24,10 +24,10 @@ import numpy as np
 from flashmm.types import NS_PER_S, Fill, Liquidity
 
 if TYPE_CHECKING:
-    from flashmm.backtest.cache import CachedFeed
     from flashmm.backtest.recorder import BacktestResult, MarketTrack, Recorder
     from flashmm.config import Config
     from flashmm.engine import Engine
+    from flashmm.feeds.cache import CachedFeed
 
 MARKOUT_HORIZONS_S = (1.0, 5.0, 30.0)
 CURVE_HORIZONS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)

@@ -4,7 +4,7 @@
 :class:`~flashmm.venues.sim.SimVenue` as paper mode, with the calls of
 :func:`flashmm.runner.drive_replay` (:meth:`~flashmm.engine.Engine.step` for each
 event: due quote cycles, the event, the venue) but synchronously, over a
-:class:`~flashmm.backtest.cache.CachedFeed`.
+:class:`~flashmm.feeds.cache.CachedFeed`.
 At the end it shuts down like every other mode (:func:`flashmm.runner.shutdown`:
 cancel all, advance sim time until the venue confirms).
 
@@ -22,11 +22,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from flashmm.backtest.cache import CachedFeed
 from flashmm.backtest.recorder import BacktestResult, MarketTrack, Recorder
 from flashmm.config import Config
 from flashmm.engine import Engine, SignalFactory
 from flashmm.errors import UserInputError
+from flashmm.feeds.cache import CachedFeed
 from flashmm.runner import build_venue, scales_for, shutdown, signal_factory
 from flashmm.strategy import Strategy
 

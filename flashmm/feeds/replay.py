@@ -17,6 +17,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from loguru import logger
 
 from flashmm.errors import DataError
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale, stream_symbol
-from flashmm.marketdata import FeedStatus, MarketEvent
+from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent
 
 _SYMBOL_PROBE_LINES = 200
 
@@ -116,107 +117,78 @@ def iter_file(
         logger.warning("{}:{}: file truncated or corrupt, rest skipped: {}", name, lineno + 1, exc)
 
 
-def group_files(paths: Sequence[Path]) -> dict[str, list[Path]]:
-    """Files per symbol, each list in time order."""
+def group_files(
+    paths: Sequence[str | Path], scales: Mapping[str, Scale] | None = None
+) -> dict[str, list[Path]]:
+    """Files per symbol, each list in time order; with ``scales``, a symbol that has
+    none is a :class:`~flashmm.errors.DataError`."""
     groups: dict[str, list[Path]] = {}
-    for p in paths:
+    for p in check_files(paths):
         groups.setdefault(detect_symbol(p), []).append(p)
     for files in groups.values():
         files.sort(key=first_timestamp)
+    if scales is not None and (unknown := sorted(set(groups) - set(scales))):
+        known = ", ".join(sorted(scales)) or "none"
+        raise DataError(
+            f"data for symbol(s) {', '.join(unknown)} but no market has that reference "
+            f"(configured references: {known})"
+        )
     return groups
 
 
-class ReplayFeed:
-    """Merged, optionally time-aligned, replay of recordings.
+def align_offsets(groups: Mapping[str, Sequence[Path]], align: bool) -> dict[str, int]:
+    """Per symbol, the shift (ns) that makes every recording start with the latest one."""
+    starts = {s: first_timestamp(files[0]) for s, files in groups.items()}
+    if not align or len(starts) < 2:
+        return dict.fromkeys(starts, 0)
+    origin = max(starts.values())
+    return {s: origin - t for s, t in starts.items()}
 
-    ``scales`` maps the reference symbols to use onto their tick/lot scale;
-    files of other symbols are rejected. Iterate synchronously with
-    :meth:`events` (backtest) or asynchronously with ``async for`` (paper),
-    where ``speed`` paces the replay (1 = real time, 0 = as fast as possible).
+
+_ts = attrgetter("ts_ns")
+#: what a window keeps before its start, so the book is right when it opens
+_BOOK_DATA = (DepthSnapshot, DepthDiff, FeedStatus)
+
+
+class RecordedFeed:
+    """A recording as a :class:`~flashmm.feeds.base.Feed`: the merge, the window and
+    the pacing that :class:`ReplayFeed` (gzip JSON) and
+    :class:`~flashmm.feeds.cache.CachedFeed` (numpy arrays) share.
+
+    A subclass gives one event stream per symbol (:meth:`_streams`, in the
+    order of :attr:`symbols`); :meth:`events` merges them by time, equal
+    times in symbol order, and applies the ``start_ns``/``end_ns`` window:
+    depth data before the window is kept (the book must be right when it
+    opens), everything after ``end_ns`` ends the stream.
     """
 
     sim_clock = True
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        scales: Mapping[str, Scale],
-        *,
-        speed: float = 0.0,
-        align: bool = True,
-        loop: bool = False,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-    ) -> None:
-        files = check_files(paths)
-        self.parser = BinanceParser(scales)
-        self.groups = group_files(files)
-        unknown = sorted(set(self.groups) - set(scales))
-        if unknown:
-            known = ", ".join(sorted(scales)) or "none"
-            raise DataError(
-                f"data for symbol(s) {', '.join(unknown)} but no market has that reference "
-                f"(configured references: {known})"
-            )
-        self.speed = speed
-        self.align = align
-        self.loop = loop
-        self.start_ns = start_ns
-        self.end_ns = end_ns
-        self.stats = ReplayStats()
-        self._offsets = self._compute_offsets()
-        self.stopped = False
+    speed: float = 0.0
+    start_ns: int | None = None
+    end_ns: int | None = None
+    stopped: bool = False
+    stats: ReplayStats
 
     @property
     def symbols(self) -> list[str]:
-        return sorted(self.groups)
+        raise NotImplementedError
 
-    def _compute_offsets(self) -> dict[str, int]:
-        starts = {s: first_timestamp(files[0]) for s, files in self.groups.items()}
-        if not self.align or len(starts) < 2:
-            return dict.fromkeys(starts, 0)
-        origin = max(starts.values())
-        return {s: origin - t for s, t in starts.items()}
-
-    def _symbol_stream(self, symbol: str) -> Iterator[tuple[int, int, MarketEvent]]:
-        off = self._offsets[symbol]
-        seq = 0
-        cycle = 0
-        last_ts = 0
-        while True:
-            for path in self.groups[symbol]:
-                for ev in iter_file(path, self.parser, symbol, self.stats):
-                    if off:
-                        ev.ts_ns += off
-                    seq += 1
-                    last_ts = ev.ts_ns
-                    yield last_ts, seq, ev
-            if not self.loop or self.stopped or seq == 0:
-                break
-            cycle += 1
-            # a new pass starts after the last one ends, from a fresh snapshot
-            off = last_ts - first_timestamp(self.groups[symbol][0]) + 1
-            seq += 1
-            yield last_ts, seq, FeedStatus(symbol, last_ts, "resync", f"replay pass {cycle + 1}")
+    def _streams(self) -> list[Iterator[MarketEvent]]:
+        raise NotImplementedError
 
     def events(self) -> Iterator[MarketEvent]:
         """All events in time order (no pacing)."""
-        streams: Iterable[Iterator[tuple[int, int, MarketEvent]]] = [
-            self._symbol_stream(s) for s in self.symbols
-        ]
+        streams = self._streams()
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts)
         lo, hi = self.start_ns, self.end_ns
-        for ts, _, ev in heapq.merge(*streams, key=_ts_key):
+        for ev in merged:
             if self.stopped:
                 return
-            if lo is not None and ts < lo:
-                # keep the book right: depth data is applied even before the window
-                if isinstance(ev, FeedStatus) or type(ev).__name__ in (
-                    "DepthSnapshot",
-                    "DepthDiff",
-                ):
+            if lo is not None and ev.ts_ns < lo:
+                if isinstance(ev, _BOOK_DATA):
                     yield ev
                 continue
-            if hi is not None and ts > hi:
+            if hi is not None and ev.ts_ns > hi:
                 return
             yield ev
 
@@ -260,10 +232,65 @@ class ReplayFeed:
         return {"bad_lines": self.stats.bad_lines}
 
 
+class ReplayFeed(RecordedFeed):
+    """Merged, optionally time-aligned, replay of recordings.
+
+    ``scales`` maps the reference symbols to use onto their tick/lot scale;
+    files of other symbols are rejected. Iterate synchronously with
+    :meth:`events` or asynchronously with ``async for`` (paper and backtest),
+    where ``speed`` paces the replay (1 = real time, 0 = as fast as possible).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        scales: Mapping[str, Scale],
+        *,
+        speed: float = 0.0,
+        align: bool = True,
+        loop: bool = False,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> None:
+        self.parser = BinanceParser(scales)
+        self.groups = group_files(paths, scales)
+        self.speed = speed
+        self.align = align
+        self.loop = loop
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.stats = ReplayStats()
+        self._offsets = align_offsets(self.groups, align)
+        self.stopped = False
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self.groups)
+
+    def _streams(self) -> list[Iterator[MarketEvent]]:
+        return [self._symbol_stream(s) for s in self.symbols]
+
+    def _symbol_stream(self, symbol: str) -> Iterator[MarketEvent]:
+        off = self._offsets[symbol]
+        cycle = 0
+        last_ts = 0
+        while True:
+            n = 0
+            for path in self.groups[symbol]:
+                for ev in iter_file(path, self.parser, symbol, self.stats):
+                    if off:
+                        ev.ts_ns += off
+                    n += 1
+                    last_ts = ev.ts_ns
+                    yield ev
+            if not self.loop or self.stopped or n == 0:
+                break
+            cycle += 1
+            # a new pass starts after the last one ends, from a fresh snapshot
+            off = last_ts - first_timestamp(self.groups[symbol][0]) + 1
+            yield FeedStatus(symbol, last_ts, "resync", f"replay pass {cycle + 1}")
+
+
 def make_scales(specs: Iterable[tuple[str, float, float]]) -> dict[str, Scale]:
     """``(reference, tick, lot)`` triples to the parser's scale map."""
     return {ref: Scale.of(tick, lot) for ref, tick, lot in specs}
-
-
-def _ts_key(item: tuple[int, int, MarketEvent]) -> int:
-    return item[0]

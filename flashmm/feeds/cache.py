@@ -9,24 +9,23 @@ and stores the events as two arrays in ``<cache dir>/<sha256>-<symbol>-<scale>-v
   slice of ``levels`` holding their bids then asks;
 - ``levels``: ``(price_ticks, size_lots)`` rows of every snapshot and diff.
 
-:class:`CachedFeed` replays cached files with exactly the rules of
-``ReplayFeed.events()`` (chaining per symbol, merging symbols by time,
-alignment, the ``start_ns``/``end_ns`` window) and yields the same
-:mod:`flashmm.marketdata` events, so a backtest over the cache sees the same
-stream as paper mode. The cache directory is ``$FLASHMM_CACHE_DIR`` or
-``~/.cache/flashmm``; files are written atomically, so parallel sweeps can
-share it.
+:class:`CachedFeed` is a feed beside ``ReplayFeed``: both are
+:class:`~flashmm.feeds.replay.RecordedFeed`, so the chaining per symbol, the
+merge by time (equal times in symbol order), alignment, the
+``start_ns``/``end_ns`` window and the pacing are one code, and a backtest
+over the cache sees the same stream as paper mode. The cache directory is
+``$FLASHMM_CACHE_DIR`` or ``~/.cache/flashmm``; files are written atomically,
+so parallel sweeps can share it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,14 @@ from typing import Any
 import numpy as np
 
 from flashmm.feeds.binance import BinanceParser, Scale
-from flashmm.feeds.replay import ReplayStats, check_files, detect_symbol, first_timestamp, iter_file
-from flashmm.marketdata import (
-    BookTicker,
-    DepthDiff,
-    DepthSnapshot,
-    FeedStatus,
-    Levels,
-    MarketEvent,
-    Trade,
+from flashmm.feeds.replay import (
+    RecordedFeed,
+    ReplayStats,
+    align_offsets,
+    group_files,
+    iter_file,
 )
+from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Levels, MarketEvent, Trade
 
 CACHE_VERSION = 2
 
@@ -247,8 +244,8 @@ def _file_events(rec: Recording, offset: int) -> Iterator[MarketEvent]:
             yield DepthSnapshot(sym, ts, fid, lv[s0:s1], lv[s1 : s1 + na])
 
 
-class CachedFeed:
-    """``ReplayFeed.events()`` over cached arrays (no pacing, no looping).
+class CachedFeed(RecordedFeed):
+    """A :class:`~flashmm.feeds.replay.RecordedFeed` over cached arrays (no looping).
 
     ``scales`` maps reference symbols to their scale, as for ``ReplayFeed``;
     files of other symbols raise :class:`~flashmm.errors.DataError`.
@@ -259,42 +256,28 @@ class CachedFeed:
         paths: Sequence[str | Path],
         scales: Mapping[str, Scale],
         *,
+        speed: float = 0.0,
         align: bool = True,
         start_ns: int | None = None,
         end_ns: int | None = None,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
     ) -> None:
-        from flashmm.errors import DataError
-
-        files = check_files(paths)
-        groups: dict[str, list[Path]] = {}
-        for p in files:
-            groups.setdefault(detect_symbol(p), []).append(p)
-        unknown = sorted(set(groups) - set(scales))
-        if unknown:
-            known = ", ".join(sorted(scales)) or "none"
-            raise DataError(
-                f"data for symbol(s) {', '.join(unknown)} but no market has that reference "
-                f"(configured references: {known})"
-            )
+        groups = group_files(paths, scales)
         t0 = time.perf_counter()
         c0 = time.process_time()
-        self.recordings: dict[str, list[Recording]] = {}
-        for sym, paths_ in groups.items():
-            recs = [
-                load_recording(p, sym, scales[sym], cache_dir, use_cache=use_cache) for p in paths_
-            ]
-            # chained in time order, by each file's first line (as ReplayFeed does)
-            starts = {id(r): first_timestamp(r.path) for r in recs}
-            recs.sort(key=lambda r: starts[id(r)])
-            self.recordings[sym] = recs
+        self.recordings = {
+            sym: [load_recording(p, sym, scales[sym], cache_dir, use_cache=use_cache) for p in ps]
+            for sym, ps in groups.items()
+        }
         self.load_s = time.perf_counter() - t0
         self.load_cpu_s = time.process_time() - c0
+        self.speed = speed
         self.align = align
         self.start_ns = start_ns
         self.end_ns = end_ns
-        self.offsets = self._compute_offsets()
+        self.stopped = False
+        self.offsets = align_offsets(groups, align)
         recs_all = [r for rs in self.recordings.values() for r in rs]
         self.stats = ReplayStats(
             lines=sum(r.lines for r in recs_all),
@@ -309,12 +292,13 @@ class CachedFeed:
     def symbols(self) -> list[str]:
         return sorted(self.recordings)
 
-    def _compute_offsets(self) -> dict[str, int]:
-        starts = {s: first_timestamp(rs[0].path) for s, rs in self.recordings.items()}
-        if not self.align or len(starts) < 2:
-            return dict.fromkeys(starts, 0)
-        origin = max(starts.values())
-        return {s: origin - t for s, t in starts.items()}
+    def _streams(self) -> list[Iterator[MarketEvent]]:
+        return [self._symbol_stream(s) for s in self.symbols]
+
+    def _symbol_stream(self, symbol: str) -> Iterator[MarketEvent]:
+        off = self.offsets[symbol]
+        for rec in self.recordings[symbol]:
+            yield from _file_events(rec, off)
 
     def span(self) -> tuple[int, int]:
         """First and last event time over all files (after alignment)."""
@@ -336,46 +320,6 @@ class CachedFeed:
 
     def __len__(self) -> int:
         return int(self.stats.events)
-
-    def _symbol_stream(self, symbol: str, k: int) -> Iterator[tuple[int, int, int, MarketEvent]]:
-        off = self.offsets[symbol]
-        seq = 0
-        for rec in self.recordings[symbol]:
-            for ev in _file_events(rec, off):
-                seq += 1
-                # ``k`` (the symbol's rank) breaks full ties, which aligned starts produce
-                yield ev.ts_ns, seq, k, ev
-
-    def events(self) -> Iterator[MarketEvent]:
-        """All events in time order, with ``ReplayFeed.events()``'s window rules."""
-        lo, hi = self.start_ns, self.end_ns
-        if len(self.recordings) == 1:
-            (sym,) = self.recordings
-            stream: Iterable[MarketEvent] = (
-                ev for rec in self.recordings[sym] for ev in _file_events(rec, self.offsets[sym])
-            )
-            if lo is None and hi is None:
-                yield from stream
-                return
-            for ev in stream:
-                ts = ev.ts_ns
-                if lo is not None and ts < lo:
-                    if isinstance(ev, DepthDiff | DepthSnapshot | FeedStatus):
-                        yield ev
-                    continue
-                if hi is not None and ts > hi:
-                    return
-                yield ev
-            return
-        streams = [self._symbol_stream(s, k) for k, s in enumerate(self.symbols)]
-        for ts, _, _, ev in heapq.merge(*streams):
-            if lo is not None and ts < lo:
-                if isinstance(ev, DepthDiff | DepthSnapshot | FeedStatus):
-                    yield ev
-                continue
-            if hi is not None and ts > hi:
-                return
-            yield ev
 
 
 def cache_info(cache_dir: Path | None = None) -> dict[str, Any]:
