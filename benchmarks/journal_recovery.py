@@ -21,8 +21,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from flashmm.accounting import apply_fill
 from flashmm.logs import setup_logging
-from flashmm.ops.journal import Journal, apply_fill
+from flashmm.ops.journal import Journal
 from flashmm.types import Fill, Liquidity, MarketSpec, Order, OrderState, Position, Side
 
 SPEC = MarketSpec("SEI/USDC", Decimal("0.0001"), Decimal("1"), "seiusdt")

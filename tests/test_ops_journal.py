@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from flashmm.accounting import apply_fill
 from flashmm.errors import RuntimeFailure
-from flashmm.ops.journal import Journal, apply_fill, read_state
+from flashmm.ops.journal import Journal, read_state
 from flashmm.types import Fill, Liquidity, MarketSpec, Order, OrderState, Position, Side
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,8 @@ from flashmm.engine import Engine
 from flashmm.events import FillEvent
 from flashmm.ops.control import send_command
 from flashmm.ops.journal import Journal, read_state
-from flashmm.ops.service import RECONCILE_BREAKER, OpsServices
+from flashmm.ops.recovery import RECONCILE_BREAKER
+from flashmm.ops.service import OpsServices
 from flashmm.types import Fill, Liquidity, Order, OrderState, Side
 from flashmm.venues.sim import SimVenue
 

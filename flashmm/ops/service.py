@@ -15,31 +15,8 @@ happened to ``engine.outbox``; :meth:`OpsServices.task` drains it every
 sends systemd watchdog pings and status lines from the same loop, so a
 stuck event loop stops the pings.
 
-Recovery on start, before the first quote:
-
-1. From the journal: positions rebuilt from every journaled fill, the fill
-   ids (a replayed fill is not booked twice), each market's next client id
-   past every journaled one, latched breakers (an emergency stop stays
-   halted) and the last mode command (paused stays paused).
-2. A chain venue replays our fills from the journal's last processed block
-   (meta ``venue.processed_block``, moved after each drain) to the head in
-   its ``start()``, so fills mined before a crash or while the bot was down
-   are booked once, with their chain price and block time.
-3. With the venue (in :meth:`task`, while quoting is held): journaled live
-   orders the venue no longer has are marked done; orders on the venue the
-   journal does not know (orphans) are cancelled or adopted per
-   ``control.orphan_orders``; a position that differs at all (the venue's,
-   read at one block plus our later fills it already reported) trips the
-   latched ``reconcile`` breaker and the bot stays paused until the
-   operator runs ``flashmm resume``, which accepts the venue's positions
-   (journaled as an adjustment fill at the position's average cost).
-
-The paper venue (``sim``) starts empty on every run, so in paper mode the
-journal is the truth: its positions are kept and the venue's are ignored.
-A simulated run on recorded data (paper venue on a replay) is a world of
-its own: it gets a fresh journal ``<data_dir>/runs/<profile>/<run id>.sqlite``
-and starts flat and unhalted, unless ``resume`` continues the profile's
-latest run journal.
+Recovery (:mod:`flashmm.ops.recovery`) and the control commands
+(:mod:`flashmm.ops.commands`) are the two jobs :class:`OpsServices` inherits.
 
 A journal that cannot be written trips the latched ``journal`` breaker
 (quotes pulled); :attr:`OpsServices.failure` then says why and the run ends
@@ -61,7 +38,7 @@ from loguru import logger
 
 from flashmm.accounting import unrealized_usdc
 from flashmm.config import Config
-from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
+from flashmm.engine import RUNNING, Engine
 from flashmm.events import (
     BreakerChanged,
     FillEvent,
@@ -71,30 +48,22 @@ from flashmm.events import (
     OutboxEvent,
     StateChanged,
 )
-from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_config
-from flashmm.ops.journal import MODE_COMMANDS, Journal, RecoveredState
+from flashmm.ops.commands import Commands
+from flashmm.ops.control import ControlServer, socket_path_from_config
+from flashmm.ops.journal import Journal
 from flashmm.ops.notify import Notifier
-from flashmm.risk import HALT
+from flashmm.ops.recovery import GATE_REASON, JOURNAL_BREAKER
 from flashmm.snapshot import OpsView, Snapshot
-from flashmm.types import Fill, Liquidity, Order, OrderState, Position, Side
+from flashmm.types import Order, Position
 
-__all__ = ["JOURNAL_BREAKER", "RECONCILE_BREAKER", "OpsServices"]
+__all__ = ["OpsServices"]
 
-#: The latched breaker that holds quoting after a position mismatch with the venue.
-RECONCILE_BREAKER = "reconcile"
-#: The latched breaker that pulls quotes once a journal write failed.
-JOURNAL_BREAKER = "journal"
-_GATE_REASON = "starting: reconciling with the venue"
-#: journal meta key: the venue's last block whose events are all journaled
-_BLOCK_KEY = "venue.processed_block"
-#: blocks replayed again below the checkpoint (fill ids make the overlap harmless)
-_REPLAY_MARGIN = 2
 _SNAPSHOT_EVERY_S = 10.0
 _STATUS_EVERY_S = 5.0
 _METRICS_EVERY_S = 1.0
 
 
-class OpsServices:
+class OpsServices(Commands):
     """Journal, recovery, control socket, systemd notifications and metrics for one bot."""
 
     def __init__(
@@ -172,7 +141,7 @@ class OpsServices:
             self._base = self.engine.positions()
             if self.engine.state is RUNNING:
                 # no quote goes out before the venue reconciliation in task()
-                self.engine.pause(_GATE_REASON, self._now(), quiet=True)
+                self.engine.pause(GATE_REASON, self._now(), quiet=True)
             self.control = ControlServer(self.socket_path, self._handle, audit=self._audit)
             await self.control.start()
             if self.cfg.control.metrics_port:
@@ -296,179 +265,6 @@ class OpsServices:
                 self.failure = f"{self.failure}; {j.lost} write(s) lost"
         self.notifier.close()
 
-    # --- clock ------------------------------------------------------------------
-
-    def _now(self) -> int:
-        """The engine's clock: the recorded time on a replay, else the wall clock."""
-        if self.sim_clock and self.engine.now_ns:
-            return self.engine.now_ns
-        return time.time_ns()
-
-    # --- recovery ------------------------------------------------------------------
-
-    def _recover_from_journal(self, st: RecoveredState) -> None:
-        e = self.engine
-        now = self._now()
-        ignored = e.restore(st.positions.values(), st.fill_ids, st.max_client_ids)
-        for sym in ignored:
-            logger.warning("journal has fills for {}, which this profile does not trade", sym)
-        restored = {s: p.lots for s, p in st.positions.items() if s not in ignored}
-        self.fills_durable = st.fill_count
-        self._journal_orders = list(st.open_orders)
-        # latched breakers: an emergency stop or a loss limit survives the restart
-        latched = []
-        for name, rec in st.latched_breakers.items():
-            if rec.state != "tripped" or name in (RECONCILE_BREAKER, JOURNAL_BREAKER):
-                continue
-            latched.append(name)
-            logger.warning(
-                "restoring latched breaker {} (tripped before this start: {}); it stays "
-                "until 'flashmm reset --confirm'",
-                name,
-                rec.reason,
-            )
-            # a breaker this engine does not know halts (as an emergency stop)
-            e.trip_breaker(name, rec.reason, now, action=HALT)
-            self._breaker_seen[name] = True
-        last = st.last_mode_command
-        mode = last.cmd if last is not None else None
-        if mode in ("pause", "reset") and e.state is RUNNING:
-            e.pause(f"{mode} before the restart: 'flashmm resume' to quote", now)
-        elif mode == "emergency_stop" and e.state is not HALTED:
-            e.emergency_stop("operator emergency stop before the restart", now)
-        self.recovery = {
-            **self.recovery,
-            "positions": restored,
-            "fills": st.fill_count,
-            "journal_open_orders": len(st.open_orders),
-            "next_client_ids": e.next_client_ids(),
-            "latched_breakers": latched,
-            "last_mode_command": mode,
-            "state": e.state,
-        }
-        if st.fill_count or st.open_orders or latched or mode:
-            logger.info(
-                "recovered from journal: {} fill(s), positions {}, {} open order(s), state {}",
-                st.fill_count,
-                restored,
-                len(st.open_orders),
-                e.state,
-            )
-        if self.journal is not None:
-            self.journal.event("recovery", self.recovery)
-
-    def _venue_replay_hook(self) -> None:
-        """Tell a chain venue where the journal's fills end, so it replays the rest."""
-        venue = self.engine.venue
-        if not venue.replays_fills or self.journal is None:
-            return
-        raw = self.journal.get_meta(_BLOCK_KEY)
-        block = int(raw) + 1 - _REPLAY_MARGIN if raw is not None and raw.isdigit() else None
-        self.recovery["replay_from_block"] = block
-        venue.recover_from(block)
-
-    def _checkpoint_block(self, block: Any) -> None:
-        """After a drain: every event of the venue up to ``block`` is in the journal."""
-        j = self.journal
-        if j is None or j.closed or not isinstance(block, int) or block == self._block_saved:
-            return
-        j.set_meta(_BLOCK_KEY, str(block))
-        self._block_saved = block
-
-    async def _reconcile_venue(self) -> None:
-        """Compare journaled orders and positions with what the venue reports."""
-        e = self.engine
-        venue = e.venue
-        now = self._now()
-        venue_orders = await venue.open_orders()
-        venue_pos = await venue.positions()
-        # the venue's positions count every event it has handed out, some maybe not yet
-        # polled: book them now (no await in between), so both sides see the same fills
-        e.pump_venue(now)
-        j = self.journal
-        known = {(o.market, o.client_id): o for o in self._journal_orders}
-        on_venue = {(o.market, o.client_id): o for o in venue_orders}
-        gone: list[str] = []
-        kept: list[str] = []
-        orphans: list[str] = []
-        for key, o in known.items():
-            vo = on_venue.get(key)
-            if vo is None:
-                o.state = OrderState.DONE
-                if j is not None:
-                    j.order_event(o, note="reconcile: not on the venue")
-                gone.append(f"{o.market}#{o.client_id}")
-            else:
-                self._adopt(vo)
-                kept.append(f"{o.market}#{o.client_id}")
-        policy = self.cfg.control.orphan_orders
-        for key, vo in on_venue.items():
-            if key in known:
-                continue
-            orphans.append(f"{vo.market}#{vo.client_id}")
-            if policy == "adopt" and vo.market in e.specs:
-                self._adopt(vo)
-                if j is not None:
-                    j.order_event(vo, note="reconcile: adopted orphan")
-            else:
-                venue.requote(vo.market, [vo.client_id], [], now)
-                if j is not None:
-                    j.event("orphan_cancelled", dataclasses.asdict(vo), market=vo.market)
-        if orphans:
-            logger.warning(
-                "{} order(s) on the venue not in the journal: {} ({})",
-                len(orphans),
-                ", ".join(orphans),
-                "adopted" if policy == "adopt" else "cancelled",
-            )
-        mismatches: dict[str, dict[str, int]] = {}
-        if not self.paper_venue:
-            for sym, pos in e.positions().items():
-                ours = pos.lots
-                theirs = int(venue_pos.get(sym, 0))
-                if ours != theirs:
-                    mismatches[sym] = {"journal_lots": ours, "venue_lots": theirs}
-        summary = {
-            "replay": venue.replay_summary(),
-            "journal_orders_done": gone,
-            "orders_kept": kept,
-            "orphans": orphans,
-            "orphan_policy": policy,
-            "position_mismatches": mismatches,
-            "venue_positions_ignored": self.paper_venue,
-        }
-        self.recovery["reconcile"] = summary
-        if j is not None:
-            j.event("reconcile", summary)
-        if mismatches:
-            self._pending_positions = {s: d["venue_lots"] for s, d in mismatches.items()}
-            what = ", ".join(
-                f"{s} journal {d['journal_lots']} vs venue {d['venue_lots']} lots"
-                for s, d in mismatches.items()
-            )
-            if j is not None:
-                for sym, d in mismatches.items():
-                    j.event("position_mismatch", d, market=sym)
-            self._trip_reconcile(
-                f"position mismatch ({what}): check, then 'flashmm resume' accepts the venue's"
-            )
-
-    def _adopt(self, vo: Order) -> None:
-        state = OrderState.OPEN if vo.state is not OrderState.PENDING_CANCEL else vo.state
-        self.engine.adopt_order(dataclasses.replace(vo, state=state))
-
-    def _trip_reconcile(self, reason: str) -> None:
-        self.engine.trip_breaker(
-            RECONCILE_BREAKER,
-            reason,
-            self._now(),
-            clear_hint="check the venue, then 'flashmm resume' accepts its positions",
-        )
-        logger.error("quoting held: {}", reason)
-        self._breaker_seen[RECONCILE_BREAKER] = True
-        if self.journal is not None:
-            self.journal.breaker(RECONCILE_BREAKER, "tripped", reason, latched=True)
-
     def _check_journal(self) -> None:
         """Trip the latched ``journal`` breaker once a journal write failed."""
         j = self.journal
@@ -483,49 +279,6 @@ class OpsServices:
         self._breaker_seen[JOURNAL_BREAKER] = True
         if not j.closed:
             j.breaker(JOURNAL_BREAKER, "tripped", reason, latched=True)
-
-    def _release_gate(self) -> None:
-        e = self.engine
-        if e.state is PAUSED and e.pause_reason == _GATE_REASON:
-            refused = e.resume(self._now())
-            if refused is not None:
-                logger.warning("not quoting: {}", refused)
-
-    def _accept_venue_positions(self) -> dict[str, int]:
-        """Book the difference to the venue's positions as adjustment fills (journaled)."""
-        e = self.engine
-        now = self._now()
-        done: dict[str, int] = {}
-        positions, mids = e.positions(), e.mids()
-        for sym, lots in self._pending_positions.items():
-            pos = positions[sym]
-            diff = lots - pos.lots
-            if diff == 0:
-                continue
-            # at the position's own average cost: accepting the venue's number invents no
-            # P&L; only a journal that is flat has no cost to use and takes the mid
-            px = round(pos.avg_price_ticks) if pos.lots else round(mids.get(sym, 0.0))
-            fill = Fill(
-                sym,
-                0,
-                Side.BUY if diff > 0 else Side.SELL,
-                int(px),
-                abs(diff),
-                0.0,
-                Liquidity.TAKER,
-                now,
-                f"reconcile-{self._run_id}-{sym}-{now}",
-            )
-            e.apply_recovered_fill(fill)
-            if self.journal is not None:
-                self.journal.fill(fill)
-                self.journal.event(
-                    "position_accepted", {"venue_lots": lots, "adjust_lots": diff}, market=sym
-                )
-            done[sym] = diff
-            logger.warning("{}: accepted the venue's position {} lots ({:+d})", sym, lots, diff)
-        self._pending_positions = {}
-        return done
 
     # --- journal drain ------------------------------------------------------------
 
@@ -733,84 +486,3 @@ class OpsServices:
         lat_ns, self._lat_seen = e.latencies_since(self._lat_seen)
         if lat_ns:
             m.observe_decision_latency_us(v / 1e3 for v in lat_ns)
-
-    # --- control commands ---------------------------------------------------------------
-
-    async def _handle(self, cmd: str, args: dict[str, Any]) -> Mapping[str, Any]:
-        e = self.engine
-        now = self._now()
-        note = str(args.get("reason") or "").strip()
-        who = f"operator: {note}" if note else "operator"
-        if cmd == "status":
-            return self.status()
-        if cmd == "pause":
-            if e.state is HALTED:
-                return {"state": e.state, "message": "halted: no quotes out ('reset --confirm')"}
-            e.pause(who, now)
-            return {
-                "state": e.state,
-                "message": f"quotes pulled ({e.live_orders()} cancel(s) in flight)",
-            }
-        if cmd == "resume":
-            b = e.breaker_status().get(RECONCILE_BREAKER)
-            accepted: dict[str, int] = {}
-            if b is not None and b["state"] == "tripped" and e.state is not HALTED:
-                accepted = self._accept_venue_positions()
-                e.clear_breaker(RECONCILE_BREAKER, now)
-                self._breaker_seen[RECONCILE_BREAKER] = False
-                if self.journal is not None:
-                    self.journal.breaker(RECONCILE_BREAKER, "ok", "confirmed by operator")
-            refused = e.resume(now)
-            if refused is not None:
-                raise ControlRefused(refused)
-            msg = "quoting"
-            if accepted:
-                msg += "; accepted the venue's positions " + ", ".join(
-                    f"{s} {d:+d} lots" for s, d in accepted.items()
-                )
-            return {"state": e.state, "message": msg}
-        if cmd == "stop":
-            asyncio.get_running_loop().call_later(0.1, self.stop_event.set)
-            return {"state": "stopping", "message": "cancelling all orders, then exiting"}
-        if cmd == "emergency_stop":
-            e.emergency_stop(who, now)
-            return {
-                "state": e.state,
-                "message": "orders cancelled, flattening; halted until 'reset --confirm'",
-            }
-        if cmd == "reset":
-            if args.get("confirm") is not True:
-                raise ControlRefused(
-                    "reset clears the halt and latched breakers: send it with confirm"
-                    " (flashmm reset --confirm)"
-                )
-            cleared = [
-                n for n, b in e.breaker_status().items() if b["state"] == "tripped" and b["latched"]
-            ]
-            e.reset(now)
-            j = self.journal
-            for name in cleared:
-                self._breaker_seen[name] = False
-                if j is not None:
-                    j.breaker(name, "ok", "reset by operator")
-            if self._pending_positions:  # a reset does not accept a position mismatch
-                self._trip_reconcile("position mismatch still unconfirmed: 'flashmm resume'")
-            return {
-                "state": e.state,
-                "message": f"cleared {', '.join(cleared) or 'nothing'}; paused: resume to quote",
-            }
-        raise ControlRefused(f"unknown command {cmd!r}")
-
-    def _audit(self, cmd: str, args: dict[str, Any], response: dict[str, Any]) -> None:
-        j = self.journal
-        if j is None or j.closed or cmd == "status":
-            return  # status changes nothing: not journaled
-        result = response.get("result") or {}
-        if not response.get("ok"):
-            result = {"error": response.get("error")}
-        # the journal redacts secrets from every text it stores
-        seq = j.control(cmd, args, bool(response.get("ok")), result)
-        if response.get("ok") and cmd in MODE_COMMANDS:
-            # the answer goes out after this returns: a mode change the operator
-            # saw acknowledged must survive a crash (rare; a few ms of fsync)
-            j.wait_durable(seq, timeout=2.0)
