@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -28,6 +28,8 @@ from flashmm.signal import SignalSource
 from flashmm.snapshot import Snapshot
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
+
+T = TypeVar("T")
 
 #: how long closing a feed may take on shutdown before the bot goes on without it
 FEED_CLOSE_TIMEOUT_S = 2.0
@@ -115,19 +117,56 @@ def build_engine(cfg: Config, venue: Venue | None = None, *, sim_clock: bool = F
 
 
 async def drive_replay(
-    engine: Engine, feed: Feed, stop: asyncio.Event, deadline: float | None
-) -> None:
-    """Sim-clock loop: timers fire on the recorded time line, between events."""
-    n = 0
-    paced = feed.paced
+    engine: Engine,
+    feed: Feed,
+    stop: asyncio.Event | None = None,
+    deadline: float | None = None,
+    *,
+    warm_until: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Sim-clock loop of paper replay and backtest: timers fire on the recorded time
+    line, between events (:meth:`Engine.step`).
+
+    Events before ``warm_until`` only build the books (:meth:`Engine.warm_up`);
+    ``on_step(now)`` runs after every step (the backtest recorder). Stops at the
+    end of the data, or when ``stop`` is set or ``deadline`` (monotonic) passes,
+    checked after every event of a paced feed, else every 256. With a feed that
+    only yields to the loop (``asyncio.sleep(0)``) the coroutine can be run without
+    one (:func:`run_unsuspended`). Returns the events stepped and warmed up."""
+    n = warm = 0
+    mask = 0 if feed.paced else 255
+    step = engine.step
     async for ev in feed:
-        engine.step(ev, ev.ts_ns)
+        now = ev.ts_ns
+        if warm_until is not None and now < warm_until:
+            engine.warm_up(ev, now)
+            warm += 1
+            continue
+        step(ev, now)
+        if on_step is not None:
+            on_step(now)
         n += 1
-        if (paced or (n & 255) == 0) and (
-            stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+        if (n & mask) == 0 and (
+            (stop is not None and stop.is_set())
+            or (deadline is not None and time.monotonic() >= deadline)
         ):
+            feed.stop()
             break
-    feed.stop()
+    return n, warm
+
+
+def run_unsuspended(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits for anything (a sim-clock drive or shutdown)
+    without an event loop; a bare yield (``asyncio.sleep(0)``) just goes on."""
+    try:
+        while coro.send(None) is None:
+            pass
+    except StopIteration as done:
+        value: T = done.value
+        return value
+    coro.close()
+    raise RuntimeError("coroutine waited on a simulated clock")
 
 
 async def drive_live(
@@ -261,10 +300,11 @@ async def run_async(
     extras = [asyncio.create_task(t(engine)) for t in opts.extra_tasks]
     t0 = time.perf_counter()
     try:
-        if sim_clock:
-            drv = asyncio.create_task(drive_replay(engine, feed, stop, deadline))
-        else:
-            drv = asyncio.create_task(drive_live(engine, feed, stop, deadline))
+        drv: asyncio.Task[object] = asyncio.create_task(
+            drive_replay(engine, feed, stop, deadline, warm_until=opts.start_ns)
+            if sim_clock
+            else drive_live(engine, feed, stop, deadline)
+        )
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({drv, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not drv.done():

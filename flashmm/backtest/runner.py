@@ -1,12 +1,13 @@
 """The backtest loop: the paper-mode engine on a simulated clock, as fast as possible.
 
 :func:`run_backtest` drives the same :class:`~flashmm.engine.Engine` and
-:class:`~flashmm.venues.sim.SimVenue` as paper mode, with the calls of
+:class:`~flashmm.venues.sim.SimVenue` as paper mode with the same loop,
 :func:`flashmm.runner.drive_replay` (:meth:`~flashmm.engine.Engine.step` for each
-event: due quote cycles, the event, the venue) but synchronously, over a
-:class:`~flashmm.feeds.cache.CachedFeed`.
-At the end it shuts down like every other mode (:func:`flashmm.runner.shutdown`:
-cancel all, advance sim time until the venue confirms).
+event: due quote cycles, the event, the venue), over a
+:class:`~flashmm.feeds.cache.CachedFeed` and without an event loop (nothing on a
+simulated clock waits). At the end it shuts down like every other mode
+(:func:`flashmm.runner.shutdown`: cancel all, advance sim time until the venue
+confirms).
 
 A :class:`~flashmm.backtest.recorder.Recorder` runs after every step, outside
 the engine; :func:`~flashmm.backtest.report.build_report` turns it into the
@@ -18,29 +19,41 @@ modules import one way only: runner -> report -> recorder (checked by
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from flashmm.backtest.recorder import BacktestResult, MarketTrack, Recorder
 from flashmm.config import Config
 from flashmm.engine import Engine, SignalFactory
 from flashmm.errors import UserInputError
 from flashmm.feeds.cache import CachedFeed
-from flashmm.runner import build_venue, scales_for, shutdown, signal_factory
+from flashmm.runner import (
+    build_venue,
+    drive_replay,
+    run_unsuspended,
+    scales_for,
+    shutdown,
+    signal_factory,
+)
 from flashmm.strategy import Strategy
 
 ProgressFn = Callable[[int], None]
+StepFn = Callable[[int], None]
 
 
-def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that never suspends (the sim-clock branches) without an event loop."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise RuntimeError("coroutine suspended on a simulated clock")
+def _counting(record: StepFn, progress: ProgressFn, every: int) -> StepFn:
+    """``record`` after every step, and ``progress(every)`` every ``every`` steps."""
+    count = 0
+
+    def on_step(now: int) -> None:
+        nonlocal count
+        record(now)
+        count += 1
+        if count == every:
+            progress(every)
+            count = 0
+
+    return on_step
 
 
 def make_engine(
@@ -131,33 +144,19 @@ def run_backtest(
     else:
         pre, pre_cpu = feed.load_s, feed.load_cpu_s  # opened by the caller: its load counts too
     engine = make_engine(cfg, strategy, signals)
-    _run_sync(engine.venue.start())
+    run_unsuspended(engine.venue.start())
     active = [sym for sym, ms in engine.markets.items() if ms.spec.reference in feed.symbols]
     rec = Recorder(engine, active, sample_s)
     t_load = time.perf_counter()
-    lo = from_ns
-    warm = 0
-    n = 0
-    record = rec.step
-    engine_step = engine.step
     every = max(int(progress_every), 1)
-    for ev in feed.events():
-        now = ev.ts_ns
-        if lo is not None and now < lo:
-            engine.warm_up(ev, now)
-            warm += 1
-            continue
-        engine_step(ev, now)
-        record(now)
-        n += 1
-        if progress is not None and n % every == 0:
-            progress(every)
+    on_step = rec.step if progress is None else _counting(rec.step, progress, every)
+    n, warm = run_unsuspended(drive_replay(engine, feed, warm_until=from_ns, on_step=on_step))
     if progress is not None and n % every:
         progress(n % every)
     t_loop = time.perf_counter()
-    clean = _run_sync(shutdown(engine, sim_clock=True))
+    clean = run_unsuspended(shutdown(engine, sim_clock=True))
     rec.step(engine.now_ns)
-    _run_sync(engine.venue.aclose())
+    run_unsuspended(engine.venue.aclose())
     t_end = time.perf_counter()
     timing = {
         "wall_s": t_end - t0 + pre,
