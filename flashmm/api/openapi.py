@@ -101,13 +101,15 @@ def openapi_document() -> dict[str, Any]:
                     " snapshot, then snapshots at up to api.stream_hz and, in events messages"
                     " (one per batch, every ~50 ms at most), every fill, order, breaker and"
                     " state change in order. seq grows by one per message: a gap means loss."
-                    " A client that does not keep up is disconnected."
+                    " A client that does not keep up is dropped (close code 1008 with the"
+                    " reason, then the connection is reset)."
                 ),
                 "responses": {
                     "101": {
                         "description": "Switching protocols; messages are StreamMessage",
                         "content": {"application/json": {"schema": _ref("StreamMessage")}},
                     },
+                    "400": err,
                     **auth_errors,
                     "503": err,
                 },

@@ -39,11 +39,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from loguru import logger
 
 from flashmm.api.openapi import API_VERSION, CONTROL_ROUTES, openapi_document
-from flashmm.api.stream import StreamHub, dumps
+from flashmm.api.stream import StreamHub, dumps, websocket_accept
 from flashmm.config import ApiConfig
 from flashmm.errors import RuntimeFailure
 from flashmm.events import OutboxEvent
@@ -127,7 +127,6 @@ class ApiServer:
         self._last_event_wall = time.time()
         self._metrics: Any = None
         self._lat_seen = 0
-        self._ws: set[web.WebSocketResponse] = set()
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -180,6 +179,7 @@ class ApiServer:
             ) from exc
         addrs = self._runner.addresses
         self.port = int(addrs[0][1]) if addrs else self.cfg.port
+        self.hub.start()
         self._ticker = asyncio.create_task(self._tick(), name="api-stream")
         self.ops.listeners.append(self.on_events)
         auth = "control+read tokens" if self.control_token else "no control token"
@@ -193,9 +193,7 @@ class ApiServer:
             with contextlib.suppress(BaseException):
                 await self._ticker
             self._ticker = None
-        for ws in list(self._ws):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(message=b"bot stopping"), 1.0)
+        await self.hub.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -263,10 +261,12 @@ class ApiServer:
             "books_synced": books,
             "venue_reachable": venue_ok,
             "stream": {
-                "clients": len(self.hub.clients),
+                "clients": self.hub.clients,
                 "seq": self.hub.seq,
                 "published": self.hub.published,
+                "lost": self.hub.lost,
                 "dropped_clients": self.hub.drops,
+                "last_drop": self.hub.last_drop or None,
             },
             "journal_error": (
                 str(self.ops.journal.error)
@@ -488,55 +488,20 @@ class ApiServer:
         granted = self._authorize(request, _READ)
         if isinstance(granted, web.Response):
             return granted
-        ws = web.WebSocketResponse(
-            protocols=(SUBPROTOCOL,), heartbeat=20.0, max_msg_size=4096, compress=False
-        )
-        transport = request.transport
-
-        def abort() -> None:
-            if transport is not None:
-                transport.abort()
-
-        client = self.hub.subscribe(f"{request.remote}", abort)
-        if client is None:
+        accept, why = websocket_accept(request.headers, SUBPROTOCOL)
+        if not accept:
+            return _error(400, why)
+        if self.hub.clients >= self.cfg.max_clients:
             return _error(503, f"too many stream clients (api.max_clients {self.cfg.max_clients})")
-        try:
-            await ws.prepare(request)
-        except Exception:
-            self.hub.unsubscribe(client)
-            raise
-        self._ws.add(ws)
-        hello = {
-            "seq": self.hub.seq,
-            "type": "hello",
-            "ts_ns": time.time_ns(),
-            "data": {"api_version": API_VERSION, "snapshot": self._snap().to_dict()},
-        }
-
-        async def writer() -> None:
-            # the same serialized bytes go to every client, sent as text frames as they are
-            await ws.send_frame(dumps(hello), WSMsgType.TEXT)
-            while True:
-                data = await client.queue.get()
-                await ws.send_frame(data, WSMsgType.TEXT)
-                client.sent += 1
-
-        task = asyncio.create_task(writer())
-        try:
-            async for msg in ws:  # clients only close or ping; anything else is ignored
-                if msg.type == WSMsgType.ERROR:
-                    break
-                if task.done():
-                    break
-        except Exception:
-            pass
-        finally:
-            self.hub.unsubscribe(client)
-            self._ws.discard(ws)
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            if not client.dropped:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), 1.0)
-        return ws
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None or transport.get_write_buffer_size():
+            return _error(503, "the connection cannot be handed to the stream")
+        hello = self.hub.hello({"api_version": API_VERSION, "snapshot": self._snap().to_dict()})
+        # the fan-out process takes the connection over: it sends the handshake answer and
+        # hello, then every message; this loop forgets the socket (its copy stays open there)
+        if not self.hub.attach(sock, f"{request.remote}", accept + hello):
+            return _error(503, "the stream is not available (fan-out process down or busy)")
+        transport.pause_reading()
+        transport.abort()
+        return web.Response(status=101)
