@@ -9,12 +9,18 @@ parsing + book alone.
 
 The engine runs once per mode: model ``off`` (rules), model ``native`` (the
 shipped model on FlashMM's compiled kernel) and model ``onnxruntime`` (the
-same model through onnxruntime). The latency is the live path's wall clock
-(features, model, breaker, strategy, risk), and the model evaluation alone
-(``OnnxPredictor.predict``, every call) is reported separately. The machine
-load changes these figures: run it niced, repeat it, and quote ranges.
+same model through onnxruntime). Mode ``core`` runs the compiled core
+(:mod:`flashmm.native`: book, 64 features, model, strategy, order diff and
+position-limit check in numba kernels) on the same events with the model on:
+each event crosses from Python into the core once (its levels packed into
+one array), each quote cycle once (the live orders in, cancels and places
+out); the venue is left out (places are taken as resting orders at once).
+The latency is the live path's wall clock (features, model, breaker,
+strategy, risk), and the model evaluation alone (``OnnxPredictor.predict``,
+every call) is reported separately. The machine load changes these figures:
+run it niced, repeat it, and quote ranges.
 
-    python benchmarks/decision_latency.py [--data FILE ...] [--modes off native onnxruntime]
+    python benchmarks/decision_latency.py [--data FILE ...] [--modes off native onnxruntime core]
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from flashmm.config import load_config
 from flashmm.engine import Engine
 from flashmm.feeds.replay import ReplayFeed
 from flashmm.logs import setup_logging
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot
+from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Trade
 from flashmm.runner import build_venue, scales_for, signal_factory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,13 +88,17 @@ def main() -> None:
     for name, t in (("parse only", t_parse), ("book only (pre-parsed)", t_book)):
         print(f"{name:<34}{t:>9.2f}{n / t:>14,.0f}{t / n * 1e6:>11.1f}")
     for mode in args.modes:
-        run_mode(mode, args.data, scales)
+        if mode == "core":
+            run_core(args.data, scales)
+        else:
+            run_mode(mode, args.data, scales)
 
 
 MODES = {
     "off": ["model.enabled=false"],
     "native": ["model.enabled=true", "model.native=true"],
     "onnxruntime": ["model.enabled=true", "model.native=false"],
+    "core": ["model.enabled=true", "model.native=true"],
 }
 
 
@@ -141,6 +151,104 @@ def run_mode(mode: str, data: list[str], scales: dict) -> None:  # type: ignore[
         q50, q99 = np.percentile(e, [50, 99])
         print(f"  model evaluation, {len(e):,} calls: p50 {q50:.1f} µs  p99 {q99:.1f} µs")
     print(f"  fills {s['fills']}  quotes sent {s['quotes_sent']}  P&L {s['pnl_usdc']:+.4f} USDC")
+
+
+def run_core(data: list[str], scales: dict) -> None:  # type: ignore[type-arg]
+    """The compiled core on the first market's events, model on, the live path's crossings."""
+    from flashmm.native import NativeCore, levels_array, warm
+    from flashmm.predict.onnx_model import OnnxPredictor
+    from flashmm.predict.settings import ModelSettings
+    from flashmm.strategy.avellaneda import AvellanedaParams
+
+    cfg = load_config(
+        ROOT / "configs" / "backtest.yaml", ["risk.kill_switch_enabled=false", *MODES["core"]]
+    )
+    t0 = time.perf_counter()
+    warm()
+    t_warm = time.perf_counter() - t0
+    spec = cfg.specs()[0]
+    ms = ModelSettings.model_validate(dict(cfg.model))
+    pred = OnnxPredictor(ms.resolve_path(), min_lean=ms.min_lean, native=True)
+    core = NativeCore(
+        spec.unit_usdc,
+        AvellanedaParams.model_validate(cfg.strategy.params),
+        cfg.risk,
+        ms,
+        pred._prog,
+    )
+    core.fst[core.k.F_MIN_LEAN] = pred.min_lean
+    events = [ev for ev in ReplayFeed(data, scales).events() if ev.symbol == spec.reference]
+    period = int(1e9 / cfg.strategy.quote_hz)
+    live: dict[int, tuple[int, int, int, int, int]] = {}
+    next_cid = 1
+    next_q = 0
+    last_id = 0
+    synced = False
+    dirty = False
+    lat: list[int] = []
+    pc = time.perf_counter_ns
+
+    def decide(now: int, t_start: int) -> None:
+        nonlocal next_cid
+        core.set_live(live.values())
+        if core.decide(now, 0, use_model=now - core.t0 >= 30_000_000_000) < 0:
+            return
+        for cid in core.cancels():
+            live.pop(cid, None)
+        for side, px, lots in core.places():
+            live[next_cid] = (side, px, lots, next_cid, 0)
+            next_cid += 1
+        lat.append(pc() - t_start)
+
+    t0 = time.perf_counter()
+    for ev in events:
+        now = ev.ts_ns
+        while next_q <= now:  # the quote cycles due before the event
+            if next_q and dirty and synced:
+                dirty = False
+                decide(next_q, pc())
+            next_q = (now // period + 1) * period if not next_q or not dirty else next_q + period
+        if isinstance(ev, DepthDiff):
+            if not synced or ev.last_id <= last_id:
+                continue
+            if ev.first_id > last_id + 1 and ev.prev_id < 0:
+                synced = False  # a gap: wait for the next snapshot
+                continue
+            last_id = ev.last_id
+            dirty |= core.on_diff_levels(ev.bids, ev.asks, now)
+        elif isinstance(ev, DepthSnapshot):
+            last_id = ev.last_update_id
+            synced = True
+            dirty |= core.on_snapshot(levels_array(ev.bids, ev.asks), now)
+        elif isinstance(ev, Trade):
+            core.on_trade(now, ev.price_ticks, ev.size_lots, ev.buyer_is_maker)
+            dirty = True
+            continue
+        else:
+            continue
+    t_core = time.perf_counter() - t0
+    n = len(events)
+    # the model alone, through its kernel, on the core's feature vectors
+    evals = []
+    k = core.k
+    for _ in range(20_000):
+        t = pc()
+        k.model_signal(core.ist, core.fst, core.prog, core.params, core.work, core.x)
+        evals.append(pc() - t)
+    a = np.asarray(lat) / 1e3
+    p50, p99, p999 = np.percentile(a, [50, 99, 99.9]) if len(a) else (0, 0, 0)
+    label = "compiled core, model on"
+    print(f"{label:<34}{t_core:>9.2f}{n / t_core:>14,.0f}{t_core / n * 1e6:>11.1f}")
+    print(f"  kernels ready in {t_warm:.2f} s (compiled or loaded from the on-disk cache)")
+    print(
+        f"  decision latency (quote cycle → cancels and places, incl. the Python crossing), "
+        f"{len(a):,} decisions: p50 {p50:.1f} µs  p99 {p99:.1f} µs  p99.9 {p999:.1f} µs"
+    )
+    e = np.asarray(evals) / 1e3
+    q50, q99 = np.percentile(e, [50, 99])
+    print(f"  model evaluation (kernel call), {len(e):,} calls: p50 {q50:.1f} µs  p99 {q99:.1f} µs")
+    cuts, drops = int(core.ist[k.I_CUT]), int(core.ist[k.I_DROPPED])
+    print(f"  orders resting at the end {len(live)}; risk cuts {cuts}, drops {drops}")
 
 
 if __name__ == "__main__":

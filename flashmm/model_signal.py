@@ -30,7 +30,12 @@ class ModelSignal:
     def __init__(
         self, spec: MarketSpec, predictor: GuardedPredictor, settings: ModelSettings
     ) -> None:
-        self.features = OnlineFeatures(float(spec.tick_size))
+        if settings.native_features:
+            from flashmm.native.features import NativeFeatures
+
+            self.features: OnlineFeatures | NativeFeatures = NativeFeatures(float(spec.tick_size))
+        else:
+            self.features = OnlineFeatures(float(spec.tick_size))
         self.predictor = predictor
         self.predictor.market = spec.symbol
         self.settings = settings

@@ -34,6 +34,9 @@ class ModelSettings(BaseModel):
     # evaluate small dense graphs with FlashMM's compiled kernel (checked against onnxruntime
     # at load; onnxruntime for any other graph or when they differ)
     native: bool = True
+    # update the 64 features in FlashMM's compiled core (bit-identical to the Python
+    # features, which run until the core is loaded)
+    native_features: bool = True
     breaker_widen: float = Field(1.5, ge=1)
     # breaker: latency
     latency_budget_us: float = Field(5000.0, gt=0)

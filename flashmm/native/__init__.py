@@ -1,0 +1,320 @@
+"""The compiled core: book, features, model, strategy and risk checks in numba kernels.
+
+:class:`NativeCore` holds one market's state in a few packed numpy arrays
+(see :mod:`flashmm.native.kernels` for the layout) and crosses into compiled
+code once per event (:meth:`NativeCore.on_diff`, :meth:`NativeCore.on_trade`,
+...) and once per quote decision (:meth:`NativeCore.decide`). Each crossing
+passes a handful of arrays, never a long list of scalars.
+
+The kernels are compiled with ``@njit(cache=True)``: the machine code is
+written next to the sources (``__pycache__``) the first time and loaded
+from there afterwards. :func:`warm` compiles or loads every kernel;
+``python -m flashmm.native`` runs it at install time, and
+:func:`warm_in_background` does it on a daemon thread so that a process
+start is never held up by it (:func:`ready` says when it is done).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NativeCore", "levels_array", "ready", "warm", "warm_in_background"]
+
+_READY = threading.Event()
+_LOCK = threading.Lock()
+_WARM_S: float | None = None
+
+
+def _k() -> Any:
+    from flashmm.native import kernels
+
+    return kernels
+
+
+def levels_array(
+    bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]], out: np.ndarray | None = None
+) -> np.ndarray:
+    """The levels of a snapshot or diff packed for the kernels: ``a[0]`` rows
+    ``(side, price_ticks, size_lots)`` (side 0 bid, 1 ask) from ``a[1]`` on.
+    ``out``: a buffer to fill when it is large enough (no allocation)."""
+    if not isinstance(bids, list):
+        bids = list(bids)
+    if not isinstance(asks, list):
+        asks = list(asks)
+    need = 1 + 3 * (len(bids) + len(asks))
+    buf = out if out is not None and len(out) >= need else np.empty(need, dtype=np.int64)
+    j = 1
+    for p, q in bids:
+        buf[j] = 0
+        buf[j + 1] = p
+        buf[j + 2] = q
+        j += 3
+    for p, q in asks:
+        buf[j] = 1
+        buf[j + 1] = p
+        buf[j + 2] = q
+        j += 3
+    buf[0] = (j - 1) // 3
+    return buf
+
+
+class NativeCore:
+    """One market's compiled core.
+
+    ``strategy``: the Avellaneda-Stoikov params (an ``AvellanedaParams`` or
+    anything with its fields); ``risk``: a ``RiskConfig``; ``model``: a
+    ``ModelSettings`` (signal, skew and widen settings); ``program``: a checked
+    :class:`~flashmm.predict.native.NativeProgram` (None: the rules only).
+    """
+
+    def __init__(
+        self,
+        unit_usdc: float,
+        strategy: Any = None,
+        risk: Any = None,
+        model: Any = None,
+        program: Any = None,
+        *,
+        use_regressor: bool = False,
+        vol_interval_ms: int = 1000,
+        vol_halflife_s: float = 60.0,
+        vol_floor_bps: float = 0.5,
+        rule_min_imbalance: float = 0.2,
+        rule_bps_scale: float = 1.0,
+    ) -> None:
+        from flashmm.predict.settings import ModelSettings
+        from flashmm.risk import RiskConfig
+        from flashmm.strategy.avellaneda import AvellanedaParams
+
+        k = _k()
+        self.k = k
+        sp = strategy if strategy is not None else AvellanedaParams()
+        rc = risk if risk is not None else RiskConfig()
+        ms = model if model is not None else ModelSettings()
+        self.ist = np.zeros(k.IST_SIZE, dtype=np.int64)
+        self.fst = np.zeros(k.FST_SIZE, dtype=np.float64)
+        self.io = np.zeros(k.IO_SIZE, dtype=np.int64)
+        self.x = np.zeros(64, dtype=np.float32)
+        #: a reused buffer for the levels of one diff (:meth:`on_diff_levels`)
+        self.lv = np.zeros(1 + 3 * 512, dtype=np.int64)
+        ist, fst = self.ist, self.fst
+        ist[k.I_VOL_INTERVAL] = vol_interval_ms * 1_000_000
+        n = max(vol_halflife_s * 1000 / vol_interval_ms, 1.0)
+        fst[k.F_VOL_ALPHA] = 1 - 0.5 ** (1 / n)
+        fst[k.F_VOL_FLOOR] = vol_floor_bps
+        fst[k.F_GAMMA] = sp.gamma
+        fst[k.F_KAPPA] = sp.kappa
+        fst[k.F_HORIZON] = sp.horizon_s
+        fst[k.F_SPACING] = sp.level_spacing_bps
+        fst[k.F_ORDER_USDC] = sp.order_size_usdc
+        fst[k.F_MULT] = sp.size_multiplier
+        fst[k.F_MIN_SPREAD] = sp.min_spread_bps
+        fst[k.F_MAX_SPREAD] = sp.max_spread_bps
+        fst[k.F_INV_TARGET] = sp.inventory_target
+        fst[k.F_REFRESH_BPS] = sp.refresh_tolerance_bps
+        fst[k.F_REFRESH_SIZE] = sp.refresh_size_tolerance
+        ist[k.I_STRAT_LEVELS] = sp.levels
+        fst[k.F_UNIT] = unit_usdc
+        fst[k.F_MAX_POS_USDC] = rc.max_position_usdc
+        fst[k.F_MAX_ORDER_USDC] = rc.max_order_usdc
+        fst[k.F_MAX_SKEW] = ms.max_skew_bps
+        fst[k.F_MIN_CONF] = ms.min_confidence
+        fst[k.F_LOW_CONF_WIDEN] = ms.low_confidence_widen
+        fst[k.F_BREAKER_WIDEN] = ms.breaker_widen
+        fst[k.F_MOVE_WIDEN] = ms.move_widen
+        fst[k.F_MIN_LEAN] = ms.min_lean
+        fst[k.F_RULE_MIN_IMB] = rule_min_imbalance
+        fst[k.F_RULE_BPS_SCALE] = rule_bps_scale
+        ist[k.I_USE_REG] = int(use_regressor)
+        if program is not None:
+            self.prog = program.prog
+            self.params = program.params
+            self.work = np.zeros_like(program.work)
+            ist[k.I_POFS] = program.outputs["probabilities"][0]
+            ist[k.I_BOFS] = program.outputs["expected_bps"][0]
+        else:
+            self.prog = np.zeros((0, 8), dtype=np.int64)
+            self.params = np.zeros(1, dtype=np.float64)
+            self.work = np.zeros(64, dtype=np.float64)
+        self.has_model = program is not None
+
+    # --- events -----------------------------------------------------------
+    def on_snapshot(self, lv: np.ndarray, ts_ns: int) -> bool:
+        """Load a snapshot (levels as :func:`levels_array`); True when the book is valid."""
+        return bool(self.k.on_depth(self.ist, self.fst, lv, ts_ns, True))
+
+    def on_diff(self, lv: np.ndarray, ts_ns: int) -> bool:
+        """Apply a diff (already sequenced); True when the book is valid."""
+        return bool(self.k.on_depth(self.ist, self.fst, lv, ts_ns, False))
+
+    def on_diff_levels(
+        self, bids: list[tuple[int, int]], asks: list[tuple[int, int]], ts_ns: int
+    ) -> bool:
+        """:meth:`on_diff` from the diff's level lists, packed in a reused buffer."""
+        return bool(
+            self.k.on_depth(self.ist, self.fst, levels_array(bids, asks, self.lv), ts_ns, False)
+        )
+
+    def on_trade(self, ts_ns: int, price_ticks: int, size_lots: int, buyer_is_maker: bool) -> None:
+        self.k.features_on_trade(
+            self.ist, self.fst, ts_ns, price_ticks, size_lots, int(buyer_is_maker)
+        )
+
+    # --- reads --------------------------------------------------------------
+    def vector(self, ts_ns: int) -> np.ndarray:
+        """The 64 features at ``ts_ns`` (a reused float32 buffer)."""
+        self.k.features_vector(self.ist, self.fst, ts_ns, self.x)
+        return self.x
+
+    def top(self, side: int, n: int) -> list[tuple[int, int]]:
+        """Up to ``n`` best levels of side 0 (bids) or 1 (asks), best first."""
+        k = self.k
+        base = k.I_BOOK + side * 2 * k.BOOK_CAP
+        m = min(n, int(self.ist[side]))
+        rows = self.ist[base : base + 2 * m].reshape(-1, 2)
+        sign = -1 if side == 0 else 1
+        return [(sign * int(p), int(q)) for p, q in rows]
+
+    @property
+    def best_bid(self) -> int:
+        return int(self.k.best(self.ist, 0))
+
+    @property
+    def best_ask(self) -> int:
+        return int(self.k.best(self.ist, 1))
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.ist[self.k.I_READY])
+
+    @property
+    def t0(self) -> int:
+        return int(self.ist[self.k.I_T0])
+
+    @property
+    def sigma_bps(self) -> float:
+        return float(self.k.sigma_bps(self.fst))
+
+    def signal(self) -> tuple[int, float, float, float]:
+        """The last decision's (direction, confidence, expected_bps, p_move)."""
+        k, f = self.k, self.fst
+        return int(f[k.F_SIG_DIR]), f[k.F_SIG_CONF], f[k.F_SIG_BPS], f[k.F_SIG_PMOVE]
+
+    def adjust(self) -> tuple[float, float]:
+        """The last decision's (skew_bps, widen)."""
+        return float(self.fst[self.k.F_SKEW]), float(self.fst[self.k.F_WIDEN])
+
+    # --- decisions ---------------------------------------------------------------
+    def set_live(self, live: Iterable[tuple[int, int, int, int, int]]) -> None:
+        """Live orders: rows (side +1/-1, price, remaining lots, client id, state)."""
+        k, io = self.k, self.io
+        n = 0
+        for row in live:
+            if n == k.MAX_LIVE:
+                raise ValueError(f"more than {k.MAX_LIVE} live orders in one market")
+            o = k.IO_LIVE + k.LIVE_W * n
+            io[o : o + k.LIVE_W] = row
+            n += 1
+        io[k.IO_NLIVE] = n
+
+    def decide(
+        self, ts_ns: int, position_lots: int, *, use_model: bool, breaker_open: bool = False
+    ) -> int:
+        """One decision over the live orders set by :meth:`set_live`: returns the
+        number of places (:meth:`places`); cancels in :meth:`cancels`; -1 when the
+        book is not valid."""
+        k, io = self.k, self.io
+        io[k.IO_TS] = ts_ns
+        io[k.IO_POS] = position_lots
+        io[k.IO_BREAKER_OPEN] = int(breaker_open)
+        io[k.IO_USE_MODEL] = int(use_model and self.has_model)
+        return int(k.decide(self.ist, self.fst, self.prog, self.params, self.work, self.x, self.io))
+
+    def places(self) -> list[tuple[int, int, int]]:
+        k, io = self.k, self.io
+        n = int(io[k.IO_NPLACE])
+        return [
+            (int(io[k.IO_PLACES + 3 * i]), int(io[k.IO_PLACES + 3 * i + 1]),
+             int(io[k.IO_PLACES + 3 * i + 2]))
+            for i in range(n)
+        ]  # fmt: skip
+
+    def cancels(self) -> list[int]:
+        k, io = self.k, self.io
+        n = int(io[k.IO_NCANCEL])
+        return [int(c) for c in io[k.IO_CANCELS : k.IO_CANCELS + n]]
+
+    def quote(
+        self,
+        best_bid: int,
+        best_ask: int,
+        mid: float,
+        position_lots: int,
+        max_position_lots: int,
+        sigma_bps: float,
+        skew_bps: float,
+        widen: float,
+    ) -> list[tuple[int, int, int]]:
+        """The strategy alone: (side +1/-1, price, lots) rows, bids then asks."""
+        k, io = self.k, self.io
+        self.fst[k.F_SKEW] = skew_bps
+        self.fst[k.F_WIDEN] = widen
+        n = k.strategy_quote(
+            self.ist, self.fst, io, best_bid, best_ask, mid, position_lots,
+            max_position_lots, sigma_bps,
+        )  # fmt: skip
+        return [
+            (int(io[k.IO_QUOTES + 3 * i]), int(io[k.IO_QUOTES + 3 * i + 1]),
+             int(io[k.IO_QUOTES + 3 * i + 2]))
+            for i in range(n)
+        ]  # fmt: skip
+
+    def check_orders(
+        self, position_lots: int, places: list[tuple[int, int, int]]
+    ) -> list[tuple[int, int, int]]:
+        """The risk check alone over the live orders of :meth:`set_live`."""
+        k, io = self.k, self.io
+        io[k.IO_POS] = position_lots
+        for i, row in enumerate(places):
+            io[k.IO_QUOTES + 3 * i : k.IO_QUOTES + 3 * i + 3] = row
+        k.check_orders(self.ist, self.fst, io, k.IO_QUOTES, len(places))
+        return self.places()
+
+
+def warm() -> float:
+    """Compile (or load from the on-disk cache) every kernel; returns the seconds taken."""
+    global _WARM_S
+    with _LOCK:
+        if _WARM_S is not None:
+            return _WARM_S
+        t0 = time.perf_counter()
+        core = NativeCore(1e-4)
+        core.vector(0)
+        lv = levels_array([(100, 5), (99, 3)], [(101, 4), (102, 2)])
+        core.on_snapshot(lv, 1)
+        core.on_diff(levels_array([(100, 6)], []), 2)
+        core.on_trade(3, 100, 1, True)
+        core.set_live([(1, 99, 1, 1, 0)])
+        core.decide(4, 0, use_model=False)
+        core.check_orders(0, [(1, 99, 1)])
+        core.quote(100, 101, 100.5, 0, 10, 1.0, 0.0, 1.0)
+        _WARM_S = time.perf_counter() - t0
+        _READY.set()
+        return _WARM_S
+
+
+def warm_in_background() -> threading.Thread:
+    """:func:`warm` on a daemon thread (the kernels release nothing the caller waits on)."""
+    t = threading.Thread(target=warm, name="flashmm-native-warm", daemon=True)
+    t.start()
+    return t
+
+
+def ready() -> bool:
+    """True once :func:`warm` has finished in this process."""
+    return _READY.is_set()
