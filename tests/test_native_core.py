@@ -291,3 +291,26 @@ def test_native_features_hand_over_from_python_bit_identical(switch_at: int | No
     finally:
         if was:
             nat._READY.set()
+
+
+def test_probe_check_is_cached_by_model_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The native-vs-onnxruntime probe check runs once per model file (and code and
+    runtime versions); a later load reads its result; a changed file is checked again."""
+    from flashmm.predict.onnx_model import OnnxPredictor
+
+    monkeypatch.setenv("FLASHMM_CACHE_DIR", str(tmp_path / "cache"))
+    first = OnnxPredictor(MODEL)
+    assert first.engine == "native" and not first.native_check_cached
+    again = OnnxPredictor(MODEL)
+    assert again.engine == "native" and again.native_check_cached
+    assert again.native_max_diff == first.native_max_diff
+    import onnx
+
+    m = onnx.load(str(MODEL))
+    m.doc_string = "another copy"  # other bytes: another key
+    copy = tmp_path / "m.onnx"
+    onnx.save(m, str(copy))
+    assert not OnnxPredictor(copy).native_check_cached
+    assert len(list((tmp_path / "cache").glob("native-check-*.json"))) == 2

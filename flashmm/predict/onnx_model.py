@@ -81,6 +81,56 @@ def read_metadata(raw: dict[str, str], where: str) -> dict[str, Any]:
     return meta
 
 
+def _check_key(path: Path) -> str:
+    """What the probe check depends on: the model's bytes, the lowering code and the
+    versions of onnxruntime and numba."""
+    import hashlib
+    from importlib.metadata import version
+
+    import flashmm.predict.native as nat
+
+    h = hashlib.sha256(path.read_bytes())
+    h.update(Path(nat.__file__).read_bytes())
+    for pkg in ("onnxruntime", "numba", "numpy"):
+        try:
+            h.update(f"{pkg}={version(pkg)};".encode())
+        except Exception:  # not installed: part of the key as such
+            h.update(f"{pkg}=?;".encode())
+    h.update(f"{PROBE_ROWS}".encode())
+    return h.hexdigest()
+
+
+def _check_file(path: Path) -> Path:
+    import os
+
+    env = os.environ.get("FLASHMM_CACHE_DIR")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "flashmm"
+    return root / f"native-check-{_check_key(path)}.json"
+
+
+def _cached_check(path: Path) -> float | None:
+    """The probe check's max abs difference from an earlier load of the same model."""
+    try:
+        return float(json.loads(_check_file(path).read_text())["max_abs_diff"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_check(path: Path, diff: float) -> None:
+    import os
+    import tempfile
+
+    try:
+        f = _check_file(path)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=f.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"model": path.name, "max_abs_diff": diff}, fh)
+        os.replace(tmp, f)
+    except OSError:
+        pass  # a read-only home: the check runs again next time
+
+
 class OnnxPredictor:
     """An onnxruntime session on one model, single-threaded, with a reused input buffer."""
 
@@ -141,6 +191,9 @@ class OnnxPredictor:
         self.engine = "onnxruntime"
         #: max abs difference native vs onnxruntime on the probe batch (None: not compared)
         self.native_max_diff: float | None = None
+        #: True when the probe check's result was read from the cache (same model bytes,
+        #: lowering code and runtime versions)
+        self.native_check_cached = False
         #: why the native path is not used ("" when it is)
         self.native_note = "native evaluation off" if not native else ""
         self._native: Any = None  # the program in use
@@ -158,16 +211,21 @@ class OnnxPredictor:
             prog = NativeProgram(self.path, INPUT_NAME, N_FEATURES)
             if PROBS_NAME not in prog.outputs or BPS_NAME not in prog.outputs:
                 raise Unsupported("outputs not found")
-            rng = np.random.default_rng(12)
-            k = np.linspace(0, 4, PROBE_ROWS)[:, None]
-            z = rng.standard_normal((PROBE_ROWS, N_FEATURES)) * k
-            X = np.vstack([np.zeros(N_FEATURES), self.mean + z * self.std]).astype(np.float32)
-            ref_p, ref_b = self.run_batch(X)
-            got = prog.run_rows(X)
-            diff = max(
-                float(np.max(np.abs(got[PROBS_NAME] - ref_p))),
-                float(np.max(np.abs(got[BPS_NAME].reshape(-1) - ref_b))),
-            )
+            diff = _cached_check(self.path)
+            self.native_check_cached = diff is not None
+            if diff is None:
+                rng = np.random.default_rng(12)
+                k = np.linspace(0, 4, PROBE_ROWS)[:, None]
+                z = rng.standard_normal((PROBE_ROWS, N_FEATURES)) * k
+                X = np.vstack([np.zeros(N_FEATURES), self.mean + z * self.std])
+                X = X.astype(np.float32)
+                ref_p, ref_b = self.run_batch(X)
+                got = prog.run_rows(X)
+                diff = max(
+                    float(np.max(np.abs(got[PROBS_NAME] - ref_p))),
+                    float(np.max(np.abs(got[BPS_NAME].reshape(-1) - ref_b))),
+                )
+                _store_check(self.path, diff)
         except Unsupported as exc:
             self.native_note = f"not native: {exc}"
             logger.warning("{}: evaluated by onnxruntime ({})", self.path, self.native_note)
