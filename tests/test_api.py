@@ -12,7 +12,10 @@ import base64
 import contextlib
 import os
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -345,3 +348,87 @@ async def test_metrics_need_a_token_unless_public_and_readiness(
         r = await http.get(url(ops, "/metrics"))
         assert r.status == 200
         r.release()
+
+
+def _nginx_block() -> str:
+    """The nginx example of docs/operations.md ("Behind a reverse proxy (TLS)"), verbatim."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    section = text[text.index("### Behind a reverse proxy (TLS)") :]
+    return section[
+        section.index("```nginx\n") + 9 : section.index("\n```", section.index("```nginx"))
+    ]
+
+
+async def test_behind_the_documented_nginx_tls_proxy(
+    dirs: tuple[Path, Path], tokens: None, tmp_path: Path
+) -> None:
+    """The docs' nginx server block in front of the API: HTTPS reads and control, WSS stream."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "")
+    if not nginx:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (.ci/run installs Debian's nginx-light)")
+        pytest.skip("nginx not installed (apt-get install nginx-light)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        https_port = s.getsockname()[1]
+    cfg = config(*dirs)
+    async with running(cfg) as ops:
+        block = _nginx_block()
+        for old, new in (
+            ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl;"),
+            ("/etc/letsencrypt/live/mm.example.com/fullchain.pem", str(cert)),
+            ("/etc/letsencrypt/live/mm.example.com/privkey.pem", str(key)),
+            ("proxy_pass http://127.0.0.1:8780;", f"proxy_pass http://127.0.0.1:{ops.api.port};"),
+        ):
+            assert old in block, old
+            block = block.replace(old, new)
+        temp = "".join(f"{k}_temp_path {tmp_path}/{k};\n" for k in ("client_body", "proxy"))
+        (tmp_path / "nginx.conf").write_text(
+            f"daemon off;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\n"
+            f"error_log {tmp_path}/error.log;\nevents {{ worker_connections 256; }}\n"
+            f"http {{\naccess_log off;\n{temp}{block}\n}}\n"
+        )
+        proc = subprocess.Popen(
+            [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+            stderr=subprocess.PIPE,
+        )
+        try:
+            ctx = ssl.create_default_context(cafile=str(cert))
+            base = f"https://127.0.0.1:{https_port}"
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+                for _ in range(500):
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    try:
+                        async with http.get(f"{base}/health") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.02)
+                async with http.get(f"{base}/api/v1/status", headers=bearer(READ)) as r:
+                    assert r.status == 200 and (await r.json())["data"]["mode"] == "paper"
+                async with http.post(f"{base}/api/v1/pause", headers=bearer(READ)) as r:
+                    assert r.status == 403
+                async with http.post(
+                    f"{base}/api/v1/pause", headers=bearer(CONTROL), json={"reason": "proxy"}
+                ) as r:
+                    assert r.status == 200 and (await r.json())["result"]["state"] == "paused"
+                ws = await http.ws_connect(
+                    f"wss://127.0.0.1:{https_port}/api/v1/stream",
+                    headers=bearer(READ),
+                    protocols=("flashmm.v1",),
+                )
+                hello = await ws.receive_json(timeout=30)
+                assert hello["type"] == "hello" and ws.protocol == "flashmm.v1"
+                nxt = await ws.receive_json(timeout=30)
+                assert nxt["seq"] == hello["seq"] + 1
+                await ws.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
