@@ -33,11 +33,10 @@ import numpy as np
 
 from flashmm.book import BookBuilder
 from flashmm.config import load_config
-from flashmm.engine import Engine
 from flashmm.feeds.replay import ReplayFeed
 from flashmm.logs import setup_logging
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Trade
-from flashmm.runner import build_venue, scales_for, signal_factory
+from flashmm.runner import build_venue, engine_from, scales_for, signal_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -128,7 +127,7 @@ def run_mode(mode: str, data: list[str], scales: dict) -> None:  # type: ignore[
         return sig
 
     events = list(ReplayFeed(data, scales).events())
-    engine = Engine(cfg, build_venue(cfg), signal_factory=factory)
+    engine = engine_from(cfg, build_venue(cfg), signal_factory=factory)
     t0 = time.perf_counter()
     for ev in events:
         now = ev.ts_ns

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flashmm.engine import EngineSettings
 from flashmm.errors import ConfigError
 from flashmm.paths import (  # noqa: F401 - re-exported
     BUNDLED_PREFIX,
@@ -171,6 +172,15 @@ class Config(Strict):
 
     def specs(self) -> list[MarketSpec]:
         return [m.spec() for m in self.markets]
+
+    def engine_settings(self) -> EngineSettings:
+        """The engine's own settings, composed from the profile's sections."""
+        return EngineSettings(
+            mode=self.mode,
+            profile=self.profile,
+            quote_hz=self.strategy.quote_hz,
+            requote_mid_move_bps=self.strategy.requote_mid_move_bps,
+        )
 
 
 # --- loading ------------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from loguru import logger
@@ -39,8 +39,8 @@ from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus,
 from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskConfig, RiskManager
 from flashmm.signal import BookImbalanceSignal, SignalSource
 from flashmm.snapshot import LatencyView, MarketView, ModelView, OrderView, SignalView, Snapshot
-from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
-from flashmm.strategy.base import StrategyConfig, VolEstimator
+from flashmm.strategy import QuoteContext, Strategy
+from flashmm.strategy.base import VolEstimator
 from flashmm.types import (
     NS_PER_S,
     Fill,
@@ -101,18 +101,20 @@ class MarketState:
 SignalFactory = Callable[[MarketSpec], SignalSource]
 
 
-class EngineConfig(Protocol):
-    """What the engine reads of a profile (``flashmm.config.Config`` has it)."""
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The engine's own settings: what it reports itself as, and its quote cycle.
 
-    @property
-    def mode(self) -> str: ...
-    @property
-    def profile(self) -> str: ...
-    @property
-    def risk(self) -> RiskConfig: ...
-    @property
-    def strategy(self) -> StrategyConfig: ...
-    def specs(self) -> list[MarketSpec]: ...
+    ``flashmm.config.Config.engine_settings()`` composes them from a profile
+    (``mode``, ``name``, ``strategy.quote_hz``, ``strategy.requote_mid_move_bps``).
+    """
+
+    mode: str = "paper"
+    profile: str = "flashmm"
+    #: quote cycles per second
+    quote_hz: float = 5.0
+    #: a reference mid move (bps) since the last quote that requotes at once (0: off)
+    requote_mid_move_bps: float = 10.0
 
 
 class Engine:
@@ -120,22 +122,24 @@ class Engine:
 
     def __init__(
         self,
-        cfg: EngineConfig,
+        specs: Iterable[MarketSpec],
         venue: Venue,
+        strategy: Strategy,
         *,
-        strategy: Strategy | None = None,
+        risk: RiskConfig,
+        settings: EngineSettings | None = None,
         signal_factory: SignalFactory | None = None,
         observe_market: bool | None = None,
         bootstrap_books: bool = False,
     ) -> None:
-        self.cfg = cfg
-        self.mode = cfg.mode
+        settings = settings or EngineSettings()
+        self.settings = settings
+        self.mode = settings.mode
+        self.profile = settings.profile
+        self.risk_cfg = risk
         self.venue = venue
-        specs = cfg.specs()
+        specs = list(specs)
         self.specs = {s.symbol: s for s in specs}
-        if strategy is None:
-            cls = get_strategy_class(cfg.strategy.name)
-            strategy = cls(cfg.strategy.params)
         self.strategy: Strategy = strategy
         make_signal = signal_factory or (lambda spec: BookImbalanceSignal())
         self.markets: dict[str, MarketState] = {}
@@ -146,8 +150,8 @@ class Engine:
                 BookBuilder(s.reference, bootstrap=bootstrap_books),
                 make_signal(s),
                 VolEstimator(),
-                KillSwitch.from_config(cfg.risk),
-                PriceBand.from_config(cfg.risk),
+                KillSwitch.from_config(risk),
+                PriceBand.from_config(risk),
             )
             self.markets[s.symbol] = ms
             self.by_ref[s.reference] = ms
@@ -156,10 +160,10 @@ class Engine:
             # one reference book per stream: the simulator reads ours, applied once per event
             for ref, ms in self.by_ref.items():
                 venue.share_book(ref, ms.builder)
-        self.risk = RiskManager(cfg.risk, specs)
-        self.acct = Accounting(specs, cfg.risk.max_position_usdc)
-        self.quote_period_ns = int(NS_PER_S / cfg.strategy.quote_hz)
-        self.requote_move = cfg.strategy.requote_mid_move_bps / 1e4
+        self.risk = RiskManager(risk, specs)
+        self.acct = Accounting(specs, risk.max_position_usdc)
+        self.quote_period_ns = int(NS_PER_S / settings.quote_hz)
+        self.requote_move = settings.requote_mid_move_bps / 1e4
         params = getattr(self.strategy, "params", None)
         self.refresh_bps = float(getattr(params, "refresh_tolerance_bps", 0.0))
         self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
@@ -305,7 +309,7 @@ class Engine:
         ms.signal_source.on_book(book, now_ns)
         ms.vol.update(mid, now_ns)
         sig = kill.update_book(book.best_bid, book.best_ask, now_ns)
-        if sig is not None and self.cfg.risk.kill_switch_enabled and self.state is not HALTED:
+        if sig is not None and self.risk_cfg.kill_switch_enabled and self.state is not HALTED:
             self.emergency_stop(
                 f"{sym} mid moved {kill.last_move_bps:.1f} bps ({sig:.1f}σ) within 1 s "
                 f"(limit {kill.last_limit_bps:.1f} bps; σ {kill.last_sigma_bps:.1f} bps, "
@@ -416,7 +420,7 @@ class Engine:
         clear = self.risk.venue_errors_clear_ns()
         if clear is not None:
             wake = min(wake, clear)
-        stale = self.cfg.risk.stale_feed_ms * 1_000_000
+        stale = self.risk_cfg.stale_feed_ms * 1_000_000
         for sym, ms in self.markets.items():
             if ms.last_data_ns and not self.risk.breakers[f"stale_feed:{sym}"].tripped:
                 wake = min(wake, ms.last_data_ns + stale + 1)
@@ -857,7 +861,7 @@ class Engine:
         )
         return Snapshot(
             mode=self.mode,
-            profile=self.cfg.profile,
+            profile=self.profile,
             state=self.state,
             reason=self.pause_reason,
             now_ns=now,
@@ -907,7 +911,7 @@ class Engine:
             position_lots=pos.lots,
             position=spec.size(pos.lots),
             position_usdc=inv,
-            limit_usage=abs(inv) / self.cfg.risk.max_position_usdc,
+            limit_usage=abs(inv) / self.risk_cfg.max_position_usdc,
             avg_price=spec.price(pos.avg_price_ticks) if pos.lots else None,
             realized_usdc=pos.realized_usdc,
             unrealized_usdc=self.acct.unrealized(sym, mid),
@@ -969,7 +973,7 @@ class Engine:
         p50, p99 = self.latency_us()
         return {
             "mode": self.mode,
-            "profile": self.cfg.profile,
+            "profile": self.profile,
             "state": self.state,
             "events": self.events,
             "pnl_usdc": round(self.acct.total_pnl(mids), 6),
@@ -1009,4 +1013,4 @@ def _model_view(st: Mapping[str, object]) -> ModelView:
     )
 
 
-__all__ = ["HALTED", "PAUSED", "RUNNING", "Engine", "MarketState"]
+__all__ = ["HALTED", "PAUSED", "RUNNING", "Engine", "EngineSettings", "MarketState"]

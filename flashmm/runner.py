@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from flashmm.config import Config, resolve_path
-from flashmm.engine import Engine
+from flashmm.engine import Engine, SignalFactory
 from flashmm.errors import UserInputError
 from flashmm.feeds.base import Feed
 from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.signal import SignalSource
 from flashmm.snapshot import Snapshot
+from flashmm.strategy import Strategy, get_strategy_class
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
 
@@ -110,8 +111,35 @@ def signal_factory(cfg: Config, *, sim_clock: bool = False) -> Callable[[MarketS
     return make_signal_factory(cfg.model, sim_clock=sim_clock)
 
 
-def build_engine(cfg: Config, venue: Venue | None = None, *, sim_clock: bool = False) -> Engine:
+def engine_from(
+    cfg: Config,
+    venue: Venue,
+    *,
+    strategy: Strategy | None = None,
+    signal_factory: SignalFactory | None = None,
+    observe_market: bool | None = None,
+    bootstrap_books: bool = False,
+) -> Engine:
+    """An engine built from the pieces a profile holds: its markets, venue, strategy
+    (the profile's unless given), risk and engine settings. Without a signal factory
+    the engine's own (the book-imbalance rule)."""
+    if strategy is None:
+        strategy = get_strategy_class(cfg.strategy.name)(cfg.strategy.params)
     return Engine(
+        cfg.specs(),
+        venue,
+        strategy,
+        risk=cfg.risk,
+        settings=cfg.engine_settings(),
+        signal_factory=signal_factory,
+        observe_market=observe_market,
+        bootstrap_books=bootstrap_books,
+    )
+
+
+def build_engine(cfg: Config, venue: Venue | None = None, *, sim_clock: bool = False) -> Engine:
+    """The engine of ``flashmm run``: the profile's venue and model signal."""
+    return engine_from(
         cfg, venue or build_venue(cfg), signal_factory=signal_factory(cfg, sim_clock=sim_clock)
     )
 

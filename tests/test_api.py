@@ -26,10 +26,10 @@ import pytest
 from flashmm.api.openapi import CONTROL_ROUTES, READ_ROUTES
 from flashmm.api.server import ApiServer
 from flashmm.config import Config, load_config
-from flashmm.engine import Engine
 from flashmm.errors import RuntimeFailure
 from flashmm.ops.journal import Journal
 from flashmm.ops.service import OpsServices
+from flashmm.runner import engine_from
 from flashmm.types import Fill, Liquidity, Side
 from flashmm.venues.sim import SimVenue
 
@@ -55,7 +55,7 @@ def config(data: Path, sock: Path, *sets: str) -> Config:
 
 @contextlib.asynccontextmanager
 async def running(cfg: Config) -> AsyncIterator[OpsServices]:
-    engine = Engine(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
     ops = OpsServices(cfg, engine, sim_clock=False)
     await ops.start()
     task = asyncio.create_task(ops.task(engine))
@@ -163,7 +163,7 @@ def test_refuses_non_loopback_without_token(dirs: tuple[Path, Path], monkeypatch
     monkeypatch.delenv("FLASHMM_API_TOKEN", raising=False)
     monkeypatch.delenv("FLASHMM_API_READ_TOKEN", raising=False)
     cfg = config(*dirs, "api.host=0.0.0.0")
-    engine = Engine(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
     ops = OpsServices(cfg, engine, sim_clock=False)
     with pytest.raises(RuntimeFailure, match="not a loopback address"):
         ApiServer(cfg.api, ops).check_security()

@@ -14,13 +14,13 @@ from conftest import NEXO_23, NEXO_24, ROOT
 from flashmm.config import load_config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.feeds.replay import ReplayFeed
-from flashmm.runner import build_venue, scales_for
+from flashmm.runner import build_venue, engine_from, scales_for
 from flashmm.types import OrderState
 
 
 def _engine(*sets: str) -> tuple[Engine, ReplayFeed]:
     cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false", *sets])
-    engine = Engine(cfg, build_venue(cfg))
+    engine = engine_from(cfg, build_venue(cfg))
     feed = ReplayFeed([NEXO_23], scales_for(cfg.specs()))
     return engine, feed
 
@@ -181,7 +181,7 @@ def test_venue_errors_pull_quotes_until_the_rate_drops() -> None:
     cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
     venue = CountingSim({s.symbol: s for s in cfg.specs()})
     venue.stats = {"send_errors": 0, "reverted": 0, "dropped": 0}
-    engine = Engine(cfg, venue)
+    engine = engine_from(cfg, venue)
     feed = ReplayFeed([NEXO_23], scales_for(cfg.specs()))
     now = _drive(engine, feed, until_event=300)
     ms = engine.markets["SEI/USDC"]
@@ -213,7 +213,7 @@ def test_slow_venue_pulls_quotes_until_latency_recovers() -> None:
 
     cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false"])
     venue = SlowSim({s.symbol: s for s in cfg.specs()})
-    engine = Engine(cfg, venue)
+    engine = engine_from(cfg, venue)
     now = _drive(engine, ReplayFeed([NEXO_23], scales_for(cfg.specs())), until_event=300)
     ms = engine.markets["SEI/USDC"]
     assert ms.orders

@@ -21,7 +21,7 @@ from flashmm.engine import Engine
 from flashmm.feeds.server import ReplayServer
 from flashmm.feeds.ws import BinanceWSFeed
 from flashmm.marketdata import DepthSnapshot, FeedStatus
-from flashmm.runner import build_venue, scales_for
+from flashmm.runner import build_venue, engine_from, scales_for
 from flashmm.types import OrderState
 
 MKT = "SEI/USDC"
@@ -40,7 +40,7 @@ async def test_gap_and_disconnect_pull_quotes_until_resynced() -> None:
         ROOT / "configs" / "backtest.yaml",
         ["model.enabled=false", "risk.kill_switch_enabled=false", "risk.stale_feed_ms=60000"],
     )
-    engine = Engine(cfg, build_venue(cfg))
+    engine = engine_from(cfg, build_venue(cfg))
     scales = {k: v for k, v in scales_for(cfg.specs()).items() if k == "nexousdt"}
     async with ReplayServer([NEXO], speed=20.0, loop=True) as srv:
         feed = BinanceWSFeed(

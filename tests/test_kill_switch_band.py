@@ -18,7 +18,7 @@ from flashmm.feeds.server import ReplayServer
 from flashmm.feeds.ws import BinanceWSFeed
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent
 from flashmm.risk import KillSwitch, PriceBand
-from flashmm.runner import build_venue, drive_live, scales_for, signal_factory
+from flashmm.runner import build_venue, drive_live, engine_from, scales_for, signal_factory
 from flashmm.types import NS_PER_S, OrderRequest, Side
 from flashmm.venues.sim import SimVenue
 
@@ -103,7 +103,7 @@ def test_price_band_holds_a_bad_tick_and_confirms_a_real_move() -> None:
 
 def _engine(*sets: str) -> Engine:
     cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false", *sets])
-    return Engine(cfg, build_venue(cfg))
+    return engine_from(cfg, build_venue(cfg))
 
 
 def _step(engine: Engine, ev: MarketEvent, now: int, placed: list[OrderRequest]) -> None:
@@ -120,8 +120,7 @@ def _scaled(snap_bids: list[tuple[int, int]], k: int) -> list[tuple[int, int]]:
 
 def test_a_10x_reference_after_a_resync_never_reaches_an_order() -> None:
     engine = _engine("risk.kill_switch_enabled=true")
-    cfg = engine.cfg
-    events = list(ReplayFeed([NEXO_23], scales_for(cfg.specs())).events())
+    events = list(ReplayFeed([NEXO_23], scales_for(list(engine.specs.values()))).events())
     placed: list[OrderRequest] = []
     ms = engine.markets["SEI/USDC"]
     now = 0
@@ -169,7 +168,7 @@ def test_a_10x_reference_after_a_resync_never_reaches_an_order() -> None:
 
 def test_a_crossed_reference_book_pulls_under_crossed_book() -> None:
     engine = _engine()
-    events = list(ReplayFeed([NEXO_23], scales_for(engine.cfg.specs())).events())
+    events = list(ReplayFeed([NEXO_23], scales_for(list(engine.specs.values()))).events())
     placed: list[OrderRequest] = []
     ms = engine.markets["SEI/USDC"]
     now = 0
@@ -204,7 +203,7 @@ def test_halted_flatten_backs_off_and_sends_nothing_when_flat() -> None:
     cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false"])
     venue = NoLiquiditySim({s.symbol: s for s in cfg.specs()})
     venue.takes = []
-    engine = Engine(cfg, venue)
+    engine = engine_from(cfg, venue)
     events = list(ReplayFeed([NEXO_23], scales_for(cfg.specs())).events())
     now = 0
     for ev in events[:20]:
@@ -238,7 +237,7 @@ def test_local_recipe_runs_30_minutes_without_a_halt() -> None:
         ["mode=paper", "venue.kind=sim", "feed.kind=replay", "logging.file=/dev/null"],
     )
     assert cfg.risk.kill_switch_enabled
-    engine = Engine(cfg, build_venue(cfg), signal_factory=signal_factory(cfg, sim_clock=True))
+    engine = engine_from(cfg, build_venue(cfg), signal_factory=signal_factory(cfg, sim_clock=True))
     feed = ReplayFeed([NEXO_23], scales_for(cfg.specs()), loop=True)
     start = end = 0
     passes = 0
@@ -288,7 +287,7 @@ async def test_a_10x_snapshot_after_a_real_reconnect_never_reaches_an_order() ->
     cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false"])
     placed: list[OrderRequest] = []
     async with TenXSnapshotAfterReconnect([NEXO_23], speed=300.0, close_after=700) as srv:
-        engine = Engine(cfg, build_venue(cfg))
+        engine = engine_from(cfg, build_venue(cfg))
         await engine.venue.start()
         feed = BinanceWSFeed(
             scales_for([s for s in cfg.specs() if s.reference == "nexousdt"]), srv.ws_url, srv.rest_url, 5000, backoff_initial=0.02,

@@ -22,6 +22,7 @@ from flashmm.ops.control import send_command
 from flashmm.ops.journal import Journal, read_state
 from flashmm.ops.recovery import RECONCILE_BREAKER
 from flashmm.ops.service import OpsServices
+from flashmm.runner import engine_from
 from flashmm.types import Fill, Liquidity, Order, OrderState, Side
 from flashmm.venues.sim import SimVenue
 
@@ -77,7 +78,7 @@ def seed_journal(data: Path, cfg: Config) -> None:
 
 def engine_with(cfg: Config, orders: list[Order], positions: dict[str, int]) -> Engine:
     venue = LiveLikeVenue({s.symbol: s for s in cfg.specs()}, orders=orders, positions=positions)
-    return Engine(cfg, venue)
+    return engine_from(cfg, venue)
 
 
 async def start(cfg: Config, engine: Engine) -> tuple[OpsServices, asyncio.Task[None]]:
@@ -230,7 +231,7 @@ async def test_emergency_stop_is_latched_across_restarts_until_reset(
 
 
 async def sim_start(cfg: Config, **kw: Any) -> tuple[Engine, OpsServices, asyncio.Task[None]]:
-    engine = Engine(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
     ops = OpsServices(cfg, engine, sim_clock=True, **kw)
     await ops.start()
     task = asyncio.create_task(ops.task(engine))

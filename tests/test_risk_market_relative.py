@@ -10,11 +10,11 @@ from kit.data import ETH, ETH_SLICE, FUT_BTC, FUT_ETH, NEXO_23, ROOT, require
 
 from flashmm.book import BookBuilder, SequenceGap, SyncState
 from flashmm.config import load_config
-from flashmm.engine import RUNNING, Engine
+from flashmm.engine import RUNNING
 from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus
 from flashmm.risk import KillSwitch, PriceBand, RiskConfig
-from flashmm.runner import build_venue, scales_for, signal_factory
+from flashmm.runner import build_venue, engine_from, scales_for, signal_factory
 from flashmm.types import NS_PER_S
 
 S = NS_PER_S
@@ -104,7 +104,7 @@ def test_paper_profile_runs_an_hour_without_a_halt() -> None:
     recordings, looped) on the simulated venue and clock, for an hour of market time."""
     cfg = load_config(ROOT / "configs" / "paper.yaml", ["logging.file=/dev/null"])
     assert cfg.risk.kill_switch_enabled
-    engine = Engine(cfg, build_venue(cfg), signal_factory=signal_factory(cfg, sim_clock=True))
+    engine = engine_from(cfg, build_venue(cfg), signal_factory=signal_factory(cfg, sim_clock=True))
     feed = ReplayFeed([NEXO_23, ETH_SLICE], scales_for(cfg.specs()), loop=True)
     start = end = 0
     for ev in feed.events():

@@ -11,7 +11,7 @@ from flashmm.config import load_config
 from flashmm.engine import Engine
 from flashmm.events import FillEvent
 from flashmm.feeds.replay import ReplayFeed
-from flashmm.runner import scales_for, signal_factory
+from flashmm.runner import engine_from, scales_for, signal_factory
 from flashmm.types import Side
 from flashmm.venues.sim import SimSettings, SimVenue
 
@@ -81,7 +81,7 @@ class OwnBookSim(SimVenue):
 
 def drive(venue: SimVenue) -> tuple[Engine, list[tuple[object, ...]]]:
     cfg = load_config("configs/backtest.yaml", ["model.enabled=false"])
-    engine = Engine(cfg, venue, signal_factory=signal_factory(cfg, sim_clock=True))
+    engine = engine_from(cfg, venue, signal_factory=signal_factory(cfg, sim_clock=True))
     feed = ReplayFeed([NEXO_20MIN], scales_for(cfg.specs()))
     fills: list[tuple[object, ...]] = []
     for ev in feed.events():

@@ -30,6 +30,7 @@ from flashmm.feeds.cache import CachedFeed
 from flashmm.runner import (
     build_venue,
     drive_replay,
+    engine_from,
     run_unsuspended,
     scales_for,
     shutdown,
@@ -62,7 +63,7 @@ def make_engine(
     """The engine of paper mode (same venue, same signal); a strategy or signal may be passed in.
 
     The clock is simulated: the model's latency is a modelled cost (``model.sim_latency_us``)."""
-    return Engine(
+    return engine_from(
         cfg,
         build_venue(cfg),
         strategy=strategy,
