@@ -20,7 +20,13 @@ strategy, risk), and the model evaluation alone (``OnnxPredictor.predict``,
 every call) is reported separately. The machine load changes these figures:
 run it niced, repeat it, and quote ranges.
 
-    python benchmarks/decision_latency.py [--data FILE ...] [--modes off native onnxruntime core]
+Mode ``loop`` is the same core driven by one compiled loop over the
+recording's numpy cache (``flashmm/feeds/cache.py``: no Python object per
+event, one crossing for the whole day): what the core costs per event when
+nothing else is in the way (the backtest-throughput figure).
+
+    python benchmarks/decision_latency.py [--data FILE ...]
+        [--modes off native onnxruntime core loop]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +96,8 @@ def main() -> None:
     for mode in args.modes:
         if mode == "core":
             run_core(args.data, scales)
+        elif mode == "loop":
+            run_loop(args.data, scales)
         else:
             run_mode(mode, args.data, scales)
 
@@ -98,6 +107,7 @@ MODES = {
     "native": ["model.enabled=true", "model.native=true"],
     "onnxruntime": ["model.enabled=true", "model.native=false"],
     "core": ["model.enabled=true", "model.native=true"],
+    "loop": ["model.enabled=true", "model.native=true"],
 }
 
 
@@ -248,6 +258,59 @@ def run_core(data: list[str], scales: dict) -> None:  # type: ignore[type-arg]
     print(f"  model evaluation (kernel call), {len(e):,} calls: p50 {q50:.1f} µs  p99 {q99:.1f} µs")
     cuts, drops = int(core.ist[k.I_CUT]), int(core.ist[k.I_DROPPED])
     print(f"  orders resting at the end {len(live)}; risk cuts {cuts}, drops {drops}")
+
+
+def _core_for(cfg: Any) -> tuple[Any, Any]:
+    from flashmm.native import NativeCore
+    from flashmm.predict.onnx_model import OnnxPredictor
+    from flashmm.predict.settings import ModelSettings
+    from flashmm.strategy.avellaneda import AvellanedaParams
+
+    spec = cfg.specs()[0]
+    ms = ModelSettings.model_validate(dict(cfg.model))
+    pred = OnnxPredictor(ms.resolve_path(), min_lean=ms.min_lean, native=True)
+    params = AvellanedaParams.model_validate(cfg.strategy.params)
+    core = NativeCore(spec.unit_usdc, params, cfg.risk, ms, pred._prog)
+    core.fst[core.k.F_MIN_LEAN] = pred.min_lean
+    return spec, core
+
+
+def run_loop(data: list[str], scales: dict) -> None:  # type: ignore[type-arg]
+    """The core over the numpy cache in one compiled loop (model on after 30 s)."""
+    from flashmm.feeds.cache import load_recording
+    from flashmm.native import warm
+    from flashmm.native.replay import replay
+
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", [*MODES["loop"]])
+    t0 = time.perf_counter()
+    warm()
+    spec, core = _core_for(cfg)
+    recs = [load_recording(d, spec.reference, scales[spec.reference]) for d in data]
+    ev = np.concatenate([r.events for r in recs])
+    offs = np.cumsum([0] + [len(r.levels) for r in recs[:-1]])
+    starts = np.concatenate([r.events["lv_start"] + o for r, o in zip(recs, offs, strict=True)])
+    levels = np.ascontiguousarray(np.concatenate([r.levels for r in recs]), dtype=np.int64)
+    cols = [np.ascontiguousarray(ev[c], dtype=np.int64) for c in ("ts_ns", "kind", "side",
+            "px_tick", "qty_lot", "first_id", "last_id", "n_bids", "n_asks")]  # fmt: skip
+    cols.insert(7, np.ascontiguousarray(starts, dtype=np.int64))
+    packed = np.vstack(cols)  # one (10, n) array: the events' columns
+    period = int(1e9 / cfg.strategy.quote_hz)
+    stats = np.zeros(8, dtype=np.int64)
+    replay(core.ist, core.fst, core.prog, core.params, core.work, core.x, core.io, packed,
+           levels[:1000], stats, period)  # fmt: skip  # compile or load before timing
+    spec, core = _core_for(cfg)
+    t_ready = time.perf_counter() - t0
+    stats[:] = 0
+    t0 = time.perf_counter()
+    replay(core.ist, core.fst, core.prog, core.params, core.work, core.x, core.io, packed,
+           levels, stats, period)  # fmt: skip
+    t = time.perf_counter() - t0
+    n = packed.shape[1]
+    print(f"{'compiled loop (core), model on':<34}{t:>9.2f}{n / t:>14,.0f}{t / n * 1e6:>11.2f}")
+    print(
+        f"  {stats[0]:,} decisions ({stats[1]:,} with the model), {stats[2]:,} places, "
+        f"{stats[3]:,} cancels; ready in {t_ready:.2f} s (kernels, model, cached arrays)"
+    )
 
 
 if __name__ == "__main__":

@@ -314,3 +314,42 @@ def test_probe_check_is_cached_by_model_hash(
     onnx.save(m, str(copy))
     assert not OnnxPredictor(copy).native_check_cached
     assert len(list((tmp_path / "cache").glob("native-check-*.json"))) == 2
+
+
+@pytest.mark.slow
+def test_compiled_loop_over_the_cache_matches_the_python_driven_core(tmp_path: Path) -> None:
+    """The benchmark's compiled loop feeds the kernels what the Python crossings feed
+    them: the same features at the end of the bundled NEXO recording."""
+    from flashmm.feeds.cache import load_recording
+    from flashmm.native.replay import replay
+
+    scale = make_scales([("nexousdt", 0.001, 0.01)])["nexousdt"]
+    rec = load_recording(NEXO_23, "nexousdt", scale, tmp_path)
+    ev = rec.events
+    cols = [np.ascontiguousarray(ev[c], dtype=np.int64) for c in
+            ("ts_ns", "kind", "side", "px_tick", "qty_lot", "first_id", "last_id",
+             "lv_start", "n_bids", "n_asks")]  # fmt: skip
+    packed = np.vstack(cols)
+    levels = np.ascontiguousarray(rec.levels, dtype=np.int64)
+    looped = NativeCore(1e-5)
+    stats = np.zeros(8, dtype=np.int64)
+    replay(looped.ist, looped.fst, looped.prog, looped.params, looped.work, looped.x,
+           looped.io, packed, levels, stats, 200_000_000)  # fmt: skip
+    assert stats[0] > 500 and stats[2] > 0, stats
+    # the same events through the Python crossings
+    core = NativeCore(1e-5)
+    last = -1
+    for i in range(packed.shape[1]):
+        ts, kind, side, px, qty, first, lid, s, nb, na = (int(v) for v in packed[:, i])
+        if kind == 2:
+            core.on_trade(ts, px, qty, side < 0)
+        elif kind in (0, 1):
+            if kind == 1 and lid <= last:
+                continue
+            last = lid if kind == 1 else first
+            rows = [tuple(r) for r in levels[s : s + nb + na].tolist()]
+            lv = levels_array(rows[:nb], rows[nb:])
+            (core.on_snapshot if kind == 0 else core.on_diff)(lv, ts)
+    t = int(packed[0, -1])
+    assert np.array_equal(core.vector(t), looped.vector(t))
+    assert core.top(0, 50) == looped.top(0, 50) and core.top(1, 50) == looped.top(1, 50)
