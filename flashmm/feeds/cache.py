@@ -36,8 +36,6 @@ from flashmm.feeds.binance import BinanceParser, Scale
 from flashmm.feeds.replay import (
     RecordedFeed,
     ReplayStats,
-    align_offsets,
-    group_files,
     iter_file,
 )
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Levels, MarketEvent, Trade
@@ -215,21 +213,7 @@ def _file_events(rec: Recording, offset: int) -> Iterator[MarketEvent]:
         return
     sym = rec.symbol
     lv = list(zip(rec.levels[:, 0].tolist(), rec.levels[:, 1].tolist(), strict=True))
-    cols = (
-        ev["ts_ns"].tolist(),
-        ev["kind"].tolist(),
-        ev["side"].tolist(),
-        ev["px_tick"].tolist(),
-        ev["qty_lot"].tolist(),
-        ev["px2_tick"].tolist(),
-        ev["qty2_lot"].tolist(),
-        ev["first_id"].tolist(),
-        ev["last_id"].tolist(),
-        ev["exch_ms"].tolist(),
-        ev["lv_start"].tolist(),
-        ev["n_bids"].tolist(),
-        ev["n_asks"].tolist(),
-    )
+    cols = [ev[name].tolist() for name in EVENT_DTYPE.names or ()]
     for ts, kind, side, px, qty, px2, qty2, fid, lid, ems, s0, nb, na in zip(*cols, strict=True):
         ts += offset
         if kind == K_DIFF:
@@ -263,21 +247,15 @@ class CachedFeed(RecordedFeed):
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
     ) -> None:
-        groups = group_files(paths, scales)
+        super().__init__(paths, scales, speed=speed, align=align, start_ns=start_ns, end_ns=end_ns)
         t0 = time.perf_counter()
         c0 = time.process_time()
         self.recordings = {
             sym: [load_recording(p, sym, scales[sym], cache_dir, use_cache=use_cache) for p in ps]
-            for sym, ps in groups.items()
+            for sym, ps in self.groups.items()
         }
         self.load_s = time.perf_counter() - t0
         self.load_cpu_s = time.process_time() - c0
-        self.speed = speed
-        self.align = align
-        self.start_ns = start_ns
-        self.end_ns = end_ns
-        self.stopped = False
-        self.offsets = align_offsets(groups, align)
         recs_all = [r for rs in self.recordings.values() for r in rs]
         self.stats = ReplayStats(
             lines=sum(r.lines for r in recs_all),
@@ -287,13 +265,6 @@ class CachedFeed(RecordedFeed):
             files=[str(r.path) for r in recs_all],
         )
         self.from_cache = all(r.from_cache for r in recs_all)
-
-    @property
-    def symbols(self) -> list[str]:
-        return sorted(self.recordings)
-
-    def _streams(self) -> list[Iterator[MarketEvent]]:
-        return [self._symbol_stream(s) for s in self.symbols]
 
     def _symbol_stream(self, symbol: str) -> Iterator[MarketEvent]:
         off = self.offsets[symbol]

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -145,7 +145,17 @@ def align_offsets(groups: Mapping[str, Sequence[Path]], align: bool) -> dict[str
     return {s: origin - t for s, t in starts.items()}
 
 
+T = TypeVar("T")
 _ts = attrgetter("ts_ns")
+
+
+def merge_by_time(streams: Sequence[Iterator[T]]) -> Iterator[T]:
+    """Several symbols' streams (of items with a ``ts_ns``) as one in time order;
+    equal times in the order of ``streams`` (symbol order), each stream in its own.
+    The one merge of the replay, the numpy cache and the replay server."""
+    return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts)
+
+
 #: what a window keeps before its start, so the book is right when it opens
 _BOOK_DATA = (DepthSnapshot, DepthDiff, FeedStatus)
 
@@ -155,33 +165,46 @@ class RecordedFeed:
     the pacing that :class:`ReplayFeed` (gzip JSON) and
     :class:`~flashmm.feeds.cache.CachedFeed` (numpy arrays) share.
 
-    A subclass gives one event stream per symbol (:meth:`_streams`, in the
-    order of :attr:`symbols`); :meth:`events` merges them by time, equal
-    times in symbol order, and applies the ``start_ns``/``end_ns`` window:
+    The files are grouped per symbol (:func:`group_files`) and aligned
+    (:func:`align_offsets`); a subclass gives each symbol's events
+    (:meth:`_symbol_stream`). :meth:`events` merges them by time
+    (:func:`merge_by_time`) and applies the ``start_ns``/``end_ns`` window:
     depth data before the window is kept (the book must be right when it
     opens), everything after ``end_ns`` ends the stream.
     """
 
     sim_clock = True
-    speed: float = 0.0
-    start_ns: int | None = None
-    end_ns: int | None = None
-    stopped: bool = False
     stats: ReplayStats
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        scales: Mapping[str, Scale],
+        *,
+        speed: float = 0.0,
+        align: bool = True,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> None:
+        self.groups = group_files(paths, scales)
+        self.offsets = align_offsets(self.groups, align)
+        self.speed = speed
+        self.align = align
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.stopped = False
 
     @property
     def symbols(self) -> list[str]:
-        raise NotImplementedError
+        return sorted(self.groups)
 
-    def _streams(self) -> list[Iterator[MarketEvent]]:
+    def _symbol_stream(self, symbol: str) -> Iterator[MarketEvent]:
         raise NotImplementedError
 
     def events(self) -> Iterator[MarketEvent]:
         """All events in time order (no pacing)."""
-        streams = self._streams()
-        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts)
         lo, hi = self.start_ns, self.end_ns
-        for ev in merged:
+        for ev in merge_by_time([self._symbol_stream(s) for s in self.symbols]):
             if self.stopped:
                 return
             if lo is not None and ev.ts_ns < lo:
@@ -252,26 +275,13 @@ class ReplayFeed(RecordedFeed):
         start_ns: int | None = None,
         end_ns: int | None = None,
     ) -> None:
+        super().__init__(paths, scales, speed=speed, align=align, start_ns=start_ns, end_ns=end_ns)
         self.parser = BinanceParser(scales)
-        self.groups = group_files(paths, scales)
-        self.speed = speed
-        self.align = align
         self.loop = loop
-        self.start_ns = start_ns
-        self.end_ns = end_ns
         self.stats = ReplayStats()
-        self._offsets = align_offsets(self.groups, align)
-        self.stopped = False
-
-    @property
-    def symbols(self) -> list[str]:
-        return sorted(self.groups)
-
-    def _streams(self) -> list[Iterator[MarketEvent]]:
-        return [self._symbol_stream(s) for s in self.symbols]
 
     def _symbol_stream(self, symbol: str) -> Iterator[MarketEvent]:
-        off = self._offsets[symbol]
+        off = self.offsets[symbol]
         cycle = 0
         last_ts = 0
         while True:

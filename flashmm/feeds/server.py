@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import heapq
 import time
 import zlib
 from collections.abc import Collection, Iterator, Sequence
@@ -48,7 +47,7 @@ from loguru import logger
 
 from flashmm.book import BookBuilder, SequenceGap
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale, ts_to_ns
-from flashmm.feeds.replay import check_files, first_timestamp, group_files
+from flashmm.feeds.replay import align_offsets, check_files, group_files, merge_by_time
 from flashmm.marketdata import DepthDiff, DepthSnapshot, MarketEvent
 
 MALFORMED = '{"stream": "malformed@depth@100ms", "data": {"e": "depthUpdate", "U": '
@@ -253,13 +252,11 @@ class ReplayServer:
     def _reset_books(self) -> None:
         self.books = {s: BookBuilder(s, max_buffer=100_000) for s in self.groups}
 
-    def _symbol_lines(self, symbol: str, offset: int) -> Iterator[tuple[int, int, _Line]]:
-        seq = 0
+    def _symbol_lines(self, symbol: str, offset: int) -> Iterator[_Line]:
         for path in self.groups[symbol]:
             for line in self._read_file(path, symbol):
-                seq += 1
                 line.ts_ns += offset
-                yield line.ts_ns, seq, line
+                yield line
 
     def _read_file(self, path: Path, symbol: str) -> Iterator[_Line]:
         lineno = 0
@@ -297,12 +294,9 @@ class ReplayServer:
             logger.warning("{}:{}: file truncated or corrupt: {}", path.name, lineno + 1, exc)
 
     def _merged(self) -> Iterator[_Line]:
-        starts = {s: first_timestamp(files[0]) for s, files in self.groups.items()}
-        origin = max(starts.values())
-        streams = [
-            self._symbol_lines(s, origin - t if self.align else 0) for s, t in starts.items()
-        ]
-        for n, (_, _, line) in enumerate(heapq.merge(*streams, key=lambda x: (x[0], x[1])), 1):
+        offsets = align_offsets(self.groups, self.align)
+        streams = [self._symbol_lines(s, offsets[s]) for s in sorted(self.groups)]
+        for n, line in enumerate(merge_by_time(streams), 1):
             if self.limit is not None and n > self.limit:
                 return
             yield line
