@@ -418,7 +418,7 @@ class KillSwitch:
 
     def sigma_bps(self, tick_bps: float = 0.0) -> float:
         """σ of 1-second moves in bps with its floors."""
-        return max(self._var**0.5, self._own_var**0.5, tick_bps, self.floor_bps)
+        return float(max(self._var**0.5, self._own_var**0.5, tick_bps, self.floor_bps))
 
     def limit_bps(self, tick_bps: float = 0.0) -> float:
         """The 1-second move (bps) beyond which the switch trips."""

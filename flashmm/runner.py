@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from flashmm.config import Config, resolve_path
+from flashmm.config import Config
 from flashmm.engine import Engine, SignalFactory
 from flashmm.errors import UserInputError
 from flashmm.feeds.base import Feed
 from flashmm.feeds.replay import ReplayFeed, make_scales
+from flashmm.paths import resolve_path
 from flashmm.signal import SignalSource
 from flashmm.snapshot import Snapshot
 from flashmm.strategy import Strategy, get_strategy_class

@@ -75,7 +75,7 @@ def window_sums(res: BacktestResult, edges: np.ndarray) -> dict[str, tuple[np.nd
 def _stat(k: str, s: np.ndarray, c: np.ndarray) -> np.ndarray:
     """The metric over a set of windows (last axis): P&L adds up, the others are means."""
     if k == "pnl_usdc":
-        return s.sum(axis=-1)
+        return np.asarray(s.sum(axis=-1))
     cnt = c.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(cnt > 0, s.sum(axis=-1) / np.where(cnt > 0, cnt, 1), np.nan)

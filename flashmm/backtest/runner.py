@@ -72,7 +72,7 @@ def make_engine(
 
 
 def data_files(cfg: Config, data: Sequence[str] | None) -> list[str]:
-    from flashmm.config import resolve_path
+    from flashmm.paths import resolve_path
 
     if data:
         return [str(resolve_path(d).resolve()) for d in data]

@@ -84,7 +84,7 @@ def open_plots(path: Path) -> str:
 
 
 def _check_data(data: Sequence[str] | None) -> None:
-    from flashmm.config import resolve_path
+    from flashmm.paths import resolve_path
 
     for d in data or []:
         if not resolve_path(d).is_file():
@@ -281,7 +281,7 @@ def _sweep(
 
     spec = load_sweep(find_sweep(sweep_path))
     # workers (Ray nodes included) may run elsewhere: hand them absolute paths
-    from flashmm.config import find_profile
+    from flashmm.paths import find_profile
 
     config = str(find_profile(config).resolve())
     tasks = make_tasks(spec, config, sets, files, from_ns, to_ns, None)

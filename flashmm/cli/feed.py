@@ -40,8 +40,8 @@ def serve(
     from flashmm.errors import FlashMMError
 
     async def main() -> None:
-        from flashmm.config import resolve_path
         from flashmm.feeds.server import ReplayServer
+        from flashmm.paths import resolve_path
 
         files = [resolve_path(d) for d in data]
         srv = ReplayServer(files, host, port, speed, http_port=http_port, loop=loop, align=align)

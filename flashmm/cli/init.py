@@ -42,8 +42,8 @@ def init(
     ] = False,
 ) -> None:
     """Write an editable profile (NAME.yaml) and a .env template into DIR."""
-    from flashmm.config import PACKAGE_PROFILES, profile_names
     from flashmm.errors import UserInputError
+    from flashmm.paths import PACKAGE_PROFILES, profile_names
 
     src = PACKAGE_PROFILES / f"{profile}.yaml"
     if not src.is_file():

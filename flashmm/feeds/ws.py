@@ -296,7 +296,8 @@ class BinanceWSFeed:
         if isinstance(item, BaseException):
             self._q.put_nowait(_END)
             raise item
-        return item
+        ev: MarketEvent = item
+        return ev
 
     async def __aenter__(self) -> BinanceWSFeed:
         self.start()

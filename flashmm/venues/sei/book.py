@@ -8,6 +8,7 @@ from typing import Any
 from eth_abi import encode as abi_encode
 
 from flashmm.contracts import load_artifact
+from flashmm.venues.base import VenueError
 from flashmm.venues.sei.abi import (
     TAKE_MAX_LEVELS,
     TAKE_MAX_ORDERS,
@@ -18,7 +19,7 @@ from flashmm.venues.sei.abi import (
     token_abi,
     unpack_info,
 )
-from flashmm.venues.sei.errors import RpcError, TxReverted, VenueError
+from flashmm.venues.sei.errors import RpcError, TxReverted
 from flashmm.venues.sei.rpc import JsonRpc
 from flashmm.venues.sei.tx import SentTx, TxSender
 

@@ -38,7 +38,8 @@ def account_from_hex(private_key: str) -> LocalAccount:
     from eth_account import Account
 
     try:
-        return Account.from_key(private_key.strip())
+        acct: LocalAccount = Account.from_key(private_key.strip())
+        return acct
     except Exception as exc:  # never echo the key
         raise KeySourceError("the private key is not a valid 32-byte hex key") from exc
 
@@ -64,7 +65,8 @@ def load_account(
             key = Account.decrypt(data, password)
         except ValueError as exc:
             raise KeySourceError(f"wrong passphrase for keystore {path}") from exc
-        return Account.from_key(key)
+        acct: LocalAccount = Account.from_key(key)
+        return acct
     raw = env.get(ENV_KEY)
     if not raw:
         raise KeySourceError(f"no signing key: set {ENV_KEY} or give a keystore file")

@@ -19,8 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from flashmm.venues.base import VenueError
 from flashmm.venues.sei.book import BookClient, TokenClient, deploy, deploy_token
-from flashmm.venues.sei.errors import VenueError
 from flashmm.venues.sei.rpc import JsonRpc
 from flashmm.venues.sei.tx import TxSender
 

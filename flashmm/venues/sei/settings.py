@@ -23,7 +23,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flashmm.venues.sei.errors import KeySourceError, VenueError
+from flashmm.venues.base import VenueError
+from flashmm.venues.sei.errors import KeySourceError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
