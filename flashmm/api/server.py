@@ -122,7 +122,6 @@ class ApiServer:
         self.rate = _RateLimit(cfg.control_per_minute)
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._breaker_seen: dict[str, bool] = {}
         self._events_seen = -1
         self._last_event_wall = time.time()
         self._metrics: Any = None
@@ -297,11 +296,7 @@ class ApiServer:
                     if spec is not None:
                         o = dataclasses.asdict(OrderView.of(order, spec, str(note)))
                         events.append({"type": "order", "data": o})
-                elif kind == "breaker":
-                    d = dict(payload)
-                    self._breaker_seen[str(d.get("name"))] = d.get("state") == "tripped"
-                    events.append({"type": "breaker", "data": d})
-                elif kind in ("state", "feed"):
+                elif kind in ("breaker", "state", "feed"):
                     data = dict(payload) if isinstance(payload, Mapping) else payload
                     events.append({"type": kind, "data": data})
             except Exception:
@@ -310,7 +305,7 @@ class ApiServer:
             self.hub.publish("events", events)
 
     async def _tick(self) -> None:
-        """Snapshots at ``stream_hz``; breaker changes the outbox does not carry."""
+        """Snapshots at ``stream_hz`` (the operations' latest, shared)."""
         period = 1.0 / self.cfg.stream_hz
         while True:
             await asyncio.sleep(period)
@@ -319,14 +314,6 @@ class ApiServer:
                 if snap.events != self._events_seen:
                     self._events_seen = snap.events
                     self._last_event_wall = time.time()
-                changed = []
-                for name, b in snap.breakers.items():
-                    tripped = b.get("state") == "tripped"
-                    if self._breaker_seen.get(name, False) != tripped:
-                        self._breaker_seen[name] = tripped
-                        changed.append({"type": "breaker", "data": {"name": name, **b}})
-                if changed:
-                    self.hub.publish("events", changed)
                 if self.hub.clients:
                     self.hub.publish("snapshot", snap.to_dict())
             except Exception:

@@ -147,7 +147,6 @@ class Alerts:
             self.webhooks.append(hook)
         self._secrets = sorted({s for s in secrets + secret_values() if s}, key=len, reverse=True)
         self._last_sent: dict[tuple[str, str], float] = {}
-        self._breaker_seen: dict[str, bool] = {}
         self.deduplicated = 0
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -162,7 +161,6 @@ class Alerts:
             self._tasks.append(hook.task)
         if self.ops is not None:
             self.ops.listeners.append(self.on_events)
-            self._tasks.append(asyncio.create_task(self._watch(), name="alerts-watch"))
         if self.cfg.daily_summary_utc and self.ops is not None:
             self._tasks.append(asyncio.create_task(self._daily(), name="alerts-daily"))
         logger.info("alerts to {}", ", ".join(h.name for h in self.webhooks) or "no webhook")
@@ -207,9 +205,7 @@ class Alerts:
 
     def _breaker(self, d: Mapping[str, Any]) -> None:
         name = str(d.get("name", "?"))
-        tripped = d.get("state") == "tripped"
-        self._breaker_seen[name] = tripped
-        if not tripped:
+        if d.get("state") != "tripped":
             return
         reason = str(d.get("reason", ""))
         action = str(d.get("action", ""))
@@ -232,36 +228,19 @@ class Alerts:
         if spec is None:
             return
         d = fill_dict(fill, spec)
-        price, size, side = d["price"], d["size"], d["side"]
-        notional = float(price) * float(size)
+        notional = float(d["price"]) * float(d["size"])
         if notional < self.cfg.fill_usdc:
             return
         self.send(
             Alert(
                 "fill",
                 fill.fill_id or f"{fill.market}-{fill.ts_ns}",
-                f"{fill.market} {side} {size} @ {price} ({notional:,.2f} USDC)",
-                f"fee {fill.fee_usdc:+.4f} USDC, {fill.liquidity.name.lower()}",
+                f"{fill.market} {d['side']} {d['size']} @ {d['price']} ({notional:,.2f} USDC)",
+                f"fee {fill.fee_usdc:+.4f} USDC, {d['liquidity']}",
                 "info",
-                {
-                    "market": fill.market,
-                    "side": side,
-                    "price": price,
-                    "size": size,
-                    "notional_usdc": notional,
-                    "fill_id": fill.fill_id,
-                },
+                {**d, "notional_usdc": notional},
             )
         )
-
-    async def _watch(self) -> None:
-        """Breakers that change without an outbox record (stale feed, position limit)."""
-        while True:
-            await asyncio.sleep(1.0)
-            assert self.ops is not None
-            for name, b in self.ops.engine.breaker_status().items():
-                if self._breaker_seen.get(name, False) != (b["state"] == "tripped"):
-                    self._breaker({"name": name, **b})
 
     def summary(self) -> Alert:
         """The P&L summary of the bot so far."""

@@ -42,9 +42,6 @@ class Commands(Recovery):
             if b is not None and b["state"] == "tripped" and e.state is not HALTED:
                 accepted = self._accept_venue_positions()
                 e.clear_breaker(RECONCILE_BREAKER, now)
-                self._breaker_seen[RECONCILE_BREAKER] = False
-                if self.journal is not None:
-                    self.journal.breaker(RECONCILE_BREAKER, "ok", "confirmed by operator")
             refused = e.resume(now)
             if refused is not None:
                 raise ControlRefused(refused)
@@ -73,11 +70,6 @@ class Commands(Recovery):
                 n for n, b in e.breaker_status().items() if b["state"] == "tripped" and b["latched"]
             ]
             e.reset(now)
-            j = self.journal
-            for name in cleared:
-                self._breaker_seen[name] = False
-                if j is not None:
-                    j.breaker(name, "ok", "reset by operator")
             if self._pending_positions:  # a reset does not accept a position mismatch
                 self._trip_reconcile("position mismatch still unconfirmed: 'flashmm resume'")
             return {

@@ -105,7 +105,6 @@ class Recovery:
             )
             # a breaker this engine does not know halts (as an emergency stop)
             e.trip_breaker(name, rec.reason, now, action=HALT)
-            self._breaker_seen[name] = True
         last = st.last_mode_command
         mode = last.cmd if last is not None else None
         if mode in ("pause", "reset") and e.state is RUNNING:
@@ -241,9 +240,6 @@ class Recovery:
             clear_hint="check the venue, then 'flashmm resume' accepts its positions",
         )
         logger.error("quoting held: {}", reason)
-        self._breaker_seen[RECONCILE_BREAKER] = True
-        if self.journal is not None:
-            self.journal.breaker(RECONCILE_BREAKER, "tripped", reason, latched=True)
 
     def _release_gate(self) -> None:
         e = self.engine

@@ -276,24 +276,24 @@ class OpsServices(Commands):
         if not self.engine.trip_breaker(JOURNAL_BREAKER, reason, self._now()):
             return
         logger.error("quotes pulled: {} (the run will exit non-zero)", reason)
-        self._breaker_seen[JOURNAL_BREAKER] = True
-        if not j.closed:
-            j.breaker(JOURNAL_BREAKER, "tripped", reason, latched=True)
 
     # --- journal drain ------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Move everything the engine reported into the journal (off the hot path)."""
+        """Hand everything the engine reported to the listeners and the journal (off the
+        hot path), with the breaker changes the outbox does not carry (stale feed,
+        position limit, a reset, operations' own breakers)."""
         # read before draining: the fills of blocks up to here are in the outbox now
         block = self.engine.venue.processed_block
+        self._check_journal()
         batch = self.engine.drain_outbox()
+        batch += self._breaker_news(batch)
         if self.listeners and batch:
             for listener in self.listeners:
                 listener(batch)
         j = self.journal
         if j is None or j.closed:
             return
-        self._check_journal()
         mids: dict[str, float] | None = None
         for sym, base in self._base.items():
             if sym in self._base_unreal:
@@ -321,21 +321,25 @@ class OpsServices(Commands):
                     str(ev.status.get("reason", "")),
                     latched=tripped and bool(ev.status.get("latched")),
                 )
-                self._breaker_seen[ev.name] = tripped
             elif isinstance(ev, StateChanged):
                 j.event(ev.kind, ev.payload)
             else:
                 j.event(ev.kind, ev.payload, market=ev.symbol)
-        # breakers that change without an outbox record (stale feed, position limit)
-        for name, b in self.engine.breaker_status().items():
-            tripped = b["state"] == "tripped"
-            if self._breaker_seen.get(name, False) != tripped:
-                self._breaker_seen[name] = tripped
-                j.breaker(
-                    name, str(b["state"]), str(b["reason"]), latched=tripped and bool(b["latched"])
-                )
         self._checkpoint_block(block)
         self.fills_durable += len(j.poll_durable())
+
+    def _breaker_news(self, batch: list[OutboxEvent]) -> list[OutboxEvent]:
+        """A ``BreakerChanged`` for each breaker whose state moved without one in ``batch``."""
+        for ev in batch:
+            if isinstance(ev, BreakerChanged):
+                self._breaker_seen[ev.name] = ev.status.get("state") == "tripped"
+        news: list[OutboxEvent] = []
+        for name, status in self.engine.breaker_status().items():
+            tripped = status["state"] == "tripped"
+            if self._breaker_seen.get(name, False) != tripped:
+                self._breaker_seen[name] = tripped
+                news.append(BreakerChanged(name, status))
+        return news
 
     def _snapshot_positions(self, force: bool = False) -> None:
         j = self.journal
