@@ -72,6 +72,11 @@ class FeedConfig(Strict):
     align: bool = Field(True, description="Shift each symbol's recording to start together")
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
+    futures: bool = Field(
+        False,
+        description="USD-M futures (ws_url wss://fstream.binance.com, rest_url "
+        "https://fapi.binance.com): snapshots from /fapi/v1/depth, the futures sequencing rule",
+    )
 
 
 class VenueConfig(Strict):

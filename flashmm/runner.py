@@ -88,7 +88,12 @@ def build_feed(cfg: Config, opts: RunOptions) -> Feed:
         )
     from flashmm.feeds.ws import BinanceWSFeed
 
-    return BinanceWSFeed(scales_for(specs), ws_url=cfg.feed.ws_url, rest_url=cfg.feed.rest_url)
+    return BinanceWSFeed(
+        scales_for(specs),
+        ws_url=cfg.feed.ws_url,
+        rest_url=cfg.feed.rest_url,
+        futures=cfg.feed.futures,
+    )
 
 
 def build_venue(cfg: Config) -> Venue:

@@ -7,7 +7,8 @@ symbols merged by time) on 127.0.0.1:
 - a WebSocket server: ``/stream?streams=a@depth@100ms/a@trade/...`` gets the
   recorded combined-stream messages of the streams it asked for, re-sent
   byte for byte (no re-serialisation); other paths get every stream;
-- an HTTP server: ``GET /api/v3/depth?symbol=SYM&limit=N`` returns a REST
+- an HTTP server: ``GET /api/v3/depth?symbol=SYM&limit=N`` (and the USD-M
+  futures path ``/fapi/v1/depth``, which also carries ``E``/``T``) returns a REST
   snapshot built from the replayed book *as sent so far*, with the matching
   ``lastUpdateId``, so a client that connects mid-stream can sync. The book
   is kept by a :class:`~flashmm.book.BookBuilder` in units of 1e-8 (Binance
@@ -192,6 +193,7 @@ class ReplayServer:
         self._ws_port = self._ws_server.sockets[0].getsockname()[1]
         app = web.Application()
         app.router.add_get("/api/v3/depth", self._handle_depth)
+        app.router.add_get("/fapi/v1/depth", self._handle_depth)
         app.router.add_get("/api/v3/ping", self._handle_ping)
         app.router.add_get("/api/v3/time", self._handle_time)
         self._http_runner = web.AppRunner(app, access_log=None)
@@ -464,9 +466,11 @@ class ReplayServer:
         limit = max(1, min(limit, 5000))
         if not self.books[symbol].synced:
             return error(503, -1003, "book not ready: no snapshot replayed yet")
-        return web.Response(
-            body=orjson.dumps(self.book_levels(symbol, limit)), content_type="application/json"
-        )
+        body = self.book_levels(symbol, limit)
+        if request.path.startswith("/fapi/"):
+            ms = time.time_ns() // 1_000_000
+            body = {"lastUpdateId": body["lastUpdateId"], "E": ms, "T": ms, **body}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _handle_ping(self, request: Any) -> Any:
         from aiohttp import web

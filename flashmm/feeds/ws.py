@@ -8,13 +8,17 @@ events with ``ts_ns`` = local receive time.
 Order-book sync, per symbol:
 
 - After every (re)connect the feed fetches a REST depth snapshot
-  (``<rest_url>/api/v3/depth``) once the stream is open. While a snapshot is
+  (``<rest_url>/api/v3/depth``; with ``futures=True``, USD-M futures,
+  ``<rest_url>/fapi/v1/depth`` with the limit raised to the next one that
+  endpoint accepts) once the stream is open. While a snapshot is
   being fetched the symbol's diffs are *held back* by the feed; when it
   arrives the feed yields the snapshot, then the held diffs, so a consumer's
   :class:`~flashmm.book.BookBuilder` always sees "snapshot, then the diffs
   that follow it", whatever state it was in.
-- A snapshot older than the held diffs (``lastUpdateId + 1 < U`` of the
-  first newer diff) is refused and fetched again.
+- A snapshot older than the held diffs (by the same rule: spot
+  ``lastUpdateId + 1 < U`` of the first newer diff; futures, the first
+  diff with ``u >= lastUpdateId`` starts after it) is refused and fetched
+  again.
 - The feed checks the sequence itself with the book's rule
   (:func:`flashmm.book.diff_verdict`: ``U == previous u + 1`` on spot; USD-M
   futures diffs, which carry ``pu``: the first after a snapshot spans
@@ -53,6 +57,10 @@ from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent
 DEFAULT_WS_URL = "wss://stream.binance.com:9443"
 DEFAULT_REST_URL = "https://api.binance.com"
 DEFAULT_STREAMS: tuple[str, ...] = ("depth@100ms", "trade", "bookTicker")
+SPOT_DEPTH_PATH = "/api/v3/depth"
+FUTURES_DEPTH_PATH = "/fapi/v1/depth"
+#: the depth limits the USD-M futures REST endpoint accepts
+FUTURES_DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 
 RawSink = Callable[[MarketEvent, str], None]
 """``sink(event, raw_json)``: called for every market event the feed passes on, in
@@ -177,9 +185,14 @@ class BinanceWSFeed:
         max_queue: int = 20_000,
         raw_sink: RawSink | None = None,
         rng: random.Random | None = None,
+        futures: bool = False,
     ) -> None:
         if not scales:
             raise ValueError("BinanceWSFeed needs at least one symbol")
+        #: USD-M futures: snapshots from /fapi/v1/depth (the sequencing rule follows the diffs)
+        self.futures = futures
+        if futures:
+            depth_limit = next((n for n in FUTURES_DEPTH_LIMITS if n >= depth_limit), 1000)
         self.scales = {s.lower(): sc for s, sc in scales.items()}
         self.symbols = sorted(self.scales)
         self.ws_url = ws_url.rstrip("/")
@@ -566,7 +579,7 @@ class BinanceWSFeed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.rest_timeout)
             )
-        url = f"{self.rest_url}/api/v3/depth"
+        url = self.rest_url + (FUTURES_DEPTH_PATH if self.futures else SPOT_DEPTH_PATH)
         params = {"symbol": symbol.upper(), "limit": str(self.depth_limit)}
         async with self._session.get(url, params=params) as resp:
             body = await resp.read()
