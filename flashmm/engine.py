@@ -436,6 +436,16 @@ class Engine:
                 ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns
             )
 
+    def learning_models(self) -> dict[str, Any]:
+        """Each market's prediction model that learns online (``model.online``), for
+        the operations loop to persist; none when no market runs one."""
+        out = {}
+        for sym, ms in self.markets.items():
+            model = getattr(getattr(ms.signal_source, "predictor", None), "model", None)
+            if model is not None and hasattr(model, "to_state"):
+                out[sym] = model
+        return out
+
     def mids(self) -> dict[str, float]:
         """Each market's mid (0 without a valid book); the last good one while the price
         band holds a jump."""

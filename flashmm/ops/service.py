@@ -53,6 +53,7 @@ from flashmm.ops.control import ControlServer, socket_path_from_config
 from flashmm.ops.journal import Journal
 from flashmm.ops.notify import Notifier
 from flashmm.ops.recovery import GATE_REASON, JOURNAL_BREAKER
+from flashmm.predict.online import OnlineStore
 from flashmm.snapshot import OpsView, Snapshot
 from flashmm.types import Order, Position
 
@@ -85,6 +86,8 @@ class OpsServices(Commands):
         self.drain_interval_s = drain_interval_s
         self.socket_path = socket_path_from_config(cfg)
         self.journal: Journal | None = None
+        #: per-market online model weights beside the journal (model.online)
+        self.online: OnlineStore | None = None
         self.control: ControlServer | None = None
         self.metrics: Any = None
         self.api: Any = None  # flashmm.api.server.ApiServer when api.enabled
@@ -137,6 +140,8 @@ class OpsServices(Commands):
                 )
                 logger.info("journal {}", self.journal.path)
                 self._recover_from_journal(self.journal.load_state(specs))
+                self.online = OnlineStore.for_engine(self.engine, folder, name)
+                self.online.load()
                 self._venue_replay_hook()
             self._base = self.engine.positions()
             if self.engine.state is RUNNING:
@@ -220,6 +225,8 @@ class OpsServices(Commands):
                     next_status = t + _STATUS_EVERY_S
                 if t >= next_snap:
                     self._snapshot_positions()
+                    if self.online is not None:
+                        self.online.save()
                     next_snap = t + _SNAPSHOT_EVERY_S
                 if self.metrics is not None and t >= next_metrics:
                     self._update_metrics()
@@ -249,6 +256,8 @@ class OpsServices(Commands):
             with contextlib.suppress(Exception):
                 self._update_metrics()
             self.metrics.close()
+        if self.online is not None:
+            self.online.save()
         j = self.journal
         if j is not None and not j.closed:
             try:

@@ -14,18 +14,27 @@ model's. The signal is read exactly as the shipped model's
 
 One per market (each :class:`~flashmm.model_signal.ModelSignal` loads its own),
 behind the same ML breaker; the breaker's live hit rate and calibration
-report it. Nothing is persisted: a restart starts again from the shipped
-model. Replayed offline on the walk-forward windows (``lr`` 0.02, ``l2``
+report it. :class:`OnlineStore` keeps each market's weights in a small JSON
+file beside the journal (``<journal>.online.<market>.json``), read at start
+and written by the operations loop (never on the decision path) and at
+stop, so a restart continues learning. A file written for another model
+file or horizon is ignored with a warning (the weights start
+again from the shipped model). Replayed offline on the walk-forward windows (``lr`` 0.02, ``l2``
 0.001) it keeps NEXO at +2.4 points over the rule and moves ETH spot, ETH and
 BTC futures from -4 to -7 points to -0.3 to -2.5 (``docs/prediction.md``).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from loguru import logger
 
 from flashmm.features import IDX
 from flashmm.types import Signal
@@ -95,9 +104,113 @@ class OnlineModel:
         w[1] -= lr * (g * imb + l2 * (w[1] - self.w0[1]))
         self.updates += 1
 
+    def identity(self) -> dict[str, Any]:
+        """What the weights belong to: the base model file, its creation stamp and horizon."""
+        meta = getattr(self.base, "meta", {}) or {}
+        return {
+            "model": Path(str(self.path)).name,
+            "model_created": str(meta.get("created", "")),
+            "horizon_ns": int(self.horizon_ns),
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        return {"version": 1, **self.identity(), "w": list(self.w), "updates": self.updates}
+
+    def restore(self, state: dict[str, Any]) -> str:
+        """Take saved weights; returns "" or why they were not taken."""
+        if state.get("version") != 1:
+            return f"unknown version {state.get('version')!r}"
+        for k, v in self.identity().items():
+            if state.get(k) != v:
+                return f"saved for {k} {state.get(k)!r}, this model has {v!r}"
+        w = state.get("w")
+        if not (
+            isinstance(w, list)
+            and len(w) == 2
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in w)
+        ):
+            return "bad weights"
+        self.w = [float(w[0]), float(w[1])]
+        self.updates = int(state.get("updates", 0))
+        return ""
+
     def status(self) -> dict[str, Any]:
         return {
             "weights": {"model_log_odds": round(self.w[0], 4), "imb_l1": round(self.w[1], 4)},
             "updates": self.updates,
             "lr": self.lr,
         }
+
+
+def _slug(symbol: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", symbol).strip("-").lower() or "market"
+
+
+class OnlineStore:
+    """Per-market online weights in JSON files beside the journal.
+
+    ``models`` maps a market symbol to its :class:`OnlineModel`; the file of
+    ``SEI/USDC`` for the journal ``paper.sqlite`` in ``folder`` is
+    ``folder/paper.online.sei-usdc.json``. :meth:`load` at start,
+    :meth:`save` from the operations loop (writes only markets that learnt
+    since the last write; atomic replace) and at stop.
+    """
+
+    def __init__(self, folder: str | Path, name: str, models: dict[str, OnlineModel]) -> None:
+        self.folder = Path(folder)
+        self.name = name
+        self.models = models
+        self._saved: dict[str, int] = {}
+
+    @classmethod
+    def for_engine(cls, engine: Any, folder: str | Path, name: str) -> OnlineStore:
+        """The online models of an engine's markets (none when ``model.online`` is off)."""
+        models = {s: m for s, m in engine.learning_models().items() if isinstance(m, OnlineModel)}
+        return cls(folder, name, models)
+
+    def path(self, symbol: str) -> Path:
+        return self.folder / f"{self.name}.online.{_slug(symbol)}.json"
+
+    def load(self) -> dict[str, str]:
+        """Read every market's file; per market "loaded", "none" or why it was ignored."""
+        out = {}
+        for sym, model in self.models.items():
+            p = self.path(sym)
+            if not p.is_file():
+                out[sym] = "none"
+                self._saved[sym] = model.updates
+                continue
+            try:
+                state = json.loads(p.read_text())
+                why = model.restore(state) if isinstance(state, dict) else "not a JSON object"
+            except (OSError, ValueError) as exc:
+                why = f"unreadable ({exc})"
+            if why:
+                logger.warning("online model {}: {} ignored: {}", sym, p, why)
+                out[sym] = f"ignored: {why}"
+            else:
+                logger.info(
+                    "online model {}: continues from {} ({} updates)", sym, p, model.updates
+                )
+                out[sym] = "loaded"
+            self._saved[sym] = model.updates
+        return out
+
+    def save(self, force: bool = False) -> int:
+        """Write the markets that learnt since the last write (all with ``force``)."""
+        n = 0
+        for sym, model in self.models.items():
+            if not force and self._saved.get(sym) == model.updates:
+                continue
+            p = self.path(sym)
+            tmp = p.with_suffix(".json.tmp")
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(model.to_state()))
+                os.replace(tmp, p)
+            except OSError as exc:
+                logger.warning("online model {}: cannot write {}: {}", sym, p, exc)
+                continue
+            self._saved[sym] = model.updates
+            n += 1
+        return n
