@@ -17,7 +17,10 @@ from enum import Enum
 
 from sortedcontainers import SortedDict
 
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Levels
+from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, Levels, MarketEvent
+
+#: feed news after which the book waits for a fresh snapshot
+_DESYNC = frozenset(("gap", "disconnected", "resync"))
 
 
 class OrderBook:
@@ -255,6 +258,22 @@ class BookBuilder:
         self.buffer.append(d)
         self._pending_tickers.clear()
         raise SequenceGap(self.symbol, expected, d.first_id, d.last_id)
+
+    def on_event(self, ev: MarketEvent) -> bool:
+        """Route one market event: apply a snapshot or a diff (True when the book
+        changed), remember a bookTicker for the self-check, and take a feed's
+        ``gap``/``disconnected``/``resync`` news as "out of sync until the next
+        snapshot". Raises :class:`SequenceGap` as :meth:`on_diff` does."""
+        if isinstance(ev, DepthDiff):
+            return self.on_diff(ev)
+        if isinstance(ev, DepthSnapshot):
+            self.on_snapshot(ev)
+            return True
+        if isinstance(ev, BookTicker):
+            self.on_ticker(ev)
+        elif isinstance(ev, FeedStatus) and ev.kind in _DESYNC:
+            self.state = SyncState.WAITING_SNAPSHOT
+        return False
 
     def on_ticker(self, t: BookTicker) -> None:
         """Remember a bookTicker so it is compared once its update id is applied."""

@@ -24,7 +24,7 @@ import numpy as np
 from loguru import logger
 
 from flashmm.accounting import Accounting
-from flashmm.book import BookBuilder, SequenceGap, SyncState
+from flashmm.book import BookBuilder, SequenceGap
 from flashmm.events import (
     BreakerChanged,
     FeedNews,
@@ -35,7 +35,7 @@ from flashmm.events import (
     OutboxEvent,
     StateChanged,
 )
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
+from flashmm.marketdata import FeedStatus, MarketEvent, Trade
 from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskConfig, RiskManager
 from flashmm.signal import BookImbalanceSignal, SignalSource
 from flashmm.snapshot import LatencyView, MarketView, ModelView, OrderView, SignalView, Snapshot
@@ -203,27 +203,16 @@ class Engine:
             return
         if not isinstance(ev, FeedStatus):  # a status is news about the feed, not data
             ms.last_data_ns = now_ns
-        if isinstance(ev, DepthDiff):
-            try:
-                changed = ms.builder.on_diff(ev)
-            except SequenceGap as gap:
-                self._on_gap(ms, str(gap), now_ns)
-                return
-            if changed:
-                if self.observe:
-                    self.venue.on_book_update(ev, now_ns)
-                self._after_book(ms, now_ns, t0)
-        elif isinstance(ev, Trade):
+        if isinstance(ev, Trade):
             ms.dirty = True
             ms.signal_source.on_trade(ev)
-        elif isinstance(ev, BookTicker):
-            ms.builder.on_ticker(ev)
-        elif isinstance(ev, DepthSnapshot):
-            try:
-                ms.builder.on_snapshot(ev)
-            except SequenceGap as gap:
-                self._on_gap(ms, str(gap), now_ns)
-                return
+            return
+        try:
+            changed = ms.builder.on_event(ev)  # FeedStatus news: the book waits for a snapshot
+        except SequenceGap as gap:
+            self._on_gap(ms, str(gap), now_ns)
+            return
+        if changed:
             if self.observe:
                 self.venue.on_book_update(ev, now_ns)
             self._after_book(ms, now_ns, t0)
@@ -231,7 +220,6 @@ class Engine:
             if ev.kind in ("gap", "disconnected"):
                 # the feed holds the diffs until a fresh snapshot: the book is frozen, so
                 # pull this market's quotes now and keep them pulled until it is re-synced
-                ms.builder.state = SyncState.WAITING_SNAPSHOT
                 if ms.blocked is None:
                     ms.blocked = f"feed {ev.kind}: book not synced"
                 self._pull(ms, now_ns)
@@ -245,7 +233,6 @@ class Engine:
                 # a new replay pass or a re-sync: the last second of prices no longer
                 # joins up. The kill switch keeps its σ and stays armed; the price band
                 # keeps the last good mid and holds a jump across the gap until confirmed.
-                ms.builder.state = SyncState.WAITING_SNAPSHOT
                 ms.kill.gap()
                 ms.vol = VolEstimator()
             self.outbox.append(FeedNews(ev.symbol, ev.kind, ev.detail))
@@ -261,15 +248,7 @@ class Engine:
         if ms is None:
             return
         try:
-            if isinstance(ev, DepthDiff):
-                changed = ms.builder.on_diff(ev)
-            elif isinstance(ev, DepthSnapshot):
-                ms.builder.on_snapshot(ev)
-                changed = True
-            else:
-                changed = False
-                if isinstance(ev, FeedStatus) and ev.kind == "resync":
-                    ms.builder.state = SyncState.WAITING_SNAPSHOT
+            changed = ms.builder.on_event(ev)
         except SequenceGap:
             return  # the builder waits for the next snapshot
         if changed and self.observe:

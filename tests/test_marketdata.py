@@ -14,7 +14,7 @@ from flashmm.book import BookBuilder, SequenceGap, SyncState
 from flashmm.errors import DataError
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale, ts_to_ns
 from flashmm.feeds.replay import ReplayFeed, make_scales
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Trade
+from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, Trade
 
 NEXO = Scale.of(0.001, 0.01)
 SCALES = make_scales([("nexousdt", 0.001, 0.01), ("ethusdt", 0.01, 0.0001)])
@@ -221,3 +221,13 @@ def test_loop_restarts_from_a_fresh_snapshot(nexo_head: Path) -> None:
         if i > 1000:
             break
     assert snaps >= 2
+
+
+def test_on_event_routes_depth_tickers_and_feed_news() -> None:
+    b = BookBuilder("x")
+    assert b.on_event(DepthSnapshot("x", 1, 100, [(9, 5)], [(20, 5)])) and b.synced
+    assert b.on_event(DepthDiff("x", 2, 101, 101, [(10, 1)], [])) and b.book.best_bid == 10
+    assert not b.on_event(BookTicker("x", 3, 101, 10, 1, 20, 5)) and b.checks == 1
+    assert not b.on_event(Trade("x", 4, 10, 1, False))
+    assert not b.on_event(FeedStatus("x", 5, "connected", "")) and b.synced
+    assert not b.on_event(FeedStatus("x", 6, "resync", "gap")) and not b.synced
