@@ -494,8 +494,5 @@ class OpsServices(Commands):
         m = self.metrics
         if m is None:
             return
-        e = self.engine
         m.update(self.current(_METRICS_EVERY_S).to_dict())
-        lat_ns, self._lat_seen = e.latencies_since(self._lat_seen)
-        if lat_ns:
-            m.observe_decision_latency_us(v / 1e3 for v in lat_ns)
+        self._lat_seen = m.observe_engine_latency(self.engine, self._lat_seen)
