@@ -7,10 +7,12 @@ they come from the environment (or a ``.env`` file), see ``.env.example``.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flashmm.engine import EngineSettings
 from flashmm.errors import ConfigError
+from flashmm.feeds.settings import FeedConfig
 from flashmm.paths import (  # noqa: F401 - re-exported
     BUNDLED_PREFIX,
     DEFAULT_CONFIG,
@@ -57,26 +60,6 @@ class MarketConfig(Strict):
 
     def spec(self) -> MarketSpec:
         return MarketSpec(self.symbol, self.tick_size, self.lot_size, self.reference)
-
-
-class FeedConfig(Strict):
-    kind: Literal["replay", "binance_ws"] = "replay"
-    files: list[str] = Field(
-        default_factory=list,
-        description="Recordings to replay; 'bundled:NAME' is a file shipped with FlashMM",
-    )
-    speed: float = Field(
-        1.0, ge=0, description="Replay speed: 1 = real time, 0 = as fast as possible"
-    )
-    loop: bool = Field(False, description="Start the recording again when it ends")
-    align: bool = Field(True, description="Shift each symbol's recording to start together")
-    ws_url: str = "wss://stream.binance.com:9443"
-    rest_url: str = "https://api.binance.com"
-    futures: bool = Field(
-        False,
-        description="USD-M futures (ws_url wss://fstream.binance.com, rest_url "
-        "https://fapi.binance.com): snapshots from /fapi/v1/depth, the futures sequencing rule",
-    )
 
 
 class VenueConfig(Strict):
@@ -323,34 +306,27 @@ def _get_path(cfg: Config, dotted: str) -> Any:
     return node
 
 
-def _model_settings() -> type[BaseModel] | None:
-    try:
-        from flashmm.predict.settings import ModelSettings
-    except ImportError:
-        return None
-    return ModelSettings
+def _settings_model(module: str, name: str) -> Callable[[], type[BaseModel] | None]:
+    """The settings model ``name`` of a room, imported when first asked for (None when
+    its extra is not installed)."""
+
+    def load() -> type[BaseModel] | None:
+        try:
+            model: type[BaseModel] = getattr(importlib.import_module(module), name)
+        except ImportError:
+            return None
+        return model
+
+    return load
 
 
-def _sim_settings() -> type[BaseModel] | None:
-    try:
-        from flashmm.venues.sim import SimSettings
-    except ImportError:
-        return None
-    return SimSettings
+_model_settings = _settings_model("flashmm.predict.settings", "ModelSettings")
 
-
-def _sei_settings() -> type[BaseModel] | None:
-    try:
-        from flashmm.venues.sei.settings import SeiVenueSettings
-    except ImportError:
-        return None
-    return SeiVenueSettings
-
-
+#: the rooms' settings models of the nested sections, composed by the profile
 _SECTION_MODELS = {
     "model": _model_settings,
-    "venue.sim": _sim_settings,
-    "venue.sei": _sei_settings,
+    "venue.sim": _settings_model("flashmm.venues.sim", "SimSettings"),
+    "venue.sei": _settings_model("flashmm.venues.sei.settings", "SeiVenueSettings"),
 }
 
 

@@ -67,12 +67,18 @@ def uses_sim_clock(cfg: Config, data: Sequence[str] | None = None) -> bool:
     return bool(data) or cfg.feed.kind == "replay"
 
 
+def data_files(cfg: Config, data: Sequence[str] | None) -> list[str]:
+    """The recordings of a run: ``--data`` files, else the profile's ``feed.files``."""
+    files = [str(resolve_path(f).resolve()) for f in (data or cfg.feed.files)]
+    if not files:
+        raise UserInputError("feed.files: no recordings configured; pass --data FILE")
+    return files
+
+
 def build_feed(cfg: Config, opts: RunOptions) -> Feed:
     specs = cfg.specs()
     if uses_sim_clock(cfg, opts.data):
-        files = [str(resolve_path(f)) for f in (opts.data or cfg.feed.files)]
-        if not files:
-            raise UserInputError("feed.files: no recordings configured; pass --data FILE")
+        files = data_files(cfg, opts.data)
         speed = cfg.feed.speed if opts.speed is None else opts.speed
         # files given on the command line play once unless asked otherwise
         loop = (cfg.feed.loop and not opts.data) if opts.loop is None else opts.loop

@@ -29,6 +29,7 @@ from flashmm.errors import UserInputError
 from flashmm.feeds.cache import CachedFeed
 from flashmm.runner import (
     build_venue,
+    data_files,
     drive_replay,
     engine_from,
     run_unsuspended,
@@ -69,17 +70,6 @@ def make_engine(
         strategy=strategy,
         signal_factory=signals or signal_factory(cfg, sim_clock=True),
     )
-
-
-def data_files(cfg: Config, data: Sequence[str] | None) -> list[str]:
-    from flashmm.paths import resolve_path
-
-    if data:
-        return [str(resolve_path(d).resolve()) for d in data]
-    files = [str(resolve_path(f).resolve()) for f in cfg.feed.files]
-    if not files:
-        raise UserInputError("no data: pass --data FILE (the profile's feed.files is empty)")
-    return files
 
 
 def open_feed(
@@ -171,4 +161,12 @@ def run_backtest(
     return BacktestResult(report, rec, engine, feed)
 
 
-__all__ = ["BacktestResult", "MarketTrack", "Recorder", "make_engine", "open_feed", "run_backtest"]
+__all__ = [
+    "BacktestResult",
+    "MarketTrack",
+    "Recorder",
+    "data_files",
+    "make_engine",
+    "open_feed",
+    "run_backtest",
+]
