@@ -165,15 +165,10 @@ async def drive_replay(
     warm_until: int | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
-    """Sim-clock loop of paper replay and backtest: timers fire on the recorded time
-    line, between events (:meth:`Engine.step`).
-
-    Events before ``warm_until`` only build the books (:meth:`Engine.warm_up`);
-    ``on_step(now)`` runs after every step (the backtest recorder). Stops at the
-    end of the data, or when ``stop`` is set or ``deadline`` (monotonic) passes,
-    checked after every event of a paced feed, else every 256. With a feed that
-    only yields to the loop (``asyncio.sleep(0)``) the coroutine can be run without
-    one (:func:`run_unsuspended`). Returns the events stepped and warmed up."""
+    """Sim-clock loop of paper replay and backtest: :meth:`Engine.step` per event;
+    before ``warm_until`` only :meth:`Engine.warm_up`; ``on_step(now)`` after each
+    step. Ends with the data, ``stop`` or ``deadline`` (checked every event when
+    paced, else every 256). Returns the events stepped and warmed up."""
     n = warm = 0
     mask = 0 if feed.paced else 255
     step = engine.step
