@@ -18,6 +18,8 @@ class Commands(Recovery):
     """``status``, ``pause``, ``resume``, ``stop``, ``emergency_stop``, ``reset`` and the
     audit record of each (the command job of :class:`flashmm.ops.service.OpsServices`)."""
 
+    stop_event: asyncio.Event
+
     def status(self) -> dict[str, Any]:
         raise NotImplementedError
 

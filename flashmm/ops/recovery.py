@@ -29,7 +29,6 @@ latest run journal.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -65,10 +64,8 @@ class Recovery:
     paper_venue: bool
     recovery: dict[str, Any]
     fills_durable: int
-    stop_event: asyncio.Event
     _run_id: str
     _journal_orders: list[Order]
-    _breaker_seen: dict[str, bool]
     _pending_positions: dict[str, int]
     _block_saved: int | None
 

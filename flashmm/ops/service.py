@@ -380,38 +380,24 @@ class OpsServices(Commands):
         and ``open_orders`` are what was left at exit; ``journal`` has the totals
         over every run in the journal (or None without one).
         """
-        e = self.engine
-        snap = e.snapshot()
+        snap = self.engine.snapshot()
         out = dict(summary)
         markets = {k: dict(v) for k, v in (summary.get("markets") or {}).items()}
-        tot = {"fills": 0, "pnl_usdc": 0.0, "fees_usdc": 0.0, "volume_usdc": 0.0}
+        keys = ("fills", "pnl_usdc", "fees_usdc", "volume_usdc")
+        tot = dict.fromkeys(keys, 0.0)
         run = dict(tot)
         for sym, mv in snap.markets.items():
-            base = self._base.get(sym) or Position(sym)
-            base_pnl = base.realized_usdc - base.fees_usdc + self._base_unreal.get(sym, 0.0)
-            now = {
-                "fills": mv.fills,
-                "pnl_usdc": mv.pnl_usdc,
-                "fees_usdc": mv.fees_usdc,
-                "volume_usdc": mv.volume_usdc,
-            }
-            this = {
-                "fills": mv.fills - base.fills,
-                "pnl_usdc": mv.pnl_usdc - base_pnl,
-                "fees_usdc": mv.fees_usdc - base.fees_usdc,
-                "volume_usdc": mv.volume_usdc - base.volume_usdc,
-            }
-            for k in tot:
+            b = self._base.get(sym) or Position(sym)
+            b_pnl = b.realized_usdc - b.fees_usdc + self._base_unreal.get(sym, 0.0)
+            before = (b.fills, b_pnl, b.fees_usdc, b.volume_usdc)
+            now = (mv.fills, mv.pnl_usdc, mv.fees_usdc, mv.volume_usdc)
+            this = {k: n - p for k, n, p in zip(keys, now, before, strict=True)}
+            for k, v in zip(keys, now, strict=True):
                 run[k] += this[k]
-                tot[k] += now[k]
-            m = markets.setdefault(sym, {})
-            m["fills"] = this["fills"]
-            m["pnl_usdc"] = round(this["pnl_usdc"], 6)
-            m["fees_usdc"] = round(this["fees_usdc"], 6)
-            m["volume_usdc"] = round(this["volume_usdc"], 6)
-        for k, v in run.items():
-            out[k] = round(v, 6) if isinstance(v, float) else v
-        out["markets"] = markets
+                tot[k] += v
+            markets.setdefault(sym, {}).update({k: round(v, 6) for k, v in this.items()})
+        out.update({k: round(v, 6) for k, v in run.items()}, markets=markets)
+        out["fills"] = int(run["fills"])
         out["state"] = "stopped" if snap.state == RUNNING else snap.state
         if snap.state != RUNNING and snap.reason:
             out["reason"] = snap.reason
@@ -424,10 +410,8 @@ class OpsServices(Commands):
             {
                 "path": str(j.path),
                 "resumed": self.simulated and self.resume,
-                "fills": tot["fills"],
-                "pnl_usdc": round(tot["pnl_usdc"], 6),
-                "fees_usdc": round(tot["fees_usdc"], 6),
-                "volume_usdc": round(tot["volume_usdc"], 6),
+                **{k: round(v, 6) for k, v in tot.items()},
+                "fills": int(tot["fills"]),
                 "failure": self.failure,
             }
             if j is not None
