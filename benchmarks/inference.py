@@ -9,7 +9,7 @@ features, predicting on every event with the default model (through the
 circuit breaker, as the engine does) and with the rule predictor. Prints
 figures; asserts nothing.
 
-    .venv/bin/python benchmarks/inference.py [--model models/flashmm-nexo-1s.onnx]
+    .venv/bin/python benchmarks/inference.py [--model models/flashmm-direction-1s.onnx]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def numpy_program(prog: Any, x: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(ROOT / "models" / "flashmm-nexo-1s.onnx"))
+    ap.add_argument("--model", default=str(ROOT / "models" / "flashmm-direction-1s.onnx"))
     ap.add_argument("--calls", type=int, default=20000)
     args = ap.parse_args()
 

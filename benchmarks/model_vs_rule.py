@@ -27,57 +27,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from flashmm.config import load_config
+from flashmm.predict.direction import MODEL_KIND, export_direction_onnx
 from flashmm.predict.evaluation import summary_line, walk_forward
-from flashmm.predict.labels import make_labels, parse_horizon
-from flashmm.predict.train import export_onnx, fit_models, load_datasets
+from flashmm.predict.labels import parse_horizon
+from flashmm.predict.train import load_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fold_models(
-    datasets: list[Any], horizon_ns: int, windows: int, C: float, keep_flat: float, out: Path
-) -> list[Path]:
-    """One ONNX model per window, trained on the past of every market."""
+def export_fold_models(models: list[Any], horizon_ns: int, out: Path) -> list[Path]:
+    """Each window's model (fitted by the walk-forward on the past) as an ONNX file."""
     import onnx
 
     from flashmm.features import FEATURE_NAMES
 
     paths = []
-    labelled = []
-    for ds in datasets:
-        y, bps, valid = make_labels(ds.ts_ns, ds.mid, horizon_ns)
-        idx = np.flatnonzero(valid)
-        last = len(idx) - 1
-        edges = [int(idx[min(last, (len(idx) * k) // (windows + 1))]) for k in range(windows + 1)]
-        labelled.append((ds, y, bps, valid, edges))
-    for i in range(1, windows + 1):
-        Xs, ys, bs = [], [], []
-        for ds, y, bps, valid, edges in labelled:
-            start = edges[i]
-            tr = np.flatnonzero(valid[:start])
-            tr = tr[ds.ts_ns[tr] + horizon_ns < ds.ts_ns[start]]
-            Xs.append(ds.X[tr])
-            ys.append(y[tr])
-            bs.append(bps[tr])
-        X, y, b = np.concatenate(Xs), np.concatenate(ys), np.concatenate(bs)
-        clf, reg = fit_models(X, y, b, keep_flat=keep_flat, C=C)
+    for i, mdl in enumerate(models, start=1):
         meta = {
             "flashmm_schema": 1,
             "feature_names": list(FEATURE_NAMES),
-            "feature_mean": X.astype(np.float64).mean(axis=0).tolist(),
-            "feature_std": X.astype(np.float64).std(axis=0).tolist(),
+            "feature_mean": mdl.mean.tolist(),
+            "feature_std": mdl.std.tolist(),
             "horizon": "1s",
             "horizon_ns": horizon_ns,
             "flat_ticks": 0.5,
             "sample_every_ms": 100,
-            "params": {"C": C, "keep_flat": keep_flat},
+            "model_kind": MODEL_KIND,
+            "params": {k: v for k, v in mdl.choice.items() if k != "candidates"},
             "metrics": {},
         }
         p = out / f"window{i}.onnx"
-        onnx.save(export_onnx(clf, reg, meta), str(p))
+        onnx.save(export_direction_onnx(mdl, meta), str(p))
         paths.append(p)
     return paths
 
@@ -109,8 +90,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--windows", type=int, default=4)
-    ap.add_argument("--C", type=float, default=0.01)
-    ap.add_argument("--keep-flat", type=float, default=0.05)
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--config", default="configs/backtest.yaml")
     ap.add_argument("--no-backtest", action="store_true")
@@ -120,7 +99,8 @@ def main() -> None:
     h = parse_horizon("1s")
     datasets = load_datasets(a.data)
     print(f"features: {time.perf_counter() - t0:.0f} s", flush=True)
-    wf = walk_forward(datasets, h, a.windows, C=a.C, keep_flat=a.keep_flat, n_boot=a.boot)
+    models: list[Any] = []
+    wf = walk_forward(datasets, h, a.windows, n_boot=a.boot, models_out=models)
     for fold in wf["folds"]:
         for k, m in fold["markets"].items():
             print(summary_line(f"window {fold['window']} {k}", m), flush=True)
@@ -131,8 +111,8 @@ def main() -> None:
         cfg = load_config(ROOT / a.config)
         refs = {m.reference for m in cfg.markets}
         with tempfile.TemporaryDirectory() as tmp:
-            models = fold_models(datasets, h, a.windows, a.C, a.keep_flat, Path(tmp))
-            for fold, model in zip(wf["folds"], models, strict=True):
+            files_ = export_fold_models(models, h, Path(tmp))
+            for fold, model in zip(wf["folds"], files_, strict=True):
                 for ds in datasets:
                     if ds.market not in refs or ds.market not in fold["markets"]:
                         continue

@@ -35,7 +35,7 @@ def test_shipped_profiles_load_by_name_from_any_folder(elsewhere: Path, name: st
 def test_the_shipped_model_is_found_from_any_folder(elsewhere: Path) -> None:
     cfg = load_config("paper")
     model = ModelSettings.model_validate(cfg.model).resolve_path()
-    assert model is not None and model.is_file() and model.name == "flashmm-nexo-1s.onnx"
+    assert model is not None and model.is_file() and model.name == "flashmm-direction-1s.onnx"
 
 
 def test_bundled_recordings_by_name_or_prefix(elsewhere: Path) -> None:

@@ -163,7 +163,7 @@ def test_the_rule_is_the_default_and_the_shipped_model_loads_when_enabled() -> N
     cfg = load_config(ROOT / "configs" / "paper.yaml", ["model.enabled=true"])
     st = build_engine(cfg).markets["SEI/USDC"].signal_source.status()
     assert st["state"] == "closed"
-    assert str(st["model"]).endswith("flashmm-nexo-1s.onnx")
+    assert str(st["model"]).endswith("flashmm-direction-1s.onnx")
 
 
 def test_venue_errors_pull_quotes_until_the_rate_drops() -> None:

@@ -21,7 +21,7 @@ from flashmm.strategy.avellaneda import AvellanedaParams, AvellanedaStrategy
 from flashmm.strategy.base import QuoteContext
 from flashmm.types import MarketSpec, Order, OrderRequest, OrderState, Side, Signal
 
-MODEL = Path(__file__).resolve().parents[1] / "flashmm" / "models" / "flashmm-nexo-1s.onnx"
+MODEL = Path(__file__).resolve().parents[1] / "flashmm" / "models" / "flashmm-direction-1s.onnx"
 
 
 def _replay(

@@ -252,6 +252,7 @@ def eval_(
                 C=float(params.get("C", 0.01)),
                 n_boot=boot,
                 progress=say,
+                kind=str(model.meta.get("model_kind") or ""),
             )
         except FlashMMError as exc:
             raise _fail(exc) from None

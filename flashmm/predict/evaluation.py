@@ -182,18 +182,25 @@ def walk_forward(
     balance: float = 0.0,
     n_boot: int = N_BOOT,
     progress: Any = None,
+    kind: str = "direction+move",
+    models_out: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Train on the past, score the next window, for every window.
 
     Each market's labelled samples are cut in time into ``windows + 1``
     equal parts. Fold ``i`` (1..windows) trains one model on parts
     ``0..i-1`` of every market (pooled, minus samples whose label reaches
-    into part ``i``; ``balance`` weighs markets, see
-    :func:`~flashmm.predict.train.market_weights`) and scores part ``i`` of
-    each market. ``overall`` pools
+    into part ``i``) and scores part ``i`` of each market. ``kind`` is the
+    model's ``model_kind``: ``direction+move``
+    (:func:`~flashmm.predict.direction.fit_direction_model`, which picks its own
+    settings inside the training part) or the earlier 3-class regression
+    (``keep_flat``, ``C``; ``balance`` weighs markets, see
+    :func:`~flashmm.predict.train.market_weights`). ``models_out``: a list that
+    receives each window's fitted model. ``overall`` pools
     every market's out-of-sample predictions over all folds (each made by a
     model that never saw that time) and scores them with intervals over moves.
     """
+    from flashmm.predict.direction import MODEL_KIND, Part, fit_direction_model
     from flashmm.predict.labels import make_labels
     from flashmm.predict.train import fit_classifier, market_weights
 
@@ -202,28 +209,36 @@ def walk_forward(
         raise ValueError("windows must be >= 1")
     prepared = []
     for ds in datasets:
-        y, _, valid = make_labels(ds.ts_ns, ds.mid, horizon_ns, flat_ticks)
+        y, bps, valid = make_labels(ds.ts_ns, ds.mid, horizon_ns, flat_ticks)
         idx = np.flatnonzero(valid)
         last = len(idx) - 1
         edges = [int(idx[min(last, (len(idx) * k) // (windows + 1))]) for k in range(windows + 1)]
         edges.append(len(ds.ts_ns))
-        prepared.append((ds, y, valid, edges))
+        prepared.append((ds, y, valid, edges, bps))
     folds = []
     oos: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {ds.market: [] for ds in datasets}
     for i in range(1, windows + 1):
-        Xs, ys = [], []
-        for ds, y, valid, edges in prepared:
+        Xs, ys, parts = [], [], []
+        for ds, y, valid, edges, bps in prepared:
             start = edges[i]
             tr = np.flatnonzero(valid[:start])
             tr = tr[ds.ts_ns[tr] + horizon_ns < ds.ts_ns[start]]
             Xs.append(ds.X[tr])
             ys.append(y[tr])
+            parts.append(Part(ds.market, ds.X[tr], y[tr], bps[tr], ds.ts_ns[tr]))
         Xtr, ytr = np.concatenate(Xs), np.concatenate(ys)
         say(f"window {i}/{windows}: fitting on {len(ytr)} samples")
-        w = market_weights([len(v) for v in ys], balance) if balance else None
-        clf = fit_classifier(Xtr, ytr, keep_flat=keep_flat, C=C, weight=w)
         fold: dict[str, Any] = {"window": i, "train_samples": len(ytr), "markets": {}}
-        for ds, y, valid, edges in prepared:
+        clf: Any
+        if kind == MODEL_KIND:
+            clf = fit_direction_model(parts, horizon_ns, progress=say)
+            fold["params"] = {k: v for k, v in clf.choice.items() if k != "candidates"}
+        else:
+            w = market_weights([len(v) for v in ys], balance) if balance else None
+            clf = fit_classifier(Xtr, ytr, keep_flat=keep_flat, C=C, weight=w)
+        if models_out is not None:
+            models_out.append(clf)
+        for ds, y, valid, edges, _ in prepared:
             te = np.arange(edges[i], edges[i + 1])
             te = te[valid[te]]
             if len(te) == 0:
@@ -235,11 +250,11 @@ def walk_forward(
             fold["markets"][ds.market] = m
         folds.append(fold)
     overall = {}
-    for ds, y, _, _ in prepared:
-        parts = oos[ds.market]
-        if not parts:
+    for ds, y, _, _, _ in prepared:
+        got = oos[ds.market]
+        if not got:
             continue
-        te = np.concatenate([p[0] for p in parts])
-        probs = np.concatenate([p[1] for p in parts])
+        te = np.concatenate([p[0] for p in got])
+        probs = np.concatenate([p[1] for p in got])
         overall[ds.market] = score(probs, ds.X[te], y[te], ds.mid[te], n_boot=n_boot)
     return {"windows": windows, "folds": folds, "overall": overall}

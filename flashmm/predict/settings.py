@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = "models/flashmm-direction-1s.onnx"
+#: earlier names of the shipped model, read as the current one when no such file exists
+OLD_MODEL_NAMES = ("flashmm-nexo-1s.onnx",)
 
 
 class ModelSettings(BaseModel):
@@ -15,7 +18,7 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    path: str | None = "models/flashmm-nexo-1s.onnx"
+    path: str | None = DEFAULT_MODEL
     horizon: str = "1s"
     # quoting
     max_skew_bps: float = Field(4.0, ge=0)
@@ -75,9 +78,26 @@ class ModelSettings(BaseModel):
         if not self.path:
             return None
         p = Path(self.path).expanduser()
+        found = self._find(p)
+        if found is None and p.name in OLD_MODEL_NAMES:
+            # the shipped model was renamed (it is trained on several markets, not NEXO)
+            new = p.with_name(Path(DEFAULT_MODEL).name)
+            found = self._find(new)
+            if found is not None:
+                from loguru import logger
+
+                logger.warning(
+                    "model.path {}: renamed to {}; using it (update the profile)", p, new.name
+                )
+        if found is not None:
+            return found
+        return p if p.is_absolute() else Path.cwd() / p
+
+    @staticmethod
+    def _find(p: Path) -> Path | None:
         if p.is_absolute():
-            return p
+            return p if p.exists() else None
         for base in (Path.cwd(), REPO_ROOT, REPO_ROOT / "flashmm"):
             if (base / p).exists():
                 return base / p
-        return Path.cwd() / p
+        return None

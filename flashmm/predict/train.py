@@ -8,18 +8,15 @@ Pipeline (all in :func:`train`):
 3. Time-ordered split: the first ``train_frac`` of samples train, the rest
    test, with a gap of one horizon between them so no training label looks
    into the test period. Never shuffled across time.
-4. Direction: standardiser + multinomial logistic regression (scikit-learn)
-   on all moved samples and a ``keep_flat`` fraction of the flat ones (the
-   mid is flat >95% of the time at 1 s on NEXO); the flat class intercept is
-   then corrected by ``-log(keep_flat)`` so probabilities match the true
-   class frequencies again.
-5. Move: standardiser + ridge regression of the move in bps on all
-   training samples.
-6. Export: both pipelines converted with skl2onnx and joined into one graph
-   with input ``features`` and outputs ``probabilities``/``expected_bps``;
-   the standardisation is inside the graph. Metadata: see
+4. Direction, move and bps heads: :func:`flashmm.predict.direction.fit_direction_model`
+   (a binary up/down head on moved samples that starts from the imbalance
+   rule, its inputs, strength and calibration chosen inside the training
+   part; a move-probability head; a ridge bps head).
+5. Export: :func:`flashmm.predict.direction.export_direction_onnx`, one small
+   dense graph with input ``features`` and outputs ``probabilities``/
+   ``expected_bps``; the scaling is folded into the weights. Metadata: see
    :mod:`flashmm.predict.onnx_model`.
-7. Metrics on the test part, computed by running the exported file with
+6. Metrics on the test part, computed by running the exported file with
    onnxruntime (so they describe what ships).
 """
 
@@ -28,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +34,14 @@ from typing import Any
 import numpy as np
 
 from flashmm.errors import DataError, UserInputError
-from flashmm.features import FEATURE_NAMES, IDX, N_FEATURES
+from flashmm.features import FEATURE_NAMES, IDX
 from flashmm.predict.batch import batch_features
+from flashmm.predict.direction import (
+    MODEL_KIND,
+    Part,
+    export_direction_onnx,
+    fit_direction_model,
+)
 from flashmm.predict.labels import DEFAULT_FLAT_TICKS, DOWN, FLAT, UP, make_labels, parse_horizon
 
 #: market key -> (tick, lot). Spot markets are keyed by symbol, USD-M futures by
@@ -259,28 +261,6 @@ def evaluate(
 # --- fit and export ------------------------------------------------------------
 
 
-def fit_models(
-    X: np.ndarray,
-    y: np.ndarray,
-    bps: np.ndarray,
-    *,
-    keep_flat: float = 0.05,
-    C: float = 1.0,
-    alpha: float = 10.0,
-    seed: int = 0,
-) -> tuple[Any, Any]:
-    """Direction classifier and bps regressor (scikit-learn pipelines)."""
-
-    from threadpoolctl import threadpool_limits
-
-    if len(np.unique(y)) < 3:
-        raise DataError("training data needs up, down and flat samples; use more data")
-    # one BLAS thread: these fits are small, and spinning BLAS threads on a busy
-    # machine make them 20-50x slower
-    with threadpool_limits(limits=1):
-        return _fit(X, y, bps, keep_flat=keep_flat, C=C, alpha=alpha, seed=seed)
-
-
 def fit_classifier(
     X: np.ndarray,
     y: np.ndarray,
@@ -316,92 +296,6 @@ def market_weights(counts: Sequence[int], balance: float) -> np.ndarray:
     market alike. Normalised to a mean of 1."""
     w = np.concatenate([np.full(n, float(n) ** -balance) for n in counts])
     return w / w.mean() if len(w) else w
-
-
-def _fit(
-    X: np.ndarray,
-    y: np.ndarray,
-    bps: np.ndarray,
-    *,
-    keep_flat: float,
-    C: float,
-    alpha: float,
-    seed: int,
-) -> tuple[Any, Any]:
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    rng = np.random.default_rng(seed)
-    keep = (y != FLAT) | (rng.random(len(y)) < keep_flat)
-    clf = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression(C=C, max_iter=1000))])
-    clf.fit(X[keep], y[keep])
-    lr = clf.named_steps["lr"]
-    if keep_flat < 1.0:
-        lr.intercept_[list(lr.classes_).index(FLAT)] -= np.log(keep_flat)
-    reg = Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=alpha))])
-    reg.fit(X, bps)
-    return clf, reg
-
-
-def export_onnx(clf: Any, reg: Any, metadata: dict[str, Any]) -> Any:
-    """One ONNX model: input ``features``, outputs ``probabilities`` and ``expected_bps``."""
-    import onnx
-    from onnx import helper
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    from flashmm.predict.onnx_model import BPS_NAME, INPUT_NAME, PROBS_NAME
-
-    types = [(INPUT_NAME, FloatTensorType([None, N_FEATURES]))]
-    opset = {"": 17, "ai.onnx.ml": 3}
-    m1 = convert_sklearn(
-        clf,
-        initial_types=types,
-        options={id(clf.steps[-1][1]): {"zipmap": False}},
-        target_opset=opset,
-    )
-    m2 = convert_sklearn(reg, initial_types=types, target_opset=opset)
-    m1 = onnx.compose.add_prefix(m1, "dir_")
-    m2 = onnx.compose.add_prefix(m2, "bps_")
-    g1, g2 = m1.graph, m2.graph
-    nodes = []
-    for g, pre in ((g1, "dir_"), (g2, "bps_")):
-        for node in g.node:
-            for k, name in enumerate(node.input):
-                if name == pre + INPUT_NAME:
-                    node.input[k] = INPUT_NAME
-            nodes.append(node)
-    prob_out = next(o.name for o in g1.output if o.name.endswith("probabilities"))
-    bps_out = g2.output[0].name
-    nodes.append(helper.make_node("Identity", [prob_out], [PROBS_NAME], name="out_probabilities"))
-    nodes.append(helper.make_node("Reshape", [bps_out, "bps_shape"], ["bps_2d"], name="bps_2d"))
-    nodes.append(helper.make_node("Cast", ["bps_2d"], [BPS_NAME], to=onnx.TensorProto.FLOAT))
-    shape = helper.make_tensor("bps_shape", onnx.TensorProto.INT64, [2], [-1, 1])
-    graph = helper.make_graph(
-        nodes,
-        "flashmm_predictor",
-        [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, [None, N_FEATURES])],
-        [
-            helper.make_tensor_value_info(PROBS_NAME, onnx.TensorProto.FLOAT, [None, 3]),
-            helper.make_tensor_value_info(BPS_NAME, onnx.TensorProto.FLOAT, [None, 1]),
-        ],
-        initializer=[*g1.initializer, *g2.initializer, shape],
-    )
-    ops: dict[str, int] = {}
-    for m in (m1, m2):
-        for o in m.opset_import:
-            ops[o.domain] = max(ops.get(o.domain, 0), o.version)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(ops.items())],
-        producer_name="flashmm",
-        ir_version=m1.ir_version,
-    )
-    model.doc_string = "FlashMM mid-price direction and move model"
-    helper.set_model_props(model, {k: json.dumps(v) for k, v in metadata.items()})
-    onnx.checker.check_model(model)
-    return model
 
 
 def _versions() -> dict[str, str]:
@@ -446,8 +340,6 @@ def train(
     sample_every_ms: int = 100,
     flat_ticks: float = DEFAULT_FLAT_TICKS,
     train_frac: float = 0.7,
-    keep_flat: float = 0.05,
-    C: float = 0.01,
     max_samples: int | None = None,
     progress: Progress | None = None,
     n_boot: int = 1000,
@@ -500,7 +392,11 @@ def train(
 
     t1 = time.perf_counter()
     say(f"fitting on {len(ytr)} samples of {len(datasets)} market(s)")
-    clf, reg = fit_models(Xtr, ytr, btr, keep_flat=keep_flat, C=C)
+    fitted = fit_direction_model(
+        [Part(ds.market, ds.X[tr], y[tr], b[tr], ds.ts_ns[tr]) for ds, y, b, tr, _ in parts],
+        horizon_ns,
+        progress=say,
+    )
     secs["fit"] = time.perf_counter() - t1
 
     mean = Xtr.astype(np.float64).mean(axis=0)
@@ -540,8 +436,8 @@ def train(
             "train_end_ns": int(first[0].ts_ns[first[3][-1]]),
             "test_start_ns": int(first[0].ts_ns[first[4][0]]),
         },
-        "model_kind": "logistic_regression+ridge",
-        "params": {"C": C, "keep_flat": keep_flat},
+        "model_kind": MODEL_KIND,
+        "params": {k: v for k, v in fitted.choice.items() if k != "candidates"},
         "versions": _versions(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -549,7 +445,7 @@ def train(
     t2 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".onnx.tmp")
-    model = export_onnx(clf, reg, {**meta, "metrics": {}})
+    model = export_direction_onnx(fitted, {**meta, "metrics": {}})
     onnx.save(model, str(tmp))
     pred = OnnxPredictor(tmp)
     probs, bps_pred = pred.run_batch(Xte)
@@ -569,7 +465,7 @@ def train(
     diffs = [m["model_minus_rule"] for m in per_market.values() if m.get("distinct_moves")]
     beats = bool(diffs) and all(d > 0 for d in diffs)
     metrics["beats_rule_on_test"] = beats
-    model = export_onnx(clf, reg, {**meta, "metrics": metrics})
+    model = export_direction_onnx(fitted, {**meta, "metrics": metrics})
     onnx.save(model, str(tmp))
     tmp.replace(out)
     secs["export_eval"] = time.perf_counter() - t2
