@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -348,6 +349,43 @@ async def test_metrics_need_a_token_unless_public_and_readiness(
         r = await http.get(url(ops, "/metrics"))
         assert r.status == 200
         r.release()
+
+
+async def test_a_stalled_fan_out_loses_messages_and_clients_see_the_gap(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """The fan-out process stopped (SIGSTOP): the bot goes on, messages are counted lost."""
+    cfg = config(*dirs)
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        hub = ops.api.hub
+        ws = await http.ws_connect(url(ops, "/api/v1/stream"), headers=bearer(READ))
+        seqs = [(await ws.receive_json(timeout=30))["seq"]]
+        pid = hub.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            big = {"pad": "x" * 200_000}
+            for _ in range(500):  # publishing never waits: the hand-over buffer fills up
+                hub.publish("state", big)
+                if hub.lost:
+                    break
+            assert hub.lost == 1
+            lost_seq = hub.seq
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for _ in range(3000):  # the fan-out catches up and takes messages again
+            before = hub.lost
+            last = hub.publish("state", {"after": True})
+            if hub.lost == before:
+                break
+            await asyncio.sleep(0.01)
+        while seqs[-1] != last:
+            seqs.append((await ws.receive_json(timeout=30))["seq"])
+        missing = sorted(set(range(seqs[0], last + 1)) - set(seqs))
+        assert lost_seq in missing and len(missing) == hub.lost
+        async with http.get(url(ops, "/health")) as r:
+            assert (await r.json())["stream"]["lost"] == hub.lost
+        await ws.close()
 
 
 def _nginx_block() -> str:

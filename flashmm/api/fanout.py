@@ -15,7 +15,8 @@ bot (one datagram each):
 * ``Q``: close every client ("bot stopping") and exit (so does end of file).
 
 Records to the bot: ``R`` + JSON, ``{"event": "closed" | "dropped", "id",
-"name", "sent", "reason"}``.
+"name", "sent", "reason"}`` with the totals ``clients`` (connected),
+``last_id`` (the newest client taken over) and ``drops``.
 
 Each client has a queue of ``--queue`` messages on top of its socket buffer
 (capped at ``SNDBUF`` bytes so that a client that stops reading holds a
@@ -199,13 +200,18 @@ class Fanout:
         self.done = asyncio.Event()
         self.buf = bytearray(MAX_RECORD)
         self._stopping = False
+        self.last_id = 0
+        self.drops = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def report(self, **rec: Any) -> None:
+        """To the bot, with the totals (so a report lost to a full buffer loses no count)."""
+        rec.update(clients=len(self.clients), last_id=self.last_id, drops=self.drops)
         with contextlib.suppress(OSError):  # the bot is gone or its buffer is full
             self.ctl.send(b"R" + json.dumps(rec).encode())
 
     def dropped(self, c: Client, reason: str) -> None:
+        self.drops += 1
         self.report(event="dropped", id=c.cid, name=c.name, sent=c.sent, reason=reason)
 
     def closed(self, c: Client) -> None:
@@ -253,6 +259,7 @@ class Fanout:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
         c = Client(self, int(head["id"]), str(head.get("name", "?")), first)
         self.clients[c.cid] = c
+        self.last_id = max(self.last_id, c.cid)
         task = asyncio.get_running_loop().create_task(self._connect(c, sock))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

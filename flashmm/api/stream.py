@@ -109,6 +109,11 @@ class StreamHub:
     def running(self) -> bool:
         return self._sock is not None
 
+    @property
+    def pid(self) -> int | None:
+        """The fan-out process's id (None when it is not running)."""
+        return self._proc.pid if self._proc is not None and self._sock is not None else None
+
     # --- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -212,10 +217,10 @@ class StreamHub:
         """
         if self._sock is None or self.clients >= self.max_clients:
             return False
-        self._next_id += 1
-        head = json.dumps({"id": self._next_id, "name": name}).encode()
+        head = json.dumps({"id": self._next_id + 1, "name": name}).encode()
         if not self._send(b"C" + head + b"\n" + first, (sock.fileno(),)):
             return False
+        self._next_id += 1
         self.clients += 1
         return True
 
@@ -237,7 +242,6 @@ class StreamHub:
             except ValueError:
                 continue
             if rec.get("event") == "dropped":
-                self.drops += 1
                 self.last_drop = f"{rec.get('name')}: {rec.get('reason')}"
                 logger.warning(
                     "API stream: client {} dropped after {} messages: {}",
@@ -245,5 +249,6 @@ class StreamHub:
                     rec.get("sent"),
                     rec.get("reason"),
                 )
-            elif rec.get("event") == "closed":
-                self.clients = max(0, self.clients - 1)
+            # totals: connected there, plus the clients handed over it has not taken yet
+            self.drops = int(rec.get("drops", self.drops))
+            self.clients = int(rec.get("clients", 0)) + self._next_id - int(rec.get("last_id", 0))
