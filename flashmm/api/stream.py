@@ -117,8 +117,16 @@ class StreamHub:
     # --- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the fan-out process (call on the bot's event loop)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        """Start the fan-out process (call on the bot's event loop).
+
+        Where Unix sequenced-packet sockets are missing (not Linux) the stream is
+        off (503) and the rest of the API works.
+        """
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except (AttributeError, OSError) as exc:
+            logger.warning("API stream off: no Unix sequenced-packet sockets here ({})", exc)
+            return
         for s in (ours, theirs):
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_RECORD)
