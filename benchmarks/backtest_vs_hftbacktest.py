@@ -1,52 +1,58 @@
-"""FlashMM's backtester against hftbacktest: a simple market maker on the same data.
+"""FlashMM's backtester against hftbacktest, like for like, on the NEXO/USDT day.
 
-Not like-for-like, and the output says so. What each side runs:
+Both sides run the same market maker on the same data with the same venue model:
 
-- FlashMM: the engine with a 20-line fixed-spread strategy, a no-op signal
-  (no features, no model), one order a side (one level), its own fill model
-  (a trade printed through our price fills the whole resting order).
-- hftbacktest: a numba ``@njit`` loop with the same quoting rule, its
-  partial-fill exchange (a trade fills at most the printed quantity).
+- Strategy and cadence: one order a side at a fixed half spread around the mid
+  (``bid = floor(mid - H)``, ``ask = ceil(mid + H)`` in ticks, never crossing the
+  book), a fixed size, decided every 200 ms (an order whose price or remaining
+  size differs from the wanted one is cancelled and replaced), no bid above
+  ``+max_pos`` and no ask below ``-max_pos``. In FlashMM it is a plain-Python
+  strategy plugin (``quote(ctx)``); in hftbacktest a numba ``@njit`` loop over
+  ``elapse(200 ms)``.
+- Engine: FlashMM runs the engine a user runs (``flashmm backtest``'s
+  ``run_backtest``: book, the 64 online features, the signal, risk checks,
+  accounting, the simulated venue, the backtest recorder), in two variants:
+  ``model on`` (features + the ONNX model behind its breaker) and ``model off``
+  (features + the imbalance rule). The strategy ignores the signal's skew, so
+  both variants quote exactly as hftbacktest does and pay the signal's cost.
+  hftbacktest computes no features and no model: its loop is the bare strategy.
+- Venue: order entry and cancel latency 100 ms, response latency 50 ms; queue
+  position by the power-prob model with exponent 3 (FlashMM ``queue_power=3``,
+  hftbacktest ``power_prob_queue_model3(3)``); maker fee 0, taker fee 5 bps;
+  fills: hftbacktest's partial-fill exchange, FlashMM's ``fill_model``
+  (``--fill-model``): ``whole_order`` by default, because that is what
+  hftbacktest 2.4.4 does (a trade through the price fills the whole order; a
+  trade at the price fills what passes the queue, capped by the order);
+  ``printed_size`` caps a trade-through fill at the printed size too.
+- Accounting: hftbacktest 2.4.4 books a fill into its own position and trade
+  counters only when a response says the order is completely filled, with that
+  response's quantity, so partial fills are lost there (its ``state_values``
+  are printed apart). The hftbacktest loop therefore books every fill itself
+  from each order's ``leaves_qty`` (orders filled, quantity, volume, position,
+  P&L), and quotes on that position, as FlashMM does.
 
-So the fills differ (FlashMM fills more), and FlashMM's engine here skips the
-work it does in a real run (features, model, Avellaneda-Stoikov 3+3). Two
-ratios are printed apart, never merged into one "faster" claim:
+Figures (time ratios are hftbacktest / FlashMM: > 1 means FlashMM took less time):
 
-- cold (end to end): each tool in a fresh process, imports, data load and,
-  for hftbacktest, its numba compile (about 8-9 s, paid by every process:
-  its jitclass objects cannot use numba's on-disk cache);
-- warm (loop only): the event loop alone, compiled code already loaded.
-
-The strategy: one order a side at a fixed half spread around the mid
-(``bid = floor(mid - H)``, ``ask = ceil(mid + H)`` in ticks, never crossing
-the book), a fixed size, requoted every 200 ms (an order whose price or
-remaining size differs from the wanted one is cancelled and replaced), no
-bid above ``+max_pos`` and no ask below ``-max_pos``. No ML, no skew.
-
-Both sides run on the full NEXO/USDT day (20240723 + 20240724 chained) with:
-order entry and cancel latency 100 ms, response latency 50 ms; queue position
-by the power-prob model with exponent 3 (hftbacktest ``power_prob_queue_model3``,
-which is FlashMM's ``x**n`` share of cancels taken from ahead of us);
-partial fills; maker fee 0, taker fee 5 bps.
-
-Data for hftbacktest is converted from FlashMM's parsed cache (same ticks,
-lots and timestamps): every depth level of a diff becomes a ``DEPTH_EVENT``
-row, every trade a ``TRADE_EVENT`` row (side = aggressor), exchange time =
-local receive time (FlashMM's simulator also runs the venue on the receive
-time line), book tickers are dropped, the first REST snapshot is the
-``initial_snapshot`` and diffs it already contains are dropped.
+- warm: the event loop alone in a process that already ran it once (imports
+  done, data loaded, hftbacktest's numba code compiled);
+- cold: what a fresh install pays from recorded data to a result: the data
+  conversion (FlashMM parses the gzip JSON into its cache inside its first run;
+  for hftbacktest the recording is parsed and turned into its event rows,
+  timed in a fresh process) plus a fresh process that imports, loads, compiles
+  (hftbacktest's numba JIT: its jitclass objects cannot use numba's disk cache)
+  and runs the day once;
+- events/s on hftbacktest's row count (each depth level and each trade is a row),
+  the same denominator for both.
 
 hftbacktest (PyPI ``hftbacktest`` 2.4.x) pulls numba and pins numpy 2.2, so it
-lives in its own venv: the first run (or ``--setup``) creates
-``.flashmm-cache/bench-venv`` (or ``$FLASHMM_BENCH_VENV``) and installs it
-there; the hftbacktest half runs in a subprocess of that venv. The FlashMM
-half runs in a subprocess of this interpreter, so both end-to-end figures
-include interpreter start and imports.
+lives in its own venv: ``--setup`` (or the first run) creates
+``.flashmm-cache/bench-venv`` (or ``$FLASHMM_BENCH_VENV``) and installs it there;
+its half runs in a subprocess of that venv and imports nothing of FlashMM.
 
 Usage (from the repo root)::
 
     .venv/bin/python benchmarks/backtest_vs_hftbacktest.py --setup   # once
-    .venv/bin/python benchmarks/backtest_vs_hftbacktest.py [--half-spread-ticks 1] [--json]
+    nice -n 15 .venv/bin/python benchmarks/backtest_vs_hftbacktest.py [--json]
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,12 +78,7 @@ ENTRY_MS, CANCEL_MS, RESP_MS = 100, 100, 50
 QUEUE_POWER = 3.0
 MAKER_FEE, TAKER_FEE = 0.0, 0.0005
 STEP_NS = 200_000_000
-SIDES = {
-    "FlashMM": "engine with a fixed-spread strategy; features off, model off (no-op signal); "
-    "1 order a side (1 level); fill model: a trade through our price fills the whole order",
-    "hftbacktest": "numba loop, same quoting rule; 1 order a side; partial-fill exchange "
-    "(a trade fills at most the printed quantity)",
-}
+VARIANTS = {"model off": False, "model on": True}
 
 
 def bench_venv() -> Path:
@@ -96,10 +98,10 @@ def setup_venv() -> Path:
 # --- FlashMM half ---------------------------------------------------------------
 
 
-def flashmm_sets() -> list[str]:
-    """configs/backtest.yaml with the benchmark's venue, no ML and limits out of the way."""
+def flashmm_sets(model: bool, fill_model: str) -> list[str]:
+    """configs/backtest.yaml with the benchmark's venue and limits out of the way."""
     return [
-        "model.enabled=false",
+        f"model.enabled={'true' if model else 'false'}",
         "strategy.requote_mid_move_bps=0",
         "strategy.quote_hz=5",
         "risk.kill_switch_enabled=false",
@@ -112,6 +114,7 @@ def flashmm_sets() -> list[str]:
         f"venue.sim.cancel_latency_ms={CANCEL_MS}",
         f"venue.sim.feed_latency_ms={RESP_MS}",
         f"venue.sim.queue_power={QUEUE_POWER}",
+        f"venue.sim.fill_model={fill_model}",
         f"venue.sim.maker_fee_bps={MAKER_FEE * 1e4}",
         f"venue.sim.taker_fee_bps={TAKER_FEE * 1e4}",
     ]
@@ -126,7 +129,7 @@ def make_fixed_spread_strategy(half_ticks: int, lots: int, max_pos_lots: int) ->
     from flashmm.types import Quote, Side
 
     class FixedSpreadMM:
-        """One level a side at ``half_ticks`` from the mid; the tiny benchmark strategy."""
+        """One level a side at ``half_ticks`` from the mid; the benchmark strategy."""
 
         name: ClassVar[str] = "fixed_spread"
         params_model: ClassVar[type[BaseModel]] = BaseModel
@@ -148,48 +151,40 @@ def make_fixed_spread_strategy(half_ticks: int, lots: int, max_pos_lots: int) ->
     return FixedSpreadMM()
 
 
-class NullSignal:
-    """No signal at all (the benchmark strategy uses none): no features, no model."""
-
-    def on_book(self, book: Any, ts_ns: int) -> None:
-        return None
-
-    def on_trade(self, trade: Any) -> None:
-        return None
-
-    def signal(self, ts_ns: int, mid: float) -> Any:
-        from flashmm.types import Signal
-
-        return Signal()
-
-    def adjust(self, signal: Any) -> tuple[float, float]:
-        return 0.0, 1.0
-
-    def status(self) -> dict[str, object]:
-        return {"source": "none"}
-
-
 def flashmm_worker(args: argparse.Namespace) -> dict[str, Any]:
-    t_start = time.perf_counter()
+    """Runs the day ``args.runs`` times in this process: the first is the cold run."""
     from flashmm.backtest.runner import run_backtest
     from flashmm.config import load_config
 
-    t_imp = time.perf_counter()
-    cfg = load_config(ROOT / "configs" / "backtest.yaml", flashmm_sets())
-    strat = make_fixed_spread_strategy(args.half_spread_ticks, args.lots, args.max_pos_lots)
-    null = NullSignal()
-    res = run_backtest(cfg, [str(f) for f in FILES], strategy=strat, signals=lambda spec: null)
-    rep = res.report
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", flashmm_sets(args.model, args.fill_model))
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    loops, loops_cpu, runs = [], [], []
+    first: dict[str, Any] = {}
+    for i in range(args.runs):
+        strat = make_fixed_spread_strategy(args.half_spread_ticks, args.lots, args.max_pos_lots)
+        res = run_backtest(cfg, [str(f) for f in FILES], strategy=strat, cache_dir=cache)
+        rep = res.report
+        if i == 0:
+            first = {
+                "cold_s": time.time() - args.t_spawn,  # interpreter start to first result
+                "cold_cpu_s": _cpu_self(),
+                "parse_s": rep["load_s"],
+                "from_cache": rep["data"]["from_cache"],
+            }
+        loops.append(rep["loop_s"])
+        loops_cpu.append(rep["cpu_s"])  # the whole run: cached data load (~0.05 s) + loop
+        runs.append(rep["wall_s"])
     pos = res.engine.acct.positions["SEI/USDC"]
+    fills = res.recorder.fills
     return {
+        **first,
         "events": rep["events"],
-        "import_s": t_imp - t_start,
-        "load_s": rep["load_s"],
-        "loop_s": rep["loop_s"],
-        "run_s": rep["wall_s"],
-        "from_cache": rep["data"]["from_cache"],
+        "loop_s": loops,
+        "loop_cpu_s": loops_cpu,
+        "run_s": runs,
         "fills": rep["fills"],
-        "maker_fills": rep["maker_fills"],
+        "orders_filled": len({f.client_id for f in fills}),
+        "filled_qty": sum(f.size_lots for f in fills) * LOT,
         "orders": rep["orders_sent"],
         "cancels": rep["cancels_sent"],
         "volume_usdc": rep["volume_usdc"],
@@ -199,26 +194,56 @@ def flashmm_worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-# --- data conversion --------------------------------------------------------------
+def _cpu_self() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
-def hbt_data_path() -> Path:
-    from flashmm.feeds.cache import default_cache_dir, file_sha256
+def _cpu_children() -> float:
+    import resource
 
-    digest = "-".join(file_sha256(f)[:12] for f in FILES)
-    return default_cache_dir() / "hftbacktest" / f"nexo-{digest}-v2.npz"
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
-def convert_for_hftbacktest(out: Path) -> dict[str, Any]:
-    """FlashMM's cached arrays -> hftbacktest event rows (``data``) and ``snapshot``."""
+def run_flashmm(model: bool, args: argparse.Namespace, cache_dir: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--flashmm-worker",
+           "--half-spread-ticks", str(args.half_spread_ticks), "--lots", str(args.lots),
+           "--max-pos-lots", str(args.max_pos_lots), "--fill-model", args.fill_model,
+           "--runs", str(args.runs), "--cache-dir", cache_dir,
+           "--t-spawn", repr(time.time())]  # fmt: skip
+    if model:
+        cmd.append("--model")
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+    if p.returncode != 0:
+        raise SystemExit(f"FlashMM run failed:\n{p.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+# --- data conversion for hftbacktest --------------------------------------------------
+
+
+def convert_for_hftbacktest(out: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+    """The recordings -> hftbacktest event rows (``data``) and ``snapshot``.
+
+    Parsed with FlashMM's replay parser (same ticks, lots and timestamps as
+    FlashMM sees): every depth level of a diff becomes a ``DEPTH_EVENT`` row,
+    every trade a ``TRADE_EVENT`` row (side = aggressor), exchange time = local
+    receive time (FlashMM's simulator also runs the venue on the receive time
+    line), book tickers are dropped, the first REST snapshot is the
+    ``initial_snapshot`` and diffs it already contains are dropped.
+    """
     import numpy as np
 
     from flashmm.feeds.binance import Scale
     from flashmm.feeds.cache import K_DIFF, K_SNAPSHOT, K_TRADE, CachedFeed
 
     t0 = time.perf_counter()
-    feed = CachedFeed(FILES, {"nexousdt": Scale.of(TICK, LOT)})
-    t_load = time.perf_counter() - t0
+    feed = CachedFeed(FILES, {"nexousdt": Scale.of(TICK, LOT)}, cache_dir=cache_dir)
+    t_parse = time.perf_counter() - t0
     ev_dtype = np.dtype(
         [("ev", "u8"), ("exch_ts", "i8"), ("local_ts", "i8"), ("px", "f8"), ("qty", "f8"),
          ("order_id", "u8"), ("ival", "i8"), ("fval", "f8")],
@@ -243,7 +268,6 @@ def convert_for_hftbacktest(out: Path) -> dict[str, Any]:
     si = int(snaps[0])
     snap_id = int(evs["first_id"][si])
     snap_ts = int(evs["ts_ns"][si])
-    # the snapshot
     s0, nb, na = int(lv_start[si]), int(evs["n_bids"][si]), int(evs["n_asks"][si])
     sn = np.zeros(nb + na, ev_dtype)
     side = np.concatenate([np.full(nb, buy, "u8"), np.full(na, sell, "u8")])
@@ -252,7 +276,6 @@ def convert_for_hftbacktest(out: Path) -> dict[str, Any]:
     sn["local_ts"] = snap_ts
     sn["px"] = levels[s0 : s0 + nb + na, 0] * TICK
     sn["qty"] = levels[s0 : s0 + nb + na, 1] * LOT
-    # diffs the snapshot does not contain, and trades, from the snapshot on
     kind = evs["kind"]
     keep_diff = (kind == K_DIFF) & (evs["last_id"] > snap_id)
     keep_trade = (kind == K_TRADE) & (np.arange(len(evs)) > si)
@@ -281,32 +304,64 @@ def convert_for_hftbacktest(out: Path) -> dict[str, Any]:
     data = data[order]
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, data=data, snapshot=sn)
-    return {
-        "rows": n,
-        "snapshot_rows": len(sn),
-        "load_s": t_load,
-        "convert_s": time.perf_counter() - t0,
-    }
+    return {"rows": n, "snapshot_rows": len(sn), "parse_s": t_parse}
+
+
+def run_conversion(out: Path, cache_dir: str) -> dict[str, Any]:
+    """The conversion in a fresh process with an empty parse cache (as a fresh install)."""
+    t0 = time.perf_counter()
+    c0 = _cpu_children()
+    p = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--convert-worker", str(out),
+         "--cache-dir", cache_dir],
+        capture_output=True, text=True, cwd=str(ROOT),
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"conversion failed:\n{p.stderr[-3000:]}")
+    res: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    return {**res, "wall_s": wall, "cpu_s": _cpu_children() - c0}
 
 
 # --- hftbacktest half (runs in the bench venv; imports no FlashMM) ---------------------
 
 HBT_CODE = r"""
-import json, sys, time
-t_start = time.perf_counter()
+import json, resource, sys, time
+a = json.loads(sys.argv[1])
 import numpy as np
 from numba import njit
 from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest, GTX, LIMIT, BUY, SELL
-t_imp = time.perf_counter()
-a = json.loads(sys.argv[1])
+t_imp = time.time()
 
 @njit
-def mm(hbt, half_ticks, qty, max_pos, step_ns, stats):
+def mm(hbt, half_ticks, qty, max_pos, step_ns, stats, filled):
+    # hftbacktest 2.4.4 books a fill into its position and trade counters only when the
+    # response says the order is completely filled (with that response's exec_qty), so
+    # partial fills go missing there; this loop books every fill itself, from each
+    # order's leaves_qty, and quotes on that position
     tick = hbt.depth(0).tick_size
+    lot = hbt.depth(0).lot_size
     next_id = 1
     bid_id = 0
     ask_id = 0
+    pos = 0.0
     while hbt.elapse(step_ns) == 0:
+        orders = hbt.orders(0)
+        values = orders.values()
+        while values.has_next():
+            o = values.get()
+            done = o.qty - o.leaves_qty
+            new = done - filled[o.order_id]
+            if new > 0.5 * lot:
+                if filled[o.order_id] == 0.0:
+                    stats[4] += 1  # orders with a fill
+                filled[o.order_id] = done
+                sign = 1.0 if o.side == BUY else -1.0
+                pos += sign * new
+                stats[5] += new  # filled quantity
+                stats[6] += new * o.price_tick * tick  # volume
+                stats[7] -= sign * new * o.price_tick * tick  # cash
+                stats[8] += 1  # fill events seen (one per order per cycle at most)
         hbt.clear_inactive_orders(0)
         depth = hbt.depth(0)
         bb = depth.best_bid_tick
@@ -316,8 +371,6 @@ def mm(hbt, half_ticks, qty, max_pos, step_ns, stats):
         mid2 = bb + ba
         bid = min((mid2 - 2 * half_ticks) // 2, ba - 1)
         ask = max(-((-(mid2 + 2 * half_ticks)) // 2), bb + 1)
-        pos = hbt.position(0)
-        orders = hbt.orders(0)
         want_bid = pos + qty <= max_pos + 1e-9
         want_ask = pos - qty >= -max_pos - 1e-9
         # bid
@@ -353,6 +406,7 @@ def mm(hbt, half_ticks, qty, max_pos, step_ns, stats):
             hbt.submit_sell_order(0, ask_id, ask * tick, qty, GTX, LIMIT, False)
             stats[2] += 1
         stats[0] = (bb + ba) * 0.5 * tick
+        stats[1] = pos
     return True
 
 def build(data, snapshot):
@@ -371,44 +425,53 @@ def build(data, snapshot):
     )
     return HashMapMarketDepthBacktest([asset])
 
-t0 = time.perf_counter()
 z = np.load(a["path"])
 data, snapshot = z["data"], z["snapshot"]
-t_load = time.perf_counter()
-# JIT: compile on a small slice first (the compile time is part of end to end)
-head = data[:2000].copy()  # hftbacktest keeps a pointer: the array must stay alive
-warm = build(head, snapshot)
-mm(warm, a["half_ticks"], a["qty"], a["max_pos"], a["step_ns"], np.zeros(4))
-warm.close()
-t_jit = time.perf_counter()
-hbt = build(data, snapshot)
-t_build = time.perf_counter()
-stats = np.zeros(4)
-mm(hbt, a["half_ticks"], a["qty"], a["max_pos"], a["step_ns"], stats)
-t_loop = time.perf_counter()
-sv = hbt.state_values(0)
-mid = stats[0]
-res = {
-    "rows": int(len(data)),
-    "import_s": t_imp - t_start,
-    "load_s": t_load - t0,
-    "jit_s": t_jit - t_load,
-    "build_s": t_build - t_jit,
-    "loop_s": t_loop - t_build,
-    "fills": int(sv.num_trades),
-    "orders": int(stats[2]),
-    "cancels": int(stats[3]),
-    "volume_usdc": float(sv.trading_value),
-    "pnl_usdc": float(sv.balance + sv.position * mid - sv.fee),
-    "fees_usdc": float(sv.fee),
-    "position": float(sv.position),
-}
-hbt.close()
+t_load = time.time()
+loops, loops_cpu = [], []
+res = {}
+for i in range(a["runs"]):
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    hbt = build(data, snapshot)
+    stats = np.zeros(9)
+    filled = np.zeros(1 << 20)
+    # the first call compiles
+    mm(hbt, a["half_ticks"], a["qty"], a["max_pos"], a["step_ns"], stats, filled)
+    loops.append(time.perf_counter() - t0)
+    loops_cpu.append(time.process_time() - c0)
+    if i == 0:
+        res["cold_s"] = time.time() - a["t_spawn"]
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        res["cold_cpu_s"] = ru.ru_utime + ru.ru_stime
+        res["import_s"] = t_imp - a["t_spawn"]
+        res["load_s"] = t_load - t_imp
+    sv = hbt.state_values(0)
+    mid, pos = stats[0], stats[1]
+    res.update({
+        "rows": int(len(data)),
+        "fills": int(stats[8]),
+        "orders_filled": int(stats[4]),
+        "filled_qty": float(stats[5]),
+        "orders": int(stats[2]),
+        "cancels": int(stats[3]),
+        "volume_usdc": float(stats[6]),
+        "pnl_usdc": float(stats[7] + pos * mid),
+        "fees_usdc": 0.0,
+        "position": float(pos),
+        # what hftbacktest's own counters say (complete fills only, see mm())
+        "hbt_num_trades": int(sv.num_trades),
+        "hbt_trading_value": float(sv.trading_value),
+        "hbt_position": float(sv.position),
+    })
+    hbt.close()
+res["loop_s"] = loops
+res["loop_cpu_s"] = loops_cpu
 print(json.dumps(res))
 """
 
 
-def run_hbt(py: Path, path: Path, args: argparse.Namespace) -> tuple[dict[str, Any], float]:
+def run_hbt(py: Path, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     params = {
         "path": str(path),
         "entry_ns": ENTRY_MS * 1_000_000,
@@ -422,27 +485,46 @@ def run_hbt(py: Path, path: Path, args: argparse.Namespace) -> tuple[dict[str, A
         "qty": args.lots * LOT,
         "max_pos": args.max_pos_lots * LOT,
         "step_ns": STEP_NS,
+        "runs": args.runs,
+        "t_spawn": time.time(),
     }
-    t0 = time.perf_counter()
     p = subprocess.run(
         [str(py), "-c", HBT_CODE, json.dumps(params)], capture_output=True, text=True, cwd="/"
     )
-    wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"hftbacktest run failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1]), wall
+    out: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
 
 
-def run_flashmm(args: argparse.Namespace) -> tuple[dict[str, Any], float]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--flashmm-worker",
-           "--half-spread-ticks", str(args.half_spread_ticks), "--lots", str(args.lots),
-           "--max-pos-lots", str(args.max_pos_lots)]  # fmt: skip
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"FlashMM run failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1]), wall
+# --- the comparison -------------------------------------------------------------------
+
+
+def compare(fm: dict[str, Any], hb: dict[str, Any], conv: dict[str, Any]) -> dict[str, Any]:
+    rows = hb["rows"]
+    fm_warm = min(fm["loop_s"][1:] or fm["loop_s"])
+    hb_warm = min(hb["loop_s"][1:] or hb["loop_s"])
+    hb_cold = conv["wall_s"] + hb["cold_s"]
+    fm_warm_cpu = min(fm["loop_cpu_s"][1:] or fm["loop_cpu_s"])
+    hb_warm_cpu = min(hb["loop_cpu_s"][1:] or hb["loop_cpu_s"])
+    hb_cold_cpu = conv["cpu_s"] + hb["cold_cpu_s"]
+    return {
+        "warm_cpu_s": {"flashmm": fm_warm_cpu, "hftbacktest": hb_warm_cpu},
+        "cold_cpu_s": {"flashmm": fm["cold_cpu_s"], "hftbacktest": hb_cold_cpu},
+        "ratio_warm_cpu": hb_warm_cpu / fm_warm_cpu,
+        "ratio_cold_cpu": hb_cold_cpu / fm["cold_cpu_s"],
+        "warm_s": {"flashmm": fm_warm, "hftbacktest": hb_warm},
+        "cold_s": {"flashmm": fm["cold_s"], "hftbacktest": hb_cold},
+        "ratio_warm": hb_warm / fm_warm,
+        "ratio_cold": hb_cold / fm["cold_s"],
+        "rows_per_s_warm": {"flashmm": rows / fm_warm, "hftbacktest": rows / hb_warm},
+        "rows_per_s_cold": {"flashmm": rows / fm["cold_s"], "hftbacktest": rows / hb_cold},
+        # FlashMM against hftbacktest (0.05 = 5 % more in FlashMM)
+        "agreement": {
+            k: fm[k] / hb[k] - 1.0 if hb[k] else None
+            for k in ("orders_filled", "filled_qty", "volume_usdc", "orders", "cancels")
+        },
+    }
 
 
 def main() -> None:
@@ -456,16 +538,32 @@ def main() -> None:
     ap.add_argument("--lots", type=int, default=4000, help="order size in lots (0.01 NEXO)")
     ap.add_argument("--max-pos-lots", type=int, default=40000)
     ap.add_argument(
-        "--repeat", type=int, default=1, help="runs of each side; the best time is shown"
+        "--fill-model",
+        choices=["whole_order", "printed_size"],
+        default="whole_order",
+        help="FlashMM's venue.sim.fill_model; whole_order is what hftbacktest 2.4.4's "
+        "partial-fill exchange does on a trade through the price",
     )
+    ap.add_argument(
+        "--runs", type=int, default=2, help="runs per process: the 1st is cold, the rest warm"
+    )
+    ap.add_argument("--variants", default="model off,model on", help="comma-separated")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--flashmm-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--convert-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--t-spawn", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.flashmm_worker:
+    if args.flashmm_worker or args.convert_worker:
         from loguru import logger
 
         logger.remove()
-        print(json.dumps(flashmm_worker(args)))
+        if args.convert_worker:
+            cache = Path(args.cache_dir) if args.cache_dir else None
+            print(json.dumps(convert_for_hftbacktest(Path(args.convert_worker), cache)))
+        else:
+            print(json.dumps(flashmm_worker(args)))
         return
     if args.setup:
         print(f"hftbacktest installed in {setup_venv().parent.parent}")
@@ -477,87 +575,113 @@ def main() -> None:
     missing = [f for f in FILES if not f.is_file()]
     if missing:
         raise SystemExit(f"data not found: {', '.join(map(str, missing))}")
-    # one-off preparation (not timed as part of a run): FlashMM's cache, hftbacktest's npz
-    from flashmm.feeds.binance import Scale
-    from flashmm.feeds.cache import CachedFeed
-
-    t0 = time.perf_counter()
-    CachedFeed(FILES, {"nexousdt": Scale.of(TICK, LOT)})
-    prep_flashmm = time.perf_counter() - t0
-    path = hbt_data_path()
-    conv: dict[str, Any] = {}
-    if not path.is_file():
-        conv = convert_for_hftbacktest(path)
-    fm_runs = [run_flashmm(args) for _ in range(args.repeat)]
-    hb_runs = [run_hbt(py, path, args) for _ in range(args.repeat)]
-    fm, fm_wall = min(fm_runs, key=lambda r: r[1])
-    hb, hb_wall = min(hb_runs, key=lambda r: r[1])
-    n = fm["events"]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    with tempfile.TemporaryDirectory(prefix="flashmm-bench-") as tmp:
+        # one at a time: a fresh, empty cache for each cold start
+        conv = run_conversion(Path(tmp) / "hbt" / "nexo.npz", str(Path(tmp) / "conv-cache"))
+        hb = run_hbt(py, Path(tmp) / "hbt" / "nexo.npz", args)
+        fms = {
+            name: run_flashmm(VARIANTS[name], args, str(Path(tmp) / f"cache-{i}"))
+            for i, name in enumerate(variants)
+        }
     out = {
-        "events": n,
-        "hbt_rows": hb["rows"],
-        "flashmm": {**fm, "end_to_end_s": fm_wall},
-        "hftbacktest": {**hb, "end_to_end_s": hb_wall},
-        "prep": {"flashmm_cache_s": prep_flashmm, **{f"hbt_{k}": v for k, v in conv.items()}},
-        "flashmm_events_per_s": n / fm_wall,
-        "flashmm_loop_events_per_s": n / fm["loop_s"],
-        "hbt_events_per_s": n / hb_wall,
-        "hbt_loop_events_per_s": n / hb["loop_s"],
-        # > 1: FlashMM took less time. Not like-for-like (see SIDES).
-        "ratio_cold_end_to_end": hb_wall / fm_wall,
-        "ratio_warm_loop": hb["loop_s"] / fm["loop_s"],
-        "like_for_like": False,
-        "sides": SIDES,
+        "rows": hb["rows"],
+        "events": next(iter(fms.values()))["events"],
+        "fill_model": args.fill_model,
+        "conversion": conv,
+        "hftbacktest": hb,
+        "flashmm": fms,
+        "compare": {name: compare(fm, hb, conv) for name, fm in fms.items()},
         "params": {
             "half_spread_ticks": args.half_spread_ticks,
             "lots": args.lots,
             "max_pos_lots": args.max_pos_lots,
+            "runs": args.runs,
         },
     }
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"NEXO/USDT 20240723+20240724: {n:,} recorded events ({hb['rows']:,} hftbacktest rows)")
-    print(f"fixed half spread {args.half_spread_ticks} tick(s), {args.lots * LOT:g} NEXO a side, "
-          f"requote 200 ms, latency {ENTRY_MS}/{CANCEL_MS}/{RESP_MS} ms, "
-          f"power-prob queue n={QUEUE_POWER:g}")  # fmt: skip
-    print()
-    rows = [
-        ("end to end (s)", f"{fm_wall:.2f}", f"{hb_wall:.2f}"),
-        ("  imports (s)", f"{fm['import_s']:.2f}", f"{hb['import_s']:.2f}"),
-        ("  data load (s)", f"{fm['load_s']:.2f}", f"{hb['load_s']:.2f}"),
-        ("  JIT compile (s)", "-", f"{hb['jit_s']:.2f}"),
-        ("  loop (s)", f"{fm['loop_s']:.2f}", f"{hb['loop_s']:.2f}"),
-        ("events/s end to end", f"{n / fm_wall:,.0f}", f"{n / hb_wall:,.0f}"),
-        ("events/s loop only", f"{n / fm['loop_s']:,.0f}", f"{n / hb['loop_s']:,.0f}"),
-        ("fills", f"{fm['fills']:,}", f"{hb['fills']:,}"),
+    report(out, args)
+
+
+def report(out: dict[str, Any], args: argparse.Namespace) -> None:
+    hb, conv, rows = out["hftbacktest"], out["conversion"], out["rows"]
+    print(
+        f"NEXO/USDT 20240723+20240724: {out['events']:,} recorded messages, "
+        f"{rows:,} hftbacktest rows"
+    )
+    print(
+        f"fixed half spread {args.half_spread_ticks} tick(s), {args.lots * LOT:g} NEXO a side, "
+        f"every 200 ms; latency {ENTRY_MS}/{CANCEL_MS}/{RESP_MS} ms; power-prob queue "
+        f"n={QUEUE_POWER:g}; FlashMM fill_model={out['fill_model']}, hftbacktest "
+        "partial_fill_exchange"
+    )
+    cols = ["hftbacktest", *out["flashmm"]]
+    runs: dict[str, dict[str, Any]] = {"hftbacktest": hb, **out["flashmm"]}
+    cmp_ = out["compare"]
+
+    def warm(k: str) -> float:
+        r = runs[k]
+        return float(min(r["loop_s"][1:] or r["loop_s"]))
+
+    def cold(k: str) -> float:
+        return float(conv["wall_s"] + hb["cold_s"] if k == "hftbacktest" else runs[k]["cold_s"])
+
+    def warm_cpu(k: str) -> float:
+        r = runs[k]
+        return float(min(r["loop_cpu_s"][1:] or r["loop_cpu_s"]))
+
+    def cold_cpu(k: str) -> float:
+        r = runs[k]
+        return float(conv["cpu_s"] + r["cold_cpu_s"] if k == "hftbacktest" else r["cold_cpu_s"])
+
+    table = [
+        ("warm: loop (s)", [f"{warm(k):.2f}" for k in cols]),
+        ("warm: rows/s", [f"{rows / warm(k):,.0f}" for k in cols]),
+        ("cold: total (s)", [f"{cold(k):.2f}" for k in cols]),
         (
-            "orders / cancels",
-            f"{fm['orders']:,} / {fm['cancels']:,}",
-            f"{hb['orders']:,} / {hb['cancels']:,}",
+            "  data conversion (s)",
+            [f"{conv['wall_s']:.2f}" if k == "hftbacktest" else "in run" for k in cols],
         ),
-        ("volume (USDC)", f"{fm['volume_usdc']:,.2f}", f"{hb['volume_usdc']:,.2f}"),
-        ("P&L (USDC)", f"{fm['pnl_usdc']:+,.4f}", f"{hb['pnl_usdc']:+,.4f}"),
-        ("fees (USDC)", f"{fm['fees_usdc']:,.4f}", f"{hb['fees_usdc']:,.4f}"),
-        ("final position (NEXO)", f"{fm['position']:,.2f}", f"{hb['position']:,.2f}"),
+        (
+            "  fresh process to result (s)",
+            [f"{hb['cold_s']:.2f}" if k == "hftbacktest" else f"{cold(k):.2f}" for k in cols],
+        ),
+        ("cold: rows/s", [f"{rows / cold(k):,.0f}" for k in cols]),
+        ("warm: loop CPU (s)", [f"{warm_cpu(k):.2f}" for k in cols]),
+        ("cold: total CPU (s)", [f"{cold_cpu(k):.2f}" for k in cols]),
+        ("orders filled", [f"{runs[k]['orders_filled']:,}" for k in cols]),
+        ("fills (hbt: seen per 200 ms)", [f"{runs[k]['fills']:,}" for k in cols]),
+        ("filled (NEXO)", [f"{runs[k]['filled_qty']:,.2f}" for k in cols]),
+        ("orders / cancels", [f"{runs[k]['orders']:,} / {runs[k]['cancels']:,}" for k in cols]),
+        ("volume (USDC)", [f"{runs[k]['volume_usdc']:,.2f}" for k in cols]),
+        ("P&L (USDC)", [f"{runs[k]['pnl_usdc']:+,.4f}" for k in cols]),
+        ("final position (NEXO)", [f"{runs[k]['position']:,.2f}" for k in cols]),
     ]
-    w = max(len(r[0]) for r in rows)
-    print(f"{'':{w}}  {'FlashMM':>16}  {'hftbacktest':>16}")
-    for k, a, b in rows:
-        print(f"{k:{w}}  {a:>16}  {b:>16}")
+    w = max(len(r[0]) for r in table)
     print()
-    print("what each side ran (NOT like-for-like):")
-    for k, v in SIDES.items():
-        print(f"  {k}: {v}")
+    heads = [k if k == "hftbacktest" else f"FlashMM {k}" for k in cols]
+    print(f"{'':{w}}" + "".join(f"  {h:>18}" for h in heads))
+    for label, vals in table:
+        print(f"{label:{w}}" + "".join(f"  {v:>18}" for v in vals))
+    print()
     print("time ratio hftbacktest / FlashMM (> 1: FlashMM took less time):")
-    print(f"  cold, fresh process end to end (hftbacktest includes its numba compile): "
-          f"{hb_wall / fm_wall:.2f}")  # fmt: skip
-    print(f"  warm, loop only: {hb['loop_s'] / fm['loop_s']:.3f}")
-    if conv:
+    for name, c in cmp_.items():
+        ag = c["agreement"]
         print(
-            f"one-off prep: FlashMM cache {prep_flashmm:.2f} s; "
-            f"hftbacktest conversion {conv['convert_s']:.2f} s"
+            f"  {name}: wall time: warm {c['ratio_warm']:.3f}, cold {c['ratio_cold']:.3f}; "
+            f"CPU time: warm {c['ratio_warm_cpu']:.3f}, cold {c['ratio_cold_cpu']:.3f}"
         )
+        print(
+            "    against "
+            f"hftbacktest: orders filled {ag['orders_filled']:+.1%}, filled quantity "
+            f"{ag['filled_qty']:+.1%}, volume {ag['volume_usdc']:+.1%}"
+        )
+    print(
+        f"hftbacktest's own counters (complete fills only): {hb['hbt_num_trades']:,} trades, "
+        f"{hb['hbt_trading_value']:,.2f} USDC, position {hb['hbt_position']:,.2f} NEXO"
+    )
 
 
 if __name__ == "__main__":

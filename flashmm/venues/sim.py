@@ -138,7 +138,8 @@ class SimSettings(BaseModel):
         default="whole_order",
         description="a trade printed through our price (a sell below our bid, a buy above "
         "our ask): whole_order fills the whole resting order; printed_size fills at most "
-        "the printed size, best price first and in queue order (hftbacktest-like)",
+        "the printed size, best price first and in queue order (whole_order is what "
+        "hftbacktest's partial-fill exchange does)",
     )
     maker_fee_bps: float = Field(default=0.0, description="negative = rebate")
     taker_fee_bps: float = 5.0
