@@ -5,7 +5,8 @@
 
 Reports gas and fresh storage slots (from debug_traceTransaction, prestateTracer in diff
 mode) per operation: the first 3+3 placement, a 3+3 requote moving all six by one tick
-(warm oscillation, and a 200-tick one-direction trend after warm-up), one of six changed,
+(warm oscillation, and a 200-tick one-direction trend before and after the level ring is
+warmed), one of six changed,
 a take of two full levels, cancelAll of 6 orders and of none. Sei-priced gas counts each
 fresh slot at ``--sstore-set-gas`` (Sei's chain parameter SeiSstoreSetGasEip2200:
 72,000 in sei-chain v6.3.0, 20,000 in v6.3.1; default: the venue setting's default)
@@ -136,12 +137,24 @@ async def gas_figures(dep: Deployment, samples: int) -> dict[str, Any]:
         # cancelAll of 6 live orders, then of none
         cancel6 = await report_of(rpc, await book.cancel_all(maker, SEI))
         cancel0 = await report_of(rpc, await book.cancel_all(maker, SEI))
-        # a one-direction trend of TREND_TICKS ticks: without warm-up (fresh level and bitmap
-        # words at the leading edge), then through a range pre-paid with warm()
+        # a one-direction trend of TREND_TICKS ticks into ring entries no quote has used yet
+        # (fresh level and bitmap words at the leading edge); then warm() pays for the whole
+        # ring once, and a trend far from every earlier quote writes no fresh slot
         trend_cold = await trend(rpc, book, maker, Quoter(20_000))
-        q = Quoter(40_000)
-        warm = await report_of(rpc, await book.warm(maker, SEI, q.mid - 8, q.mid + TREND_TICKS + 8))
-        trend_warm = await trend(rpc, book, maker, q)
+        ring = int((await book.call("RING_TICKS"))[0])
+        chunk = -(-ring // 4)  # four transactions, each under Sei's 12.5 M block gas
+        parts = [
+            await report_of(rpc, await book.warm(maker, SEI, lo, min(ring, lo + chunk - 1)))
+            for lo in range(1, ring + 1, chunk)
+        ]
+        warm = GasReport(
+            parts[0].tx_hash,
+            sum(p.gas_used for p in parts),
+            sum(p.fresh_slots for p in parts),
+            sum(p.written_slots for p in parts),
+            SSTORE_SET_GAS,
+        )
+        trend_warm = await trend(rpc, book, maker, Quoter(400_000))
         await book.cancel_all(maker, SEI)  # leave an empty book for the sustained run
         return {
             "probed_sstore_set_gas": probed,
@@ -335,7 +348,7 @@ ROWS = (
     ("first 3+3 placement", "first_requote_3+3"),
     ("3+3 requote, oscillation", "requote_3+3_oscillation"),
     (f"3+3 trend {TREND_TICKS} ticks, cold", "requote_3+3_trend_cold"),
-    ("warm() of the trend range", "warm_range"),
+    ("warm() of the whole ring", "warm_range"),
     (f"3+3 trend {TREND_TICKS} ticks, warm", "requote_3+3_trend_after_warm"),
     ("requote, 1 of 6 changed", "requote_one_changed"),
     ("take of 2 full levels", "take_2_full_levels"),

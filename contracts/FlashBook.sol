@@ -41,7 +41,7 @@ contract FlashBook {
     uint256 private constant U8 = 0xff;
     uint256 private constant U16 = 0xffff;
     uint256 private constant U32 = 0xffffffff;
-    uint256 private constant U56 = (1 << 56) - 1;
+    uint256 private constant U54 = (1 << 54) - 1;
     uint256 private constant U64 = 0xffffffffffffffff;
     uint256 private constant U88 = (1 << 88) - 1;
     uint256 private constant U120 = (1 << 120) - 1;
@@ -54,9 +54,15 @@ contract FlashBook {
     uint256 private constant MAX_MIN_SIZE = (1 << 13) - 1;
     uint256 private constant SLOT_MASK = (1 << 232) - 1;
     uint256 private constant MAX_DEPTH_ORDERS = 4096;
+    uint256 private constant XLEVEL = 1 << 226; // order word: its level is in the overflow book
+    uint256 private constant XBID = 1 << 54; // market word: bids (<< 1: asks) in the overflow book
+    uint256 private constant RING_WORDS = 8;
+    uint256 private constant NONE = type(uint256).max;
 
     /// Order slots per owner and market.
     uint256 public constant SLOTS = 232;
+    /// Ticks of the level ring: ticks that differ by a multiple of it share ring storage.
+    uint256 public constant RING_TICKS = 127 * 8;
     /// Price levels per side and market; a placement that would add one more reverts.
     uint256 public constant MAX_LEVELS = 65535;
 
@@ -143,22 +149,33 @@ contract FlashBook {
     mapping(uint256 => uint256) internal _fees;
     /// Quote units of fees (net of rebates) a market's fee recipient can claim.
     mapping(uint256 => uint256) public feesAccrued;
-    // market word: tickValue 0..55 | lotUnits 56..143 | minSize 144..156 | fees on 157 |
-    //              status 158..159 |
+    // market word: tickValue 0..53 | overflow levels: bids 54, asks 55 | lotUnits 56..143 |
+    //              minSize 144..156 | fees on 157 | status 158..159 |
     //              bestBid 160..191 | bestAsk 192..223 | bidLevels 224..239 | askLevels 240..255
     mapping(uint256 => uint256) internal _markets;
     // seat word (key market << 160 | owner): slot mask 0..231 | trader 232..255. An order
     // is live only if its slot bit is set and its word has the live bit.
     mapping(uint256 => uint256) internal _seats;
     // order word (key market << 32 | ref, ref = trader << 8 | slot): clientId 0..63 |
-    // price 64..95 | size 96..159 | prev 160..191 | next 192..223 | ask 224 | live 225 | sentinel 255
+    // price 64..95 | size 96..159 | prev 160..191 | next 192..223 | ask 224 | live 225 |
+    // level in the overflow book 226 | sentinel 255
     mapping(uint256 => uint256) internal _orders;
-    // level word (key market << 33 | side << 32 | tick >> 2): 4 x (head 32 | tail 32)
+    // ring level word (key market << 33 | side << 32 | (tick % RING_TICKS) >> 2):
+    // 4 x (head 32 | tail 32). A ring entry holds the level of one tick of its residue
+    // class (the tick of its orders); another tick of the class that has a level meanwhile
+    // gets it in the overflow book.
     mapping(uint256 => uint256) internal _levels;
-    // bitmap word (key market << 32 | tick / 127): bids 0..126 | asks 128..254 | sentinel 255
+    // ring bitmap word (key market << 32 | (tick / 127) % 8): bids 0..126 | asks 128..254 |
+    // sentinel 255; a bit is set while its ring entry holds a level
     mapping(uint256 => uint256) internal _bitmaps;
     // account word (key market << 160 | owner): quote 0..127 | base 128..247 | sentinel 255
     mapping(uint256 => uint256) internal _accounts;
+    // overflow book: level words keyed by the tick (market << 33 | side << 32 | tick >> 2),
+    // bitmap words keyed by the tick (market << 32 | tick / 127), and per market the number
+    // of its levels: bids 0..126 | asks 128..254 | sentinel 255
+    mapping(uint256 => uint256) internal _xlevels;
+    mapping(uint256 => uint256) internal _xbitmaps;
+    mapping(uint256 => uint256) internal _xcount;
 
     /// Working state of one call, kept in memory and written back once.
     struct Ctx {
@@ -190,7 +207,7 @@ contract FlashBook {
         onlyAdmin
         returns (uint256 market)
     {
-        if (tickValue == 0 || tickValue > U56 || lotUnits == 0 || lotUnits > U88) revert BadMarket();
+        if (tickValue == 0 || tickValue > U54 || lotUnits == 0 || lotUnits > U88) revert BadMarket();
         if (base == quote) revert BadMarket();
         uint256 bd = _decimalsOf(base);
         uint256 qd = _decimalsOf(quote);
@@ -545,7 +562,7 @@ contract FlashBook {
         if (size < (c.mkt >> 144) & MAX_MIN_SIZE) return REJECT_TOO_SMALL;
         uint256 isAsk = (op >> 160) & 1;
         if (isAsk == 0) {
-            if (c.quote < price * size * (c.mkt & U56)) return REJECT_FUNDS;
+            if (c.quote < price * size * (c.mkt & U54)) return REJECT_FUNDS;
         } else if (c.base < size * ((c.mkt >> 56) & U88)) {
             return REJECT_FUNDS;
         }
@@ -565,7 +582,7 @@ contract FlashBook {
     function _lock(Ctx memory c, uint256 ow) private pure {
         uint256 size = (ow >> 96) & U64;
         if ((ow >> 224) & 1 == 0) {
-            c.quote -= ((ow >> 64) & U32) * size * (c.mkt & U56);
+            c.quote -= ((ow >> 64) & U32) * size * (c.mkt & U54);
         } else {
             c.base -= size * ((c.mkt >> 56) & U88);
         }
@@ -574,7 +591,7 @@ contract FlashBook {
     function _release(Ctx memory c, uint256 ow) private pure {
         uint256 size = (ow >> 96) & U64;
         if ((ow >> 224) & 1 == 0) {
-            c.quote += ((ow >> 64) & U32) * size * (c.mkt & U56);
+            c.quote += ((ow >> 64) & U32) * size * (c.mkt & U54);
         } else {
             c.base += size * ((c.mkt >> 56) & U88);
         }
@@ -585,56 +602,126 @@ contract FlashBook {
         return (market << 33) | (isAsk << 32);
     }
 
-    /// @notice Pre-pay the level and bitmap words of both sides for ticks `fromTick` to
-    /// `toTick` (at most 4,096 ticks a call), so quoting through that range later writes no
-    /// fresh storage slot. Anyone may pay for it; it changes no order or balance.
+    /// Level word key and bit offset of tick `t`: in the ring (key by `t % RING_TICKS`,
+    /// the same words for every tick a moving quote visits) or in the overflow book (`x`,
+    /// key by the tick itself).
+    function _lkey(uint256 market, uint256 isAsk, uint256 t, bool x) private pure returns (uint256, uint256) {
+        if (!x) t %= RING_TICKS;
+        return (_sideKey(market, isAsk) | (t >> 2), (t & 3) << 6);
+    }
+
+    /// Where the level at tick `t` lives (the overflow book if the ring entry of its residue
+    /// holds another tick or nothing), with its word key, bit offset and word.
+    function _levelOf(uint256 market, uint256 isAsk, uint256 t, uint256 m)
+        private
+        view
+        returns (bool x, uint256 lk, uint256 sh, uint256 lw)
+    {
+        (lk, sh) = _lkey(market, isAsk, t, false);
+        lw = _levels[lk];
+        if (m & (XBID << isAsk) == 0) return (false, lk, sh, lw); // no overflow level on the side
+        uint256 head = (lw >> sh) & U32;
+        if (head != 0 && (_orders[(market << 32) | head] >> 64) & U32 == t) return (false, lk, sh, lw);
+        x = true;
+        (lk, sh) = _lkey(market, isAsk, t, true);
+        lw = _xlevels[lk];
+    }
+
+    /// Is there a level at tick `t`? Reads the words a take of that level reads anyway, so
+    /// a take at an exact best-price hint reads no bitmap word.
+    function _hasLevel(uint256 market, uint256 isAsk, uint256 t, uint256 m) private view returns (bool) {
+        (bool x,, uint256 sh, uint256 lw) = _levelOf(market, isAsk, t, m);
+        uint256 head = (lw >> sh) & U32;
+        if (head == 0) return false;
+        return x || (_orders[(market << 32) | head] >> 64) & U32 == t;
+    }
+
+    /// @notice Pre-pay the ring's level and bitmap words that ticks `fromTick` to `toTick`
+    /// map to (at most 4,096 ticks a call), on both sides. The ring holds RING_TICKS
+    /// consecutive ticks, so once every residue is paid for (for example ticks 1 to
+    /// RING_TICKS, in a few calls) quoting anywhere, a trend included, writes no fresh
+    /// storage slot for levels. Anyone may pay for it; it changes no order or balance.
     function warm(uint256 market, uint256 fromTick, uint256 toTick) external {
         if (_markets[market] == 0) revert UnknownMarket();
         if (fromTick == 0 || fromTick > toTick || toTick > MAX_TICK || toTick - fromTick >= 4096) {
             revert BadAmount();
         }
+        if (toTick - fromTick >= RING_TICKS) toTick = fromTick + RING_TICKS - 1;
         // An empty level is a zero head; its tail is only read while the head is set.
         uint256 stale = (U32 << 32) | (U32 << 96) | (U32 << 160) | (U32 << 224);
         for (uint256 side = 0; side < 2; ++side) {
             uint256 sk = _sideKey(market, side);
-            for (uint256 w = fromTick >> 2; w <= toTick >> 2; ++w) {
-                if (_levels[sk | w] == 0) _levels[sk | w] = stale;
+            // RING_TICKS is a multiple of 4: a level word holds ticks 4k..4k+3 of the ring
+            for (uint256 t = fromTick & ~uint256(3); t <= toTick; t += 4) {
+                uint256 lk = sk | ((t % RING_TICKS) >> 2);
+                if (_levels[lk] == 0) _levels[lk] = stale;
             }
         }
-        for (uint256 w = fromTick / TPW; w <= toTick / TPW; ++w) {
-            if (_bitmaps[(market << 32) | w] == 0) _bitmaps[(market << 32) | w] = SENTINEL;
+        uint256 last = toTick / TPW;
+        if (last - fromTick / TPW >= RING_WORDS) last = fromTick / TPW + RING_WORDS - 1;
+        for (uint256 w = fromTick / TPW; w <= last; ++w) {
+            uint256 bk = (market << 32) | (w % RING_WORDS);
+            if (_bitmaps[bk] == 0) _bitmaps[bk] = SENTINEL;
         }
     }
 
     /// Append order `ref` (described by op) at the tail of its level; returns the order word.
+    /// The level goes in the ring entry of its residue unless another tick holds it (or the
+    /// tick already has a level in the overflow book): then in the overflow book.
     function _link(Ctx memory c, uint256 ref, uint256 op) private returns (uint256) {
         uint256 isAsk = (op >> 160) & 1;
         uint256 price = (op >> 64) & U32;
-        uint256 lk = _sideKey(c.market, isAsk) | (price >> 2);
+        uint256 r = price % RING_TICKS;
+        uint256 lk = (c.market << 33) | (isAsk << 32) | (r >> 2);
+        uint256 sh = (r & 3) << 6;
         uint256 lw = _levels[lk];
-        uint256 sh = (price & 3) << 6;
         uint256 head = (lw >> sh) & U32;
-        uint256 prev = 0;
-        if (head == 0) {
+        bool x;
+        if (head != 0) {
+            // the tail order's price is the tick holding the ring entry
+            x = (_orders[(c.market << 32) | ((lw >> (sh + 32)) & U32)] >> 64) & U32 != price;
+        } else if (c.mkt & (XBID << isAsk) != 0) {
+            (uint256 xk, uint256 xsh) = _lkey(c.market, isAsk, price, true);
+            x = (_xlevels[xk] >> xsh) & U32 != 0;
+        }
+        uint256 prev;
+        if (x) {
+            (lk, sh) = _lkey(c.market, isAsk, price, true);
+            lw = _xlevels[lk];
+            (prev, lw) = _append(lw, sh, c.market, ref);
+            _xlevels[lk] = lw;
+        } else {
+            (prev, lw) = _append(lw, sh, c.market, ref);
+            _levels[lk] = lw;
+        }
+        if (prev == 0) _setBit(c, isAsk, price, x);
+        return SENTINEL | LIVE | (x ? XLEVEL : 0) | (isAsk << 224) | (prev << 160) | (op & ((1 << 160) - 1));
+    }
+
+    /// Append `ref` to the level at bit offset `sh` of level word `lw`; returns the previous
+    /// tail (0: the level was empty) and the new level word.
+    function _append(uint256 lw, uint256 sh, uint256 market, uint256 ref) private returns (uint256 prev, uint256) {
+        if ((lw >> sh) & U32 == 0) {
             lw = (lw & ~(U64 << sh)) | (ref << sh) | (ref << (sh + 32));
-            _setBit(c, isAsk, price);
         } else {
             prev = (lw >> (sh + 32)) & U32;
-            uint256 tk = (c.market << 32) | prev;
+            uint256 tk = (market << 32) | prev;
             _orders[tk] = _orders[tk] | (ref << 192);
             lw = (lw & ~(U32 << (sh + 32))) | (ref << (sh + 32));
         }
-        _levels[lk] = lw;
-        return SENTINEL | LIVE | (isAsk << 224) | (prev << 160) | (op & ((1 << 160) - 1));
+        return (prev, lw);
     }
 
     /// Remove live order `ow` (reference `ref`) from its level.
     function _unlink(Ctx memory c, uint256 ow, uint256 ref) private {
         uint256 isAsk = (ow >> 224) & 1;
         uint256 price = (ow >> 64) & U32;
-        uint256 lk = _sideKey(c.market, isAsk) | (price >> 2);
-        uint256 lw = _levels[lk];
-        uint256 sh = (price & 3) << 6;
+        bool x = ow & XLEVEL != 0;
+        uint256 r = x ? price : price % RING_TICKS;
+        uint256 lk = (c.market << 33) | (isAsk << 32) | (r >> 2);
+        uint256 sh = (r & 3) << 6;
+        mapping(uint256 => uint256) storage lv = x ? _xlevels : _levels;
+        uint256 lw = lv[lk];
         uint256 head = (lw >> sh) & U32;
         uint256 tail = (lw >> (sh + 32)) & U32;
         uint256 prev = (ow >> 160) & U32;
@@ -653,17 +740,31 @@ contract FlashBook {
             }
         }
         // An emptied level keeps its stale tail so the word never returns to zero.
-        _levels[lk] = (lw & ~(U64 << sh)) | (head << sh) | (tail << (sh + 32));
-        if (head == 0) _clearBit(c, isAsk, price);
+        lv[lk] = (lw & ~(U64 << sh)) | (head << sh) | (tail << (sh + 32));
+        if (head == 0) _clearBit(c, isAsk, price, x);
     }
 
-    function _setBit(Ctx memory c, uint256 isAsk, uint256 price) private {
-        uint256 bk = (c.market << 32) | (price / TPW);
-        uint256 m = c.mkt;
-        // Unchecked: isAsk <= 1 and price % TPW < 127 keep the bit index below 255, and the
-        // level counters are incremented only below MAX_LEVELS (checked just before).
+    /// A level appeared at `price`: its bitmap bit (ring or overflow book), the side's level
+    /// count, the best-price hint and, for the overflow book, its level count.
+    function _setBit(Ctx memory c, uint256 isAsk, uint256 price, bool x) private {
+        uint256 bit;
         unchecked {
-            _bitmaps[bk] = _bitmaps[bk] | SENTINEL | (1 << ((isAsk << 7) + price % TPW));
+            bit = 1 << ((isAsk << 7) + price % TPW); // isAsk <= 1, price % TPW < 127
+        }
+        if (x) {
+            uint256 bk = (c.market << 32) | (price / TPW);
+            _xbitmaps[bk] = _xbitmaps[bk] | SENTINEL | bit;
+            uint256 n = _xcount[c.market];
+            _xcount[c.market] = SENTINEL | (n + (1 << (isAsk << 7)));
+            c.mkt |= XBID << isAsk;
+        } else {
+            uint256 bk = (c.market << 32) | ((price / TPW) % RING_WORDS);
+            _bitmaps[bk] = _bitmaps[bk] | SENTINEL | bit;
+        }
+        uint256 m = c.mkt;
+        // Unchecked: the level counters are incremented only below MAX_LEVELS (checked just
+        // before).
+        unchecked {
             if (isAsk == 0) {
                 if ((m >> 224) & U16 == MAX_LEVELS) revert LevelCap(c.market, 0);
                 if (price > (m >> 160) & U32) m = (m & ~(U32 << 160)) | (price << 160);
@@ -677,17 +778,34 @@ contract FlashBook {
         c.mkt = m;
     }
 
-    function _clearBit(Ctx memory c, uint256 isAsk, uint256 price) private {
-        uint256 bk = (c.market << 32) | (price / TPW);
+    function _clearBit(Ctx memory c, uint256 isAsk, uint256 price, bool x) private {
         uint256 bit = price % TPW;
+        uint256 word;
+        // Unchecked: isAsk <= 1 and bit < 127 keep the bit index below 255; the overflow
+        // count of the side is >= 1 while one of its levels is being cleared.
+        unchecked {
+            if (x) {
+                uint256 bk = (c.market << 32) | (price / TPW);
+                _xbitmaps[bk] = _xbitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
+                uint256 n = _xcount[c.market] - (1 << (isAsk << 7));
+                _xcount[c.market] = n;
+                if ((n >> (isAsk << 7)) & U127 == 0) c.mkt &= ~(XBID << isAsk);
+            } else {
+                uint256 bk = (c.market << 32) | ((price / TPW) % RING_WORDS);
+                word = _bitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
+                _bitmaps[bk] = word;
+            }
+        }
         uint256 m = c.mkt;
         if (isAsk == 0) m -= 1 << 224;
         else m -= 1 << 240;
+        // With no level in the overflow book, the ring word's bits of this side are a superset
+        // of the real levels within its 127 ticks (a bit may stand for an alias tick a ring
+        // further on), so the new hint stays a bound of the best price; else move by one tick.
+        bool exact = !x && m & (XBID << isAsk) == 0;
         // Unchecked: bit < 127, base = price - bit >= 0, base - 1 only when base != 0, and
-        // base + 127 <= MAX_TICK + 127 fit a word.
+        // base + 127 <= MAX_TICK + 127 fit a word; price >= 1.
         unchecked {
-            uint256 word = _bitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
-            _bitmaps[bk] = word;
             word = (word >> (isAsk << 7)) & U127; // this side's ticks of the word
             uint256 base = price - bit;
             if (isAsk == 0) {
@@ -695,8 +813,9 @@ contract FlashBook {
                 if ((m >> 224) & U16 == 0) {
                     best = 0;
                 } else if (price == best) {
-                    uint256 below = word & ((1 << bit) - 1);
-                    best = below != 0 ? base + _msb(below) : (base == 0 ? 0 : base - 1);
+                    uint256 below = exact ? word & ((1 << bit) - 1) : 0;
+                    if (below != 0) best = base + _msb(below);
+                    else best = exact ? (base == 0 ? 0 : base - 1) : price - 1;
                 }
                 m = (m & ~(U32 << 160)) | (best << 160);
             } else {
@@ -704,8 +823,9 @@ contract FlashBook {
                 if (m >> 240 == 0) {
                     best = NO_ASK;
                 } else if (price == best) {
-                    uint256 above = bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
-                    best = above != 0 ? base + _lsb(above) : base + TPW;
+                    uint256 above = !exact || bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
+                    if (above != 0) best = base + _lsb(above);
+                    else best = exact ? base + TPW : price + 1;
                 }
                 m = (m & ~(U32 << 192)) | (best << 192);
             }
@@ -715,40 +835,149 @@ contract FlashBook {
 
     /// Does a post-only order at `price` on side `isAsk` cross the other side?
     /// Tightens the opposite best-price hint while looking. Conservative (true) when the
-    /// scan gives up after MAX_SCAN_WORDS empty words.
+    /// scan gives up after MAX_SCAN_WORDS reads.
     function _crosses(Ctx memory c, uint256 isAsk, uint256 price) private view returns (bool) {
         uint256 m = c.mkt;
         if (isAsk == 0) {
             if (m >> 240 == 0) return false;
             uint256 best = (m >> 192) & U32;
             if (price < best) return false;
-            (bool found, uint256 t,) = _scanUp(_sideKey(c.market, 1), best, price, MAX_SCAN_WORDS);
+            (bool found, uint256 t,) = _scanUp(c.market, 1, m, best, price, MAX_SCAN_WORDS);
             c.mkt = (m & ~(U32 << 192)) | (t << 192);
             return found || t <= price;
         } else {
             if ((m >> 224) & U16 == 0) return false;
             uint256 best = (m >> 160) & U32;
             if (price > best) return false;
-            (bool found, uint256 t,) = _scanDown(_sideKey(c.market, 0), best, price, MAX_SCAN_WORDS);
+            (bool found, uint256 t,) = _scanDown(c.market, 0, m, best, price, MAX_SCAN_WORDS);
             c.mkt = (m & ~(U32 << 160)) | (t << 160);
             return found || t >= price;
         }
     }
 
-    /// Lowest set tick in [from, to], reading at most `maxWords` bitmap words. Returns
-    /// (true, tick, words read) or (false, a lower bound for the lowest set tick, words
-    /// read): to + 1 when all of [from, to] was scanned, less if the scan gave up.
-    function _scanUp(uint256 sideKey, uint256 from, uint256 to, uint256 maxWords)
+    /// Lowest tick in [from, to] with a level on `side`, from at most `maxReads` storage
+    /// reads: the ring, then (if the side has any) the overflow book below what the ring
+    /// gave. Returns (true, tick, reads) or (false, a lower bound for that tick, reads):
+    /// to + 1 when all of [from, to] was scanned, less if the scan gave up.
+    function _scanUp(uint256 market, uint256 side, uint256 m, uint256 from, uint256 to, uint256 maxReads)
         private
         view
         returns (bool, uint256, uint256)
     {
-        uint256 mk = (sideKey >> 33) << 32;
-        uint256 off = ((sideKey >> 32) & 1) << 7;
+        (bool f1, uint256 t1, uint256 used) = _ringUp(market, side, from, to, maxReads);
+        if (m & (XBID << side) == 0 || (f1 && t1 == from)) return (f1, t1, used);
+        if (used >= maxReads) return (false, from, used);
+        (bool f2, uint256 t2, uint256 u2) = _xscanUp(market, side, from, f1 ? t1 - 1 : to, maxReads - used);
+        used += u2;
+        if (f2) return t2 < t1 ? (true, t2, used) : (false, t1, used);
+        if (f1) return t2 >= t1 ? (true, t1, used) : (false, t2, used);
+        return (false, t1 < t2 ? t1 : t2, used);
+    }
+
+    /// Highest tick in [to, from] with a level on `side`; the mirror of `_scanUp`: on give-up
+    /// (false, an upper bound for that tick), to - 1 when all was scanned.
+    function _scanDown(uint256 market, uint256 side, uint256 m, uint256 from, uint256 to, uint256 maxReads)
+        private
+        view
+        returns (bool, uint256, uint256)
+    {
+        (bool f1, uint256 t1, uint256 used) = _ringDown(market, side, from, to, maxReads);
+        if (m & (XBID << side) == 0 || (f1 && t1 == from)) return (f1, t1, used);
+        if (used >= maxReads) return (false, from, used);
+        (bool f2, uint256 t2, uint256 u2) = _xscanDown(market, side, from, f1 ? t1 + 1 : to, maxReads - used);
+        used += u2;
+        if (f2) return t2 > t1 ? (true, t2, used) : (false, t1, used);
+        if (f1) return t2 <= t1 ? (true, t1, used) : (false, t2, used);
+        return (false, t1 > t2 ? t1 : t2, used);
+    }
+
+    /// The ring's lowest level in [from, to]. One pass over RING_TICKS ticks from `from`
+    /// visits every residue once: a set bit at tick p is p's own level, or a level of the
+    /// same residue beyond the pass (an alias; its tick, read from its head order, is kept
+    /// as a candidate). So the answer is exact after at most RING_WORDS + 1 bitmap words
+    /// and two reads per set bit, however stale the best-price hint it starts from.
+    function _ringUp(uint256 market, uint256 side, uint256 from, uint256 to, uint256 maxReads)
+        private
+        view
+        returns (bool, uint256, uint256 used)
+    {
+        uint256 end = to - from >= RING_TICKS ? from + RING_TICKS : to + 1; // scan [from, end)
+        uint256 off = side << 7;
+        uint256 w = from / TPW;
+        uint256 word = (_bitmaps[(market << 32) | (w % RING_WORDS)] >> off) & U127 & ~((1 << (from % TPW)) - 1);
+        uint256 far = NONE;
+        used = 1;
+        while (true) {
+            while (word != 0) {
+                uint256 p = w * TPW + _lsb(word);
+                if (p >= end) break;
+                if (used + 2 > maxReads) return (false, p, used);
+                (uint256 lk, uint256 sh) = _lkey(market, side, p, false);
+                uint256 t = (_orders[(market << 32) | ((_levels[lk] >> sh) & U32)] >> 64) & U32;
+                used += 2;
+                if (t == p) return (true, p, used); // an alias is a ring further: above p
+                if (t > p && t <= to && t < far) far = t;
+                word &= word - 1;
+            }
+            ++w;
+            if (w * TPW >= end) break;
+            if (used >= maxReads) return (false, w * TPW, used);
+            word = (_bitmaps[(market << 32) | (w % RING_WORDS)] >> off) & U127;
+            ++used;
+        }
+        return far != NONE ? (true, far, used) : (false, to + 1, used);
+    }
+
+    /// The ring's highest level in [to, from]; the mirror of `_ringUp`.
+    function _ringDown(uint256 market, uint256 side, uint256 from, uint256 to, uint256 maxReads)
+        private
+        view
+        returns (bool, uint256, uint256 used)
+    {
+        // scan (low, from] downwards, low = max(to, from - RING_TICKS + 1) - 1 >= 0
+        uint256 low = from - to >= RING_TICKS ? from - RING_TICKS : to - 1;
+        uint256 off = side << 7;
+        uint256 w = from / TPW;
+        uint256 word = (_bitmaps[(market << 32) | (w % RING_WORDS)] >> off) & U127 & ((2 << (from % TPW)) - 1);
+        uint256 far = 0;
+        used = 1;
+        while (true) {
+            while (word != 0) {
+                uint256 b = _msb(word);
+                uint256 p = w * TPW + b;
+                if (p <= low) break;
+                if (used + 2 > maxReads) return (false, p, used);
+                (uint256 lk, uint256 sh) = _lkey(market, side, p, false);
+                uint256 t = (_orders[(market << 32) | ((_levels[lk] >> sh) & U32)] >> 64) & U32;
+                used += 2;
+                if (t == p) return (true, p, used); // an alias is a ring further: below p
+                if (t < p && t >= to && t > far) far = t;
+                word &= ~(1 << b);
+            }
+            if (w == 0 || w * TPW <= low + 1) break;
+            --w;
+            if (used >= maxReads) return (false, w * TPW + TPW - 1, used);
+            word = (_bitmaps[(market << 32) | (w % RING_WORDS)] >> off) & U127;
+            ++used;
+        }
+        return far != 0 ? (true, far, used) : (false, to - 1, used);
+    }
+
+    /// Lowest set tick of the overflow book in [from, to], reading at most `maxWords`
+    /// bitmap words. Returns (true, tick, words read) or (false, a lower bound for the lowest
+    /// set tick, words read): to + 1 when all of [from, to] was scanned, less if the scan
+    /// gave up.
+    function _xscanUp(uint256 market, uint256 side, uint256 from, uint256 to, uint256 maxWords)
+        private
+        view
+        returns (bool, uint256, uint256)
+    {
+        uint256 mk = market << 32;
+        uint256 off = side << 7;
         uint256 w = from / TPW;
         uint256 bit = from % TPW;
         for (uint256 n = 1; n <= maxWords; ++n) {
-            uint256 word = (_bitmaps[mk | w] >> off) & U127 & ~((1 << bit) - 1);
+            uint256 word = (_xbitmaps[mk | w] >> off) & U127 & ~((1 << bit) - 1);
             if (word != 0) {
                 uint256 t = w * TPW + _lsb(word);
                 return (t <= to, t, n);
@@ -760,20 +989,18 @@ contract FlashBook {
         return (false, w * TPW, maxWords);
     }
 
-    /// Highest set tick in [to, from], reading at most `maxWords` bitmap words. Returns
-    /// (true, tick, words read) or (false, an upper bound for the highest set tick, words
-    /// read): to - 1 when all of [to, from] was scanned, more if the scan gave up.
-    function _scanDown(uint256 sideKey, uint256 from, uint256 to, uint256 maxWords)
+    /// Highest set tick of the overflow book in [to, from]; the mirror of `_xscanUp`.
+    function _xscanDown(uint256 market, uint256 side, uint256 from, uint256 to, uint256 maxWords)
         private
         view
         returns (bool, uint256, uint256)
     {
-        uint256 mk = (sideKey >> 33) << 32;
-        uint256 off = ((sideKey >> 32) & 1) << 7;
+        uint256 mk = market << 32;
+        uint256 off = side << 7;
         uint256 w = from / TPW;
         uint256 bit = from % TPW;
         for (uint256 n = 1; n <= maxWords; ++n) {
-            uint256 word = (_bitmaps[mk | w] >> off) & U127 & ((2 << bit) - 1);
+            uint256 word = (_xbitmaps[mk | w] >> off) & U127 & ((2 << bit) - 1);
             if (word != 0) {
                 uint256 t = w * TPW + _msb(word);
                 return (t >= to, t, n);
@@ -814,7 +1041,6 @@ contract FlashBook {
         if (status == PAUSED) revert MarketPaused(market);
         if (status == DELISTED) revert MarketDelisted(market);
         uint256 makerSide = 1 - side;
-        uint256 sk = _sideKey(market, makerSide);
         uint256 left = size;
         uint256 budget = MAX_SCAN_WORDS;
         uint256 fees = (c.mkt >> 157) & 1 != 0 ? _fees[market] : 0;
@@ -828,13 +1054,15 @@ contract FlashBook {
                 if (m >> 240 == 0) break;
                 uint256 best = (m >> 192) & U32;
                 if (best > limitPrice) break;
-                (found, t, used) = _scanUp(sk, best, limitPrice, budget);
+                if (_hasLevel(market, 1, best, m)) (found, t) = (true, best);
+                else (found, t, used) = _scanUp(market, makerSide, m, best, limitPrice, budget);
                 c.mkt = (m & ~(U32 << 192)) | (t << 192);
             } else {
                 if ((m >> 224) & U16 == 0) break;
                 uint256 best = (m >> 160) & U32;
                 if (best < limitPrice) break;
-                (found, t, used) = _scanDown(sk, best, limitPrice, budget);
+                if (_hasLevel(market, 0, best, m)) (found, t) = (true, best);
+                else (found, t, used) = _scanDown(market, makerSide, m, best, limitPrice, budget);
                 c.mkt = (m & ~(U32 << 160)) | (t << 160);
             }
             unchecked {
@@ -879,11 +1107,9 @@ contract FlashBook {
         uint256 maxOrders,
         uint256 fees
     ) private returns (uint256 got, uint256 paid, uint256 touched, bool broke, uint256 rebates) {
-        uint256 lk = _sideKey(c.market, makerSide) | (t >> 2);
-        uint256 lw = _levels[lk];
-        uint256 sh = (t & 3) << 6;
+        (bool x, uint256 lk, uint256 sh, uint256 lw) = _levelOf(c.market, makerSide, t, c.mkt);
         uint256 head = (lw >> sh) & U32;
-        uint256 unitQuote = t * (c.mkt & U56);
+        uint256 unitQuote = t * (c.mkt & U54);
         uint256 unitBase = (c.mkt >> 56) & U88;
         // A buyer pays the taker fee on top: afford it lot by lot, rounded up.
         uint256 unitCost = fees == 0 ? unitQuote : unitQuote + (unitQuote * (fees & U16) + 9999) / 10000;
@@ -978,8 +1204,9 @@ contract FlashBook {
             emit Fill(maker, msg.sender, info);
             if (broke) break;
         }
-        _levels[lk] = (lw & ~(U32 << sh)) | (head << sh);
-        if (head == 0) _clearBit(c, makerSide, t);
+        if (x) _xlevels[lk] = (lw & ~(U32 << sh)) | (head << sh);
+        else _levels[lk] = (lw & ~(U32 << sh)) | (head << sh);
+        if (head == 0) _clearBit(c, makerSide, t, x);
     }
 
     // ================================================================== views
@@ -1002,7 +1229,7 @@ contract FlashBook {
         return (
             baseToken[market],
             quoteToken[market],
-            m & U56,
+            m & U54,
             (m >> 56) & U88,
             (m >> 160) & U32,
             (m >> 192) & U32,
@@ -1063,7 +1290,7 @@ contract FlashBook {
             uint256 ow = _orders[(market << 32) | (trader << 8) | slot];
             if (ow & LIVE == 0) continue;
             uint256 size = (ow >> 96) & U64;
-            if ((ow >> 224) & 1 == 0) quoteLocked += ((ow >> 64) & U32) * size * (m & U56);
+            if ((ow >> 224) & 1 == 0) quoteLocked += ((ow >> 64) & U32) * size * (m & U54);
             else baseLocked += size * ((m >> 56) & U88);
         }
     }
@@ -1113,7 +1340,6 @@ contract FlashBook {
         prices = new uint256[](maxLevels);
         sizes = new uint256[](maxLevels);
         counts = new uint256[](maxLevels);
-        uint256 sk = _sideKey(market, side);
         uint256 n = 0;
         uint256 left = side == 0 ? (m >> 224) & U16 : m >> 240;
         uint256 t = side == 0 ? (m >> 160) & U32 : (m >> 192) & U32;
@@ -1129,16 +1355,17 @@ contract FlashBook {
             bool found;
             uint256 used;
             if (side == 0) {
-                (found, t, used) = _scanDown(sk, t, 1, words);
+                (found, t, used) = _scanDown(market, side, m, t, 1, words);
             } else {
-                (found, t, used) = _scanUp(sk, t, MAX_TICK, words);
+                (found, t, used) = _scanUp(market, side, m, t, MAX_TICK, words);
             }
             words -= used;
             if (!found) {
                 done = side == 0 ? t == 0 : t > MAX_TICK;
                 continue;
             }
-            uint256 ref = (_levels[sk | (t >> 2)] >> ((t & 3) << 6)) & U32;
+            (,, uint256 sh, uint256 lw) = _levelOf(market, side, t, m);
+            uint256 ref = (lw >> sh) & U32;
             uint256 s = 0;
             uint256 k = 0;
             while (ref != 0 && k < orders) {

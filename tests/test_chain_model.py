@@ -4,7 +4,9 @@ Hypothesis drives random requotes (place, replace, cancel), takes and cancelAlls
 makers and two takers on an automining anvil. After every transaction the events of the
 receipt (placements, rejections with their reason, replacements, cancels and every fill:
 maker, taker, price, lots, maker remainder) must be exactly the model's, and so must every
-trader's free and locked balances and every maker's open orders. Each example starts and
+trader's free and locked balances and every maker's open orders. Prices fall in a narrow
+band and, now and then, one or two rings (RING_TICKS) away from it, so levels of different
+ticks meet in one ring entry and the overflow book is exercised too. Each example starts and
 ends with an empty book (cancelAll by every maker); examples, their length and shrinking
 (off) are bounded, so the test is bounded in time (about 15 s).
 """
@@ -39,7 +41,8 @@ LU = 10**18  # lotUnits
 MAKERS = ("maker", "maker2", "spare")
 TAKERS = ("taker", "venue_taker")
 SLOTS = 4
-LOW, HIGH = 1_010, 1_022  # price band of this test, across a bitmap word boundary (1,016)
+LOW, HIGH = 2_030, 2_042  # price band of this test, across a bitmap word boundary (2,032)
+RING = 1_016  # FlashBook.RING_TICKS: ticks this far apart share ring storage
 HUGE = 10**12  # lots no account can fund
 
 
@@ -329,6 +332,10 @@ class Runner:
                     mid = (LOW + HIGH) // 2
                     band = (LOW, mid + 2) if side == BID else (mid - 2, HIGH)
                     price = data.draw(st.integers(*band))
+                    # now and then a tick a ring away (bids below, asks above): it shares the
+                    # ring entry of a band tick, so one of the two levels is in the overflow book
+                    rings = data.draw(st.sampled_from([0, 0, 0, 0, 1, 2]))
+                    price += rings * RING if side == ASK else -min(rings, 1) * RING
                     size = data.draw(st.sampled_from([1, 2, 3, 5, 1, 2, 3, HUGE]))
                     same = cur is not None and data.draw(st.integers(0, 3)) > 0
                     old = cur.cid if cur is not None and same else self.cid - 1
@@ -346,7 +353,7 @@ class Runner:
             elif kind == "take":
                 who = data.draw(st.sampled_from(TAKERS))
                 side = data.draw(st.sampled_from([0, 1]))
-                wide = HIGH + 1 if side == 0 else LOW - 1
+                wide = HIGH + 2 * RING + 1 if side == 0 else LOW - RING - 1
                 limit = data.draw(st.sampled_from([wide, wide, (LOW + HIGH) // 2]))
                 size = data.draw(st.integers(1, 12))
                 max_orders = data.draw(st.sampled_from([1, 2, 64]))

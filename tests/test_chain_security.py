@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 from eth_utils import keccak
 
-from flashmm.venues.sei.abi import ASK, BID, book_abi, decode_log, op_cancel, op_place
+from flashmm.venues.sei.abi import (
+    ASK,
+    BID,
+    book_abi,
+    decode_log,
+    op_cancel,
+    op_place,
+    unpack_info,
+)
 from flashmm.venues.sei.book import BookClient, TokenClient, deploy
 from flashmm.venues.sei.errors import TxReverted
 
@@ -165,6 +173,73 @@ async def test_one_lot_at_max_tick_leaves_takes_and_depth_bounded(actors: Any) -
     assert await taker.book.depth(SEI, ASK, 10) == []
 
 
+# --- levels in a ring: ticks a ring apart share storage --------------------------------
+
+RING = 1_016  # FlashBook.RING_TICKS
+
+
+async def test_levels_a_ring_apart_keep_their_own_queues_and_price_order(actors: Any) -> None:
+    maker, maker2, spare, taker = (actors[r] for r in ("maker", "maker2", "spare", "taker"))
+    assert int((await maker.book.call("RING_TICKS"))[0]) == RING
+    a = 40_000
+    # a + RING holds the ring entry of the residue class, so a's level goes to the overflow
+    await maker2.book.requote(maker2.sender, SEI, [op_place(0, 1, ASK, a + RING, 1)])
+    await maker.book.requote(maker.sender, SEI, [op_place(0, 2, ASK, a, 1)])
+    # the ring entry is freed; a's next order still joins a's queue in the overflow book
+    await maker2.book.requote(maker2.sender, SEI, [op_cancel(0, 1)])
+    await maker2.book.requote(maker2.sender, SEI, [op_place(1, 4, ASK, a, 1)])
+    await maker.book.requote(maker.sender, SEI, [op_place(1, 3, ASK, a + 2 * RING, 1)])
+    page, _ = await taker.book.depth_page(SEI, ASK, 0, 10)
+    assert [(lv.price, lv.size) for lv in page] == [(a, 2), (a + 2 * RING, 1)]
+    # a bid below the overflow level is no cross; one at it is
+    r = await spare.book.requote(
+        spare.sender, SEI, [op_place(0, 5, BID, a - 1, 1), op_place(1, 6, BID, a, 1)]
+    )
+    assert names(r) == ["OrderPlaced", "OrderRejected"] and reasons(r) == [1]
+    await spare.book.cancel_all(spare.sender, SEI)
+    r = await taker.book.take(taker.sender, SEI, 0, a + 3 * RING, 10)
+    fills = [unpack(raw) for raw in r["logs"] if _is(raw, "Fill")]
+    assert [(f.price, f.client_id) for f in fills] == [(a, 2), (a, 4), (a + 2 * RING, 3)]
+    assert await taker.book.depth(SEI, ASK, 10) == []
+    # bids a ring apart: a sell walks them from the top
+    b = 20_000
+    await maker.book.requote(maker.sender, SEI, [op_place(0, 9, BID, b - RING, 1)])
+    await maker2.book.requote(maker2.sender, SEI, [op_place(0, 10, BID, b, 1)])
+    assert [lv.price for lv in await taker.book.depth(SEI, BID, 10)] == [b, b - RING]
+    r = await taker.book.take(taker.sender, SEI, 1, 1, 5)
+    assert [unpack(raw).price for raw in r["logs"] if _is(raw, "Fill")] == [b, b - RING]
+    assert await taker.book.depth(SEI, BID, 10) == []
+
+
+async def test_a_stale_best_price_hint_gives_no_false_cross_reject(actors: Any) -> None:
+    maker, maker2 = actors["maker"], actors["maker2"]
+    near, far = 50_000, 70_000  # 157 bitmap words apart
+    await maker.book.requote(
+        maker.sender, SEI, [op_place(0, 1, ASK, near, 1), op_place(1, 2, ASK, far, 1)]
+    )
+    await maker.book.requote(maker.sender, SEI, [op_cancel(0, 1)])  # the hint is left stale
+    assert (await maker.book.market(SEI)).best_ask_hint < far - 10_000
+    r = await maker2.book.requote(maker2.sender, SEI, [op_place(0, 3, BID, far - 1, 1)])
+    assert names(r) == ["OrderPlaced"]
+    assert int(r["gasUsed"], 16) < 120_000  # not the give-up scan of 64 words
+    assert (await maker.book.market(SEI)).best_ask_hint == far
+    r = await maker2.book.requote(maker2.sender, SEI, [op_place(1, 4, BID, far, 1)])
+    assert reasons(r) == [1]
+    await maker.book.cancel_all(maker.sender, SEI)
+    await maker2.book.cancel_all(maker2.sender, SEI)
+
+
+def _is(raw: dict[str, Any], name: str) -> bool:
+    log = decode_log(raw, book_abi())
+    return log is not None and log.name == name
+
+
+def unpack(raw: dict[str, Any]) -> Any:
+    log = decode_log(raw, book_abi())
+    assert log is not None
+    return unpack_info(int(log.args["info"]))
+
+
 async def test_take_stops_at_the_callers_order_and_level_limits(actors: Any) -> None:
     maker, taker = actors["maker"], actors["taker"]
     ops = [op_place(i, 100 + i, ASK, 31_000, 1) for i in range(8)]
@@ -302,12 +377,17 @@ async def test_cancel_all_cancels_what_is_live_after_fills(actors: Any) -> None:
 
 
 async def test_probe_reads_the_nodes_fresh_slot_price(fast_chain: Any, actors: Any) -> None:
-    from flashmm.venues.sei.gas import probe_sstore_set_gas, sei_priced
+    from flashmm.venues.sei.gas import (
+        probe_node_sstore_set_gas,
+        probe_sstore_set_gas,
+        sei_priced,
+    )
 
     maker = actors["maker"]
     usdc = fast_chain.dep.tokens["USDC"]["address"]
     price = await probe_sstore_set_gas(maker.book.rpc, usdc, maker.address, fast_chain.dep.book)
     assert price == 20_000  # anvil prices storage the Ethereum way
+    assert await probe_node_sstore_set_gas(maker.book.rpc) == 20_000  # no account needed
     assert sei_priced(100_000, 2, 72_000) == 204_000
     assert sei_priced(100_000, 2, 20_000) == 100_000
 

@@ -251,3 +251,33 @@ async def test_fills_carry_the_market_fee_and_rebate(chain: LocalChain, rpc_fact
     finally:
         await book.admin_call(admin, "setFees", SEI, 0, 0, "0x" + "00" * 20)
         await v.aclose()
+
+
+async def test_fills_follow_a_fee_change_live(chain: LocalChain, rpc_factory: Any) -> None:
+    rpc = rpc_factory(chain.rpc_url)
+    admin = chain.sender(rpc, "deployer")
+    book = BookClient(rpc, chain.dep.book)
+    taker = chain.sender(rpc, "venue_taker")
+    spec = MarketSpec(MKT, Decimal("0.0001"), Decimal("1"), "seiusdt")
+    v = SeiVenue(
+        settings_for(chain), specs={MKT: spec}, account=account_from_hex(chain.key("venue"))
+    )
+    try:
+        await v.start()  # fees off at start
+        v.requote(MKT, [], [req(1, Side.SELL, 3010, 9)], 0)
+        await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
+        await book.take(taker, SEI, 0, 3010, 3)
+        await book.admin_call(admin, "setFees", SEI, 10, 4, admin.address)
+        await book.take(taker, SEI, 0, 3010, 3)
+        await book.admin_call(admin, "setFees", SEI, 30, 0, admin.address)
+        await book.take(taker, SEI, 0, 3010, 3)
+        ev = await collect(v, lambda e: len(of(e, Fill)) == 3)
+        # 3 lots at 3010 ticks of 0.0001 USDC (0.903 USDC): no rebate, 4 bps, none again
+        assert [f.fee_usdc for f in of(ev, Fill)] == [0, -0.000361, 0]
+        # the projection prices fresh slots at venue.sei.sstore_set_gas, not anvil's 20,000
+        st = v.status(60.0)
+        assert st["sstore_set_gas"] == 72_000 and st["node_sstore_set_gas"] == 20_000
+        assert v.sei_gas_used() >= v.stats["gas_used"]
+    finally:
+        await book.admin_call(admin, "setFees", SEI, 0, 0, "0x" + "00" * 20)
+        await v.aclose()

@@ -6,7 +6,9 @@ in v6.3.1; which one a network runs depends on its upgrade history).
 whose value goes from zero (at the start of the transaction) to non-zero (at its end).
 Fresh slots are counted from ``debug_traceTransaction`` with the prestate tracer in diff
 mode. The price is a setting (``venue.sei.sstore_set_gas``, default the higher value);
-:func:`probe_sstore_set_gas` measures the one a node charges.
+:func:`probe_sstore_set_gas` and :func:`probe_node_sstore_set_gas` measure the one a node
+charges (the live value of the chain parameter; the venue logs it at start and shows it in
+``status``).
 """
 
 from __future__ import annotations
@@ -93,3 +95,22 @@ async def probe_sstore_set_gas(rpc: JsonRpc, token: str, owner: str, spender: st
 
     diff = await est(fresh_spender) - await est(spender)
     return round((diff + SSTORE_RESET) / 100) * 100  # calldata bytes differ a little
+
+
+#: init code ``PUSH1 v PUSH1 0 SSTORE PUSH1 0 SLOAD POP STOP``: a contract creation that
+#: writes v to slot 0 (the warm SLOAD after it keeps EIP-2200's 2,300-gas stipend check
+#: from setting the estimate of the no-op write)
+_INIT_STORE = "0x60{:02x}600055600054500000"
+
+
+async def probe_node_sstore_set_gas(rpc: JsonRpc) -> int:
+    """The fresh-slot price the node charges, from two ``eth_estimateGas`` of a contract
+    creation whose init code writes 1 (a fresh slot) or 0 (no change) to a slot of the new
+    account. Needs no account, token or allowance; sends nothing."""
+
+    async def est(value: int) -> int:
+        tx = {"data": _INIT_STORE.format(value)}
+        return int(await rpc.call("eth_estimateGas", [tx, "latest"]), 16)
+
+    diff = await est(1) - await est(0)  # the set minus the no-op SSTORE (100), +12 calldata
+    return round((diff + 100) / 100) * 100

@@ -15,6 +15,7 @@ read from receipts and from a gap-free log stream, and come back from poll().
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -52,6 +53,7 @@ from flashmm.venues.sei.abi import (
 )
 from flashmm.venues.sei.book import BookClient, TokenClient
 from flashmm.venues.sei.errors import TxDropped, TxReverted
+from flashmm.venues.sei.gas import count_fresh_slots, probe_node_sstore_set_gas
 from flashmm.venues.sei.logs import LogStream
 from flashmm.venues.sei.rpc import JsonRpc
 from flashmm.venues.sei.settings import SeiVenueSettings
@@ -213,8 +215,19 @@ class SeiVenue(VenueDefaults):
         self._deposits: dict[str, int] = {}
         self._deposits_scanned_to: int | None = None
         self._lot_units: dict[str, int] = {}
-        # symbol -> (taker fee bps, maker rebate bps, tickValue, 10**quoteDecimals), read at start
-        self._fees: dict[str, tuple[int, int, int, int]] = {}
+        # symbol -> (tickValue, 10**quoteDecimals), read at start
+        self._units: dict[str, tuple[int, int]] = {}
+        # symbol -> fee history [((block, log index), taker fee bps, maker rebate bps)], oldest
+        # first: the fees read at start (position (-1, -1)), then every FeesSet log seen, so a
+        # fill is charged the fees in force where it sits in the chain
+        self._fees: dict[str, list[tuple[tuple[int, int], int, int]]] = {}
+        # Sei-priced gas on a chain that charges Ethereum's fresh-slot price (a local anvil):
+        # fresh slots counted from debug_traceTransaction on a sample of receipts
+        self._fresh = {"traced": 0, "slots": 0}
+        self._trace_task: asyncio.Task[None] | None = None
+        self._trace_ok = True
+        #: the fresh-slot price the node charges (probed at start; None: unknown)
+        self.node_sstore_set_gas: int | None = None
         # placements reported rejected (their transaction failed or was not confirmed)
         self._written_off: set[tuple[str, int]] = set()
         self._events: list[VenueEvent] = []
@@ -269,10 +282,31 @@ class SeiVenue(VenueDefaults):
         """Failed sends, reverted and dropped transactions so far."""
         return sum(self.stats[k] for k in _ERROR_KEYS)
 
-    def status(self, up_s: float) -> dict[str, Any]:
-        """Name and counters, with the gas so far projected per day of ``up_s``."""
-        out: dict[str, Any] = {"name": self.name, **self.stats}
+    def _reprice(self) -> int:
+        """Gas to add per fresh slot: ``venue.sei.sstore_set_gas`` minus what the node
+        charges (0 when they agree, e.g. on Sei with the setting right)."""
+        node = self.node_sstore_set_gas
+        return 0 if node is None else self.settings.sstore_set_gas - node
+
+    def sei_gas_used(self) -> int:
+        """Gas so far with fresh slots priced at ``venue.sei.sstore_set_gas``: the receipts'
+        gas plus (sstore_set_gas - the node's price) per fresh slot, the fresh slots per
+        transaction measured on a sample of receipts (a local anvil charges 20,000)."""
         gas = self.stats["gas_used"]
+        if not self._reprice() or not self._fresh["traced"]:
+            return gas
+        per_tx = self._fresh["slots"] / self._fresh["traced"]
+        return round(gas + self._reprice() * per_tx * self.stats["txs"])
+
+    def status(self, up_s: float) -> dict[str, Any]:
+        """Name and counters, with the gas so far projected per day of ``up_s``; fresh
+        storage slots are priced at ``venue.sei.sstore_set_gas`` (Sei's chain parameter)."""
+        out: dict[str, Any] = {"name": self.name, **self.stats}
+        out["sstore_set_gas"] = self.settings.sstore_set_gas
+        out["node_sstore_set_gas"] = self.node_sstore_set_gas
+        if self._fresh["traced"]:
+            out["fresh_slots_per_tx"] = round(self._fresh["slots"] / self._fresh["traced"], 3)
+        gas = self.sei_gas_used()
         if up_s > 0:
             per_day = gas / up_s * 86_400
             out["gas_per_day_projected"] = round(per_day)
@@ -332,6 +366,18 @@ class SeiVenue(VenueDefaults):
             abi=book_abi(),
         )
         await self.sender.check_chain()
+        try:
+            self.node_sstore_set_gas = await probe_node_sstore_set_gas(self.rpc)
+        except Exception as exc:  # a node that cannot estimate a creation: no repricing
+            log.info("sei venue: fresh-slot price not probed (%s)", exc)
+        else:
+            if self.node_sstore_set_gas != self.settings.sstore_set_gas:
+                log.info(
+                    "sei venue: the node charges %d gas per fresh storage slot,"
+                    " venue.sei.sstore_set_gas is %d: gas projections use the setting",
+                    self.node_sstore_set_gas,
+                    self.settings.sstore_set_gas,
+                )
         code = await self.rpc.call("eth_getCode", [self.settings.book, "latest"])
         if code in (None, "0x", ""):
             raise VenueError(
@@ -356,13 +402,9 @@ class SeiVenue(VenueDefaults):
                     m.symbol, spec, info.base, info.quote, info.tick_value, info.lot_units
                 )
             cfg = await self.book.market_config(m.mid)
+            self._units[m.symbol] = (info.tick_value, 10**cfg.quote_decimals)
             fee_bps, rebate_bps, _ = await self.book.call("marketFees", m.mid)
-            self._fees[m.symbol] = (
-                int(fee_bps),
-                int(rebate_bps),
-                info.tick_value,
-                10**cfg.quote_decimals,
-            )
+            self._fees[m.symbol] = [((-1, -1), int(fee_bps), int(rebate_bps))]
             if cfg.status != 0:
                 log.warning(
                     "sei venue: %s (market %d) is %s: orders will be rejected, cancels work",
@@ -402,6 +444,7 @@ class SeiVenue(VenueDefaults):
         and receipts never deliver it a second time."""
         assert self.stream is not None
         abi = book_abi()
+        await self._load_fee_history(start, head)
         topic = "0x" + abi.events["Fill"].topic0.hex()
         me = "0x" + "00" * 12 + self.address.lower()[2:]
         found = 0
@@ -434,6 +477,38 @@ class SeiVenue(VenueDefaults):
         self.replay_stats = {"from_block": first, "to_block": head, "fills": found}
         if found:
             log.info("sei venue: %d fill(s) recovered from blocks %d..%d", found, first, head)
+
+    async def _load_fee_history(self, start: int, head: int) -> None:
+        """The fees in force from block ``start`` on, for replayed fills: read at block
+        ``start - 1`` (the current ones if the node keeps no state that old), then every
+        FeesSet log of blocks ``start..head``."""
+        for m in self._markets.values():
+            try:
+                fee, rebate, _ = await self.book.call(
+                    "marketFees", m.mid, block=hex(max(0, start - 1))
+                )
+            except Exception as exc:
+                log.info("sei venue: fees before block %d unknown (%s); using today's", start, exc)
+                continue
+            self._fees[m.symbol][0] = ((-1, -1), int(fee), int(rebate))
+        topic = "0x" + book_abi().events["FeesSet"].topic0.hex()
+        while start <= head:
+            end = min(head, start + self.settings.log_range - 1)
+            logs = await self.rpc.call(
+                "eth_getLogs",
+                [
+                    {
+                        "address": self.settings.book,
+                        "fromBlock": hex(start),
+                        "toBlock": hex(end),
+                        "topics": [topic],
+                    }
+                ],
+            )
+            for raw in logs:
+                if not raw.get("removed"):
+                    self._on_log(raw, replay=True)
+            start = end + 1
 
     async def _log_time_ns(self, raw: dict[str, Any]) -> int:
         """The block time of a log, in ns (the log's ``blockTimestamp`` or its block)."""
@@ -471,6 +546,11 @@ class SeiVenue(VenueDefaults):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._probe_task
             self._probe_task = None
+        if self._trace_task is not None:
+            self._trace_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._trace_task
+            self._trace_task = None
         if self._sender_task is not None:
             self._sender_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -907,6 +987,7 @@ class SeiVenue(VenueDefaults):
                     self.stream.deliver(raw)
                 else:
                     self._on_log(raw)
+            self._sample_fresh_slots(sent.tx_hash)
         except TxReverted as exc:
             self.stats["reverted"] += 1
             self.stats["txs"] += 1
@@ -926,6 +1007,29 @@ class SeiVenue(VenueDefaults):
             self._inflight -= 1
             self._inflight_sem.release()
 
+    def _sample_fresh_slots(self, tx_hash: str) -> None:
+        """Off Sei, count the fresh slots of one receipt at a time (debug_traceTransaction,
+        prestate diff) in the background, for :meth:`sei_gas_used`."""
+        if not self._reprice() or not self._trace_ok:
+            return
+        if self._trace_task is not None and not self._trace_task.done():
+            return
+
+        async def trace() -> None:
+            try:
+                diff = await self.rpc.call(
+                    "debug_traceTransaction",
+                    [tx_hash, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
+                )
+            except Exception as exc:  # the node has no tracer: project with receipts alone
+                self._trace_ok = False
+                log.info("sei venue: no debug_traceTransaction (%s); gas not repriced", exc)
+                return
+            self._fresh["slots"] += count_fresh_slots(diff)[0]
+            self._fresh["traced"] += 1
+
+        self._trace_task = asyncio.create_task(trace(), name="flashmm-sei-fresh-slots")
+
     # ------------------------------------------------------------------ events
     def _accepted(self, m: _Market, slot: int, client_id: int, now: int) -> None:
         key = (m.symbol, client_id)
@@ -941,10 +1045,34 @@ class SeiVenue(VenueDefaults):
         )
         self._retry_cancels(m, [], 1, raw=[(slot, client_id)], delay=0.0)
 
+    def fees_at(self, symbol: str, pos: tuple[int, int]) -> tuple[int, int]:
+        """(taker fee bps, maker rebate bps) in force at chain position (block, log index)."""
+        hist = self._fees.get(symbol)
+        if not hist:
+            return 0, 0
+        i = bisect.bisect_left(hist, (pos,)) - 1
+        _, fee, rebate = hist[max(i, 0)]
+        return fee, rebate
+
+    def _fees_set(self, symbol: str, pos: tuple[int, int], fee: int, rebate: int) -> None:
+        hist = self._fees.setdefault(symbol, [((-1, -1), 0, 0)])
+        entry = (pos, fee, rebate)
+        if entry not in hist:
+            bisect.insort(hist, entry)
+            log.info("sei venue: %s fees %d bps taker, %d bps rebate", symbol, fee, rebate)
+
     def _on_log(
         self, raw: dict[str, Any], *, ts_ns: int | None = None, replay: bool = False
     ) -> None:
         ev = decode_log(raw)
+        if ev is not None and ev.name == "FeesSet":
+            symbol = self._by_id.get(int(ev.args["market"]))
+            if symbol is not None:
+                pos = (int(str(raw.get("blockNumber") or "0x0"), 16), ev.log_index)
+                self._fees_set(
+                    symbol, pos, int(ev.args["takerFeeBps"]), int(ev.args["makerRebateBps"])
+                )
+            return
         if ev is None or "info" not in ev.args:
             return
         me = self.address.lower()
@@ -970,7 +1098,8 @@ class SeiVenue(VenueDefaults):
                 lots -= info.size if info.side == BID else -info.size
             if lots:
                 self._fill_ledger.append((block, symbol, lots))
-            fee_bps, rebate_bps, tick_value, quote_one = self._fees.get(symbol, (0, 0, 0, 1))
+            fee_bps, rebate_bps = self.fees_at(symbol, (block, ev.log_index))
+            tick_value, quote_one = self._units.get(symbol, (0, 1))
             quote_units = info.price * info.size * tick_value
             if str(ev.args["maker"]).lower() == me:
                 if info.extra == 0 and not replay:
