@@ -97,20 +97,17 @@ async def probe_sstore_set_gas(rpc: JsonRpc, token: str, owner: str, spender: st
     return round((diff + SSTORE_RESET) / 100) * 100  # calldata bytes differ a little
 
 
-#: init code ``PUSH1 v PUSH1 0 SSTORE PUSH1 0 SLOAD POP STOP``: a contract creation that
-#: writes v to slot 0 (the warm SLOAD after it keeps EIP-2200's 2,300-gas stipend check
-#: from setting the estimate of the no-op write)
-_INIT_STORE = "0x60{:02x}600055600054500000"
+#: init code ``GAS PUSH1 1 PUSH1 0 SSTORE GAS SWAP1 SUB PUSH1 0 MSTORE PUSH1 32 PUSH1 0
+#: RETURN``: a contract creation that returns the gas its write of a fresh slot took
+_MEASURE_SSTORE = "0x5a60016000555a900360005260206000f3"
+#: what the measurement adds to the fresh-slot price: PUSH1, PUSH1, GAS and the cold-slot
+#: surcharge (EIP-2929)
+_MEASURE_EXTRA = 3 + 3 + 2 + 2_100
 
 
 async def probe_node_sstore_set_gas(rpc: JsonRpc) -> int:
-    """The fresh-slot price the node charges, from two ``eth_estimateGas`` of a contract
-    creation whose init code writes 1 (a fresh slot) or 0 (no change) to a slot of the new
-    account. Needs no account, token or allowance; sends nothing."""
-
-    async def est(value: int) -> int:
-        tx = {"data": _INIT_STORE.format(value)}
-        return int(await rpc.call("eth_estimateGas", [tx, "latest"]), 16)
-
-    diff = await est(1) - await est(0)  # the set minus the no-op SSTORE (100), +12 calldata
-    return round((diff + 100) / 100) * 100
+    """The fresh-slot price the node charges, from one ``eth_call`` of a contract creation
+    that writes a fresh slot and returns the gas the write took (``GAS`` before and after).
+    Needs no account, token or allowance; sends nothing."""
+    out = await rpc.call("eth_call", [{"data": _MEASURE_SSTORE, "gas": hex(1_000_000)}, "latest"])
+    return int(str(out), 16) - _MEASURE_EXTRA
