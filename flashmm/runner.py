@@ -27,7 +27,7 @@ from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.paths import resolve_path
 from flashmm.signal import SignalSource
 from flashmm.snapshot import Snapshot
-from flashmm.strategy import Strategy, get_strategy_class
+from flashmm.strategy import Strategy
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
 
@@ -136,7 +136,9 @@ def engine_from(
     (the profile's unless given), risk and engine settings. Without a signal factory
     the engine's own (the book-imbalance rule)."""
     if strategy is None:
-        strategy = get_strategy_class(cfg.strategy.name)(cfg.strategy.params)
+        from flashmm.native.strategy import strategy_for
+
+        strategy = strategy_for(cfg.strategy)
     return Engine(
         cfg.specs(),
         venue,

@@ -353,3 +353,24 @@ def test_compiled_loop_over_the_cache_matches_the_python_driven_core(tmp_path: P
     t = int(packed[0, -1])
     assert np.array_equal(core.vector(t), looped.vector(t))
     assert core.top(0, 50) == looped.top(0, 50) and core.top(1, 50) == looped.top(1, 50)
+
+
+def test_the_profile_gets_the_compiled_builtin_strategy_and_plugins_stay_python() -> None:
+    import flashmm.native as nat
+    from flashmm.native.strategy import NativeAvellanedaStrategy, strategy_for
+    from flashmm.strategy.base import StrategyConfig
+
+    nat.warm()
+    s = strategy_for(StrategyConfig(params={"levels": 3}))
+    assert isinstance(s, NativeAvellanedaStrategy) and s.name == "avellaneda"
+    assert type(strategy_for(StrategyConfig(native=False))) is AvellanedaStrategy
+    spec = _spec()
+    py = AvellanedaStrategy({"levels": 3})
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        bid = int(rng.integers(500, 20000))
+        ask = bid + int(rng.integers(1, 30))
+        ctx = QuoteContext(spec, 0, bid, ask, (bid + ask) / 2.0, int(rng.integers(-3000, 3000)),
+                           2000, float(rng.uniform(0.5, 30)), Signal(),
+                           float(rng.normal(0, 3)), float(rng.uniform(1, 2)))  # fmt: skip
+        assert s.quote(ctx) == py.quote(ctx)

@@ -28,6 +28,11 @@ class StrategyConfig(BaseModel):
         10.0, ge=0, description="Requote at once when the mid moves this much (0 = off)"
     )
     params: dict[str, Any] = Field(default_factory=dict)
+    native: bool = Field(
+        True,
+        description="Run the built-in strategy's quotes in the compiled core (same quotes); "
+        "a plugin strategy always runs in Python",
+    )
 
 
 @dataclass(slots=True)
