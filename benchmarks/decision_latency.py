@@ -9,7 +9,9 @@ parsing + book alone.
 
 The engine runs once per mode: model ``off`` (rules), model ``native`` (the
 shipped model on FlashMM's compiled kernel) and model ``onnxruntime`` (the
-same model through onnxruntime). Mode ``core`` runs the compiled core
+same model through onnxruntime), as a user runs it: with the model on, its
+64 features in the compiled core (``model.native_features``), and the
+built-in strategy's quotes there too (``strategy.native``). Mode ``core`` runs the compiled core
 (:mod:`flashmm.native`: book, 64 features, model, strategy, order diff and
 position-limit check in numba kernels) on the same events with the model on:
 each event crosses from Python into the core once (its levels packed into

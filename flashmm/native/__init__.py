@@ -299,6 +299,7 @@ def warm() -> float:
         core.on_snapshot(lv, 1)
         core.on_diff(levels_array([(100, 6)], []), 2)
         core.on_trade(3, 100, 1, True)
+        core.k.features_on_top(core.ist, core.fst, lv, 4)  # the model signal's features
         core.set_live([(1, 99, 1, 1, 0)])
         core.decide(4, 0, use_model=False)
         core.check_orders(0, [(1, 99, 1)])
@@ -308,11 +309,19 @@ def warm() -> float:
         return _WARM_S
 
 
+_THREAD: threading.Thread | None = None
+_THREAD_LOCK = threading.Lock()  # not _LOCK: that one is held for the whole compile
+
+
 def warm_in_background() -> threading.Thread:
-    """:func:`warm` on a daemon thread (the kernels release nothing the caller waits on)."""
-    t = threading.Thread(target=warm, name="flashmm-native-warm", daemon=True)
-    t.start()
-    return t
+    """:func:`warm` on a daemon thread, started once per process; the caller goes on
+    (the native parts answer in Python until :func:`ready`)."""
+    global _THREAD
+    with _THREAD_LOCK:
+        if _THREAD is None:
+            _THREAD = threading.Thread(target=warm, name="flashmm-native-warm", daemon=True)
+            _THREAD.start()
+        return _THREAD
 
 
 def ready() -> bool:
