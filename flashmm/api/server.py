@@ -5,7 +5,9 @@ set, on the engine's event loop but off its hot path: it reads the same
 status dict as ``flashmm status --json``, runs commands through the same
 :meth:`ControlServer.execute` as the control socket (journaled with their
 source), and gets the engine's events from the operations loop, which hands
-it each batch it drains from ``engine.outbox``.
+it each batch it drains from ``engine.outbox``. The stream's clients are
+served by a fan-out process of their own (:mod:`flashmm.api.stream`): this
+loop takes the WebSocket upgrade and hands the connection over.
 
 Routes (``/api/v1`` is version 1 of one schema, see ``/api/v1/openapi.json``):
 
