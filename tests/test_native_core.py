@@ -374,3 +374,24 @@ def test_the_profile_gets_the_compiled_builtin_strategy_and_plugins_stay_python(
                            2000, float(rng.uniform(0.5, 30)), Signal(),
                            float(rng.normal(0, 3)), float(rng.uniform(1, 2)))  # fmt: skip
         assert s.quote(ctx) == py.quote(ctx)
+
+
+def test_native_parts_pickle() -> None:
+    """Sweeps may send engines' parts to other processes: the native ones pickle."""
+    import pickle
+
+    import flashmm.native as nat
+    from flashmm.native.features import NativeFeatures
+    from flashmm.native.strategy import NativeAvellanedaStrategy
+
+    nat.warm()
+    spec = _spec()
+    s = NativeAvellanedaStrategy({})
+    ctx = QuoteContext(spec, 0, 1000, 1003, 1001.5, 0, 2000, 3.0, Signal(), 0.0, 1.0)
+    want = s.quote(ctx)
+    assert pickle.loads(pickle.dumps(s)).quote(ctx) == want
+    f = NativeFeatures(0.001)
+    g = pickle.loads(pickle.dumps(f))
+    assert np.array_equal(g.vector(5), f.vector(5))
+    core = pickle.loads(pickle.dumps(NativeCore(1e-5)))
+    assert core.best_bid == 0

@@ -143,6 +143,15 @@ class NativeCore:
             self.work = np.zeros(64, dtype=np.float64)
         self.has_model = program is not None
 
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("k", None)  # a module: found again on load
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self.k = _k()
+
     # --- events -----------------------------------------------------------
     def on_snapshot(self, lv: np.ndarray, ts_ns: int) -> bool:
         """Load a snapshot (levels as :func:`levels_array`); True when the book is valid."""

@@ -78,6 +78,16 @@ class NativeFeatures:
         else:
             warm_in_background()
 
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_k"] = None
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        if self._core is not None:
+            self._k = self._core.k
+
     @property
     def native(self) -> bool:
         """True once the kernels run (False: the Python features, until they are loaded)."""

@@ -30,6 +30,11 @@ class NativeAvellanedaStrategy(AvellanedaStrategy):
         if not ready():
             warm_in_background()
 
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_core"] = d["_k"] = None  # rebuilt at the next quote
+        return d
+
     def quote(self, ctx: QuoteContext) -> list[Quote]:
         core = self._core
         if core is None:
