@@ -43,7 +43,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -103,26 +103,11 @@ class WSFeedStats:
         return max(0.0, (now - self.last_msg_ns) / 1e9)
 
     def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
         age = self.last_message_age_s()
-        return {
-            "messages": self.messages,
-            "bad_messages": self.bad_messages,
-            "events": self.events,
-            "connects": self.connects,
-            "reconnects": self.reconnects,
-            "connect_failures": self.connect_failures,
-            "disconnects": self.disconnects,
-            "gaps": self.gaps,
-            "resyncs": self.resyncs,
-            "snapshots": self.snapshots,
-            "snapshot_errors": self.snapshot_errors,
-            "snapshots_delayed": self.snapshots_delayed,
-            "stale_snapshots": self.stale_snapshots,
-            "connected": self.connected,
-            "last_message_age_s": None if age == float("inf") else round(age, 3),
-            "last_exch_lag_ms": self.last_exch_lag_ms,
-            "last_update_id": dict(self.last_update_id),
-        }
+        d["last_message_age_s"] = None if age == float("inf") else round(age, 3)
+        del d["last_msg_ns"]
+        return d
 
 
 @dataclass
