@@ -1,8 +1,9 @@
 """The online model (``model.online: true``) replayed on walk-forward windows.
 
 Each market's recording is cut into ``windows + 1`` parts; window ``i`` is
-predicted by a model trained on parts ``0..i-1`` of every market (as in
-``flashmm model eval --walk-forward``). The per-market
+predicted by a direction model fitted on parts ``0..i-1`` of every market (as
+in ``flashmm model eval --walk-forward``, which makes its own choices inside
+those parts). The per-market
 :class:`~flashmm.predict.online.OnlineModel` runs over the windows in time
 order on top of those predictions, starting from the fixed model and learning
 each moved sample's label one horizon later (the 100 ms sample grid stands in
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from flashmm.features import N_FEATURES
+from flashmm.predict.direction import Part, fit_direction_model
 from flashmm.predict.evaluation import score, summary_line
 from flashmm.predict.labels import DOWN, FLAT, UP, make_labels, parse_horizon
 from flashmm.predict.online import OnlineModel
-from flashmm.predict.train import fit_classifier, load_datasets
+from flashmm.predict.train import load_datasets
 
 
 class _Stub:
@@ -44,7 +46,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--windows", type=int, default=4)
-    ap.add_argument("--C", type=float, default=0.01)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--l2", type=float, default=0.001)
     a = ap.parse_args()
@@ -60,13 +61,12 @@ def main() -> None:
         prepared.append((ds, y, valid, [*edges, len(ds.ts_ns)]))
     oos: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {ds.market: [] for ds in datasets}
     for i in range(1, k + 1):
-        Xs, ys = [], []
+        parts = []
         for ds, y, valid, edges in prepared:
             tr = np.flatnonzero(valid[: edges[i]])
             tr = tr[ds.ts_ns[tr] + h < ds.ts_ns[edges[i]]]
-            Xs.append(ds.X[tr])
-            ys.append(y[tr])
-        clf = fit_classifier(np.concatenate(Xs), np.concatenate(ys), C=a.C)
+            parts.append(Part(ds.market, ds.X[tr], y[tr], np.zeros(len(tr)), ds.ts_ns[tr]))
+        clf = fit_direction_model(parts, h)
         for ds, _, valid, edges in prepared:
             te = np.arange(edges[i], edges[i + 1])
             te = te[valid[te]]
