@@ -39,8 +39,9 @@ Figures (time ratios are hftbacktest / FlashMM: > 1 means FlashMM took less time
   conversion (FlashMM parses the gzip JSON into its cache inside its first run;
   for hftbacktest the recording is parsed and turned into its event rows,
   timed in a fresh process) plus a fresh process that imports, loads, compiles
-  (hftbacktest's numba JIT: its jitclass objects cannot use numba's disk cache)
-  and runs the day once;
+  (hftbacktest's numba JIT: its jitclass objects cannot use numba's disk cache;
+  FlashMM's numba kernels were compiled at install, ``python -m flashmm.native``,
+  which the script runs first, untimed, as the install does) and runs the day once;
 - events/s on hftbacktest's row count (each depth level and each trade is a row),
   the same denominator for both.
 
@@ -208,6 +209,14 @@ def _cpu_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def install_step() -> float:
+    """``python -m flashmm.native``: what the install does once (compiles or loads the
+    numba kernels into the package's cache); returns its wall time."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "flashmm.native"], capture_output=True, cwd=str(ROOT))
+    return time.perf_counter() - t0
+
+
 def run_flashmm(model: bool, args: argparse.Namespace, cache_dir: str) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--flashmm-worker",
            "--half-spread-ticks", str(args.half_spread_ticks), "--lots", str(args.lots),
@@ -216,6 +225,8 @@ def run_flashmm(model: bool, args: argparse.Namespace, cache_dir: str) -> dict[s
            "--t-spawn", repr(time.time())]  # fmt: skip
     if model:
         cmd.append("--model")
+    # as a fresh install leaves it: an empty data cache (cache_dir), the numba kernels
+    # compiled at install (install_step)
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
     if p.returncode != 0:
         raise SystemExit(f"FlashMM run failed:\n{p.stderr[-3000:]}")
@@ -576,6 +587,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"data not found: {', '.join(map(str, missing))}")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    install_s = install_step()
     with tempfile.TemporaryDirectory(prefix="flashmm-bench-") as tmp:
         # one at a time: a fresh, empty cache for each cold start
         conv = run_conversion(Path(tmp) / "hbt" / "nexo.npz", str(Path(tmp) / "conv-cache"))
@@ -588,6 +600,7 @@ def main() -> None:
         "rows": hb["rows"],
         "events": next(iter(fms.values()))["events"],
         "fill_model": args.fill_model,
+        "install_step_s": install_s,
         "conversion": conv,
         "hftbacktest": hb,
         "flashmm": fms,

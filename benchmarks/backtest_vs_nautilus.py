@@ -293,6 +293,7 @@ def main() -> None:
         print(f"creating the NautilusTrader venv at {py.parent.parent} (once)", file=sys.stderr)
         py = setup_venv()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    hb.install_step()
     with tempfile.TemporaryDirectory(prefix="flashmm-bench-") as tmp:
         rows_path = Path(tmp) / "nexo.npz"
         conv = hb.run_conversion(rows_path, str(Path(tmp) / "conv-cache"))
