@@ -627,13 +627,24 @@ contract FlashBook {
         lw = _xlevels[lk];
     }
 
-    /// Is there a level at tick `t`? Reads the words a take of that level reads anyway, so
-    /// a take at an exact best-price hint reads no bitmap word.
-    function _hasLevel(uint256 market, uint256 isAsk, uint256 t, uint256 m) private view returns (bool) {
-        (bool x,, uint256 sh, uint256 lw) = _levelOf(market, isAsk, t, m);
-        uint256 head = (lw >> sh) & U32;
-        if (head == 0) return false;
-        return x || (_orders[(market << 32) | head] >> 64) & U32 == t;
+    /// `_levelOf` packed for a take: (lk | sh << 64 | x << 72, level word).
+    function _locate(uint256 market, uint256 isAsk, uint256 t, uint256 m) private view returns (uint256, uint256) {
+        (bool x, uint256 lk, uint256 sh, uint256 lw) = _levelOf(market, isAsk, t, m);
+        return (lk | (sh << 64) | (x ? 1 << 72 : 0), lw);
+    }
+
+    /// Is there a level at tick `t`, and where (as `_locate`)? Reads the words a take of
+    /// that level reads anyway, so a take at an exact best-price hint reads no bitmap word.
+    function _hasLevel(uint256 market, uint256 isAsk, uint256 t, uint256 m)
+        private
+        view
+        returns (bool, uint256 loc, uint256 lw)
+    {
+        (loc, lw) = _locate(market, isAsk, t, m);
+        uint256 head = (lw >> ((loc >> 64) & U8)) & U32;
+        if (head == 0) return (false, 0, 0);
+        bool ok = loc >> 72 != 0 || (_orders[(market << 32) | head] >> 64) & U32 == t;
+        return ok ? (true, loc, lw) : (false, 0, 0);
     }
 
     /// @notice Pre-pay the ring's level and bitmap words that ticks `fromTick` to `toTick`
@@ -1050,18 +1061,22 @@ contract FlashBook {
             uint256 t;
             uint256 used;
             bool found;
+            uint256 loc; // where the level is (see _hasLevel), 0: not looked up yet
+            uint256 lw;
             if (side == 0) {
                 if (m >> 240 == 0) break;
                 uint256 best = (m >> 192) & U32;
                 if (best > limitPrice) break;
-                if (_hasLevel(market, 1, best, m)) (found, t) = (true, best);
+                (found, loc, lw) = _hasLevel(market, 1, best, m);
+                if (found) t = best;
                 else (found, t, used) = _scanUp(market, makerSide, m, best, limitPrice, budget);
                 c.mkt = (m & ~(U32 << 192)) | (t << 192);
             } else {
                 if ((m >> 224) & U16 == 0) break;
                 uint256 best = (m >> 160) & U32;
                 if (best < limitPrice) break;
-                if (_hasLevel(market, 0, best, m)) (found, t) = (true, best);
+                (found, loc, lw) = _hasLevel(market, 0, best, m);
+                if (found) t = best;
                 else (found, t, used) = _scanDown(market, makerSide, m, best, limitPrice, budget);
                 c.mkt = (m & ~(U32 << 160)) | (t << 160);
             }
@@ -1073,7 +1088,7 @@ contract FlashBook {
                 continue; // the scan gave up part way: go on from the tightened hint
             }
             (uint256 got, uint256 paid, uint256 touched, bool stop, uint256 rebate) =
-                _takeLevel(c, makerSide, t, left, maxOrders, fees);
+                _takeLevel(c, makerSide, t, left, maxOrders, fees, loc, lw);
             rebates += rebate;
             // Unchecked: got <= left, touched <= maxOrders, maxLevels != 0 (loop condition);
             // filled <= size; quoteAmount sums fewer than 2**20 fills (a block) under 2**152.
@@ -1105,9 +1120,14 @@ contract FlashBook {
         uint256 t,
         uint256 want,
         uint256 maxOrders,
-        uint256 fees
+        uint256 fees,
+        uint256 loc,
+        uint256 lw
     ) private returns (uint256 got, uint256 paid, uint256 touched, bool broke, uint256 rebates) {
-        (bool x, uint256 lk, uint256 sh, uint256 lw) = _levelOf(c.market, makerSide, t, c.mkt);
+        if (loc == 0) (loc, lw) = _locate(c.market, makerSide, t, c.mkt);
+        bool x = loc >> 72 != 0;
+        uint256 lk = loc & U64;
+        uint256 sh = (loc >> 64) & U8;
         uint256 head = (lw >> sh) & U32;
         uint256 unitQuote = t * (c.mkt & U54);
         uint256 unitBase = (c.mkt >> 56) & U88;

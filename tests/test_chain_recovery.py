@@ -108,3 +108,37 @@ async def test_fills_while_down_are_replayed_once_with_chain_price_and_time(
         assert (await v3.positions())[MKT] == lots(fills)
     finally:
         await v3.aclose()
+
+
+async def test_replayed_fills_carry_the_fees_in_force_when_they_were_mined(
+    chain: LocalChain, rpc_factory: Any
+) -> None:
+    rpc = rpc_factory(chain.rpc_url)
+    taker = chain.sender(rpc, "venue_taker")
+    admin = chain.sender(rpc, "deployer")
+    book = BookClient(rpc, chain.dep.book)
+    v1 = make_venue(chain)
+    await v1.start()
+    v1.requote(MKT, [], [OrderRequest(MKT, 11, Side.SELL, 3010, 9)], 0)
+    await until(v1, lambda e: any(isinstance(x, OrderAccepted) for x in e))
+    checkpoint = v1.processed_block
+    assert checkpoint is not None
+    await v1.aclose()
+    # while the bot is down: a fill without fees, a fee change, a fill with them
+    await book.take(taker, 1, 0, 3010, 3)
+    await book.admin_call(admin, "setFees", 1, 10, 4, admin.address)
+    try:
+        await book.take(taker, 1, 0, 3010, 3)
+        v2 = make_venue(chain)
+        v2.recover_from(checkpoint + 1)
+        await v2.start()
+        try:
+            replayed = [e for e in v2.poll(time.time_ns()) if isinstance(e, Fill)]
+            # 3 lots at 3010 ticks of 0.0001 USDC: no rebate, then 4 bps of 0.903 USDC
+            assert [f.fee_usdc for f in replayed] == [0, -0.000361]
+        finally:
+            v2.cancel_all(None, 0)
+            await v2.idle()
+            await v2.aclose()
+    finally:
+        await book.admin_call(admin, "setFees", 1, 0, 0, "0x" + "00" * 20)

@@ -368,7 +368,7 @@ class SeiVenue(VenueDefaults):
         await self.sender.check_chain()
         try:
             self.node_sstore_set_gas = await probe_node_sstore_set_gas(self.rpc)
-        except Exception as exc:  # a node that cannot estimate a creation: no repricing
+        except Exception as exc:  # a node that cannot run a creation in eth_call: no repricing
             log.info("sei venue: fresh-slot price not probed (%s)", exc)
         else:
             if self.node_sstore_set_gas != self.settings.sstore_set_gas:
