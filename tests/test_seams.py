@@ -50,6 +50,18 @@ def engine_writes(tree: ast.AST) -> list[str]:
     for fn in scopes:
         names = _engine_names(fn)
         for node in ast.walk(fn):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("setattr", "delattr")
+                and node.args
+                and (
+                    {(_root_chain(node.args[0]) or [""])[0]} & names
+                    or "engine" in _root_chain(node.args[0])
+                )
+            ):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+                continue
             if isinstance(node, ast.Assign):
                 targets = node.targets
             elif isinstance(node, ast.AugAssign | ast.AnnAssign):
@@ -109,11 +121,12 @@ def f(self, engine):
     self.engine.acct.fill_ids |= {"a"}
     engine.markets["S"].next_client_id = 3
     ops.engine.now_ns: int = 5
+    setattr(self.engine, "snapshot", lambda: {})
     self.engine = engine  # holding a reference is not writing into it
     getattr(self.venue, "stats", None)
     hasattr(feed, "request_resync")
     getattr(self.strategy, "params", None)
 """
     tree = ast.parse(src)
-    assert len(engine_writes(tree)) == 4
+    assert len(engine_writes(tree)) == 5
     assert len(adapter_probes(tree)) == 2
