@@ -142,7 +142,7 @@ def best(ist: np.ndarray, side: int) -> int:
     """Best price of a side in ticks (0 when empty)."""
     if ist[side] == 0:
         return 0
-    k = ist[I_BOOK + side * 2 * BOOK_CAP]
+    k: int = ist[I_BOOK + side * 2 * BOOK_CAP]
     return -k if side == 0 else k
 
 
@@ -563,7 +563,8 @@ def vol_update(ist: np.ndarray, fst: np.ndarray, mid: float, now_ns: int) -> Non
 
 @_jit
 def sigma_bps(fst: np.ndarray) -> float:
-    return max(math.sqrt(fst[F_VOL_VAR]), fst[F_VOL_FLOOR])
+    s: float = max(math.sqrt(fst[F_VOL_VAR]), fst[F_VOL_FLOOR])
+    return s
 
 
 # --- events ------------------------------------------------------------------------
@@ -897,4 +898,5 @@ def decide(
     strategy_quote(ist, fst, io, bb, ba, mid, io[IO_POS], maxpos, sig)
     sync_orders(ist, fst, io, mid)
     ist[I_DECISIONS] += 1
-    return io[IO_NPLACE]
+    placed: int = io[IO_NPLACE]
+    return placed

@@ -138,23 +138,27 @@ class DirectionModel:
         h = X @ self.W1
         if self.squash:
             h = np.tanh(h)
-        return h @ self.W2 + X @ self.Wm + self.b
+        z: np.ndarray = h @ self.W2 + X @ self.Wm + self.b
+        return z
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         z = self.logits(X)
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        p: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return p
 
     def predict_bps(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X, dtype=np.float64) @ self.wb + self.bb
+        bps: np.ndarray = np.asarray(X, dtype=np.float64) @ self.wb + self.bb
+        return bps
 
 
 def _weights(markets: np.ndarray, balance: float) -> np.ndarray:
     """Per-sample weights: market k weighs ``n_k ** (1 - balance)``; mean 1."""
     _, inv, cnt = np.unique(markets, return_inverse=True, return_counts=True)
     w = cnt[inv].astype(np.float64) ** -balance
-    return w / w.mean()
+    out: np.ndarray = w / w.mean()
+    return out
 
 
 def _hit(call: np.ndarray, actual: np.ndarray) -> float:
