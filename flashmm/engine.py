@@ -956,35 +956,34 @@ class Engine:
         return self.venue.status((now - self.start_ns) / 1e9 if self.start_ns else 0.0)
 
     def summary(self) -> dict[str, Any]:
-        """The end-of-run summary (``flashmm run --json``)."""
-        mids = self.mids()
-        self.acct.mark(mids)
-        p50, p99 = self.latency_us()
+        """The end-of-run summary (``flashmm run --json``), read off :meth:`snapshot`."""
+        self.acct.mark(self.mids())
+        s = self.snapshot()
         return {
-            "mode": self.mode,
-            "profile": self.profile,
-            "state": self.state,
-            "events": self.events,
-            "pnl_usdc": round(self.acct.total_pnl(mids), 6),
-            "fees_usdc": round(self.acct.fees, 6),
-            "fills": self.acct.fills,
-            "volume_usdc": round(self.acct.volume, 6),
+            "mode": s.mode,
+            "profile": s.profile,
+            "state": s.state,
+            "events": s.events,
+            "pnl_usdc": round(s.pnl_usdc, 6),
+            "fees_usdc": round(s.fees_usdc, 6),
+            "fills": s.fills,
+            "volume_usdc": round(s.volume_usdc, 6),
             "max_abs_inventory_usdc": round(self.acct.max_abs_inventory_usdc, 6),
             "position_limit_breaches": self.acct.limit_breaches,
-            "quotes_sent": self.quotes_sent,
-            "cancels_sent": sum(ms.cancels_sent for ms in self.markets.values()),
-            "decision_p50_us": round(p50, 2),
-            "decision_p99_us": round(p99, 2),
-            "feed_gaps": self.feed_gaps,
+            "quotes_sent": s.quotes_sent,
+            "cancels_sent": sum(m.cancels_sent for m in s.markets.values()),
+            "decision_p50_us": round(s.latency.p50_us, 2),
+            "decision_p99_us": round(s.latency.p99_us, 2),
+            "feed_gaps": s.feed_gaps,
             "markets": {
                 sym: {
-                    "position": ms.spec.size(self.acct.positions[sym].lots),
-                    "pnl_usdc": round(self.acct.market_pnl(sym, mids[sym]), 6),
-                    "fills": self.acct.positions[sym].fills,
-                    "book_checks": ms.builder.checks,
-                    "book_mismatches": ms.builder.mismatches,
+                    "position": m.position,
+                    "pnl_usdc": round(m.pnl_usdc, 6),
+                    "fills": m.fills,
+                    "book_checks": m.book_checks,
+                    "book_mismatches": m.book_mismatches,
                 }
-                for sym, ms in self.markets.items()
+                for sym, m in s.markets.items()
             },
         }
 
