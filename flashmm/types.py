@@ -64,9 +64,16 @@ class MarketSpec:
         return round(float(size) / float(self.lot_size))
 
     def price(self, ticks: int | float) -> float:
+        """Price of ``ticks`` for display: whole ticks go through Decimal, so
+        6162 ticks of 0.01 print as 61.62, not 61.620000000000005."""
+        if isinstance(ticks, int):
+            return float(ticks * self.tick_size)
         return ticks * float(self.tick_size)
 
     def size(self, lots: int | float) -> float:
+        """Size of ``lots`` for display (whole lots exact, as :meth:`price`)."""
+        if isinstance(lots, int):
+            return float(lots * self.lot_size)
         return lots * float(self.lot_size)
 
     @property

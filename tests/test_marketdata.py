@@ -231,3 +231,14 @@ def test_on_event_routes_depth_tickers_and_feed_news() -> None:
     assert not b.on_event(Trade("x", 4, 10, 1, False))
     assert not b.on_event(FeedStatus("x", 5, "connected", "")) and b.synced
     assert not b.on_event(FeedStatus("x", 6, "resync", "gap")) and not b.synced
+
+
+def test_spec_prints_whole_ticks_and_lots_exactly() -> None:
+    from decimal import Decimal
+
+    from flashmm.types import MarketSpec
+
+    spec = MarketSpec("SEI/USDC", Decimal("0.0001"), Decimal("0.01"), "nexousdt")
+    assert spec.size(6162) == 61.62 and repr(spec.size(6162)) == "61.62"
+    assert spec.price(3) == 0.0003 and spec.price(12345) == 1.2345
+    assert spec.price(2.5) == 2.5 * 0.0001  # an average price keeps its fraction
