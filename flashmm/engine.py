@@ -164,7 +164,7 @@ class Engine:
         self.acct = Accounting(specs, risk.max_position_usdc)
         self.quote_period_ns = int(NS_PER_S / settings.quote_hz)
         self.requote_move = settings.requote_mid_move_bps / 1e4
-        params = getattr(self.strategy, "params", None)
+        params = self.strategy.params
         self.refresh_bps = float(getattr(params, "refresh_tolerance_bps", 0.0))
         self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
         self.state = RUNNING

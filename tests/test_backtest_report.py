@@ -75,14 +75,19 @@ def write_tape(path: Path) -> Path:
     return path
 
 
+class NoParams(BaseModel):
+    pass
+
+
 class InsideQuotes:
     """One tick inside the book on each side, a fixed size."""
 
     name: ClassVar[str] = "inside"
-    params_model: ClassVar[type[BaseModel]] = BaseModel
+    params_model: ClassVar[type[BaseModel]] = NoParams
 
     def __init__(self, lots: int = 1000) -> None:
         self.lots = lots
+        self.params = NoParams()
 
     def quote(self, ctx: QuoteContext) -> list[Quote]:
         if ctx.best_ask - ctx.best_bid < 3:

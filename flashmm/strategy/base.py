@@ -56,6 +56,9 @@ class Strategy(Protocol):
     name: ClassVar[str]
     params_model: ClassVar[type[BaseModel]]
 
+    @property
+    def params(self) -> BaseModel: ...  # a params_model; the engine reads its refresh_* tolerances
+
     def quote(self, ctx: QuoteContext) -> list[Quote]:
         """Desired quotes, bids then asks, best level first."""
         ...
