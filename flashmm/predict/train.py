@@ -23,7 +23,6 @@ Pipeline (all in :func:`train`):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ import numpy as np
 
 from flashmm.errors import DataError, UserInputError
 from flashmm.features import FEATURE_NAMES, IDX
+from flashmm.feeds.cache import file_sha256
 from flashmm.predict.batch import batch_features
 from flashmm.predict.direction import (
     MODEL_KIND,
@@ -81,14 +81,6 @@ class TrainResult:
     n_test: int = 0
     beats_rule: bool | None = None
     card_path: Path | None = None
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_futures(path: Path) -> bool:
@@ -427,7 +419,7 @@ def train(
             for ds, _, _, tr, te in parts
         ],
         "train_files": [
-            {"name": p.name, "sha256": sha256_of(p)} for ds in datasets for p in ds.files
+            {"name": p.name, "sha256": file_sha256(p)} for ds in datasets for p in ds.files
         ],
         "split": {
             "train_frac": train_frac,
