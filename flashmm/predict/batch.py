@@ -69,18 +69,13 @@ def batch_features(
         if isinstance(ev, Trade):
             fe.on_trade(ev)
             continue
-        if isinstance(ev, DepthDiff):
-            try:
-                if builder.on_diff(ev) and builder.synced:
-                    fe.on_book(book, ts)
-            except SequenceGap:
-                pass
-        elif isinstance(ev, DepthSnapshot):
-            builder.on_snapshot(ev)
-            if builder.synced:
-                fe.on_book(book, ts)
-        else:
+        if not isinstance(ev, DepthDiff | DepthSnapshot):
             continue
+        try:
+            if builder.on_event(ev) and builder.synced:
+                fe.on_book(book, ts)
+        except SequenceGap:
+            pass
         ok = fe.ready and builder.synced and book.valid
     chunks.append(chunk[:n_in_chunk])
     X = np.concatenate(chunks) if chunks else np.empty((0, N_FEATURES), np.float32)

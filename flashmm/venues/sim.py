@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sortedcontainers import SortedDict
 
 from flashmm.book import BookBuilder, OrderBook, SequenceGap
-from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
+from flashmm.marketdata import DepthDiff, FeedStatus, MarketEvent, Trade
 from flashmm.types import (
     NS_PER_MS,
     Fill,
@@ -487,22 +487,15 @@ class SimVenue(VenueDefaults):
                 ref.top_stale = True
                 if ref.own:
                     ref.builder = BookBuilder(ref.symbol)
-        elif not ref.own:
-            return
-        elif isinstance(event, DepthDiff):
+        elif ref.own:
             try:
-                applied = ref.builder.on_diff(event)
+                changed = ref.builder.on_event(event)
             except SequenceGap as exc:
                 self.counters.book_gaps += 1
                 logger.warning("sim: {}", exc)
                 return
-            if applied:
+            if changed:
                 self._book_moved(ref, event, now_ns)
-        elif isinstance(event, DepthSnapshot):
-            ref.builder.on_snapshot(event)
-            self._book_moved(ref, event, now_ns)
-        elif isinstance(event, BookTicker):
-            ref.builder.on_ticker(event)
 
     def on_book_update(self, event: MarketEvent, now_ns: int) -> None:
         """A shared reference book changed by ``event`` (a diff or a snapshot the
