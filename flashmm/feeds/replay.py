@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 
@@ -88,33 +88,45 @@ def first_timestamp(path: Path) -> int:
     return 0
 
 
-def iter_file(
-    path: Path, parser: BinanceParser, symbol: str, stats: ReplayStats
-) -> Iterator[MarketEvent]:
-    """Events of one file, skipping (and counting) bad lines."""
-    name = path.name
-    stats.files.append(str(path))
+class _BadLines(Protocol):
+    bad_lines: int
+
+
+def read_lines(path: Path, stats: _BadLines) -> Iterator[tuple[int, bytes]]:
+    """A recording's lines with their numbers; a truncated or corrupt file counts one
+    bad line and ends there. The one gzip reading of the replay and the replay server."""
     lineno = 0
     try:
         with gzip.open(path, "rb") as fh:
             for lineno, line in enumerate(fh, 1):
-                stats.lines += 1
-                if not line.strip():
-                    continue
-                try:
-                    ev = parser.parse_line(line, symbol)
-                except ParseError as exc:
-                    stats.bad_lines += 1
-                    logger.warning("{}:{}: skipped bad line: {}", name, lineno, exc)
-                    continue
-                if ev is None:
-                    stats.skipped_symbols += 1
-                    continue
-                stats.events += 1
-                yield ev
+                yield lineno, line
     except (EOFError, zlib.error, OSError) as exc:
         stats.bad_lines += 1
-        logger.warning("{}:{}: file truncated or corrupt, rest skipped: {}", name, lineno + 1, exc)
+        logger.warning(
+            "{}:{}: file truncated or corrupt, rest skipped: {}", path.name, lineno + 1, exc
+        )
+
+
+def iter_file(
+    path: Path, parser: BinanceParser, symbol: str, stats: ReplayStats
+) -> Iterator[MarketEvent]:
+    """Events of one file, skipping (and counting) bad lines."""
+    stats.files.append(str(path))
+    for lineno, line in read_lines(path, stats):
+        stats.lines += 1
+        if not line.strip():
+            continue
+        try:
+            ev = parser.parse_line(line, symbol)
+        except ParseError as exc:
+            stats.bad_lines += 1
+            logger.warning("{}:{}: skipped bad line: {}", path.name, lineno, exc)
+            continue
+        if ev is None:
+            stats.skipped_symbols += 1
+            continue
+        stats.events += 1
+        yield ev
 
 
 def group_files(
@@ -154,6 +166,32 @@ def merge_by_time(streams: Sequence[Iterator[T]]) -> Iterator[T]:
     equal times in the order of ``streams`` (symbol order), each stream in its own.
     The one merge of the replay, the numpy cache and the replay server."""
     return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_ts)
+
+
+@dataclass
+class Pacer:
+    """The one pacing of the replay and the replay server: recorded time onto the wall
+    clock at ``speed`` (1 = real time) from the first item; unpaced (0) or behind,
+    other tasks get a turn every ``every`` items."""
+
+    speed: float
+    every: int
+    wall0: float = 0.0
+    data0: int | None = None
+    n: int = 0
+
+    async def wait(self, ts_ns: int) -> None:
+        """Return when the item recorded at ``ts_ns`` is due."""
+        self.n += 1
+        delay = 0.0
+        if self.speed > 0:
+            if self.data0 is None:
+                self.data0, self.wall0 = ts_ns, time.monotonic()
+            delay = self.wall0 + (ts_ns - self.data0) / 1e9 / self.speed - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif self.n % self.every == 0:
+            await asyncio.sleep(0)
 
 
 #: what a window keeps before its start, so the book is right when it opens
@@ -219,22 +257,9 @@ class RecordedFeed:
         return self._paced()
 
     async def _paced(self) -> AsyncIterator[MarketEvent]:
-        speed = self.speed
-        wall0 = time.monotonic()
-        data0: int | None = None
-        n = 0
+        pacer = Pacer(self.speed, 2048)  # unpaced: let the panel and control tasks run
         for ev in self.events():
-            if speed > 0:
-                if data0 is None:
-                    data0 = ev.ts_ns
-                due = wall0 + (ev.ts_ns - data0) / 1e9 / speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            else:
-                n += 1
-                if n % 2048 == 0:
-                    await asyncio.sleep(0)  # let the panel and control tasks run
+            await pacer.wait(ev.ts_ns)
             yield ev
 
     def stop(self) -> None:

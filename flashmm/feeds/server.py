@@ -34,9 +34,7 @@ and at run time :meth:`ReplayServer.drop_next_diff`,
 from __future__ import annotations
 
 import asyncio
-import gzip
 import time
-import zlib
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +46,7 @@ from loguru import logger
 
 from flashmm.book import BookBuilder, SequenceGap
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale, ts_to_ns
-from flashmm.feeds.replay import align_offsets, check_files, group_files, merge_by_time
+from flashmm.feeds.replay import Pacer, align_offsets, group_files, merge_by_time, read_lines
 from flashmm.marketdata import DepthDiff, DepthSnapshot, MarketEvent
 
 MALFORMED = '{"stream": "malformed@depth@100ms", "data": {"e": "depthUpdate", "U": '
@@ -126,8 +124,7 @@ class ReplayServer:
         limit: int | None = None,
         send_timeout: float = 10.0,
     ) -> None:
-        files = check_files(paths)
-        self.groups = group_files(files)
+        self.groups = group_files(paths)
         self.host = host
         self.port = port
         self.http_port = http_port
@@ -261,39 +258,31 @@ class ReplayServer:
                 yield line
 
     def _read_file(self, path: Path, symbol: str) -> Iterator[_Line]:
-        lineno = 0
-        try:
-            with gzip.open(path, "rb") as fh:
-                for lineno, raw_line in enumerate(fh, 1):
-                    line = raw_line.rstrip(b"\r\n")
-                    if not line.strip():
-                        continue
-                    sp = line.find(b" ")
-                    try:
-                        if sp <= 0:
-                            raise ParseError("no '<timestamp> <json>' separator")
-                        ts = ts_to_ns(int(line[:sp]))
-                        raw = line[sp + 1 :]
-                        msg = orjson.loads(raw)
-                        if not isinstance(msg, dict):
-                            raise ParseError("not a JSON object")
-                        stream = msg.get("stream")
-                        if not isinstance(stream, str):
-                            stream = ""
-                        # only depth data feeds the server's book: parse nothing else
-                        ev = (
-                            self.parser.parse(msg, ts, symbol)
-                            if not stream or "@depth" in stream
-                            else None
-                        )
-                    except (ValueError, ParseError) as exc:
-                        self.stats.bad_lines += 1
-                        logger.warning("{}:{}: skipped bad line: {}", path.name, lineno, exc)
-                        continue
-                    yield _Line(ts, symbol, raw, ev, stream)
-        except (EOFError, zlib.error, OSError) as exc:
-            self.stats.bad_lines += 1
-            logger.warning("{}:{}: file truncated or corrupt: {}", path.name, lineno + 1, exc)
+        for lineno, raw_line in read_lines(path, self.stats):
+            line = raw_line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            sp = line.find(b" ")
+            try:
+                if sp <= 0:
+                    raise ParseError("no '<timestamp> <json>' separator")
+                ts = ts_to_ns(int(line[:sp]))
+                raw = line[sp + 1 :]
+                msg = orjson.loads(raw)
+                if not isinstance(msg, dict):
+                    raise ParseError("not a JSON object")
+                stream = msg.get("stream")
+                if not isinstance(stream, str):
+                    stream = ""
+                # only depth data feeds the server's book: parse nothing else
+                ev = (
+                    self.parser.parse(msg, ts, symbol) if not stream or "@depth" in stream else None
+                )
+            except (ValueError, ParseError) as exc:
+                self.stats.bad_lines += 1
+                logger.warning("{}:{}: skipped bad line: {}", path.name, lineno, exc)
+                continue
+            yield _Line(ts, symbol, raw, ev, stream)
 
     def _merged(self) -> Iterator[_Line]:
         offsets = align_offsets(self.groups, self.align)
@@ -322,10 +311,7 @@ class ReplayServer:
             self.finished.set()
 
     async def _play_pass(self) -> None:
-        speed = self.speed
-        wall0 = time.monotonic()
-        data0: int | None = None
-        n = 0
+        pacer = Pacer(self.speed, 64)  # behind or unpaced: let clients and REST requests in
         for line in self._merged():
             ev = line.event
             self.stats.lines += 1
@@ -337,18 +323,8 @@ class ReplayServer:
             if self.pause_when_idle and not self._clients:
                 t0 = time.monotonic()
                 await self._has_clients.wait()
-                wall0 += time.monotonic() - t0
-            n += 1
-            delay = 0.0
-            if speed > 0:
-                if data0 is None:
-                    data0 = line.ts_ns
-                    wall0 = time.monotonic()
-                delay = wall0 + (line.ts_ns - data0) / 1e9 / speed - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif n % 64 == 0:
-                await asyncio.sleep(0)  # behind or unpaced: let clients and REST requests in
+                pacer.wall0 += time.monotonic() - t0
+            await pacer.wait(line.ts_ns)
             await self._dispatch(line)
 
     async def _dispatch(self, line: _Line) -> None:
