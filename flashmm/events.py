@@ -52,10 +52,7 @@ class OrderSent(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class OrderUpdated(_Event):
-    """An order still live changed: ``accepted``, ``partially filled``."""
-
-    kind: ClassVar[str] = "order_update"
+class _OrderNote(_Event):
     order: Order
     note: str
 
@@ -65,16 +62,17 @@ class OrderUpdated(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class OrderDone(_Event):
+class OrderUpdated(_OrderNote):
+    """An order still live changed: ``accepted``, ``partially filled``."""
+
+    kind: ClassVar[str] = "order_update"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDone(_OrderNote):
     """An order is gone: ``filled``, ``cancelled``, ``rejected: <reason>``."""
 
     kind: ClassVar[str] = "order_done"
-    order: Order
-    note: str
-
-    @property
-    def payload(self) -> tuple[Order, str]:
-        return self.order, self.note
 
 
 @dataclass(frozen=True, slots=True)
