@@ -146,6 +146,12 @@ class Config(Strict):
         symbols = [m.symbol for m in self.markets]
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"markets: duplicate symbol in {symbols}")
+        refs = [m.reference for m in self.markets]
+        if len(set(refs)) != len(refs):
+            shared = sorted({r for r in refs if refs.count(r) > 1})
+            raise ValueError(
+                f"markets: each market needs its own reference stream, {shared} is followed twice"
+            )
         if self.mode == "live" and self.venue.kind != "sei":
             raise ValueError("venue.kind: live mode needs venue.kind 'sei'")
         if self.mode in ("paper", "backtest") and self.venue.kind != "sim":

@@ -153,6 +153,8 @@ class Engine:
                 KillSwitch.from_config(risk),
                 PriceBand.from_config(risk),
             )
+            if s.reference in self.by_ref:  # events are routed by stream to one market
+                raise ValueError(f"markets: two markets follow reference stream {s.reference}")
             self.markets[s.symbol] = ms
             self.by_ref[s.reference] = ms
         self.observe = observe_market if observe_market is not None else venue.observes_market

@@ -89,6 +89,11 @@ def test_missing_markets_and_cross_checks(tmp_path: Path) -> None:
     assert _problems(tmp_path, "mode: paper\n") == ["markets: required but missing"]
     probs = _problems(tmp_path, BASE + "mode: live\n")
     assert probs == ["venue.kind: live mode needs venue.kind 'sei'"]
+    # the engine routes a reference stream to one market: two on one stream are refused
+    twice = BASE + "  - {symbol: SEI/USDT, tick_size: 0.001, lot_size: 0.01, reference: nexousdt}\n"
+    assert _problems(tmp_path, twice) == [
+        "markets: each market needs its own reference stream, ['nexousdt'] is followed twice"
+    ]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
