@@ -228,6 +228,33 @@ def _hist_prune(ist: np.ndarray, ts: int) -> None:
 
 
 @_jit
+def _side_depth(
+    ist: np.ndarray, side: int, n: int
+) -> tuple[float, float, float, float, float, float]:
+    """One side's depth for :func:`features_on_book`: size over all ``n`` levels, size and
+    price*size over the top 3 and top 5, and the top 5 sizes weighted 1/(level+1)."""
+    s = 0.0
+    sp = 0.0
+    c3 = pq3 = c5 = pq5 = 0.0
+    w5 = 0.0
+    for i in range(n):
+        p, q = level(ist, side, i)
+        s += q
+        sp += p * q
+        if i < 5:
+            w5 += q / (i + 1)
+        if i == 2:
+            c3, pq3 = s, sp
+        if i == 4:
+            c5, pq5 = s, sp
+    if n < 3:
+        c3, pq3 = s, sp
+    if n < 5:
+        c5, pq5 = s, sp
+    return s, c3, pq3, c5, pq5, w5
+
+
+@_jit
 def features_on_book(ist: np.ndarray, fst: np.ndarray, ts_ns: int) -> None:
     """:meth:`flashmm.features.OnlineFeatures.on_book` on the book held in ``ist``."""
     nb = min(ist[I_NB], LEVELS)
@@ -262,44 +289,8 @@ def features_on_book(ist: np.ndarray, fst: np.ndarray, ts_ns: int) -> None:
     bps = 1e4 / mid
     spread = pa - pb
 
-    s = 0.0
-    sp = 0.0
-    cb3 = pqb3 = cb5 = pqb5 = 0.0
-    w5b = 0.0
-    for i in range(nb):
-        p, q = level(ist, 0, i)
-        s += q
-        sp += p * q
-        if i < 5:
-            w5b += q / (i + 1)
-        if i == 2:
-            cb3, pqb3 = s, sp
-        if i == 4:
-            cb5, pqb5 = s, sp
-    cb10 = s
-    if nb < 3:
-        cb3, pqb3 = s, sp
-    if nb < 5:
-        cb5, pqb5 = s, sp
-    s = 0.0
-    sp = 0.0
-    ca3 = pqa3 = ca5 = pqa5 = 0.0
-    w5a = 0.0
-    for i in range(na):
-        p, q = level(ist, 1, i)
-        s += q
-        sp += p * q
-        if i < 5:
-            w5a += q / (i + 1)
-        if i == 2:
-            ca3, pqa3 = s, sp
-        if i == 4:
-            ca5, pqa5 = s, sp
-    ca10 = s
-    if na < 3:
-        ca3, pqa3 = s, sp
-    if na < 5:
-        ca5, pqa5 = s, sp
+    cb10, cb3, pqb3, cb5, pqb5, w5b = _side_depth(ist, 0, nb)
+    ca10, ca3, pqa3, ca5, pqa5, w5a = _side_depth(ist, 1, na)
 
     micro1 = (pb * qa + pa * qb) / (qb + qa)
     micro3 = (pqb3 / cb3 * ca3 + pqa3 / ca3 * cb3) / (cb3 + ca3)
