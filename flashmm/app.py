@@ -14,6 +14,7 @@ from flashmm.runner import (
     RunOptions,
     SnapshotHolder,
     build_engine,
+    build_venue,
     run_async,
     run_blocking,
     uses_sim_clock,
@@ -50,10 +51,13 @@ def run_bot(
     async def main() -> dict[str, Any]:
         # replays run on the recorded clock; commands then use the engine's time
         sim_clock = uses_sim_clock(cfg, data)
-        engine = build_engine(cfg, sim_clock=sim_clock)
+        venue = build_venue(cfg)
+        engine = build_engine(cfg, venue, sim_clock=sim_clock)
         from flashmm.ops.service import OpsServices
 
-        ops = OpsServices(cfg, engine, sim_clock=sim_clock, resume=resume, new_journal=new_journal)
+        ops = OpsServices(
+            cfg, engine, venue, sim_clock=sim_clock, resume=resume, new_journal=new_journal
+        )
         await ops.start()
         holder.build = ops.publish
         opts.extra_tasks.append(ops.task)

@@ -57,7 +57,7 @@ def config(data: Path, sock: Path, *sets: str) -> Config:
 @contextlib.asynccontextmanager
 async def running(cfg: Config) -> AsyncIterator[OpsServices]:
     engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
-    ops = OpsServices(cfg, engine, sim_clock=False)
+    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
     await ops.start()
     task = asyncio.create_task(ops.task(engine))
     try:
@@ -165,7 +165,7 @@ def test_refuses_non_loopback_without_token(dirs: tuple[Path, Path], monkeypatch
     monkeypatch.delenv("FLASHMM_API_READ_TOKEN", raising=False)
     cfg = config(*dirs, "api.host=0.0.0.0")
     engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
-    ops = OpsServices(cfg, engine, sim_clock=False)
+    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
     with pytest.raises(RuntimeFailure, match="not a loopback address"):
         ApiServer(cfg.api, ops).check_security()
     ApiServer(cfg.api, ops, env={"FLASHMM_API_TOKEN": CONTROL}).check_security()

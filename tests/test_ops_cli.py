@@ -23,10 +23,17 @@ from flashmm.ops.control import ControlRefused, ControlServer, socket_path_from_
 
 ROOT = Path(__file__).resolve().parents[1]
 
+BREAKER = {"state": "ok", "action": "pause", "reason": "", "since_ns": 0, "latched": False}
 STATUS = {
+    "schema": 1,
     "mode": "paper",
+    "profile": "paper",
     "state": "running",
+    "reason": "",
     "uptime_s": 3725,
+    "pnl_usdc": 1.25,
+    "fills": 4,
+    "venue": {"name": "sim"},
     "markets": {
         "SEI/USDC": {
             "mid": 0.5012,
@@ -40,21 +47,37 @@ STATUS = {
                 {"side": "sell", "price": 0.5019, "size": 100},
             ],
         },
-        "ETH/USDC": {"mid": None},
+        "ETH/USDC": {
+            "mid": None,
+            "bid": None,
+            "ask": None,
+            "position_lots": 0,
+            "position_usdc": 0.0,
+            "pnl_usdc": 0.0,
+            "quotes": [],
+        },
     },
     "breakers": {
-        "drawdown": {"state": "ok", "reason": "", "since": None},
-        "stale_feed": {"state": "tripped", "reason": "no book for 5s", "since": 1.7e9},
+        "drawdown": {**BREAKER, "clears": ""},
+        "stale_feed": {
+            **BREAKER,
+            "state": "tripped",
+            "action": "pull",
+            "reason": "no book for 5s",
+            "since_ns": 1_700_000_000_000_000_000,
+            "clears": "",
+        },
         "kill_switch": {
             "state": "tripped",
             "action": "halt",
             "reason": "manual",
             "since_ns": 1_700_000_000_000_000_000,
             "latched": True,
+            "clears": "",
         },
     },
-    "model": {"name": "lgbm-v3", "confidence": 0.61},
-    "latency": {"p50_us": 41.0, "p99_us": 212.0},
+    "model": {"state": None, "source": "lgbm-v3", "sources": {}},
+    "latency": {"p50_us": 41.0, "p99_us": 212.0, "samples": 100},
 }
 
 

@@ -82,7 +82,7 @@ def engine_with(cfg: Config, orders: list[Order], positions: dict[str, int]) -> 
 
 
 async def start(cfg: Config, engine: Engine) -> tuple[OpsServices, asyncio.Task[None]]:
-    ops = OpsServices(cfg, engine, sim_clock=False)
+    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
     await ops.start()
     task = asyncio.create_task(ops.task(engine))
     for _ in range(200):
@@ -232,7 +232,7 @@ async def test_emergency_stop_is_latched_across_restarts_until_reset(
 
 async def sim_start(cfg: Config, **kw: Any) -> tuple[Engine, OpsServices, asyncio.Task[None]]:
     engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
-    ops = OpsServices(cfg, engine, sim_clock=True, **kw)
+    ops = OpsServices(cfg, engine, engine.venue, sim_clock=True, **kw)
     await ops.start()
     task = asyncio.create_task(ops.task(engine))
     for _ in range(200):

@@ -469,7 +469,7 @@ class ApiServer:
                 except RuntimeFailure as exc:
                     return _error(501, str(exc))
             m = self._metrics
-            m.update(self._snap().to_dict())
+            m.update(self._snap())
             self._lat_seen = m.observe_engine_latency(self.ops.engine, self._lat_seen)
         return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 

@@ -179,30 +179,14 @@ def status(
 # --- rendering ---------------------------------------------------------------
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _fmt(v: Any, digits: int = 4, signed: bool = False) -> str:
-    x = _num(v)
-    if x is None:
-        return "-" if v is None or v == "" else str(v)
-    if x == int(x) and abs(x) < 1e15 and digits == 0:
-        return f"{int(x):+d}" if signed else str(int(x))
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
-def _fmt_duration(v: Any) -> str:
-    s = _num(v)
-    if s is None:
+def _fmt(v: float | None, digits: int = 4, signed: bool = False) -> str:
+    if v is None:
         return "-"
-    s = int(s)
-    d, rem = divmod(s, 86400)
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _fmt_duration(s: float) -> str:
+    d, rem = divmod(int(s), 86400)
     h, rem = divmod(rem, 3600)
     m, sec = divmod(rem, 60)
     if d:
@@ -212,144 +196,84 @@ def _fmt_duration(v: Any) -> str:
     return f"{m}m{sec:02d}s"
 
 
-def _fmt_since(v: Any) -> str:
-    x = _num(v)
-    if x is None:
-        return "-" if not v else str(v)
-    if x > 1e17:  # ns
-        x /= 1e9
-    elif x > 1e14:  # µs
-        x /= 1e6
-    elif x > 1e11:  # ms
-        x /= 1e3
-    if x < 1e9:  # not an epoch: seconds ago / since start
-        return f"{_fmt_duration(x)}"
-    try:
-        t = datetime.fromtimestamp(x)
-    except (OverflowError, OSError, ValueError):
-        return str(v)
-    ago = _fmt_duration(time.time() - x)
-    return f"{t:%Y-%m-%d %H:%M:%S} ({ago} ago)"
-
-
-def _fmt_quote(q: Any) -> str:
-    if not isinstance(q, Mapping):
-        return str(q)
-    side = str(q.get("side", "?")).lower()
-    letter = {"buy": "B", "bid": "B", "1": "B", "sell": "A", "ask": "A", "-1": "A"}.get(side, side)
-    price = next((q[k] for k in ("price", "px", "price_ticks") if k in q), None)
-    size = next((q[k] for k in ("size", "qty", "size_lots") if k in q), None)
-    return f"{letter} {_fmt(price, 4) if price is not None else '?'}x{_fmt(size, 0)}"
-
-
-_OK_STATES = {"ok", "closed", "armed", "normal", "clear", "idle", "reset"}
+def _fmt_since(ns: int) -> str:
+    """An engine time (ns since the epoch) with how long ago it was."""
+    t = ns / 1e9
+    return f"{datetime.fromtimestamp(t):%Y-%m-%d %H:%M:%S} ({_fmt_duration(time.time() - t)} ago)"
 
 
 def render_status(st: Mapping[str, Any], console: Any) -> None:
-    """Print a status dict as Rich tables; tolerant of missing or odd keys."""
+    """Print a status (:meth:`flashmm.snapshot.Snapshot.to_dict`) as Rich tables; one in
+    another schema (a bot of another version) is shown as JSON, with a note."""
     from rich.markup import escape
     from rich.table import Table
 
-    state = escape(str(st.get("state", "?")))
-    color = {"running": "green", "paused": "yellow", "halted": "red"}.get(state.lower(), "white")
-    head = ["[bold]FlashMM[/bold]"]
-    if st.get("profile"):
-        head.append(escape(str(st["profile"])))
-    head += [
-        f"mode [bold]{escape(str(st.get('mode', '?')))}[/bold]",
-        f"state [bold {color}]{state}[/bold {color}]",
-        f"uptime {_fmt_duration(st.get('uptime_s'))}",
-    ]
-    console.print("  ".join(head))
-    if st.get("reason") and state.lower() != "running":
-        console.print(f"reason: {escape(str(st['reason']))}")
-    totals = []
-    if st.get("pnl_usdc") is not None:
-        totals.append(f"P&L {_fmt(st.get('pnl_usdc'), 2, signed=True)} USDC")
-    if st.get("fills") is not None:
-        pending = _num(st.get("fills_pending")) or 0
-        extra = f" (+{int(pending)} not yet journaled)" if pending else ""
-        totals.append(f"fills {_fmt(st.get('fills'), 0)}{extra}")
+    from flashmm.snapshot import SCHEMA_VERSION
+
+    if st.get("schema") != SCHEMA_VERSION:
+        console.print(f"status schema {st.get('schema')}, not {SCHEMA_VERSION}: shown as JSON")
+        console.print_json(json.dumps(st, default=str))
+        return
+    state = st["state"]
+    color = {"running": "green", "paused": "yellow", "halted": "red"}.get(state, "white")
+    console.print(
+        f"[bold]FlashMM[/bold]  {escape(st['profile'])}  mode [bold]{st['mode']}[/bold]  "
+        f"state [bold {color}]{state}[/bold {color}]  uptime {_fmt_duration(st['uptime_s'])}"
+    )
+    if st["reason"] and state != "running":
+        console.print(f"reason: {escape(st['reason'])}")
+    # with a journal: fills it has made durable, and those still on their way
+    pending = st.get("fills_pending", 0)
+    totals = f"P&L {st['pnl_usdc']:+.2f} USDC  fills {st['fills']}"
+    totals += f" (+{pending} not yet journaled)" if pending else ""
     journal = st.get("journal")
-    if isinstance(journal, Mapping) and (journal.get("error") or journal.get("failure")):
-        why = journal.get("error") or journal.get("failure")
-        totals.append(f"[bold red]journal error: {escape(str(why))}[/]")
-    if totals:
-        console.print("  ".join(totals))
-    venue = st.get("venue")
-    if isinstance(venue, Mapping) and venue.get("gas_used") is not None:
+    if journal and (journal["error"] or journal["failure"]):
+        totals += f"  [bold red]journal error: {escape(journal['error'] or journal['failure'])}[/]"
+    console.print(totals)
+    venue = st["venue"]
+    if "gas_per_day_projected" in venue:  # a chain venue, once it has run a while
         console.print(
-            f"venue {escape(str(venue.get('name', '?')))}: txs {_fmt(venue.get('txs'), 0)}  "
-            f"gas used {_fmt(venue.get('gas_used'), 0)}  projected "
-            f"{_fmt(venue.get('gas_per_day_projected'), 0)} gas/day "
-            f"(~{_fmt(venue.get('sei_per_day_at_50_gwei'), 1)} SEI/day at 50 gwei)"
+            f"venue {escape(venue['name'])}: txs {venue['txs']}  gas used {venue['gas_used']}"
+            f"  projected {venue['gas_per_day_projected']:.0f} gas/day"
+            f" (~{venue['sei_per_day_at_50_gwei']:.1f} SEI/day at 50 gwei)"
         )
-    markets = st.get("markets")
-    if isinstance(markets, Mapping) and markets:
-        t = Table(title="Markets", title_justify="left")
-        for col in ("Market", "Mid", "Bid", "Ask", "Pos lots", "Pos USDC", "P&L USDC", "Quotes"):
-            t.add_column(col, justify="left" if col in ("Market", "Quotes") else "right")
-        for sym, m in markets.items():
-            if not isinstance(m, Mapping):
-                t.add_row(escape(str(sym)), *["-"] * 6, escape(str(m)))
-                continue
-            pnl = _num(m.get("pnl_usdc"))
-            pnl_s = _fmt(m.get("pnl_usdc"), 2, signed=True)
-            if pnl is not None:
-                pnl_s = f"[{'green' if pnl >= 0 else 'red'}]{pnl_s}[/]"
-            quotes = m.get("quotes")
-            if isinstance(quotes, list | tuple):
-                shown = ", ".join(_fmt_quote(q) for q in quotes[:4])
-                quotes_s = shown + (f" (+{len(quotes) - 4})" if len(quotes) > 4 else "")
-                quotes_s = quotes_s or "none"
-            else:
-                quotes_s = "-" if quotes is None else str(quotes)
-            t.add_row(
-                escape(str(sym)),
-                _fmt(m.get("mid")),
-                _fmt(m.get("bid")),
-                _fmt(m.get("ask")),
-                _fmt(m.get("position_lots"), 0, signed=True),
-                _fmt(m.get("position_usdc"), 2, signed=True),
-                pnl_s,
-                escape(quotes_s),
-            )
-        console.print(t)
-    else:
-        console.print("markets: none")
-    breakers = st.get("breakers")
-    if isinstance(breakers, Mapping) and breakers:
-        t = Table(title="Breakers", title_justify="left")
-        for col in ("Breaker", "State", "Action", "Reason", "Since"):
-            t.add_column(col)
-        for name, b in breakers.items():
-            b = b if isinstance(b, Mapping) else {"state": b}
-            bstate = escape(str(b.get("state", "?")))
-            style = "green" if bstate.lower() in _OK_STATES else "bold red"
-            action = escape(str(b.get("action") or ""))
-            if b.get("latched"):
-                action = f"{action} (latched)" if action else "latched"
-            since = b.get("since", b.get("since_ns"))
-            tripped = bstate.lower() not in _OK_STATES
-            reason = str(b.get("reason") or "")
-            if tripped and b.get("clears"):
-                reason = f"{reason} ({b['clears']})"
-            t.add_row(
-                escape(str(name)),
-                f"[{style}]{bstate}[/]",
-                action,
-                escape(reason),
-                _fmt_since(since) if tripped or b.get("since") else "",
-            )
-        console.print(t)
-    model = st.get("model")
-    if isinstance(model, Mapping) and model:
-        console.print("model: " + escape("  ".join(f"{k}={v}" for k, v in model.items())))
-    elif model:
-        console.print(f"model: {escape(str(model))}")
-    lat = st.get("latency")
-    if isinstance(lat, Mapping) and lat:
-        console.print(
-            f"decision latency: p50 {_fmt(lat.get('p50_us'), 0)} µs,"
-            f" p99 {_fmt(lat.get('p99_us'), 0)} µs"
+    t = Table(title="Markets", title_justify="left")
+    for col in ("Market", "Mid", "Bid", "Ask", "Pos lots", "Pos USDC", "P&L USDC", "Quotes"):
+        t.add_column(col, justify="left" if col in ("Market", "Quotes") else "right")
+    for sym, m in st["markets"].items():
+        pnl = m["pnl_usdc"]
+        quotes = m["quotes"]
+        shown = ", ".join(
+            f"{'B' if q['side'] == 'buy' else 'A'} {q['price']:.4f}x{q['size']:g}"
+            for q in quotes[:4]
         )
+        more = f" (+{len(quotes) - 4})" if len(quotes) > 4 else ""
+        t.add_row(
+            escape(sym),
+            _fmt(m["mid"]),
+            _fmt(m["bid"]),
+            _fmt(m["ask"]),
+            f"{m['position_lots']:+d}",
+            _fmt(m["position_usdc"], 2, signed=True),
+            f"[{'green' if pnl >= 0 else 'red'}]{pnl:+.2f}[/]",
+            escape(shown + more or "none"),
+        )
+    console.print(t)
+    t = Table(title="Breakers", title_justify="left")
+    for col in ("Breaker", "State", "Action", "Reason", "Since"):
+        t.add_column(col)
+    for name, b in st["breakers"].items():
+        tripped = b["state"] == "tripped"
+        reason = b["reason"] + (f" ({b['clears']})" if tripped and b["clears"] else "")
+        t.add_row(
+            escape(name),
+            f"[{'bold red' if tripped else 'green'}]{b['state']}[/]",
+            b["action"] + (" (latched)" if b["latched"] else ""),
+            escape(reason),
+            _fmt_since(b["since_ns"]) if tripped else "",
+        )
+    console.print(t)
+    shown = "  ".join(f"{k}={v}" for k, v in st["model"].items() if v not in (None, "", {}))
+    console.print(f"model: {escape(shown or 'rules only')}")
+    lat = st["latency"]
+    console.print(f"decision latency: p50 {lat['p50_us']:.0f} µs, p99 {lat['p99_us']:.0f} µs")

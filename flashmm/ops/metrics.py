@@ -1,41 +1,28 @@
 """Optional Prometheus endpoint (off by default, bound to 127.0.0.1).
 
 Nothing here runs on the hot path: the engine (or a slow timer task) calls
-:meth:`Metrics.update` with the same snapshot dict the ``status`` command
-returns, and :meth:`Metrics.observe_decision_latency_us` with a batch of
+:meth:`Metrics.update` with the published :class:`~flashmm.snapshot.Snapshot`
+(what the ``status`` command shows), and :meth:`Metrics.observe_decision_latency_us` with a batch of
 latencies it collected. Needs ``prometheus-client`` (imported only when used).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from loguru import logger
 
 from flashmm.errors import RuntimeFailure
+from flashmm.snapshot import MarketView, Snapshot
 
-__all__ = ["OK_BREAKER_STATES", "Metrics"]
-
-#: Breaker states that count as "not tripped" (case-insensitive).
-OK_BREAKER_STATES = frozenset({"ok", "closed", "armed", "normal", "clear", "idle", "reset"})
+__all__ = ["Metrics"]
 
 #: Bot states exported as ``flashmm_state{state=...} 1``.
 _BOT_STATES = ("starting", "running", "paused", "halted", "stopping", "stopped")
 
 _LATENCY_BUCKETS_US = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000)
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class Metrics:
@@ -141,7 +128,6 @@ class Metrics:
             "flashmm_journal_pending_writes", "Journal records not yet committed", registry=r
         )
         self._seen: dict[tuple[str, str], float] = {}
-        self._fills_seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -189,131 +175,70 @@ class Metrics:
             self.observe_decision_latency_us(v / 1e3 for v in lat_ns)
         return int(mark)
 
-    def update(self, snapshot: Mapping[str, Any]) -> None:
-        """Set every gauge from a status snapshot; unknown or missing keys are skipped.
-
-        Expected shape: ``{"state", "uptime_s", "markets": {sym: {"mid",
-        "position_lots", "position_usdc", "pnl_usdc", "fills", "quotes":
-        [{"side": "buy"|"sell"|1|-1, ...}]}}, "breakers": {name: {"state"}},
-        "latency": {"p50_us", "p99_us"}}``. ``fills`` is the market's
-        cumulative fill count; the counter grows by the difference.
-        """
+    def update(self, snap: Snapshot) -> None:
+        """Set every gauge from a published snapshot. ``fills`` and the other counts in
+        it are cumulative; each counter grows by the difference."""
         with self._lock:
-            self._update(snapshot)
+            self._update(snap)
 
-    def _update(self, snap: Mapping[str, Any]) -> None:
-        up = _num(snap.get("uptime_s"))
-        if up is not None:
-            self.uptime.set(up)
-        state = snap.get("state")
-        if isinstance(state, str):
-            for s in {*_BOT_STATES, state.lower()}:
-                self.state.labels(s).set(1 if s == state.lower() else 0)
-        markets = snap.get("markets")
-        if isinstance(markets, Mapping):
-            for sym, m in markets.items():
-                if isinstance(m, Mapping):
-                    self._update_market(str(sym), m)
-        breakers = snap.get("breakers")
-        if isinstance(breakers, Mapping):
-            for name, b in breakers.items():
-                bstate = b.get("state") if isinstance(b, Mapping) else b
-                tripped = str(bstate).lower() not in OK_BREAKER_STATES
-                self.breaker.labels(str(name)).set(1 if tripped else 0)
-        for key, gauge in (("pnl_usdc", self.pnl_total), ("drawdown_usdc", self.drawdown)):
-            v = _num(snap.get(key))
-            if v is not None:
-                gauge.set(v)
-        self._count(self.quotes_sent, "", "quotes_sent", snap.get("quotes_sent"))
-        self._count(self.feed_gaps, "", "feed_gaps", snap.get("feed_gaps"))
-        self._count(self.events, "", "events", snap.get("events"))
-        venue = snap.get("venue")
-        if isinstance(venue, Mapping):
-            self._count(self.gas, "", "gas_used", venue.get("gas_used"))
-            v = _num(venue.get("gas_per_day_projected"))
-            if v is not None:
-                self.gas_per_day.set(v)
-            for k, val in venue.items():
-                if k != "name" and not isinstance(val, bool) and isinstance(val, int | float):
-                    self.venue_stat.labels(str(k)).set(float(val))
-        journal = snap.get("journal")
-        if isinstance(journal, Mapping):
-            v = _num(journal.get("pending_writes"))
-            if v is not None:
-                self.journal_pending.set(v)
-        latency = snap.get("latency")
-        if isinstance(latency, Mapping):
-            for key, q in (("p50_us", "0.5"), ("p99_us", "0.99")):
-                v = _num(latency.get(key))
-                if v is not None:
-                    self.latency_quantile.labels(q).set(v)
+    def _update(self, snap: Snapshot) -> None:
+        self.uptime.set(snap.ops.uptime_s if snap.ops is not None else snap.uptime_s)
+        for s in {*_BOT_STATES, snap.state}:
+            self.state.labels(s).set(1 if s == snap.state else 0)
+        for sym, m in snap.markets.items():
+            self._update_market(sym, m)
+        for name, b in snap.breakers.items():
+            self.breaker.labels(name).set(1 if b["state"] == "tripped" else 0)
+        self.pnl_total.set(snap.pnl_usdc)
+        self.drawdown.set(snap.drawdown_usdc)
+        self._count(self.quotes_sent, "", "quotes_sent", snap.quotes_sent)
+        self._count(self.feed_gaps, "", "feed_gaps", snap.feed_gaps)
+        self._count(self.events, "", "events", snap.events)
+        venue = snap.venue
+        self._count(self.gas, "", "gas_used", venue.get("gas_used"))
+        if venue.get("gas_per_day_projected") is not None:
+            self.gas_per_day.set(venue["gas_per_day_projected"])
+        for k, val in venue.items():
+            if not isinstance(val, bool) and isinstance(val, int | float):
+                self.venue_stat.labels(k).set(val)
+        if snap.ops is not None and snap.ops.journal is not None:
+            self.journal_pending.set(snap.ops.journal["pending_writes"])
+        self.latency_quantile.labels("0.5").set(snap.latency.p50_us)
+        self.latency_quantile.labels("0.99").set(snap.latency.p99_us)
 
-    def _update_market(self, sym: str, m: Mapping[str, Any]) -> None:
-        for key, gauge in (
-            ("pnl_usdc", self.pnl),
-            ("position_lots", self.position_lots),
-            ("position_usdc", self.position_usdc),
-            ("mid", self.mid),
+    def _update_market(self, sym: str, m: MarketView) -> None:
+        for value, gauge in (
+            (m.pnl_usdc, self.pnl),
+            (m.position_lots, self.position_lots),
+            (m.position_usdc, self.position_usdc),
+            (m.mid, self.mid),
+            (m.realized_usdc, self.realized),
+            (m.unrealized_usdc, self.unrealized),
+            (m.fees_usdc, self.fees),
+            (m.volume_usdc, self.volume),
+            (m.limit_usage, self.limit_usage),
+            (m.signal.confidence, self.signal_conf),
+            (m.signal.expected_bps, self.signal_bps),
         ):
-            v = _num(m.get(key))
-            if v is not None:
-                gauge.labels(sym).set(v)
-        for key, gauge in (
-            ("realized_usdc", self.realized),
-            ("unrealized_usdc", self.unrealized),
-            ("fees_usdc", self.fees),
-            ("volume_usdc", self.volume),
-            ("limit_usage", self.limit_usage),
-        ):
-            v = _num(m.get(key))
-            if v is not None:
-                gauge.labels(sym).set(v)
-        for key, counter in (
-            ("orders_sent", self.orders_sent),
-            ("cancels_sent", self.cancels_sent),
-            ("rejects", self.rejects),
-        ):
-            self._count(counter, sym, key, m.get(key))
-        age = _num(m.get("data_age_ms"))
-        if age is not None:
-            self.feed_age.labels(sym).set(age / 1e3)
-        if "synced" in m:
-            self.book_synced.labels(sym).set(1 if m.get("synced") else 0)
-        sig = m.get("signal")
-        if isinstance(sig, Mapping):
-            for key, gauge in (("confidence", self.signal_conf), ("expected_bps", self.signal_bps)):
-                v = _num(sig.get(key))
-                if v is not None:
-                    gauge.labels(sym).set(v)
-        st = m.get("signal_status")
-        if isinstance(st, Mapping) and "state" in st:
-            state = str(st["state"]).lower()
+            if value is not None:
+                gauge.labels(sym).set(value)
+        self._count(self.orders_sent, sym, "orders_sent", m.orders_sent)
+        self._count(self.cancels_sent, sym, "cancels_sent", m.cancels_sent)
+        self._count(self.rejects, sym, "rejects", m.rejects)
+        self._count(self.fills, sym, "fills", m.fills)
+        if m.data_age_ms is not None:
+            self.feed_age.labels(sym).set(m.data_age_ms / 1e3)
+        self.book_synced.labels(sym).set(1 if m.synced else 0)
+        if "state" in m.signal_status:
+            state = str(m.signal_status["state"])
             for s in {"closed", "open", "half_open", "disabled", state}:
                 self.model_state.labels(sym, s).set(1 if s == state else 0)
-            self.model_onnx.labels(sym).set(1 if st.get("source") == "onnx" else 0)
-        quotes = m.get("quotes")
-        if isinstance(quotes, list | tuple):
-            counts = {"buy": 0, "sell": 0}
-            for q in quotes:
-                side = q.get("side") if isinstance(q, Mapping) else None
-                s = str(side).lower()
-                if s in {"buy", "bid", "1", "side.buy"}:
-                    counts["buy"] += 1
-                elif s in {"sell", "ask", "-1", "side.sell"}:
-                    counts["sell"] += 1
-            for side, n in counts.items():
-                self.quotes.labels(sym, side).set(n)
-        fills = _num(m.get("fills"))
-        if fills is not None:
-            total = int(fills)
-            delta = total - self._fills_seen.get(sym, 0)
-            if delta > 0:
-                self.fills.labels(sym).inc(delta)
-            self._fills_seen[sym] = total
+            self.model_onnx.labels(sym).set(1 if m.signal_status.get("source") == "onnx" else 0)
+        for side in ("buy", "sell"):
+            self.quotes.labels(sym, side).set(sum(q.side == side for q in m.quotes))
 
-    def _count(self, counter: Any, label: str, key: str, value: Any) -> None:
-        """Grow ``counter`` by how much the cumulative ``value`` grew since last time."""
-        v = _num(value)
+    def _count(self, counter: Any, label: str, key: str, v: float | None) -> None:
+        """Grow ``counter`` by how much the cumulative ``v`` grew since last time."""
         if v is None:
             return
         last = self._seen.get((label, key), 0.0)

@@ -40,6 +40,7 @@ from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.ops.journal import Journal, RecoveredState
 from flashmm.risk import HALT
 from flashmm.types import Fill, Liquidity, Order, OrderState, Side
+from flashmm.venues.base import Venue
 
 __all__ = ["JOURNAL_BREAKER", "RECONCILE_BREAKER", "Recovery"]
 
@@ -59,6 +60,7 @@ class Recovery:
 
     cfg: Config
     engine: Engine
+    venue: Venue
     journal: Journal | None
     sim_clock: bool
     paper_venue: bool
@@ -131,7 +133,7 @@ class Recovery:
 
     def _venue_replay_hook(self) -> None:
         """Tell a chain venue where the journal's fills end, so it replays the rest."""
-        venue = self.engine.venue
+        venue = self.venue
         if not venue.replays_fills or self.journal is None:
             return
         raw = self.journal.get_meta(_BLOCK_KEY)
@@ -149,8 +151,7 @@ class Recovery:
 
     async def _reconcile_venue(self) -> None:
         """Compare journaled orders and positions with what the venue reports."""
-        e = self.engine
-        venue = e.venue
+        e, venue = self.engine, self.venue
         now = self._now()
         venue_orders = await venue.open_orders()
         venue_pos = await venue.positions()

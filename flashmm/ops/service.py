@@ -3,7 +3,7 @@
 :class:`OpsServices` is started by :func:`flashmm.app.run_bot` before the
 engine quotes and closed after the runner has cancelled every order::
 
-    ops = OpsServices(cfg, engine)
+    ops = OpsServices(cfg, engine, venue)  # the venue the engine was built with
     await ops.start()                 # journal recovery, control socket, metrics
     opts.extra_tasks.append(ops.task) # venue reconciliation, then the ops loop
     ... run_async(..., stop=ops.stop_event) ...
@@ -56,6 +56,7 @@ from flashmm.ops.recovery import GATE_REASON, JOURNAL_BREAKER
 from flashmm.predict.online import OnlineStore
 from flashmm.snapshot import OpsView, Snapshot
 from flashmm.types import Order, Position
+from flashmm.venues.base import Venue
 
 __all__ = ["OpsServices"]
 
@@ -71,6 +72,7 @@ class OpsServices(Commands):
         self,
         cfg: Config,
         engine: Engine,
+        venue: Venue,
         *,
         sim_clock: bool | None = None,
         notifier: Notifier | None = None,
@@ -80,6 +82,8 @@ class OpsServices(Commands):
     ) -> None:
         self.cfg = cfg
         self.engine = engine
+        #: the engine's venue, for recovery: replay, reconciliation, the block checkpoint
+        self.venue = venue
         self.sim_clock = cfg.feed.kind == "replay" if sim_clock is None else sim_clock
         self.stop_event = asyncio.Event()
         self.notifier = notifier if notifier is not None else Notifier()
@@ -98,9 +102,8 @@ class OpsServices(Commands):
         self.fills_durable = 0
         self.recovery: dict[str, Any] = {}
         self.ready = False
-        venue_name = engine.venue.name
         #: the simulator starts empty each run: its fill ids repeat, its state is not the truth
-        self.paper_venue = venue_name == "sim"
+        self.paper_venue = venue.name == "sim"
         self._run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self._journal_orders: list[Order] = []
         self._breaker_seen: dict[str, bool] = {}
@@ -109,7 +112,6 @@ class OpsServices(Commands):
         self._stopping_sent = False
         self._closed = False
         self._lat_seen = 0
-        self._loop_ticks = 0
         self._block_saved: int | None = None
         self.resume = resume
         self.new_journal = new_journal
@@ -213,7 +215,6 @@ class OpsServices(Commands):
         while True:
             try:
                 self._drain()
-                self._loop_ticks += 1
                 t = time.monotonic()
                 # This task runs on the engine's event loop: if the loop is stuck,
                 # no WATCHDOG=1 goes out and systemd restarts the bot.
@@ -293,7 +294,7 @@ class OpsServices(Commands):
         hot path), with the breaker changes the outbox does not carry (stale feed,
         position limit, a reset, operations' own breakers)."""
         # read before draining: the fills of blocks up to here are in the outbox now
-        block = self.engine.venue.processed_block
+        block = self.venue.processed_block
         self._check_journal()
         batch = self.engine.drain_outbox()
         batch += self._breaker_news(batch)
@@ -478,5 +479,5 @@ class OpsServices(Commands):
         m = self.metrics
         if m is None:
             return
-        m.update(self.current(_METRICS_EVERY_S).to_dict())
+        m.update(self.current(_METRICS_EVERY_S))
         self._lat_seen = m.observe_engine_latency(self.engine, self._lat_seen)
