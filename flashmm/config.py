@@ -23,19 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flashmm.engine import EngineSettings
 from flashmm.errors import ConfigError
 from flashmm.feeds.settings import FeedConfig
-from flashmm.paths import (  # noqa: F401 - re-exported
-    BUNDLED_PREFIX,
-    DEFAULT_CONFIG,
-    PACKAGE_DATA,
-    PACKAGE_DIR,
-    PACKAGE_PROFILES,
-    PROJECT_ROOT,
-    bundled_file,
-    bundled_names,
-    find_profile,
-    profile_names,
-    resolve_path,
-)
+from flashmm.paths import BUNDLED_PREFIX, PACKAGE_DIR, bundled_names, find_profile, resolve_path
 from flashmm.risk import RiskConfig
 from flashmm.strategy.base import StrategyConfig
 from flashmm.types import MarketSpec

@@ -14,7 +14,6 @@ from typing import Any
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
-NS_PER_US = 1_000
 
 
 class Side(IntEnum):
@@ -55,14 +54,6 @@ class MarketSpec:
     def lot(self) -> float:
         return float(self.lot_size)
 
-    def to_ticks(self, price: float | str | Decimal) -> int:
-        """Nearest tick for a decimal price."""
-        return round(float(price) / float(self.tick_size))
-
-    def to_lots(self, size: float | str | Decimal) -> int:
-        """Nearest lot for a decimal size."""
-        return round(float(size) / float(self.lot_size))
-
     def price(self, ticks: int | float) -> float:
         """Price of ``ticks`` for display: whole ticks go through Decimal, so
         6162 ticks of 0.01 print as 61.62, not 61.620000000000005."""
@@ -85,13 +76,6 @@ class MarketSpec:
     def notional(self, ticks: int | float, lots: int | float) -> float:
         """Quote-currency value of ``lots`` at ``ticks``."""
         return ticks * lots * self.unit_usdc
-
-    def lots_for_notional(self, notional: float, ticks: int | float) -> int:
-        """Whole lots (rounded down) that ``notional`` buys at ``ticks``."""
-        unit = ticks * self.unit_usdc
-        if unit <= 0:
-            return 0
-        return int(notional / unit + 1e-9)
 
 
 class Liquidity(IntEnum):

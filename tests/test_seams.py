@@ -5,9 +5,13 @@ their protocols (no ``getattr``/``hasattr`` probing)."""
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "flashmm"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def _root_chain(node: ast.expr) -> list[str]:
@@ -130,3 +134,21 @@ def f(self, engine):
     tree = ast.parse(src)
     assert len(engine_writes(tree)) == 5
     assert len(adapter_probes(tree)) == 2
+
+
+def test_the_layer_contract_fails_when_the_core_imports_the_profile(tmp_path: Path) -> None:
+    """``lint-imports`` on a copy of the package whose ``risk.py`` imports ``config``."""
+    shutil.copytree(PKG, tmp_path / "flashmm", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PKG.parent / "pyproject.toml", tmp_path)
+    with (tmp_path / "flashmm" / "risk.py").open("a") as f:
+        f.write("\nfrom flashmm import config  # noqa: E402, F401\n")
+    r = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0, r.stdout
+    assert "flashmm.risk is not allowed to import flashmm.config" in r.stdout, r.stdout

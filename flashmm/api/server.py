@@ -107,6 +107,23 @@ class _RateLimit:
         return 0.0
 
 
+#: what ``/api/v1/positions`` shows of each market
+_POSITION_KEYS = (
+    "position_lots",
+    "position",
+    "position_usdc",
+    "limit_usage",
+    "avg_price",
+    "mid",
+    "realized_usdc",
+    "unrealized_usdc",
+    "fees_usdc",
+    "pnl_usdc",
+    "fills",
+    "volume_usdc",
+)
+
+
 class ApiServer:
     """aiohttp server for one bot (see the module docstring)."""
 
@@ -208,45 +225,21 @@ class ApiServer:
         """A fresh snapshot for an answer (the stream shares the operations' latest)."""
         return self.ops.publish()
 
-    def positions(self) -> dict[str, Any]:
+    def _part(self, top: str, *keys: str) -> dict[str, Any]:
+        """``top`` of the status and ``keys`` of each market (its one schema)."""
         st = self._snap().to_dict()
-        keys = (
-            "position_lots",
-            "position",
-            "position_usdc",
-            "limit_usage",
-            "avg_price",
-            "mid",
-            "realized_usdc",
-            "unrealized_usdc",
-            "fees_usdc",
-            "pnl_usdc",
-            "fills",
-            "volume_usdc",
-        )
-        return {
-            "pnl_usdc": st.get("pnl_usdc"),
-            "markets": {
-                sym: {k: m.get(k) for k in keys} for sym, m in st.get("markets", {}).items()
-            },
-        }
+        markets = {sym: {k: m[k] for k in keys} for sym, m in st["markets"].items()}
+        return {top: st[top], "markets": markets}
+
+    def positions(self) -> dict[str, Any]:
+        return self._part("pnl_usdc", *_POSITION_KEYS)
 
     def orders(self) -> dict[str, Any]:
-        st = self._snap().to_dict()
-        return {
-            "live_orders": st.get("live_orders"),
-            "markets": {sym: m.get("quotes", []) for sym, m in st.get("markets", {}).items()},
-        }
+        out = self._part("live_orders", "quotes")
+        return {**out, "markets": {sym: m["quotes"] for sym, m in out["markets"].items()}}
 
     def model(self) -> dict[str, Any]:
-        st = self._snap().to_dict()
-        return {
-            "model": st.get("model"),
-            "markets": {
-                sym: {"signal": m.get("signal"), "signal_status": m.get("signal_status")}
-                for sym, m in st.get("markets", {}).items()
-            },
-        }
+        return self._part("model", "signal", "signal_status")
 
     def health(self) -> dict[str, Any]:
         snap = self.ops.current(1.0 / self.cfg.stream_hz)

@@ -141,10 +141,6 @@ class ControlServer:
         self._inode: tuple[int, int] | None = None
         self._conns: set[asyncio.Task[Any]] = set()
 
-    @property
-    def serving(self) -> bool:
-        return self._server is not None
-
     async def start(self) -> None:
         """Bind and listen. Refuses if another live bot holds the socket; removes a stale one."""
         if self._server is not None:

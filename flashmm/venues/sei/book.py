@@ -63,10 +63,6 @@ class Balances:
     def base_total(self) -> int:
         return self.base_free + self.base_locked
 
-    @property
-    def quote_total(self) -> int:
-        return self.quote_free + self.quote_locked
-
 
 @dataclass(frozen=True, slots=True)
 class DepthLevel:
@@ -257,16 +253,10 @@ class BookClient:
     async def cancel_all(self, sender: TxSender, market: int) -> dict[str, Any]:
         return await sender.transact(self.address, self.calldata("cancelAll", market))
 
-    async def cancel_slots(self, sender: TxSender, market: int, slot_mask: int) -> dict[str, Any]:
-        return await sender.transact(self.address, self.calldata("cancelSlots", market, slot_mask))
-
     # --- views ------------------------------------------------------------------------
     async def market(self, market: int) -> MarketInfo:
         r = await self.call("getMarket", market)
         return MarketInfo(market, str(r[0]), str(r[1]), *(int(x) for x in r[2:]))
-
-    async def market_count(self) -> int:
-        return int((await self.call("marketCount"))[0])
 
     async def balances(self, owner: str, market: int, *, block: str = "latest") -> Balances:
         r = await self.call("balances", owner, market, block=block)

@@ -25,7 +25,6 @@ from flashmm.venues.sei.rpc import JsonRpc
 from flashmm.venues.sei.tx import TxSender
 
 SEI_TESTNET_CHAIN_ID = 1328
-SEI_MAINNET_CHAIN_ID = 1329
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

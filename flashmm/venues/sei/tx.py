@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from eth_utils import to_checksum_address
 
-from flashmm.venues.sei.abi import ContractAbi, hex_to_bytes
+from flashmm.venues.sei.abi import ContractAbi
 from flashmm.venues.sei.errors import (
     ChainIdMismatch,
     RpcError,
@@ -58,10 +58,6 @@ class NonceManager:
         self.lock = asyncio.Lock()
         self._next: int | None = None
         self.resyncs = 0
-
-    @property
-    def next_nonce(self) -> int | None:
-        return self._next
 
     async def sync(self) -> int:
         """Set the next nonce from the node's pending count."""
@@ -344,31 +340,3 @@ class TxSender:
         """Send and wait for a successful receipt."""
         sent = await self.send(to, data, gas=gas, value=value)
         return await self.wait(sent)
-
-    async def fill_gap(self, nonce: int) -> SentTx:
-        """Occupy ``nonce`` with a 0-value self-transfer (to unblock later transactions)."""
-        fees = await self.fees.fees()
-        tx: dict[str, Any] = {
-            "type": 2,
-            "chainId": self.chain_id,
-            "nonce": nonce,
-            "gas": 21_000,
-            "maxFeePerGas": fees.max_fee,
-            "maxPriorityFeePerGas": fees.priority_fee,
-            "value": 0,
-            "data": b"",
-            "to": self.address,
-        }
-        signed = self.account.sign_transaction(tx)
-        raw = bytes(signed.raw_transaction)
-        await self._broadcast(raw)
-        return SentTx(tx_hash="0x" + bytes(signed.hash).hex(), nonce=nonce, raw=raw, tx=tx)
-
-
-def receipt_logs(receipt: dict[str, Any]) -> list[dict[str, Any]]:
-    logs: list[dict[str, Any]] = receipt.get("logs") or []
-    return logs
-
-
-def as_bytes(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else hex_to_bytes(value)

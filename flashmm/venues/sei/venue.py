@@ -541,24 +541,12 @@ class SeiVenue(VenueDefaults):
         if self._sender_task is not None and self.stream is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._final_logs(), 8.0)
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._probe_task
-            self._probe_task = None
-        if self._trace_task is not None:
-            self._trace_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._trace_task
-            self._trace_task = None
-        if self._sender_task is not None:
-            self._sender_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._sender_task
-            self._sender_task = None
-        for t in list(self._tasks):
+        own = (self._probe_task, self._trace_task, self._sender_task, *self._tasks)
+        tasks = [t for t in own if t is not None]
+        self._probe_task = self._trace_task = self._sender_task = None
+        for t in tasks:
             t.cancel()
-        for t in list(self._tasks):
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.stream is not None:
