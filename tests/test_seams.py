@@ -117,6 +117,27 @@ def test_the_engine_and_the_runner_do_not_probe_venues_or_feeds() -> None:
         assert not found, f"{name}: " + "; ".join(found)
 
 
+def engine_venue_reads(tree: ast.AST) -> list[str]:
+    """``….engine.venue`` (or ``e.venue`` with ``e`` an engine) anywhere in ``tree``."""
+    found = []
+    for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]:
+        names = _engine_names(fn)
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and node.attr == "venue":
+                chain = _root_chain(node.value)
+                if chain[-1:] == ["engine"] or (len(chain) == 1 and chain[0] in names):
+                    found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_operations_use_the_venue_they_are_handed() -> None:
+    bad = []
+    for path in sorted([*(PKG / "ops").rglob("*.py"), *(PKG / "api").rglob("*.py")]):
+        found = engine_venue_reads(ast.parse(path.read_text()))
+        bad += [f"{path.relative_to(PKG.parent)} {w}" for w in found]
+    assert not bad, "operations reach the venue through the engine:\n" + "\n".join(bad)
+
+
 def test_the_checks_catch_what_they_are_for() -> None:
     src = """
 def f(self, engine):
@@ -134,6 +155,8 @@ def f(self, engine):
     tree = ast.parse(src)
     assert len(engine_writes(tree)) == 5
     assert len(adapter_probes(tree)) == 2
+    reads = "def g(self, engine):\n    e = self.engine\n    self.engine.venue.name\n    e.venue\n"
+    assert len(engine_venue_reads(ast.parse(reads + "    engine.venue\n    self.venue\n"))) == 3
 
 
 def test_the_layer_contract_fails_when_the_core_imports_the_profile(tmp_path: Path) -> None:
