@@ -24,7 +24,7 @@ import numpy as np
 from loguru import logger
 
 from flashmm.accounting import Accounting
-from flashmm.book import BookBuilder, SequenceGap
+from flashmm.book import BookBuilder, OrderBook, SequenceGap
 from flashmm.events import (
     BreakerChanged,
     FeedNews,
@@ -40,7 +40,7 @@ from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskConfig
 from flashmm.signal import BookImbalanceSignal, SignalSource
 from flashmm.snapshot import LatencyView, MarketView, ModelView, OrderView, SignalView, Snapshot
 from flashmm.strategy import QuoteContext, Strategy
-from flashmm.strategy.base import VolEstimator
+from flashmm.strategy.base import QuoteDesk, VolEstimator
 from flashmm.types import (
     NS_PER_S,
     Fill,
@@ -96,6 +96,11 @@ class MarketState:
     dirty: bool = False
     #: risk and engine state seen by the last quote decision
     seen_version: tuple[int, str] = (-1, "")
+    #: the strategy's compiled quote desk for this market (None: quotes in Python);
+    #: it keeps its own copy of the live orders, made current on every change
+    desk: QuoteDesk | None = None
+    #: the desk's live orders must be reloaded from ``orders`` before it decides
+    desk_stale: bool = True
 
 
 SignalFactory = Callable[[MarketSpec], SignalSource]
@@ -169,6 +174,10 @@ class Engine:
         params = self.strategy.params
         self.refresh_bps = float(getattr(params, "refresh_tolerance_bps", 0.0))
         self.refresh_size = float(getattr(params, "refresh_size_tolerance", 0.0))
+        #: the strategy's quote desks (``strategy.desk(spec, risk)``), when it has them
+        self._desk_for: Callable[[MarketSpec, RiskConfig], QuoteDesk | None] | None = getattr(
+            strategy, "desk", None
+        )
         self.state = RUNNING
         self.pause_reason = ""
         self.events = 0
@@ -470,6 +479,11 @@ class Engine:
         ms.last_signal = sig
         skew, widen = ms.signal_source.adjust(sig)
         ms.last_adjust = (skew, widen)
+        desk = self._desk(ms) if self._desk_for is not None else None
+        if desk is not None and self._quote_desk(ms, desk, book, mid, pos, skew, widen, now_ns):
+            self.lat[self.lat_n & (_LAT_RING - 1)] = time.perf_counter_ns() - t0
+            self.lat_n += 1
+            return
         ctx = QuoteContext(
             ms.spec,
             now_ns,
@@ -488,6 +502,80 @@ class Engine:
         self._sync_orders(ms, quotes, pos, now_ns)
         self.lat[self.lat_n & (_LAT_RING - 1)] = time.perf_counter_ns() - t0
         self.lat_n += 1
+
+    def _desk(self, ms: MarketState) -> QuoteDesk | None:
+        """The market's quote desk with its live orders current (None: none yet)."""
+        desk = ms.desk
+        if desk is None:
+            if self._desk_for is None:
+                return None
+            desk = ms.desk = self._desk_for(ms.spec, self.risk_cfg)
+            if desk is None:
+                return None
+            ms.desk_stale = True
+        if ms.desk_stale:
+            desk.load([_live_row(o) for o in ms.orders.values()])
+            ms.desk_stale = False
+        return desk
+
+    def _quote_desk(
+        self,
+        ms: MarketState,
+        desk: QuoteDesk,
+        book: OrderBook,
+        mid: float,
+        pos: int,
+        skew: float,
+        widen: float,
+        now_ns: int,
+    ) -> bool:
+        """:meth:`_quote`'s strategy, order diff and risk check in one call to the
+        market's desk (the same orders as :meth:`_sync_orders`). False: no room in the
+        desk, the caller quotes in Python."""
+        spec = ms.spec
+        todo = desk.decide(
+            book.best_bid,
+            book.best_ask,
+            mid,
+            pos,
+            self.risk.max_position_lots(spec, mid),
+            ms.vol.sigma_bps,
+            skew,
+            widen,
+            ms.next_client_id,
+        )
+        if todo is None:
+            ms.desk_stale = True
+            return False
+        ms.last_quote_mid = mid
+        if not todo:
+            return True
+        cut, dropped = desk.cut_dropped
+        if cut or dropped:
+            self.risk.orders_cut += cut
+            self.risk.orders_dropped += dropped
+        cancels = desk.cancels
+        orders = ms.orders
+        for cid in cancels:
+            orders[cid].state = OrderState.PENDING_CANCEL
+        places: list[OrderRequest] = []
+        sym = spec.symbol
+        outbox = self.outbox
+        for side, px, lots, cid in desk.places:
+            req = OrderRequest(sym, cid, Side.BUY if side > 0 else Side.SELL, px, lots)
+            order = Order.from_request(req, now_ns)
+            orders[cid] = order
+            outbox.append(OrderSent(order))
+            places.append(req)
+        if places:
+            ms.next_client_id = places[-1].client_id + 1
+        if not cancels and not places:
+            return True
+        ms.orders_sent += len(places)
+        ms.cancels_sent += len(cancels)
+        self.quotes_sent += len(places)
+        self.venue.requote(spec.symbol, cancels, places, now_ns)
+        return True
 
     def _sync_orders(self, ms: MarketState, quotes: list[Quote], pos: int, now_ns: int) -> None:
         """Diff desired quotes against live orders; send cancels and places in one batch."""
@@ -518,6 +606,7 @@ class Engine:
         cancels = [o.client_id for o in live if o.client_id not in kept]
         if not cancels and not places:
             return
+        ms.desk_stale = True  # a desk (if any) reloads the orders decided here
         for cid in cancels:
             ms.orders[cid].state = OrderState.PENDING_CANCEL
         # risk sees every order that might still fill, pending cancels included
@@ -542,6 +631,8 @@ class Engine:
             return
         for o in live:
             o.state = OrderState.PENDING_CANCEL
+        if ms.desk is not None:
+            ms.desk.cancel_all()
         ms.cancels_sent += len(live)
         self.venue.requote(ms.spec.symbol, [o.client_id for o in live], [], now_ns)
 
@@ -568,11 +659,15 @@ class Engine:
                 o = ms.orders.pop(ev.client_id, None)
                 if o is not None:
                     o.state = OrderState.DONE
+                    if ms.desk is not None:
+                        ms.desk.remove(ev.client_id)
                     self.outbox.append(OrderDone(o, "rejected: " + ev.reason))
             elif isinstance(ev, OrderCancelled):
                 o = ms.orders.pop(ev.client_id, None)
                 if o is not None:
                     o.state = OrderState.DONE
+                    if ms.desk is not None:
+                        ms.desk.remove(ev.client_id)
                     self.outbox.append(OrderDone(o, "cancelled"))
         return len(evs)
 
@@ -593,8 +688,12 @@ class Engine:
             if o.remaining_lots <= 0:
                 o.state = OrderState.DONE
                 del ms.orders[fill.client_id]
+                if ms.desk is not None:
+                    ms.desk.remove(fill.client_id)
                 self.outbox.append(OrderDone(o, "filled"))
             else:
+                if ms.desk is not None:
+                    ms.desk.remaining(fill.client_id, o.remaining_lots)
                 self.outbox.append(OrderUpdated(o, "partially filled"))
         pos = self.acct.positions[fill.market]
         mid = ms.builder.book.mid if ms.builder.book.valid else float(fill.price_ticks)
@@ -657,6 +756,8 @@ class Engine:
             for ms in self.markets.values():
                 for o in ms.orders.values():
                     o.state = OrderState.PENDING_CANCEL
+                if ms.desk is not None:
+                    ms.desk.cancel_all()
                 ms.flatten_pending_ns = 0
                 ms.flatten_tries = 0
             self._continue_flatten(now_ns)
@@ -760,6 +861,7 @@ class Engine:
         ms.orders[order.client_id] = order
         ms.next_client_id = max(ms.next_client_id, order.client_id + 1)
         ms.dirty = True
+        ms.desk_stale = True
         return True
 
     def apply_recovered_fill(self, fill: Fill) -> None:
@@ -988,6 +1090,13 @@ class Engine:
                 for sym, m in s.markets.items()
             },
         }
+
+
+def _live_row(o: Order) -> tuple[int, int, int, int, int]:
+    """An order as a quote desk's live row (side, price, remaining, client id, state)."""
+    side = 1 if o.side is Side.BUY else -1
+    state = 1 if o.state is OrderState.PENDING_CANCEL else 2 if o.state is OrderState.DONE else 0
+    return side, o.price_ticks, o.remaining_lots, o.client_id, state
 
 
 def _model_view(st: Mapping[str, object]) -> ModelView:

@@ -311,6 +311,11 @@ def warm() -> float:
         core.k.features_on_top(core.ist, core.fst, lv, 4)  # the model signal's features
         core.set_live([(1, 99, 1, 1, 0)])
         core.decide(4, 0, use_model=False)
+        k = core.k
+        k.quote_and_sync(core.ist, core.fst, core.io, 100, 101, 100.5, 0, 10, 1.0)
+        k.live_remaining(core.io, 1, 1)
+        k.live_cancel_all(core.io)
+        k.live_remove(core.io, 1)
         core.check_orders(0, [(1, 99, 1)])
         core.quote(100, 101, 100.5, 0, 10, 1.0, 0.0, 1.0)
         _WARM_S = time.perf_counter() - t0

@@ -73,6 +73,9 @@ FST_SIZE = 160
 # --- io: one decision --------------------------------------------------------
 IO_TS, IO_POS, IO_BREAKER_OPEN, IO_USE_MODEL, IO_NLIVE = range(5)
 IO_NQUOTES, IO_NCANCEL, IO_NPLACE, IO_MAXPOS = range(5, 9)
+#: keep the live orders (``IO_KEEP`` 1): places join the live rows with client ids
+#: from ``IO_NEXT_CID`` on; cut and dropped places of the last decision
+IO_KEEP, IO_NEXT_CID, IO_CUT, IO_DROPPED = range(9, 13)
 MAX_LIVE = 64
 LIVE_W = 5  # side (+1 buy, -1 sell), price, remaining lots, client id, state
 ST_LIVE, ST_PENDING_CANCEL, ST_DONE = 0, 1, 2
@@ -811,6 +814,8 @@ def sync_orders(ist: np.ndarray, fst: np.ndarray, io: np.ndarray, mid: float) ->
     cancels (marked pending cancel), unmatched quotes are risk-checked places."""
     tol = int(fst[F_REFRESH_BPS] * mid / 1e4)
     size_tol = fst[F_REFRESH_SIZE]
+    io[IO_CUT] = 0
+    io[IO_DROPPED] = 0
     nlive = io[IO_NLIVE]
     kept = np.zeros(nlive, dtype=np.bool_)
     nq = io[IO_NQUOTES]
@@ -849,7 +854,106 @@ def sync_orders(ist: np.ndarray, fst: np.ndarray, io: np.ndarray, mid: float) ->
     if nc == 0 and nplace == 0:
         io[IO_NPLACE] = 0
         return
+    cut, dropped = ist[I_CUT], ist[I_DROPPED]
     check_orders(ist, fst, io, IO_QUOTES, nplace)
+    io[IO_CUT] = ist[I_CUT] - cut
+    io[IO_DROPPED] = ist[I_DROPPED] - dropped
+    if io[IO_KEEP]:
+        live_keep_places(io)
+
+
+@_jit
+def live_keep_places(io: np.ndarray) -> None:
+    """The last decision's places join the live rows (state ``ST_LIVE``) with client
+    ids ``IO_NEXT_CID``, ``IO_NEXT_CID + 1``, ...; returns nothing, ``IO_NEXT_CID``
+    moves past them. The caller checks room first (``MAX_LIVE``)."""
+    n = io[IO_NLIVE]
+    cid = io[IO_NEXT_CID]
+    for k in range(io[IO_NPLACE]):
+        s = IO_PLACES + 3 * k
+        o = IO_LIVE + LIVE_W * n
+        io[o] = io[s]
+        io[o + 1] = io[s + 1]
+        io[o + 2] = io[s + 2]
+        io[o + 3] = cid
+        io[o + 4] = ST_LIVE
+        cid += 1
+        n += 1
+    io[IO_NLIVE] = n
+    io[IO_NEXT_CID] = cid
+
+
+@_jit
+def live_find(io: np.ndarray, cid: int) -> int:
+    """The row of live order ``cid`` (-1: none)."""
+    for j in range(io[IO_NLIVE]):
+        if io[IO_LIVE + LIVE_W * j + 3] == cid:
+            return j
+    return -1
+
+
+@_jit
+def live_remove(io: np.ndarray, cid: int) -> int:
+    """Drop live order ``cid`` (done: filled, cancelled, rejected), keeping the others'
+    order. Returns 1 when it was there."""
+    j = live_find(io, cid)
+    if j < 0:
+        return 0
+    n = io[IO_NLIVE]
+    for i in range(IO_LIVE + LIVE_W * j, IO_LIVE + LIVE_W * (n - 1)):
+        io[i] = io[i + LIVE_W]
+    io[IO_NLIVE] = n - 1
+    return 1
+
+
+@_jit
+def live_remaining(io: np.ndarray, cid: int, lots: int) -> int:
+    """Set the remaining lots of live order ``cid`` (a partial fill). Returns 1 when
+    it was there."""
+    j = live_find(io, cid)
+    if j < 0:
+        return 0
+    io[IO_LIVE + LIVE_W * j + 2] = lots
+    return 1
+
+
+@_jit
+def live_cancel_all(io: np.ndarray) -> int:
+    """Mark every live order pending cancel; returns how many were live."""
+    c = 0
+    for j in range(io[IO_NLIVE]):
+        o = IO_LIVE + LIVE_W * j + 4
+        if io[o] == ST_LIVE:
+            io[o] = ST_PENDING_CANCEL
+            c += 1
+    return c
+
+
+@_jit
+def quote_and_sync(
+    ist: np.ndarray,
+    fst: np.ndarray,
+    io: np.ndarray,
+    best_bid: int,
+    best_ask: int,
+    mid: float,
+    pos: int,
+    max_pos: int,
+    sigma: float,
+) -> int:
+    """The strategy's quotes for a signal already turned into ``F_SKEW``/``F_WIDEN``,
+    the diff against the live orders and the risk check: what :func:`decide` does
+    after the signal, for a caller that computes the signal itself (the engine, whose
+    model runs behind the ML breaker). Returns the number of places."""
+    io[IO_POS] = pos
+    io[IO_MAXPOS] = max_pos
+    fst[F_MID] = mid
+    fst[F_SIGMA] = sigma
+    strategy_quote(ist, fst, io, best_bid, best_ask, mid, pos, max_pos, sigma)
+    sync_orders(ist, fst, io, mid)
+    ist[I_DECISIONS] += 1
+    placed: int = io[IO_NPLACE]
+    return placed
 
 
 @_jit

@@ -19,7 +19,7 @@ from flashmm.native import NativeCore, ready, warm_in_background
 from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
 from flashmm.strategy.avellaneda import AvellanedaStrategy
 from flashmm.strategy.base import StrategyConfig
-from flashmm.types import Quote, Side
+from flashmm.types import MarketSpec, Quote, Side
 
 
 class NativeAvellanedaStrategy(AvellanedaStrategy):
@@ -34,6 +34,17 @@ class NativeAvellanedaStrategy(AvellanedaStrategy):
         d = dict(self.__dict__)
         d["_core"] = d["_k"] = None  # rebuilt at the next quote
         return d
+
+    def desk(self, spec: MarketSpec, risk: Any) -> NativeDesk | None:
+        """One market's compiled quote desk (strategy, order diff, position limit) for
+        the engine; None until the kernels are loaded, or when a subclass quotes in
+        Python (its :meth:`quote` is not this class's)."""
+        if type(self).quote is not NativeAvellanedaStrategy.quote:
+            return None
+        if not ready():
+            warm_in_background()
+            return None
+        return NativeDesk(NativeCore(spec.unit_usdc, self.params, risk))
 
     def quote(self, ctx: QuoteContext) -> list[Quote]:
         core = self._core
@@ -56,6 +67,82 @@ class NativeAvellanedaStrategy(AvellanedaStrategy):
         v = io[k.IO_QUOTES : k.IO_QUOTES + 3 * n].tolist()
         buy, sell = Side.BUY, Side.SELL
         return [Quote(buy if v[i] > 0 else sell, v[i + 1], v[i + 2]) for i in range(0, 3 * n, 3)]
+
+
+class NativeDesk:
+    """:class:`flashmm.strategy.base.QuoteDesk` on a :class:`NativeCore`: the live
+    orders are the core's ``io`` rows, a decision is one ``quote_and_sync`` call."""
+
+    __slots__ = ("_room", "core", "fst", "io", "ist", "k")
+
+    def __init__(self, core: NativeCore) -> None:
+        self.core = core
+        self.k = k = core.k
+        self.io, self.ist, self.fst = core.io, core.ist, core.fst
+        self.io[k.IO_KEEP] = 1
+        #: live rows that leave room for a full set of quotes
+        self._room = k.MAX_LIVE - 2 * int(core.ist[k.I_STRAT_LEVELS])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"core": self.core}
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__init__(d["core"])  # type: ignore[misc]
+
+    def decide(
+        self,
+        best_bid: int,
+        best_ask: int,
+        mid: float,
+        position_lots: int,
+        max_position_lots: int,
+        sigma_bps: float,
+        skew_bps: float,
+        widen: float,
+        next_client_id: int,
+    ) -> bool | None:
+        k, io, fst = self.k, self.io, self.fst
+        if io[k.IO_NLIVE] > self._room:
+            return None
+        fst[k.F_SKEW] = skew_bps
+        fst[k.F_WIDEN] = widen
+        io[k.IO_NEXT_CID] = next_client_id
+        k.quote_and_sync(
+            self.ist, fst, io, best_bid, best_ask, mid, position_lots, max_position_lots,
+            sigma_bps,
+        )  # fmt: skip
+        return bool(io[k.IO_NCANCEL] or io[k.IO_NPLACE])
+
+    @property
+    def cancels(self) -> list[int]:
+        k, io = self.k, self.io
+        c: list[int] = io[k.IO_CANCELS : k.IO_CANCELS + io[k.IO_NCANCEL]].tolist()
+        return c
+
+    @property
+    def places(self) -> list[tuple[int, int, int, int]]:
+        k, io = self.k, self.io
+        n = int(io[k.IO_NPLACE])
+        v = io[k.IO_PLACES : k.IO_PLACES + 3 * n].tolist()
+        cid = int(io[k.IO_NEXT_CID]) - n
+        return [(v[3 * i], v[3 * i + 1], v[3 * i + 2], cid + i) for i in range(n)]
+
+    @property
+    def cut_dropped(self) -> tuple[int, int]:
+        k, io = self.k, self.io
+        return int(io[k.IO_CUT]), int(io[k.IO_DROPPED])
+
+    def load(self, rows: list[tuple[int, int, int, int, int]]) -> None:
+        self.core.set_live(rows)
+
+    def remove(self, client_id: int) -> None:
+        self.k.live_remove(self.io, client_id)
+
+    def remaining(self, client_id: int, lots: int) -> None:
+        self.k.live_remaining(self.io, client_id, lots)
+
+    def cancel_all(self) -> None:
+        self.k.live_cancel_all(self.io)
 
 
 def strategy_for(cfg: StrategyConfig) -> Strategy:

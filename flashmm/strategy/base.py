@@ -64,6 +64,57 @@ class Strategy(Protocol):
         ...
 
 
+class QuoteDesk(Protocol):
+    """One market's quote decision in compiled code: the strategy's quotes, the diff
+    against the live orders the desk keeps and the position-limit check, in one call.
+
+    A strategy may offer one per market (``strategy.desk(spec, risk)``, None while it
+    cannot); the engine then decides through it and keeps its live orders current
+    (:meth:`remove`, :meth:`remaining`, :meth:`cancel_all`, :meth:`load`). Live rows
+    are ``(side +1/-1, price_ticks, remaining_lots, client_id, state)`` with state 0
+    live (new or open), 1 pending cancel.
+    """
+
+    def decide(
+        self,
+        best_bid: int,
+        best_ask: int,
+        mid: float,
+        position_lots: int,
+        max_position_lots: int,
+        sigma_bps: float,
+        skew_bps: float,
+        widen: float,
+        next_client_id: int,
+    ) -> bool | None:
+        """One decision. True: cancels or places to send (:attr:`cancels`,
+        :attr:`places`, the places already kept as live orders with client ids from
+        ``next_client_id`` on); False: nothing to send; None: no room for the places
+        in the desk (the caller decides in Python and reloads the desk)."""
+        ...
+
+    @property
+    def cancels(self) -> list[int]: ...
+
+    @property
+    def places(self) -> list[tuple[int, int, int, int]]:
+        """The last decision's places: (side +1/-1, price_ticks, lots, client_id)."""
+        ...
+
+    @property
+    def cut_dropped(self) -> tuple[int, int]:
+        """Places the last decision's risk check cut and dropped."""
+        ...
+
+    def load(self, rows: list[tuple[int, int, int, int, int]]) -> None: ...
+
+    def remove(self, client_id: int) -> None: ...
+
+    def remaining(self, client_id: int, lots: int) -> None: ...
+
+    def cancel_all(self) -> None: ...
+
+
 class StrategyBase:
     """Helpers shared by strategies: validated params and tick rounding."""
 

@@ -1,0 +1,137 @@
+"""The engine deciding through the compiled core's quote desk (strategy, order diff,
+position limit, live orders in the core's arrays) gives the same orders, cancels,
+fills and P&L as the engine's Python path, on recorded data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ETH_SLICE, NEXO_23, ROOT
+
+import flashmm.native as nat
+from flashmm.config import load_config
+from flashmm.engine import Engine
+from flashmm.events import FillEvent, OrderDone, OrderSent, OrderUpdated, OutboxEvent
+from flashmm.feeds.replay import ReplayFeed
+from flashmm.native.strategy import NativeAvellanedaStrategy, NativeDesk
+from flashmm.runner import build_venue, engine_from, scales_for, signal_factory
+from flashmm.strategy.avellaneda import AvellanedaStrategy
+
+
+def _row(ev: OutboxEvent) -> tuple[Any, ...] | None:
+    if isinstance(ev, OrderSent):
+        o = ev.order
+        return ("sent", o.market, o.client_id, o.side, o.price_ticks, o.size_lots, o.created_ns)
+    if isinstance(ev, OrderUpdated | OrderDone):
+        o = ev.order
+        return (ev.kind, o.market, o.client_id, o.remaining_lots, ev.note)
+    if isinstance(ev, FillEvent):
+        f = ev.fill
+        return ("fill", f.market, f.client_id, f.price_ticks, f.size_lots, f.ts_ns)
+    return None
+
+
+def _run(
+    files: list[Path], sets: list[str], *, native: bool, ready_at: int | None = 0
+) -> tuple[list[tuple[Any, ...]], dict[str, Any], Engine]:
+    """Drive one engine over ``files``; returns its order and fill events, summary and
+    itself. ``ready_at``: the event at which the kernels count as loaded (None: never)."""
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", ["venue.sim.seed=7", *sets])
+    strategy = (NativeAvellanedaStrategy if native else AvellanedaStrategy)(cfg.strategy.params)
+    engine = engine_from(
+        cfg, build_venue(cfg), strategy=strategy, signal_factory=signal_factory(cfg, sim_clock=True)
+    )
+    rows: list[tuple[Any, ...]] = []
+    nat.warm()
+    was = nat._READY.is_set()
+    try:
+        if ready_at != 0:
+            nat._READY.clear()
+        for i, ev in enumerate(ReplayFeed(files, scales_for(cfg.specs())).events()):
+            if i == ready_at:
+                nat._READY.set()
+            engine.step(ev, ev.ts_ns)
+            for e in engine.drain_outbox():
+                r = _row(e)
+                if r is not None:
+                    rows.append(r)
+    finally:
+        if was:
+            nat._READY.set()
+    return rows, engine.summary(), engine
+
+
+_FIGURES = ("fills", "pnl_usdc", "quotes_sent", "cancels_sent", "volume_usdc", "fees_usdc")
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["model.enabled=false"],
+        ["model.enabled=true"],
+        ["model.enabled=false", "strategy.params.order_size_usdc=400"],  # risk cuts
+    ],
+    ids=["rules", "model", "large-orders"],
+)
+def test_engine_desk_matches_the_python_path(sets: list[str]) -> None:
+    files = [NEXO_23, ETH_SLICE]
+    want, s_want, py = _run(files, sets, native=False)
+    got, s_got, eng = _run(files, sets, native=True)
+    assert all(ms.desk is None for ms in py.markets.values())
+    desks = [ms.desk for ms in eng.markets.values()]
+    assert all(isinstance(d, NativeDesk) for d in desks)
+    decisions = sum(int(d.ist[d.k.I_DECISIONS]) for d in desks if isinstance(d, NativeDesk))
+    assert decisions > 1000
+    assert len(want) > 1000
+    assert got == want
+    assert {k: s_got[k] for k in _FIGURES} == {k: s_want[k] for k in _FIGURES}
+    assert (eng.risk.orders_cut, eng.risk.orders_dropped) == (
+        py.risk.orders_cut,
+        py.risk.orders_dropped,
+    )
+    if "strategy.params.order_size_usdc=400" in sets:
+        assert eng.risk.orders_cut + eng.risk.orders_dropped > 0
+    # the desk's live rows are the engine's live orders
+    for ms in eng.markets.values():
+        assert isinstance(ms.desk, NativeDesk)
+        io, k = ms.desk.io, ms.desk.k
+        rows = [
+            tuple(int(v) for v in io[k.IO_LIVE + k.LIVE_W * j : k.IO_LIVE + k.LIVE_W * (j + 1)])
+            for j in range(int(io[k.IO_NLIVE]))
+        ]
+        assert [r[3] for r in rows] == list(ms.orders)
+        assert [r[2] for r in rows] == [o.remaining_lots for o in ms.orders.values()]
+
+
+def test_engine_desk_takes_over_mid_run_with_the_live_orders() -> None:
+    """Kernels loaded in the middle of a run: the Python path decides until then, the
+    desk loads the live orders and decides from there; same events as Python alone."""
+    files = [NEXO_23]
+    want, s_want, _ = _run(files, ["model.enabled=false"], native=False)
+    got, s_got, eng = _run(files, ["model.enabled=false"], native=True, ready_at=700)
+    assert eng.markets["SEI/USDC"].desk is not None
+    assert got == want
+    assert {k: s_got[k] for k in _FIGURES} == {k: s_want[k] for k in _FIGURES}
+
+
+def test_desk_without_room_hands_the_decision_back() -> None:
+    """More live rows than leave room for a full set of quotes: the desk declines (the
+    engine decides in Python and reloads it)."""
+    nat.warm()
+    strat = NativeAvellanedaStrategy()
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", [])
+    spec = cfg.specs()[0]
+    desk = strat.desk(spec, cfg.risk)
+    assert desk is not None
+    desk.load([(1, 1000 - i, 5, i + 1, 1) for i in range(60)])
+    assert desk.decide(1000, 1002, 1001.0, 0, 10_000, 1.0, 0.0, 1.0, 61) is None
+    desk.load([(1, 999, 5, 1, 0), (-1, 1003, 5, 2, 0)])
+    assert desk.decide(1000, 1002, 1001.0, 0, 10_000, 1.0, 0.0, 1.0, 3) is True
+    assert desk.cancels == [1, 2]  # far from the new quotes
+    places = desk.places
+    assert [p[3] for p in places] == list(range(3, 3 + len(places)))
+    desk.remove(1)
+    desk.cancel_all()
+    assert int(desk.io[desk.k.IO_NLIVE]) == 1 + len(places)
