@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from loguru import logger
@@ -23,6 +24,37 @@ __all__ = ["Metrics"]
 _BOT_STATES = ("starting", "running", "paused", "halted", "stopping", "stopped")
 
 _LATENCY_BUCKETS_US = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000)
+
+#: (field of the Snapshot, or of its MarketView per market; metric; help). Counters get
+#: ``_total`` from the client and grow by what the cumulative field grew.
+_GAUGES = (
+    ("pnl_usdc", "flashmm_pnl_total_usdc", "Total P&L (USDC)"),
+    ("drawdown_usdc", "flashmm_drawdown_usdc", "Drawdown from the P&L peak"),
+)
+_COUNTERS = (
+    ("quotes_sent", "flashmm_requotes", "Requote batches sent to the venue"),
+    ("feed_gaps", "flashmm_feed_gaps", "Feed gaps (resyncs)"),
+    ("events", "flashmm_events", "Market data events processed"),
+)
+_MARKET_GAUGES = (
+    ("pnl_usdc", "flashmm_pnl_usdc", "P&L per market (USDC)"),
+    ("position_lots", "flashmm_position_lots", "Position per market (lots)"),
+    ("position_usdc", "flashmm_position_usdc", "Position value per market (USDC)"),
+    ("mid", "flashmm_mid_price", "Mid price per market"),
+    ("realized_usdc", "flashmm_realized_pnl_usdc", "Realized P&L (USDC)"),
+    ("unrealized_usdc", "flashmm_unrealized_pnl_usdc", "Unrealized P&L (USDC)"),
+    ("fees_usdc", "flashmm_fees_usdc", "Fees paid, rebates negative (USDC)"),
+    ("volume_usdc", "flashmm_volume_usdc", "Traded volume (USDC)"),
+    ("limit_usage", "flashmm_position_limit_usage", "Position / risk.max_position_usdc"),
+    ("signal.confidence", "flashmm_signal_confidence", "Signal confidence"),
+    ("signal.expected_bps", "flashmm_signal_expected_bps", "Signal expected move (bps)"),
+)
+_MARKET_COUNTERS = (
+    ("fills", "flashmm_fills", "Fills per market since start"),
+    ("orders_sent", "flashmm_orders_sent", "Orders sent"),
+    ("cancels_sent", "flashmm_cancels_sent", "Cancels sent"),
+    ("rejects", "flashmm_rejects", "Orders rejected by the venue"),
+)
 
 
 class Metrics:
@@ -44,31 +76,22 @@ class Metrics:
         self._prom = prom
         self.host = host
         self.port = port
-        self.registry = prom.CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.up = prom.Gauge("flashmm_up", "1 while the bot runs", registry=r)
-        self.uptime = prom.Gauge("flashmm_uptime_seconds", "Seconds since start", registry=r)
-        self.state = prom.Gauge(
-            "flashmm_state", "1 for the current bot state", ["state"], registry=r
-        )
-        self.pnl = prom.Gauge("flashmm_pnl_usdc", "P&L per market (USDC)", ["market"], registry=r)
-        self.position_lots = prom.Gauge(
-            "flashmm_position_lots", "Position per market (lots)", ["market"], registry=r
-        )
-        self.position_usdc = prom.Gauge(
-            "flashmm_position_usdc", "Position value per market (USDC)", ["market"], registry=r
-        )
-        self.mid = prom.Gauge("flashmm_mid_price", "Mid price per market", ["market"], registry=r)
-        self.quotes = prom.Gauge(
+        r = self.registry = prom.CollectorRegistry(auto_describe=True)
+        g, c, m = prom.Gauge, prom.Counter, ["market"]
+        self.gauges = {f: g(name, doc, registry=r) for f, name, doc in _GAUGES}
+        self.counters = {f: c(name, doc, registry=r) for f, name, doc in _COUNTERS}
+        self.market_gauges = {f: g(name, doc, m, registry=r) for f, name, doc in _MARKET_GAUGES}
+        self.market_counters = {f: c(n, doc, m, registry=r) for f, n, doc in _MARKET_COUNTERS}
+        self.up = g("flashmm_up", "1 while the bot runs", registry=r)
+        self.uptime = g("flashmm_uptime_seconds", "Seconds since start", registry=r)
+        self.state = g("flashmm_state", "1 for the current bot state", ["state"], registry=r)
+        self.quotes = g(
             "flashmm_quotes", "Resting quotes per market and side", ["market", "side"], registry=r
         )
-        self.fills = prom.Counter(
-            "flashmm_fills", "Fills per market since start", ["market"], registry=r
-        )
-        self.breaker = prom.Gauge(
+        self.breaker = g(
             "flashmm_breaker_tripped", "1 when a circuit breaker is tripped", ["name"], registry=r
         )
-        self.latency_quantile = prom.Gauge(
+        self.latency_quantile = g(
             "flashmm_decision_latency_us",
             "Decision latency quantiles reported by the engine (µs)",
             ["quantile"],
@@ -80,21 +103,6 @@ class Metrics:
             buckets=[b / 1e6 for b in _LATENCY_BUCKETS_US],
             registry=r,
         )
-        g, c = prom.Gauge, prom.Counter
-        m = ["market"]
-        self.pnl_total = g("flashmm_pnl_total_usdc", "Total P&L (USDC)", registry=r)
-        self.realized = g("flashmm_realized_pnl_usdc", "Realized P&L (USDC)", m, registry=r)
-        self.unrealized = g("flashmm_unrealized_pnl_usdc", "Unrealized P&L (USDC)", m, registry=r)
-        self.fees = g("flashmm_fees_usdc", "Fees paid, rebates negative (USDC)", m, registry=r)
-        self.volume = g("flashmm_volume_usdc", "Traded volume (USDC)", m, registry=r)
-        self.drawdown = g("flashmm_drawdown_usdc", "Drawdown from the P&L peak", registry=r)
-        self.limit_usage = g(
-            "flashmm_position_limit_usage", "Position / risk.max_position_usdc", m, registry=r
-        )
-        self.orders_sent = c("flashmm_orders_sent", "Orders sent", m, registry=r)
-        self.cancels_sent = c("flashmm_cancels_sent", "Cancels sent", m, registry=r)
-        self.rejects = c("flashmm_rejects", "Orders rejected by the venue", m, registry=r)
-        self.quotes_sent = c("flashmm_requotes", "Requote batches sent to the venue", registry=r)
         self.gas = c("flashmm_requote_gas_used", "Gas used by requote transactions", registry=r)
         self.gas_per_day = g(
             "flashmm_gas_per_day_projected", "Gas per day at the current rate", registry=r
@@ -109,8 +117,6 @@ class Metrics:
             "flashmm_feed_age_seconds", "Age of the last market data (feed lag)", m, registry=r
         )
         self.book_synced = g("flashmm_book_synced", "1 when the book is in sync", m, registry=r)
-        self.feed_gaps = c("flashmm_feed_gaps", "Feed gaps (resyncs)", registry=r)
-        self.events = c("flashmm_events", "Market data events processed", registry=r)
         self.model_state = g(
             "flashmm_model_state",
             "1 for the model breaker's state",
@@ -119,10 +125,6 @@ class Metrics:
         )
         self.model_onnx = g(
             "flashmm_model_active", "1 while the ONNX model answers (0: rules)", m, registry=r
-        )
-        self.signal_conf = g("flashmm_signal_confidence", "Signal confidence", m, registry=r)
-        self.signal_bps = g(
-            "flashmm_signal_expected_bps", "Signal expected move (bps)", m, registry=r
         )
         self.journal_pending = g(
             "flashmm_journal_pending_writes", "Journal records not yet committed", registry=r
@@ -189,11 +191,10 @@ class Metrics:
             self._update_market(sym, m)
         for name, b in snap.breakers.items():
             self.breaker.labels(name).set(1 if b["state"] == "tripped" else 0)
-        self.pnl_total.set(snap.pnl_usdc)
-        self.drawdown.set(snap.drawdown_usdc)
-        self._count(self.quotes_sent, "", "quotes_sent", snap.quotes_sent)
-        self._count(self.feed_gaps, "", "feed_gaps", snap.feed_gaps)
-        self._count(self.events, "", "events", snap.events)
+        for f, gauge in self.gauges.items():
+            gauge.set(getattr(snap, f))
+        for f, counter in self.counters.items():
+            self._count(counter, "", f, getattr(snap, f))
         venue = snap.venue
         self._count(self.gas, "", "gas_used", venue.get("gas_used"))
         if venue.get("gas_per_day_projected") is not None:
@@ -207,25 +208,12 @@ class Metrics:
         self.latency_quantile.labels("0.99").set(snap.latency.p99_us)
 
     def _update_market(self, sym: str, m: MarketView) -> None:
-        for value, gauge in (
-            (m.pnl_usdc, self.pnl),
-            (m.position_lots, self.position_lots),
-            (m.position_usdc, self.position_usdc),
-            (m.mid, self.mid),
-            (m.realized_usdc, self.realized),
-            (m.unrealized_usdc, self.unrealized),
-            (m.fees_usdc, self.fees),
-            (m.volume_usdc, self.volume),
-            (m.limit_usage, self.limit_usage),
-            (m.signal.confidence, self.signal_conf),
-            (m.signal.expected_bps, self.signal_bps),
-        ):
+        for f, gauge in self.market_gauges.items():
+            value = attrgetter(f)(m)
             if value is not None:
                 gauge.labels(sym).set(value)
-        self._count(self.orders_sent, sym, "orders_sent", m.orders_sent)
-        self._count(self.cancels_sent, sym, "cancels_sent", m.cancels_sent)
-        self._count(self.rejects, sym, "rejects", m.rejects)
-        self._count(self.fills, sym, "fills", m.fills)
+        for f, counter in self.market_counters.items():
+            self._count(counter, sym, f, getattr(m, f))
         if m.data_age_ms is not None:
             self.feed_age.labels(sym).set(m.data_age_ms / 1e3)
         self.book_synced.labels(sym).set(1 if m.synced else 0)
