@@ -12,14 +12,12 @@ from collections.abc import Coroutine
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 import typer
 
 app = typer.Typer(help="Local chain, FlashBook deployment, deposits and a taker tool on Sei EVM.")
 
 T = TypeVar("T")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -39,14 +37,11 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         raise RuntimeFailure(str(exc)) from exc
 
 
-def is_loopback(url: str) -> bool:
-    return (urlparse(url).hostname or "") in LOOPBACK
-
-
 def load_signer(keystore: Path | None, dev_account: str | None, dep: Any, rpc_url: str) -> Any:
     """The account that signs: a local dev account, a keystore or FLASHMM_PRIVATE_KEY."""
     from flashmm.errors import UserInputError
     from flashmm.venues.sei.keys import account_from_hex, load_account
+    from flashmm.venues.sei.settings import is_loopback
 
     if dev_account:
         if not is_loopback(rpc_url):

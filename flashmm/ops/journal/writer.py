@@ -559,13 +559,6 @@ class Journal:
             ),
         )
 
-    def orders(self, orders: Iterable[Order], ts_ns: int | None = None, note: str = "") -> int:
-        """Journal several orders; returns the last sequence number (0 if none)."""
-        seq = 0
-        for order in orders:
-            seq = self.order_event(order, ts_ns, note)
-        return seq
-
     def position_snapshot(
         self,
         pos: Position,
