@@ -288,21 +288,21 @@ async def deploy_book_and_markets(
     )
 
 
+def market_funding(dep: Deployment, symbol: str, notional_usdc: float) -> tuple[int, int]:
+    """Base and quote token units worth ``notional_usdc`` each in ``symbol`` (at its mid)."""
+    m = dep.markets[symbol]
+    base = Decimal(str(notional_usdc)) / Decimal(m["mid_price"])
+    base_units = int(base * (Decimal(10) ** dep.tokens[m["base"]]["decimals"]))
+    return base_units, int(notional_usdc * 10 ** dep.tokens[m["quote"]]["decimals"])
+
+
 def funding_amounts(dep: Deployment, notional_usdc: float) -> dict[str, int]:
     """Token units (by token symbol) that fund ``notional_usdc`` per market on each side."""
     amounts: dict[str, int] = {}
-    for m in dep.markets.values():
-        quote = dep.tokens[m["quote"]]
-        amounts[m["quote"]] = amounts.get(m["quote"], 0) + int(
-            notional_usdc * 10 ** quote["decimals"]
-        )
-        base = dep.tokens[m["base"]]
-        units = (
-            Decimal(str(notional_usdc))
-            / Decimal(m["mid_price"])
-            * (Decimal(10) ** base["decimals"])
-        )
-        amounts[m["base"]] = amounts.get(m["base"], 0) + int(units)
+    for sym, m in dep.markets.items():
+        base_units, quote_units = market_funding(dep, sym, notional_usdc)
+        amounts[m["base"]] = amounts.get(m["base"], 0) + base_units
+        amounts[m["quote"]] = amounts.get(m["quote"], 0) + quote_units
     return amounts
 
 
@@ -331,17 +331,13 @@ async def fund_accounts(
             for sym in amounts
         )
     )
-    deposits = []
-    for o in owners:
-        for sym, m in dep.markets.items():
-            quote_units = int(notional_usdc * 10 ** dep.tokens[m["quote"]]["decimals"])
-            base_units = int(
-                Decimal(str(notional_usdc))
-                / Decimal(m["mid_price"])
-                * (Decimal(10) ** dep.tokens[m["base"]]["decimals"])
-            )
-            deposits.append(book.deposit(o, dep.market_id(sym), base_units, quote_units))
-    await asyncio.gather(*deposits)
+    await asyncio.gather(
+        *(
+            book.deposit(o, dep.market_id(sym), *market_funding(dep, sym, notional_usdc))
+            for o in owners
+            for sym in dep.markets
+        )
+    )
 
 
 async def setup_local_chain(
@@ -372,7 +368,3 @@ async def setup_local_chain(
         return dep
     finally:
         await rpc.aclose()
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
