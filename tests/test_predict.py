@@ -476,6 +476,33 @@ def test_distinct_moves_bootstrap_and_calibration() -> None:
     assert bad == pytest.approx(40.0)
 
 
+def test_calibration_noise_floor_counts_moves_not_samples() -> None:
+    from flashmm.predict.evaluation import calibration, calibration_noise
+
+    def calibration_floor(p: np.ndarray, g: np.ndarray) -> float:
+        return float(calibration_noise(p, g).mean())
+
+    rng = np.random.default_rng(1)
+    p_move = rng.uniform(0.5, 1.0, 400)
+    p_up = np.repeat(np.where(rng.random(400) < 0.5, p_move, 1 - p_move), 8)
+    groups = np.repeat(np.arange(400), 8)  # 400 moves seen 8 times each
+    per_move = calibration_floor(p_up, groups)
+    per_sample = calibration_floor(p_up, np.arange(len(p_up)))
+    # 400 moves are as noisy as 400 samples, not 3,200
+    assert per_move > 1.8 * per_sample > 0
+    assert per_move == pytest.approx(calibration_floor(p_up[::8], np.arange(400)), rel=0.3)
+    # a perfectly calibrated forecaster's error on one draw of outcomes sits near its floor
+    up = np.repeat(rng.random(400), 8) < p_up
+    conf = np.maximum(p_up, 1 - p_up)
+    _, err = calibration(conf, ((p_up > 0.5) == up).astype(float))
+    assert 0.3 * per_move < err < 2.5 * per_move
+    # a forecaster that is 20 points over-confident is far above it
+    _, off = calibration(
+        conf, ((p_up > 0.5) == (np.repeat(rng.random(400), 8) < 0.5)).astype(float)
+    )
+    assert off > per_move + 10
+
+
 def test_cli_eval_reports_moves_intervals_calibration_and_walk_forward(
     small_model: tuple[Path, dict[str, Any]],
 ) -> None:
@@ -489,6 +516,8 @@ def test_cli_eval_reports_moves_intervals_calibration_and_walk_forward(
     lo, hi = nexo["hit_rate_moved_ci95"]
     assert lo <= nexo["hit_rate_moved"] <= hi
     assert "updown_calibration_error_pts" in nexo and nexo["updown_calibration"]
+    assert nexo["updown_calibration_floor_pts"] > 0 and nexo["rule_calibration_floor_pts"] > 0
+    assert 0 <= nexo["updown_calibration_p"] <= 1
     wf = m["walk_forward"]
     assert wf["windows"] == 2 and len(wf["folds"]) == 2
     assert (

@@ -14,6 +14,15 @@ Calibration is of the *up/down* confidence on moved samples: the model's
 (what :class:`~flashmm.predict.rules.RulePredictor` reports) against the
 observed share of right calls, in bins of 0.05; the calibration error is
 the sample-weighted mean gap, in points (0-100).
+
+That error is noisy: with a few hundred moves even a perfectly calibrated
+forecaster shows several points. Next to each calibration error the report
+gives its **noise floor** (:func:`calibration_noise`): the mean error a
+perfectly calibrated forecaster with the same confidences would show on the
+same moves, from simulated outcomes drawn once per move, and the share of
+those simulations with at least the observed error (``..._calibration_p``;
+above 0.05 the data cannot tell the confidence from a perfectly calibrated
+one).
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from flashmm.predict.labels import DOWN, FLAT, UP
 
 CAL_EDGES = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
 N_BOOT = 1000
+#: simulated outcome sets for the calibration noise floor
+N_FLOOR = 200
 
 
 def next_change_index(mid: np.ndarray) -> np.ndarray:
@@ -103,6 +114,42 @@ def calibration(conf: np.ndarray, hit: np.ndarray) -> tuple[list[dict[str, Any]]
     return rows, (100.0 * gap / n_all if n_all else float("nan"))
 
 
+def calibration_noise(
+    p_up: np.ndarray, groups: np.ndarray, n_sim: int = N_FLOOR, seed: int = 0
+) -> np.ndarray:
+    """Calibration errors (points) a perfectly calibrated forecaster shows here.
+
+    ``p_up`` is each moved sample's probability of "up" (its call is the side
+    above one half, its confidence ``max(p_up, 1 - p_up)``), ``groups`` its move
+    (:func:`next_change_index`). Each simulation draws one uniform ``u`` per move;
+    a sample's move is "up" when ``u < p_up``, so each sample's outcome has
+    exactly its stated probability and samples of one move agree as far as their
+    probabilities allow (like the real ones, they are not independent). Returns
+    the :func:`calibration` error of each of ``n_sim`` simulations.
+    """
+    n = len(p_up)
+    if n == 0:
+        return np.full(n_sim, np.nan)
+    p_up = np.asarray(p_up, dtype=np.float64)
+    conf = np.maximum(p_up, 1.0 - p_up)
+    call = np.sign(p_up - 0.5)
+    edges = np.asarray(CAL_EDGES)
+    k = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, len(edges) - 2)
+    nb = len(edges) - 1
+    conf_sum = np.bincount(k, weights=conf, minlength=nb)
+    _, inv = np.unique(groups, return_inverse=True)
+    n_moves = int(inv.max()) + 1
+    rng = np.random.default_rng(seed)
+    errs = np.empty(n_sim)
+    for j in range(n_sim):
+        up = rng.random(n_moves)[inv] < p_up
+        hit = np.where(call == 0, 0.5, (call > 0) == up)
+        hit_sum = np.bincount(k, weights=hit, minlength=nb)
+        errs[j] = np.abs(conf_sum - hit_sum).sum() / n  # = sum_b n_b |mean conf - observed|
+    out: np.ndarray = 100.0 * errs
+    return out
+
+
 def score(
     probs: np.ndarray,
     X: np.ndarray,
@@ -136,6 +183,8 @@ def score(
     conf_r = 0.5 + 0.25 * np.minimum(np.abs(imb), 1.0)
     cal_m, ece_m = calibration(conf_m, hm)
     cal_r, ece_r = calibration(conf_r, hr)
+    noise_m = calibration_noise(pu / np.maximum(pu + pd, 1e-12), groups, seed=seed)
+    noise_r = calibration_noise(0.5 + 0.25 * np.clip(imb, -1.0, 1.0), groups, seed=seed)
     pmove = probs[:, UP].astype(np.float64) + probs[:, DOWN]
     out.update(
         {
@@ -149,7 +198,11 @@ def score(
             "model_minus_rule_ci95": ci_d,
             "updown_calibration_error_pts": ece_m,
             "updown_calibration": cal_m,
+            "updown_calibration_floor_pts": float(noise_m.mean()),
+            "updown_calibration_p": float((noise_m >= ece_m).mean()),
             "rule_calibration_error_pts": ece_r,
+            "rule_calibration_floor_pts": float(noise_r.mean()),
+            "rule_calibration_p": float((noise_r >= ece_r).mean()),
             "rule_calibration": cal_r,
             "p_move_mean": float(pmove.mean()),
             "moved_share": float(moved.mean()),
@@ -167,7 +220,10 @@ def summary_line(name: str, m: dict[str, Any]) -> str:
         f"{name}: {m['distinct_moves']} moves ({m['moved_samples']} moved samples); "
         f"hit rate model {m['hit_rate_moved']:.3f} vs rule {m['rule_hit_rate_moved']:.3f} "
         f"(diff {m['model_minus_rule'] * 100:+.1f} pp, 95% CI {lo * 100:+.1f}..{hi * 100:+.1f}); "
-        f"up/down calibration error {m['updown_calibration_error_pts']:.1f} pts"
+        f"up/down calibration error {m['updown_calibration_error_pts']:.1f} pts "
+        f"(noise floor {m['updown_calibration_floor_pts']:.1f}, "
+        f"p {m['updown_calibration_p']:.2f}; rule "
+        f"{m['rule_calibration_error_pts']:.1f}, floor {m['rule_calibration_floor_pts']:.1f})"
     )
 
 

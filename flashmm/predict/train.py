@@ -487,7 +487,7 @@ def write_card(
     )
     rows = [
         "| market | distinct moves | model hit rate (95% CI) | rule hit rate (95% CI) "
-        "| up/down calibration error |",
+        "| up/down calibration error (noise floor) |",
         "|---|---|---|---|---|",
     ]
     for k, m in metrics.get("markets", {}).items():
@@ -498,7 +498,8 @@ def write_card(
         rows.append(
             f"| {k} | {m['distinct_moves']} | {m['hit_rate_moved']:.3f} ({a:.3f}-{b:.3f}) "
             f"| {m['rule_hit_rate_moved']:.3f} ({c:.3f}-{d:.3f}) "
-            f"| {m['updown_calibration_error_pts']:.1f} pts |"
+            f"| {m['updown_calibration_error_pts']:.1f} pts "
+            f"({m['updown_calibration_floor_pts']:.1f}) |"
         )
     text = "\n".join(
         [
