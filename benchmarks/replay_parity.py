@@ -1,11 +1,12 @@
-"""Same fills before and after a refactor: the NEXO day through paper replay and backtest.
+"""Same fills before and after a refactor: the NEXO day through paper, backtest, compiled.
 
 Runs the full NEXO/USDT day (20240723 + 20240724) with ``configs/backtest.yaml``,
-the model off and a fixed simulator seed, twice: as ``flashmm run`` replays it
-(the async runner, speed 0, no loop) and as ``flashmm backtest`` does (the numpy
-cache). Prints, for each, the fill count, P&L and a SHA-256 of the fills list
-(market, client id, side, price, size, fee, liquidity, time, id), so a change
-that must not move any trade can be checked by comparing two runs of this script.
+the model off and a fixed simulator seed, three times: as ``flashmm run`` replays
+it (the async runner, speed 0, no loop), as ``flashmm backtest`` does (the numpy
+cache), and through the compiled backtest loop (``flashmm.native.backtest``).
+Prints, for each, the fill count, P&L and a SHA-256 of the fills list (market,
+client id, side, price, size, fee, liquidity, time, id), so a change that must
+not move any trade can be checked by comparing two runs of this script.
 
 Usage (from the repo root)::
 
@@ -84,6 +85,24 @@ def backtest(seed: int) -> dict[str, Any]:
     return {"fills": n, "pnl_usdc": r["pnl_usdc"], "events": r["events"], "sha": digest}
 
 
+def compiled(seed: int) -> dict[str, Any]:
+    from flashmm.config import load_config
+    from flashmm.feeds.binance import Scale
+    from flashmm.feeds.cache import load_recording
+    from flashmm.native.backtest import CompiledBacktest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(ROOT / "configs" / "backtest.yaml", sets_for(seed, tmp))
+        scale = Scale.of(0.001, 0.01)
+        recs = [load_recording(f, "nexousdt", scale, Path(tmp) / "cache") for f in FILES]
+        bt = CompiledBacktest(cfg, recs)
+        bt.run()
+        bt.shutdown()
+    n, digest = fills_digest(bt.fills)
+    s = bt.summary()
+    return {"fills": n, "pnl_usdc": s["pnl_usdc"], "events": s["events"], "sha": digest}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=7, help="simulator seed (venue.sim.seed)")
@@ -92,7 +111,11 @@ def main() -> None:
     from loguru import logger
 
     logger.remove()
-    out = {"paper": paper(args.seed), "backtest": backtest(args.seed)}
+    out = {
+        "paper": paper(args.seed),
+        "backtest": backtest(args.seed),
+        "compiled": compiled(args.seed),
+    }
     if args.json:
         print(json.dumps(out))
         return
