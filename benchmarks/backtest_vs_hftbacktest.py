@@ -31,6 +31,14 @@ Both sides run the same market maker on the same data with the same venue model:
   from each order's ``leaves_qty`` (orders filled, quantity, volume, position,
   P&L), and quotes on that position, as FlashMM does.
 
+Variants ``compiled off`` and ``compiled on`` run the compiled backtest loop
+(``flashmm.native.backtest``: the engine's results, fill for fill, in one numba
+loop) instead, with the same venue settings, features and signal, but with the
+built-in strategy (Avellaneda-Stoikov, 3 levels a side, quote size 50 USDC): a
+plugin strategy such as this fixed-spread one runs only in the Python engine.
+So their times are for more work per decision (6 quotes against 2) and their
+fills are not comparable with hftbacktest's.
+
 Figures (time ratios are hftbacktest / FlashMM: > 1 means FlashMM took less time):
 
 - warm: the event loop alone in a process that already ran it once (imports
@@ -79,7 +87,7 @@ ENTRY_MS, CANCEL_MS, RESP_MS = 100, 100, 50
 QUEUE_POWER = 3.0
 MAKER_FEE, TAKER_FEE = 0.0, 0.0005
 STEP_NS = 200_000_000
-VARIANTS = {"model off": False, "model on": True}
+VARIANTS = {"model off": False, "model on": True, "compiled off": False, "compiled on": True}
 
 
 def bench_venv() -> Path:
@@ -134,6 +142,7 @@ def make_fixed_spread_strategy(half_ticks: int, lots: int, max_pos_lots: int) ->
 
         name: ClassVar[str] = "fixed_spread"
         params_model: ClassVar[type[BaseModel]] = BaseModel
+        params: BaseModel = BaseModel()  # the Strategy protocol's (no refresh tolerances)
 
         def quote(self, ctx: QuoteContext) -> list[Quote]:
             bb, ba = ctx.best_bid, ctx.best_ask
@@ -195,6 +204,57 @@ def flashmm_worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def flashmm_compiled_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """The compiled backtest loop (``flashmm.native.backtest``) with the built-in
+    strategy, the benchmark's venue settings; ``args.runs`` runs, the first cold
+    (it parses the recordings into the empty data cache, as a fresh install)."""
+    from flashmm.config import load_config
+    from flashmm.feeds.binance import Scale
+    from flashmm.feeds.cache import load_recording
+    from flashmm.native.backtest import CompiledBacktest
+
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", flashmm_sets(args.model, args.fill_model))
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    loops, loops_cpu, runs = [], [], []
+    first: dict[str, Any] = {}
+    for i in range(args.runs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        recs = [load_recording(f, "nexousdt", Scale.of(TICK, LOT), cache) for f in FILES]
+        bt = CompiledBacktest(cfg, recs)
+        t1, c1 = time.perf_counter(), time.process_time()
+        bt.run()
+        bt.shutdown()
+        t2, c2 = time.perf_counter(), time.process_time()
+        if i == 0:
+            first = {
+                "cold_s": time.time() - args.t_spawn,
+                "cold_cpu_s": _cpu_self(),
+                "parse_s": t1 - t0,
+                "from_cache": False,
+            }
+        loops.append(t2 - t1)
+        loops_cpu.append(c2 - c1 + (c1 - c0))  # the run: cached data load + loop
+        runs.append(t2 - t0)
+    fills = bt.fills
+    s = bt.summary()
+    return {
+        **first,
+        "events": s["events"],
+        "loop_s": loops,
+        "loop_cpu_s": loops_cpu,
+        "run_s": runs,
+        "fills": len(fills),
+        "orders_filled": len({f.client_id for f in fills}),
+        "filled_qty": sum(f.size_lots for f in fills) * LOT,
+        "orders": s["orders_sent"],
+        "cancels": s["cancels_sent"],
+        "volume_usdc": sum(f.price_ticks * f.size_lots for f in fills) * TICK * LOT,
+        "pnl_usdc": s["pnl_usdc"],
+        "fees_usdc": bt.acct.fees,
+        "position": s["position_lots"] * LOT,
+    }
+
+
 def _cpu_self() -> float:
     import resource
 
@@ -217,8 +277,11 @@ def install_step() -> float:
     return time.perf_counter() - t0
 
 
-def run_flashmm(model: bool, args: argparse.Namespace, cache_dir: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--flashmm-worker",
+def run_flashmm(
+    model: bool, args: argparse.Namespace, cache_dir: str, compiled: bool = False
+) -> dict[str, Any]:
+    worker = "--flashmm-compiled-worker" if compiled else "--flashmm-worker"
+    cmd = [sys.executable, str(Path(__file__).resolve()), worker,
            "--half-spread-ticks", str(args.half_spread_ticks), "--lots", str(args.lots),
            "--max-pos-lots", str(args.max_pos_lots), "--fill-model", args.fill_model,
            "--runs", str(args.runs), "--cache-dir", cache_dir,
@@ -558,21 +621,29 @@ def main() -> None:
     ap.add_argument(
         "--runs", type=int, default=2, help="runs per process: the 1st is cold, the rest warm"
     )
-    ap.add_argument("--variants", default="model off,model on", help="comma-separated")
+    ap.add_argument(
+        "--variants",
+        default="model off,model on,compiled off,compiled on",
+        help="comma-separated: model off, model on (the engine with the benchmark's "
+        "strategy), compiled off, compiled on (the compiled loop, built-in strategy)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--flashmm-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--flashmm-compiled-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--convert-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--t-spawn", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.flashmm_worker or args.convert_worker:
+    if args.flashmm_worker or args.convert_worker or args.flashmm_compiled_worker:
         from loguru import logger
 
         logger.remove()
         if args.convert_worker:
             cache = Path(args.cache_dir) if args.cache_dir else None
             print(json.dumps(convert_for_hftbacktest(Path(args.convert_worker), cache)))
+        elif args.flashmm_compiled_worker:
+            print(json.dumps(flashmm_compiled_worker(args)))
         else:
             print(json.dumps(flashmm_worker(args)))
         return
@@ -593,7 +664,9 @@ def main() -> None:
         conv = run_conversion(Path(tmp) / "hbt" / "nexo.npz", str(Path(tmp) / "conv-cache"))
         hb = run_hbt(py, Path(tmp) / "hbt" / "nexo.npz", args)
         fms = {
-            name: run_flashmm(VARIANTS[name], args, str(Path(tmp) / f"cache-{i}"))
+            name: run_flashmm(
+                VARIANTS[name], args, str(Path(tmp) / f"cache-{i}"), name.startswith("compiled")
+            )
             for i, name in enumerate(variants)
         }
     out = {
@@ -686,6 +759,9 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
             f"  {name}: wall time: warm {c['ratio_warm']:.3f}, cold {c['ratio_cold']:.3f}; "
             f"CPU time: warm {c['ratio_warm_cpu']:.3f}, cold {c['ratio_cold_cpu']:.3f}"
         )
+        if name.startswith("compiled"):
+            print("    built-in strategy (3+3 quotes): fills not comparable with hftbacktest's")
+            continue
         print(
             "    against "
             f"hftbacktest: orders filled {ag['orders_filled']:+.1%}, filled quantity "

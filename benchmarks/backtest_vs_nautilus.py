@@ -19,7 +19,8 @@ NautilusTrader's ``BacktestEngine``:
   engine's cached order book.
 
 FlashMM runs the engine a user runs (features, and the model off or on), as in
-the hftbacktest benchmark. Ratios are NautilusTrader / FlashMM time
+the hftbacktest benchmark, or (variants ``compiled off``/``compiled on``) the
+compiled backtest loop with the built-in strategy. Ratios are NautilusTrader / FlashMM time
 (> 1: FlashMM took less time), warm (the run loop alone, in a process that has
 imported everything and converted the data) and end to end (a fresh process
 from the prepared rows to a result).
@@ -282,7 +283,12 @@ def main() -> None:
     ap.add_argument("--max-pos-lots", type=int, default=40000)
     ap.add_argument("--fill-model", default="whole_order")
     ap.add_argument("--runs", type=int, default=2, help="runs per process: 1st cold, rest warm")
-    ap.add_argument("--variants", default="model off,model on")
+    ap.add_argument(
+        "--variants",
+        default="model off,model on",
+        help="comma-separated: model off, model on (the engine with the benchmark's "
+        "strategy), compiled off, compiled on (the compiled loop, built-in strategy)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.setup:
@@ -299,7 +305,9 @@ def main() -> None:
         conv = hb.run_conversion(rows_path, str(Path(tmp) / "conv-cache"))
         nt = run_nautilus(py, rows_path, args)
         fms = {
-            name: hb.run_flashmm(hb.VARIANTS[name], args, str(Path(tmp) / f"cache-{i}"))
+            name: hb.run_flashmm(
+                hb.VARIANTS[name], args, str(Path(tmp) / f"cache-{i}"), name.startswith("compiled")
+            )
             for i, name in enumerate(variants)
         }
     rows = nt["rows"]

@@ -13,7 +13,11 @@ fills, and the cost per event relative to one day (1.00 = linear).
 
 Usage (from the repo root)::
 
-    nice -n 15 .venv/bin/python benchmarks/backtest_week.py [--days 1,7] [--model] [--json]
+    nice -n 15 .venv/bin/python benchmarks/backtest_week.py [--days 1,7] [--model]
+        [--compiled] [--json]
+
+``--compiled`` runs the same tape through the compiled backtest loop
+(``flashmm.native.backtest``, the engine's fills in one numba loop) instead.
 """
 
 from __future__ import annotations
@@ -89,10 +93,44 @@ def worker(days: int, model: bool) -> dict[str, Any]:
     }
 
 
-def run(days: int, model: bool) -> dict[str, Any]:
+def compiled_worker(days: int, model: bool) -> dict[str, Any]:
+    """The same tape through the compiled backtest loop (``flashmm.native.backtest``)."""
+    from loguru import logger
+
+    logger.remove()
+    from flashmm.config import load_config
+    from flashmm.feeds.binance import Scale
+    from flashmm.feeds.cache import load_recording
+    from flashmm.native.backtest import CompiledBacktest
+
+    sets = [*SETS, f"model.enabled={'true' if model else 'false'}"]
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
+    recs = [load_recording(f, "nexousdt", Scale.of(0.001, 0.01)) for f in FILES]
+    bt = CompiledBacktest(cfg, recs, days=days)
+    t0 = time.perf_counter()
+    bt.run()
+    loop_s = time.perf_counter() - t0
+    bt.shutdown()
+    s = bt.summary()
+    span = int(bt.ev[0, -1] - bt.ev[0, 0])
+    return {
+        "days": days,
+        "events": s["events"],
+        "sim_days": span / 86_400e9,
+        "loop_s": loop_s,
+        "fills": s["fills"],
+        "orders": s["orders_sent"],
+        "pnl_usdc": s["pnl_usdc"],
+        "state": "running",
+    }
+
+
+def run(days: int, model: bool, compiled: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(days)]
     if model:
         cmd.append("--model")
+    if compiled:
+        cmd.append("--compiled")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
@@ -114,11 +152,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument("--days", default="1,7", help="comma-separated lengths in days")
     ap.add_argument("--model", action="store_true", help="the ONNX model on")
+    ap.add_argument(
+        "--compiled", action="store_true", help="the compiled backtest loop instead of the engine"
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.model)))
+        work = compiled_worker if args.compiled else worker
+        print(json.dumps(work(args.worker, args.model)))
         return
     missing = [f for f in FILES if not f.is_file()]
     if missing:
@@ -131,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     CachedFeed(
         [str(f) for f in FILES], scales_for(load_config(ROOT / "configs" / "backtest.yaml").specs())
     )
-    runs = [run(int(d), args.model) for d in args.days.split(",")]
+    runs = [run(int(d), args.model, args.compiled) for d in args.days.split(",")]
     base = runs[0]["cpu_us_per_event"]
     for r in runs:
         r["cost_per_event_vs_first"] = r["cpu_us_per_event"] / base
@@ -140,16 +182,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     print(
         f"NEXO/USDT day looped, configs/backtest.yaml (model {'on' if args.model else 'off'}), "
-        "each length in a fresh process"
+        f"{'the compiled loop' if args.compiled else 'the engine'}, each length in a fresh process"
     )
     print(
         f"{'days':>5}{'events':>11}{'sim days':>10}{'wall s':>9}{'CPU s':>9}{'loop s':>9}"
-        f"{'CPU µs/ev':>11}{'vs first':>10}{'RSS MB':>9}{'fills':>8}{'P&L':>10}"
+        f"{'CPU µs/ev':>11}{'loop µs/ev':>11}{'vs first':>10}{'RSS MB':>9}{'fills':>8}"
+        f"{'P&L':>10}"
     )
     for r in runs:
         print(
             f"{r['days']:>5}{r['events']:>11,}{r['sim_days']:>10.2f}{r['wall_s']:>9.1f}"
-            f"{r['cpu_s']:>9.1f}{r['loop_s']:>9.1f}{r['cpu_us_per_event']:>11.1f}"
+            f"{r['cpu_s']:>9.1f}{r['loop_s']:>9.2f}{r['cpu_us_per_event']:>11.1f}"
+            f"{r['loop_s'] / r['events'] * 1e6:>11.2f}"
             f"{r['cost_per_event_vs_first']:>10.2f}{r['max_rss_mb']:>9.0f}{r['fills']:>8,}"
             f"{r['pnl_usdc']:>+10.2f}"
         )

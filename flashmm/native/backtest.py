@@ -37,7 +37,7 @@ _jit = njit(cache=True, nogil=True)
 
 # rows of the packed event columns (as flashmm.native.replay, plus the exchange time)
 R_TS, R_KIND, R_SIDE, R_PX, R_QTY, R_FIRST, R_LAST, R_LV, R_NB, R_NA, R_EXCH = range(11)
-KIND_SNAPSHOT, KIND_DIFF, KIND_TRADE = 0, 1, 2
+KIND_SNAPSHOT, KIND_DIFF, KIND_TRADE, KIND_TICKER, KIND_RESYNC = 0, 1, 2, 3, 4
 WARMUP_NS = 30_000_000_000
 
 # bst: the loop's own state (int64)
@@ -505,8 +505,18 @@ def run(  # type: ignore[no-untyped-def]
                 mv = bsf[BF_REQUOTE_MOVE]
                 if mv > 0 and lq > 0 and abs(mid / lq - 1.0) >= mv:
                     _quote(bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req)
-        elif kind == 3:  # a book ticker: data for the stale-feed check, nothing else
+        elif kind == KIND_TICKER:  # data for the stale-feed check, nothing else
             bst[B_LAST_DATA] = now
+        elif kind == KIND_RESYNC:
+            # a new replay pass (FeedStatus "resync"): the book waits for a snapshot,
+            # the kill switch forgets its last second, the volatility starts afresh
+            bst[B_SYNCED] = 0
+            S.resync(sst)
+            bst[B_H_HEAD] = bst[B_H_TAIL]
+            ist[K.I_VOL_NS] = 0
+            ist[K.I_VOL_N] = 0
+            fst[K.F_VOL_VAR] = 0.0
+            fst[K.F_VOL_MID] = 0.0
         if changed and bst[B_T0] == 0:
             bst[B_T0] = now
         # --- what the venue reports by now (Engine.pump_venue) ---
@@ -527,9 +537,13 @@ def unsupported(cfg: Any) -> str | None:
     return None
 
 
-def pack(recordings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def pack(recordings: Sequence[Any], days: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The event columns (``R_*`` rows, int64) and the levels of chained cached
-    recordings (:class:`flashmm.feeds.cache.Recording`) of one stream."""
+    recordings (:class:`flashmm.feeds.cache.Recording`) of one stream.
+
+    ``days`` > 1 plays them that many times, each pass shifted by their span
+    plus 1 ms (receive and exchange times) after a resync row, as a looping
+    replay does."""
     ev = np.concatenate([r.events for r in recordings])
     offs = np.cumsum([0] + [len(r.levels) for r in recordings[:-1]])
     starts = np.concatenate(
@@ -541,7 +555,21 @@ def pack(recordings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     cols.append(np.ascontiguousarray(starts, dtype=np.int64))
     for c in ("n_bids", "n_asks", "exch_ms"):
         cols.append(np.ascontiguousarray(ev[c], dtype=np.int64))
-    return np.vstack(cols), levels
+    one = np.vstack(cols)
+    if days <= 1 or not one.shape[1]:
+        return one, levels
+    lo, hi = int(one[R_TS].min()), int(one[R_TS].max())
+    shift = hi - lo + 1_000_000
+    parts = [one]
+    for k in range(1, days):
+        resync = np.zeros((one.shape[0], 1), dtype=np.int64)
+        resync[R_TS, 0] = lo + k * shift - 1
+        resync[R_KIND, 0] = KIND_RESYNC
+        p = one.copy()
+        p[R_TS] += k * shift
+        p[R_EXCH] = np.where(p[R_EXCH] != 0, p[R_EXCH] + k * shift // 1_000_000, 0)
+        parts += [resync, p]
+    return np.ascontiguousarray(np.hstack(parts)), levels
 
 
 class CompiledBacktest:
@@ -552,7 +580,7 @@ class CompiledBacktest:
     ``recordings``: that stream's cached recordings in time order. The model
     runs natively when ``model.enabled`` (rules before its 30 s warm-up)."""
 
-    def __init__(self, cfg: Any, recordings: Sequence[Any]) -> None:
+    def __init__(self, cfg: Any, recordings: Sequence[Any], days: int = 1) -> None:
         from flashmm.accounting import Accounting
         from flashmm.native import NativeCore
         from flashmm.native.sim import NativeSim
@@ -585,7 +613,7 @@ class CompiledBacktest:
         self.sim = NativeSim(
             SimSettings.model_validate(cfg.venue.sim), spec.unit_usdc, core.ist, spec.symbol
         )
-        self.ev, self.levels = pack(recordings)
+        self.ev, self.levels = pack(recordings, days)
         self.bst = np.zeros(BST_SIZE, dtype=np.int64)
         self.bsf = np.zeros(BSF_SIZE, dtype=np.float64)
         self.bst[B_PERIOD] = int(1e9 / cfg.strategy.quote_hz)
