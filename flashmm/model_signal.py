@@ -25,7 +25,7 @@ WARMUP_NS = 30_000_000_000
 
 
 class ModelSignal:
-    __slots__ = ("features", "predictor", "settings")
+    __slots__ = ("_step", "features", "predictor", "settings")
 
     def __init__(
         self, spec: MarketSpec, predictor: GuardedPredictor, settings: ModelSettings
@@ -39,6 +39,8 @@ class ModelSignal:
         self.predictor = predictor
         self.predictor.market = spec.symbol
         self.settings = settings
+        #: features, drift check and model in one core call (once the core runs them)
+        self._step: Any = None
 
     def on_book(self, book: OrderBook, ts_ns: int) -> None:
         self.features.on_book(book, ts_ns)
@@ -48,10 +50,37 @@ class ModelSignal:
         self.features.on_trade(trade)
 
     def signal(self, ts_ns: int, mid: float) -> Signal:
+        step = self._step
+        if step:  # the same, in one call to the compiled core
+            sig: Signal = step.signal(ts_ns)
+            return sig
         f = self.features
+        if step is None and self.settings.native_features:
+            step = self._step = self._fuse()
+            if step:
+                return self.signal(ts_ns, mid)
         if not f.ready or ts_ns - f.t0 < WARMUP_NS:
             return self.predictor.rules.predict(f.vector(ts_ns), ts_ns)
         return self.predictor.predict(f.vector(ts_ns), ts_ns)
+
+    def _fuse(self) -> Any:
+        """A :class:`flashmm.native.signal.ModelStep` once the features run in the core
+        (None until then; False for good when the model is not a native program)."""
+        from flashmm.native.signal import ModelStep
+
+        if not ModelStep.native_model(self.predictor):
+            return False
+        if not ModelStep.usable(self.features, self.predictor):
+            return None
+        return ModelStep(self.features, self.predictor, WARMUP_NS)  # type: ignore[arg-type]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"features": self.features, "predictor": self.predictor, "settings": self.settings}
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        for name, v in d.items():
+            object.__setattr__(self, name, v)
+        self._step = None  # fused again at the next signal
 
     def adjust(self, signal: Signal) -> tuple[float, float]:
         s = self.settings

@@ -1,6 +1,7 @@
-"""The engine deciding through the compiled core's quote desk (strategy, order diff,
-position limit, live orders in the core's arrays) gives the same orders, cancels,
-fills and P&L as the engine's Python path, on recorded data."""
+"""The engine deciding through the compiled core (the quote desk: strategy, order diff,
+position limit, live orders in the core's arrays; the model step: features, drift
+check and model in one call behind the ML breaker) gives the same orders, cancels,
+fills, P&L and breaker states as the engine's Python path, on recorded data."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from flashmm.config import load_config
 from flashmm.engine import Engine
 from flashmm.events import FillEvent, OrderDone, OrderSent, OrderUpdated, OutboxEvent
 from flashmm.feeds.replay import ReplayFeed
+from flashmm.native.signal import ModelStep
 from flashmm.native.strategy import NativeAvellanedaStrategy, NativeDesk
 from flashmm.runner import build_venue, engine_from, scales_for, signal_factory
 from flashmm.strategy.avellaneda import AvellanedaStrategy
@@ -38,7 +40,8 @@ def _run(
 ) -> tuple[list[tuple[Any, ...]], dict[str, Any], Engine]:
     """Drive one engine over ``files``; returns its order and fill events, summary and
     itself. ``ready_at``: the event at which the kernels count as loaded (None: never)."""
-    cfg = load_config(ROOT / "configs" / "backtest.yaml", ["venue.sim.seed=7", *sets])
+    python = [] if native else ["model.native_features=false"]
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", ["venue.sim.seed=7", *sets, *python])
     strategy = (NativeAvellanedaStrategy if native else AvellanedaStrategy)(cfg.strategy.params)
     engine = engine_from(
         cfg, build_venue(cfg), strategy=strategy, signal_factory=signal_factory(cfg, sim_clock=True)
@@ -72,14 +75,36 @@ _FIGURES = ("fills", "pnl_usdc", "quotes_sent", "cancels_sent", "volume_usdc", "
         ["model.enabled=false"],
         ["model.enabled=true"],
         ["model.enabled=false", "strategy.params.order_size_usdc=400"],  # risk cuts
+        # the ML breaker trips on drift, cools down, half-opens, trips on its hit rate
+        ["model.enabled=true", "model.drift_z_limit=3", "model.drift_sustain_s=5",
+         "model.cooldown_s=20", "model.half_open_successes=3"],
+        ["model.enabled=true", "model.hit_rate_floor=0.75", "model.hit_rate_window=20",
+         "model.cooldown_s=10"],
     ],
-    ids=["rules", "model", "large-orders"],
-)
+    ids=["rules", "model", "large-orders", "ml-drift", "ml-hit-rate"],
+)  # fmt: skip
 def test_engine_desk_matches_the_python_path(sets: list[str]) -> None:
     files = [NEXO_23, ETH_SLICE]
     want, s_want, py = _run(files, sets, native=False)
     got, s_got, eng = _run(files, sets, native=True)
     assert all(ms.desk is None for ms in py.markets.values())
+    if "model.enabled=true" in sets:
+        steps = [getattr(ms.signal_source, "_step", None) for ms in eng.markets.values()]
+        assert all(isinstance(st, ModelStep) for st in steps)
+        assert not any(getattr(ms.signal_source, "_step", None) for ms in py.markets.values())
+        for sym, ms in eng.markets.items():
+            a, b = ms.signal_source.status(), py.markets[sym].signal_source.status()
+            assert a == b
+            ga = ms.signal_source.predictor  # type: ignore[attr-defined]
+            gb = py.markets[sym].signal_source.predictor  # type: ignore[attr-defined]
+            assert ga.transitions == gb.transitions
+            assert ga.model_predictions > 10
+            assert (ga.drift_features, ga.drift_worst) == (gb.drift_features, gb.drift_worst)
+        if len(sets) > 1:
+            opened = [t for ms in eng.markets.values()
+                      for t in ms.signal_source.predictor.transitions]  # type: ignore[attr-defined]  # fmt: skip
+            assert any(t["to"] == "open" for t in opened)
+            assert any(t["to"] == "half_open" for t in opened)
     desks = [ms.desk for ms in eng.markets.values()]
     assert all(isinstance(d, NativeDesk) for d in desks)
     decisions = sum(int(d.ist[d.k.I_DECISIONS]) for d in desks if isinstance(d, NativeDesk))

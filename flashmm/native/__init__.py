@@ -316,6 +316,8 @@ def warm() -> float:
         k.live_remaining(core.io, 1, 1)
         k.live_cancel_all(core.io)
         k.live_remove(core.io, 1)
+        z = np.zeros(64)
+        k.model_step(core.ist, core.fst, core.prog, core.params, core.work, core.x, z, z, core.io)
         core.check_orders(0, [(1, 99, 1)])
         core.quote(100, 101, 100.5, 0, 10, 1.0, 0.0, 1.0)
         _WARM_S = time.perf_counter() - t0

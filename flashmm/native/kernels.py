@@ -41,6 +41,7 @@ I_PNB, I_PNA, I_UPDATES, I_SKIPPED, I_VOL_NS, I_VOL_N = range(19, 25)
 I_LEVELS_DROPPED, I_HIST_DROPPED, I_VERSION, I_VOL_INTERVAL = range(25, 29)
 I_STRAT_LEVELS, I_USE_REG, I_POFS, I_BOFS, I_CUT, I_DROPPED = range(29, 35)
 I_DECISIONS = 35
+I_WARMUP_NS = 36  # the model answers this long after the features' first book (model_step)
 I_PREV = 64  # 2 sides x 10 levels x (price, lots)
 LEVELS = 10
 BOOK_CAP = 8192  # levels kept per side (beyond it the farthest level is dropped, counted)
@@ -68,6 +69,7 @@ F_MIN_LEAN, F_RULE_MIN_IMB, F_RULE_BPS_SCALE = range(113, 116)
 F_SIG_DIR, F_SIG_CONF, F_SIG_BPS, F_SIG_PMOVE, F_SKEW, F_WIDEN, F_SIGMA = range(116, 123)
 F_P_DOWN, F_P_FLAT, F_P_UP, F_MODEL_BPS, F_SIG_MODEL = range(123, 128)
 F_REFRESH_BPS, F_REFRESH_SIZE, F_MID = 128, 129, 130
+F_DRIFT_Z = 131  # the ML breaker's |z| limit for a drifted feature
 FST_SIZE = 160
 
 # --- io: one decision --------------------------------------------------------
@@ -76,6 +78,8 @@ IO_NQUOTES, IO_NCANCEL, IO_NPLACE, IO_MAXPOS = range(5, 9)
 #: keep the live orders (``IO_KEEP`` 1): places join the live rows with client ids
 #: from ``IO_NEXT_CID`` on; cut and dropped places of the last decision
 IO_KEEP, IO_NEXT_CID, IO_CUT, IO_DROPPED = range(9, 13)
+#: features beyond the drift limit at the last :func:`model_step`
+IO_DRIFTED = 13
 MAX_LIVE = 64
 LIVE_W = 5  # side (+1 buy, -1 sell), price, remaining lots, client id, state
 ST_LIVE, ST_PENDING_CANCEL, ST_DONE = 0, 1, 2
@@ -636,6 +640,44 @@ def model_signal(
     fst[F_SIG_BPS] = expected
     fst[F_SIG_PMOVE] = pm
     fst[F_SIG_MODEL] = 1.0
+
+
+@_jit
+def drift_count(x: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, limit: float) -> int:
+    """Features with ``|x - mean| * inv_std`` not within ``limit`` (NaN counts), as
+    :meth:`flashmm.predict.breaker.GuardedPredictor._drifting` counts them."""
+    n = 0
+    for i in range(len(mean)):
+        z = abs((np.float64(x[i]) - mean[i]) * inv_std[i])
+        if not (z <= limit):
+            n += 1
+    return n
+
+
+@_jit
+def model_step(
+    ist: np.ndarray,
+    fst: np.ndarray,
+    prog: np.ndarray,
+    params: np.ndarray,
+    work: np.ndarray,
+    x: np.ndarray,
+    mean: np.ndarray,
+    inv_std: np.ndarray,
+    io: np.ndarray,
+) -> int:
+    """The model signal's work for one decision in one call: the 64 features at
+    ``io[IO_TS]`` into ``x``; then, when the features are ready and ``I_WARMUP_NS``
+    past their first book, the ML breaker's drift count into ``io[IO_DRIFTED]``
+    (``mean`` empty: none) and the model into the signal slots (:func:`model_signal`).
+    Returns 1 when the model ran, 0 when the rules should answer (warming up)."""
+    ts = io[IO_TS]
+    features_vector(ist, fst, ts, x)
+    if not ist[I_READY] or ts - ist[I_T0] < ist[I_WARMUP_NS]:
+        return 0
+    io[IO_DRIFTED] = drift_count(x, mean, inv_std, fst[F_DRIFT_Z]) if len(mean) else 0
+    model_signal(ist, fst, prog, params, work, x)
+    return 1
 
 
 @_jit

@@ -46,6 +46,21 @@ class Predictor(Protocol):
     def predict(self, x: np.ndarray, ts_ns: int) -> Signal: ...
 
 
+class Computed(Protocol):
+    """The model's answer for ``x`` worked out ahead (the compiled core computes the
+    features, the drift count and the model in one call): :meth:`GuardedPredictor.predict`
+    uses it instead of calling the model, with the same checks."""
+
+    #: features beyond ``drift_z_limit`` (as :meth:`GuardedPredictor._drifting` counts)
+    drifted: int
+    #: the call's latency (wall clock), when the breaker measures one
+    lat_us: float
+
+    def commit(self) -> Signal:
+        """The model's signal, its state (last probabilities) set as its own call would."""
+        ...
+
+
 class GuardedPredictor:
     """Model + rule fallback behind a circuit breaker. One per market."""
 
@@ -164,7 +179,9 @@ class GuardedPredictor:
             return True
         return False
 
-    def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
+    def predict(self, x: np.ndarray, ts_ns: int, computed: Computed | None = None) -> Signal:
+        """The model's signal for ``x`` behind the breaker (the rules' when it is open or
+        trips). ``computed``: the model's answer worked out ahead (see :class:`Computed`)."""
         model = self.model
         if model is None:
             return self._fallback(x, ts_ns)
@@ -176,7 +193,12 @@ class GuardedPredictor:
             self._half_ok = 0
         half = self.state == HALF_OPEN
 
-        if self._drifting(x):
+        if computed is None or computed.drifted > s.drift_max_features:
+            drifting = self._drifting(x)
+        else:
+            self.drift_features = computed.drifted
+            drifting = False
+        if drifting:
             if self._drift_since is None:
                 self._drift_since = ts_ns
             if half or ts_ns - self._drift_since >= self._drift_sustain_ns:
@@ -191,13 +213,17 @@ class GuardedPredictor:
             self._drift_since = None
 
         modelled = self.modelled_latency_us
-        t0 = time.perf_counter_ns() if modelled is None else 0
-        try:
-            sig = model.predict(x, ts_ns)
-        except Exception as exc:
-            self._open(f"inference error: {type(exc).__name__}: {str(exc)[:200]}", ts_ns)
-            return self._fallback(x, ts_ns)
-        lat_us = (time.perf_counter_ns() - t0) / 1e3 if modelled is None else modelled
+        if computed is not None:
+            sig = computed.commit()
+            lat_us = computed.lat_us if modelled is None else modelled
+        else:
+            t0 = time.perf_counter_ns() if modelled is None else 0
+            try:
+                sig = model.predict(x, ts_ns)
+            except Exception as exc:
+                self._open(f"inference error: {type(exc).__name__}: {str(exc)[:200]}", ts_ns)
+                return self._fallback(x, ts_ns)
+            lat_us = (time.perf_counter_ns() - t0) / 1e3 if modelled is None else modelled
 
         if not (math.isfinite(sig.confidence) and math.isfinite(sig.expected_bps)):
             self._open("model output is NaN or infinite", ts_ns)
