@@ -196,6 +196,10 @@ class Engine:
         self.pnl = 0.0
         self.drawdown = 0.0
         self._mark_dirty = True  # P&L inputs (mids, fills) changed since the last mark
+        #: positions changed (fills booked, restored) -- with the mids and the breakers'
+        #: version, what a P&L mark reads; a mark with the same inputs as the last is skipped
+        self._acct_changes = 0
+        self._marked: tuple[dict[str, float], int, int] | None = None
         self._venue_errors_seen = 0
 
     # --- market data --------------------------------------------------------
@@ -418,6 +422,16 @@ class Engine:
 
     def _mark(self, now_ns: int) -> None:
         mids = self.mids()
+        last = self._marked
+        if (
+            last is not None
+            and last[0] == mids
+            and last[1] == self._acct_changes
+            and last[2] == self.risk.version()
+        ):
+            # the same mids, positions and breaker states as the last mark: the same
+            # P&L and drawdown, nothing to trip or clear
+            return
         self.pnl, self.drawdown = self.acct.mark(mids)
         for b in self.risk.update_pnl(self.pnl, self.drawdown, now_ns):
             self._breaker_tripped(b, now_ns)
@@ -425,6 +439,7 @@ class Engine:
             self.risk.update_position(
                 ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns
             )
+        self._marked = (mids, self._acct_changes, self.risk.version())
 
     def learning_models(self) -> dict[str, Any]:
         """Each market's prediction model that learns online (``model.online``), for
@@ -678,6 +693,7 @@ class Engine:
             return
         if self.acct.on_fill(fill) is None:
             return  # reported again (a replay after a restart or reconnect): booked once
+        self._acct_changes += 1
         ms.kill.on_own_trade(fill.price_ticks, fill.ts_ns)
         ms.dirty = True
         self._mark_dirty = True
@@ -830,6 +846,7 @@ class Engine:
         (never booked twice) and the highest client id used per market (never reused).
         Returns the markets of ``positions`` this engine does not trade (ignored)."""
         ignored = []
+        self._acct_changes += 1
         for p in positions:
             if p.market in self.markets:
                 self.acct.restore(p.copy())
@@ -867,6 +884,7 @@ class Engine:
     def apply_recovered_fill(self, fill: Fill) -> None:
         """Book a fill found outside the venue's event stream (a position adjustment)."""
         self.acct.on_fill(fill)
+        self._acct_changes += 1
 
     def breaker_status(self) -> dict[str, dict[str, object]]:
         """Every breaker's status (``Breaker.status()``: state, action, reason, latched...)."""
