@@ -138,6 +138,19 @@ def run_mode(mode: str, data: list[str], scales: dict) -> None:  # type: ignore[
             model.predict = timed
         return sig
 
+    # with the features in the core and a native model, the model signal is one core
+    # call (features, drift check, model: flashmm.native.signal.ModelStep) and the
+    # model is not called through model.predict: time that call instead
+    from flashmm.native.signal import ModelStep
+
+    step_signal = ModelStep.signal
+
+    def timed_step(self, ts):  # type: ignore[no-untyped-def]
+        r = step_signal(self, ts)
+        evals.append(int(self.lat_us * 1e3))
+        return r
+
+    ModelStep.signal = timed_step  # type: ignore[method-assign]
     events = list(ReplayFeed(data, scales).events())
     engine = engine_from(cfg, build_venue(cfg), signal_factory=factory)
     t0 = time.perf_counter()
@@ -147,10 +160,12 @@ def run_mode(mode: str, data: list[str], scales: dict) -> None:  # type: ignore[
         engine.on_market_event(ev, now)
         engine.pump_venue(now)
     t_engine = time.perf_counter() - t0
+    ModelStep.signal = step_signal  # type: ignore[method-assign]
     n = len(events)
     lat = engine.lat[: min(engine.lat_n, len(engine.lat))] / 1e3
     p50, p99, p999 = np.percentile(lat, [50, 99, 99.9]) if len(lat) else (0, 0, 0)
     s = engine.summary()
+    steps = any(getattr(ms.signal_source, "_step", None) for ms in engine.markets.values())
     label = f"engine, model {mode}" + (f" ({', '.join(sorted(set(engines)))})" if engines else "")
     print(f"{label:<34}{t_engine:>9.2f}{n / t_engine:>14,.0f}{t_engine / n * 1e6:>11.1f}")
     print(
@@ -160,8 +175,19 @@ def run_mode(mode: str, data: list[str], scales: dict) -> None:  # type: ignore[
     if evals:
         e = np.asarray(evals) / 1e3
         q50, q99 = np.percentile(e, [50, 99])
-        print(f"  model evaluation, {len(e):,} calls: p50 {q50:.1f} µs  p99 {q99:.1f} µs")
+        what = "one core call: features, drift check, model" if steps else "model.predict"
+        print(f"  model evaluation ({what}), {len(e):,} calls: p50 {q50:.1f} µs  p99 {q99:.1f} µs")
     print(f"  fills {s['fills']}  quotes sent {s['quotes_sent']}  P&L {s['pnl_usdc']:+.4f} USDC")
+    # the ML breaker measures the model's latency on the wall clock here (not a modelled
+    # cost as in a backtest): on a loaded machine it can open, and the rules then quote
+    trips = [
+        t["reason"]
+        for ms in engine.markets.values()
+        for t in getattr(getattr(ms.signal_source, "predictor", None), "transitions", [])
+        if t["to"] == "open"
+    ]
+    if trips:
+        print(f"  ML breaker opened {len(trips)} times (first: {trips[0]})")
 
 
 def run_core(data: list[str], scales: dict) -> None:  # type: ignore[type-arg]

@@ -63,6 +63,10 @@ class RiskConfig(BaseModel):
     )
 
 
+#: bumped by every breaker trip or clear in the process (:meth:`RiskManager.version`)
+_CHANGES = [0]
+
+
 @dataclass(slots=True)
 class Breaker:
     name: str
@@ -84,6 +88,7 @@ class Breaker:
         self.tripped, self.reason, self.since_ns = True, reason, now_ns
         self.trips += 1
         self.changes += 1
+        _CHANGES[0] += 1
         return True
 
     def clear(self, now_ns: int, *, force: bool = False) -> bool:
@@ -92,6 +97,7 @@ class Breaker:
             return False
         self.tripped, self.reason, self.since_ns = False, "", now_ns
         self.changes += 1
+        _CHANGES[0] += 1
         return True
 
     @property
@@ -133,6 +139,7 @@ class RiskManager:
             self.breakers[f"position_limit:{sym}"] = Breaker(f"position_limit:{sym}", REDUCE)
             self.breakers[f"crossed_book:{sym}"] = Breaker(f"crossed_book:{sym}", PULL)
             self.breakers[f"price_band:{sym}"] = Breaker(f"price_band:{sym}", PULL)
+        self._stale_names = {sym: f"stale_feed:{sym}" for sym in self.specs}
         self._venue_errors: deque[int] = deque()
         self.orders_cut = 0
         self.orders_dropped = 0
@@ -223,7 +230,7 @@ class RiskManager:
 
     def update_feed(self, symbol: str, last_data_ns: int, now_ns: int) -> bool:
         """Stale-feed check; True when the breaker changed state."""
-        b = self.breakers[f"stale_feed:{symbol}"]
+        b = self.breakers[self._stale_names[symbol]]
         age_ms = (now_ns - last_data_ns) / 1e6 if last_data_ns else float("inf")
         if age_ms > self.cfg.stale_feed_ms:
             what = f"no data for {age_ms:.0f} ms" if last_data_ns else "no data yet"
@@ -272,8 +279,9 @@ class RiskManager:
         return None
 
     def version(self) -> int:
-        """Changes whenever any breaker trips or clears."""
-        return sum(b.changes for b in self.breakers.values())
+        """Changes whenever any breaker trips or clears (a count over every breaker of
+        the process, so it never repeats; only its changes mean anything)."""
+        return _CHANGES[0]
 
     def halted(self) -> bool:
         return any(b.tripped and b.action == HALT for b in self.breakers.values())
