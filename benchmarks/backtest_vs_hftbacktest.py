@@ -31,13 +31,14 @@ Both sides run the same market maker on the same data with the same venue model:
   from each order's ``leaves_qty`` (orders filled, quantity, volume, position,
   P&L), and quotes on that position, as FlashMM does.
 
-Variants ``compiled off`` and ``compiled on`` run the compiled backtest loop
-(``flashmm.native.backtest``: the engine's results, fill for fill, in one numba
-loop) instead, with the same venue settings, features and signal, but with the
-built-in strategy (Avellaneda-Stoikov, 3 levels a side, quote size 50 USDC): a
-plugin strategy such as this fixed-spread one runs only in the Python engine.
-So their times are for more work per decision (6 quotes against 2) and their
-fills are not comparable with hftbacktest's.
+Variants ``compiled off`` and ``compiled on`` run ``flashmm backtest``'s
+``run_backtest`` with the built-in strategy (Avellaneda-Stoikov, 3 levels a
+side, 50 USDC growing 1.5x a level), which goes through the compiled backtest
+loop (``flashmm.backtest.compiled``: the engine's report in one numba loop),
+with the same venue settings, features and signal: a plugin strategy such as
+this fixed-spread one runs only in the Python engine. So their times are for
+more work per decision (6 quotes against 2), and their fills are not
+comparable with hftbacktest's.
 
 Figures (time ratios are hftbacktest / FlashMM: > 1 means FlashMM took less time):
 
@@ -137,12 +138,15 @@ def make_fixed_spread_strategy(half_ticks: int, lots: int, max_pos_lots: int) ->
     from flashmm.strategy.base import QuoteContext
     from flashmm.types import Quote, Side
 
+    class NoParams(BaseModel):
+        """The strategy's settings: none (so no refresh tolerances either)."""
+
     class FixedSpreadMM:
         """One level a side at ``half_ticks`` from the mid; the benchmark strategy."""
 
         name: ClassVar[str] = "fixed_spread"
-        params_model: ClassVar[type[BaseModel]] = BaseModel
-        params: BaseModel = BaseModel()  # the Strategy protocol's (no refresh tolerances)
+        params_model: ClassVar[type[BaseModel]] = NoParams
+        params: BaseModel = NoParams()
 
         def quote(self, ctx: QuoteContext) -> list[Quote]:
             bb, ba = ctx.best_bid, ctx.best_ask
@@ -205,53 +209,46 @@ def flashmm_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def flashmm_compiled_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """The compiled backtest loop (``flashmm.native.backtest``) with the built-in
-    strategy, the benchmark's venue settings; ``args.runs`` runs, the first cold
-    (it parses the recordings into the empty data cache, as a fresh install)."""
+    """``flashmm backtest``'s ``run_backtest`` with the built-in strategy, which goes
+    through the compiled loop (``flashmm.backtest.compiled``), with the benchmark's
+    venue settings; ``args.runs`` runs in this process, the first cold."""
+    from flashmm.backtest.runner import run_backtest
     from flashmm.config import load_config
-    from flashmm.feeds.binance import Scale
-    from flashmm.feeds.cache import load_recording
-    from flashmm.native.backtest import CompiledBacktest
 
     cfg = load_config(ROOT / "configs" / "backtest.yaml", flashmm_sets(args.model, args.fill_model))
     cache = Path(args.cache_dir) if args.cache_dir else None
     loops, loops_cpu, runs = [], [], []
     first: dict[str, Any] = {}
     for i in range(args.runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        recs = [load_recording(f, "nexousdt", Scale.of(TICK, LOT), cache) for f in FILES]
-        bt = CompiledBacktest(cfg, recs)
-        t1, c1 = time.perf_counter(), time.process_time()
-        bt.run()
-        bt.shutdown()
-        t2, c2 = time.perf_counter(), time.process_time()
+        res = run_backtest(cfg, [str(f) for f in FILES], cache_dir=cache)
+        rep = res.report
         if i == 0:
             first = {
                 "cold_s": time.time() - args.t_spawn,
                 "cold_cpu_s": _cpu_self(),
-                "parse_s": t1 - t0,
-                "from_cache": False,
+                "parse_s": rep["load_s"],
+                "from_cache": rep["data"]["from_cache"],
             }
-        loops.append(t2 - t1)
-        loops_cpu.append(c2 - c1 + (c1 - c0))  # the run: cached data load + loop
-        runs.append(t2 - t0)
-    fills = bt.fills
-    s = bt.summary()
+        loops.append(rep["loop_s"])
+        loops_cpu.append(rep["cpu_s"])
+        runs.append(rep["wall_s"])
+    fills = res.recorder.fills
+    pos = res.engine.acct.positions["SEI/USDC"]
     return {
         **first,
-        "events": s["events"],
+        "events": rep["events"],
         "loop_s": loops,
         "loop_cpu_s": loops_cpu,
         "run_s": runs,
-        "fills": len(fills),
+        "fills": rep["fills"],
         "orders_filled": len({f.client_id for f in fills}),
         "filled_qty": sum(f.size_lots for f in fills) * LOT,
-        "orders": s["orders_sent"],
-        "cancels": s["cancels_sent"],
-        "volume_usdc": sum(f.price_ticks * f.size_lots for f in fills) * TICK * LOT,
-        "pnl_usdc": s["pnl_usdc"],
-        "fees_usdc": bt.acct.fees,
-        "position": s["position_lots"] * LOT,
+        "orders": rep["orders_sent"],
+        "cancels": rep["cancels_sent"],
+        "volume_usdc": rep["volume_usdc"],
+        "pnl_usdc": rep["pnl_usdc"],
+        "fees_usdc": rep["fees_usdc"],
+        "position": pos.lots * LOT,
     }
 
 

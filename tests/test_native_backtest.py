@@ -50,7 +50,7 @@ def test_compiled_backtest_gives_the_engines_fills(sets: list[str], tmp_path: Pa
     bt = CompiledBacktest(cfg, [rec])
     bt.run()
     assert bt.shutdown() == 0
-    assert bt.breaker_margin() is None  # no P&L breaker near its limit: equal by design
+    assert bt.breaker_margin() is None  # nothing the loop does not model happened
     want = [_key(f) for f in res.recorder.fills]
     got = [_key(f) for f in bt.fills]
     assert len(want) > 20
@@ -72,7 +72,7 @@ def test_compiled_backtest_flags_a_pnl_breaker_near_its_limit(tmp_path: Path) ->
     cfg = load_config(ROOT / "configs" / "backtest.yaml", ["risk.max_drawdown_usdc=0.01"])
     bt = CompiledBacktest(cfg, [rec])
     bt.run()
-    assert "drawdown" in (bt.breaker_margin() or "")
+    assert "P&L breaker" in (bt.breaker_margin() or "")
 
 
 def test_compiled_backtest_loops_a_recording_like_a_looping_replay(tmp_path: Path) -> None:
@@ -109,3 +109,52 @@ def test_compiled_backtest_loops_a_recording_like_a_looping_replay(tmp_path: Pat
     assert bt.summary()["events"] == res.report["events"]
     assert [_key(f) for f in bt.fills] == [_key(f) for f in res.recorder.fills]
     assert bt.summary()["orders_sent"] == res.report["orders_sent"]
+
+
+TIMING = {"wall_s", "events_per_s", "loop_s", "loop_events_per_s", "load_s", "cpu_s"}
+
+
+def _report(res: object) -> dict[str, object]:
+    rep = {k: v for k, v in res.report.items() if k not in TIMING}  # type: ignore[attr-defined]
+    rep["data"] = {k: v for k, v in rep["data"].items() if k != "from_cache"}  # type: ignore[attr-defined]
+    return rep
+
+
+@pytest.mark.parametrize(
+    ("sets", "engine_runs_it"),
+    [
+        (["model.enabled=false", "venue.sim.seed=7"], False),
+        (["model.enabled=true"], False),
+        (["model.enabled=true", "model.drift_z_limit=0.5"], True),  # the ML breaker opens
+        (["risk.max_drawdown_usdc=0.05"], True),  # the engine pauses on its drawdown breaker
+        (
+            ["risk.stale_feed_ms=200", "risk.price_band_sigma=0.5", "risk.price_band_min_bps=3"],
+            False,
+        ),
+    ],
+    ids=["model_off", "model_on", "ml_breaker_opens", "pnl_breaker", "stale_and_band"],
+)
+def test_flashmm_backtest_report_is_the_same_compiled_or_not(
+    sets: list[str], engine_runs_it: bool, tmp_path: Path
+) -> None:
+    """``run_backtest`` (``flashmm backtest``) through the compiled loop, or through the
+    engine when the loop does not model what happened: the report of the engine."""
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", [*sets, f"control.data_dir={tmp_path}"])
+    cache = tmp_path / "cache"
+    py = run_backtest(cfg, [str(NEXO_23)], cache_dir=cache, compiled=False)
+    fast = run_backtest(cfg, [str(NEXO_23)], cache_dir=cache)
+    assert _report(fast) == _report(py)
+    assert fast.recorder.s_equity == py.recorder.s_equity
+    tr_fast, tr_py = fast.recorder.tracks["SEI/USDC"], py.recorder.tracks["SEI/USDC"]
+    assert (tr_fast.mid_ts, tr_fast.mid2, tr_fast.s_qbid, tr_fast.s_inv) == (
+        tr_py.mid_ts,
+        tr_py.mid2,
+        tr_py.s_qbid,
+        tr_py.s_inv,
+    )
+    assert py.report["events"] > 1000
+    # what happened is what the loop models, or it said so (and the engine ran it)
+    rec = load_recording(NEXO_23, "nexousdt", Scale.of(0.001, 0.01), cache)
+    bt = CompiledBacktest(cfg, [rec])
+    bt.run()
+    assert (bt.breaker_margin() is not None) == engine_runs_it

@@ -113,6 +113,11 @@ class Recorder:
             self._sample(now)
             self.next_sample = now - now % self.sample_ns + self.sample_ns
 
+    def drain(self) -> None:
+        """Take what the engine put in its outbox (fills, orders sent, notes)."""
+        if self.engine.outbox:
+            self._drain()
+
     def _drain(self) -> None:
         box = self.engine.outbox
         while box:

@@ -123,8 +123,14 @@ def run_backtest(
     use_cache: bool = True,
     sample_s: float = 1.0,
     feed: CachedFeed | None = None,
+    compiled: bool = True,
 ) -> BacktestResult:
-    """Run one backtest and build its report (see ``docs/backtest.md``)."""
+    """Run one backtest and build its report (see ``docs/backtest.md``).
+
+    With the built-in strategy and signal (no ``strategy``/``signals`` given) the
+    run goes through the compiled loop (:mod:`flashmm.backtest.compiled`) when it
+    models everything the run needs, else (or with ``compiled=False``) through
+    the engine; both give the same report."""
     from flashmm.backtest.report import build_report
 
     t0 = time.perf_counter()
@@ -136,6 +142,30 @@ def run_backtest(
         pre, pre_cpu = feed.load_s, feed.load_cpu_s  # opened by the caller: its load counts too
     engine = make_engine(cfg, strategy, signals)
     run_unsuspended(engine.venue.start())
+    if compiled and strategy is None and signals is None:
+        from flashmm.backtest.compiled import run_compiled
+
+        done = run_compiled(cfg, engine, feed, sample_s)
+        if done is not None:
+            res, parts = done
+            n = engine.events
+            if progress is not None:
+                progress(n)
+            run_unsuspended(engine.venue.aclose())
+            t_end = time.perf_counter()
+            timing = {
+                "wall_s": t_end - t0 + pre,
+                "cpu_s": time.process_time() - c0 + pre_cpu,
+                "load_s": t_end - t0 + pre - parts["loop_s"],
+                "loop_s": parts["loop_s"],
+                "warmup_events": 0,
+                "orders_left_open": parts["orders_left_open"],
+                "compiled": True,
+            }
+            res.report = build_report(cfg, engine, res.recorder, feed, n, timing, from_ns, to_ns)
+            return res
+        engine = make_engine(cfg, strategy, signals)  # a fresh one: the loop may have booked
+        run_unsuspended(engine.venue.start())
     active = [sym for sym, ms in engine.markets.items() if ms.spec.reference in feed.symbols]
     rec = Recorder(engine, active, sample_s)
     t_load = time.perf_counter()

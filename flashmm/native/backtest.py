@@ -37,33 +37,65 @@ _jit = njit(cache=True, nogil=True)
 
 # rows of the packed event columns (as flashmm.native.replay, plus the exchange time)
 R_TS, R_KIND, R_SIDE, R_PX, R_QTY, R_FIRST, R_LAST, R_LV, R_NB, R_NA, R_EXCH = range(11)
+R_PX2, R_QTY2 = 11, 12  # a book ticker's best ask and its size
 KIND_SNAPSHOT, KIND_DIFF, KIND_TRADE, KIND_TICKER, KIND_RESYNC = 0, 1, 2, 3, 4
 WARMUP_NS = 30_000_000_000
 
 # bst: the loop's own state (int64)
 B_I, B_NEXT_Q, B_DIRTY, B_LAST_ID, B_SYNCED, B_LAST_DATA, B_NEXT_CID, B_POS = range(8)
-B_BLOCKED, B_STALE, B_SEEN_VER, B_VERSION, B_NFILL, B_PERIOD, B_STALE_NS = range(8, 15)
+B_BLOCKED, B_STALE, B_SEEN_VER, B_VERSION, B_NROW, B_PERIOD, B_STALE_NS = range(8, 15)
 B_MODEL, B_DECISIONS, B_ORDERS_SENT, B_CANCELS_SENT, B_FRESH, B_GAPS, B_NOW = range(15, 22)
 B_MODEL_DECISIONS, B_EVENTS, B_T0 = 22, 23, 24
 # the kill switch's sigma (flashmm.risk.KillSwitch) and the price band (PriceBand)
 B_REF_TICK, B_ARMED, B_KN, B_SAMPLE_NS, B_OWN_T, B_OWN_N, B_HAS_OWN = range(25, 32)
 B_H_HEAD, B_H_TAIL, B_BAND_PENDING_NS, B_BAND_TRIPPED, B_BAND_CONFIRM_NS = range(32, 37)
 B_KILL_WARMUP_NS, B_BAND_TRIPS, B_UNSUPPORTED, B_CROSSED = 37, 38, 39, 40
+# the engine's P&L marks and what the backtest recorder keeps (flashmm.backtest.recorder)
+B_NEXT_MARK, B_MARK_DIRTY, B_NMID, B_NEXT_SAMPLE, B_SAMPLE_EVERY, B_REC_LAST = range(41, 47)
+B_T_TOTAL, B_T_VALID, B_T_BOTH, B_BOTH, B_CHECKS, B_MISMATCHES, B_TQ_N = range(47, 54)
+B_FIRST_STEP = 54
+# the ML breaker (flashmm.predict.breaker.GuardedPredictor) while closed: whether it opens
+B_ML, B_DRIFT_MAX, B_DRIFT_SUSTAIN_NS, B_DRIFT_SINCE, B_HORIZON_NS, B_HAS_MID = range(55, 61)
+B_P_HEAD, B_P_TAIL, B_HITS_N, B_HITS_SUM, B_HITS_HEAD, B_HITS_WINDOW = 61, 62, 63, 64, 65, 66
 H_CAP = 8192  # mids of the last second (the kill switch's history), a ring
-B_HIST = 64
-BST_SIZE = B_HIST + H_CAP
+B_HIST = 80
+B_ACKED = B_HIST + H_CAP  # per live order row (io): acknowledged by the venue
+TQ_CAP = 1024  # book tickers waiting for their update id (BookBuilder's self-check)
+B_TQ = B_ACKED + 64
+P_CAP = 4096  # model calls waiting to be scored at their horizon (time, lean), a ring
+B_PEND = B_TQ + TQ_CAP
+HITS_CAP = 4096  # the hit-rate window, a ring
+B_HITS = B_PEND + 2 * P_CAP
+BST_SIZE = B_HITS + HITS_CAP
 # bsf (float64)
 BF_LAST_QUOTE_MID, BF_REQUOTE_MOVE = 0, 1
 BF_KVAR, BF_OWN_VAR, BF_OWN_P, BF_BAND_GOOD, BF_BAND_PENDING = range(2, 7)
 BF_BAND_SIGMA_K, BF_BAND_MIN_BPS, BF_BAND_MAX_PCT, BF_KILL_FLOOR = range(7, 11)
-BF_CASH, BF_FEES, BF_PEAK, BF_MIN_EQ, BF_MAX_DD = range(11, 16)
-BF_HIST = 16
-BSF_SIZE = BF_HIST + H_CAP
+BF_Q_INT, BF_M_INT, BF_Q_SPREAD, BF_M_SPREAD = range(16, 20)
+# flashmm.accounting for the market (average cost, realized P&L, fees) and its marks
+BF_AVG, BF_REAL, BF_AFEES, BF_PEAK_EQ, BF_MARK_DD, BF_MAX_INV, BF_PNL, BF_DD = range(20, 28)
+BF_LOSS_LIMIT, BF_DD_LIMIT = 28, 29
+BF_ZLIM, BF_HIT_FLOOR, BF_ML_MID = 30, 31, 32
+BF_HIST = 48
+BF_MEAN = BF_HIST + H_CAP  # the model's feature means and 1/std (drift)
+BF_INVSTD = BF_MEAN + 64
+BF_PMID = BF_INVSTD + 64  # the mid at each waiting model call
+BSF_SIZE = BF_PMID + P_CAP
 NS_PER_S = 1_000_000_000
-# fills rows: client id, side, price, lots, liquidity, venue time, fill sequence, event time
-FILL_W = 8
-FILL_CAP = 1024
-RC_END, RC_FILLS, RC_REFILL, RC_OVERFLOW = 0, 1, 2, 3
+# the record stream back to Python, in the order things happened: rows of ROW_W int64
+# (type, time, ...) and 2 float64
+T_FILL, T_ORDER, T_SAMPLE, T_BREAKER = 1, 2, 4, 5
+ROWF_W = 3
+# T_FILL: client id, side, price, lots, liquidity, fill sequence, venue time, best bid, ask
+# T_ORDER: client id, side, price, lots
+# T_SAMPLE: best bid, best ask, our best live bid, ask, position; (float) equity, fees,
+#   inventory (USDC)
+# T_BREAKER: which (BRK_*), tripped, best bid, best ask; (float) jump, band (bps)
+ROW_W = 12
+ROW_CAP = 8192
+MID_CAP = 65536  # (time, 2 x mid or 0) at every book change
+BRK_BAND, BRK_CROSSED = 0, 1
+RC_END, RC_BUFFER, RC_REFILL, RC_OVERFLOW = 0, 1, 2, 3
 
 
 @_jit
@@ -135,8 +167,17 @@ def kill_own_trade(bst: np.ndarray, bsf: np.ndarray, price: float, now: int) -> 
 
 
 @_jit
-def band_check(bst: np.ndarray, bsf: np.ndarray, mid: float, now: int, sigma: float) -> bool:
-    """``PriceBand.check`` (no venue mid): True when ``mid`` is held."""
+def band_check(
+    bst: np.ndarray,
+    bsf: np.ndarray,
+    mid: float,
+    now: int,
+    sigma: float,
+    rowf: np.ndarray,
+    at: int,
+) -> bool:
+    """``PriceBand.check`` (no venue mid): True when ``mid`` is held (its jump and the
+    band in bps go to ``rowf[at]``, the record a trip writes next)."""
     k = bsf[BF_BAND_SIGMA_K]
     lim = max(k * sigma, bsf[BF_BAND_MIN_BPS]) if k > 0 else np.inf
     if bsf[BF_BAND_MAX_PCT] > 0:
@@ -146,6 +187,8 @@ def band_check(bst: np.ndarray, bsf: np.ndarray, mid: float, now: int, sigma: fl
         bsf[BF_BAND_GOOD] = mid
         return False
     jump = abs(mid / ref - 1.0) * 1e4
+    rowf[at, 0] = jump
+    rowf[at, 1] = lim
     if jump <= lim:
         bsf[BF_BAND_PENDING] = 0.0
         bsf[BF_BAND_GOOD] = mid
@@ -163,24 +206,135 @@ def band_check(bst: np.ndarray, bsf: np.ndarray, mid: float, now: int, sigma: fl
 
 
 @_jit
-def _equity(bst: np.ndarray, bsf: np.ndarray, ist: np.ndarray, ssf: np.ndarray) -> None:
-    """Track the lowest equity and the largest drawdown seen at any event, at the mid
-    and at the price band's last good mid (a superset of the engine's marks)."""
-    bb, ba = K.best(ist, 0), K.best(ist, 1)
-    if not (0 < bb < ba):
-        return
-    mid = (bb + ba) / 2.0
-    for m in (mid, bsf[BF_BAND_GOOD]):
-        if m <= 0:
-            continue
-        eq = bsf[BF_CASH] + bst[B_POS] * m * ssf[S.SF_UNIT] - bsf[BF_FEES]
-        bsf[BF_PEAK] = max(bsf[BF_PEAK], eq)
-        bsf[BF_MIN_EQ] = min(bsf[BF_MIN_EQ], eq)
-        bsf[BF_MAX_DD] = max(bsf[BF_MAX_DD], bsf[BF_PEAK] - eq)
+def _book_fill(
+    bst: np.ndarray, bsf: np.ndarray, unit: float, side: int, price: int, lots: int, fee: float
+) -> None:
+    """``flashmm.accounting.apply_fill`` on the loop's copy of the position."""
+    signed = lots * side
+    old = bst[B_POS]
+    new = old + signed
+    if old == 0 or (old > 0) == (signed > 0):
+        bsf[BF_AVG] = (bsf[BF_AVG] * abs(old) + price * lots) / abs(new)
+    else:
+        closed = min(abs(signed), abs(old))
+        direction = 1 if old > 0 else -1
+        bsf[BF_REAL] += (price - bsf[BF_AVG]) * closed * direction * unit
+        if abs(signed) > abs(old):
+            bsf[BF_AVG] = float(price)
+        elif new == 0:
+            bsf[BF_AVG] = 0.0
+    bst[B_POS] = new
+    bsf[BF_AFEES] += fee
 
 
 @_jit
-def _remove_live(io: np.ndarray, cid: int) -> int:
+def _market_pnl(bst: np.ndarray, bsf: np.ndarray, unit: float, mid: float) -> float:
+    """``Accounting.market_pnl``."""
+    lots = bst[B_POS]
+    unreal = 0.0 if lots == 0 or mid <= 0 else (mid - bsf[BF_AVG]) * lots * unit
+    p: float = bsf[BF_REAL] + unreal - bsf[BF_AFEES]
+    return p
+
+
+@_jit
+def _mark(bst: np.ndarray, bsf: np.ndarray, ist: np.ndarray, unit: float) -> None:
+    """``Engine._mark`` -> ``Accounting.mark``; a P&L breaker the engine would trip
+    stops the run's validity (``B_UNSUPPORTED``: the engine would pause)."""
+    mid = _mark_mid(bst, bsf, ist)
+    pnl = 0.0 + _market_pnl(bst, bsf, unit, mid)
+    bsf[BF_PEAK_EQ] = max(bsf[BF_PEAK_EQ], pnl)
+    dd = bsf[BF_PEAK_EQ] - pnl
+    bsf[BF_MARK_DD] = max(bsf[BF_MARK_DD], dd)
+    inv = abs(bst[B_POS] * mid * unit)
+    if inv > bsf[BF_MAX_INV]:
+        bsf[BF_MAX_INV] = inv
+    bsf[BF_PNL] = pnl
+    bsf[BF_DD] = dd
+    if pnl <= -bsf[BF_LOSS_LIMIT] or dd >= bsf[BF_DD_LIMIT]:
+        bst[B_UNSUPPORTED] = 2
+
+
+@_jit
+def _ml_predicted(
+    bst: np.ndarray, bsf: np.ndarray, fst: np.ndarray, x: np.ndarray, now: int
+) -> None:
+    """``GuardedPredictor.predict`` while closed, after a model call: sustained drift,
+    a non-finite output, the call queued for hit-rate scoring. Sets ``B_UNSUPPORTED``
+    (3) when the breaker would open: the engine falls back to the rules then."""
+    n = 0
+    zlim = bsf[BF_ZLIM]
+    for k in range(64):
+        z = abs((float(x[k]) - bsf[BF_MEAN + k]) * bsf[BF_INVSTD + k])
+        if not (z <= zlim):
+            n += 1
+    if n > bst[B_DRIFT_MAX]:
+        if bst[B_DRIFT_SINCE] < 0:
+            bst[B_DRIFT_SINCE] = now
+        if now - bst[B_DRIFT_SINCE] >= bst[B_DRIFT_SUSTAIN_NS]:
+            bst[B_UNSUPPORTED] = 3
+            return
+    else:
+        bst[B_DRIFT_SINCE] = -1
+    if not (np.isfinite(fst[K.F_SIG_CONF]) and np.isfinite(fst[K.F_SIG_BPS])):
+        bst[B_UNSUPPORTED] = 3
+        return
+    d = fst[K.F_P_UP] - fst[K.F_P_DOWN]
+    lean = 1 if d > 0 else (-1 if d < 0 else 0)
+    if bst[B_HAS_MID] and lean:
+        t = bst[B_P_TAIL]
+        if t - bst[B_P_HEAD] >= P_CAP:
+            bst[B_UNSUPPORTED] = 1
+            return
+        bst[B_PEND + 2 * (t % P_CAP)] = now
+        bst[B_PEND + 2 * (t % P_CAP) + 1] = lean
+        bsf[BF_PMID + t % P_CAP] = bsf[BF_ML_MID]
+        bst[B_P_TAIL] = t + 1
+
+
+@_jit
+def _ml_on_mid(bst: np.ndarray, bsf: np.ndarray, mid: float, now: int) -> None:
+    """``GuardedPredictor.on_mid``: score the calls whose horizon has passed; the
+    breaker opens (``B_UNSUPPORTED`` 3) when a full window hits below the floor."""
+    if not (mid > 0 and np.isfinite(mid)):
+        return
+    bsf[BF_ML_MID] = mid
+    bst[B_HAS_MID] = 1
+    h = bst[B_HORIZON_NS]
+    win = bst[B_HITS_WINDOW]
+    while bst[B_P_TAIL] > bst[B_P_HEAD]:
+        j = bst[B_P_HEAD] % P_CAP
+        if bst[B_PEND + 2 * j] + h > now:
+            break
+        m0 = bsf[BF_PMID + j]
+        lean = bst[B_PEND + 2 * j + 1]
+        bst[B_P_HEAD] += 1
+        if mid != m0:
+            hit = 1 if (mid > m0) == (lean > 0) else 0
+            if bst[B_HITS_N] == win:
+                bst[B_HITS_SUM] -= bst[B_HITS + bst[B_HITS_HEAD] % win]
+                bst[B_HITS_HEAD] += 1
+            else:
+                bst[B_HITS_N] += 1
+            bst[B_HITS + (bst[B_HITS_HEAD] + bst[B_HITS_N] - 1) % win] = hit
+            bst[B_HITS_SUM] += hit
+    if bst[B_HITS_N] == win and bst[B_HITS_SUM] < bsf[BF_HIT_FLOOR] * win:
+        bst[B_UNSUPPORTED] = 3
+
+
+@_jit
+def _row(bst: np.ndarray, rows: np.ndarray, kind: int, now: int) -> int:
+    """A new record of ``kind`` at ``now``; its row index (the rest zeroed)."""
+    r: int = bst[B_NROW]
+    bst[B_NROW] = r + 1
+    for c in range(ROW_W):
+        rows[r, c] = 0
+    rows[r, 0] = kind
+    rows[r, 1] = now
+    return r
+
+
+@_jit
+def _remove_live(bst: np.ndarray, io: np.ndarray, cid: int) -> int:
     """Drop order ``cid`` from the live table (order kept); its row index or -1."""
     n = io[K.IO_NLIVE]
     for j in range(n):
@@ -190,6 +344,7 @@ def _remove_live(io: np.ndarray, cid: int) -> int:
                 d = K.IO_LIVE + K.LIVE_W * r
                 for c in range(K.LIVE_W):
                     io[d + c] = io[d + K.LIVE_W + c]
+                bst[B_ACKED + r] = bst[B_ACKED + r + 1]
             io[K.IO_NLIVE] = n - 1
             return j
     return -1
@@ -205,8 +360,8 @@ def _pump(
     ist: np.ndarray,
     lat: np.ndarray,
     now: int,
-    fills: np.ndarray,
-    fees: np.ndarray,
+    rows: np.ndarray,
+    rowf: np.ndarray,
     out: np.ndarray,
     ofee: np.ndarray,
 ) -> None:
@@ -220,31 +375,34 @@ def _pump(
             if kind == S.EV_FILL:
                 lots = out[j, S.X_LOTS]
                 side = out[j, S.X_SIDE]
-                bst[B_POS] += side * lots
-                f = bst[B_NFILL]
-                fills[f, 0] = cid
-                fills[f, 1] = side
-                fills[f, 2] = out[j, S.X_PRICE]
-                fills[f, 3] = lots
-                fills[f, 4] = out[j, S.X_LIQ]
-                fills[f, 5] = out[j, S.X_TS]
-                fills[f, 6] = out[j, S.X_SEQ]
-                fills[f, 7] = now
-                fees[f] = ofee[j]
-                bst[B_NFILL] = f + 1
+                _book_fill(bst, bsf, ssf[S.SF_UNIT], side, out[j, S.X_PRICE], lots, ofee[j])
+                f = _row(bst, rows, T_FILL, now)
+                rows[f, 2] = cid
+                rows[f, 3] = side
+                rows[f, 4] = out[j, S.X_PRICE]
+                rows[f, 5] = lots
+                rows[f, 6] = out[j, S.X_LIQ]
+                rows[f, 7] = out[j, S.X_SEQ]
+                rows[f, 8] = out[j, S.X_TS]
+                rows[f, 9] = K.best(ist, 0)
+                rows[f, 10] = K.best(ist, 1)
+                rowf[f, 0] = ofee[j]
+                bst[B_MARK_DIRTY] = 1
                 kill_own_trade(bst, bsf, float(out[j, S.X_PRICE]), out[j, S.X_TS])
-                bsf[BF_CASH] -= side * lots * out[j, S.X_PRICE] * ssf[S.SF_UNIT]
-                bsf[BF_FEES] += ofee[j]
-                _equity(bst, bsf, ist, ssf)
                 for r in range(io[K.IO_NLIVE]):
                     o = K.IO_LIVE + K.LIVE_W * r
                     if io[o + 3] == cid:
                         io[o + 2] -= lots
                         if io[o + 2] <= 0:
-                            _remove_live(io, cid)
+                            _remove_live(bst, io, cid)
                         break
             elif S.EV_REJECTED <= kind <= S.EV_CANCELLED:
-                _remove_live(io, cid)
+                _remove_live(bst, io, cid)
+            elif kind == S.EV_ACCEPTED:
+                for r in range(io[K.IO_NLIVE]):
+                    if io[K.IO_LIVE + K.LIVE_W * r + 3] == cid:
+                        bst[B_ACKED + r] = 1
+                        break
         if n < out.shape[0]:
             return
 
@@ -262,6 +420,7 @@ def _send(
     ncancel: int,
     cancels_at: int,
     nplace: int,
+    rows: np.ndarray,
 ) -> None:
     """Cancels (client ids at ``io[cancels_at:]``) and the place rows as one batch."""
     req[0] = ncancel
@@ -287,9 +446,15 @@ def _send(
             io[d + 2] = io[src + 2]
             io[d + 3] = cid
             io[d + 4] = K.ST_LIVE
+            bst[B_ACKED + n] = 0
             io[K.IO_NLIVE] = n + 1
         else:
             sst[S.S_OVERFLOW] = 1
+        w = _row(bst, rows, T_ORDER, now)
+        rows[w, 2] = cid
+        rows[w, 3] = io[src]
+        rows[w, 4] = io[src + 1]
+        rows[w, 5] = io[src + 2]
     bst[B_ORDERS_SENT] += nplace
     bst[B_CANCELS_SENT] += ncancel
     S.requote(sst, ssf, ist, lat, now, req)
@@ -305,6 +470,7 @@ def _pull(
     lat: np.ndarray,
     now: int,
     req: np.ndarray,
+    rows: np.ndarray,
 ) -> None:
     """``Engine._pull``: cancel every live order that is not already being cancelled."""
     nc = 0
@@ -315,12 +481,12 @@ def _pull(
             io[K.IO_CANCELS + nc] = io[o + 3]
             nc += 1
     if nc:
-        _send(bst, io, sst, ssf, ist, lat, now, req, nc, K.IO_CANCELS, 0)
+        _send(bst, io, sst, ssf, ist, lat, now, req, nc, K.IO_CANCELS, 0, rows)
 
 
 @_jit
 def _quote(  # type: ignore[no-untyped-def]
-    bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req
+    bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req, rows
 ) -> None:
     """``Engine._quote``: blocked -> pull; else a decision and its orders."""
     bb, ba = K.best(ist, 0), K.best(ist, 1)
@@ -334,7 +500,7 @@ def _quote(  # type: ignore[no-untyped-def]
     if blocked:
         if bst[B_BLOCKED] == 0:
             bst[B_BLOCKED] = 1
-            _pull(bst, io, sst, ssf, ist, lat, now, req)
+            _pull(bst, io, sst, ssf, ist, lat, now, req, rows)
         bst[B_DIRTY] = 0
         return
     if bst[B_BLOCKED] != 0:
@@ -350,21 +516,127 @@ def _quote(  # type: ignore[no-untyped-def]
         1 if bst[B_MODEL] and ist[K.I_READY] and now - ist[K.I_T0] >= WARMUP_NS else 0
     )
     nplace = K.decide(ist, fst, prog, params, work, x, io)
+    if io[K.IO_USE_MODEL] and bst[B_ML]:
+        _ml_predicted(bst, bsf, fst, x, now)
     bst[B_DECISIONS] += 1
     bst[B_MODEL_DECISIONS] += io[K.IO_USE_MODEL]
     bsf[BF_LAST_QUOTE_MID] = (bb + ba) / 2.0
     nc = io[K.IO_NCANCEL]
     if nc or nplace > 0:
-        _send(bst, io, sst, ssf, ist, lat, now, req, nc, K.IO_CANCELS, max(nplace, 0))
+        _send(bst, io, sst, ssf, ist, lat, now, req, nc, K.IO_CANCELS, max(nplace, 0), rows)
+
+
+@_jit
+def _ticker_check(bst: np.ndarray, ist: np.ndarray, ev: np.ndarray, i: int) -> None:
+    """``BookBuilder._compare``: the book's top against book ticker ``i``."""
+    bst[B_CHECKS] += 1
+    nb, na = ist[K.I_NB], ist[K.I_NA]
+    bsz = K.level(ist, 0, 0)[1] if nb else 0
+    asz = K.level(ist, 1, 0)[1] if na else 0
+    if (
+        K.best(ist, 0) != ev[R_PX, i]
+        or K.best(ist, 1) != ev[R_PX2, i]
+        or bsz != ev[R_QTY, i]
+        or asz != ev[R_QTY2, i]
+    ):
+        bst[B_MISMATCHES] += 1
+
+
+@_jit
+def _pending_tickers(bst: np.ndarray, ist: np.ndarray, ev: np.ndarray) -> None:
+    """``BookBuilder._check_pending`` after a diff moved the last update id."""
+    n = bst[B_TQ_N]
+    k = 0
+    last = bst[B_LAST_ID]
+    while k < n and ev[R_FIRST, bst[B_TQ + k]] <= last:
+        if ev[R_FIRST, bst[B_TQ + k]] == last:
+            _ticker_check(bst, ist, ev, bst[B_TQ + k])
+        k += 1
+    if k:
+        for j in range(k, n):
+            bst[B_TQ + j - k] = bst[B_TQ + j]
+        bst[B_TQ_N] = n - k
+
+
+@_jit
+def _record_step(  # type: ignore[no-untyped-def]
+    bst, bsf, ist, io, now, changed, rows, rowf, mids, unit
+) -> None:
+    """``Recorder.step`` after a step: time-weighted uptime and spreads, the mid path,
+    a sample every ``bst[B_SAMPLE_EVERY]`` ns."""
+    last = bst[B_REC_LAST]
+    dt = now - last if last else 0
+    bst[B_REC_LAST] = now
+    if dt > 0:
+        bst[B_T_TOTAL] += dt
+        if bsf[BF_M_SPREAD] >= 0.0:
+            bst[B_T_VALID] += dt
+            bsf[BF_M_INT] += bsf[BF_M_SPREAD] * dt
+        if bst[B_BOTH]:
+            bst[B_T_BOTH] += dt
+            bsf[BF_Q_INT] += bsf[BF_Q_SPREAD] * dt
+    bb, ba = K.best(ist, 0), K.best(ist, 1)
+    valid = 0 < bb < ba
+    if changed or bst[B_FIRST_STEP] == 0:
+        bst[B_FIRST_STEP] = 1
+        m = bst[B_NMID]
+        mids[m, 0] = now
+        mids[m, 1] = bb + ba if valid else 0
+        bst[B_NMID] = m + 1
+    qb = 0
+    qa = 0
+    for j in range(io[K.IO_NLIVE]):
+        o = K.IO_LIVE + K.LIVE_W * j
+        st = io[o + 4]
+        if st == K.ST_PENDING_CANCEL or (st == K.ST_LIVE and bst[B_ACKED + j]):
+            p = io[o + 1]
+            if io[o] > 0:
+                if p > qb:
+                    qb = p
+            elif qa == 0 or p < qa:
+                qa = p
+    if valid:
+        mid = (bb + ba) * 0.5
+        bsf[BF_M_SPREAD] = (ba - bb) / mid * 1e4
+        both = qb > 0 and qa > 0
+        bst[B_BOTH] = 1 if both else 0
+        bsf[BF_Q_SPREAD] = (qa - qb) / mid * 1e4 if both else 0.0
+    else:
+        bsf[BF_M_SPREAD] = -1.0
+        bst[B_BOTH] = 0
+    if now >= bst[B_NEXT_SAMPLE]:
+        r = _row(bst, rows, T_SAMPLE, now)
+        rows[r, 2] = bb
+        rows[r, 3] = ba
+        rows[r, 4] = qb
+        rows[r, 5] = qa
+        rows[r, 6] = bst[B_POS]
+        mid = (bb + ba) * 0.5 if valid else 0.0
+        rowf[r, 0] = 0.0 + _market_pnl(bst, bsf, unit, mid)
+        rowf[r, 1] = 0 + bsf[BF_AFEES]
+        rowf[r, 2] = bst[B_POS] * mid * unit
+        every = bst[B_SAMPLE_EVERY]
+        bst[B_NEXT_SAMPLE] = now - now % every + every
+
+
+@_jit
+def _mark_mid(bst: np.ndarray, bsf: np.ndarray, ist: np.ndarray) -> float:
+    """``Engine.mids``: the band's last good mid while it holds a jump, else the mid."""
+    if bsf[BF_BAND_PENDING] and bsf[BF_BAND_GOOD]:
+        g: float = bsf[BF_BAND_GOOD]
+        return g
+    bb, ba = K.best(ist, 0), K.best(ist, 1)
+    return (bb + ba) / 2.0 if 0 < bb < ba else 0.0
 
 
 @_jit
 def run(  # type: ignore[no-untyped-def]
-    bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, ev, levels, fills, fees
+    bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, ev, levels, rows, rowf, mids
 ):
-    """Run from event ``bst[B_I]`` until the end (returns ``RC_END``), a full fill
-    buffer (``RC_FILLS``), a latency buffer to top up (``RC_REFILL``) or a full
-    table (``RC_OVERFLOW``); call again to resume."""
+    """Run from event ``bst[B_I]`` until the end (returns ``RC_END``), a full record
+    buffer (``RC_BUFFER``: ``rows``/``rowf`` up to ``bst[B_NROW]``, ``mids`` up to
+    ``bst[B_NMID]``), a latency buffer to top up (``RC_REFILL``) or a full table
+    (``RC_OVERFLOW``); call again to resume."""
     n = ev.shape[1]
     lv = np.empty(1 + 3 * 8192, dtype=np.int64)
     req = np.zeros(1 + 6 * S.MAX_ORD, dtype=np.int64)
@@ -372,12 +644,12 @@ def run(  # type: ignore[no-untyped-def]
     ofee = np.zeros(64, dtype=np.float64)
     period = bst[B_PERIOD]
     stale_ns = bst[B_STALE_NS]
-    lim = fills.shape[0] - 64
+    lim = rows.shape[0] - 256
     i = bst[B_I]
     while i < n:
-        if bst[B_NFILL] >= lim:
+        if bst[B_NROW] >= lim or bst[B_NMID] >= mids.shape[0] - 1:
             bst[B_I] = i
-            return RC_FILLS
+            return RC_BUFFER
         for k in range(3):
             if sst[S.S_LAT_CONST + k] < 0 and sst[S.S_LAT_LEN + k] - sst[S.S_LAT_POS + k] < 256:
                 bst[B_I] = i
@@ -386,7 +658,6 @@ def run(  # type: ignore[no-untyped-def]
             bst[B_I] = i
             return RC_OVERFLOW
         now = ev[R_TS, i]
-        bst[B_NOW] = now
         # --- the quote cycles due up to now (Engine.run_due_timers) ---
         if bst[B_NEXT_Q] == 0:
             bst[B_NEXT_Q] = now
@@ -400,32 +671,38 @@ def run(  # type: ignore[no-untyped-def]
                     wake = 1 << 62
                 if bst[B_LAST_DATA] and bst[B_STALE] == 0:
                     wake = min(wake, bst[B_LAST_DATA] + stale_ns + 1)
+                if bst[B_MARK_DIRTY]:
+                    wake = min(wake, bst[B_NEXT_MARK])
             if wake > t:
                 target = min(wake, now + 1)
                 steps = -(-(target - t) // period)
                 bst[B_NEXT_Q] = t + steps * period
                 continue
             # Engine.on_timer
-            _pump(bst, bsf, io, sst, ssf, ist, lat, t, fills, fees, out, ofee)
-            if bst[B_LAST_DATA]:
-                stale = 1 if t - bst[B_LAST_DATA] > stale_ns else 0
-                if stale != bst[B_STALE]:
-                    bst[B_STALE] = stale
-                    bst[B_VERSION] += 1
-                    if stale:
-                        bst[B_BLOCKED] = 1
-                        _pull(bst, io, sst, ssf, ist, lat, t, req)
+            bst[B_NOW] = t
+            _pump(bst, bsf, io, sst, ssf, ist, lat, t, rows, rowf, out, ofee)
+            stale = 1 if (bst[B_LAST_DATA] == 0 or t - bst[B_LAST_DATA] > stale_ns) else 0
+            if stale != bst[B_STALE]:
+                bst[B_STALE] = stale
+                bst[B_VERSION] += 1
+            if t >= bst[B_NEXT_MARK] and bst[B_MARK_DIRTY]:
+                bst[B_MARK_DIRTY] = 0
+                _mark(bst, bsf, ist, ssf[S.SF_UNIT])
+                bst[B_NEXT_MARK] = t + NS_PER_S
             ver = bst[B_VERSION]
             if bst[B_DIRTY] or bst[B_SEEN_VER] != ver:
                 bst[B_SEEN_VER] = ver
-                _quote(bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, t, req)
+                _quote(bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, t, req, rows)
             bst[B_NEXT_Q] = t + period
         # --- the event (Engine.on_market_event) ---
+        bst[B_NOW] = now
         bst[B_EVENTS] += 1
-        if S.next_action_due(sst) >= 0 and S.next_action_due(sst) <= now:
+        nad = S.next_action_due(sst)
+        if nad >= 0 and nad <= now:
             S.run_due(sst, ssf, ist, lat, now)
         kind = ev[R_KIND, i]
         changed = False
+        apply = False
         snapshot = False
         if kind == KIND_TRADE:
             buyer_maker = ev[R_SIDE, i] < 0
@@ -433,28 +710,48 @@ def run(  # type: ignore[no-untyped-def]
             bst[B_LAST_DATA] = now
             bst[B_DIRTY] = 1
             K.features_on_trade(ist, fst, now, ev[R_PX, i], ev[R_QTY, i], 1 if buyer_maker else 0)
-        elif kind <= KIND_DIFF:  # a snapshot or a diff
+        elif kind == KIND_DIFF:
             bst[B_LAST_DATA] = now
-            if kind == KIND_DIFF:
-                if bst[B_SYNCED] == 0 or ev[R_LAST, i] <= bst[B_LAST_ID]:
-                    i += 1
-                    _pump(bst, bsf, io, sst, ssf, ist, lat, now, fills, fees, out, ofee)
-                    continue
+            if bst[B_SYNCED] != 0 and ev[R_LAST, i] > bst[B_LAST_ID]:
                 if ev[R_FIRST, i] > bst[B_LAST_ID] + 1:
                     # a sequence gap: wait for the next snapshot with the quotes pulled
                     bst[B_GAPS] += 1
                     bst[B_SYNCED] = 0
+                    bst[B_TQ_N] = 0
                     S.resync(sst)
-                    _pull(bst, io, sst, ssf, ist, lat, now, req)
-                    i += 1
-                    _pump(bst, bsf, io, sst, ssf, ist, lat, now, fills, fees, out, ofee)
-                    continue
-                bst[B_LAST_ID] = ev[R_LAST, i]
-            else:
-                bst[B_LAST_ID] = ev[R_FIRST, i]
-                bst[B_SYNCED] = 1
-                sst[S.S_SYNCED] = 1
-                snapshot = True
+                    _pull(bst, io, sst, ssf, ist, lat, now, req, rows)
+                else:
+                    bst[B_LAST_ID] = ev[R_LAST, i]
+                    apply = True
+        elif kind == KIND_SNAPSHOT:
+            bst[B_LAST_DATA] = now
+            bst[B_LAST_ID] = ev[R_FIRST, i]
+            bst[B_SYNCED] = 1
+            sst[S.S_SYNCED] = 1
+            apply = True
+            snapshot = True
+        elif kind == KIND_TICKER:  # data for the stale-feed check, and the self-check
+            bst[B_LAST_DATA] = now
+            uid = ev[R_FIRST, i]
+            if bst[B_SYNCED] and uid >= bst[B_LAST_ID]:
+                if uid == bst[B_LAST_ID]:
+                    _ticker_check(bst, ist, ev, i)
+                elif bst[B_TQ_N] < TQ_CAP:
+                    bst[B_TQ + bst[B_TQ_N]] = i
+                    bst[B_TQ_N] += 1
+                else:
+                    bst[B_UNSUPPORTED] = 1
+        elif kind == KIND_RESYNC:
+            # a new replay pass (FeedStatus "resync"): the book waits for a snapshot,
+            # the kill switch forgets its last second, the volatility starts afresh
+            bst[B_SYNCED] = 0
+            S.resync(sst)
+            bst[B_H_HEAD] = bst[B_H_TAIL]
+            ist[K.I_VOL_NS] = 0
+            ist[K.I_VOL_N] = 0
+            fst[K.F_VOL_VAR] = 0.0
+            fst[K.F_VOL_MID] = 0.0
+        if apply:
             m = ev[R_NB, i] + ev[R_NA, i]
             if 1 + 3 * m > lv.shape[0]:
                 lv = np.empty(1 + 3 * m, dtype=np.int64)
@@ -466,64 +763,77 @@ def run(  # type: ignore[no-untyped-def]
             lv[0] = m
             K.apply_levels(ist, lv, snapshot)
             changed = True
+            if not snapshot and bst[B_TQ_N]:
+                _pending_tickers(bst, ist, ev)
             S.on_depth(sst, ssf, ist, lat, now, 0 if snapshot else ev[R_EXCH, i])
-            bb, ba = K.best(ist, 0), K.best(ist, 1)
-            if not (0 < bb < ba):  # Engine._after_book: a crossed book pulls
-                if bb and ba and bst[B_CROSSED] == 0:
-                    bst[B_CROSSED] = 1
-                    bst[B_VERSION] += 1
-                    if bst[B_BLOCKED] == 0:
-                        bst[B_BLOCKED] = 1
-                        _pull(bst, io, sst, ssf, ist, lat, now, req)
-            else:
-                if bst[B_CROSSED]:
-                    bst[B_CROSSED] = 0
-                    bst[B_VERSION] += 1
-                mid = (bb + ba) / 2.0
-                good = bsf[BF_BAND_GOOD]
-                tick_bps = max(bst[B_REF_TICK], 1) / (good if good != 0 else mid) * 1e4
-                if band_check(bst, bsf, mid, now, kill_sigma(bsf, tick_bps)):
-                    if bst[B_BAND_TRIPPED] == 0:
-                        bst[B_BAND_TRIPPED] = 1
-                        bst[B_BAND_TRIPS] += 1
-                        bst[B_VERSION] += 1
-                        if bst[B_BLOCKED] == 0:
-                            bst[B_BLOCKED] = 1
-                            _pull(bst, io, sst, ssf, ist, lat, now, req)
-                    _pump(bst, bsf, io, sst, ssf, ist, lat, now, fills, fees, out, ofee)
-                    i += 1
-                    continue
-                if bst[B_BAND_TRIPPED]:
-                    bst[B_BAND_TRIPPED] = 0
-                    bst[B_VERSION] += 1
-                bst[B_DIRTY] = 1
-                _equity(bst, bsf, ist, ssf)
-                K.features_on_book(ist, fst, now)
-                K.vol_update(ist, fst, mid, now)
-                kill_update_book(bst, bsf, bb, ba, now)
-                lq = bsf[BF_LAST_QUOTE_MID]
-                mv = bsf[BF_REQUOTE_MOVE]
-                if mv > 0 and lq > 0 and abs(mid / lq - 1.0) >= mv:
-                    _quote(bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req)
-        elif kind == KIND_TICKER:  # data for the stale-feed check, nothing else
-            bst[B_LAST_DATA] = now
-        elif kind == KIND_RESYNC:
-            # a new replay pass (FeedStatus "resync"): the book waits for a snapshot,
-            # the kill switch forgets its last second, the volatility starts afresh
-            bst[B_SYNCED] = 0
-            S.resync(sst)
-            bst[B_H_HEAD] = bst[B_H_TAIL]
-            ist[K.I_VOL_NS] = 0
-            ist[K.I_VOL_N] = 0
-            fst[K.F_VOL_VAR] = 0.0
-            fst[K.F_VOL_MID] = 0.0
+            _after_book(bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req,
+                        rows, rowf)  # fmt: skip
         if changed and bst[B_T0] == 0:
             bst[B_T0] = now
-        # --- what the venue reports by now (Engine.pump_venue) ---
-        _pump(bst, bsf, io, sst, ssf, ist, lat, now, fills, fees, out, ofee)
+        # --- what the venue reports by now (Engine.pump_venue), then the recorder ---
+        _pump(bst, bsf, io, sst, ssf, ist, lat, now, rows, rowf, out, ofee)
+        _record_step(bst, bsf, ist, io, now, changed, rows, rowf, mids, ssf[S.SF_UNIT])
         i += 1
     bst[B_I] = i
     return RC_END
+
+
+@_jit
+def _after_book(  # type: ignore[no-untyped-def]
+    bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req, rows, rowf
+) -> None:
+    """``Engine._after_book``: crossed book, price band, features, volatility, the kill
+    switch's sigma, a requote on a large mid move."""
+    bb, ba = K.best(ist, 0), K.best(ist, 1)
+    if not (0 < bb < ba):
+        if bb and ba and bst[B_SYNCED] and bst[B_CROSSED] == 0:
+            bst[B_CROSSED] = 1
+            bst[B_VERSION] += 1
+            r = _row(bst, rows, T_BREAKER, now)
+            rows[r, 2] = BRK_CROSSED
+            rows[r, 3] = 1
+            rows[r, 4] = bb
+            rows[r, 5] = ba
+            if bst[B_BLOCKED] == 0:
+                bst[B_BLOCKED] = 1
+                _pull(bst, io, sst, ssf, ist, lat, now, req, rows)
+        return
+    if bst[B_CROSSED]:
+        bst[B_CROSSED] = 0
+        bst[B_VERSION] += 1
+        r = _row(bst, rows, T_BREAKER, now)
+        rows[r, 2] = BRK_CROSSED
+    mid = (bb + ba) / 2.0
+    good = bsf[BF_BAND_GOOD]
+    tick_bps = max(bst[B_REF_TICK], 1) / (good if good != 0 else mid) * 1e4
+    if band_check(bst, bsf, mid, now, kill_sigma(bsf, tick_bps), rowf, bst[B_NROW]):
+        if bst[B_BAND_TRIPPED] == 0:
+            bst[B_BAND_TRIPPED] = 1
+            bst[B_BAND_TRIPS] += 1
+            bst[B_VERSION] += 1
+            r = _row(bst, rows, T_BREAKER, now)  # rowf[r] holds the jump and the band
+            rows[r, 2] = BRK_BAND
+            rows[r, 3] = 1
+            if bst[B_BLOCKED] == 0:
+                bst[B_BLOCKED] = 1
+                _pull(bst, io, sst, ssf, ist, lat, now, req, rows)
+        return
+    if bst[B_BAND_TRIPPED]:
+        bst[B_BAND_TRIPPED] = 0
+        bst[B_VERSION] += 1
+        r = _row(bst, rows, T_BREAKER, now)
+        rows[r, 2] = BRK_BAND
+    bst[B_DIRTY] = 1
+    bst[B_MARK_DIRTY] = 1
+    K.features_on_book(ist, fst, now)
+    if bst[B_ML]:
+        _ml_on_mid(bst, bsf, (bb + ba) / 2.0, now)
+    K.vol_update(ist, fst, mid, now)
+    kill_update_book(bst, bsf, bb, ba, now)
+    lq = bsf[BF_LAST_QUOTE_MID]
+    mv = bsf[BF_REQUOTE_MOVE]
+    if mv > 0 and lq > 0 and abs(mid / lq - 1.0) >= mv:
+        _quote(bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req, rows)
 
 
 def unsupported(cfg: Any) -> str | None:
@@ -532,18 +842,29 @@ def unsupported(cfg: Any) -> str | None:
         return f"strategy {cfg.strategy.name!r} (only the built-in avellaneda runs compiled)"
     if cfg.risk.kill_switch_enabled:
         return "the kill switch (risk.kill_switch_enabled)"
-    if cfg.model.get("enabled") and cfg.model.get("online"):
+    from flashmm.predict.settings import ModelSettings
+
+    ms = ModelSettings.model_validate(dict(cfg.model))
+    if ms.enabled and ms.online:
         return "an online model (model.online)"
+    if ms.enabled and not ms.native:
+        return "a model run by onnxruntime (model.native: false)"
+    if ms.enabled and (ms.sim_latency_us is None or ms.sim_latency_us > ms.latency_budget_us):
+        return "a model latency that opens the ML breaker (model.sim_latency_us)"
+    if ms.enabled and ms.hit_rate_window > HITS_CAP:
+        return f"a hit-rate window over {HITS_CAP} (model.hit_rate_window)"
     return None
 
 
-def pack(recordings: Sequence[Any], days: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def pack(
+    recordings: Sequence[Any], days: int = 1, offset: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The event columns (``R_*`` rows, int64) and the levels of chained cached
     recordings (:class:`flashmm.feeds.cache.Recording`) of one stream.
 
     ``days`` > 1 plays them that many times, each pass shifted by their span
     plus 1 ms (receive and exchange times) after a resync row, as a looping
-    replay does."""
+    replay does. ``offset``: ns added to every receive time (a feed's alignment)."""
     ev = np.concatenate([r.events for r in recordings])
     offs = np.cumsum([0] + [len(r.levels) for r in recordings[:-1]])
     starts = np.concatenate(
@@ -553,9 +874,11 @@ def pack(recordings: Sequence[Any], days: int = 1) -> tuple[np.ndarray, np.ndarr
     names = ("ts_ns", "kind", "side", "px_tick", "qty_lot", "first_id", "last_id")
     cols = [np.ascontiguousarray(ev[c], dtype=np.int64) for c in names]
     cols.append(np.ascontiguousarray(starts, dtype=np.int64))
-    for c in ("n_bids", "n_asks", "exch_ms"):
+    for c in ("n_bids", "n_asks", "exch_ms", "px2_tick", "qty2_lot"):
         cols.append(np.ascontiguousarray(ev[c], dtype=np.int64))
     one = np.vstack(cols)
+    if offset:
+        one[R_TS] += offset
     if days <= 1 or not one.shape[1]:
         return one, levels
     lo, hi = int(one[R_TS].min()), int(one[R_TS].max())
@@ -572,19 +895,62 @@ def pack(recordings: Sequence[Any], days: int = 1) -> tuple[np.ndarray, np.ndarr
     return np.ascontiguousarray(np.hstack(parts)), levels
 
 
+class Sink:
+    """Where the loop's records go, in the order they happened (the default: an
+    :class:`~flashmm.accounting.Accounting` and the fills; ``flashmm backtest``
+    passes the engine and its recorder, ``flashmm.backtest.compiled``)."""
+
+    def __init__(self, spec: Any, max_position_usdc: float) -> None:
+        from flashmm.accounting import Accounting
+
+        self.acct = Accounting([spec], max_position_usdc)
+        self.fills: list[Any] = []
+
+    def fill(self, fill: Any, now: int, best_bid: int, best_ask: int) -> None:
+        self.acct.on_fill(fill)
+        self.fills.append(fill)
+
+    def orders(self, rows: list[list[int]]) -> None:
+        """Orders sent: rows of (time, client id, side, price, lots)."""
+        return None
+
+    def samples(self, cols: list[list[int]], fcols: list[list[float]]) -> None:
+        """Samples: columns time, best bid, best ask, our bid, our ask, position, and
+        equity, fees, inventory (USDC)."""
+        return None
+
+    def breaker(
+        self, now: int, which: int, tripped: bool, bid: int, ask: int, jump: float, band: float
+    ) -> None:
+        return None
+
+    def mid_path(self, ts: list[int], mid2: list[int]) -> None:
+        return None
+
+
 class CompiledBacktest:
     """One market of a profile over cached recordings, in :func:`run`.
 
-    ``cfg``: a :class:`flashmm.config.Config` (its first market whose reference
-    the recordings hold, its strategy, risk, model and ``venue.sim`` settings);
-    ``recordings``: that stream's cached recordings in time order. The model
-    runs natively when ``model.enabled`` (rules before its 30 s warm-up)."""
+    ``cfg``: a :class:`flashmm.config.Config` (its market whose reference the
+    recordings hold, its strategy, risk, model and ``venue.sim`` settings);
+    ``recordings``: that stream's cached recordings in time order (``days`` > 1
+    plays them that many times, see :func:`pack`). The model runs natively when
+    ``model.enabled`` (the rules before its 30 s warm-up). ``sink`` gets the
+    fills, orders, P&L marks, samples, breaker changes and the mid path."""
 
-    def __init__(self, cfg: Any, recordings: Sequence[Any], days: int = 1) -> None:
-        from flashmm.accounting import Accounting
+    def __init__(
+        self,
+        cfg: Any,
+        recordings: Sequence[Any],
+        days: int = 1,
+        sink: Any = None,
+        sample_s: float = 1.0,
+        offset: int = 0,
+    ) -> None:
         from flashmm.native import NativeCore
         from flashmm.native.sim import NativeSim
         from flashmm.predict.settings import ModelSettings
+        from flashmm.risk import KillSwitch, PriceBand
         from flashmm.strategy.avellaneda import AvellanedaParams
         from flashmm.venues.sim import SimSettings
 
@@ -605,6 +971,8 @@ class CompiledBacktest:
                 raise ValueError("model.enabled needs model.path")
             pred = OnnxPredictor(path, min_lean=ms.min_lean, native=True)
             program = pred._prog
+            if program is None:
+                raise ValueError("the compiled backtest runs only natively evaluated models")
             min_lean = pred.min_lean
         params = AvellanedaParams.model_validate(cfg.strategy.params)
         core = NativeCore(spec.unit_usdc, params, cfg.risk, ms, program)
@@ -613,37 +981,63 @@ class CompiledBacktest:
         self.sim = NativeSim(
             SimSettings.model_validate(cfg.venue.sim), spec.unit_usdc, core.ist, spec.symbol
         )
-        self.ev, self.levels = pack(recordings, days)
-        self.bst = np.zeros(BST_SIZE, dtype=np.int64)
-        self.bsf = np.zeros(BSF_SIZE, dtype=np.float64)
-        self.bst[B_PERIOD] = int(1e9 / cfg.strategy.quote_hz)
-        self.bst[B_STALE_NS] = int(cfg.risk.stale_feed_ms * 1_000_000)
-        self.bst[B_NEXT_CID] = 1
-        self.bst[B_MODEL] = 1 if program is not None else 0
-        self.bsf[BF_REQUOTE_MOVE] = cfg.strategy.requote_mid_move_bps / 1e4
-        from flashmm.risk import KillSwitch, PriceBand
-
+        self.ev, self.levels = pack(recordings, days, offset)
+        b = self.bst = np.zeros(BST_SIZE, dtype=np.int64)
+        f = self.bsf = np.zeros(BSF_SIZE, dtype=np.float64)
+        b[B_PERIOD] = int(1e9 / cfg.strategy.quote_hz)
+        b[B_STALE_NS] = int(cfg.risk.stale_feed_ms * 1_000_000)
+        b[B_NEXT_CID] = 1
+        b[B_MODEL] = 1 if program is not None else 0
+        b[B_MARK_DIRTY] = 1
+        b[B_SAMPLE_EVERY] = max(int(sample_s * 1e9), 1)
+        f[BF_REQUOTE_MOVE] = cfg.strategy.requote_mid_move_bps / 1e4
+        f[BF_M_SPREAD] = -1.0
         ks, band = KillSwitch.from_config(cfg.risk), PriceBand.from_config(cfg.risk)
-        self.bst[B_KILL_WARMUP_NS] = ks.warmup_ns
-        self.bsf[BF_KILL_FLOOR] = ks.floor_bps
-        self.bst[B_BAND_CONFIRM_NS] = band.confirm_ns
-        self.bsf[BF_BAND_SIGMA_K] = band.sigma_k
-        self.bsf[BF_BAND_MIN_BPS] = band.min_bps
-        self.bsf[BF_BAND_MAX_PCT] = band.max_pct
-        self.fills_buf = np.zeros((FILL_CAP, FILL_W), dtype=np.int64)
-        self.fees_buf = np.zeros(FILL_CAP, dtype=np.float64)
-        self.acct = Accounting([spec], cfg.risk.max_position_usdc)
+        b[B_KILL_WARMUP_NS] = ks.warmup_ns
+        f[BF_KILL_FLOOR] = ks.floor_bps
+        b[B_BAND_CONFIRM_NS] = band.confirm_ns
+        f[BF_BAND_SIGMA_K] = band.sigma_k
+        f[BF_BAND_MIN_BPS] = band.min_bps
+        f[BF_BAND_MAX_PCT] = band.max_pct
+        if program is not None:
+            from flashmm.predict.labels import parse_horizon
+
+            b[B_ML] = 1
+            b[B_DRIFT_MAX] = ms.drift_max_features
+            b[B_DRIFT_SUSTAIN_NS] = int(ms.drift_sustain_s * 1e9)
+            b[B_DRIFT_SINCE] = -1
+            b[B_HORIZON_NS] = int(getattr(pred, "horizon_ns", 0) or parse_horizon(ms.horizon))
+            b[B_HITS_WINDOW] = ms.hit_rate_window
+            f[BF_ZLIM] = ms.drift_z_limit
+            f[BF_HIT_FLOOR] = ms.hit_rate_floor
+            std = np.asarray(pred.std)
+            f[BF_MEAN : BF_MEAN + 64] = np.asarray(pred.mean, dtype=np.float64)
+            f[BF_INVSTD : BF_INVSTD + 64] = 1.0 / np.where(std > 1e-12, std, 1.0)
+        f[BF_LOSS_LIMIT] = cfg.risk.daily_loss_limit_usdc
+        f[BF_DD_LIMIT] = cfg.risk.max_drawdown_usdc
+        self.rows = np.zeros((ROW_CAP, ROW_W), dtype=np.int64)
+        self.rowf = np.zeros((ROW_CAP, ROWF_W), dtype=np.float64)
+        self.mids = np.zeros((MID_CAP, 2), dtype=np.int64)
+        self.sink = sink if sink is not None else Sink(spec, cfg.risk.max_position_usdc)
         self.risk = cfg.risk
-        self.fills: list[Any] = []
+
+    @property
+    def acct(self) -> Any:
+        return self.sink.acct
+
+    @property
+    def fills(self) -> list[Any]:
+        fills: list[Any] = self.sink.fills
+        return fills
 
     def run(self) -> None:
-        """Run the whole recording; fills are booked in :attr:`acct` as they come."""
+        """Run the whole recording, handing the records to the sink as they come."""
         c, s = self.core, self.sim
         while True:
             rc = run(self.bst, self.bsf, c.ist, c.fst, c.prog, c.params, c.work, c.x,
-                     c.io, s.sst, s.ssf, s.lat, self.ev, self.levels, self.fills_buf,
-                     self.fees_buf)  # fmt: skip
-            self._book_fills()
+                     c.io, s.sst, s.ssf, s.lat, self.ev, self.levels, self.rows, self.rowf,
+                     self.mids)  # fmt: skip
+            self._drain()
             if rc == RC_END:
                 return
             if rc == RC_REFILL:
@@ -651,62 +1045,86 @@ class CompiledBacktest:
             elif rc == RC_OVERFLOW:
                 raise RuntimeError("compiled backtest: a simulator table is full")
 
+    def _drain(self) -> None:
+        from flashmm.types import Fill, Liquidity, Side
+
+        sink, b = self.sink, self.bst
+        m = int(b[B_NMID])
+        if m:
+            sink.mid_path(self.mids[:m, 0].tolist(), self.mids[:m, 1].tolist())
+            b[B_NMID] = 0
+        n = int(b[B_NROW])
+        if not n:
+            return
+        rows, rowf = self.rows[:n], self.rowf[:n]
+        kind = rows[:, 0]
+        smp = kind == T_SAMPLE
+        if smp.any():
+            sink.samples(rows[smp][:, [1, 2, 3, 4, 5, 6]].T.tolist(), rowf[smp].T.tolist())
+        sent = kind == T_ORDER
+        if sent.any():
+            sink.orders(rows[sent][:, [1, 2, 3, 4, 5]].tolist())
+        other = np.flatnonzero((kind == T_FILL) | (kind == T_BREAKER))
+        sym = self.spec.symbol
+        for r, f in zip(rows[other].tolist(), rowf[other].tolist(), strict=True):
+            if r[0] == T_FILL:
+                fill = Fill(sym, r[2], Side(r[3]), r[4], r[5], f[0], Liquidity(r[6]), r[8],
+                            f"sim-{r[7]}")  # fmt: skip
+                sink.fill(fill, r[1], r[9], r[10])
+            else:
+                sink.breaker(r[1], r[2], bool(r[3]), r[4], r[5], f[0], f[1])
+        b[B_NROW] = 0
+
     def breaker_margin(self) -> str | None:
-        """Why the engine's P&L breakers might have tripped in this run (None: they
-        cannot have: the lowest equity and largest drawdown at any event stay more
-        than 1 % inside the limits), which the loop does not model."""
-        r, f = self.risk, self.bsf
-        if f[BF_MIN_EQ] <= -0.99 * r.daily_loss_limit_usdc:
-            return f"daily loss near its limit ({f[BF_MIN_EQ]:.2f} USDC)"
-        if f[BF_MAX_DD] >= 0.99 * r.max_drawdown_usdc:
-            return f"drawdown near its limit ({f[BF_MAX_DD]:.2f} USDC)"
+        """What happened in this run that the loop does not model (None: nothing):
+        a P&L breaker the engine would have tripped at one of its marks (it pauses
+        then), or a full table."""
+        if self.bst[B_UNSUPPORTED] == 2:
+            return "a P&L breaker would have tripped (the engine pauses)"
+        if self.bst[B_UNSUPPORTED] == 3:
+            return "the ML breaker would have opened (the engine quotes on the rules then)"
+        if self.bst[B_UNSUPPORTED]:
+            return "a table of the loop ran full"
         return None
 
+    def live_orders(self) -> list[int]:
+        """Client ids of the orders not done (open, in flight or being cancelled)."""
+        io, k = self.core.io, self.core.k
+        return [int(io[k.IO_LIVE + k.LIVE_W * j + 3]) for j in range(int(io[k.IO_NLIVE]))]
+
     def shutdown(self, step_ns: int = 10_000_000, timeout_s: float = 10.0) -> int:
-        """``flashmm.runner.shutdown``: cancel every order, advance the clock until the
-        venue confirms; returns the orders left open."""
+        """``flashmm.runner.shutdown``: cancel every order, advance the clock in
+        ``step_ns`` steps until the venue confirms; returns the orders left open."""
         from flashmm.types import Fill, OrderCancelled, OrderRejected
 
         io, k = self.core.io, self.core.k
         now = int(self.bst[B_NOW])
-        live = [int(io[k.IO_LIVE + k.LIVE_W * j + 3]) for j in range(int(io[k.IO_NLIVE]))]
-        pending = [
-            int(io[k.IO_LIVE + k.LIVE_W * j + 4]) == k.ST_PENDING_CANCEL
-            for j in range(int(io[k.IO_NLIVE]))
+        live = self.live_orders()
+        cids = [
+            c
+            for j, c in enumerate(live)
+            if int(io[k.IO_LIVE + k.LIVE_W * j + 4]) != k.ST_PENDING_CANCEL
         ]
-        cids = [c for c, p in zip(live, pending, strict=True) if not p]
         if cids:
             self.bst[B_CANCELS_SENT] += len(cids)
             self.sim.requote(cids, [], now)
         left = set(live)
+        bb, ba = k.best(self.core.ist, 0), k.best(self.core.ist, 1)
         for _ in range(int(timeout_s * 1e9 / step_ns)):
-            if not left:
-                break
             now += step_ns
             for e in self.sim.poll(now):
                 if isinstance(e, Fill):
-                    self.acct.on_fill(e)
-                    self.fills.append(e)
-                    self.bst[B_POS] += int(e.side) * e.size_lots
+                    _book_fill(self.bst, self.bsf, self.spec.unit_usdc, int(e.side),
+                               e.price_ticks, e.size_lots, e.fee_usdc)  # fmt: skip
+                    self.sink.fill(e, now, bb, ba)
+                    if e.client_id in left:
+                        left.discard(e.client_id)  # a shutdown fill closes it whole or not
                 elif isinstance(e, OrderCancelled | OrderRejected):
                     left.discard(e.client_id)
+            if not left:
+                break
         self.bst[B_NOW] = now
         return len(left)
-
-    def _book_fills(self) -> None:
-        from flashmm.types import Fill, Liquidity, Side
-
-        n = int(self.bst[B_NFILL])
-        if not n:
-            return
-        rows = self.fills_buf[:n].tolist()
-        fees = self.fees_buf[:n].tolist()
-        sym = self.spec.symbol
-        for r, fee in zip(rows, fees, strict=True):
-            f = Fill(sym, r[0], Side(r[1]), r[2], r[3], fee, Liquidity(r[4]), r[5], f"sim-{r[6]}")
-            self.acct.on_fill(f)
-            self.fills.append(f)
-        self.bst[B_NFILL] = 0
 
     @property
     def mid(self) -> float:
@@ -727,6 +1145,8 @@ class CompiledBacktest:
             "position_lots": int(b[B_POS]),
             "gaps": int(b[B_GAPS]),
             "band_trips": int(b[B_BAND_TRIPS]),
+            "book_checks": int(b[B_CHECKS]),
+            "book_mismatches": int(b[B_MISMATCHES]),
         }
 
 
@@ -742,7 +1162,7 @@ def warm() -> float:
 
     core = NativeCore(1e-5)
     sim = NativeSim(SimSettings(), 1e-5, core.ist)
-    ev = np.zeros((11, 2), dtype=np.int64)
+    ev = np.zeros((13, 2), dtype=np.int64)
     ev[R_KIND, :] = (KIND_SNAPSHOT, KIND_TRADE)
     ev[R_TS, :] = (1, 2)
     ev[R_NB, 0] = ev[R_NA, 0] = 1
@@ -751,7 +1171,8 @@ def warm() -> float:
     bst = np.zeros(BST_SIZE, dtype=np.int64)
     bst[B_PERIOD] = 200_000_000
     bst[B_STALE_NS] = 1 << 40
+    bst[B_SAMPLE_EVERY] = 1_000_000_000
     run(bst, np.zeros(BSF_SIZE), core.ist, core.fst, core.prog, core.params, core.work, core.x,
-        core.io, sim.sst, sim.ssf, sim.lat, ev, levels, np.zeros((FILL_CAP, FILL_W), np.int64),
-        np.zeros(FILL_CAP))  # fmt: skip
+        core.io, sim.sst, sim.ssf, sim.lat, ev, levels, np.zeros((ROW_CAP, ROW_W), np.int64),
+        np.zeros((ROW_CAP, ROWF_W)), np.zeros((MID_CAP, 2), np.int64))  # fmt: skip
     return time.perf_counter() - t0
