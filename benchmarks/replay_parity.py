@@ -1,9 +1,10 @@
-"""Same fills before and after a refactor: the NEXO day through paper, backtest, compiled.
+"""Same fills before and after a refactor: the NEXO day through paper replay and backtest.
 
 Runs the full NEXO/USDT day (20240723 + 20240724) with ``configs/backtest.yaml``,
 the model off and a fixed simulator seed, three times: as ``flashmm run`` replays
-it (the async runner, speed 0, no loop), as ``flashmm backtest`` does (the numpy
-cache), and through the compiled backtest loop (``flashmm.native.backtest``).
+it (the async runner, speed 0, no loop), as ``flashmm backtest`` ran it in the
+engine (``run_backtest(..., compiled=False)``: the numpy cache through
+``Engine.step``), and as ``flashmm backtest`` runs it (the compiled loop).
 Prints, for each, the fill count, P&L and a SHA-256 of the fills list (market,
 client id, side, price, size, fee, liquidity, time, id), so a change that must
 not move any trade can be checked by comparing two runs of this script.
@@ -73,34 +74,16 @@ def paper(seed: int) -> dict[str, Any]:
     return {"fills": n, "pnl_usdc": summary["pnl_usdc"], "events": summary["events"], "sha": digest}
 
 
-def backtest(seed: int) -> dict[str, Any]:
+def backtest(seed: int, compiled: bool = True) -> dict[str, Any]:
     from flashmm.backtest.runner import run_backtest
     from flashmm.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(ROOT / "configs" / "backtest.yaml", sets_for(seed, tmp))
-        res = run_backtest(cfg, FILES, cache_dir=Path(tmp) / "cache")
+        res = run_backtest(cfg, FILES, cache_dir=Path(tmp) / "cache", compiled=compiled)
     n, digest = fills_digest(res.recorder.fills)
     r = res.report
     return {"fills": n, "pnl_usdc": r["pnl_usdc"], "events": r["events"], "sha": digest}
-
-
-def compiled(seed: int) -> dict[str, Any]:
-    from flashmm.config import load_config
-    from flashmm.feeds.binance import Scale
-    from flashmm.feeds.cache import load_recording
-    from flashmm.native.backtest import CompiledBacktest
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(ROOT / "configs" / "backtest.yaml", sets_for(seed, tmp))
-        scale = Scale.of(0.001, 0.01)
-        recs = [load_recording(f, "nexousdt", scale, Path(tmp) / "cache") for f in FILES]
-        bt = CompiledBacktest(cfg, recs)
-        bt.run()
-        bt.shutdown()
-    n, digest = fills_digest(bt.fills)
-    s = bt.summary()
-    return {"fills": n, "pnl_usdc": s["pnl_usdc"], "events": s["events"], "sha": digest}
 
 
 def main() -> None:
@@ -113,8 +96,8 @@ def main() -> None:
     logger.remove()
     out = {
         "paper": paper(args.seed),
+        "engine": backtest(args.seed, compiled=False),
         "backtest": backtest(args.seed),
-        "compiled": compiled(args.seed),
     }
     if args.json:
         print(json.dumps(out))
