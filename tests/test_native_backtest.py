@@ -158,3 +158,17 @@ def test_flashmm_backtest_report_is_the_same_compiled_or_not(
     bt = CompiledBacktest(cfg, [rec])
     bt.run()
     assert (bt.breaker_margin() is not None) == engine_runs_it
+
+
+def test_a_loop_not_built_yet_is_built_in_the_background_while_the_engine_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flashmm.native.backtest as nb
+
+    started: list[bool] = []
+    monkeypatch.setattr(nb, "cached", lambda: False)
+    monkeypatch.setattr(nb, "warm_in_background", lambda: started.append(True))
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", [f"control.data_dir={tmp_path}"])
+    res = run_backtest(cfg, [str(NEXO_23)], cache_dir=tmp_path / "cache")
+    assert started == [True]
+    assert res.report["fills"] > 0  # the engine ran it

@@ -127,6 +127,7 @@ def run_compiled(
     """The backtest through the compiled loop; None when it must run in the engine.
 
     Returns the result (report not built yet) and the timing parts."""
+    from flashmm.native import backtest as nb
     from flashmm.native.backtest import (
         B_BOTH,
         B_CHECKS,
@@ -156,6 +157,14 @@ def run_compiled(
     why = eligible(cfg, engine, feed)
     if why is not None:
         logger.info("backtest in the Python engine: the compiled loop does not model {}", why)
+        return None
+    if not nb.cached():
+        # never compile while a user waits: build it for the next run, run the engine now
+        nb.warm_in_background()
+        logger.info(
+            "backtest in the Python engine: the compiled loop is being built in the "
+            "background ('python -m flashmm.native' builds it at install)"
+        )
         return None
     sym = feed.symbols[0]
     ms = engine.by_ref[sym]

@@ -1150,6 +1150,28 @@ class CompiledBacktest:
         }
 
 
+def cached() -> bool:
+    """True when the loop's machine code for this source is in numba's on-disk cache
+    (loading it takes a fraction of a second; compiling it, tens of seconds)."""
+    try:
+        return bool(run._cache._cache_file._load_index())  # type: ignore[attr-defined]
+    except Exception:  # numba's cache layout changed: it will load or compile as usual
+        return True
+
+
+_WARMING: list[Any] = []
+
+
+def warm_in_background() -> None:
+    """:func:`warm` on a daemon thread, once per process (nobody waits for it)."""
+    import threading
+
+    if not _WARMING:
+        t = threading.Thread(target=warm, name="flashmm-backtest-warm", daemon=True)
+        _WARMING.append(t)
+        t.start()
+
+
 def warm() -> float:
     """Compile (or load from the on-disk cache) the loop; seconds taken."""
     import time
