@@ -13,6 +13,7 @@ by the live feed alike.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
 
 from sortedcontainers import SortedDict
@@ -26,7 +27,7 @@ _DESYNC = frozenset(("gap", "disconnected", "resync"))
 class OrderBook:
     """Price levels of one market. Sizes are lots; a size of 0 removes the level."""
 
-    __slots__ = ("asks", "best_ask", "best_bid", "bids", "symbol", "version")
+    __slots__ = ("asks", "best_ask", "best_bid", "bids", "listener", "symbol", "version")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -37,6 +38,9 @@ class OrderBook:
         self.best_ask = 0
         #: bumped on every change, so readers can tell whether anything moved
         self.version = 0
+        #: told every change as it is made: ``listener(bids, asks, snapshot)`` (a copy of
+        #: the book kept elsewhere, e.g. in the compiled core, follows without a rescan)
+        self.listener: Callable[[Levels, Levels, bool], object] | None = None
 
     def _touch(self) -> None:
         b, a = self.bids, self.asks
@@ -48,11 +52,15 @@ class OrderBook:
         self.bids.clear()
         self.asks.clear()
         self._touch()
+        if self.listener is not None:
+            self.listener([], [], True)
 
     def load(self, bids: Levels, asks: Levels) -> None:
         self.bids = SortedDict({p: q for p, q in bids if q > 0})
         self.asks = SortedDict({p: q for p, q in asks if q > 0})
         self._touch()
+        if self.listener is not None:
+            self.listener(bids, asks, True)
 
     def apply(self, bids: Levels, asks: Levels) -> None:
         b, a = self.bids, self.asks
@@ -67,6 +75,8 @@ class OrderBook:
             else:
                 a.pop(p, None)
         self._touch()
+        if self.listener is not None:
+            self.listener(bids, asks, False)
 
     def best_bid_size(self) -> int:
         return int(self.bids[self.best_bid]) if self.best_bid else 0

@@ -160,3 +160,45 @@ def test_desk_without_room_hands_the_decision_back() -> None:
     desk.remove(1)
     desk.cancel_all()
     assert int(desk.io[desk.k.IO_NLIVE]) == 1 + len(places)
+
+
+@pytest.mark.parametrize("path", [NEXO_23, ETH_SLICE], ids=["nexo", "eth"])
+def test_core_book_follows_the_engine_book_change_by_change(path: Path) -> None:
+    """The model signal's core book follows the engine's book through its listener (no
+    top-10 packing per change): equal after every change, snapshots and gaps included;
+    a second follower takes over with a full load."""
+    from flashmm.book import BookBuilder, SequenceGap
+    from flashmm.feeds.replay import make_scales
+    from flashmm.marketdata import DepthDiff, DepthSnapshot
+    from flashmm.native.features import NativeFeatures
+
+    nat.warm()
+    sym, tick, lot = ("nexousdt", 0.001, 0.01) if path == NEXO_23 else ("ethusdt", 0.01, 0.0001)
+    feed = ReplayFeed([path], make_scales([(sym, tick, lot)]), align=False)
+    bb = BookBuilder(sym)
+    book = bb.book
+    nf = NativeFeatures(tick)
+    checked = 0
+    for i, ev in enumerate(feed.events()):
+        if not isinstance(ev, DepthDiff | DepthSnapshot):
+            continue
+        try:
+            if not bb.on_event(ev):
+                continue
+        except SequenceGap:
+            continue
+        if not book.valid:
+            continue
+        if checked == 300:
+            other = NativeFeatures(tick)
+            other.on_book(book, ev.ts_ns)  # steals the listener ...
+            assert book.listener is other._listen
+        nf.on_book(book, ev.ts_ns)  # ... and this one takes it back with a full load
+        core = nf._core
+        assert core is not None
+        assert core.top(0, 20) == book.top_bids(20) and core.top(1, 20) == book.top_asks(20)
+        if i % 500 == 0:
+            assert core.top(0, 10**6) == book.top_bids(10**6)
+            assert core.top(1, 10**6) == book.top_asks(10**6)
+        checked += 1
+    assert checked > 500

@@ -316,6 +316,8 @@ def warm() -> float:
         k.live_remaining(core.io, 1, 1)
         k.live_cancel_all(core.io)
         k.live_remove(core.io, 1)
+        k.apply_levels(core.ist, lv, True)  # the model signal's book, followed change by change
+        k.features_on_book(core.ist, core.fst, 5)
         z = np.zeros(64)
         k.model_step(core.ist, core.fst, core.prog, core.params, core.work, core.x, z, z, core.io)
         core.check_orders(0, [(1, 99, 1)])

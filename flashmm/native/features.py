@@ -7,6 +7,11 @@ the Python :class:`~flashmm.features.OnlineFeatures` runs; at the first book
 change after they are ready its whole state moves into the core's arrays and
 the kernels take over. The values are the same either way, bit for bit (a test
 hands over in the middle of a recording).
+
+Once the core runs, its book follows the engine's book change by change (the
+book's ``listener``: a diff's few levels cross into the core as they are
+applied), so a book change costs one kernel call over the core's own book
+instead of packing the top 10 levels from the Python book each time.
 """
 
 from __future__ import annotations
@@ -18,9 +23,7 @@ import numpy as np
 from flashmm.book import OrderBook
 from flashmm.features import OnlineFeatures
 from flashmm.marketdata import Trade
-from flashmm.native import NativeCore, ready, warm_in_background
-
-_LEVELS = 10
+from flashmm.native import NativeCore, levels_array, ready, warm_in_background
 
 
 def load_state(core: NativeCore, fe: OnlineFeatures) -> None:
@@ -72,7 +75,9 @@ class NativeFeatures:
         self.tick_size = float(tick_size)
         self._core: NativeCore | None = None
         self._k: Any = None
-        self._lv = np.zeros(1 + 3 * 2 * _LEVELS, dtype=np.int64)
+        self._lv = np.zeros(1 + 3 * 64, dtype=np.int64)
+        #: the book whose changes the core's book follows (its ``listener``)
+        self._listen: Any = None
         if ready():
             self._switch()
         else:
@@ -80,7 +85,7 @@ class NativeFeatures:
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["_k"] = None
+        d["_k"] = d["_listen"] = None  # the book is followed again at its next change
         return d
 
     def __setstate__(self, d: dict[str, Any]) -> None:
@@ -98,6 +103,20 @@ class NativeFeatures:
         core = NativeCore(1.0)
         load_state(core, self._py)
         self._core, self._k, self._py = core, core.k, None
+        self._listen = self._follow
+
+    def _follow(self, bids: list[tuple[int, int]], asks: list[tuple[int, int]], snap: bool) -> None:
+        """A change of the followed book, applied to the core's book as it is made."""
+        core = self._core
+        assert core is not None
+        self._k.apply_levels(core.ist, levels_array(bids, asks, self._lv), snap)
+
+    def _attach(self, book: OrderBook) -> None:
+        """Follow ``book``: load all of it into the core's book, then every change."""
+        core = self._core
+        assert core is not None
+        self._k.apply_levels(core.ist, levels_array(book.bids.items(), book.asks.items()), True)
+        book.listener = self._listen
 
     def on_book(self, book: OrderBook, ts_ns: int) -> None:
         core = self._core
@@ -109,21 +128,11 @@ class NativeFeatures:
             self._switch()
             core = self._core
             assert core is not None
-        bd, ad = book.bids, book.asks
-        buf = self._lv
-        j = 1
-        for p in reversed(bd.keys()[-_LEVELS:]):
-            buf[j] = 0
-            buf[j + 1] = p
-            buf[j + 2] = bd[p]
-            j += 3
-        for p in ad.keys()[:_LEVELS]:
-            buf[j] = 1
-            buf[j + 1] = p
-            buf[j + 2] = ad[p]
-            j += 3
-        buf[0] = (j - 1) // 3
-        self._k.features_on_top(core.ist, core.fst, buf, ts_ns)
+        if book.listener is not self._listen or self._listen is None:
+            if self._listen is None:
+                self._listen = self._follow
+            self._attach(book)  # from here on the core's book follows it change by change
+        self._k.features_on_book(core.ist, core.fst, ts_ns)
 
     def on_trade(self, trade: Trade) -> None:
         core = self._core
