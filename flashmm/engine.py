@@ -932,6 +932,25 @@ class Engine:
         """The simulated time after a shutdown advanced it outside the event loop."""
         self.now_ns = now_ns
 
+    def load_run_totals(
+        self,
+        *,
+        pnl: float,
+        drawdown: float,
+        quotes_sent: int,
+        events: int,
+        feed_gaps: int,
+        start_ns: int,
+        now_ns: int,
+    ) -> None:
+        """Totals of a run the compiled backtest loop played for this engine."""
+        self.pnl, self.drawdown = pnl, drawdown
+        self.quotes_sent = quotes_sent
+        self.events = events
+        self.feed_gaps = feed_gaps
+        self.start_ns = start_ns
+        self.now_ns = now_ns
+
     def latencies_since(self, seen: int) -> tuple[list[int], int]:
         """Decision latencies (ns) recorded since the mark ``seen`` (at most the ring's
         size, oldest first) and the new mark."""

@@ -49,7 +49,7 @@ class EngineSink:
     def fill(self, fill: Fill, now: int, best_bid: int, best_ask: int) -> None:
         book = self.ms.builder.book
         book.best_bid, book.best_ask = best_bid, best_ask  # the mid _on_fill reads
-        self.engine.now_ns = now
+        self.engine.set_clock(now)
         self.engine._on_fill(fill, now)
         self.rec.drain()
 
@@ -201,14 +201,17 @@ def run_compiled(
     acct.peak_equity = float(f[BF_PEAK_EQ])
     acct.max_drawdown = float(f[BF_MARK_DD])
     acct.max_abs_inventory_usdc = max(acct.max_abs_inventory_usdc, float(f[BF_MAX_INV]))
-    engine.pnl, engine.drawdown = float(f[BF_PNL]), float(f[BF_DD])
     ms.orders_sent = s["orders_sent"]
     ms.cancels_sent = s["cancels_sent"]
-    engine.quotes_sent = s["orders_sent"]
-    engine.events = int(b[B_EVENTS])
-    engine.feed_gaps = int(b[B_GAPS])
-    engine.now_ns = int(b[B_NOW])
-    engine.start_ns = int(bt.ev[0, 0]) if bt.ev.shape[1] else 0
+    engine.load_run_totals(
+        pnl=float(f[BF_PNL]),
+        drawdown=float(f[BF_DD]),
+        quotes_sent=s["orders_sent"],
+        events=int(b[B_EVENTS]),
+        feed_gaps=int(b[B_GAPS]),
+        start_ns=int(bt.ev[0, 0]) if bt.ev.shape[1] else 0,
+        now_ns=int(b[B_NOW]),
+    )
     # the recorder's running sums, then its last step after the shutdown
     tr = rec.tracks[ms.spec.symbol]
     tr.version = ms.builder.book.version
