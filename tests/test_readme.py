@@ -178,6 +178,13 @@ def test_config_validate_prints_the_documented_lines(
     assert r.stderr.strip().splitlines() == expected
 
 
+def test_ci_runs_the_readme_test_command() -> None:
+    """`.ci/run` runs the README's test command exactly as written."""
+    (command,) = [ln for ln in bash_lines() if ".venv/bin/python -m pytest" in ln]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command in [" ".join(line.split()) for line in ci]
+
+
 def test_no_line_needs_the_repository_folder_but_the_shared_data() -> None:
     for line in LINES:
         if "../shared" not in line:
