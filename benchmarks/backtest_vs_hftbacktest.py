@@ -32,13 +32,16 @@ Both sides run the same market maker on the same data with the same venue model:
   P&L), and quotes on that position, as FlashMM does.
 
 Variants ``compiled off`` and ``compiled on`` run ``flashmm backtest``'s
-``run_backtest`` with the built-in strategy (Avellaneda-Stoikov, 3 levels a
-side, 50 USDC growing 1.5x a level), which goes through the compiled backtest
-loop (``flashmm.backtest.compiled``: the engine's report in one numba loop),
-with the same venue settings, features and signal: a plugin strategy such as
-this fixed-spread one runs only in the Python engine. So their times are for
-more work per decision (6 quotes against 2), and their fills are not
-comparable with hftbacktest's.
+``run_backtest`` with the built-in strategy (a plugin such as the fixed-spread one
+runs only in the Python engine), which goes through the compiled backtest loop
+(``flashmm.backtest.compiled``: book, features, signal, strategy, risk, simulated
+venue and accounting in one numba loop), with the same venue settings. The built-in
+Avellaneda-Stoikov strategy is set (``builtin_sets``) to a rule hftbacktest runs as
+well: one level a side at ``--half-spread-bps`` of the mid (bid rounded down, ask
+up, never crossing), ``--size-usdc`` a quote, no inventory or signal term. They are
+compared with a second hftbacktest process running that ``builtin`` rule. The
+features and the signal (rule or model) are still computed on every event and
+decision; only their skew is capped at 0.
 
 Figures (time ratios are hftbacktest / FlashMM: > 1 means FlashMM took less time):
 
@@ -130,6 +133,25 @@ def flashmm_sets(model: bool, fill_model: str) -> list[str]:
     ]
 
 
+def builtin_sets(half_bps: float, size_usdc: float) -> list[str]:
+    """The built-in strategy (the compiled loop's) set to hftbacktest's ``builtin``
+    rule: one level a side at ``half_bps`` of the mid (bid rounded down, ask up, never
+    crossing the book), ``size_usdc`` a quote (``int(size / (price * tick * lot))``
+    lots), no inventory or signal term (``kappa`` huge and ``horizon_s`` tiny make the
+    Avellaneda-Stoikov half spread vanish under ``min_spread_bps / 2``; the signal's
+    skew is capped at 0), requoted every 200 ms whenever price or size differ."""
+    return [
+        "strategy.params.levels=1",
+        f"strategy.params.order_size_usdc={size_usdc}",
+        f"strategy.params.min_spread_bps={2 * half_bps}",
+        "strategy.params.kappa=1000000000",
+        "strategy.params.horizon_s=0.000000001",
+        "strategy.params.refresh_tolerance_bps=0",
+        "strategy.params.refresh_size_tolerance=0",
+        "model.max_skew_bps=0",
+    ]
+
+
 def make_fixed_spread_strategy(half_ticks: int, lots: int, max_pos_lots: int) -> Any:
     from typing import ClassVar
 
@@ -211,16 +233,25 @@ def flashmm_worker(args: argparse.Namespace) -> dict[str, Any]:
 def flashmm_compiled_worker(args: argparse.Namespace) -> dict[str, Any]:
     """``flashmm backtest``'s ``run_backtest`` with the built-in strategy, which goes
     through the compiled loop (``flashmm.backtest.compiled``), with the benchmark's
-    venue settings; ``args.runs`` runs in this process, the first cold."""
+    venue settings and :func:`builtin_sets`; ``args.runs`` runs in this process, the
+    first cold. Fails if the run fell back to the Python engine."""
+    from loguru import logger
+
     from flashmm.backtest.runner import run_backtest
     from flashmm.config import load_config
 
-    cfg = load_config(ROOT / "configs" / "backtest.yaml", flashmm_sets(args.model, args.fill_model))
+    fell_back: list[str] = []
+    logger.add(lambda m: fell_back.append(str(m)), filter=lambda r: "Python engine" in r["message"])
+    sets = flashmm_sets(args.model, args.fill_model)
+    sets += builtin_sets(args.half_spread_bps, args.size_usdc)
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
     cache = Path(args.cache_dir) if args.cache_dir else None
     loops, loops_cpu, runs = [], [], []
     first: dict[str, Any] = {}
     for i in range(args.runs):
         res = run_backtest(cfg, [str(f) for f in FILES], cache_dir=cache)
+        if fell_back:
+            raise SystemExit(f"not the compiled loop: {fell_back[0].strip()}")
         rep = res.report
         if i == 0:
             first = {
@@ -281,6 +312,7 @@ def run_flashmm(
     cmd = [sys.executable, str(Path(__file__).resolve()), worker,
            "--half-spread-ticks", str(args.half_spread_ticks), "--lots", str(args.lots),
            "--max-pos-lots", str(args.max_pos_lots), "--fill-model", args.fill_model,
+           "--half-spread-bps", repr(args.half_spread_bps), "--size-usdc", repr(args.size_usdc),
            "--runs", str(args.runs), "--cache-dir", cache_dir,
            "--t-spawn", repr(time.time())]  # fmt: skip
     if model:
@@ -405,7 +437,7 @@ from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest, GTX, LIMIT, B
 t_imp = time.time()
 
 @njit
-def mm(hbt, half_ticks, qty, max_pos, step_ns, stats, filled):
+def mm(hbt, half_ticks, qty, max_pos, step_ns, stats, filled, builtin, half_bps, size_usdc):
     # hftbacktest 2.4.4 books a fill into its position and trade counters only when the
     # response says the order is completely filled (with that response's exec_qty), so
     # partial fills go missing there; this loop books every fill itself, from each
@@ -439,16 +471,29 @@ def mm(hbt, half_ticks, qty, max_pos, step_ns, stats, filled):
         ba = depth.best_ask_tick
         if bb <= 0 or ba <= bb or ba >= 2**62:
             continue
-        mid2 = bb + ba
-        bid = min((mid2 - 2 * half_ticks) // 2, ba - 1)
-        ask = max(-((-(mid2 + 2 * half_ticks)) // 2), bb + 1)
-        want_bid = pos + qty <= max_pos + 1e-9
-        want_ask = pos - qty >= -max_pos - 1e-9
+        if builtin:
+            # FlashMM's built-in rule as the benchmark sets it (builtin_sets): the half
+            # spread in bps of the mid, the size in USDC, no position cap
+            mid = (bb + ba) * 0.5
+            bid = min(int(np.floor(mid * (1.0 - half_bps / 1e4) + 1e-9)), ba - 1)
+            ask = max(int(np.ceil(mid * (1.0 + half_bps / 1e4) - 1e-9)), bb + 1)
+            bid_qty = np.floor(size_usdc / (bid * tick * lot)) * lot
+            ask_qty = np.floor(size_usdc / (ask * tick * lot)) * lot
+            want_bid = bid_qty > 0
+            want_ask = ask_qty > 0
+        else:
+            mid2 = bb + ba
+            bid = min((mid2 - 2 * half_ticks) // 2, ba - 1)
+            ask = max(-((-(mid2 + 2 * half_ticks)) // 2), bb + 1)
+            bid_qty = qty
+            ask_qty = qty
+            want_bid = pos + qty <= max_pos + 1e-9
+            want_ask = pos - qty >= -max_pos - 1e-9
         # bid
         live = False
         o = orders.get(bid_id)
         if o is not None and (o.status == 1 or o.status == 5 or o.req == 1):
-            if o.price_tick == bid and abs(o.leaves_qty - qty) < 1e-9 and want_bid:
+            if o.price_tick == bid and abs(o.leaves_qty - bid_qty) < 1e-9 and want_bid:
                 live = True
             elif o.cancellable:
                 hbt.cancel(0, bid_id, False)
@@ -458,13 +503,13 @@ def mm(hbt, half_ticks, qty, max_pos, step_ns, stats, filled):
         if not live and want_bid:
             bid_id = next_id
             next_id += 1
-            hbt.submit_buy_order(0, bid_id, bid * tick, qty, GTX, LIMIT, False)
+            hbt.submit_buy_order(0, bid_id, bid * tick, bid_qty, GTX, LIMIT, False)
             stats[2] += 1
         # ask
         live = False
         o = orders.get(ask_id)
         if o is not None and (o.status == 1 or o.status == 5 or o.req == 1):
-            if o.price_tick == ask and abs(o.leaves_qty - qty) < 1e-9 and want_ask:
+            if o.price_tick == ask and abs(o.leaves_qty - ask_qty) < 1e-9 and want_ask:
                 live = True
             elif o.cancellable:
                 hbt.cancel(0, ask_id, False)
@@ -474,7 +519,7 @@ def mm(hbt, half_ticks, qty, max_pos, step_ns, stats, filled):
         if not live and want_ask:
             ask_id = next_id
             next_id += 1
-            hbt.submit_sell_order(0, ask_id, ask * tick, qty, GTX, LIMIT, False)
+            hbt.submit_sell_order(0, ask_id, ask * tick, ask_qty, GTX, LIMIT, False)
             stats[2] += 1
         stats[0] = (bb + ba) * 0.5 * tick
         stats[1] = pos
@@ -508,7 +553,8 @@ for i in range(a["runs"]):
     stats = np.zeros(9)
     filled = np.zeros(1 << 20)
     # the first call compiles
-    mm(hbt, a["half_ticks"], a["qty"], a["max_pos"], a["step_ns"], stats, filled)
+    mm(hbt, a["half_ticks"], a["qty"], a["max_pos"], a["step_ns"], stats, filled,
+       a["builtin"], a["half_bps"], a["size_usdc"])
     loops.append(time.perf_counter() - t0)
     loops_cpu.append(time.process_time() - c0)
     if i == 0:
@@ -542,8 +588,13 @@ print(json.dumps(res))
 """
 
 
-def run_hbt(py: Path, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_hbt(py: Path, path: Path, args: argparse.Namespace, rule: str) -> dict[str, Any]:
+    """hftbacktest's half in a fresh process of the bench venv; ``rule`` is ``fixed``
+    (the plugin's fixed spread in ticks) or ``builtin`` (:func:`builtin_sets`)."""
     params = {
+        "builtin": rule == "builtin",
+        "half_bps": args.half_spread_bps,
+        "size_usdc": args.size_usdc,
         "path": str(path),
         "entry_ns": ENTRY_MS * 1_000_000,
         "resp_ns": RESP_MS * 1_000_000,
@@ -598,6 +649,11 @@ def compare(fm: dict[str, Any], hb: dict[str, Any], conv: dict[str, Any]) -> dic
     }
 
 
+def _rule(variant: str) -> str:
+    """The hftbacktest rule a FlashMM variant is compared with."""
+    return "builtin" if variant.startswith("compiled") else "fixed"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -605,9 +661,20 @@ def main() -> None:
     ap.add_argument(
         "--setup", action="store_true", help="create the bench venv with hftbacktest and exit"
     )
-    ap.add_argument("--half-spread-ticks", type=int, default=1)
-    ap.add_argument("--lots", type=int, default=4000, help="order size in lots (0.01 NEXO)")
-    ap.add_argument("--max-pos-lots", type=int, default=40000)
+    ap.add_argument(
+        "--half-spread-ticks", type=int, default=1, help="the plugin's half spread (model off/on)"
+    )
+    ap.add_argument("--lots", type=int, default=4000, help="the plugin's size in lots (0.01 NEXO)")
+    ap.add_argument("--max-pos-lots", type=int, default=40000, help="the plugin's position cap")
+    ap.add_argument(
+        "--half-spread-bps",
+        type=float,
+        default=8.0,
+        help="the built-in strategy's half spread in bps of the mid (compiled off/on)",
+    )
+    ap.add_argument(
+        "--size-usdc", type=float, default=50.0, help="the built-in strategy's quote size in USDC"
+    )
     ap.add_argument(
         "--fill-model",
         choices=["whole_order", "printed_size"],
@@ -659,24 +726,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flashmm-bench-") as tmp:
         # one at a time: a fresh, empty cache for each cold start
         conv = run_conversion(Path(tmp) / "hbt" / "nexo.npz", str(Path(tmp) / "conv-cache"))
-        hb = run_hbt(py, Path(tmp) / "hbt" / "nexo.npz", args)
+        # one hftbacktest process per rule the variants need, each with its cold start
+        hbs = {
+            rule: run_hbt(py, Path(tmp) / "hbt" / "nexo.npz", args, rule)
+            for rule in dict.fromkeys(_rule(v) for v in variants)
+        }
         fms = {
             name: run_flashmm(
                 VARIANTS[name], args, str(Path(tmp) / f"cache-{i}"), name.startswith("compiled")
             )
             for i, name in enumerate(variants)
         }
+    rows = next(iter(hbs.values()))["rows"]
     out = {
-        "rows": hb["rows"],
+        "rows": rows,
         "events": next(iter(fms.values()))["events"],
         "fill_model": args.fill_model,
         "install_step_s": install_s,
         "conversion": conv,
-        "hftbacktest": hb,
+        "hftbacktest": hbs,
         "flashmm": fms,
-        "compare": {name: compare(fm, hb, conv) for name, fm in fms.items()},
+        "compare": {name: compare(fm, hbs[_rule(name)], conv) for name, fm in fms.items()},
         "params": {
             "half_spread_ticks": args.half_spread_ticks,
+            "half_spread_bps": args.half_spread_bps,
+            "size_usdc": args.size_usdc,
             "lots": args.lots,
             "max_pos_lots": args.max_pos_lots,
             "runs": args.runs,
@@ -689,27 +763,39 @@ def main() -> None:
 
 
 def report(out: dict[str, Any], args: argparse.Namespace) -> None:
-    hb, conv, rows = out["hftbacktest"], out["conversion"], out["rows"]
+    conv, rows, hbs = out["conversion"], out["rows"], out["hftbacktest"]
     print(
         f"NEXO/USDT 20240723+20240724: {out['events']:,} recorded messages, "
         f"{rows:,} hftbacktest rows"
     )
     print(
-        f"fixed half spread {args.half_spread_ticks} tick(s), {args.lots * LOT:g} NEXO a side, "
-        f"every 200 ms; latency {ENTRY_MS}/{CANCEL_MS}/{RESP_MS} ms; power-prob queue "
-        f"n={QUEUE_POWER:g}; FlashMM fill_model={out['fill_model']}, hftbacktest "
-        "partial_fill_exchange"
+        f"latency {ENTRY_MS}/{CANCEL_MS}/{RESP_MS} ms; power-prob queue n={QUEUE_POWER:g}; "
+        f"FlashMM fill_model={out['fill_model']}, hftbacktest partial_fill_exchange; "
+        "decisions every 200 ms"
     )
-    cols = ["hftbacktest", *out["flashmm"]]
-    runs: dict[str, dict[str, Any]] = {"hftbacktest": hb, **out["flashmm"]}
-    cmp_ = out["compare"]
+    if "fixed" in hbs:
+        print(
+            f"  model off/on: the plugin, half spread {args.half_spread_ticks} tick(s), "
+            f"{args.lots * LOT:g} NEXO a side, cap {args.max_pos_lots * LOT:g} NEXO"
+        )
+    if "builtin" in hbs:
+        print(
+            f"  compiled off/on: the built-in strategy, 1 level a side at "
+            f"{args.half_spread_bps:g} bps of the mid, {args.size_usdc:g} USDC a quote"
+        )
+    runs: dict[str, dict[str, Any]] = {f"hftbacktest {r}": hb for r, hb in hbs.items()}
+    runs.update({f"FlashMM {k}": v for k, v in out["flashmm"].items()})
+    cols = list(runs)
+
+    def is_hbt(k: str) -> bool:
+        return k.startswith("hftbacktest")
 
     def warm(k: str) -> float:
         r = runs[k]
         return float(min(r["loop_s"][1:] or r["loop_s"]))
 
     def cold(k: str) -> float:
-        return float(conv["wall_s"] + hb["cold_s"] if k == "hftbacktest" else runs[k]["cold_s"])
+        return float(conv["wall_s"] + runs[k]["cold_s"] if is_hbt(k) else runs[k]["cold_s"])
 
     def warm_cpu(k: str) -> float:
         r = runs[k]
@@ -717,22 +803,22 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
 
     def cold_cpu(k: str) -> float:
         r = runs[k]
-        return float(conv["cpu_s"] + r["cold_cpu_s"] if k == "hftbacktest" else r["cold_cpu_s"])
+        return float(conv["cpu_s"] + r["cold_cpu_s"] if is_hbt(k) else r["cold_cpu_s"])
 
     table = [
-        ("warm: loop (s)", [f"{warm(k):.2f}" for k in cols]),
+        ("warm: loop (s)", [f"{warm(k):.3f}" for k in cols]),
         ("warm: rows/s", [f"{rows / warm(k):,.0f}" for k in cols]),
         ("cold: total (s)", [f"{cold(k):.2f}" for k in cols]),
         (
             "  data conversion (s)",
-            [f"{conv['wall_s']:.2f}" if k == "hftbacktest" else "in run" for k in cols],
+            [f"{conv['wall_s']:.2f}" if is_hbt(k) else "in run" for k in cols],
         ),
         (
             "  fresh process to result (s)",
-            [f"{hb['cold_s']:.2f}" if k == "hftbacktest" else f"{cold(k):.2f}" for k in cols],
+            [f"{runs[k]['cold_s']:.2f}" for k in cols],
         ),
         ("cold: rows/s", [f"{rows / cold(k):,.0f}" for k in cols]),
-        ("warm: loop CPU (s)", [f"{warm_cpu(k):.2f}" for k in cols]),
+        ("warm: loop CPU (s)", [f"{warm_cpu(k):.3f}" for k in cols]),
         ("cold: total CPU (s)", [f"{cold_cpu(k):.2f}" for k in cols]),
         ("orders filled", [f"{runs[k]['orders_filled']:,}" for k in cols]),
         ("fills (hbt: seen per 200 ms)", [f"{runs[k]['fills']:,}" for k in cols]),
@@ -743,31 +829,31 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
         ("final position (NEXO)", [f"{runs[k]['position']:,.2f}" for k in cols]),
     ]
     w = max(len(r[0]) for r in table)
+    cw = max(20, *(len(k) for k in cols))
     print()
-    heads = [k if k == "hftbacktest" else f"FlashMM {k}" for k in cols]
-    print(f"{'':{w}}" + "".join(f"  {h:>18}" for h in heads))
+    print(f"{'':{w}}" + "".join(f"  {k:>{cw}}" for k in cols))
     for label, vals in table:
-        print(f"{label:{w}}" + "".join(f"  {v:>18}" for v in vals))
+        print(f"{label:{w}}" + "".join(f"  {v:>{cw}}" for v in vals))
     print()
     print("time ratio hftbacktest / FlashMM (> 1: FlashMM took less time):")
-    for name, c in cmp_.items():
+    for name, c in out["compare"].items():
         ag = c["agreement"]
         print(
-            f"  {name}: wall time: warm {c['ratio_warm']:.3f}, cold {c['ratio_cold']:.3f}; "
-            f"CPU time: warm {c['ratio_warm_cpu']:.3f}, cold {c['ratio_cold_cpu']:.3f}"
+            f"  {name} (against hftbacktest {_rule(name)}): wall time: warm "
+            f"{c['ratio_warm']:.3f}, cold {c['ratio_cold']:.3f}; CPU time: warm "
+            f"{c['ratio_warm_cpu']:.3f}, cold {c['ratio_cold_cpu']:.3f}"
         )
-        if name.startswith("compiled"):
-            print("    built-in strategy (3+3 quotes): fills not comparable with hftbacktest's")
-            continue
         print(
-            "    against "
-            f"hftbacktest: orders filled {ag['orders_filled']:+.1%}, filled quantity "
-            f"{ag['filled_qty']:+.1%}, volume {ag['volume_usdc']:+.1%}"
+            f"    fills against hftbacktest: orders filled {ag['orders_filled']:+.1%}, "
+            f"filled quantity {ag['filled_qty']:+.1%}, volume {ag['volume_usdc']:+.1%}, "
+            f"orders {ag['orders']:+.1%}"
         )
-    print(
-        f"hftbacktest's own counters (complete fills only): {hb['hbt_num_trades']:,} trades, "
-        f"{hb['hbt_trading_value']:,.2f} USDC, position {hb['hbt_position']:,.2f} NEXO"
-    )
+    for r, hb in hbs.items():
+        print(
+            f"hftbacktest {r}: its own counters (complete fills only): "
+            f"{hb['hbt_num_trades']:,} trades, {hb['hbt_trading_value']:,.2f} USDC, "
+            f"position {hb['hbt_position']:,.2f} NEXO"
+        )
 
 
 if __name__ == "__main__":

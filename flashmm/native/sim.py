@@ -50,6 +50,10 @@ S_OVERFLOW = 18  # a table was full (a bug or an absurd ladder): the run is not 
 S_LAT_CONST = 20  # 3: constant latency in ns, or -1 (read the ``lat`` buffer)
 S_LAT_POS = 23  # 3: next row of each ``lat`` buffer
 S_LAT_LEN = 26  # 3: rows filled in each buffer
+# high-water marks: the order and level slots ever used (the scans stop there; slots
+# are reused lowest first, so these stay at the most ever live at once), and the
+# active levels per side (0 bids, 1 asks)
+S_ORD_HW, S_LVL_HW, S_NLVL = 29, 30, 31  # S_NLVL: 2
 
 # order table: MAX_ORD slots of ORD_W
 MAX_ORD = 256
@@ -203,7 +207,7 @@ def _record_fill(
 def find(sst: np.ndarray, cid: int) -> int:
     """The slot of the open or in-flight order ``cid`` (what ``SimVenue`` keeps in
     ``orders``), or -1."""
-    for s in range(MAX_ORD):
+    for s in range(sst[S_ORD_HW]):
         o = I_ORD + s * ORD_W
         st = sst[o + O_STATE]
         if OS_FREE < st < OS_DONE and sst[o + O_REJ] == 0 and sst[o + O_CID] == cid:
@@ -213,9 +217,13 @@ def find(sst: np.ndarray, cid: int) -> int:
 
 @_jit
 def _free_slot(sst: np.ndarray) -> int:
-    for s in range(MAX_ORD):
+    hw = sst[S_ORD_HW]
+    for s in range(hw):
         if sst[I_ORD + s * ORD_W + O_STATE] == OS_FREE:
             return s
+    if hw < MAX_ORD:
+        sst[S_ORD_HW] = hw + 1
+        return hw
     sst[S_OVERFLOW] = 1
     return -1
 
@@ -239,11 +247,12 @@ def _unlink(sst: np.ndarray, s: int) -> None:
     sst[b + L_N] = n - 1
     if n - 1 == 0:
         sst[b + L_ACTIVE] = 0
+        sst[S_NLVL + sst[b + L_SIDE]] -= 1
 
 
 @_jit
 def _level_of(sst: np.ndarray, side: int, price: int) -> int:
-    for li in range(MAX_LVL):
+    for li in range(sst[S_LVL_HW]):
         b = I_LVL + li * LVL_W
         if sst[b + L_ACTIVE] and sst[b + L_SIDE] == side and sst[b + L_PRICE] == price:
             return li
@@ -391,15 +400,20 @@ def _arrive(
     bside = 0 if side > 0 else 1
     li = _level_of(sst, bside, price)
     if li < 0:
-        for j in range(MAX_LVL):
+        hw = sst[S_LVL_HW]
+        for j in range(hw):
             if sst[I_LVL + j * LVL_W + L_ACTIVE] == 0:
                 li = j
                 break
         if li < 0:
-            sst[S_OVERFLOW] = 1
-            return
+            if hw >= MAX_LVL:
+                sst[S_OVERFLOW] = 1
+                return
+            li = hw
+            sst[S_LVL_HW] = hw + 1
         b = I_LVL + li * LVL_W
         sst[b + L_ACTIVE] = 1
+        sst[S_NLVL + bside] += 1
         sst[b + L_SIDE] = bside
         sst[b + L_PRICE] = price
         sst[b + L_QTY] = size_at(ist, bside, price)
@@ -556,7 +570,7 @@ def _sorted_levels(sst: np.ndarray, bside: int, lo: int, hi: int, desc: bool) ->
     """Our level slots of one side priced in ``[lo, hi]``, by price (descending if asked)."""
     idx = np.empty(MAX_LVL, dtype=np.int64)
     n = 0
-    for li in range(MAX_LVL):
+    for li in range(sst[S_LVL_HW]):
         b = I_LVL + li * LVL_W
         if sst[b + L_ACTIVE] and sst[b + L_SIDE] == bside:
             p = sst[b + L_PRICE]
@@ -581,11 +595,7 @@ def _sorted_levels(sst: np.ndarray, bside: int, lo: int, hi: int, desc: bool) ->
 
 @_jit
 def _has_side(sst: np.ndarray, bside: int) -> bool:
-    for li in range(MAX_LVL):
-        b = I_LVL + li * LVL_W
-        if sst[b + L_ACTIVE] and sst[b + L_SIDE] == bside:
-            return True
-    return False
+    return bool(sst[S_NLVL + bside] > 0)
 
 
 @_jit
@@ -722,7 +732,7 @@ def on_depth(
     if not has_b and not has_a:
         return
     n = ssf[SF_POWER]
-    for li in range(MAX_LVL):
+    for li in range(sst[S_LVL_HW]):
         b = I_LVL + li * LVL_W
         if not sst[b + L_ACTIVE]:
             continue
