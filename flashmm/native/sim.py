@@ -217,7 +217,7 @@ def find(sst: np.ndarray, cid: int) -> int:
 
 @_jit
 def _free_slot(sst: np.ndarray) -> int:
-    hw = sst[S_ORD_HW]
+    hw: int = sst[S_ORD_HW]
     for s in range(hw):
         if sst[I_ORD + s * ORD_W + O_STATE] == OS_FREE:
             return s
