@@ -193,13 +193,17 @@ class OnlineFeatures:
     def _decay_to(self, ts_ns: int) -> None:
         dt = ts_ns - self._S_ts
         if dt > 0:
-            self._S *= np.exp(-dt * _NS / _TAUS)[:, None]
+            # math.exp, element by element, as the compiled core does: numpy's
+            # vectorised exp (AVX-512 builds) can differ from libm's in the last bit
+            x = -dt * _NS
+            self._S *= np.array([math.exp(x / t) for t in _TAUS_L])[:, None]
             self._S_ts = ts_ns
 
     def _ema_to(self, ts_ns: int) -> None:
         dt = ts_ns - self._E_ts
         if dt > 0:
-            a = np.exp(-dt * _NS / _EMA_TAUS)
+            x = -dt * _NS
+            a = np.array([math.exp(x / t) for t in _EMA_TAUS_L])
             V = self._V
             self._E[:] = V + (self._E - V) * a
             self._E_ts = ts_ns
