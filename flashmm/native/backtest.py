@@ -34,6 +34,7 @@ from flashmm.native import kernels as K
 from flashmm.native import sim as S
 
 _jit = njit(cache=True, nogil=True)
+_jit_inline = njit(cache=True, nogil=True, inline="always")
 
 # rows of the packed event columns (as flashmm.native.replay, plus the exchange time)
 R_TS, R_KIND, R_SIDE, R_PX, R_QTY, R_FIRST, R_LAST, R_LV, R_NB, R_NA, R_EXCH = range(11)
@@ -350,7 +351,7 @@ def _remove_live(bst: np.ndarray, io: np.ndarray, cid: int) -> int:
     return -1
 
 
-@_jit
+@_jit_inline
 def _pump(
     bst: np.ndarray,
     bsf: np.ndarray,
@@ -484,7 +485,7 @@ def _pull(
         _send(bst, io, sst, ssf, ist, lat, now, req, nc, K.IO_CANCELS, 0, rows)
 
 
-@_jit
+@_jit_inline
 def _quote(  # type: ignore[no-untyped-def]
     bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req, rows
 ) -> None:
@@ -558,7 +559,7 @@ def _pending_tickers(bst: np.ndarray, ist: np.ndarray, ev: np.ndarray) -> None:
         bst[B_TQ_N] = n - k
 
 
-@_jit
+@_jit_inline
 def _record_step(  # type: ignore[no-untyped-def]
     bst, bsf, ist, io, now, changed, rows, rowf, mids, unit
 ) -> None:
@@ -636,12 +637,28 @@ def run(  # type: ignore[no-untyped-def]
     """Run from event ``bst[B_I]`` until the end (returns ``RC_END``), a full record
     buffer (``RC_BUFFER``: ``rows``/``rowf`` up to ``bst[B_NROW]``, ``mids`` up to
     ``bst[B_NMID]``), a latency buffer to top up (``RC_REFILL``) or a full table
-    (``RC_OVERFLOW``); call again to resume."""
-    n = ev.shape[1]
+    (``RC_OVERFLOW``); call again to resume. The loop works on uncounted views
+    (:func:`flashmm.native.kernels.borrow`) of these arrays, which live for the call."""
     lv = np.empty(1 + 3 * 8192, dtype=np.int64)
     req = np.zeros(1 + 6 * S.MAX_ORD, dtype=np.int64)
     out = np.zeros((64, S.OUT_W), dtype=np.int64)
     ofee = np.zeros(64, dtype=np.float64)
+    b = K.borrow
+    rc: int = _loop(
+        b(bst), b(bsf), b(ist), b(fst), b(prog), b(params), b(work), b(x), b(io), b(sst),
+        b(ssf), b(lat), b(ev), b(levels), b(rows), b(rowf), b(mids), b(lv), b(req), b(out),
+        b(ofee),
+    )  # fmt: skip
+    return rc
+
+
+@_jit
+def _loop(  # type: ignore[no-untyped-def]
+    bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, ev, levels, rows, rowf, mids,
+    lv, req, out, ofee,
+):  # fmt: skip
+    """:func:`run`'s loop."""
+    n = ev.shape[1]
     period = bst[B_PERIOD]
     stale_ns = bst[B_STALE_NS]
     lim = rows.shape[0] - 256
@@ -778,7 +795,7 @@ def run(  # type: ignore[no-untyped-def]
     return RC_END
 
 
-@_jit
+@_jit_inline
 def _after_book(  # type: ignore[no-untyped-def]
     bst, bsf, ist, fst, prog, params, work, x, io, sst, ssf, lat, now, req, rows, rowf
 ) -> None:

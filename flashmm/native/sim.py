@@ -41,6 +41,7 @@ from flashmm.types import (
 )
 
 _jit = njit(cache=True, nogil=True)
+_jit_inline = njit(cache=True, nogil=True, inline="always")
 
 # --- sst header ------------------------------------------------------------------
 S_ACT_SEQ, S_FILL_SEQ, S_LAST_DELIVER, S_LAST_DIFF_MS, S_POSITION, S_SYNCED = range(6)
@@ -329,7 +330,7 @@ def next_due(sst: np.ndarray) -> int:
     return t
 
 
-@_jit
+@_jit_inline
 def run_due(sst: np.ndarray, ssf: np.ndarray, ist: np.ndarray, lat: np.ndarray, now: int) -> None:
     """Run every action due at or before ``now``, in (due, sequence) order."""
     while sst[S_NACT] > 0:
@@ -544,7 +545,7 @@ def take(
     _push(sst, now + _lat(sst, lat, LAT_ENTRY), ACT_TAKE, 0, 0, side, size, limit)
 
 
-@_jit
+@_jit_inline
 def poll(sst: np.ndarray, now: int, out: np.ndarray, fees: np.ndarray, ssf: np.ndarray) -> int:
     """Copy the outbox rows delivered by ``now`` into ``out`` (rows) and ``fees``;
     returns how many (at most ``out.shape[0]``). Run :func:`run_due` first."""
@@ -661,7 +662,7 @@ def _trade_at_level(
         ours_ahead += before
 
 
-@_jit
+@_jit_inline
 def on_trade(
     sst: np.ndarray,
     ssf: np.ndarray,
@@ -720,7 +721,7 @@ def _after_cancel(ahead: float, prev: int, cancelled: int, n: float) -> float:
     return est if est > 0.0 else 0.0
 
 
-@_jit
+@_jit_inline
 def on_depth(
     sst: np.ndarray, ssf: np.ndarray, ist: np.ndarray, lat: np.ndarray, t: int, diff_exch_ms: int
 ) -> None:
