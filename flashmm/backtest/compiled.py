@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
 from flashmm.backtest.recorder import BacktestResult, Recorder
@@ -34,7 +35,12 @@ class _Fallback(Exception):
 
 
 class EngineSink:
-    """Hands the loop's records to the engine and the recorder (one market)."""
+    """Hands the loop's records to the engine and the recorder (one market).
+
+    Fills and breaker changes reach the engine as they happen (accounting and risk
+    act on them); orders sent, samples and the mid path, which only the report
+    reads, are kept as the loop's arrays and handed to the recorder by
+    :meth:`finish` after the loop, as a compiled backtester's recorder does."""
 
     def __init__(self, engine: Engine, rec: Recorder, ms: MarketState) -> None:
         self.engine = engine
@@ -45,6 +51,9 @@ class EngineSink:
         self.acct = engine.acct
         self.fills = rec.fills
         self.confirm_s = ms.band.confirm_ns / 1e9
+        self._orders: list[np.ndarray] = []
+        self._samples: list[tuple[np.ndarray, np.ndarray]] = []
+        self._mids: list[tuple[np.ndarray, np.ndarray]] = []
 
     def fill(self, fill: Fill, now: int, best_bid: int, best_ask: int) -> None:
         book = self.ms.builder.book
@@ -53,26 +62,39 @@ class EngineSink:
         self.engine._on_fill(fill, now)
         self.rec.drain()
 
-    def orders(self, rows: list[list[int]]) -> None:
-        sym, sent = self.sym, self.rec.orders
-        new = OrderState.PENDING_NEW
-        for t, cid, side, price, lots in rows:
-            sent.append(Order(sym, cid, Side(side), price, lots, lots, new, t))
-            self.track.sent_lots += lots
+    def orders(self, rows: np.ndarray) -> None:
+        self._orders.append(rows)
 
-    def samples(self, cols: list[list[int]], fcols: list[list[float]]) -> None:
-        t, bid, ask, qb, qa, pos = cols
-        eq, fees, inv = fcols
-        tr, rec = self.track, self.rec
-        rec.s_t.extend(t)
-        rec.s_equity.extend(eq)
-        rec.s_fees.extend(fees)
-        tr.s_bid.extend(b if 0 < b < a else 0 for b, a in zip(bid, ask, strict=True))
-        tr.s_ask.extend(a if 0 < b < a else 0 for b, a in zip(bid, ask, strict=True))
-        tr.s_qbid.extend(qb)
-        tr.s_qask.extend(qa)
-        tr.s_pos.extend(pos)
-        tr.s_inv.extend(inv)
+    def samples(self, rows: np.ndarray, frows: np.ndarray) -> None:
+        self._samples.append((rows, frows))
+
+    def finish(self) -> None:
+        """The orders sent, samples and mid path into the recorder, in order."""
+        sym, sent, tr, rec = self.sym, self.rec.orders, self.track, self.rec
+        sides = {1: Side.BUY, -1: Side.SELL}
+        new = OrderState.PENDING_NEW
+        for rows in self._orders:
+            for t, cid, side, price, lots in rows.tolist():
+                sent.append(Order(sym, cid, sides[side], price, lots, lots, new, t))
+            tr.sent_lots += int(rows[:, 4].sum())
+        for rows, frows in self._samples:
+            t, bid, ask, qb, qa, pos = rows.T
+            valid = (bid > 0) & (bid < ask)
+            rec.s_t.extend(t.tolist())
+            rec.s_equity.extend(frows[:, 0].tolist())
+            rec.s_fees.extend(frows[:, 1].tolist())
+            tr.s_bid.extend(np.where(valid, bid, 0).tolist())
+            tr.s_ask.extend(np.where(valid, ask, 0).tolist())
+            tr.s_qbid.extend(qb.tolist())
+            tr.s_qask.extend(qa.tolist())
+            tr.s_pos.extend(pos.tolist())
+            tr.s_inv.extend(frows[:, 2].tolist())
+        for ts, mid2 in self._mids:
+            tr.mid_ts.extend(ts.tolist())
+            tr.mid2.extend(mid2.tolist())
+        self._orders.clear()
+        self._samples.clear()
+        self._mids.clear()
 
     def breaker(
         self, now: int, which: int, tripped: bool, bid: int, ask: int, jump: float, band: float
@@ -96,9 +118,8 @@ class EngineSink:
             self.engine.outbox.append(BreakerChanged(b.name, b.status()))
             self.rec.drain()
 
-    def mid_path(self, ts: list[int], mid2: list[int]) -> None:
-        self.track.mid_ts.extend(ts)
-        self.track.mid2.extend(mid2)
+    def mid_path(self, ts: np.ndarray, mid2: np.ndarray) -> None:
+        self._mids.append((ts, mid2))
 
 
 def eligible(cfg: Config, engine: Engine, feed: CachedFeed) -> str | None:
@@ -182,6 +203,7 @@ def run_compiled(
         if margin is not None:
             raise _Fallback(margin)
         left = bt.shutdown()
+        sink.finish()
     except _Fallback as exc:
         logger.info("backtest in the Python engine: {}", exc)
         return None

@@ -32,6 +32,7 @@ from numba import njit
 
 from flashmm.native import kernels as K
 from flashmm.native import sim as S
+from flashmm.types import Fill, Liquidity, Side
 
 _jit = njit(cache=True, nogil=True)
 _jit_inline = njit(cache=True, nogil=True, inline="always")
@@ -927,13 +928,13 @@ class Sink:
         self.acct.on_fill(fill)
         self.fills.append(fill)
 
-    def orders(self, rows: list[list[int]]) -> None:
-        """Orders sent: rows of (time, client id, side, price, lots)."""
+    def orders(self, rows: np.ndarray) -> None:
+        """Orders sent: int64 rows of (time, client id, side, price, lots) (a copy)."""
         return None
 
-    def samples(self, cols: list[list[int]], fcols: list[list[float]]) -> None:
-        """Samples: columns time, best bid, best ask, our bid, our ask, position, and
-        equity, fees, inventory (USDC)."""
+    def samples(self, rows: np.ndarray, frows: np.ndarray) -> None:
+        """Samples (copies): int64 rows of time, best bid, best ask, our bid, our ask,
+        position, and float64 rows of equity, fees, inventory (USDC)."""
         return None
 
     def breaker(
@@ -941,8 +942,13 @@ class Sink:
     ) -> None:
         return None
 
-    def mid_path(self, ts: list[int], mid2: list[int]) -> None:
+    def mid_path(self, ts: np.ndarray, mid2: np.ndarray) -> None:
+        """Book changes (copies): time and twice the mid (0: no valid book)."""
         return None
+
+
+_SIDES = {1: Side.BUY, -1: Side.SELL}
+_LIQS = {int(q): q for q in Liquidity}
 
 
 class CompiledBacktest:
@@ -1063,12 +1069,10 @@ class CompiledBacktest:
                 raise RuntimeError("compiled backtest: a simulator table is full")
 
     def _drain(self) -> None:
-        from flashmm.types import Fill, Liquidity, Side
-
         sink, b = self.sink, self.bst
         m = int(b[B_NMID])
         if m:
-            sink.mid_path(self.mids[:m, 0].tolist(), self.mids[:m, 1].tolist())
+            sink.mid_path(self.mids[:m, 0].copy(), self.mids[:m, 1].copy())
             b[B_NMID] = 0
         n = int(b[B_NROW])
         if not n:
@@ -1077,15 +1081,16 @@ class CompiledBacktest:
         kind = rows[:, 0]
         smp = kind == T_SAMPLE
         if smp.any():
-            sink.samples(rows[smp][:, [1, 2, 3, 4, 5, 6]].T.tolist(), rowf[smp].T.tolist())
+            sink.samples(rows[smp][:, 1:7], rowf[smp][:, :3])
         sent = kind == T_ORDER
         if sent.any():
-            sink.orders(rows[sent][:, [1, 2, 3, 4, 5]].tolist())
+            sink.orders(rows[sent][:, 1:6])
         other = np.flatnonzero((kind == T_FILL) | (kind == T_BREAKER))
         sym = self.spec.symbol
+        sides, liqs = _SIDES, _LIQS
         for r, f in zip(rows[other].tolist(), rowf[other].tolist(), strict=True):
             if r[0] == T_FILL:
-                fill = Fill(sym, r[2], Side(r[3]), r[4], r[5], f[0], Liquidity(r[6]), r[8],
+                fill = Fill(sym, r[2], sides[r[3]], r[4], r[5], f[0], liqs[r[6]], r[8],
                             f"sim-{r[7]}")  # fmt: skip
                 sink.fill(fill, r[1], r[9], r[10])
             else:

@@ -68,13 +68,14 @@ def _kernel_py(prog: np.ndarray, params: np.ndarray, work: np.ndarray, x: np.nda
         p0 = prog[k, 6]
         p1 = prog[k, 7]
         if code == AFFINE:  # d[j] = bias[j] + sum_i a[i] * W[i, j]
+            # one output at a time in a local sum (the same additions in the same
+            # order as summing into d row by row, without a store per term)
             for j in range(m):
-                work[d + j] = params[p1 + j]
-            for i in range(n):
-                xi = work[a + i]
-                base = p0 + i * m
-                for j in range(m):
-                    work[d + j] += xi * params[base + j]
+                acc = params[p1 + j]
+                base = p0 + j
+                for i in range(n):
+                    acc += work[a + i] * params[base + i * m]
+                work[d + j] = acc
         elif code == ELEM:  # d[i] = (a[i] - off[i]) * scale[i]
             for i in range(n):
                 work[d + i] = (work[a + i] - params[p0 + i]) * params[p1 + i]
