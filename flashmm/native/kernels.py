@@ -119,7 +119,9 @@ IO_SIZE = IO_PLACES + 3 * 20
 C_OFI1, C_OFI5, C_BUYV, C_SELLV, C_BUYN, C_SELLN, C_PQ, C_R2, C_MIDN = range(9)
 N_CH = 9
 TAUS = np.array([1.0, 5.0, 30.0, 120.0, 600.0])
+assert TAUS.tolist() == [1.0, 5.0, 30.0, 120.0, 600.0]
 EMA_TAUS = np.array([5.0, 30.0, 5.0, 60.0, 60.0, 600.0, 300.0, 300.0, 300.0, 1.0, 30.0])
+assert EMA_TAUS.tolist() == [5.0, 30.0, 5.0, 60.0, 60.0, 600.0, 300.0, 300.0, 300.0, 1.0, 30.0]
 RET_WIN_NS = np.array([1_000_000_000, 5_000_000_000, 30_000_000_000, 120_000_000_000,
                        600_000_000_000], dtype=np.int64)  # fmt: skip
 E_IMB1, E_IMB5, E_MICS, E_SPREAD, E_MID60, E_MID600, E_L1, E_D5, E_D10, E_IMB1F, E_MICS30 = range(
@@ -216,13 +218,33 @@ def _decay_to(ist: np.ndarray, fst: np.ndarray, ts: int) -> None:
 
 
 @_jit
+def _ema_decay(x: float) -> tuple[float, ...]:
+    """``exp(x / tau)`` for the 11 EMA time constants (``EMA_TAUS``), each distinct
+    constant once (the same numbers as one exp per EMA)."""
+    a5 = math.exp(x / 5.0)
+    a30 = math.exp(x / 30.0)
+    a60 = math.exp(x / 60.0)
+    a600 = math.exp(x / 600.0)
+    a300 = math.exp(x / 300.0)
+    a1 = math.exp(x / 1.0)
+    return (a5, a30, a5, a60, a60, a600, a300, a300, a300, a1, a30)
+
+
+@_jit
+def _ema_at(fst: np.ndarray, ea: tuple[float, ...], k: int) -> float:
+    """EMA ``k`` decayed by ``ea[k]`` (:func:`_ema_decay`), its state unchanged."""
+    v: float = fst[F_V + k]
+    return v + (fst[F_E + k] - v) * ea[k]
+
+
+@_jit
 def _ema_to(ist: np.ndarray, fst: np.ndarray, ts: int) -> None:
     dt = ts - ist[I_E_TS]
     if dt > 0:
+        a = _ema_decay(-dt * NS)
         for k in range(11):
-            a = math.exp(-dt * NS / EMA_TAUS[k])
             v = fst[F_V + k]
-            fst[F_E + k] = v + (fst[F_E + k] - v) * a
+            fst[F_E + k] = v + (fst[F_E + k] - v) * a[k]
         ist[I_E_TS] = ts
 
 
@@ -476,24 +498,19 @@ def features_vector(ist: np.ndarray, fst: np.ndarray, ts_ns: int, out: np.ndarra
         return
     ts = max(ts_ns, ist[I_BOOK_TS], ist[I_S_TS])
     dts = (ts - ist[I_S_TS]) * NS
-    d = np.empty(5)
-    for k in range(5):
-        d[k] = math.exp(-dts / TAUS[k])
+    # the decays of TAUS (1, 5, 30, 120, 600 s) and of the EMAs
+    d1, d5, d30 = math.exp(-dts / 1.0), math.exp(-dts / 5.0), math.exp(-dts / 30.0)
+    d120, d600 = math.exp(-dts / 120.0), math.exp(-dts / 600.0)
     dte = (ts - ist[I_E_TS]) * NS
-    e = np.empty(11)
-    for k in range(11):
-        a = math.exp(-dte / EMA_TAUS[k])
-        v = fst[F_V + k]
-        e[k] = v + (fst[F_E + k] - v) * a
-    d1, d5, d30, d120, d600 = d[0], d[1], d[2], d[3], d[4]
+    ea = _ema_decay(-dte)
     s1, s5, s30, s120, s600 = F_S, F_S + N_CH, F_S + 2 * N_CH, F_S + 3 * N_CH, F_S + 4 * N_CH
 
     mid2 = ist[I_MID2]
     mid = mid2 * 0.5
-    inv_sp = 1.0 / max(e[E_SPREAD], 1e-12)
-    l1n = max(e[E_L1], 1e-12)
-    d5n = max(e[E_D5], 1e-12)
-    d10n = max(e[E_D10], 1e-12)
+    inv_sp = 1.0 / max(_ema_at(fst, ea, E_SPREAD), 1e-12)
+    l1n = max(_ema_at(fst, ea, E_L1), 1e-12)
+    d5n = max(_ema_at(fst, ea, E_D5), 1e-12)
+    d10n = max(_ema_at(fst, ea, E_D10), 1e-12)
     bk = F_BK
 
     bv1, sv1 = fst[s1 + C_BUYV] * d1, fst[s1 + C_SELLV] * d1
@@ -509,11 +526,11 @@ def features_vector(ist: np.ndarray, fst: np.ndarray, ts_ns: int, out: np.ndarra
     _hist_prune(ist, ts)
     for j in range(12):
         out[j] = fst[bk + j]
-    out[0] = e[E_IMB1F]
-    out[2] = e[E_MICS30]
-    out[12] = e[E_IMB1]
-    out[13] = e[E_IMB5]
-    out[14] = e[E_MICS]
+    out[0] = _ema_at(fst, ea, E_IMB1F)
+    out[2] = _ema_at(fst, ea, E_MICS30)
+    out[12] = _ema_at(fst, ea, E_IMB1)
+    out[13] = _ema_at(fst, ea, E_IMB5)
+    out[14] = _ema_at(fst, ea, E_MICS)
     for j in range(5):
         out[15 + j] = fst[bk + 12 + j]
     out[20] = math.log(fst[bk + 17] / l1n)
@@ -551,8 +568,8 @@ def features_vector(ist: np.ndarray, fst: np.ndarray, ts_ns: int, out: np.ndarra
     out[55] = math.sqrt(fst[s30 + C_R2] * d30) * inv_sp
     out[56] = math.sqrt(fst[s120 + C_R2] * d120) * inv_sp
     out[57] = math.sqrt(fst[s600 + C_R2] * d600) * inv_sp
-    out[58] = (mid - e[E_MID60]) * inv_sp
-    out[59] = (mid - e[E_MID600]) * inv_sp
+    out[58] = (mid - _ema_at(fst, ea, E_MID60)) * inv_sp
+    out[59] = (mid - _ema_at(fst, ea, E_MID600)) * inv_sp
     out[60] = math.log1p(fst[s120 + C_MIDN] * d120 / 120.0 * 60.0)
     out[61] = ist[I_LM_SIGN]
     out[62] = math.log1p((ts - ist[I_LM_TS]) * NS)
@@ -775,9 +792,7 @@ def strategy_quote(
     size_usdc = fst[F_ORDER_USDC]
     prev_bid = bid_cap + 1
     prev_ask = ask_floor - 1
-    nl = ist[I_STRAT_LEVELS]
-    bids = np.zeros((nl, 2), dtype=np.int64)
-    asks = np.zeros((nl, 2), dtype=np.int64)
+    nl = ist[I_STRAT_LEVELS]  # at most 10: bids go to quote rows 0.., asks to 10..
     nbq = 0
     naq = 0
     for i in range(nl):
@@ -787,28 +802,23 @@ def strategy_quote(
         if bid > 0:
             lots = int(size_usdc / (bid * unit))
             if lots > 0:
-                bids[nbq, 0] = bid
-                bids[nbq, 1] = lots
+                o = IO_QUOTES + 3 * nbq
+                io[o] = 1
+                io[o + 1] = bid
+                io[o + 2] = lots
                 nbq += 1
         lots = int(size_usdc / (ask * unit))
         if lots > 0:
-            asks[naq, 0] = ask
-            asks[naq, 1] = lots
+            o = IO_QUOTES + 3 * (10 + naq)
+            io[o] = -1
+            io[o + 1] = ask
+            io[o + 2] = lots
             naq += 1
         size_usdc *= fst[F_MULT]
-    n = 0
-    for i in range(nbq):
-        o = IO_QUOTES + 3 * n
-        io[o] = 1
-        io[o + 1] = bids[i, 0]
-        io[o + 2] = bids[i, 1]
-        n += 1
-    for i in range(naq):
-        o = IO_QUOTES + 3 * n
-        io[o] = -1
-        io[o + 1] = asks[i, 0]
-        io[o + 2] = asks[i, 1]
-        n += 1
+    if nbq < 10:  # the asks right after the bids
+        for c in range(3 * naq):
+            io[IO_QUOTES + 3 * nbq + c] = io[IO_QUOTES + 30 + c]
+    n = nbq + naq
     io[IO_NQUOTES] = n
     return n
 
