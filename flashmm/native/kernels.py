@@ -234,7 +234,8 @@ def _ema_decay(x: float) -> tuple[float, ...]:
 def _ema_at(fst: np.ndarray, ea: tuple[float, ...], k: int) -> float:
     """EMA ``k`` decayed by ``ea[k]`` (:func:`_ema_decay`), its state unchanged."""
     v: float = fst[F_V + k]
-    return v + (fst[F_E + k] - v) * ea[k]
+    e: float = fst[F_E + k]
+    return v + (e - v) * ea[k]
 
 
 @_jit
