@@ -111,7 +111,7 @@ def test_compiled_backtest_loops_a_recording_like_a_looping_replay(tmp_path: Pat
     assert bt.summary()["orders_sent"] == res.report["orders_sent"]
 
 
-TIMING = {"wall_s", "events_per_s", "loop_s", "loop_events_per_s", "load_s", "cpu_s"}
+TIMING = {"wall_s", "events_per_s", "loop_s", "loop_events_per_s", "loop_cpu_s", "load_s", "cpu_s"}
 
 
 def _report(res: object) -> dict[str, object]:

@@ -196,9 +196,9 @@ def run_compiled(
         bt = CompiledBacktest(
             cfg, feed.recordings[sym], sink=sink, sample_s=sample_s, offset=feed.offsets[sym]
         )
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         bt.run()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         margin = bt.breaker_margin()
         if margin is not None:
             raise _Fallback(margin)
@@ -248,5 +248,10 @@ def run_compiled(
     rec.last_ns = int(b[B_REC_LAST])
     rec.next_sample = int(b[B_NEXT_SAMPLE])
     rec.step(engine.now_ns)
-    timing = {"setup_s": t1 - t0, "loop_s": t2 - t1, "orders_left_open": left}
+    timing = {
+        "setup_s": t1 - t0,
+        "loop_s": t2 - t1,
+        "loop_cpu_s": c2 - c1,
+        "orders_left_open": left,
+    }
     return BacktestResult({}, rec, engine, feed), timing

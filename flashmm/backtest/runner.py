@@ -158,6 +158,7 @@ def run_backtest(
                 "cpu_s": time.process_time() - c0 + pre_cpu,
                 "load_s": t_end - t0 + pre - parts["loop_s"],
                 "loop_s": parts["loop_s"],
+                "loop_cpu_s": parts["loop_cpu_s"],
                 "warmup_events": 0,
                 "orders_left_open": parts["orders_left_open"],
                 "compiled": True,
@@ -168,13 +169,13 @@ def run_backtest(
         run_unsuspended(engine.venue.start())
     active = [sym for sym, ms in engine.markets.items() if ms.spec.reference in feed.symbols]
     rec = Recorder(engine, active, sample_s)
-    t_load = time.perf_counter()
+    t_load, c_load = time.perf_counter(), time.process_time()
     every = max(int(progress_every), 1)
     on_step = rec.step if progress is None else _counting(rec.step, progress, every)
     n, warm = run_unsuspended(drive_replay(engine, feed, warm_until=from_ns, on_step=on_step))
     if progress is not None and n % every:
         progress(n % every)
-    t_loop = time.perf_counter()
+    t_loop, c_loop = time.perf_counter(), time.process_time()
     clean = run_unsuspended(shutdown(engine, sim_clock=True))
     rec.step(engine.now_ns)
     run_unsuspended(engine.venue.aclose())
@@ -184,6 +185,7 @@ def run_backtest(
         "cpu_s": time.process_time() - c0 + pre_cpu,
         "load_s": t_load - t0 + pre,
         "loop_s": t_loop - t_load,
+        "loop_cpu_s": c_loop - c_load,
         "warmup_events": warm,
         "orders_left_open": 0 if clean else engine.live_orders(),
     }
