@@ -241,7 +241,11 @@ def flashmm_compiled_worker(args: argparse.Namespace) -> dict[str, Any]:
     from flashmm.config import load_config
 
     fell_back: list[str] = []
-    logger.add(lambda m: fell_back.append(str(m)), filter=lambda r: "Python engine" in r["message"])
+    logger.add(  # INFO: a DEBUG sink would format every debug line of the run
+        lambda m: fell_back.append(str(m)),
+        level="INFO",
+        filter=lambda r: "Python engine" in r["message"],
+    )
     sets = flashmm_sets(args.model, args.fill_model)
     sets += builtin_sets(args.half_spread_bps, args.size_usdc)
     cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
