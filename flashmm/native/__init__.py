@@ -9,9 +9,11 @@ passes a handful of arrays, never a long list of scalars.
 The kernels are compiled with ``@njit(cache=True)``: the machine code is
 written next to the sources (``__pycache__``) the first time and loaded
 from there afterwards. :func:`warm` compiles or loads every kernel;
-``python -m flashmm.native`` runs it at install time, and
-:func:`warm_in_background` does it on a daemon thread so that a process
-start is never held up by it (:func:`ready` says when it is done).
+``python -m flashmm.native`` runs it at install time. :func:`start` readies
+them for a process: loaded at once when they are in the cache (a fraction of a
+second, before the first event), else compiled by :func:`warm_in_background`
+on a daemon thread so that a process start is never held up by a compile
+(:func:`ready` says when it is done; the Python twins answer until then).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NativeCore", "levels_array", "ready", "warm", "warm_in_background"]
+__all__ = ["NativeCore", "cached", "levels_array", "ready", "start", "warm", "warm_in_background"]
 
 _READY = threading.Event()
 _LOCK = threading.Lock()
@@ -345,3 +347,28 @@ def warm_in_background() -> threading.Thread:
 def ready() -> bool:
     """True once :func:`warm` has finished in this process."""
     return _READY.is_set()
+
+
+def cached() -> bool:
+    """True when the kernels :func:`warm` runs are in numba's on-disk cache for this
+    source (loading them takes a fraction of a second; compiling, tens of seconds)."""
+    from flashmm.native import kernels as k
+
+    try:
+        kernels: tuple[Any, ...] = (k.features_on_book, k.features_vector, k.decide, k.model_step)
+        return all(bool(f._cache._cache_file._load_index()) for f in kernels)
+    except Exception:  # numba's cache layout changed: compile in the background
+        return False
+
+
+def start() -> bool:
+    """Ready the kernels for this process; True when they run. Cached kernels load at
+    once: loading them on a thread beside a busy engine would take the GIL from it at
+    every one of thousands of small foreign calls and could last minutes. Kernels
+    not compiled yet compile on a background thread (never while a user waits)."""
+    if not ready():
+        if cached():
+            warm()
+        else:
+            warm_in_background()
+    return ready()

@@ -23,7 +23,7 @@ import numpy as np
 from flashmm.book import OrderBook
 from flashmm.features import OnlineFeatures
 from flashmm.marketdata import Trade
-from flashmm.native import NativeCore, levels_array, ready, warm_in_background
+from flashmm.native import NativeCore, levels_array, ready, start
 
 
 def load_state(core: NativeCore, fe: OnlineFeatures) -> None:
@@ -78,10 +78,8 @@ class NativeFeatures:
         self._lv = np.zeros(1 + 3 * 64, dtype=np.int64)
         #: the book whose changes the core's book follows (its ``listener``)
         self._listen: Any = None
-        if ready():
+        if start():
             self._switch()
-        else:
-            warm_in_background()
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -71,6 +71,11 @@ class ModelStep:
         self.x = core.x
         self.kernel: Any = k.model_step
         self._args = (ist, fst, prog.prog, prog.params, prog.work, core.x, mean, inv_std, core.io)
+        # load (or compile) the step's machine code now, not in the first decision,
+        # where the ML breaker would time it
+        from numba import typeof
+
+        self.kernel.compile(tuple(typeof(a) for a in self._args))  # type: ignore[no-untyped-call]
         self.drifted = 0
         self.lat_us = 0.0
         self._ts, self._drift, self._sig = k.IO_TS, k.IO_DRIFTED, k.F_SIG_DIR

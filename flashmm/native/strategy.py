@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flashmm.native import NativeCore, ready, warm_in_background
+from flashmm.native import NativeCore, ready, start
 from flashmm.strategy import QuoteContext, Strategy, get_strategy_class
 from flashmm.strategy.avellaneda import AvellanedaStrategy
 from flashmm.strategy.base import StrategyConfig
@@ -27,8 +27,7 @@ class NativeAvellanedaStrategy(AvellanedaStrategy):
         super().__init__(params)
         self._core: NativeCore | None = None
         self._k: Any = None
-        if not ready():
-            warm_in_background()
+        start()
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -41,8 +40,7 @@ class NativeAvellanedaStrategy(AvellanedaStrategy):
         Python (its :meth:`quote` is not this class's)."""
         if type(self).quote is not NativeAvellanedaStrategy.quote:
             return None
-        if not ready():
-            warm_in_background()
+        if not start():
             return None
         return NativeDesk(NativeCore(spec.unit_usdc, self.params, risk))
 

@@ -236,6 +236,9 @@ class OnnxPredictor:
             logger.warning("{}: evaluated by onnxruntime ({})", self.path, self.native_note)
             return
         self._native = self._prog = prog
+        # the kernel's machine code loads (or compiles) now, not in the first decision,
+        # where the ML breaker would time it
+        prog.run(np.zeros(N_FEATURES, dtype=np.float32))
         self._pofs = prog.outputs[PROBS_NAME][0]
         self._bofs = prog.outputs[BPS_NAME][0]
         self.engine = "native"
