@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from flashmm.backtest.outputs import write_outputs
-from flashmm.backtest.report import REPORT_KEYS
+from flashmm.backtest.report import REPORT_KEYS, TIMING_KEYS
 from flashmm.backtest.runner import run_backtest
 from flashmm.config import Config
 from flashmm.strategy.base import QuoteContext
@@ -197,16 +197,7 @@ def test_report_keys_and_outputs(tape_run: Any, tmp_path: Path) -> None:
 
 def test_same_results_twice(tmp_path: Path) -> None:
     tape = write_tape(tmp_path / "tape.dat.gz")
-    timing = {
-        "wall_s",
-        "events_per_s",
-        "loop_s",
-        "loop_events_per_s",
-        "loop_cpu_s",
-        "load_s",
-        "cpu_s",
-        "data",
-    }
+    timing = TIMING_KEYS | {"data"}
     a = run_backtest(tape_config(), [str(tape)], strategy=InsideQuotes(), cache_dir=tmp_path / "c")
     b = run_backtest(tape_config(), [str(tape)], strategy=InsideQuotes(), cache_dir=tmp_path / "c")
     assert b.feed.from_cache and not a.feed.from_cache

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from kit.data import NEXO_23 as NEXO_20MIN
 
+from flashmm.backtest.report import TIMING_KEYS
 from flashmm.backtest.sweep import load_sweep, make_tasks, run_sweep
 from flashmm.errors import ConfigError, UserInputError
 
@@ -59,16 +60,7 @@ def test_two_parameter_sets_in_processes(tmp_path: Path) -> None:
     # the same point run alone gives the same report (deterministic across processes)
     alone = run_sweep(tasks[:1], workers=1)[0]["report"]
     par = next(r["report"] for r in results if r["index"] == 0)
-    timing = {
-        "wall_s",
-        "events_per_s",
-        "loop_s",
-        "loop_events_per_s",
-        "loop_cpu_s",
-        "load_s",
-        "cpu_s",
-        "data",
-    }
+    timing = TIMING_KEYS | {"data"}
     assert {k: v for k, v in alone.items() if k not in timing} == {
         k: v for k, v in par.items() if k not in timing
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from kit.data import NEXO_23
 
+from flashmm.backtest.report import TIMING_KEYS
 from flashmm.backtest.runner import run_backtest
 from flashmm.config import load_config
 from flashmm.feeds.binance import Scale
@@ -111,7 +112,7 @@ def test_compiled_backtest_loops_a_recording_like_a_looping_replay(tmp_path: Pat
     assert bt.summary()["orders_sent"] == res.report["orders_sent"]
 
 
-TIMING = {"wall_s", "events_per_s", "loop_s", "loop_events_per_s", "loop_cpu_s", "load_s", "cpu_s"}
+TIMING = TIMING_KEYS
 
 
 def _report(res: object) -> dict[str, object]:

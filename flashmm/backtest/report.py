@@ -75,6 +75,12 @@ REPORT_KEYS = (
 )
 
 
+#: the report's keys that time the run (they differ between two runs of the same input)
+TIMING_KEYS = frozenset(
+    {"wall_s", "events_per_s", "loop_s", "loop_events_per_s", "loop_cpu_s", "load_s", "cpu_s"}
+)
+
+
 def _mid_lookup(tr: MarketTrack) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(tr.mid_ts, dtype=np.int64), np.asarray(tr.mid2, dtype=np.int64)
 
