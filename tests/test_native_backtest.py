@@ -173,3 +173,56 @@ def test_a_loop_not_built_yet_is_built_in_the_background_while_the_engine_runs(
     res = run_backtest(cfg, [str(NEXO_23)], cache_dir=tmp_path / "cache")
     assert started == [True]
     assert res.report["fills"] > 0  # the engine ran it
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_kernels_not_built_are_built_by_a_process_of_their_own(tmp_path: Path) -> None:
+    """With an empty numba cache, build_in_background starts one detached
+    ``python -m flashmm.native`` (a second call, here from another process, starts
+    none while it runs); it writes every kernel and the backtest loop into the cache
+    and removes its lock, so the next process loads them."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    code = (
+        "import flashmm.native as n; print(n.build_in_background(), n.build_lock()); "
+        "import sys; sys.stdout.flush()"
+    )
+
+    def call() -> tuple[str, str]:
+        r = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        ok, lock = r.stdout.split()
+        return ok, lock
+
+    ok, lock = call()
+    assert ok == "True" and Path(lock).exists()
+    assert call() == ("True", lock)  # the first builder is still at work: no second one
+    builders = [
+        p
+        for p in Path("/proc").glob("[0-9]*/cmdline")
+        if f"flashmm.native\0--lock\0{lock}".encode() in _read(p)
+    ]
+    assert len(builders) == 1
+    deadline = time.monotonic() + 840
+    while Path(lock).exists() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not Path(lock).exists()
+    r = subprocess.run(
+        [sys.executable, "-c",
+         "import flashmm.native as n, flashmm.native.backtest as b; print(n.cached(), b.cached())"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert r.stdout.split() == ["True", "True"]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended
+        return b""

@@ -21,11 +21,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["NativeCore", "cached", "levels_array", "ready", "start", "warm", "warm_in_background"]
+__all__ = [
+    "NativeCore",
+    "build_in_background",
+    "cached",
+    "levels_array",
+    "ready",
+    "start",
+    "warm",
+    "warm_in_background",
+]
 
 _READY = threading.Event()
 _LOCK = threading.Lock()
@@ -334,14 +344,90 @@ _THREAD_LOCK = threading.Lock()  # not _LOCK: that one is held for the whole com
 
 
 def warm_in_background() -> threading.Thread:
-    """:func:`warm` on a daemon thread, started once per process; the caller goes on
-    (the native parts answer in Python until :func:`ready`)."""
+    """Kernels for this process without holding it up, started once per process: a
+    daemon thread has :func:`build_in_background` compile them in a process of its
+    own, waits for it, then loads them (the native parts answer in Python until
+    :func:`ready`). Compiling on the thread itself would starve beside a busy engine
+    (it needs the GIL back after every one of thousands of small foreign calls): a
+    backtest could end before it did, and the next one start over."""
     global _THREAD
     with _THREAD_LOCK:
         if _THREAD is None:
-            _THREAD = threading.Thread(target=warm, name="flashmm-native-warm", daemon=True)
+            _THREAD = threading.Thread(
+                target=_warm_when_built, name="flashmm-native-warm", daemon=True
+            )
             _THREAD.start()
         return _THREAD
+
+
+def _warm_when_built() -> None:
+    if not cached():
+        build_in_background()
+        deadline = time.monotonic() + 3600.0
+        while not cached() and time.monotonic() < deadline and _build_running():
+            time.sleep(1.0)
+    warm()  # loads what the builder wrote (or compiles, if it could not)
+
+
+BUILD_STALE_S = 900.0  # a builder's lock older than this is a dead builder's
+_BUILDER: Any = None
+
+
+def build_lock() -> Path:
+    """The lock file of this installation's builder (one builder at a time)."""
+    import hashlib
+    import os
+    import tempfile
+
+    from numba.core import config
+
+    key = f"{Path(__file__).resolve().parent}|{getattr(config, 'CACHE_DIR', '')}|{os.getuid()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"flashmm-native-build-{digest}.lock"
+
+
+def _build_running() -> bool:
+    lock = build_lock()
+    try:
+        return time.time() - lock.stat().st_mtime < BUILD_STALE_S
+    except FileNotFoundError:
+        return False
+
+
+def build_in_background() -> bool:
+    """Start ``python -m flashmm.native`` (every kernel and the backtest loop into
+    numba's on-disk cache) as a detached process of its own, unless one is building
+    already; it outlives this process, so the next one finds the kernels compiled.
+    True when a builder runs (this one's or another's)."""
+    import os
+    import subprocess
+    import sys
+
+    global _BUILDER
+    if _BUILDER is not None or _build_running():
+        return True
+    lock = build_lock()
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:  # a stale lock (the live one returned above): take it over
+        lock.unlink(missing_ok=True)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return True
+    os.close(fd)
+    try:
+        _BUILDER = subprocess.Popen(
+            [sys.executable, "-m", "flashmm.native", "--lock", str(lock)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        lock.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def ready() -> bool:

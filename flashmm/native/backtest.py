@@ -1181,17 +1181,13 @@ def cached() -> bool:
         return True
 
 
-_WARMING: list[Any] = []
-
-
 def warm_in_background() -> None:
-    """:func:`warm` on a daemon thread, once per process (nobody waits for it)."""
-    import threading
+    """Compile the loop for the next run, in a process of its own
+    (:func:`flashmm.native.build_in_background`: nobody waits for it, and a busy
+    engine in this process does not starve it)."""
+    from flashmm.native import build_in_background
 
-    if not _WARMING:
-        t = threading.Thread(target=warm, name="flashmm-backtest-warm", daemon=True)
-        _WARMING.append(t)
-        t.start()
+    build_in_background()
 
 
 def warm() -> float:
