@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from kit.data import NEXO_23
 
@@ -226,3 +227,23 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:  # the process ended
         return b""
+
+
+def test_borrow_views_c_contiguous_arrays_only() -> None:
+    """kernels.borrow: an uncounted view of a C-contiguous array (writes reach the
+    array); a strided array does not compile rather than being read wrongly."""
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    from flashmm.native import kernels as k
+
+    @njit
+    def first_to_seven(a: np.ndarray) -> float:
+        b = k.borrow(a)
+        b[0] = 7.0
+        return float(b.sum())
+
+    a = np.arange(5.0)
+    assert first_to_seven(a) == 17.0 and a[0] == 7.0
+    with pytest.raises(TypingError):
+        first_to_seven(np.arange(10.0)[::2])

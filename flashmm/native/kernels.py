@@ -39,8 +39,10 @@ _run_model = _model_kernel()
 
 @intrinsic
 def _data_ptr(typingctx: Any, arr: Any) -> Any:
-    """The data pointer of an array (for :func:`borrow`)."""
-    if not isinstance(arr, types.Array):
+    """The data pointer of a C-contiguous array (for :func:`borrow`; any other
+    layout does not type, so a strided array fails to compile instead of being read
+    wrongly)."""
+    if not isinstance(arr, types.Array) or arr.layout != "C":
         return None
     sig = types.CPointer(arr.dtype)(arr)  # type: ignore[no-untyped-call]
 
