@@ -68,14 +68,38 @@ def _kernel_py(prog: np.ndarray, params: np.ndarray, work: np.ndarray, x: np.nda
         p0 = prog[k, 6]
         p1 = prog[k, 7]
         if code == AFFINE:  # d[j] = bias[j] + sum_i a[i] * W[i, j]
-            # one output at a time in a local sum (the same additions in the same
-            # order as summing into d row by row, without a store per term)
-            for j in range(m):
-                acc = params[p1 + j]
-                base = p0 + j
+            # each output summed in a local, in input order (the same additions as
+            # summing into d row by row, without a store per term); up to 4 outputs
+            # side by side, so their chains of additions overlap
+            if 0 < m <= 4:
+                s0 = params[p1]
+                s1 = params[p1 + 1] if m > 1 else 0.0
+                s2 = params[p1 + 2] if m > 2 else 0.0
+                s3 = params[p1 + 3] if m > 3 else 0.0
                 for i in range(n):
-                    acc += work[a + i] * params[base + i * m]
-                work[d + j] = acc
+                    xi = work[a + i]
+                    w = p0 + i * m
+                    s0 += xi * params[w]
+                    if m > 1:
+                        s1 += xi * params[w + 1]
+                        if m > 2:
+                            s2 += xi * params[w + 2]
+                            if m > 3:
+                                s3 += xi * params[w + 3]
+                work[d] = s0
+                if m > 1:
+                    work[d + 1] = s1
+                if m > 2:
+                    work[d + 2] = s2
+                if m > 3:
+                    work[d + 3] = s3
+            elif m > 4:
+                for j in range(m):
+                    acc = params[p1 + j]
+                    base = p0 + j
+                    for i in range(n):
+                        acc += work[a + i] * params[base + i * m]
+                    work[d + j] = acc
         elif code == ELEM:  # d[i] = (a[i] - off[i]) * scale[i]
             for i in range(n):
                 work[d + i] = (work[a + i] - params[p0 + i]) * params[p1 + i]
