@@ -181,6 +181,11 @@ def test_image_runs_and_answers_health(image: str) -> None:
                 time.sleep(1.0)
         logs = podman("logs", name, check=False, prefix=prefix).stderr[-3000:]
         assert body.get("live") is True, logs
+        # the kernels compiled at build load from the image's cache (no compile at start)
+        cached = "import flashmm.native as n, flashmm.native.backtest as b; print(n.cached(), b.cached())"
+        c = podman("exec", name, "/opt/flashmm/bin/python", "-c", cached, check=False,
+                   prefix=prefix, timeout=120)  # fmt: skip
+        assert c.stdout.split() == ["True", "True"], c.stdout + c.stderr
         # the image's own HEALTHCHECK passes
         hc = podman("healthcheck", "run", name, check=False, prefix=prefix, timeout=120)
         assert hc.returncode == 0, hc.stdout + hc.stderr + logs
