@@ -247,3 +247,16 @@ def test_borrow_views_c_contiguous_arrays_only() -> None:
     assert first_to_seven(a) == 17.0 and a[0] == 7.0
     with pytest.raises(TypingError):
         first_to_seven(np.arange(10.0)[::2])
+
+
+def test_no_builder_and_no_error_without_a_writable_lock_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only root file system without a usable temp folder: no builder starts,
+    nothing raises (the caller compiles on its thread instead)."""
+    import flashmm.native as n
+
+    monkeypatch.setattr(n, "_BUILDER", None)
+    monkeypatch.setattr(n, "build_lock", lambda: tmp_path / "missing" / "build.lock")
+    assert n._build_running() is False
+    assert n.build_in_background() is False

@@ -387,10 +387,9 @@ def build_lock() -> Path:
 
 
 def _build_running() -> bool:
-    lock = build_lock()
     try:
-        return time.time() - lock.stat().st_mtime < BUILD_STALE_S
-    except FileNotFoundError:
+        return time.time() - build_lock().stat().st_mtime < BUILD_STALE_S
+    except OSError:  # no lock, or no usable temp folder
         return False
 
 
@@ -406,16 +405,19 @@ def build_in_background() -> bool:
     global _BUILDER
     if _BUILDER is not None or _build_running():
         return True
-    lock = build_lock()
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:  # a stale lock (the live one returned above): take it over
-        lock.unlink(missing_ok=True)
+        lock = build_lock()
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            return True
-    os.close(fd)
+        except FileExistsError:  # a stale lock (the live one returned above): take it over
+            lock.unlink(missing_ok=True)
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                return True
+        os.close(fd)
+    except OSError:  # no writable temp folder: no builder (the thread compiles instead)
+        return False
     try:
         _BUILDER = subprocess.Popen(
             [sys.executable, "-m", "flashmm.native", "--lock", str(lock)],
