@@ -653,6 +653,20 @@ def compare(fm: dict[str, Any], hb: dict[str, Any], conv: dict[str, Any]) -> dic
     }
 
 
+def add_builtin_args(ap: argparse.ArgumentParser) -> None:
+    """The built-in strategy's settings for the ``compiled`` variants (builtin_sets);
+    the Nautilus benchmark runs those variants through run_flashmm too."""
+    ap.add_argument(
+        "--half-spread-bps",
+        type=float,
+        default=8.0,
+        help="the built-in strategy's half spread in bps of the mid (compiled off/on)",
+    )
+    ap.add_argument(
+        "--size-usdc", type=float, default=50.0, help="the built-in strategy's quote size in USDC"
+    )
+
+
 def _rule(variant: str) -> str:
     """The hftbacktest rule a FlashMM variant is compared with."""
     return "builtin" if variant.startswith("compiled") else "fixed"
@@ -670,15 +684,7 @@ def main() -> None:
     )
     ap.add_argument("--lots", type=int, default=4000, help="the plugin's size in lots (0.01 NEXO)")
     ap.add_argument("--max-pos-lots", type=int, default=40000, help="the plugin's position cap")
-    ap.add_argument(
-        "--half-spread-bps",
-        type=float,
-        default=8.0,
-        help="the built-in strategy's half spread in bps of the mid (compiled off/on)",
-    )
-    ap.add_argument(
-        "--size-usdc", type=float, default=50.0, help="the built-in strategy's quote size in USDC"
-    )
+    add_builtin_args(ap)
     ap.add_argument(
         "--fill-model",
         choices=["whole_order", "printed_size"],

@@ -282,10 +282,7 @@ def main() -> None:
     ap.add_argument("--lots", type=int, default=4000)
     ap.add_argument("--max-pos-lots", type=int, default=40000)
     ap.add_argument("--fill-model", default="whole_order")
-    ap.add_argument(
-        "--half-spread-bps", type=float, default=8.0, help="compiled variants: half spread (bps)"
-    )
-    ap.add_argument("--size-usdc", type=float, default=50.0, help="compiled variants: quote size")
+    hb.add_builtin_args(ap)
     ap.add_argument("--runs", type=int, default=2, help="runs per process: 1st cold, rest warm")
     ap.add_argument(
         "--variants",

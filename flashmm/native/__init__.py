@@ -437,24 +437,38 @@ def ready() -> bool:
     return _READY.is_set()
 
 
+def in_disk_cache(kernels: Iterable[Any], unknown: bool) -> bool:
+    """True when every one of these numba dispatchers has machine code for its current
+    source in numba's on-disk cache (loading it takes a fraction of a second;
+    compiling, tens of seconds); ``unknown`` when numba's cache layout is not the one
+    read here."""
+    try:
+        return all(bool(f._cache._cache_file._load_index()) for f in kernels)
+    except Exception:
+        return unknown
+
+
 def cached() -> bool:
-    """True when the kernels :func:`warm` runs are in numba's on-disk cache for this
-    source (loading them takes a fraction of a second; compiling, tens of seconds)."""
+    """True when the kernels :func:`warm` runs are in numba's on-disk cache (not
+    knowing counts as not cached: they are then built in the background)."""
     from flashmm.native import kernels as k
 
-    try:
-        kernels: tuple[Any, ...] = (k.features_on_book, k.features_vector, k.decide, k.model_step)
-        return all(bool(f._cache._cache_file._load_index()) for f in kernels)
-    except Exception:  # numba's cache layout changed: compile in the background
-        return False
+    return in_disk_cache((k.features_on_book, k.features_vector, k.decide, k.model_step), False)
+
+
+_STARTED = False
 
 
 def start() -> bool:
-    """Ready the kernels for this process; True when they run. Cached kernels load at
-    once: loading them on a thread beside a busy engine would take the GIL from it at
-    every one of thousands of small foreign calls and could last minutes. Kernels
-    not compiled yet compile on a background thread (never while a user waits)."""
-    if not ready():
+    """Ready the kernels for this process (the first call decides how); True when they
+    run. Cached kernels load at once: loading them on a thread beside a busy engine
+    would take the GIL from it at every one of thousands of small foreign calls and
+    could last minutes. Kernels not compiled yet are built in the background (never
+    while a user waits); later calls only ask :func:`ready`, so a caller on a hot
+    path, such as a quote desk asked for at every quote cycle, reads no cache files."""
+    global _STARTED
+    if not _STARTED and not ready():
+        _STARTED = True
         if cached():
             warm()
         else:

@@ -1174,11 +1174,10 @@ class CompiledBacktest:
 
 def cached() -> bool:
     """True when the loop's machine code for this source is in numba's on-disk cache
-    (loading it takes a fraction of a second; compiling it, tens of seconds)."""
-    try:
-        return bool(run._cache._cache_file._load_index())  # type: ignore[attr-defined]
-    except Exception:  # numba's cache layout changed: it will load or compile as usual
-        return True
+    (not knowing counts as cached: it then loads or compiles as usual)."""
+    from flashmm.native import in_disk_cache
+
+    return in_disk_cache((run,), True)
 
 
 def warm_in_background() -> None:

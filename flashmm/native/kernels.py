@@ -121,9 +121,10 @@ IO_SIZE = IO_PLACES + 3 * 20
 C_OFI1, C_OFI5, C_BUYV, C_SELLV, C_BUYN, C_SELLN, C_PQ, C_R2, C_MIDN = range(9)
 N_CH = 9
 TAUS = np.array([1.0, 5.0, 30.0, 120.0, 600.0])
-assert TAUS.tolist() == [1.0, 5.0, 30.0, 120.0, 600.0]
 EMA_TAUS = np.array([5.0, 30.0, 5.0, 60.0, 60.0, 600.0, 300.0, 300.0, 300.0, 1.0, 30.0])
-assert EMA_TAUS.tolist() == [5.0, 30.0, 5.0, 60.0, 60.0, 600.0, 300.0, 300.0, 300.0, 1.0, 30.0]
+# the EMAs that share a time constant with an earlier one (_ema_decay computes it once)
+assert EMA_TAUS[2] == EMA_TAUS[0] and EMA_TAUS[10] == EMA_TAUS[1]
+assert EMA_TAUS[4] == EMA_TAUS[3] and EMA_TAUS[7] == EMA_TAUS[8] == EMA_TAUS[6]
 RET_WIN_NS = np.array([1_000_000_000, 5_000_000_000, 30_000_000_000, 120_000_000_000,
                        600_000_000_000], dtype=np.int64)  # fmt: skip
 E_IMB1, E_IMB5, E_MICS, E_SPREAD, E_MID60, E_MID600, E_L1, E_D5, E_D10, E_IMB1F, E_MICS30 = range(
@@ -223,13 +224,13 @@ def _decay_to(ist: np.ndarray, fst: np.ndarray, ts: int) -> None:
 def _ema_decay(x: float) -> tuple[float, ...]:
     """``exp(x / tau)`` for the 11 EMA time constants (``EMA_TAUS``), each distinct
     constant once (the same numbers as one exp per EMA)."""
-    a5 = math.exp(x / 5.0)
-    a30 = math.exp(x / 30.0)
-    a60 = math.exp(x / 60.0)
-    a600 = math.exp(x / 600.0)
-    a300 = math.exp(x / 300.0)
-    a1 = math.exp(x / 1.0)
-    return (a5, a30, a5, a60, a60, a600, a300, a300, a300, a1, a30)
+    e0 = math.exp(x / EMA_TAUS[0])
+    e1 = math.exp(x / EMA_TAUS[1])
+    e3 = math.exp(x / EMA_TAUS[3])
+    e5 = math.exp(x / EMA_TAUS[5])
+    e6 = math.exp(x / EMA_TAUS[6])
+    e9 = math.exp(x / EMA_TAUS[9])
+    return (e0, e1, e0, e3, e3, e5, e6, e6, e6, e9, e1)
 
 
 @_jit
@@ -502,8 +503,8 @@ def features_vector(ist: np.ndarray, fst: np.ndarray, ts_ns: int, out: np.ndarra
     ts = max(ts_ns, ist[I_BOOK_TS], ist[I_S_TS])
     dts = (ts - ist[I_S_TS]) * NS
     # the decays of TAUS (1, 5, 30, 120, 600 s) and of the EMAs
-    d1, d5, d30 = math.exp(-dts / 1.0), math.exp(-dts / 5.0), math.exp(-dts / 30.0)
-    d120, d600 = math.exp(-dts / 120.0), math.exp(-dts / 600.0)
+    d1, d5, d30 = math.exp(-dts / TAUS[0]), math.exp(-dts / TAUS[1]), math.exp(-dts / TAUS[2])
+    d120, d600 = math.exp(-dts / TAUS[3]), math.exp(-dts / TAUS[4])
     dte = (ts - ist[I_E_TS]) * NS
     ea = _ema_decay(-dte)
     s1, s5, s30, s120, s600 = F_S, F_S + N_CH, F_S + 2 * N_CH, F_S + 3 * N_CH, F_S + 4 * N_CH

@@ -70,12 +70,9 @@ class ModelStep:
         self.io = core.io
         self.x = core.x
         self.kernel: Any = k.model_step
+        # (the step's machine code is loaded: a step exists only once the core runs,
+        # after flashmm.native.warm, which calls it with arguments of these types)
         self._args = (ist, fst, prog.prog, prog.params, prog.work, core.x, mean, inv_std, core.io)
-        # load (or compile) the step's machine code now, not in the first decision,
-        # where the ML breaker would time it
-        from numba import typeof
-
-        self.kernel.compile(tuple(typeof(a) for a in self._args))  # type: ignore[no-untyped-call]
         self.drifted = 0
         self.lat_us = 0.0
         self._ts, self._drift, self._sig = k.IO_TS, k.IO_DRIFTED, k.F_SIG_DIR
