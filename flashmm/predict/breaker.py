@@ -111,7 +111,6 @@ class GuardedPredictor:
         self._calib: deque[tuple[float, int]] = deque(maxlen=1000)
         self.model_predictions = 0
         self.fallback_predictions = 0
-        self.last_signal = Signal()
 
     # --- state ------------------------------------------------------------
     @property
@@ -159,9 +158,7 @@ class GuardedPredictor:
     # --- prediction -------------------------------------------------------
     def _fallback(self, x: np.ndarray, ts_ns: int) -> Signal:
         self.fallback_predictions += 1
-        sig = self.rules.predict(x, ts_ns)
-        self.last_signal = sig
-        return sig
+        return self.rules.predict(x, ts_ns)
 
     def _drifting(self, x: np.ndarray) -> bool:
         if self._mean is None or self._inv_std is None:
@@ -257,7 +254,6 @@ class GuardedPredictor:
             self._half_ok += 1
             if self._half_ok >= s.half_open_successes:
                 self._to(CLOSED, f"{self._half_ok} good predictions after cool-down", ts_ns)
-        self.last_signal = sig
         return sig
 
     def on_mid(self, mid: float, ts_ns: int) -> None:
@@ -316,6 +312,7 @@ class GuardedPredictor:
     def status(self) -> dict[str, Any]:
         p50, p99 = self.latency_us()
         path = getattr(self.model, "path", None)
+        online = getattr(self.model, "status", None)  # an online model's weights and updates
         return {
             "state": self.state,
             "reason": self.reason,
@@ -331,18 +328,12 @@ class GuardedPredictor:
             "hit_rate_moved": self.hit_rate,
             "hit_samples": len(self._hits),
             "calibration_error_pts": self.calibration_error_pts(),
-            "online": _model_status(self.model),
+            "online": online() if callable(online) else None,
             "hit_rate_floor": self.settings.hit_rate_floor,
             "drift_features": self.drift_features,
             "transitions": len(self.transitions),
             "last_transitions": self.transitions[-5:],
         }
-
-
-def _model_status(model: Any) -> Any:
-    """An online model's own status (weights, updates); None for a fixed model."""
-    fn = getattr(model, "status", None)
-    return fn() if callable(fn) else None
 
 
 def _sign(v: float) -> int:
@@ -403,9 +394,9 @@ def load_predictor(
             lat = measure_latency_us(model, len(model.mean))
             logger.info("model latency measured once for the simulated clock: {:.0f} us", lat)
     logger.info("prediction model loaded: {} (horizon {}, {})", path, model.horizon, model.engine)
+    guarded: Predictor = model
     if s.online:
         from flashmm.predict.online import OnlineModel
 
-        online = OnlineModel(model, lr=s.online_lr, l2=s.online_l2)
-        return GuardedPredictor(online, rules, s, latency_us=lat)
-    return GuardedPredictor(model, rules, s, latency_us=lat)
+        guarded = OnlineModel(model, lr=s.online_lr, l2=s.online_l2)
+    return GuardedPredictor(guarded, rules, s, latency_us=lat)

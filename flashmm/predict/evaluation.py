@@ -235,7 +235,6 @@ def walk_forward(
     flat_ticks: float = 0.5,
     keep_flat: float = 0.05,
     C: float = 0.01,
-    balance: float = 0.0,
     n_boot: int = N_BOOT,
     progress: Any = None,
     kind: str = "direction+move",
@@ -249,16 +248,15 @@ def walk_forward(
     into part ``i``) and scores part ``i`` of each market. ``kind`` is the
     model's ``model_kind``: ``direction+move``
     (:func:`~flashmm.predict.direction.fit_direction_model`, which picks its own
-    settings inside the training part) or the earlier 3-class regression
-    (``keep_flat``, ``C``; ``balance`` weighs markets, see
-    :func:`~flashmm.predict.train.market_weights`). ``models_out``: a list that
-    receives each window's fitted model. ``overall`` pools
+    settings inside the training part) or a 3-class regression
+    (:func:`~flashmm.predict.train.fit_classifier` with ``keep_flat`` and ``C``).
+    ``models_out``: a list that receives each window's fitted model. ``overall`` pools
     every market's out-of-sample predictions over all folds (each made by a
     model that never saw that time) and scores them with intervals over moves.
     """
     from flashmm.predict.direction import MODEL_KIND, Part, fit_direction_model
     from flashmm.predict.labels import make_labels
-    from flashmm.predict.train import fit_classifier, market_weights
+    from flashmm.predict.train import fit_classifier
 
     say = progress or (lambda _m: None)
     if windows < 1:
@@ -274,15 +272,13 @@ def walk_forward(
     folds = []
     oos: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {ds.market: [] for ds in datasets}
     for i in range(1, windows + 1):
-        Xs, ys, parts = [], [], []
+        parts = []
         for ds, y, valid, edges, bps in prepared:
             start = edges[i]
             tr = np.flatnonzero(valid[:start])
             tr = tr[ds.ts_ns[tr] + horizon_ns < ds.ts_ns[start]]
-            Xs.append(ds.X[tr])
-            ys.append(y[tr])
             parts.append(Part(ds.market, ds.X[tr], y[tr], bps[tr], ds.ts_ns[tr]))
-        Xtr, ytr = np.concatenate(Xs), np.concatenate(ys)
+        Xtr, ytr = np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts])
         say(f"window {i}/{windows}: fitting on {len(ytr)} samples")
         fold: dict[str, Any] = {"window": i, "train_samples": len(ytr), "markets": {}}
         clf: Any
@@ -290,8 +286,7 @@ def walk_forward(
             clf = fit_direction_model(parts, horizon_ns, progress=say)
             fold["params"] = {k: v for k, v in clf.choice.items() if k != "candidates"}
         else:
-            w = market_weights([len(v) for v in ys], balance) if balance else None
-            clf = fit_classifier(Xtr, ytr, keep_flat=keep_flat, C=C, weight=w)
+            clf = fit_classifier(Xtr, ytr, keep_flat=keep_flat, C=C)
         if models_out is not None:
             models_out.append(clf)
         for ds, y, valid, edges, _ in prepared:

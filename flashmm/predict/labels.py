@@ -21,7 +21,6 @@ import numpy as np
 from flashmm.errors import UserInputError
 
 DOWN, FLAT, UP = 0, 1, 2
-CLASSES = ("down", "flat", "up")
 DEFAULT_FLAT_TICKS = 0.5
 
 _UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000}
@@ -44,20 +43,18 @@ def make_labels(
     mid: np.ndarray,
     horizon_ns: int,
     flat_ticks: float = DEFAULT_FLAT_TICKS,
-    max_gap_ns: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Direction classes, moves in bps and a validity mask for each sample.
 
     ``mid`` is in ticks. A sample is valid when a sample exists at or after
-    ``t + horizon`` within ``max_gap_ns`` (default: the grid step).
+    ``t + horizon`` within one grid step (the median gap between samples).
     """
     n = len(ts_ns)
     y = np.full(n, FLAT, dtype=np.int64)
     bps = np.zeros(n, dtype=np.float64)
     if n < 2:
         return y, bps, np.zeros(n, dtype=bool)
-    if max_gap_ns is None:
-        max_gap_ns = int(np.median(np.diff(ts_ns)))
+    max_gap_ns = int(np.median(np.diff(ts_ns)))
     target = ts_ns + horizon_ns
     j = np.searchsorted(ts_ns, target, side="left")
     valid = j < n

@@ -55,8 +55,6 @@ def _sigmoid(v: float) -> float:
 class OnlineModel:
     """A per-market online re-weighting of the shipped model (see the module doc)."""
 
-    source = "onnx"
-
     def __init__(self, base: Any, *, lr: float = 0.02, l2: float = 0.001) -> None:
         self.base = base
         self.lr = float(lr)

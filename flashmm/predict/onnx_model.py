@@ -19,6 +19,7 @@ circuit breaker uses them to detect feature drift. Metadata
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,6 @@ from flashmm.types import Signal
 INPUT_NAME = "features"
 PROBS_NAME = "probabilities"
 BPS_NAME = "expected_bps"
-SCHEMA_VERSION = 1
 #: the native kernel is used when it agrees with onnxruntime within this on the probe batch
 NATIVE_TOL = 1e-4
 PROBE_ROWS = 255
@@ -101,8 +101,6 @@ def _check_key(path: Path) -> str:
 
 
 def _check_file(path: Path) -> Path:
-    import os
-
     env = os.environ.get("FLASHMM_CACHE_DIR")
     root = Path(env).expanduser() if env else Path.home() / ".cache" / "flashmm"
     return root / f"native-check-{_check_key(path)}.json"
@@ -117,7 +115,6 @@ def _cached_check(path: Path) -> float | None:
 
 
 def _store_check(path: Path, diff: float) -> None:
-    import os
     import tempfile
 
     try:
@@ -133,8 +130,6 @@ def _store_check(path: Path, diff: float) -> None:
 
 class OnnxPredictor:
     """An onnxruntime session on one model, single-threaded, with a reused input buffer."""
-
-    source = "onnx"
 
     def __init__(
         self,
@@ -296,17 +291,16 @@ class OnnxPredictor:
         p_down``. With ``use_regressor`` the move regressor's output is
         ``expected_bps`` instead.
         """
+        # float32 first, as onnxruntime sees it, so both paths read the same input
+        self._x[0] = x
         nat = self._native
         if nat is not None:
-            # float32 first, as onnxruntime sees it, so both paths read the same input
-            self._x[0] = x
             w = nat.run(self._x[0])
             o = self._pofs
             down, up = float(w[o]), float(w[o + 2])
             self.last_probs = np.array((down, float(w[o + 1]), up))
             self.last_bps = float(w[self._bofs])
         else:
-            self._x[0] = x
             probs, bps = self.session.run(self._outs, {INPUT_NAME: self._x})
             p = probs[0]
             self.last_probs = p

@@ -22,11 +22,10 @@ _MICRO = IDX["micro_offset_bps"]
 class RulePredictor:
     """Microprice/imbalance rule with the predictor interface."""
 
-    source = "rules"
+    #: ``|imb_l1|`` that calls a direction (the compiled core's ``rule_min_imbalance``)
+    min_imbalance = 0.2
 
-    def __init__(self, min_imbalance: float = 0.2, bps_scale: float = 1.0) -> None:
-        self.min_imbalance = min_imbalance
-        self.bps_scale = bps_scale
+    def __init__(self) -> None:
         self._last_lean = 0
 
     def predict(self, x: np.ndarray, ts_ns: int) -> Signal:
@@ -40,7 +39,7 @@ class RulePredictor:
         direction = self._last_lean if a >= self.min_imbalance else 0
         # |imb| 0 -> 0.5 (a coin), 1 -> ~0.75: roughly its hit rate on NEXO moves
         confidence = 0.5 + 0.25 * a if direction else 1.0 - a
-        return Signal(direction, min(max(confidence, 0.0), 1.0), micro * self.bps_scale, "rules")
+        return Signal(direction, min(max(confidence, 0.0), 1.0), micro, "rules")
 
     def lean(self) -> int:
         return self._last_lean

@@ -53,6 +53,8 @@ KNOWN_MARKETS: dict[str, tuple[float, float]] = {
     "ethusdt-usdm": (0.01, 0.001),
 }
 CALIBRATION_BINS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+#: bins of the up/down confidence, each open at the top (1.01: the last holds 1.0)
+DIRECTION_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
 
 Progress = Callable[[str], None]
 
@@ -66,10 +68,7 @@ class Dataset:
     ts_ns: np.ndarray
     X: np.ndarray
     mid: np.ndarray
-    market: str = ""
-
-    def __post_init__(self) -> None:
-        self.market = self.market or self.symbol
+    market: str
 
 
 @dataclass
@@ -79,8 +78,6 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
     n_test: int = 0
-    beats_rule: bool | None = None
-    card_path: Path | None = None
 
 
 def is_futures(path: Path) -> bool:
@@ -151,20 +148,6 @@ def load_datasets(
     return out
 
 
-def load_dataset(
-    paths: Sequence[str | Path],
-    *,
-    tick: float | None = None,
-    lot: float | None = None,
-    sample_every_ms: int = 100,
-) -> Dataset:
-    """Features of recordings of one market (files chained in time order)."""
-    groups = group_markets(paths)
-    if len(groups) != 1:
-        raise DataError(f"one market at a time here; the files hold {', '.join(sorted(groups))}")
-    return load_datasets(paths, tick=tick, lot=lot, sample_every_ms=sample_every_ms)[0]
-
-
 # --- metrics -----------------------------------------------------------------
 
 
@@ -174,6 +157,27 @@ def _hit_rate(pred: np.ndarray, actual: np.ndarray) -> float:
         return float("nan")
     s = np.sign(pred)
     return float(((s == actual).sum() + 0.5 * (s == 0).sum()) / len(actual))
+
+
+def _calibration_bins(
+    conf: np.ndarray, hit: np.ndarray, edges: Sequence[float], digits: int, closed_top: bool
+) -> list[dict[str, Any]]:
+    """Mean confidence vs observed hit share per bin; ``closed_top``: the last bin holds
+    its top edge."""
+    rows = []
+    for lo, hi in itertools.pairwise(edges):
+        top = closed_top and hi == edges[-1]
+        sel = (conf >= lo) & ((conf <= hi) if top else (conf < hi))
+        n = int(sel.sum())
+        rows.append(
+            {
+                "bin": f"{lo:.{digits}f}-{hi:.{digits}f}",
+                "n": n,
+                "mean_confidence": float(conf[sel].mean()) if n else None,
+                "observed": float(hit[sel].mean()) if n else None,
+            }
+        )
+    return rows
 
 
 def evaluate(
@@ -192,37 +196,14 @@ def evaluate(
     p = np.clip(probs.astype(np.float64), 1e-12, 1.0)
     p /= p.sum(axis=1, keepdims=True)
     log_loss = float(-np.mean(np.log(p[np.arange(len(y)), y]))) if len(y) else float("nan")
-    conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y
-    calib = []
-    for lo, hi in itertools.pairwise(CALIBRATION_BINS):
-        sel = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
-        n = int(sel.sum())
-        calib.append(
-            {
-                "bin": f"{lo:.2f}-{hi:.2f}",
-                "n": n,
-                "mean_confidence": float(conf[sel].mean()) if n else None,
-                "observed": float(correct[sel].mean()) if n else None,
-            }
-        )
+    calib = _calibration_bins(probs.max(axis=1), correct, CALIBRATION_BINS, 2, True)
     # confidence of the up/down call on moved samples
     dir_conf = np.maximum(probs[moved, UP], probs[moved, DOWN]) / np.maximum(
         probs[moved, UP] + probs[moved, DOWN], 1e-12
     )
     hits = np.sign(model_call) == actual
-    dir_calib = []
-    for lo, hi in ((0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01)):
-        sel = (dir_conf >= lo) & (dir_conf < hi)
-        n = int(sel.sum())
-        dir_calib.append(
-            {
-                "bin": f"{lo:.1f}-{min(hi, 1.0):.1f}",
-                "n": n,
-                "mean_confidence": float(dir_conf[sel].mean()) if n else None,
-                "observed": float(hits[sel].mean()) if n else None,
-            }
-        )
+    dir_calib = _calibration_bins(dir_conf, hits, DIRECTION_BINS, 1, False)
     counts = np.bincount(y, minlength=3)
     return {
         "samples": len(y),
@@ -260,9 +241,8 @@ def fit_classifier(
     keep_flat: float = 0.05,
     C: float = 1.0,
     seed: int = 0,
-    weight: np.ndarray | None = None,
 ) -> Any:
-    """The direction classifier alone (walk-forward evaluation). ``weight``: per sample."""
+    """The direction classifier alone (walk-forward evaluation of a 3-class model)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -273,21 +253,12 @@ def fit_classifier(
     rng = np.random.default_rng(seed)
     keep = (y != FLAT) | (rng.random(len(y)) < keep_flat)
     clf = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression(C=C, max_iter=1000))])
-    kw = {} if weight is None else {"lr__sample_weight": weight[keep]}
     with threadpool_limits(limits=1):
-        clf.fit(X[keep], y[keep], **kw)
+        clf.fit(X[keep], y[keep])
     lr = clf.named_steps["lr"]
     if keep_flat < 1.0:
         lr.intercept_[list(lr.classes_).index(FLAT)] -= np.log(keep_flat)
     return clf
-
-
-def market_weights(counts: Sequence[int], balance: float) -> np.ndarray:
-    """Per-sample weights so that market ``k`` (``counts[k]`` samples) weighs
-    ``counts[k] ** (1 - balance)`` in total: 0 = every sample alike, 1 = every
-    market alike. Normalised to a mean of 1."""
-    w = np.concatenate([np.full(n, float(n) ** -balance) for n in counts])
-    return w / w.mean() if len(w) else w
 
 
 def _versions() -> dict[str, str]:
@@ -469,15 +440,14 @@ def train(
             "in every market; keep model.enabled=false (the rule) unless walk-forward "
             "windows say otherwise"
         )
-    card = write_card(out, meta, metrics, lines, beats)
-    return TrainResult(out, metrics, secs, len(ytr), len(yte), beats, card)
+    write_card(out, meta, metrics, lines, beats)
+    return TrainResult(out, metrics, secs, len(ytr), len(yte))
 
 
 def write_card(
     out: Path, meta: dict[str, Any], metrics: dict[str, Any], lines: list[str], beats: bool
-) -> Path:
+) -> None:
     """A short model card beside the model: data, split and the comparison with the rule."""
-    card = out.with_suffix(".md")
     verdict = (
         "The model beats the imbalance rule on the test part of every market."
         if beats
@@ -520,8 +490,7 @@ def write_card(
             "",
         ]
     )
-    card.write_text(text)
-    return card
+    out.with_suffix(".md").write_text(text)
 
 
 def metrics_table(metrics: dict[str, Any], title: str = "model metrics (test)") -> Any:
