@@ -128,6 +128,12 @@ def has_table(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute(q, (name,)).fetchone() is not None
 
 
+def recent_fill_ids(conn: sqlite3.Connection) -> set[str]:
+    """The ids of the newest :data:`RECENT_FILL_IDS` fills."""
+    q = "SELECT fill_id FROM fills ORDER BY id DESC LIMIT ?"
+    return {r[0] for r in conn.execute(q, (RECENT_FILL_IDS,))}
+
+
 def load_positions(
     conn: sqlite3.Connection, specs: Mapping[str, MarketSpec]
 ) -> tuple[dict[str, Position], dict[str, int], int, int]:
@@ -138,13 +144,11 @@ def load_positions(
     """
     positions: dict[str, Position] = {}
     max_ids: dict[str, int] = {}
-    row_after = 0
-    checkpointed = has_table(conn, "checkpoint")
-    if checkpointed:
+    got = None
+    if has_table(conn, "checkpoint"):
         got = conn.execute("SELECT value FROM meta WHERE key = ?", (CHECKPOINT_KEY,)).fetchone()
-        checkpointed = got is not None
-        row_after = int(got[0]) if got is not None else 0
-    if checkpointed:
+    row_after = int(got[0]) if got is not None else 0
+    if got is not None:
         for m, lots, avg, real, fees, vol, n, cid in conn.execute(
             "SELECT market, lots, avg_price_ticks, realized_usdc, fees_usdc, volume_usdc,"
             " fills, max_client_id FROM checkpoint"
@@ -153,7 +157,7 @@ def load_positions(
             max_ids[m] = int(cid)
     else:
         for m, cid in conn.execute("SELECT market, MAX(client_id) FROM orders GROUP BY market"):
-            max_ids[m] = max(max_ids.get(m, 0), int(cid))
+            max_ids[m] = int(cid)
     last = row_after
     for row in conn.execute(
         f"SELECT id, {FILL_COLUMNS} FROM fills WHERE id > ? ORDER BY id", (row_after,)
@@ -197,12 +201,7 @@ def read_state(
             f"SELECT {FILL_COLUMNS} FROM fills ORDER BY id DESC LIMIT ?", (max(0, recent_fills),)
         ).fetchall()
         state.fills = [row_to_fill(r) for r in reversed(rows)]
-        state.recent_fill_ids = {
-            r[0]
-            for r in conn.execute(
-                "SELECT fill_id FROM fills ORDER BY id DESC LIMIT ?", (RECENT_FILL_IDS,)
-            )
-        }
+        state.recent_fill_ids = recent_fill_ids(conn)
         for m, cid, side, price, size, rem, st, created in conn.execute(
             "SELECT market, client_id, side, price_ticks, size_lots, remaining, state,"
             " created_ns FROM orders WHERE state != 3 ORDER BY created_ns, client_id"

@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,10 @@ from flashmm.errors import RuntimeFailure
 from flashmm.ops.journal.reader import (
     CHECKPOINT_KEY,
     FILL_COLUMNS,
-    RECENT_FILL_IDS,
     RecoveredState,
     load_positions,
     read_state,
+    recent_fill_ids,
 )
 from flashmm.types import Fill, MarketSpec, Order, Position
 
@@ -184,6 +184,19 @@ def _private(path: Path, mode: int) -> None:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str, separators=(",", ":"), sort_keys=True)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back when the body raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 class Journal:
@@ -354,15 +367,13 @@ class Journal:
 
     def _open_db(self, conn: sqlite3.Connection) -> None:
         conn.executescript(_SCHEMA)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)",
-                (f"{time.time_ns():x}-{os.getpid()}",),
+        with _transaction(conn):
+            conn.executemany(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("journal_id", f"{time.time_ns():x}-{os.getpid()}"),
+                ],
             )
             self._meta: dict[str, str] = {
                 str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")
@@ -374,17 +385,7 @@ class Journal:
                 # first open of a journal without a checkpoint (or fills after it)
                 self._write_checkpoint(conn, set(positions) | set(max_ids), last)
                 self._meta[CHECKPOINT_KEY] = str(last)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._fill_ids: set[str] = {
-            r[0]
-            for r in conn.execute(
-                "SELECT fill_id FROM fills ORDER BY id DESC LIMIT ?", (RECENT_FILL_IDS,)
-            )
-        }
+        self._fill_ids = recent_fill_ids(conn)
 
     def _write_checkpoint(self, conn: sqlite3.Connection, markets: Iterable[str], row: int) -> None:
         rows = []
@@ -482,11 +483,6 @@ class Journal:
         return self._durable_seq
 
     @property
-    def last_seq(self) -> int:
-        """Sequence number of the last write accepted."""
-        return self._last_seq
-
-    @property
     def pending(self) -> int:
         """Writes accepted but not yet committed."""
         return self._last_seq - self._durable_seq
@@ -504,11 +500,8 @@ class Journal:
 
         Only when no ``on_durable`` callback was given (then the callback gets them).
         """
-        out: list[Fill] = []
         dq = self._durable_fills
-        while dq:
-            out.append(dq.popleft())
-        return out
+        return [dq.popleft() for _ in range(len(dq))]
 
     def has_fill(self, fill_id: str) -> bool:
         """True if a fill with this id was journaled (now or in an earlier run)."""
@@ -628,14 +621,11 @@ class Journal:
         """Store ``value`` under ``key`` (replacing any earlier one), durably.
 
         Written through the writer like every other row: :meth:`get_meta`
-        returns it at once; it is on disk once :meth:`flush` returns (or
-        ``durable_seq`` reaches ``last_seq`` as it was after this call). The
+        returns it at once; it is on disk once :meth:`flush` returns. The
         last value set before a crash may be lost with the batch it was in,
         like any other row. Keys are free-form except ``schema_version``,
         ``journal_id`` and ``checkpoint_fill_row`` (kept by the journal).
         """
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError("journal meta keys and values are str")
         if key in _RESERVED_META:
             raise ValueError(f"journal meta key {key!r} is reserved")
         self._put(_META, (key, value))
@@ -764,8 +754,7 @@ class Journal:
         try:
             if conn is None:
                 conn = _connect(self.path, self._synchronous)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 row = conn.execute(
                     "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM order_events WHERE ts < ?"
                     " ORDER BY id LIMIT ?)",
@@ -787,11 +776,6 @@ class Journal:
                         " WHERE state = 3 AND ts < ? LIMIT ?)",
                         (cutoff, _COMPACT_CHUNK),
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
         except (sqlite3.Error, OSError) as exc:
             self._compacting = False
             self._next_compact = time.monotonic() + _COMPACT_EVERY_S
@@ -824,8 +808,7 @@ class Journal:
         positions: dict[str, Position] = {}
         max_ids: dict[str, int] = {}
         last_row: int | None = None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             for kind, items in rows.items():
                 if kind == _FILL:
                     for (f,) in items:
@@ -908,20 +891,12 @@ class Journal:
                 self._positions = {**saved_pos, **positions}
                 self._max_ids = {**saved_ids, **max_ids}
                 try:
-                    row = last_row if last_row is not None else self._checkpoint_row()
+                    row = last_row if last_row is not None else int(self._meta[CHECKPOINT_KEY])
                     self._write_checkpoint(conn, max_ids, row)
                 finally:
                     self._positions, self._max_ids = saved_pos, saved_ids
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
         if max_ids:
             self._positions.update(positions)
             self._max_ids.update(max_ids)
             if last_row is not None:
                 self._meta[CHECKPOINT_KEY] = str(last_row)
-
-    def _checkpoint_row(self) -> int:
-        return int(self._meta.get(CHECKPOINT_KEY, "0"))
