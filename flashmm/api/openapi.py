@@ -45,6 +45,12 @@ def _ok(schema: dict[str, Any], text: str = "OK") -> dict[str, Any]:
     return {"description": text, "content": {"application/json": {"schema": schema}}}
 
 
+def _get(summary: str, responses: dict[str, Any], *, public: bool = True) -> dict[str, Any]:
+    """A GET operation; a ``public`` one needs no token."""
+    security: dict[str, Any] = {"security": []} if public else {}
+    return {"get": {"summary": summary, **security, "responses": responses}}
+
+
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -58,74 +64,52 @@ def openapi_document() -> dict[str, Any]:
     """The OpenAPI document for every route the server registers."""
     err = _ok(_ref("Error"), "Error")
     auth_errors = {"401": err, "403": err}
+    health = _ok(_ref("Health"))
     paths: dict[str, Any] = {
-        "/": {
-            "get": {
-                "summary": "Read-only web page (markets, quotes, positions, P&L, fills).",
-                "security": [],
-                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
-            }
-        },
-        "/health": {
-            "get": {
-                "summary": "Liveness: answers while the event loop runs; no auth.",
-                "security": [],
-                "responses": {"200": _ok(_ref("Health"))},
-            }
-        },
-        "/health/ready": {
-            "get": {
-                "summary": "Readiness: recovered, books synced, venue reachable; no auth.",
-                "security": [],
-                "responses": {"200": _ok(_ref("Health")), "503": _ok(_ref("Health"))},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics (read token unless api.metrics_public).",
-                "responses": {"200": {"description": "text", "content": {"text/plain": {}}}},
-            }
-        },
-        "/api/v1/openapi.json": {
-            "get": {
-                "summary": "This document.",
-                "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.1"}},
-            }
-        },
-        "/api/v1/stream": {
-            "get": {
-                "summary": (
-                    "WebSocket (subprotocol flashmm.v1; a browser may send its token as"
-                    " subprotocol bearer.<token>). First a hello message with the current"
-                    " snapshot, then snapshots at up to api.stream_hz and, in events messages"
-                    " (one per batch, every ~50 ms at most), every fill, order, breaker and"
-                    " state change in order. seq grows by one per message: a gap means loss."
-                    " A client that does not keep up is dropped (close code 1008 with the"
-                    " reason, then the connection is reset)."
-                ),
-                "responses": {
-                    "101": {
-                        "description": "Switching protocols; messages are StreamMessage",
-                        "content": {"application/json": {"schema": _ref("StreamMessage")}},
-                    },
-                    "400": err,
-                    **auth_errors,
-                    "503": err,
+        "/": _get(
+            "Read-only web page (markets, quotes, positions, P&L, fills).",
+            {"200": {"description": "HTML", "content": {"text/html": {}}}},
+        ),
+        "/health": _get("Liveness: answers while the event loop runs; no auth.", {"200": health}),
+        "/health/ready": _get(
+            "Readiness: recovered, books synced, venue reachable; no auth.",
+            {"200": health, "503": health},
+        ),
+        "/metrics": _get(
+            "Prometheus metrics (read token unless api.metrics_public).",
+            {"200": {"description": "text", "content": {"text/plain": {}}}},
+            public=False,
+        ),
+        "/api/v1/openapi.json": _get("This document.", {"200": {"description": "OpenAPI 3.1"}}),
+        "/api/v1/stream": _get(
+            "WebSocket (subprotocol flashmm.v1; a browser may send its token as"
+            " subprotocol bearer.<token>). First a hello message with the current"
+            " snapshot, then snapshots at up to api.stream_hz and, in events messages"
+            " (one per batch, every ~50 ms at most), every fill, order, breaker and"
+            " state change in order. seq grows by one per message: a gap means loss."
+            " A client that does not keep up is dropped (close code 1008 with the"
+            " reason, then the connection is reset).",
+            {
+                "101": {
+                    "description": "Switching protocols; messages are StreamMessage",
+                    "content": {"application/json": {"schema": _ref("StreamMessage")}},
                 },
-            }
-        },
+                "400": err,
+                **auth_errors,
+                "503": err,
+            },
+            public=False,
+        ),
     }
     for path, text in READ_ROUTES.items():
-        op: dict[str, Any] = {"summary": text, "responses": {"200": _ok(_ref("Envelope"))}}
-        op["responses"].update(auth_errors)
+        paths[path] = _get(text, {"200": _ok(_ref("Envelope")), **auth_errors}, public=False)
         if path.endswith("/fills"):
+            op = paths[path]["get"]
             op["parameters"] = [
                 {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
             ]
             op["responses"]["400"] = err
-        paths[path] = {"get": op}
     for path, cmd in CONTROL_ROUTES.items():
         paths[path] = {
             "post": {

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from loguru import logger
 
@@ -50,7 +51,6 @@ from flashmm.config import ApiConfig
 from flashmm.errors import RuntimeFailure
 from flashmm.events import OutboxEvent
 from flashmm.snapshot import OrderView, Snapshot, fill_dict
-from flashmm.types import MarketSpec
 
 if TYPE_CHECKING:
     from flashmm.ops.service import OpsServices
@@ -218,9 +218,6 @@ class ApiServer:
 
     # --- data -------------------------------------------------------------------
 
-    def _spec(self, market: str) -> MarketSpec | None:
-        return self.ops.engine.specs.get(market)
-
     def _snap(self) -> Snapshot:
         """A fresh snapshot for an answer (the stream shares the operations' latest)."""
         return self.ops.publish()
@@ -279,15 +276,16 @@ class ApiServer:
         every event goes out, in at most ~20 frames a second per client.
         """
         events: list[dict[str, Any]] = []
+        specs = self.ops.engine.specs
         for kind, payload in batch:
             try:
                 if kind == "fill":
-                    d = fill_dict(payload, self._spec(payload.market))
+                    d = fill_dict(payload, specs.get(payload.market))
                     self.fills.append(d)
                     events.append({"type": "fill", "data": d})
                 elif kind in ("order", "order_update", "order_done"):
                     order, note = (payload, "new") if kind == "order" else payload
-                    spec = self._spec(order.market)
+                    spec = specs.get(order.market)
                     if spec is not None:
                         o = dataclasses.asdict(OrderView.of(order, spec, str(note)))
                         events.append({"type": "order", "data": o})
@@ -324,11 +322,7 @@ class ApiServer:
             token, self.control_token or b"\0"
         )
         is_read = bool(self.read_token) & hmac.compare_digest(token, self.read_token or b"\0")
-        if is_control:
-            return _CONTROL
-        if is_read:
-            return _READ
-        return None
+        return _CONTROL if is_control else _READ if is_read else None
 
     @staticmethod
     def _request_token(request: web.Request) -> bytes | None:
@@ -409,11 +403,9 @@ class ApiServer:
                 body = await request.read()
                 if body.strip():
                     try:
-                        import orjson
-
                         args = orjson.loads(body)
                     except orjson.JSONDecodeError:
-                        return _error(400, "body must be a JSON object")
+                        args = None
                     if not isinstance(args, dict):
                         return _error(400, "body must be a JSON object")
             control = self.ops.control

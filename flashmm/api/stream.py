@@ -106,10 +106,6 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def running(self) -> bool:
-        return self._sock is not None
-
-    @property
     def pid(self) -> int | None:
         """The fan-out process's id (None when it is not running)."""
         return self._proc.pid if self._proc is not None and self._sock is not None else None
