@@ -47,33 +47,22 @@ def _optional(module: str) -> Any:
         raise
 
 
-def _mount(module: str, name: str, help_: str) -> None:
+def _mount(module: str, name: str, help_: str) -> Any:
     mod = _optional(module)
     if mod is not None:
         app.add_typer(mod.app, name=name, help=help_)
+    return mod
 
 
-_mount("model", "model", "Check and evaluate prediction models.")
+_model = _mount("model", "model", "Check and evaluate prediction models.")
 _mount("chain", "chain", "Local chain, contract deployment and balances on Sei EVM.")
 _mount("wallet", "wallet", "Keys and balances.")
 _mount("feed", "feed", "Market-data tools: a local replay server, recording.")
-
-
-def _register_optional() -> None:
-    model = _optional("model")
-    if model is not None:
-        app.command("train")(model.train_command)
-    ops = importlib.import_module("flashmm.cli.ops")
-
-    app.command("status")(ops.status)
-    app.command("pause")(ops.pause)
-    app.command("resume")(ops.resume)
-    app.command("stop")(ops.stop)
-    app.command("emergency-stop")(ops.emergency_stop)
-    app.command("reset")(ops.reset)
-
-
-_register_optional()
+if _model is not None:
+    app.command("train")(_model.train_command)
+_ops = importlib.import_module("flashmm.cli.ops")
+for _name in ("status", "pause", "resume", "stop", "emergency-stop", "reset"):
+    app.command(_name)(getattr(_ops, _name.replace("-", "_")))
 
 
 # plain metavars in --help: by option name, else by type (flags show none)

@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from flashmm.errors import FlashMMError
+
 app = typer.Typer(help="Check and evaluate prediction models.", no_args_is_help=True)
 
 
@@ -48,8 +50,6 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON"),
 ) -> None:
     """Train the direction/move model on recordings and write one ONNX file."""
-    from flashmm.errors import FlashMMError
-
     try:
         from flashmm.predict.train import metrics_table, train
 
@@ -101,8 +101,6 @@ def check(
     json_out: bool = typer.Option(False, "--json", help="JSON output"),
 ) -> None:
     """Validate a model: schema, metadata, stored metrics and inference latency."""
-    from flashmm.errors import FlashMMError
-
     try:
         import numpy as np
 
@@ -196,8 +194,6 @@ def eval_(
     figures of models retrained on the past and scored on each next window
     (with the model's own horizon and settings).
     """
-    from flashmm.errors import FlashMMError
-
     if walk_forward < 0 or boot < 10:
         typer.echo("flashmm: error: --walk-forward must be >= 0 and --boot >= 10", err=True)
         raise typer.Exit(2)

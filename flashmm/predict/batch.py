@@ -77,6 +77,5 @@ def batch_features(
         except SequenceGap:
             pass
         ok = fe.ready and builder.synced and book.valid
-    chunks.append(chunk[:n_in_chunk])
-    X = np.concatenate(chunks) if chunks else np.empty((0, N_FEATURES), np.float32)
+    X = np.concatenate([*chunks, chunk[:n_in_chunk]])
     return np.asarray(ts_out, dtype=np.int64), X, np.asarray(mids, dtype=np.float64)

@@ -194,7 +194,6 @@ class NativeProgram:
             if node.op_type == "Constant":
                 v = onnx.helper.get_attribute_value(node.attribute[0])
                 consts[node.output[0]] = numpy_helper.to_array(v).astype(np.float64)
-        self.width = width
         # name -> (offset in the work vector, width)
         self._where: dict[str, tuple[int, int]] = {input_name: (0, width)}
         self._size = width
@@ -216,7 +215,6 @@ class NativeProgram:
             np.concatenate(self._params) if self._params else np.zeros(1, dtype=np.float64)
         )
         self.work = np.zeros(self._size, dtype=np.float64)
-        self.ops = [n.op_type for n in g.node]
 
     # --- lowering ----------------------------------------------------------
     def _param(self, arr: np.ndarray) -> int:
@@ -250,6 +248,11 @@ class NativeProgram:
             raise Unsupported(f"weights of shape {w.shape} on a row of {n}")
         d = self._out(out, m)
         self._rows.append([AFFINE, a, -1, d, n, m, self._param(w), self._param(b)])
+
+    def _elem(self, a: int, n: int, off: np.ndarray, scale: np.ndarray, out: str) -> None:
+        """``out[i] = (a[i] - off[i]) * scale[i]``."""
+        d = self._out(out, n)
+        self._rows.append([ELEM, a, -1, d, n, n, self._param(off), self._param(scale)])
 
     def _unary(self, code: int, a: int, n: int, out: str) -> None:
         d = self._out(out, n)
@@ -308,10 +311,7 @@ class NativeProgram:
                     if op == "Sub":
                         a, n = self._src(c, node)
                         k = self._row_const(consts[x], n, node)
-                        d = self._out(outs[0], n)  # (x - c) * -1
-                        self._rows.append(
-                            [ELEM, a, -1, d, n, n, self._param(k), self._param(-np.ones(n))]
-                        )
+                        self._elem(a, n, k, -np.ones(n), outs[0])  # (x - c) * -1
                         return
                     raise Unsupported(f"{op} with the constant first")
                 x, c = c, x
@@ -325,8 +325,7 @@ class NativeProgram:
                 "Mul": (np.zeros(n), k),
                 "Div": (np.zeros(n), 1.0 / k),
             }[op]
-            d = self._out(outs[0], n)
-            self._rows.append([ELEM, a, -1, d, n, n, self._param(off), self._param(scale)])
+            self._elem(a, n, off, scale, outs[0])
         elif op in ("Relu", "Tanh", "Sigmoid"):
             a, n = self._src(ins[0], node)
             self._unary({"Relu": RELU, "Tanh": TANH, "Sigmoid": SIGMOID}[op], a, n, outs[0])
@@ -339,8 +338,7 @@ class NativeProgram:
             a, n = self._src(ins[0], node)
             off = self._row_const(np.asarray(at.get("offset", [0.0]), dtype=np.float64), n, node)
             sc = self._row_const(np.asarray(at.get("scale", [1.0]), dtype=np.float64), n, node)
-            d = self._out(outs[0], n)
-            self._rows.append([ELEM, a, -1, d, n, n, self._param(off), self._param(sc)])
+            self._elem(a, n, off, sc, outs[0])
         elif op in ("LinearClassifier", "LinearRegressor"):
             a, n = self._src(ins[0], node)
             coef = np.asarray(at["coefficients"], dtype=np.float64)
@@ -385,8 +383,7 @@ class NativeProgram:
     # --- evaluation ----------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
         """Evaluate one float32 row; the outputs are read from the returned work vector."""
-        run = kernel()
-        run(self.prog, self.params, self.work, x)
+        kernel()(self.prog, self.params, self.work, x)
         return self.work
 
     def run_rows(self, X: np.ndarray) -> dict[str, np.ndarray]:
