@@ -28,7 +28,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -315,8 +315,7 @@ class Alerts:
             if hook.suppressed:
                 text += f"\n({hook.suppressed} more alert(s) held back by the rate limit)"
                 hook.suppressed = 0
-            a = Alert(alert.kind, alert.subject, alert.title, text, alert.severity, alert.data)
-            a.ts_ns = alert.ts_ns
+            a = replace(alert, text=text)
             body = self.scrub(format_body(hook.cfg.kind, a, self.profile, hook.cfg.chat_id))
             try:
                 hook.queue.put_nowait(body)

@@ -118,10 +118,10 @@ class OpsServices(Commands):
         #: a simulated run on recorded data: its own journal, unless resumed
         self.simulated = self.paper_venue and self.sim_clock
         self.failure: str | None = None
+        """Why the journal failed in this run (the run then exits non-zero)."""
         #: the last snapshot published (:meth:`publish`), shared by its readers
         self.latest: Snapshot | None = None
         self._latest_at = 0.0
-        """Why the journal failed in this run (the run then exits non-zero)."""
         self._base: dict[str, Position] = {}
         self._base_unreal: dict[str, float] = {}
 
@@ -283,9 +283,8 @@ class OpsServices(Commands):
         reason = f"journal {j.path}: write failed: {j.failure}"
         if self.failure is None:
             self.failure = reason
-        if not self.engine.trip_breaker(JOURNAL_BREAKER, reason, self._now()):
-            return
-        logger.error("quotes pulled: {} (the run will exit non-zero)", reason)
+        if self.engine.trip_breaker(JOURNAL_BREAKER, reason, self._now()):
+            logger.error("quotes pulled: {} (the run will exit non-zero)", reason)
 
     # --- journal drain ------------------------------------------------------------
 
@@ -324,13 +323,8 @@ class OpsServices(Commands):
                 j.fill(fill)
             elif isinstance(ev, BreakerChanged):
                 state = str(ev.status.get("state", "?"))
-                tripped = state == "tripped"
-                j.breaker(
-                    ev.name,
-                    state,
-                    str(ev.status.get("reason", "")),
-                    latched=tripped and bool(ev.status.get("latched")),
-                )
+                latched = state == "tripped" and bool(ev.status.get("latched"))
+                j.breaker(ev.name, state, str(ev.status.get("reason", "")), latched=latched)
             elif isinstance(ev, StateChanged):
                 j.event(ev.kind, ev.payload)
             else:
@@ -477,7 +471,5 @@ class OpsServices(Commands):
 
     def _update_metrics(self) -> None:
         m = self.metrics
-        if m is None:
-            return
         m.update(self.current(_METRICS_EVERY_S))
         self._lat_seen = m.observe_engine_latency(self.engine, self._lat_seen)
