@@ -153,13 +153,10 @@ def deploy(
     account = load_account(keystore)
 
     async def main() -> Any:
-        client = JsonRpc(rpc)
-        try:
+        async with JsonRpc(rpc) as client:
             sender = TxSender(client, account, chain_id, max_fee_gwei=max_fee_gwei, abi=book_abi())
             await sender.check_chain()
             return await deploy_book_and_markets(sender, client, ws_url=ws, quote_token=quote_token)
-        finally:
-            await client.aclose()
 
     dep = run_async(main())
     dep.accounts["deployer"] = {"address": account.address}
@@ -200,14 +197,11 @@ def _funds(
             f"market {market!r} not in {deployment}; known: {', '.join(dep.markets)}"
         )
     btok, qtok = dep.tokens[m["base"]], dep.tokens[m["quote"]]
-    base_units, quote_units = (
-        token_units(base, btok["decimals"]),
-        token_units(quote, qtok["decimals"]),
-    )
+    base_units = token_units(base, btok["decimals"])
+    quote_units = token_units(quote, qtok["decimals"])
 
     async def main() -> Any:
-        client = JsonRpc(url)
-        try:
+        async with JsonRpc(url) as client:
             sender = TxSender(client, account, chain_id or dep.chain_id, abi=book_abi())
             book = BookClient(client, dep.book)
             if withdraw_:
@@ -227,8 +221,6 @@ def _funds(
                     await tc.approve(sender, dep.book, units)
                 await book.deposit(sender, int(m["id"]), base_units, quote_units)
             return await book.balances(sender.address, int(m["id"]))
-        finally:
-            await client.aclose()
 
     bal = run_async(main())
     bd, qd = Decimal(10) ** btok["decimals"], Decimal(10) ** qtok["decimals"]
@@ -286,12 +278,9 @@ def book(
     m = dep.markets[market]
 
     async def main() -> tuple[Any, Any]:
-        client = JsonRpc(rpc or dep.rpc_url)
-        try:
+        async with JsonRpc(rpc or dep.rpc_url) as client:
             b = BookClient(client, dep.book)
             return await b.depth(int(m["id"]), 0, levels), await b.depth(int(m["id"]), 1, levels)
-        finally:
-            await client.aclose()
 
     bids, asks = run_async(main())
     tick = Decimal(m["tick_size"])
@@ -340,8 +329,7 @@ def taker(
     async def main() -> None:
         import asyncio
 
-        client = JsonRpc(url)
-        try:
+        async with JsonRpc(url) as client:
             sender = TxSender(client, account, chain_id or dep.chain_id, abi=book_abi())
             b = BookClient(client, dep.book)
             end = time.monotonic() + duration if duration > 0 else float("inf")
@@ -360,8 +348,6 @@ def taker(
                         f"{fills} log(s), gas {int(receipt['gasUsed'], 16)}"
                     )
                 await asyncio.sleep(rng.expovariate(rate) if rate > 0 else 1.0)
-        finally:
-            await client.aclose()
 
     with contextlib.suppress(KeyboardInterrupt):
         run_async(main())

@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from flashmm.cli.chain import KEYSTORE_OPT, run_async
+
 app = typer.Typer(
     help="Signing keys (env FLASHMM_PRIVATE_KEY or an encrypted keystore) and balances."
 )
@@ -51,9 +53,7 @@ def new(
 
 @app.command()
 def address(
-    keystore: Path | None = typer.Option(
-        None, "--keystore", help="Keystore file (else FLASHMM_PRIVATE_KEY)"
-    ),
+    keystore: Path | None = KEYSTORE_OPT,
 ) -> None:
     """The address of the configured key (keystore, else FLASHMM_PRIVATE_KEY)."""
     from flashmm.errors import UserInputError
@@ -75,15 +75,12 @@ def balances(
     rpc: str | None = typer.Option(
         None, "--rpc", help="JSON-RPC URL (default: from the deployment)"
     ),
-    keystore: Path | None = typer.Option(
-        None, "--keystore", help="Keystore file (else FLASHMM_PRIVATE_KEY)"
-    ),
+    keystore: Path | None = KEYSTORE_OPT,
     role: str | None = typer.Option(
         None, "--role", help="Address of a role in the deployment file (maker, taker...)"
     ),
 ) -> None:
     """Native SEI, token balances and FlashBook accounts of an address."""
-    from flashmm.cli.chain import run_async
     from flashmm.errors import UserInputError
     from flashmm.venues.sei.book import BookClient, TokenClient
     from flashmm.venues.sei.local import Deployment
@@ -110,9 +107,8 @@ def balances(
         return f"{d:f}"
 
     async def main() -> list[str]:
-        client = JsonRpc(url)
         lines: list[str] = []
-        try:
+        async with JsonRpc(url) as client:
             wei = int(await client.call("eth_getBalance", [who, "latest"]), 16)
             lines.append(f"SEI (native)  {units(wei, 18)}")
             if dep is not None:
@@ -128,8 +124,6 @@ def balances(
                         f"+ {units(b.base_locked, bd)} locked; {m['quote']} "
                         f"{units(b.quote_free, qd)} free + {units(b.quote_locked, qd)} locked"
                     )
-        finally:
-            await client.aclose()
         return lines
 
     lines: Any = run_async(main())

@@ -14,6 +14,7 @@ side 0 is a bid (buy), 1 an ask (sell).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from eth_abi import decode as abi_decode
@@ -115,28 +116,22 @@ class ContractAbi:
         self.errors: dict[bytes, tuple[str, tuple[str, ...]]] = {}
         for item in abi:
             kind = item.get("type")
+            if kind not in ("function", "event", "error"):
+                continue
+            name, params = item["name"], item["inputs"]
+            ins = tuple(_canonical_type(p) for p in params)
+            hashed = keccak(text=f"{name}({','.join(ins)})")
             if kind == "function":
-                ins = tuple(_canonical_type(p) for p in item["inputs"])
                 outs = tuple(_canonical_type(p) for p in item["outputs"])
-                sig = f"{item['name']}({','.join(ins)})"
-                self.functions[item["name"]] = AbiFunction(
-                    item["name"], keccak(text=sig)[:4], ins, outs
-                )
+                self.functions[name] = AbiFunction(name, hashed[:4], ins, outs)
             elif kind == "event":
-                params = item["inputs"]
-                sig = f"{item['name']}({','.join(_canonical_type(p) for p in params)})"
-                event = AbiEvent(
-                    item["name"],
-                    keccak(text=sig),
-                    tuple((p["name"], _canonical_type(p)) for p in params if p["indexed"]),
-                    tuple((p["name"], _canonical_type(p)) for p in params if not p["indexed"]),
-                )
-                self.events[item["name"]] = event
+                named = [(p["indexed"], (p["name"], t)) for p, t in zip(params, ins, strict=True)]
+                indexed = tuple(nt for ix, nt in named if ix)
+                event = AbiEvent(name, hashed, indexed, tuple(nt for ix, nt in named if not ix))
+                self.events[name] = event
                 self.events_by_topic[event.topic0] = event
-            elif kind == "error":
-                ins = tuple(_canonical_type(p) for p in item["inputs"])
-                sig = f"{item['name']}({','.join(ins)})"
-                self.errors[keccak(text=sig)[:4]] = (item["name"], ins)
+            else:
+                self.errors[hashed[:4]] = (name, ins)
 
     def fn(self, name: str) -> AbiFunction:
         return self.functions[name]
@@ -168,13 +163,9 @@ class ContractAbi:
         return f"reverted: 0x{data.hex()}"
 
 
-_ABIS: dict[str, ContractAbi] = {}
-
-
+@cache
 def contract_abi(name: str) -> ContractAbi:
-    if name not in _ABIS:
-        _ABIS[name] = ContractAbi(load_artifact(name)["abi"])
-    return _ABIS[name]
+    return ContractAbi(load_artifact(name)["abi"])
 
 
 def book_abi() -> ContractAbi:
@@ -259,10 +250,6 @@ class BookLog:
     block_number: int
     tx_hash: str
     log_index: int
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.tx_hash, self.log_index)
 
 
 def hex_to_bytes(value: str) -> bytes:

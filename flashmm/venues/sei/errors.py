@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from flashmm.venues.base import VenueError
 
 
@@ -9,8 +11,6 @@ class RpcError(VenueError):
     """The node answered a JSON-RPC call with an error object."""
 
     def __init__(self, method: str, code: int, message: str, data: object = None) -> None:
-        self.method = method
-        self.code = code
         self.message = message
         self.data = data
         super().__init__(f"{method}: RPC error {code}: {message}")
@@ -22,10 +22,8 @@ class RpcError(VenueError):
         if isinstance(data, dict):
             data = data.get("data")
         if isinstance(data, str) and data.startswith("0x"):
-            try:
+            with contextlib.suppress(ValueError):
                 return bytes.fromhex(data[2:])
-            except ValueError:
-                return None
         return None
 
 
@@ -40,10 +38,9 @@ class ChainIdMismatch(VenueError):
 class TxReverted(VenueError):
     """A transaction was mined but reverted; ``reason`` is the decoded revert reason."""
 
-    def __init__(self, tx_hash: str, reason: str, receipt: dict[str, object] | None = None) -> None:
+    def __init__(self, tx_hash: str, reason: str) -> None:
         self.tx_hash = tx_hash
         self.reason = reason
-        self.receipt = receipt
         super().__init__(f"transaction {tx_hash} reverted: {reason}")
 
 

@@ -61,21 +61,19 @@ def count_fresh_slots(diff: dict[str, Any]) -> tuple[int, int]:
     return fresh, written
 
 
-async def gas_report(
-    rpc: JsonRpc,
-    tx_hash: str,
-    receipt: dict[str, Any] | None = None,
-    *,
-    sstore_set_gas: int = SEI_SSTORE_SET,
-) -> GasReport:
-    if receipt is None:
-        receipt = await rpc.call("eth_getTransactionReceipt", [tx_hash])
-    assert receipt is not None
+async def trace_fresh_slots(rpc: JsonRpc, tx_hash: str) -> tuple[int, int]:
+    """(fresh, written) storage slots of a mined transaction (``debug_traceTransaction``)."""
     diff = await rpc.call(
         "debug_traceTransaction",
         [tx_hash, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
     )
-    fresh, written = count_fresh_slots(diff)
+    return count_fresh_slots(diff)
+
+
+async def gas_report(
+    rpc: JsonRpc, tx_hash: str, receipt: dict[str, Any], *, sstore_set_gas: int = SEI_SSTORE_SET
+) -> GasReport:
+    fresh, written = await trace_fresh_slots(rpc, tx_hash)
     return GasReport(tx_hash, int(receipt["gasUsed"], 16), fresh, written, sstore_set_gas)
 
 

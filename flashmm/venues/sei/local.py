@@ -33,8 +33,8 @@ class AnvilMissing(VenueError):
     """node_modules/.bin/anvil is not installed."""
 
 
-def anvil_path(root: Path | None = None) -> Path:
-    path = (root or REPO_ROOT) / "node_modules" / ".bin" / "anvil"
+def anvil_path() -> Path:
+    path = REPO_ROOT / "node_modules" / ".bin" / "anvil"
     if not path.exists():
         raise AnvilMissing(f"anvil not found at {path}: run `npm ci` in the repository root")
     return path
@@ -55,10 +55,10 @@ def dev_private_key(index: int) -> str:
     return "0x" + bytes(acct.key).hex()
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, timeout_s: float = 0.5) -> bool:
     """True when something accepts connections on 127.0.0.1:``port``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
             return True
     except OSError:
         return False
@@ -73,14 +73,11 @@ class Anvil:
         *,
         chain_id: int = SEI_TESTNET_CHAIN_ID,
         block_time: float | None = 0.4,
-        root: Path | None = None,
-        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         self.chain_id = chain_id
         self.block_time = block_time
-        self.binary = anvil_path(root)
-        self.extra_args = extra_args
+        self.binary = anvil_path()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,7 +88,7 @@ class Anvil:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 15.0, *, quiet: bool = True) -> Anvil:
+    def start(self, timeout_s: float = 15.0) -> Anvil:
         if _listening(self.port):
             # another node (or anything) answers there: never deploy onto it
             raise VenueError(
@@ -113,20 +110,18 @@ class Anvil:
         ]
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
-        args += list(self.extra_args)
-        out = subprocess.DEVNULL if quiet else None
-        self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise VenueError(
                     f"anvil exited with code {self.proc.returncode} (port {self.port} busy?)"
                 )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+            if _listening(self.port, 0.2):
+                return self
+            time.sleep(0.05)
         self.stop()
         raise VenueError(f"anvil did not start within {timeout_s:.0f}s")
 
@@ -261,14 +256,12 @@ async def deploy_book_and_markets(
         units.append(
             market_units(m.tick_size, m.lot_size, m.base_decimals, tokens[quote_symbol]["decimals"])
         )
-    ids = []  # one by one: market ids follow the order of ``markets``
-    for m, (tv, lu) in zip(markets, units, strict=True):
-        base = tokens[m.base_symbol]["address"]
-        ids.append(await book.create_market(sender, base, quote_token, tv, lu))
     out_markets: dict[str, dict[str, Any]] = {}
-    for m, (tick_value, lot_units), mid in zip(markets, units, ids, strict=True):
+    # one by one: market ids follow the order of ``markets``
+    for m, (tick_value, lot_units) in zip(markets, units, strict=True):
+        base = tokens[m.base_symbol]["address"]
         out_markets[m.symbol] = {
-            "id": mid,
+            "id": await book.create_market(sender, base, quote_token, tick_value, lot_units),
             "base": m.base_symbol,
             "quote": quote_symbol,
             "tick_size": m.tick_size,
@@ -354,8 +347,7 @@ async def setup_local_chain(
     """
     from flashmm.venues.sei.keys import account_from_hex
 
-    rpc = JsonRpc(rpc_url)
-    try:
+    async with JsonRpc(rpc_url) as rpc:
         deployer = TxSender(rpc, account_from_hex(dev_private_key(0)), chain_id)
         dep = await deploy_book_and_markets(deployer, rpc, ws_url=ws_url)
         dep.accounts["deployer"] = {"address": deployer.address, "private_key": dev_private_key(0)}
@@ -366,5 +358,3 @@ async def setup_local_chain(
             dep.accounts[role] = {"address": owners[-1].address, "private_key": key}
         await fund_accounts(dep, rpc, deployer, owners, notional_usdc=notional_usdc)
         return dep
-    finally:
-        await rpc.aclose()

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 LogKey = tuple[str, int]
 
 
+def chain_order(raw: dict[str, Any]) -> tuple[int, int]:
+    """Sort key of a log: (block number, log index)."""
+    return int(raw["blockNumber"], 16), int(raw["logIndex"], 16)
+
+
 class LogDedup:
     """Remembers the most recent ``capacity`` log keys."""
 
@@ -115,9 +120,7 @@ class LogStream:
                 "eth_getLogs",
                 [{"address": self.address, "fromBlock": hex(start), "toBlock": hex(end)}],
             )
-            for raw in sorted(
-                logs, key=lambda x: (int(x["blockNumber"], 16), int(x["logIndex"], 16))
-            ):
+            for raw in sorted(logs, key=chain_order):
                 self.backfilled += 1
                 self.deliver(raw)
             self.complete_to = end
@@ -157,21 +160,9 @@ class LogStream:
         assert self.ws_url is not None
         async with websockets.connect(self.ws_url, max_size=2**24, open_timeout=10) as ws:
             self.connections += 1
-            await ws.send(
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": 1,
-                        "method": "eth_subscribe",
-                        "params": ["logs", {"address": self.address}],
-                    }
-                )
-            )
-            await ws.send(
-                json.dumps(
-                    {"jsonrpc": "2.0", "id": 2, "method": "eth_subscribe", "params": ["newHeads"]}
-                )
-            )
+            for i, params in ((1, ["logs", {"address": self.address}]), (2, ["newHeads"])):
+                sub = {"jsonrpc": "2.0", "id": i, "method": "eth_subscribe", "params": params}
+                await ws.send(json.dumps(sub))
             subs: dict[str, str] = {}
             pending: list[dict[str, Any]] = []
             while len(subs) < 2:

@@ -52,6 +52,12 @@ class JsonRpc:
             await self._session.close()
         self._session = None
 
+    async def __aenter__(self) -> JsonRpc:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def _post(self, payload: Any, what: str) -> Any:
         attempts = self.retries + 1
         for attempt in range(attempts):
@@ -100,12 +106,11 @@ class JsonRpc:
         if not calls:
             return []
         first = next(self._ids)
+        self._ids = itertools.count(first + len(calls))
         payload = [
             {"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
             for i, (m, p) in enumerate(calls)
         ]
-        for _ in range(len(calls) - 1):
-            next(self._ids)
         reply = await self._post(payload, "batch")
         if not isinstance(reply, list):
             # Some nodes answer a whole batch with one error object.

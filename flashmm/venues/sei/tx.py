@@ -32,21 +32,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GWEI = 10**9
+RECEIPT_POLL_S = 0.1
 
 
-def _is_nonce_too_low(err: RpcError) -> bool:
+# how nodes word these answers to eth_sendRawTransaction
+NONCE_TOO_LOW = ("nonce too low", "nonce has already been used", "old nonce")
+NONCE_GAP = ("nonce too high", "nonce gap", "future nonce")
+ALREADY_KNOWN = ("already known", "known transaction", "already imported")
+
+
+def _says(err: RpcError, phrases: tuple[str, ...]) -> bool:
     msg = err.message.lower()
-    return "nonce too low" in msg or "nonce has already been used" in msg or "old nonce" in msg
-
-
-def _is_nonce_gap(err: RpcError) -> bool:
-    msg = err.message.lower()
-    return "nonce too high" in msg or "nonce gap" in msg or "future nonce" in msg
-
-
-def _is_already_known(err: RpcError) -> bool:
-    msg = err.message.lower()
-    return "already known" in msg or "known transaction" in msg or "already imported" in msg
+    return any(p in msg for p in phrases)
 
 
 class NonceManager:
@@ -156,7 +153,6 @@ class TxSender:
         priority_fee_gwei: float | None = None,
         gas_margin: float = 0.2,
         receipt_timeout_s: float = 30.0,
-        receipt_poll_s: float = 0.1,
         abi: ContractAbi | None = None,
     ) -> None:
         self.rpc = rpc
@@ -167,7 +163,6 @@ class TxSender:
         self.fees = FeeOracle(rpc, max_fee_gwei=max_fee_gwei, priority_fee_gwei=priority_fee_gwei)
         self.gas_margin = gas_margin
         self.receipt_timeout_s = receipt_timeout_s
-        self.receipt_poll_s = receipt_poll_s
         self.abi = abi
         self._chain_checked = False
         self.stats = {"sent": 0, "reverted": 0, "dropped": 0, "nonce_resyncs": 0, "rebroadcasts": 0}
@@ -182,17 +177,20 @@ class TxSender:
             )
         self._chain_checked = True
 
-    async def estimate(
-        self, to: str | None, data: bytes, value: int = 0, block: str = "latest"
-    ) -> int:
-        tx: dict[str, Any] = {"from": self.address, "data": "0x" + data.hex(), "value": hex(value)}
-        if to is not None:
-            tx["to"] = to
+    async def estimate(self, to: str | None, data: bytes, value: int = 0) -> int:
+        call = self._call_obj(to, data, value)
         try:
-            est = int(await self.rpc.call("eth_estimateGas", [tx, block]), 16)
+            est = int(await self.rpc.call("eth_estimateGas", [call, "latest"]), 16)
         except RpcError as exc:
             raise self._reverted_call(exc) from exc
         return int(est * (1 + self.gas_margin)) + 2_000
+
+    def _call_obj(self, to: str | None, data: bytes, value: int) -> dict[str, Any]:
+        """``data`` sent from our address as a JSON-RPC call object."""
+        call = {"from": self.address, "data": "0x" + data.hex(), "value": hex(value)}
+        if to is not None:
+            call["to"] = to
+        return call
 
     def _reverted_call(self, exc: RpcError) -> RpcError | TxReverted:
         data = exc.revert_data
@@ -237,7 +235,7 @@ class TxSender:
                 try:
                     await self._broadcast(raw)
                 except RpcError as exc:
-                    if _is_nonce_too_low(exc) or _is_nonce_gap(exc):
+                    if _says(exc, NONCE_TOO_LOW + NONCE_GAP):
                         self.stats["nonce_resyncs"] += 1
                         await self.nonces.sync()
                         if attempt < 2:
@@ -258,7 +256,7 @@ class TxSender:
         try:
             await self.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
         except RpcError as exc:
-            if _is_already_known(exc):
+            if _says(exc, ALREADY_KNOWN):
                 return
             raise
 
@@ -268,7 +266,7 @@ class TxSender:
         except (RpcError, RpcTransportError):
             return False
 
-    async def wait(self, sent: SentTx, *, raise_on_revert: bool = True) -> dict[str, Any]:
+    async def wait(self, sent: SentTx) -> dict[str, Any]:
         """Poll for the receipt (null receipts are normal for a moment).
 
         Rebroadcasts the signed bytes if the node forgot the transaction; raises
@@ -284,9 +282,7 @@ class TxSender:
             if receipt is not None:
                 if int(receipt.get("status", "0x1"), 16) == 0:
                     self.stats["reverted"] += 1
-                    if raise_on_revert:
-                        reason = await self.revert_reason(sent, receipt)
-                        raise TxReverted(sent.tx_hash, reason, receipt)
+                    raise TxReverted(sent.tx_hash, await self.revert_reason(sent, receipt))
                 return dict(receipt)
             now = time.monotonic()
             if now >= deadline:
@@ -303,26 +299,20 @@ class TxSender:
                     try:
                         await self._broadcast(sent.raw)
                     except RpcError as exc:
-                        if not _is_nonce_too_low(exc):
+                        if not _says(exc, NONCE_TOO_LOW):
                             log.warning("rebroadcast of %s failed: %s", sent.tx_hash, exc)
                     except RpcTransportError:
                         pass
-            await asyncio.sleep(self.receipt_poll_s)
+            await asyncio.sleep(RECEIPT_POLL_S)
 
     async def revert_reason(self, sent: SentTx, receipt: dict[str, Any]) -> str:
         """Replay a reverted transaction with eth_call at its block to read the reason."""
         tx = sent.tx
-        call: dict[str, Any] = {
-            "from": self.address,
-            "data": "0x" + bytes(tx["data"]).hex(),
-            "value": hex(tx.get("value", 0)),
-            "gas": hex(tx["gas"]),
-        }
-        if "to" in tx:
-            call["to"] = tx["to"]
         gas_used = int(receipt.get("gasUsed", "0x0"), 16)
         if gas_used >= int(tx["gas"]):
             return f"out of gas (limit {tx['gas']})"
+        call = self._call_obj(tx.get("to"), bytes(tx["data"]), tx.get("value", 0))
+        call["gas"] = hex(tx["gas"])
         try:
             await self.rpc.call("eth_call", [call, receipt["blockNumber"]])
         except RpcError as exc:

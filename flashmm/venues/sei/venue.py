@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -53,8 +54,8 @@ from flashmm.venues.sei.abi import (
 )
 from flashmm.venues.sei.book import BookClient, TokenClient
 from flashmm.venues.sei.errors import TxDropped, TxReverted
-from flashmm.venues.sei.gas import count_fresh_slots, probe_node_sstore_set_gas
-from flashmm.venues.sei.logs import LogStream
+from flashmm.venues.sei.gas import probe_node_sstore_set_gas, trace_fresh_slots
+from flashmm.venues.sei.logs import LogStream, chain_order
 from flashmm.venues.sei.rpc import JsonRpc
 from flashmm.venues.sei.settings import SeiVenueSettings
 from flashmm.venues.sei.tx import SentTx, TxSender
@@ -136,10 +137,7 @@ class _Market:
     queued: _Batch | None = None
 
     def free_slot(self) -> int | None:
-        for s in range(N_SLOTS):
-            if s not in self.slots:
-                return s
-        return None
+        return next((s for s in range(N_SLOTS) if s not in self.slots), None)
 
     def claim(self, slot: int, client_id: int, side: int) -> None:
         old = self.slots.get(slot)
@@ -239,17 +237,11 @@ class SeiVenue(VenueDefaults):
         self._sender_task: asyncio.Task[None] | None = None
         self.stream: LogStream | None = None
         self._gas_seen: dict[tuple[str, int], int] = {}
-        self.stats: dict[str, int] = {
-            "txs": 0,
-            "reverted": 0,
-            "dropped": 0,
-            "gas_used": 0,
-            "coalesced": 0,
-            "send_errors": 0,
-        }
-        #: submit → receipt times of the last transactions, in ms
-        self.receipt_ms: deque[float] = deque(maxlen=200)
-        # (monotonic s, ms) of recent receipts and probes: what receipt_p99_ms() judges
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("txs", "reverted", "dropped", "gas_used", "coalesced", "send_errors"), 0
+        )
+        # (monotonic s, ms) of recent submit → receipt times and probes: what
+        # receipt_p99_ms() judges
         self._lat_samples: deque[tuple[float, float]] = deque(maxlen=200)
         self._probe_task: asyncio.Task[None] | None = None
         # crash recovery: replay our fills from this block on start (None: no replay)
@@ -448,35 +440,31 @@ class SeiVenue(VenueDefaults):
         topic = "0x" + abi.events["Fill"].topic0.hex()
         me = "0x" + "00" * 12 + self.address.lower()[2:]
         found = 0
-        first = start
-        while start <= head:
-            end = min(head, start + self.settings.log_range - 1)
-            logs: list[dict[str, Any]] = []
-            for topics in ([topic, me], [topic, None, me]):
-                logs += await self.rpc.call(
-                    "eth_getLogs",
-                    [
-                        {
-                            "address": self.settings.book,
-                            "fromBlock": hex(start),
-                            "toBlock": hex(end),
-                            "topics": topics,
-                        }
-                    ],
-                )
-            for raw in sorted(
-                logs, key=lambda x: (int(x["blockNumber"], 16), int(x["logIndex"], 16))
-            ):
+        async for _, logs in self._book_logs(start, head, [topic, me], [topic, None, me]):
+            for raw in sorted(logs, key=chain_order):
                 if raw.get("removed") or not self.stream.dedup.first_time(raw):
                     continue
                 ts = await self._log_time_ns(raw)
                 n = len(self._events)
                 self._on_log(raw, ts_ns=ts, replay=True)
                 found += len(self._events) - n
-            start = end + 1
-        self.replay_stats = {"from_block": first, "to_block": head, "fills": found}
+        self.replay_stats = {"from_block": start, "to_block": head, "fills": found}
         if found:
-            log.info("sei venue: %d fill(s) recovered from blocks %d..%d", found, first, head)
+            log.info("sei venue: %d fill(s) recovered from blocks %d..%d", found, start, head)
+
+    async def _book_logs(
+        self, start: int, head: int, *filters: list[Any]
+    ) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+        """The book's logs of blocks ``start..head`` in pages of ``log_range`` blocks: (last
+        block of the page, its logs matching any of the topic ``filters``)."""
+        while start <= head:
+            end = min(head, start + self.settings.log_range - 1)
+            page = {"address": self.settings.book, "fromBlock": hex(start), "toBlock": hex(end)}
+            logs: list[dict[str, Any]] = []
+            for topics in filters:
+                logs += await self.rpc.call("eth_getLogs", [{**page, "topics": topics}])
+            yield end, logs
+            start = end + 1
 
     async def _load_fee_history(self, start: int, head: int) -> None:
         """The fees in force from block ``start`` on, for replayed fills: read at block
@@ -492,23 +480,10 @@ class SeiVenue(VenueDefaults):
                 continue
             self._fees[m.symbol][0] = ((-1, -1), int(fee), int(rebate))
         topic = "0x" + book_abi().events["FeesSet"].topic0.hex()
-        while start <= head:
-            end = min(head, start + self.settings.log_range - 1)
-            logs = await self.rpc.call(
-                "eth_getLogs",
-                [
-                    {
-                        "address": self.settings.book,
-                        "fromBlock": hex(start),
-                        "toBlock": hex(end),
-                        "topics": [topic],
-                    }
-                ],
-            )
+        async for _, logs in self._book_logs(start, head, [topic]):
             for raw in logs:
                 if not raw.get("removed"):
                     self._on_log(raw, replay=True)
-            start = end + 1
 
     async def _log_time_ns(self, raw: dict[str, Any]) -> int:
         """The block time of a log, in ns (the log's ``blockTimestamp`` or its block)."""
@@ -647,9 +622,7 @@ class SeiVenue(VenueDefaults):
         return out
 
     def _neutral(self, symbol: str) -> int:
-        if symbol in self._inventory:
-            return self._inventory[symbol]
-        return self._deposits.get(symbol, 0)
+        return self._inventory.get(symbol, self._deposits.get(symbol, 0))
 
     async def _load_inventory(self, symbol: str, base_token: str) -> None:
         inv = self.settings.inventory_base
@@ -699,20 +672,9 @@ class SeiVenue(VenueDefaults):
             else self._deposits_scanned_to + 1
         )
         head = int(await self.rpc.call("eth_blockNumber"), 16) if to_block is None else to_block
-        step = self.settings.log_range
-        while start <= head:
-            end = min(head, start + step - 1)
-            logs = await self.rpc.call(
-                "eth_getLogs",
-                [
-                    {
-                        "address": self.settings.book,
-                        "fromBlock": hex(start),
-                        "toBlock": hex(end),
-                        "topics": [["0x" + t.hex() for t in topics], owner],
-                    }
-                ],
-            )
+        async for end, logs in self._book_logs(
+            start, head, [["0x" + t.hex() for t in topics], owner]
+        ):
             for raw in logs:
                 if raw.get("removed"):
                     continue
@@ -723,7 +685,6 @@ class SeiVenue(VenueDefaults):
                 base_amount = int(raw["data"][2:66], 16)
                 self._deposits[symbol] = self._deposits.get(symbol, 0) + sign * base_amount
             self._deposits_scanned_to = end
-            start = end + 1
 
     async def idle(self, timeout_s: float = 30.0) -> None:
         """Wait until nothing is queued or in flight (tests, shutdown)."""
@@ -750,12 +711,10 @@ class SeiVenue(VenueDefaults):
             try:
                 sent, undo, shape = await self._send_job(job)
             except Exception as exc:
-                self._inflight -= 1
-                self._inflight_sem.release()
+                sent = None
                 self.stats["send_errors"] += 1
                 log.warning("sei venue: %s for %s not sent: %s", job.kind, job.market, exc)
                 self._retry_job(job)
-                continue
             if sent is None:
                 self._inflight -= 1
                 self._inflight_sem.release()
@@ -795,7 +754,7 @@ class SeiVenue(VenueDefaults):
             side, size, limit = job.args
             data = self.book.take_calldata(
                 m.mid,
-                0 if side is Side.BUY else 1,
+                _side_code(side),
                 limit,
                 size,
                 max_orders=TAKE_MAX_ORDERS,
@@ -964,8 +923,7 @@ class SeiVenue(VenueDefaults):
         assert self.sender is not None and self._inflight_sem is not None
         try:
             receipt = await self.sender.wait(sent)
-            self.receipt_ms.append((time.monotonic() - sent.sent_at) * 1e3)
-            self._latency_sample(self.receipt_ms[-1])
+            self._latency_sample((time.monotonic() - sent.sent_at) * 1e3)
             self.stats["txs"] += 1
             used = int(receipt["gasUsed"], 16)
             self.stats["gas_used"] += used
@@ -1005,15 +963,12 @@ class SeiVenue(VenueDefaults):
 
         async def trace() -> None:
             try:
-                diff = await self.rpc.call(
-                    "debug_traceTransaction",
-                    [tx_hash, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
-                )
+                fresh, _ = await trace_fresh_slots(self.rpc, tx_hash)
             except Exception as exc:  # the node has no tracer: project with receipts alone
                 self._trace_ok = False
                 log.info("sei venue: no debug_traceTransaction (%s); gas not repriced", exc)
                 return
-            self._fresh["slots"] += count_fresh_slots(diff)[0]
+            self._fresh["slots"] += fresh
             self._fresh["traced"] += 1
 
         self._trace_task = asyncio.create_task(trace(), name="flashmm-sei-fresh-slots")
@@ -1079,17 +1034,16 @@ class SeiVenue(VenueDefaults):
             if fill_ts is None:
                 fill_ts = now
             block = int(str(raw.get("blockNumber") or "0x0"), 16)
-            lots = 0
-            if str(ev.args["maker"]).lower() == me:
-                lots += info.size if info.side == BID else -info.size
-            if str(ev.args["taker"]).lower() == me:
-                lots -= info.size if info.side == BID else -info.size
+            maker = str(ev.args["maker"]).lower() == me
+            taker = str(ev.args["taker"]).lower() == me
+            bought = info.size if info.side == BID else -info.size  # by the maker
+            lots = (bought if maker else 0) - (bought if taker else 0)
             if lots:
                 self._fill_ledger.append((block, symbol, lots))
             fee_bps, rebate_bps = self.fees_at(symbol, (block, ev.log_index))
             tick_value, quote_one = self._units.get(symbol, (0, 1))
             quote_units = info.price * info.size * tick_value
-            if str(ev.args["maker"]).lower() == me:
+            if maker:
                 if info.extra == 0 and not replay:
                     m.release(info.slot, info.client_id)
                 self._events.append(
@@ -1106,7 +1060,7 @@ class SeiVenue(VenueDefaults):
                         fill_id,
                     )
                 )
-            if str(ev.args["taker"]).lower() == me:
+            if taker:
                 self._events.append(
                     Fill(
                         symbol,
