@@ -186,6 +186,11 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str, separators=(",", ":"), sort_keys=True)
 
 
+def _position_row(p: Position) -> tuple[Any, ...]:
+    """What ``positions`` and ``checkpoint`` store of a position, in their column order."""
+    return p.market, p.lots, p.avg_price_ticks, p.realized_usdc, p.fees_usdc, p.volume_usdc, p.fills
+
+
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back when the body raises."""
@@ -388,21 +393,10 @@ class Journal:
         self._fill_ids = recent_fill_ids(conn)
 
     def _write_checkpoint(self, conn: sqlite3.Connection, markets: Iterable[str], row: int) -> None:
-        rows = []
-        for m in markets:
-            p = self._positions.get(m) or Position(m)
-            rows.append(
-                (
-                    m,
-                    p.lots,
-                    p.avg_price_ticks,
-                    p.realized_usdc,
-                    p.fees_usdc,
-                    p.volume_usdc,
-                    p.fills,
-                    self._max_ids.get(m, 0),
-                )
-            )
+        rows = [
+            (*_position_row(self._positions.get(m) or Position(m)), self._max_ids.get(m, 0))
+            for m in markets
+        ]
         conn.executemany(
             "INSERT OR REPLACE INTO checkpoint (market, lots, avg_price_ticks, realized_usdc,"
             " fees_usdc, volume_usdc, fills, max_client_id) VALUES (?,?,?,?,?,?,?,?)",
@@ -562,21 +556,7 @@ class Journal:
     ) -> int:
         """Journal a position / P&L snapshot (for reports; recovery uses fills)."""
         ts = time.time_ns() if ts_ns is None else ts_ns
-        return self._put(
-            _POSITION,
-            (
-                pos.market,
-                pos.lots,
-                pos.avg_price_ticks,
-                pos.realized_usdc,
-                pos.fees_usdc,
-                pos.volume_usdc,
-                pos.fills,
-                unrealized_usdc,
-                mid_ticks,
-                ts,
-            ),
-        )
+        return self._put(_POSITION, (*_position_row(pos), unrealized_usdc, mid_ticks, ts))
 
     def breaker(
         self,
