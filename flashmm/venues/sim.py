@@ -203,7 +203,6 @@ class _SimOrder:
         "cancel_requested",
         "client_id",
         "created_ns",
-        "market",
         "post_only",
         "price",
         "reject",
@@ -214,7 +213,6 @@ class _SimOrder:
     )
 
     def __init__(self, req: OrderRequest, now_ns: int) -> None:
-        self.market = req.market
         self.client_id = req.client_id
         self.side = req.side
         self.price = req.price_ticks
@@ -370,7 +368,6 @@ class SimVenue(VenueDefaults):
             batch = []
             for req in places:
                 o = _SimOrder(req, now_ns)
-                o.market = market
                 if req.price_ticks <= 0 or req.size_lots <= 0:
                     o.reject = REJECT_INVALID
                 elif req.client_id in m.orders:
@@ -426,24 +423,21 @@ class SimVenue(VenueDefaults):
 
     async def open_orders(self) -> list[Order]:
         """Orders live on the venue now (not those still in flight)."""
-        out = []
-        for m in self._markets.values():
-            for o in m.orders.values():
-                if o.state is OrderState.PENDING_NEW:
-                    continue
-                out.append(
-                    Order(
-                        m.spec.symbol,
-                        o.client_id,
-                        o.side,
-                        o.price,
-                        o.size,
-                        o.remaining,
-                        OrderState.PENDING_CANCEL if o.cancel_requested else OrderState.OPEN,
-                        o.created_ns,
-                    )
-                )
-        return out
+        return [
+            Order(
+                m.spec.symbol,
+                o.client_id,
+                o.side,
+                o.price,
+                o.size,
+                o.remaining,
+                OrderState.PENDING_CANCEL if o.cancel_requested else OrderState.OPEN,
+                o.created_ns,
+            )
+            for m in self._markets.values()
+            for o in m.orders.values()
+            if o.state is not OrderState.PENDING_NEW
+        ]
 
     async def positions(self) -> dict[str, int]:
         return {sym: m.position for sym, m in self._markets.items()}
@@ -698,30 +692,21 @@ class SimVenue(VenueDefaults):
         # a trade the last applied diff already contains (it came in late) must
         # not explain a later depth decrease a second time
         late = bool(tr.exch_ms) and bool(ref.last_diff_ms) and tr.exch_ms <= ref.last_diff_ms
-        bids, asks = m.bids, m.asks
+        # a seller hits the bids (a sell at or above our ask: a bid crossed it); a buyer
+        # lifts the asks (a buy at or below our bid: an ask crossed it)
+        hit_bids = tr.buyer_is_maker
+        hit, crossed = (m.bids, m.asks) if hit_bids else (m.asks, m.bids)
         budget = v if self._printed else -1  # lots left to hand out (-1: no cap)
-        if tr.buyer_is_maker:  # a seller hit the bids
-            if bids:
-                for price in sorted((x for x in bids if x >= p), reverse=True):
-                    if price > p:
-                        budget = self._fill_through(m, bids[price], t, budget)
-                    else:
-                        self._trade_at_level(m, bids[price], v, t, late, budget)
-            if asks:  # a sell printed at or above our ask: a bid crossed it
-                budget = v if self._printed else -1
-                for price in sorted(x for x in asks if x <= p):
-                    budget = self._fill_through(m, asks[price], t, budget)
-        else:  # a buyer lifted the asks
-            if asks:
-                for price in sorted(x for x in asks if x <= p):
-                    if price < p:
-                        budget = self._fill_through(m, asks[price], t, budget)
-                    else:
-                        self._trade_at_level(m, asks[price], v, t, late, budget)
-            if bids:  # a buy printed at or below our bid: an ask crossed it
-                budget = v if self._printed else -1
-                for price in sorted((x for x in bids if x >= p), reverse=True):
-                    budget = self._fill_through(m, bids[price], t, budget)
+        if hit:
+            for price in _reached(hit, p, hit_bids):
+                if price != p:
+                    budget = self._fill_through(m, hit[price], t, budget)
+                else:
+                    self._trade_at_level(m, hit[price], v, t, late, budget)
+        if crossed:
+            budget = v if self._printed else -1
+            for price in _reached(crossed, p, not hit_bids):
+                budget = self._fill_through(m, crossed[price], t, budget)
 
     def _fill_level(self, m: _Market, lvl: _Level, t: int) -> None:
         for o in list(lvl.orders):
@@ -774,10 +759,10 @@ class SimVenue(VenueDefaults):
             # the book moved through our price: we are filled at our price
             best_bid, best_ask = ref.top()
             if bids and best_ask and max(bids) >= best_ask:
-                for price in sorted((x for x in bids if x >= best_ask), reverse=True):
+                for price in _reached(bids, best_ask, True):
                     self._fill_level(m, bids[price], t)
             if asks and best_bid and min(asks) <= best_bid:
-                for price in sorted(x for x in asks if x <= best_bid):
+                for price in _reached(asks, best_bid, False):
                     self._fill_level(m, asks[price], t)
 
     def _depth_side(self, levels: dict[int, _Level], sizes: SortedDict) -> None:
@@ -796,6 +781,13 @@ class SimVenue(VenueDefaults):
                         o.ahead = float(new)
                 lvl.qty = new
             lvl.traded = 0
+
+
+def _reached(levels: dict[int, _Level], p: int, bids: bool) -> list[int]:
+    """Our prices at or through ``p``, best first: bids at or above it, asks at or below."""
+    if bids:
+        return sorted((x for x in levels if x >= p), reverse=True)
+    return sorted(x for x in levels if x <= p)
 
 
 def _after_cancel(ahead: float, prev: int, cancelled: int, n: float) -> float:
