@@ -173,11 +173,10 @@ class StreamHub:
 
     # --- messages ------------------------------------------------------------------
 
-    def message(self, kind: str, data: Any, ts_ns: int | None = None) -> bytes:
+    def message(self, kind: str, data: Any) -> bytes:
         """Number and serialize one message (``{"seq", "type", "ts_ns", "data"}``, UTF-8)."""
         self.seq += 1
-        ts = time.time_ns() if ts_ns is None else ts_ns
-        return dumps({"seq": self.seq, "type": kind, "ts_ns": ts, "data": data})
+        return dumps({"seq": self.seq, "type": kind, "ts_ns": time.time_ns(), "data": data})
 
     def hello(self, data: Any) -> bytes:
         """A new client's first message, as a frame: the current ``seq`` (not a new number)."""
@@ -185,12 +184,12 @@ class StreamHub:
             dumps({"seq": self.seq, "type": "hello", "ts_ns": time.time_ns(), "data": data})
         )
 
-    def publish(self, kind: str, data: Any, ts_ns: int | None = None) -> int:
+    def publish(self, kind: str, data: Any) -> int:
         """Send to every client; returns the message's seq. Never waits."""
         if not self.clients or self._sock is None:
             self.seq += 1  # numbering continues: a client joining later sees the gap-free tail
             return self.seq
-        self._send(b"M" + frame(self.message(kind, data, ts_ns)))
+        self._send(b"M" + frame(self.message(kind, data)))
         return self.seq
 
     def _send(self, record: bytes, fds: tuple[int, ...] = ()) -> bool:

@@ -129,12 +129,10 @@ class ControlServer:
         handler: Handler,
         *,
         audit: Audit | None = None,
-        commands: frozenset[str] = COMMANDS,
     ) -> None:
         self.path = os.fspath(path)
         self._handler = handler
         self._audit = audit
-        self._commands = commands
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
         self._conns: set[asyncio.Task[Any]] = set()
@@ -252,8 +250,8 @@ class ControlServer:
         both come here. ``source`` (who sent it) is journaled with the arguments."""
         if args is None:
             args = {}
-        if not isinstance(cmd, str) or cmd not in self._commands:
-            known = ", ".join(sorted(self._commands))
+        if not isinstance(cmd, str) or cmd not in COMMANDS:
+            known = ", ".join(sorted(COMMANDS))
             return self._error(f"unknown command {cmd!r}; known: {known}")
         if not isinstance(args, dict):
             return self._error("args must be a JSON object")

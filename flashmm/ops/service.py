@@ -11,7 +11,7 @@ engine quotes and closed after the runner has cancelled every order::
 
 Nothing here runs on the engine's hot path. The engine appends what
 happened to ``engine.outbox``; :meth:`OpsServices.task` drains it every
-``drain_interval_s`` into the journal (a writer thread commits it), and
+50 ms into the journal (a writer thread commits it), and
 sends systemd watchdog pings and status lines from the same loop, so a
 stuck event loop stops the pings.
 
@@ -60,6 +60,7 @@ from flashmm.venues.base import Venue
 
 __all__ = ["OpsServices"]
 
+_DRAIN_EVERY_S = 0.05
 _SNAPSHOT_EVERY_S = 10.0
 _STATUS_EVERY_S = 5.0
 _METRICS_EVERY_S = 1.0
@@ -75,8 +76,6 @@ class OpsServices(Commands):
         venue: Venue,
         *,
         sim_clock: bool | None = None,
-        notifier: Notifier | None = None,
-        drain_interval_s: float = 0.05,
         resume: bool = False,
         new_journal: bool = False,
     ) -> None:
@@ -86,8 +85,7 @@ class OpsServices(Commands):
         self.venue = venue
         self.sim_clock = cfg.feed.kind == "replay" if sim_clock is None else sim_clock
         self.stop_event = asyncio.Event()
-        self.notifier = notifier if notifier is not None else Notifier()
-        self.drain_interval_s = drain_interval_s
+        self.notifier = Notifier()
         self.socket_path = socket_path_from_config(cfg)
         self.journal: Journal | None = None
         #: per-market online model weights beside the journal (model.online)
@@ -236,7 +234,7 @@ class OpsServices(Commands):
                     self._send_stopping()
             except Exception:
                 logger.exception("operations loop error (continuing)")
-            await asyncio.sleep(self.drain_interval_s)
+            await asyncio.sleep(_DRAIN_EVERY_S)
 
     async def aclose(self) -> None:
         """Last drain, final snapshots, close socket, metrics and journal. Idempotent."""

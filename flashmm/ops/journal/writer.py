@@ -154,19 +154,21 @@ _RESERVED_META = frozenset({"schema_version", "journal_id", CHECKPOINT_KEY})
 #: rows moved per compaction step (the writer interleaves steps with normal batches)
 _COMPACT_CHUNK = 20_000
 _COMPACT_EVERY_S = 3600.0
+#: how often the writer looks at the queue when nobody wakes it
+_POLL_S = 0.005
 
 # Queue item kinds.
 _ORDER, _FILL, _POSITION, _BREAKER, _CONTROL, _EVENT, _META = range(7)
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=True)
     conn.execute("PRAGMA busy_timeout=30000")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         conn.close()
         raise RuntimeFailure(f"journal {path}: cannot switch SQLite to WAL mode (got {mode})")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA synchronous=FULL")
     return conn
 
 
@@ -238,22 +240,16 @@ class Journal:
         specs: Mapping[str, MarketSpec] | None = None,
         on_durable: Callable[[list[Fill]], None] | None = None,
         batch_max: int = 1000,
-        interval_s: float = 0.005,
-        synchronous: str = "FULL",
         new_journal: bool = False,
         redact: Callable[[str], str] | None = None,
         keep_order_events_s: float | None = None,
     ) -> None:
-        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"synchronous must be OFF/NORMAL/FULL/EXTRA, was {synchronous!r}")
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / f"{name}.sqlite"
         self.marker_path = self.data_dir / f"{name}.marker"
         self.specs: dict[str, MarketSpec] = dict(specs or {})
         self._on_durable = on_durable
         self._batch_max = max(1, batch_max)
-        self._interval = max(0.0005, interval_s)
-        self._synchronous = synchronous.upper()
         if redact is None:
             from flashmm.logs import make_redactor
 
@@ -278,7 +274,7 @@ class Journal:
             os.close(fd)
             for f in _journal_files(self.path):
                 _private(f, 0o600)
-            conn = _connect(self.path, self._synchronous)
+            conn = _connect(self.path)
             try:
                 self._open_db(conn)
             finally:
@@ -297,7 +293,7 @@ class Journal:
         self._last_seq = 0
         self._put_lock = threading.Lock()
         # The hot path only appends here (no syscall, no thread wake-up); the
-        # writer polls every ``interval_s`` or when woken by flush/close.
+        # writer polls every ``_POLL_S`` or when woken by flush/close.
         self._items: deque[tuple[int, int, tuple[Any, ...]]] = deque()
         self._wake = threading.Event()
         self._stop = False
@@ -656,7 +652,7 @@ class Journal:
                 ):
                     conn = self._compact_step(conn)
                     continue
-                self._wake.wait(self._interval)
+                self._wake.wait(_POLL_S)
                 self._wake.clear()
                 continue
             n = min(len(items), self._batch_max)
@@ -665,7 +661,7 @@ class Journal:
             while True:
                 try:
                     if conn is None:
-                        conn = _connect(self.path, self._synchronous)
+                        conn = _connect(self.path)
                     self._commit(conn, batch)
                     break
                 except (sqlite3.Error, OSError) as exc:
@@ -733,7 +729,7 @@ class Journal:
         cutoff = time.time_ns() - keep
         try:
             if conn is None:
-                conn = _connect(self.path, self._synchronous)
+                conn = _connect(self.path)
             with _transaction(conn):
                 row = conn.execute(
                     "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM order_events WHERE ts < ?"
