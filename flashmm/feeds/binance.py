@@ -199,14 +199,7 @@ class BinanceParser:
             return None  # another message type we do not use
         except ParseError:
             raise
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-            IndexError,
-            AttributeError,
-            OverflowError,
-        ) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
             raise ParseError(f"malformed message ({type(exc).__name__}: {exc})") from None
 
     def parse_line(self, line: bytes, snapshot_symbol: str = "") -> MarketEvent | None:

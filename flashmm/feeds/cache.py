@@ -28,16 +28,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from flashmm.feeds.binance import BinanceParser, Scale
-from flashmm.feeds.replay import (
-    RecordedFeed,
-    ReplayStats,
-    iter_file,
-)
+from flashmm.feeds.replay import RecordedFeed, ReplayStats, iter_file
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Levels, MarketEvent, Trade
 
 CACHE_VERSION = 2
@@ -293,18 +288,11 @@ class CachedFeed(RecordedFeed):
         return int(self.stats.events)
 
 
-def cache_info(cache_dir: Path | None = None) -> dict[str, Any]:
-    root = cache_dir if cache_dir is not None else default_cache_dir()
-    files = sorted(root.glob("*.npz")) if root.is_dir() else []
-    return {"dir": str(root), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
-
-
 __all__ = [
     "CACHE_VERSION",
     "EVENT_DTYPE",
     "CachedFeed",
     "Recording",
-    "cache_info",
     "convert",
     "default_cache_dir",
     "file_sha256",

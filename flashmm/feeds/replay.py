@@ -21,10 +21,11 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import orjson
 from loguru import logger
 
 from flashmm.errors import DataError
-from flashmm.feeds.binance import BinanceParser, ParseError, Scale, stream_symbol
+from flashmm.feeds.binance import BinanceParser, ParseError, Scale, stream_symbol, ts_to_ns
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent
 
 _SYMBOL_PROBE_LINES = 200
@@ -41,8 +42,6 @@ class ReplayStats:
 
 def detect_symbol(path: Path) -> str:
     """The stream symbol of a recording, read from its first stream messages."""
-    import orjson
-
     try:
         with gzip.open(path, "rb") as fh:
             for i, line in enumerate(fh):
@@ -75,8 +74,6 @@ def check_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def first_timestamp(path: Path) -> int:
-    from flashmm.feeds.binance import ts_to_ns
-
     with gzip.open(path, "rb") as fh:
         for line in fh:
             sp = line.find(b" ")
@@ -227,7 +224,6 @@ class RecordedFeed:
         self.groups = group_files(paths, scales)
         self.offsets = align_offsets(self.groups, align)
         self.speed = speed
-        self.align = align
         self.start_ns = start_ns
         self.end_ns = end_ns
         self.stopped = False

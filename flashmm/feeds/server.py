@@ -24,11 +24,11 @@ Faults for tests: ``drop_diffs`` (diff numbers, 1-based, that are applied to
 the book but not sent: a sequence gap), ``close_after`` (close a connection
 after it got N messages, for the first ``close_limit`` connections),
 ``malformed_at`` (send a broken message before message number N),
-``rest_fail_first`` (answer the first N snapshot requests with HTTP 500);
+``rest_fail_first`` (answer the first N snapshot requests with HTTP 500),
+and at run time :meth:`ReplayServer.drop_next_diff`,
+:meth:`ReplayServer.send_malformed`, :meth:`ReplayServer.close_clients`;
 ``limit`` plays only the first N lines of each pass. A client that stops
 reading for ``send_timeout`` seconds is cut off (its TCP connection aborted).
-and at run time :meth:`ReplayServer.drop_next_diff`,
-:meth:`ReplayServer.send_malformed`, :meth:`ReplayServer.close_clients`.
 """
 
 from __future__ import annotations
@@ -253,11 +253,9 @@ class ReplayServer:
 
     def _symbol_lines(self, symbol: str, offset: int) -> Iterator[_Line]:
         for path in self.groups[symbol]:
-            for line in self._read_file(path, symbol):
-                line.ts_ns += offset
-                yield line
+            yield from self._read_file(path, symbol, offset)
 
-    def _read_file(self, path: Path, symbol: str) -> Iterator[_Line]:
+    def _read_file(self, path: Path, symbol: str, offset: int) -> Iterator[_Line]:
         for lineno, raw_line in read_lines(path, self.stats):
             line = raw_line.rstrip(b"\r\n")
             if not line.strip():
@@ -282,7 +280,7 @@ class ReplayServer:
                 self.stats.bad_lines += 1
                 logger.warning("{}:{}: skipped bad line: {}", path.name, lineno, exc)
                 continue
-            yield _Line(ts, symbol, raw, ev, stream)
+            yield _Line(ts + offset, symbol, raw, ev, stream)
 
     def _merged(self) -> Iterator[_Line]:
         offsets = align_offsets(self.groups, self.align)
@@ -304,8 +302,6 @@ class ReplayServer:
                 await self.close_clients(1012, "replay restarts")
             self.finished.set()
             logger.info("replay server: end of data")
-        except asyncio.CancelledError:
-            raise
         except Exception:  # pragma: no cover - a bug; keep the server answering
             logger.exception("replay server: playback failed")
             self.finished.set()
@@ -329,7 +325,6 @@ class ReplayServer:
 
     async def _dispatch(self, line: _Line) -> None:
         ev = line.event
-        send = True
         if isinstance(ev, DepthDiff):
             self.stats.diffs += 1
             try:
@@ -342,9 +337,7 @@ class ReplayServer:
                 if pending:
                     self._drop_next[line.symbol] = pending - 1
                 self.stats.diffs_dropped += 1
-                send = False
-        if not send:
-            return
+                return
         self._msg_no += 1
         if self._msg_no in self.malformed_at:
             self._malformed_queue.append(MALFORMED)

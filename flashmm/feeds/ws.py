@@ -333,10 +333,7 @@ class BinanceWSFeed:
                     self._on_open()
                     got_message = False
                     while True:
-                        if self.idle_timeout:
-                            async with asyncio.timeout(self.idle_timeout):
-                                raw = await ws.recv()
-                        else:
+                        async with asyncio.timeout(self.idle_timeout or None):
                             raw = await ws.recv()
                         if not got_message:
                             got_message = True
@@ -454,14 +451,12 @@ class BinanceWSFeed:
             self._bad("not a combined-stream message", raw)
             return
         text = raw if isinstance(raw, str) else raw.decode()
-        if isinstance(ev, DepthDiff):
-            if ev.exch_ms:
-                st_.last_exch_lag_ms = ts / 1e6 - ev.exch_ms
-            self._on_diff(self._syms[ev.symbol], ev, text)
-            return
-        if isinstance(ev, Trade) and ev.exch_ms:
+        if isinstance(ev, DepthDiff | Trade) and ev.exch_ms:
             st_.last_exch_lag_ms = ts / 1e6 - ev.exch_ms
-        self._emit(ev, text)
+        if isinstance(ev, DepthDiff):
+            self._on_diff(self._syms[ev.symbol], ev, text)
+        else:
+            self._emit(ev, text)
 
     def _on_diff(self, st: _SymState, d: DepthDiff, raw: str) -> None:
         if st.resyncing:
@@ -513,8 +508,6 @@ class BinanceWSFeed:
             try:
                 snap, body = await self._fetch_snapshot(st.name)
                 st.last_fetch, st.fetch_gen = time.monotonic(), gen
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 attempt += 1
                 self.stats.snapshot_errors += 1
