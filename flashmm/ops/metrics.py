@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -77,25 +78,21 @@ class Metrics:
         self.host = host
         self.port = port
         r = self.registry = prom.CollectorRegistry(auto_describe=True)
-        g, c, m = prom.Gauge, prom.Counter, ["market"]
-        self.gauges = {f: g(name, doc, registry=r) for f, name, doc in _GAUGES}
-        self.counters = {f: c(name, doc, registry=r) for f, name, doc in _COUNTERS}
-        self.market_gauges = {f: g(name, doc, m, registry=r) for f, name, doc in _MARKET_GAUGES}
-        self.market_counters = {f: c(n, doc, m, registry=r) for f, n, doc in _MARKET_COUNTERS}
-        self.up = g("flashmm_up", "1 while the bot runs", registry=r)
-        self.uptime = g("flashmm_uptime_seconds", "Seconds since start", registry=r)
-        self.state = g("flashmm_state", "1 for the current bot state", ["state"], registry=r)
-        self.quotes = g(
-            "flashmm_quotes", "Resting quotes per market and side", ["market", "side"], registry=r
-        )
-        self.breaker = g(
-            "flashmm_breaker_tripped", "1 when a circuit breaker is tripped", ["name"], registry=r
-        )
+        g, c = partial(prom.Gauge, registry=r), partial(prom.Counter, registry=r)
+        m = ["market"]
+        self.gauges = {f: g(name, doc) for f, name, doc in _GAUGES}
+        self.counters = {f: c(name, doc) for f, name, doc in _COUNTERS}
+        self.market_gauges = {f: g(name, doc, m) for f, name, doc in _MARKET_GAUGES}
+        self.market_counters = {f: c(name, doc, m) for f, name, doc in _MARKET_COUNTERS}
+        self.up = g("flashmm_up", "1 while the bot runs")
+        self.uptime = g("flashmm_uptime_seconds", "Seconds since start")
+        self.state = g("flashmm_state", "1 for the current bot state", ["state"])
+        self.quotes = g("flashmm_quotes", "Resting quotes per market and side", ["market", "side"])
+        self.breaker = g("flashmm_breaker_tripped", "1 when a circuit breaker is tripped", ["name"])
         self.latency_quantile = g(
             "flashmm_decision_latency_us",
             "Decision latency quantiles reported by the engine (µs)",
             ["quantile"],
-            registry=r,
         )
         self.latency = prom.Histogram(
             "flashmm_decision_latency_seconds",
@@ -103,36 +100,23 @@ class Metrics:
             buckets=[b / 1e6 for b in _LATENCY_BUCKETS_US],
             registry=r,
         )
-        self.gas = c("flashmm_requote_gas_used", "Gas used by requote transactions", registry=r)
-        self.gas_per_day = g(
-            "flashmm_gas_per_day_projected", "Gas per day at the current rate", registry=r
-        )
+        self.gas = c("flashmm_requote_gas_used", "Gas used by requote transactions")
+        self.gas_per_day = g("flashmm_gas_per_day_projected", "Gas per day at the current rate")
         self.venue_stat = g(
-            "flashmm_venue_stat",
-            "Venue counters (txs, reverted, dropped, ...)",
-            ["stat"],
-            registry=r,
+            "flashmm_venue_stat", "Venue counters (txs, reverted, dropped, ...)", ["stat"]
         )
-        self.feed_age = g(
-            "flashmm_feed_age_seconds", "Age of the last market data (feed lag)", m, registry=r
-        )
-        self.book_synced = g("flashmm_book_synced", "1 when the book is in sync", m, registry=r)
+        self.feed_age = g("flashmm_feed_age_seconds", "Age of the last market data (feed lag)", m)
+        self.book_synced = g("flashmm_book_synced", "1 when the book is in sync", m)
         self.model_state = g(
-            "flashmm_model_state",
-            "1 for the model breaker's state",
-            ["market", "state"],
-            registry=r,
+            "flashmm_model_state", "1 for the model breaker's state", ["market", "state"]
         )
-        self.model_onnx = g(
-            "flashmm_model_active", "1 while the ONNX model answers (0: rules)", m, registry=r
-        )
+        self.model_onnx = g("flashmm_model_active", "1 while the ONNX model answers (0: rules)", m)
         self.journal_pending = g(
-            "flashmm_journal_pending_writes", "Journal records not yet committed", registry=r
+            "flashmm_journal_pending_writes", "Journal records not yet committed"
         )
         self._seen: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     # -- server -----------------------------------------------------------
 
@@ -141,12 +125,12 @@ class Metrics:
         if self._server is not None:
             return
         try:
-            server, thread = self._prom.start_http_server(
+            server, _thread = self._prom.start_http_server(
                 self.port, addr=self.host, registry=self.registry
             )
         except OSError as exc:
             raise RuntimeFailure(f"cannot serve metrics on {self.host}:{self.port}: {exc}") from exc
-        self._server, self._thread = server, thread
+        self._server = server
         self.port = server.server_address[1]
         self.up.set(1)
         logger.info("metrics on http://{}:{}/metrics", self.host, self.port)
