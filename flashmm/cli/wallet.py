@@ -6,8 +6,8 @@ A key is never printed unless ``--show-key`` is given.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -99,12 +99,9 @@ def balances(
 
         who = load_account(keystore).address
 
-    from decimal import Decimal
-
     def units(n: int, decimals: int) -> str:
         """Exact token amount from integer units, without float noise or trailing zeros."""
-        d = Decimal(n).scaleb(-decimals).normalize()
-        return f"{d:f}"
+        return f"{Decimal(n).scaleb(-decimals).normalize():f}"
 
     async def main() -> list[str]:
         lines: list[str] = []
@@ -126,7 +123,7 @@ def balances(
                     )
         return lines
 
-    lines: Any = run_async(main())
+    lines = run_async(main())
     typer.echo(f"address: {who}")
     for line in lines:
         typer.echo(line)

@@ -106,35 +106,13 @@ async def deploy_token(sender: TxSender, name: str, symbol: str, decimals: int) 
     )
 
 
-class TokenClient:
-    def __init__(self, rpc: JsonRpc, address: str) -> None:
+class _Contract:
+    """Calls and transactions against one deployed contract."""
+
+    def __init__(self, rpc: JsonRpc, address: str, abi: ContractAbi) -> None:
         self.rpc = rpc
         self.address = address
-        self.abi = token_abi()
-
-    async def balance_of(self, owner: str) -> int:
-        return int((await eth_call(self.rpc, self.abi, self.address, "balanceOf", owner))[0])
-
-    async def decimals(self) -> int:
-        return int((await eth_call(self.rpc, self.abi, self.address, "decimals"))[0])
-
-    async def symbol(self) -> str:
-        return str((await eth_call(self.rpc, self.abi, self.address, "symbol"))[0])
-
-    async def mint(self, sender: TxSender, to: str, amount: int) -> dict[str, Any]:
-        return await sender.transact(self.address, self.abi.fn("mint").encode(to, amount))
-
-    async def approve(self, sender: TxSender, spender: str, amount: int) -> dict[str, Any]:
-        return await sender.transact(self.address, self.abi.fn("approve").encode(spender, amount))
-
-
-class BookClient:
-    """Calls and transactions against one FlashBook deployment."""
-
-    def __init__(self, rpc: JsonRpc, address: str) -> None:
-        self.rpc = rpc
-        self.address = address
-        self.abi = book_abi()
+        self.abi = abi
 
     async def call(self, fn: str, *args: Any, block: str = "latest") -> tuple[Any, ...]:
         return await eth_call(self.rpc, self.abi, self.address, fn, *args, block=block)
@@ -142,13 +120,38 @@ class BookClient:
     def calldata(self, fn: str, *args: Any) -> bytes:
         return self.abi.fn(fn).encode(*args)
 
+    async def _transact(self, sender: TxSender, fn: str, *args: Any) -> dict[str, Any]:
+        return await sender.transact(self.address, self.calldata(fn, *args))
+
+
+class TokenClient(_Contract):
+    def __init__(self, rpc: JsonRpc, address: str) -> None:
+        super().__init__(rpc, address, token_abi())
+
+    async def balance_of(self, owner: str) -> int:
+        return int((await self.call("balanceOf", owner))[0])
+
+    async def decimals(self) -> int:
+        return int((await self.call("decimals"))[0])
+
+    async def mint(self, sender: TxSender, to: str, amount: int) -> dict[str, Any]:
+        return await self._transact(sender, "mint", to, amount)
+
+    async def approve(self, sender: TxSender, spender: str, amount: int) -> dict[str, Any]:
+        return await self._transact(sender, "approve", spender, amount)
+
+
+class BookClient(_Contract):
+    """Calls and transactions against one FlashBook deployment."""
+
+    def __init__(self, rpc: JsonRpc, address: str) -> None:
+        super().__init__(rpc, address, book_abi())
+
     # --- transactions -----------------------------------------------------------------
     async def create_market(
         self, sender: TxSender, base: str, quote: str, tick_value: int, lot_units: int
     ) -> int:
-        receipt = await sender.transact(
-            self.address, self.calldata("createMarket", base, quote, tick_value, lot_units)
-        )
+        receipt = await self._transact(sender, "createMarket", base, quote, tick_value, lot_units)
         for log in receipt.get("logs", []):
             topics = log.get("topics", [])
             if topics and hex_to_bytes(topics[0]) == self.abi.events["MarketCreated"].topic0:
@@ -158,16 +161,12 @@ class BookClient:
     async def deposit(
         self, sender: TxSender, market: int, base_amount: int, quote_amount: int
     ) -> dict[str, Any]:
-        return await sender.transact(
-            self.address, self.calldata("deposit", market, base_amount, quote_amount)
-        )
+        return await self._transact(sender, "deposit", market, base_amount, quote_amount)
 
     async def withdraw(
         self, sender: TxSender, market: int, base_amount: int, quote_amount: int
     ) -> dict[str, Any]:
-        return await sender.transact(
-            self.address, self.calldata("withdraw", market, base_amount, quote_amount)
-        )
+        return await self._transact(sender, "withdraw", market, base_amount, quote_amount)
 
     async def send_requote(
         self,
@@ -236,22 +235,14 @@ class BookClient:
         )
         return await sender.transact(self.address, data, gas=gas)
 
-    async def warm(
-        self, sender: TxSender, market: int, from_tick: int, to_tick: int
-    ) -> dict[str, Any]:
-        """Pre-pay level and bitmap storage of both sides over a tick range (<= 4,096)."""
-        return await sender.transact(
-            self.address, self.calldata("warm", market, from_tick, to_tick)
-        )
-
     # --- admin ------------------------------------------------------------------------
     async def admin_call(self, sender: TxSender, fn: str, *args: Any) -> dict[str, Any]:
         """``pause``, ``unpause``, ``delist``, ``setMinSize``, ``setGuardian``,
         ``transferAdmin``, ``acceptAdmin``."""
-        return await sender.transact(self.address, self.calldata(fn, *args))
+        return await self._transact(sender, fn, *args)
 
     async def cancel_all(self, sender: TxSender, market: int) -> dict[str, Any]:
-        return await sender.transact(self.address, self.calldata("cancelAll", market))
+        return await self._transact(sender, "cancelAll", market)
 
     # --- views ------------------------------------------------------------------------
     async def market(self, market: int) -> MarketInfo:

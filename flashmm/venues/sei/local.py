@@ -95,19 +95,8 @@ class Anvil:
                 f"port {self.port} on 127.0.0.1 is already in use (another node?):"
                 " stop it or choose another --port"
             )
-        args = [
-            str(self.binary),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--chain-id",
-            str(self.chain_id),
-            "--accounts",
-            "10",
-            "--balance",
-            "1000000",
-        ]
+        args = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--chain-id", str(self.chain_id), "--accounts", "10", "--balance", "1000000"]
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
         self.proc = subprocess.Popen(

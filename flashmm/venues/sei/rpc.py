@@ -58,8 +58,8 @@ class JsonRpc:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _post(self, payload: Any, what: str) -> Any:
-        attempts = self.retries + 1
+    async def _post(self, payload: Any, what: str, retries: int) -> Any:
+        attempts = retries + 1
         for attempt in range(attempts):
             self.calls += 1
             try:
@@ -91,15 +91,8 @@ class JsonRpc:
             "method": method,
             "params": params or [],
         }
-        if method.startswith(_IDEMPOTENT_PREFIXES):
-            reply = await self._post(payload, method)
-        else:  # pragma: no cover - every method we use is idempotent
-            saved, self.retries = self.retries, 0
-            try:
-                reply = await self._post(payload, method)
-            finally:
-                self.retries = saved
-        return _result(method, reply)
+        retries = self.retries if method.startswith(_IDEMPOTENT_PREFIXES) else 0
+        return _result(method, await self._post(payload, method, retries))
 
     async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
         """Several calls in one HTTP request; results in order. Raises the first error."""
@@ -111,7 +104,7 @@ class JsonRpc:
             {"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
             for i, (m, p) in enumerate(calls)
         ]
-        reply = await self._post(payload, "batch")
+        reply = await self._post(payload, "batch", self.retries)
         if not isinstance(reply, list):
             # Some nodes answer a whole batch with one error object.
             return [_result("batch", reply)]

@@ -28,6 +28,8 @@ from flashmm.venues.sei.errors import KeySourceError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: what a profile must say when it names no deployment file (else the file fills them)
+_REQUIRED = ("rpc_url", "chain_id", "book_address", "markets")
 
 
 def is_loopback(url: str) -> bool:
@@ -157,11 +159,7 @@ class SeiVenueSettings(BaseModel):
     @model_validator(mode="after")
     def _complete(self) -> SeiVenueSettings:
         if self.deployment is None:
-            missing = [
-                name
-                for name in ("rpc_url", "chain_id", "book_address", "markets")
-                if getattr(self, name) is None
-            ]
+            missing = [name for name in _REQUIRED if getattr(self, name) is None]
             if missing:
                 raise ValueError(
                     f"venue.sei: {', '.join(missing)} required (or give deployment: FILE)"
@@ -228,7 +226,7 @@ class SeiVenueSettings(BaseModel):
                 )
             update["markets"] = {s: known[s] for s in wanted}
         out = self.model_copy(update=update)
-        for name in ("rpc_url", "chain_id", "book_address", "markets"):
+        for name in _REQUIRED:
             if getattr(out, name) is None:
                 raise VenueError(f"venue.sei.{name}: not set and not in {self.deployment}")
         return out

@@ -52,7 +52,7 @@ from flashmm.venues.sei.abi import (
     op_replace,
     unpack_info,
 )
-from flashmm.venues.sei.book import BookClient, TokenClient
+from flashmm.venues.sei.book import BookClient, MarketInfo, TokenClient
 from flashmm.venues.sei.errors import TxDropped, TxReverted
 from flashmm.venues.sei.gas import probe_node_sstore_set_gas, trace_fresh_slots
 from flashmm.venues.sei.logs import LogStream, chain_order
@@ -199,8 +199,7 @@ class SeiVenue(VenueDefaults):
     ) -> None:
         self.specs = specs or {}
         # a deployment file fills what the profile does not say (addresses, market ids)
-        settings = settings.resolved(self.specs.keys() if self.specs else None)
-        self.settings = settings
+        self.settings = settings = settings.resolved(self.specs.keys() if self.specs else None)
         self._account = account
         self.rpc = JsonRpc(settings.rpc, timeout_s=settings.rpc_timeout_s)
         self.book = BookClient(self.rpc, settings.book)
@@ -240,8 +239,7 @@ class SeiVenue(VenueDefaults):
         self.stats: dict[str, int] = dict.fromkeys(
             ("txs", "reverted", "dropped", "gas_used", "coalesced", "send_errors"), 0
         )
-        # (monotonic s, ms) of recent submit → receipt times and probes: what
-        # receipt_p99_ms() judges
+        # (monotonic s, ms) of recent receipts and probes: what receipt_p99_ms() judges
         self._lat_samples: deque[tuple[float, float]] = deque(maxlen=200)
         self._probe_task: asyncio.Task[None] | None = None
         # crash recovery: replay our fills from this block on start (None: no replay)
@@ -271,7 +269,6 @@ class SeiVenue(VenueDefaults):
         return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
 
     def error_count(self) -> int | None:
-        """Failed sends, reverted and dropped transactions so far."""
         return sum(self.stats[k] for k in _ERROR_KEYS)
 
     def _reprice(self) -> int:
@@ -305,9 +302,6 @@ class SeiVenue(VenueDefaults):
             out["sei_per_day_at_50_gwei"] = round(per_day * 50e-9, 3)
         return out
 
-    def _latency_sample(self, ms: float) -> None:
-        self._lat_samples.append((time.monotonic(), ms))
-
     async def _probe_loop(self) -> None:
         """Time a cheap call (eth_blockNumber) whenever no transaction gave a sample
         lately; a call that fails counts as at least the RPC timeout."""
@@ -322,7 +316,7 @@ class SeiVenue(VenueDefaults):
                 ms = (time.monotonic() - t0) * 1e3
             except Exception:  # no answer is not a fast answer
                 ms = max((time.monotonic() - t0) * 1e3, self.settings.rpc_timeout_s * 1e3)
-            self._latency_sample(ms)
+            self._lat_samples.append((time.monotonic(), ms))
 
     # ------------------------------------------------------------------ lifecycle
     def replay_summary(self) -> dict[str, int]:
@@ -372,13 +366,10 @@ class SeiVenue(VenueDefaults):
                 )
         code = await self.rpc.call("eth_getCode", [self.settings.book, "latest"])
         if code in (None, "0x", ""):
+            dep = self.settings.deployment
+            hint = f" (is the chain of {dep} running?)" if dep else ""
             raise VenueError(
-                f"no contract at {self.settings.book} on chain {self.settings.chain}"
-                + (
-                    f" (is the chain of {self.settings.deployment} running?)"
-                    if self.settings.deployment
-                    else ""
-                )
+                f"no contract at {self.settings.book} on chain {self.settings.chain}{hint}"
             )
         for m in self._markets.values():
             info = await self.book.market(m.mid)
@@ -390,9 +381,7 @@ class SeiVenue(VenueDefaults):
             await self._load_inventory(m.symbol, info.base)
             spec = self.specs.get(m.symbol)
             if spec is not None:
-                await self._check_units(
-                    m.symbol, spec, info.base, info.quote, info.tick_value, info.lot_units
-                )
+                await self._check_units(m.symbol, spec, info)
             cfg = await self.book.market_config(m.mid)
             self._units[m.symbol] = (info.tick_value, 10**cfg.quote_decimals)
             fee_bps, rebate_bps, _ = await self.book.call("marketFees", m.mid)
@@ -496,16 +485,15 @@ class SeiVenue(VenueDefaults):
             self._block_ts[n] = int(block["timestamp"], 16) * 1_000_000_000
         return self._block_ts[n]
 
-    async def _check_units(
-        self, symbol: str, spec: MarketSpec, base: str, quote: str, tick_value: int, lot_units: int
-    ) -> None:
-        bdec = await TokenClient(self.rpc, base).decimals()
-        qdec = await TokenClient(self.rpc, quote).decimals()
+    async def _check_units(self, symbol: str, spec: MarketSpec, info: MarketInfo) -> None:
+        bdec = await TokenClient(self.rpc, info.base).decimals()
+        qdec = await TokenClient(self.rpc, info.quote).decimals()
         want_lot = spec.lot_size * (Decimal(10) ** bdec)
         want_tick = spec.tick_size * spec.lot_size * (Decimal(10) ** qdec)
-        if want_lot != lot_units or want_tick != tick_value:
+        if want_lot != info.lot_units or want_tick != info.tick_value:
             raise VenueError(
-                f"{symbol}: on-chain market has lotUnits {lot_units}, tickValue {tick_value}; "
+                f"{symbol}: on-chain market has lotUnits {info.lot_units}, "
+                f"tickValue {info.tick_value}; "
                 f"the MarketSpec (tick {spec.tick_size}, lot {spec.lot_size}) needs "
                 f"{want_lot} and {want_tick}"
             )
@@ -550,8 +538,7 @@ class SeiVenue(VenueDefaults):
         else:
             self.stats["coalesced"] += 1
         for cid in cancels:
-            unsent = [p for p in batch.places if p.client_id == cid]
-            if unsent:
+            if any(p.client_id == cid for p in batch.places):  # not sent yet: drop it
                 batch.places = [p for p in batch.places if p.client_id != cid]
                 self._events.append(OrderCancelled(market, cid, now_ns))
             else:
@@ -654,8 +641,9 @@ class SeiVenue(VenueDefaults):
             ) from exc
         return lo
 
-    async def _scan_deposits(self, to_block: int | None = None) -> None:
-        """Sum our net deposits per market from Deposit/Withdraw logs (incrementally)."""
+    async def _scan_deposits(self, head: int) -> None:
+        """Sum our net deposits per market from Deposit/Withdraw logs up to block ``head``
+        (incrementally)."""
         todo = [m for m in self._markets.values() if m.symbol not in self._inventory]
         if not todo or not self.address:
             return
@@ -671,7 +659,6 @@ class SeiVenue(VenueDefaults):
             if self._deposits_scanned_to is None
             else self._deposits_scanned_to + 1
         )
-        head = int(await self.rpc.call("eth_blockNumber"), 16) if to_block is None else to_block
         async for end, logs in self._book_logs(
             start, head, [["0x" + t.hex() for t in topics], owner]
         ):
@@ -840,7 +827,7 @@ class SeiVenue(VenueDefaults):
         old_asks = [m.prices[c] for _, c in by_side[ASK] if c in m.prices]
         return bool(new_bids and old_asks and max(new_bids) >= min(old_asks))
 
-    def _undo(self, undo: _Undo | None, reason: str, *, retry: bool = True) -> None:
+    def _undo(self, undo: _Undo | None, reason: str) -> None:
         """A requote did not execute (or we cannot tell): its placements are reported
         rejected, its cancels are sent again.
 
@@ -864,7 +851,7 @@ class SeiVenue(VenueDefaults):
             m.release(slot, cid)
             self._written_off.add((m.symbol, cid))
             self._events.append(OrderRejected(m.symbol, cid, now, reason))
-        if retry and (cancels or undo.raw_cancels):
+        if cancels or undo.raw_cancels:
             self._retry_cancels(m, cancels, undo.retries + 1, raw=undo.raw_cancels)
 
     def _retry_cancels(
@@ -923,7 +910,8 @@ class SeiVenue(VenueDefaults):
         assert self.sender is not None and self._inflight_sem is not None
         try:
             receipt = await self.sender.wait(sent)
-            self._latency_sample((time.monotonic() - sent.sent_at) * 1e3)
+            ms = (time.monotonic() - sent.sent_at) * 1e3
+            self._lat_samples.append((time.monotonic(), ms))
             self.stats["txs"] += 1
             used = int(receipt["gasUsed"], 16)
             self.stats["gas_used"] += used
