@@ -114,9 +114,7 @@ def _call(
 
 def _report(cmd: str, result: Mapping[str, Any]) -> None:
     parts = [f"{cmd.replace('_', '-')}: ok"]
-    for key in ("state", "message"):
-        if result.get(key):
-            parts.append(f"{key}: {result[key]}")
+    parts += [f"{key}: {result[key]}" for key in ("state", "message") if result.get(key)]
     print(" - ".join(parts))
 
 

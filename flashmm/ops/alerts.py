@@ -141,9 +141,8 @@ class Alerts:
                 raise UserInputError(f"{where}.chat_id: required for Telegram")
             if wh.kind != "telegram" and not value.startswith(("http://", "https://")):
                 raise UserInputError(f"{where}: {wh.url_env} must hold an http(s) URL")
-            secrets.append(value)
             hook = Webhook(wh, value, i, cfg.per_minute)
-            secrets.append(hook.url)
+            secrets += [value, hook.url]
             self.webhooks.append(hook)
         self._secrets = sorted({s for s in secrets + secret_values() if s}, key=len, reverse=True)
         self._last_sent: dict[tuple[str, str], float] = {}

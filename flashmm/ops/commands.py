@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flashmm.engine import HALTED
@@ -19,9 +19,7 @@ class Commands(Recovery):
     audit record of each (the command job of :class:`flashmm.ops.service.OpsServices`)."""
 
     stop_event: asyncio.Event
-
-    def status(self) -> dict[str, Any]:
-        raise NotImplementedError
+    status: Callable[[], dict[str, Any]]
 
     async def _handle(self, cmd: str, args: dict[str, Any]) -> Mapping[str, Any]:
         e = self.engine

@@ -197,10 +197,9 @@ class Recovery:
         mismatches: dict[str, dict[str, int]] = {}
         if not self.paper_venue:
             for sym, pos in e.positions().items():
-                ours = pos.lots
                 theirs = int(venue_pos.get(sym, 0))
-                if ours != theirs:
-                    mismatches[sym] = {"journal_lots": ours, "venue_lots": theirs}
+                if pos.lots != theirs:
+                    mismatches[sym] = {"journal_lots": pos.lots, "venue_lots": theirs}
         summary = {
             "replay": venue.replay_summary(),
             "journal_orders_done": gone,

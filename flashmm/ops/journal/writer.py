@@ -270,8 +270,7 @@ class Journal:
         self._lock_fd = self._take_lock(self.data_dir / f"{name}.lock")
         try:
             self._check_marker(new_journal)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             for f in _journal_files(self.path):
                 _private(f, 0o600)
             conn = _connect(self.path)
