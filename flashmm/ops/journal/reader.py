@@ -191,12 +191,10 @@ def read_state(
         raise RuntimeFailure(f"journal {path}: cannot open: {exc}") from exc
     try:
         conn.execute("BEGIN")  # one consistent read of every table
-        positions, max_ids, state.fill_count, _ = load_positions(conn, specs)
-        for sym, pos in positions.items():
+        state.positions, state.max_client_ids, state.fill_count, _ = load_positions(conn, specs)
+        for sym, pos in state.positions.items():
             if sym not in specs:
                 pos.extra["no_spec"] = 1.0
-        state.positions = positions
-        state.max_client_ids = max_ids
         rows = conn.execute(
             f"SELECT {FILL_COLUMNS} FROM fills ORDER BY id DESC LIMIT ?", (max(0, recent_fills),)
         ).fetchall()

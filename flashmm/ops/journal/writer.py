@@ -12,9 +12,7 @@ writer thread: use ``loop.call_soon_threadsafe``) if one was given. Show a
 fill as done only then.
 
 On start, :meth:`Journal.load_state` (or :func:`read_state` on a file)
-returns what is needed to recover after a crash or ``kill -9``: all fills,
-the position per market derived from them, orders not yet done, the last
-state of every breaker and the last mode command.
+returns what to recover after a crash or ``kill -9`` (see :mod:`~flashmm.ops.journal.reader`).
 """
 
 from __future__ import annotations
