@@ -65,7 +65,7 @@ for _name in ("status", "pause", "resume", "stop", "emergency-stop", "reset"):
     app.command(_name)(getattr(_ops, _name.replace("-", "_")))
 
 
-# plain metavars in --help: by option name, else by type (flags show none)
+# plain metavars in --help: by option name, else by type, else the name (flags show none)
 _METAVARS = {
     "config": "PATH",
     "data": "FILE",
@@ -78,15 +78,11 @@ _METAVARS = {
     "ray": "ADDRESS",
     "keystore": "FILE",
     "deployment": "FILE",
-    "rpc_url": "URL",
     "ws_url": "URL",
     "rest_url": "URL",
-    "host": "HOST",
-    "market": "MARKET",
     "rpc": "URL",
     "ws": "URL",
     "quote_token": "ADDRESS",
-    "address": "ADDRESS",
     "dev_account": "ROLE",
     "horizon": "DURATION",
 }

@@ -26,9 +26,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
+    return o.item() if hasattr(o, "item") else str(o)
 
 
 def _dump(obj: Any) -> None:
@@ -142,10 +140,9 @@ def check(
     tab = Table(title=f"model {path}", show_header=False)
     tab.add_column("key")
     tab.add_column("value")
-    for i in info["inputs"]:
-        tab.add_row("input", f"{i['name']} {i['type']} {i['shape']}")
-    for o in info["outputs"]:
-        tab.add_row("output", f"{o['name']} {o['type']} {o['shape']}")
+    for io in ("input", "output"):
+        for t in info[f"{io}s"]:
+            tab.add_row(io, f"{t['name']} {t['type']} {t['shape']}")
     tab.add_row("features", f"{len(model.meta['feature_names'])} (match this FlashMM)")
     for k in ("horizon", "flat_ticks", "model_kind", "created"):
         tab.add_row(k, str(info.get(k)))
@@ -211,7 +208,7 @@ def eval_(
         raise _fail(exc) from None
     say = (lambda m: typer.echo(m, err=True)) if not json_out else None
     markets: dict[str, Any] = {}
-    Xs, ys, ps, bs, bps_p = [], [], [], [], []
+    pooled = []  # per market: what evaluate() takes, in its order
     for ds in datasets:
         y, bps, valid = make_labels(ds.ts_ns, ds.mid, model.horizon_ns, model.flat_ticks)
         X = ds.X[valid]
@@ -219,20 +216,10 @@ def eval_(
         m = score(probs, X, y[valid], ds.mid[valid], n_boot=boot)
         m["data"] = [p.name for p in ds.files]
         markets[ds.market] = m
-        Xs.append(X)
-        ys.append(y[valid])
-        ps.append(probs)
-        bs.append(bps[valid])
-        bps_p.append(bp)
+        pooled.append((probs, bp, X, y[valid], bps[valid]))
     import numpy as np
 
-    m = evaluate(
-        np.concatenate(ps),
-        np.concatenate(bps_p),
-        np.concatenate(Xs),
-        np.concatenate(ys),
-        np.concatenate(bs),
-    )
+    m = evaluate(*(np.concatenate(arrays) for arrays in zip(*pooled, strict=True)))
     m["horizon"] = model.horizon
     m["data"] = [p.name for ds in datasets for p in ds.files]
     m["markets"] = markets

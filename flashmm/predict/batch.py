@@ -25,13 +25,9 @@ def batch_features(
     lot: float,
     sample_every_ms: int = 100,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of a whole recording, sampled every ``sample_every_ms``.
-
-    Replays ``paths`` (one symbol, chained in time order) through a
-    :class:`~flashmm.book.BookBuilder` and :class:`OnlineFeatures`, exactly
-    as the engine does, and takes :meth:`OnlineFeatures.vector` at each grid
-    time ``k * sample_every_ms`` (state as of the last event at or before
-    it). Grid points while the book is not valid are skipped.
+    """Features of ``paths`` (one symbol, chained in time order) at each grid time
+    ``k * sample_every_ms``: :meth:`OnlineFeatures.vector` as of the last event at or
+    before it. Grid points while the book is not valid are skipped.
 
     Returns ``(ts_ns int64 (n,), X float32 (n, 64), mid float64 (n,))`` with
     the mid in ticks.

@@ -17,12 +17,9 @@ the sample-weighted mean gap, in points (0-100).
 
 That error is noisy: with a few hundred moves even a perfectly calibrated
 forecaster shows several points. Next to each calibration error the report
-gives its **noise floor** (:func:`calibration_noise`): the mean error a
-perfectly calibrated forecaster with the same confidences would show on the
-same moves, from simulated outcomes drawn once per move, and the share of
-those simulations with at least the observed error (``..._calibration_p``;
-above 0.05 the data cannot tell the confidence from a perfectly calibrated
-one).
+gives its **noise floor** (:func:`calibration_noise`) and the share of those
+simulations with at least the observed error (``..._calibration_p``; above
+0.05 the data cannot tell the confidence from a perfectly calibrated one).
 """
 
 from __future__ import annotations
@@ -146,8 +143,7 @@ def calibration_noise(
         hit = np.where(call == 0, 0.5, (call > 0) == up)
         hit_sum = np.bincount(k, weights=hit, minlength=nb)
         errs[j] = np.abs(conf_sum - hit_sum).sum() / n  # = sum_b n_b |mean conf - observed|
-    out: np.ndarray = 100.0 * errs
-    return out
+    return 100.0 * errs
 
 
 def score(
@@ -165,10 +161,7 @@ def score(
     tell distinct moves apart. ``y`` are the direction classes.
     """
     moved = y != FLAT
-    out: dict[str, Any] = {
-        "samples": len(y),
-        "moved_samples": int(moved.sum()),
-    }
+    out: dict[str, Any] = {"samples": len(y), "moved_samples": int(moved.sum())}
     if not moved.any():
         out["distinct_moves"] = 0
         return out

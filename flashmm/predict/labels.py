@@ -39,10 +39,7 @@ def parse_horizon(text: str) -> int:
 
 
 def make_labels(
-    ts_ns: np.ndarray,
-    mid: np.ndarray,
-    horizon_ns: int,
-    flat_ticks: float = DEFAULT_FLAT_TICKS,
+    ts_ns: np.ndarray, mid: np.ndarray, horizon_ns: int, flat_ticks: float = DEFAULT_FLAT_TICKS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Direction classes, moves in bps and a validity mask for each sample.
 
@@ -50,18 +47,15 @@ def make_labels(
     ``t + horizon`` within one grid step (the median gap between samples).
     """
     n = len(ts_ns)
-    y = np.full(n, FLAT, dtype=np.int64)
-    bps = np.zeros(n, dtype=np.float64)
     if n < 2:
-        return y, bps, np.zeros(n, dtype=bool)
+        return np.full(n, FLAT, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=bool)
     max_gap_ns = int(np.median(np.diff(ts_ns)))
     target = ts_ns + horizon_ns
     j = np.searchsorted(ts_ns, target, side="left")
     valid = j < n
     jj = np.minimum(j, n - 1)
     valid &= (ts_ns[jj] - target) <= max_gap_ns
-    fut = mid[jj]
-    move = fut - mid
+    move = mid[jj] - mid
     bps = np.where(valid, move / mid * 1e4, 0.0)
     y = np.where(move >= flat_ticks, UP, np.where(move <= -flat_ticks, DOWN, FLAT))
     return y.astype(np.int64), bps, valid

@@ -50,6 +50,9 @@ SUPPORTED_OPS = (
 )
 
 
+_ACTIVATIONS = {"Relu": RELU, "Tanh": TANH, "Sigmoid": SIGMOID, "Softmax": SOFTMAX}
+
+
 class Unsupported(Exception):
     """The graph has something the native program does not cover."""
 
@@ -263,12 +266,10 @@ class NativeProgram:
         at = _attrs(node)
         ins = list(node.input)
         outs = list(node.output)
-        if op in ("Identity", "Reshape", "Flatten"):
+        if op in ("Identity", "Reshape", "Flatten", "Cast"):
             if op == "Flatten" and int(at.get("axis", 1)) != 1:
                 raise Unsupported("Flatten with axis != 1")
-            self._where[outs[0]] = self._src(ins[0], node)
-        elif op == "Cast":
-            if int(at.get("to", 1)) not in (1, 11):  # float, double
+            if op == "Cast" and int(at.get("to", 1)) not in (1, 11):  # float, double
                 raise Unsupported(f"Cast to type {at.get('to')}")
             self._where[outs[0]] = self._src(ins[0], node)
         elif op == "MatMul":
@@ -326,14 +327,11 @@ class NativeProgram:
                 "Div": (np.zeros(n), 1.0 / k),
             }[op]
             self._elem(a, n, off, scale, outs[0])
-        elif op in ("Relu", "Tanh", "Sigmoid"):
-            a, n = self._src(ins[0], node)
-            self._unary({"Relu": RELU, "Tanh": TANH, "Sigmoid": SIGMOID}[op], a, n, outs[0])
-        elif op == "Softmax":
-            if int(at.get("axis", -1)) not in (-1, 1):
+        elif op in _ACTIVATIONS:
+            if op == "Softmax" and int(at.get("axis", -1)) not in (-1, 1):
                 raise Unsupported(f"Softmax on axis {at.get('axis')}")
             a, n = self._src(ins[0], node)
-            self._unary(SOFTMAX, a, n, outs[0])
+            self._unary(_ACTIVATIONS[op], a, n, outs[0])
         elif op == "Scaler":
             a, n = self._src(ins[0], node)
             off = self._row_const(np.asarray(at.get("offset", [0.0]), dtype=np.float64), n, node)

@@ -146,13 +146,11 @@ def _slug(symbol: str) -> str:
 
 
 class OnlineStore:
-    """Per-market online weights in JSON files beside the journal.
+    """Per-market online weights in JSON files beside the journal (see the module doc).
 
     ``models`` maps a market symbol to its :class:`OnlineModel`; the file of
     ``SEI/USDC`` for the journal ``paper.sqlite`` in ``folder`` is
-    ``folder/paper.online.sei-usdc.json``. :meth:`load` at start,
-    :meth:`save` from the operations loop (writes only markets that learnt
-    since the last write; atomic replace) and at stop.
+    ``folder/paper.online.sei-usdc.json``.
     """
 
     def __init__(self, folder: str | Path, name: str, models: dict[str, OnlineModel]) -> None:
@@ -196,7 +194,7 @@ class OnlineStore:
         return out
 
     def save(self, force: bool = False) -> int:
-        """Write the markets that learnt since the last write (all with ``force``)."""
+        """Write the markets that learnt since the last write (all with ``force``; atomic)."""
         n = 0
         for sym, model in self.models.items():
             if not force and self._saved.get(sym) == model.updates:

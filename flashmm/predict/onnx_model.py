@@ -331,9 +331,6 @@ class OnnxPredictor:
             "native_note": self.native_note,
             "horizon": self.horizon,
             "flat_ticks": self.flat_ticks,
-            "model_kind": self.meta.get("model_kind"),
-            "created": self.meta.get("created"),
-            "train_files": self.meta.get("train_files"),
-            "versions": self.meta.get("versions"),
+            **{k: self.meta.get(k) for k in ("model_kind", "created", "train_files", "versions")},
             "metrics": self.meta.get("metrics"),
         }

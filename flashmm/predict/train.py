@@ -36,12 +36,7 @@ from flashmm.errors import DataError, UserInputError
 from flashmm.features import FEATURE_NAMES, IDX
 from flashmm.feeds.cache import file_sha256
 from flashmm.predict.batch import batch_features
-from flashmm.predict.direction import (
-    MODEL_KIND,
-    Part,
-    export_direction_onnx,
-    fit_direction_model,
-)
+from flashmm.predict.direction import MODEL_KIND, Part, export_direction_onnx, fit_direction_model
 from flashmm.predict.labels import DEFAULT_FLAT_TICKS, DOWN, FLAT, UP, make_labels, parse_horizon
 
 #: market key -> (tick, lot). Spot markets are keyed by symbol, USD-M futures by
@@ -235,12 +230,7 @@ def evaluate(
 
 
 def fit_classifier(
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    keep_flat: float = 0.05,
-    C: float = 1.0,
-    seed: int = 0,
+    X: np.ndarray, y: np.ndarray, *, keep_flat: float = 0.05, C: float = 1.0, seed: int = 0
 ) -> Any:
     """The direction classifier alone (walk-forward evaluation of a 3-class model)."""
     from sklearn.linear_model import LogisticRegression
