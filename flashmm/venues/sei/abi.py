@@ -188,32 +188,28 @@ def _check_fields(client_id: int, price: int, size: int) -> None:
         raise ValueError(f"size must fit in 64 bits (lots), was {size}")
 
 
+def _op(
+    kind: int, slot: int, client_id: int, side: int = 0, price: int = 0, size: int = 0, old: int = 0
+) -> int:
+    """A requote op word (layout in the module docstring)."""
+    _check_fields(client_id, price, size)
+    _check_fields(old, 0, 0)
+    word = client_id | (price << 64) | (size << 96) | (side << 160) | (slot << 168)
+    return word | (kind << 176) | (old << 184)
+
+
 def op_cancel(slot: int, client_id: int) -> int:
-    _check_fields(client_id, 0, 0)
-    return client_id | (slot << 168) | (OP_CANCEL << 176)
+    return _op(OP_CANCEL, slot, client_id)
 
 
 def op_place(slot: int, client_id: int, side: int, price: int, size: int) -> int:
-    _check_fields(client_id, price, size)
-    return (
-        client_id | (price << 64) | (size << 96) | (side << 160) | (slot << 168) | (OP_PLACE << 176)
-    )
+    return _op(OP_PLACE, slot, client_id, side, price, size)
 
 
 def op_replace(
     slot: int, old_client_id: int, client_id: int, side: int, price: int, size: int
 ) -> int:
-    _check_fields(client_id, price, size)
-    _check_fields(old_client_id, 0, 0)
-    return (
-        client_id
-        | (price << 64)
-        | (size << 96)
-        | (side << 160)
-        | (slot << 168)
-        | (OP_REPLACE << 176)
-        | (old_client_id << 184)
-    )
+    return _op(OP_REPLACE, slot, client_id, side, price, size, old_client_id)
 
 
 @dataclass(frozen=True, slots=True)

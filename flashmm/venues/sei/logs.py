@@ -97,9 +97,7 @@ class LogStream:
 
     def deliver(self, raw: dict[str, Any]) -> None:
         """Hand over one log (from the stream, a backfill or a receipt) unless seen before."""
-        if raw.get("removed"):
-            return
-        if str(raw.get("address", "")).lower() != self.address:
+        if raw.get("removed") or str(raw.get("address", "")).lower() != self.address:
             return
         if self.dedup.first_time(raw):
             try:
