@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flashmm.backtest.report import MARKOUT_HORIZONS_S, FillTable
+from flashmm.backtest.report import MARKOUT_HORIZONS_S, FillTable, equity_curve
 
 if TYPE_CHECKING:
     from flashmm.backtest.recorder import BacktestResult
@@ -44,8 +44,7 @@ def window_sums(res: BacktestResult, edges: np.ndarray) -> dict[str, tuple[np.nd
     rec = res.recorder
     n = len(edges) - 1
     ones = np.ones(n)
-    t = np.asarray([*rec.s_t, res.engine.now_ns], dtype=np.int64)
-    e = np.asarray([*rec.s_equity, res.report["pnl_usdc"]], dtype=float)
+    t, e = equity_curve(rec, res.engine.now_ns, res.report["pnl_usdc"])
     # equity at each edge: the last sample at or before it (0 before the first)
     idx = np.searchsorted(t, edges, side="right") - 1
     eq = np.where(idx >= 0, e[np.clip(idx, 0, None)], 0.0)
@@ -160,12 +159,12 @@ def compare_results(
             "baseline": _round(tb[k]),
             "variant": _round(tv[k]),
             "diff": _round(r["diff"]),
-            "ci95": None if r["ci95"] is None else _round_list(r["ci95"]),
+            "ci95": _round(r["ci95"]),
             "significant": r["significant"],
             "window_diffs": {
                 "n": wd["n"],
                 "mean": _round(wd["mean"]),
-                "ci95_t": None if wd["ci95_t"] is None else _round_list(wd["ci95_t"]),
+                "ci95_t": _round(wd["ci95_t"]),
             },
         }
     return {
@@ -177,14 +176,13 @@ def compare_results(
     }
 
 
-def _round(v: Any, nd: int = 6) -> Any:
+def _round(v: Any) -> Any:
+    """A float to 6 places (None when not finite), an interval's ends to 6 places."""
+    if isinstance(v, list):
+        return [round(x, 6) for x in v]
     if isinstance(v, float):
-        return round(v, nd) if math.isfinite(v) else None
+        return round(v, 6) if math.isfinite(v) else None
     return v
-
-
-def _round_list(v: list[float]) -> list[float]:
-    return [round(x, 6) for x in v]
 
 
 def run_compare(

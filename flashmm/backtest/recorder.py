@@ -38,6 +38,8 @@ class MarketTrack:
     t_both_ns: int = 0
     t_valid_ns: int = 0
     t_total_ns: int = 0
+    q_bid: int = 0  # our best live bid and ask at the last step (0 = none)
+    q_ask: int = 0
     q_spread_int: float = 0.0  # integral of our spread (bps·ns) while both sides are quoted
     m_spread_int: float = 0.0
     # samples for plots
@@ -58,8 +60,7 @@ class Recorder:
         self.tracks: dict[str, MarketTrack] = {}
         for sym in symbols:
             ms = engine.markets[sym]
-            unit = ms.spec.unit_usdc
-            self.tracks[sym] = MarketTrack(ms, unit)
+            self.tracks[sym] = MarketTrack(ms, ms.spec.unit_usdc)
         self._tracks = list(self.tracks.values())
         self.sample_ns = max(int(sample_s * NS_PER_S), 1)
         self.next_sample = 0
@@ -72,9 +73,8 @@ class Recorder:
         self.s_fees: list[float] = []
 
     def step(self, now: int) -> None:
-        eng = self.engine
-        if eng.outbox:
-            self._drain()
+        if self.engine.outbox:
+            self.drain()
         dt = now - self.last_ns if self.last_ns else 0
         self.last_ns = now
         for tr in self._tracks:
@@ -101,6 +101,7 @@ class Recorder:
                             qb = p
                     elif qa == 0 or p < qa:
                         qa = p
+            tr.q_bid, tr.q_ask = qb, qa
             if book.valid:
                 mid = (book.best_bid + book.best_ask) * 0.5
                 tr.m_spread_bps = (book.best_ask - book.best_bid) / mid * 1e4
@@ -115,10 +116,6 @@ class Recorder:
 
     def drain(self) -> None:
         """Take what the engine put in its outbox (fills, orders sent, notes)."""
-        if self.engine.outbox:
-            self._drain()
-
-    def _drain(self) -> None:
         box = self.engine.outbox
         while box:
             ev = box.popleft()
@@ -134,8 +131,8 @@ class Recorder:
                 self.notes.append((ev.kind, ev.payload))
 
     def _sample(self, now: int) -> None:
-        eng = self.engine
-        acct = eng.acct
+        """One plot sample; reads the quotes :meth:`step` just found."""
+        acct = self.engine.acct
         pnl = 0.0
         for sym, pos in acct.positions.items():
             tr = self.tracks.get(sym)
@@ -148,15 +145,8 @@ class Recorder:
             pnl += acct.market_pnl(sym, mid)
             tr.s_bid.append(book.best_bid if valid else 0)
             tr.s_ask.append(book.best_ask if valid else 0)
-            qb = qa = 0
-            for o in tr.ms.orders.values():
-                if o.state is _OPEN or o.state is _PCANCEL:
-                    if o.side > 0:
-                        qb = max(qb, o.price_ticks)
-                    elif qa == 0 or o.price_ticks < qa:
-                        qa = o.price_ticks
-            tr.s_qbid.append(qb)
-            tr.s_qask.append(qa)
+            tr.s_qbid.append(tr.q_bid)
+            tr.s_qask.append(tr.q_ask)
             tr.s_pos.append(pos.lots)
             tr.s_inv.append(pos.lots * mid * tr.unit)
         self.s_t.append(now)

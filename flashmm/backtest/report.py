@@ -194,30 +194,26 @@ def build_report(
     mids = engine.mids()
     pnl = acct.total_pnl(mids)
     fees = acct.fees
-    end_ns = max((tr.mid_ts[-1] for tr in rec.tracks.values() if tr.mid_ts), default=0)
+    tracks = rec.tracks.values()
+    end_ns = max((tr.mid_ts[-1] for tr in tracks if tr.mid_ts), default=0)
     data_end = int(end_ns or engine.now_ns)
     ft = FillTable(rec.fills, rec, data_end)
     spread_pnl = float(ft.capture.sum()) if len(ft.fills) else 0.0
     t, e = equity_curve(rec, engine.now_ns, pnl)
     dd = max(max_drawdown(e), acct.max_drawdown)
-    inv_samples = [abs(x) for tr in rec.tracks.values() for x in tr.s_inv]
-    max_inv = (
-        max([acct.max_abs_inventory_usdc, *inv_samples])
-        if inv_samples
-        else acct.max_abs_inventory_usdc
-    )
+    max_inv = max([acct.max_abs_inventory_usdc, *(abs(x) for tr in tracks for x in tr.s_inv)])
     orders_sent = sum(ms.orders_sent for ms in engine.markets.values())
     cancels_sent = sum(ms.cancels_sent for ms in engine.markets.values())
-    sent_lots = sum(tr.sent_lots for tr in rec.tracks.values())
+    sent_lots = sum(tr.sent_lots for tr in tracks)
     maker_lots = sum(
         f.size_lots for f in rec.fills if f.client_id and f.liquidity is Liquidity.MAKER
     )
     fills = acct.fills
-    t_total = sum(tr.t_total_ns for tr in rec.tracks.values())
-    t_both = sum(tr.t_both_ns for tr in rec.tracks.values())
-    t_valid = sum(tr.t_valid_ns for tr in rec.tracks.values())
-    q_int = sum(tr.q_spread_int for tr in rec.tracks.values())
-    m_int = sum(tr.m_spread_int for tr in rec.tracks.values())
+    t_total = sum(tr.t_total_ns for tr in tracks)
+    t_both = sum(tr.t_both_ns for tr in tracks)
+    t_valid = sum(tr.t_valid_ns for tr in tracks)
+    q_int = sum(tr.q_spread_int for tr in tracks)
+    m_int = sum(tr.m_spread_int for tr in tracks)
     wall = float(timing["wall_s"])
     loop_s = float(timing["loop_s"])
     sim_start = rec.s_t[0] if rec.s_t else 0
@@ -253,7 +249,7 @@ def build_report(
             "book_checks": tr.ms.builder.checks,
             "book_mismatches": tr.ms.builder.mismatches,
         }
-    report: dict[str, Any] = {
+    return {
         "pnl_usdc": _r(pnl),
         "pnl_spread_usdc": _r(spread_pnl),
         "pnl_inventory_usdc": _r(pnl + fees - spread_pnl),
@@ -305,7 +301,6 @@ def build_report(
         "markout_curve_bps": {_label(h): ft.mean_markout(h) for h in CURVE_HORIZONS_S},
         "config": cfg.model_dump(mode="json", by_alias=True),
     }
-    return report
 
 
 # --- outputs -----------------------------------------------------------------
@@ -334,13 +329,13 @@ def fill_rows(res: BacktestResult) -> list[dict[str, Any]]:
     rec = res.recorder
     ft = FillTable(rec.fills, rec, res.report["sim_end_ns"])
     rows = []
+
+    def num(x: float) -> str:
+        return "" if math.isnan(x) else f"{x:.4f}"
+
     for i, f in enumerate(ft.fills):
         spec = rec.tracks[f.market].ms.spec
         mid = ft.mid[i]
-
-        def num(x: float, nd: int = 4) -> str:
-            return "" if math.isnan(x) else f"{x:.{nd}f}"
-
         rows.append(
             {
                 "ts_ns": f.ts_ns,

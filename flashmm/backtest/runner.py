@@ -142,53 +142,46 @@ def run_backtest(
         pre, pre_cpu = feed.load_s, feed.load_cpu_s  # opened by the caller: its load counts too
     engine = make_engine(cfg, strategy, signals)
     run_unsuspended(engine.venue.start())
+    done = None
     if compiled and strategy is None and signals is None:
         from flashmm.backtest.compiled import run_compiled
 
         done = run_compiled(cfg, engine, feed, sample_s)
-        if done is not None:
-            res, parts = done
-            n = engine.events
-            if progress is not None:
-                progress(n)
-            run_unsuspended(engine.venue.aclose())
-            t_end = time.perf_counter()
-            timing = {
-                "wall_s": t_end - t0 + pre,
-                "cpu_s": time.process_time() - c0 + pre_cpu,
-                "load_s": t_end - t0 + pre - parts["loop_s"],
-                "loop_s": parts["loop_s"],
-                "loop_cpu_s": parts["loop_cpu_s"],
-                "warmup_events": 0,
-                "orders_left_open": parts["orders_left_open"],
-                "compiled": True,
-            }
-            res.report = build_report(cfg, engine, res.recorder, feed, n, timing, from_ns, to_ns)
-            return res
-        engine = make_engine(cfg, strategy, signals)  # a fresh one: the loop may have booked
-        run_unsuspended(engine.venue.start())
-    active = [sym for sym, ms in engine.markets.items() if ms.spec.reference in feed.symbols]
-    rec = Recorder(engine, active, sample_s)
-    t_load, c_load = time.perf_counter(), time.process_time()
-    every = max(int(progress_every), 1)
-    on_step = rec.step if progress is None else _counting(rec.step, progress, every)
-    n, warm = run_unsuspended(drive_replay(engine, feed, warm_until=from_ns, on_step=on_step))
-    if progress is not None and n % every:
-        progress(n % every)
-    t_loop, c_loop = time.perf_counter(), time.process_time()
-    clean = run_unsuspended(shutdown(engine, sim_clock=True))
-    rec.step(engine.now_ns)
+        if done is None:
+            engine = make_engine(cfg, strategy, signals)  # a fresh one: the loop may have booked
+            run_unsuspended(engine.venue.start())
+    if done is not None:
+        res, parts = done
+        rec, n = res.recorder, engine.events
+        if progress is not None:
+            progress(n)
+        timing = {k: parts[k] for k in ("loop_s", "loop_cpu_s", "orders_left_open")}
+        timing["warmup_events"] = 0
+    else:
+        active = [sym for sym, ms in engine.markets.items() if ms.spec.reference in feed.symbols]
+        rec = Recorder(engine, active, sample_s)
+        t_load, c_load = time.perf_counter(), time.process_time()
+        every = max(int(progress_every), 1)
+        on_step = rec.step if progress is None else _counting(rec.step, progress, every)
+        n, warm = run_unsuspended(drive_replay(engine, feed, warm_until=from_ns, on_step=on_step))
+        if progress is not None and n % every:
+            progress(n % every)
+        t_loop, c_loop = time.perf_counter(), time.process_time()
+        clean = run_unsuspended(shutdown(engine, sim_clock=True))
+        rec.step(engine.now_ns)
+        timing = {
+            "load_s": t_load - t0 + pre,
+            "loop_s": t_loop - t_load,
+            "loop_cpu_s": c_loop - c_load,
+            "warmup_events": warm,
+            "orders_left_open": 0 if clean else engine.live_orders(),
+        }
     run_unsuspended(engine.venue.aclose())
     t_end = time.perf_counter()
-    timing = {
-        "wall_s": t_end - t0 + pre,
-        "cpu_s": time.process_time() - c0 + pre_cpu,
-        "load_s": t_load - t0 + pre,
-        "loop_s": t_loop - t_load,
-        "loop_cpu_s": c_loop - c_load,
-        "warmup_events": warm,
-        "orders_left_open": 0 if clean else engine.live_orders(),
-    }
+    timing["wall_s"] = t_end - t0 + pre
+    timing["cpu_s"] = time.process_time() - c0 + pre_cpu
+    # the compiled loop's load is everything but the loop itself
+    timing.setdefault("load_s", t_end - t0 + pre - timing["loop_s"])
     report = build_report(cfg, engine, rec, feed, n, timing, from_ns, to_ns)
     return BacktestResult(report, rec, engine, feed)
 

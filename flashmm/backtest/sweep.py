@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,23 +167,25 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run every task; results ranked by P&L (best first)."""
     results: list[dict[str, Any]] = []
+    for r in _results(tasks, workers, ray_address):
+        results.append(r)
+        if on_done:
+            on_done(r)
+    return rank(results)
+
+
+def _results(
+    tasks: Sequence[Task], workers: int, ray_address: str | None
+) -> Iterator[dict[str, Any]]:
+    """Each task's result as soon as it is done."""
     if ray_address:
-        results = _run_ray(tasks, ray_address, workers, on_done)
+        yield from _run_ray(tasks, ray_address, workers)
     elif workers <= 1 or len(tasks) == 1:
-        for t in tasks:
-            r = run_task(t)
-            results.append(r)
-            if on_done:
-                on_done(r)
+        yield from (run_task(t) for t in tasks)
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
             futs = [pool.submit(run_task, t) for t in tasks]
-            for f in as_completed(futs):
-                r = f.result()
-                results.append(r)
-                if on_done:
-                    on_done(r)
-    return rank(results)
+            yield from (f.result() for f in as_completed(futs))
 
 
 def rank(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -197,12 +199,7 @@ def rank(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _run_ray(
-    tasks: Sequence[Task],
-    address: str,
-    workers: int,
-    on_done: Callable[[dict[str, Any]], None] | None,
-) -> list[dict[str, Any]]:
+def _run_ray(tasks: Sequence[Task], address: str, workers: int) -> Iterator[dict[str, Any]]:
     try:
         import ray
     except ImportError:
@@ -217,15 +214,9 @@ def _run_ray(
     try:
         remote = ray.remote(run_task)
         pending = [remote.remote(t) for t in tasks]
-        results = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                r = ray.get(ref)
-                results.append(r)
-                if on_done:
-                    on_done(r)
-        return results
+            yield from (ray.get(ref) for ref in done)
     finally:
         if started and os.environ.get("FLASHMM_RAY_KEEP") != "1":
             ray.shutdown()

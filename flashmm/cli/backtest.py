@@ -277,12 +277,10 @@ def _sweep(
     show_progress: bool,
 ) -> None:
     from flashmm.backtest.sweep import load_sweep, make_tasks, run_sweep, summary_rows, sweep_table
-    from flashmm.paths import find_sweep
+    from flashmm.paths import find_profile, find_sweep
 
     spec = load_sweep(find_sweep(sweep_path))
     # workers (Ray nodes included) may run elsewhere: hand them absolute paths
-    from flashmm.paths import find_profile
-
     config = str(find_profile(config).resolve())
     tasks = make_tasks(spec, config, sets, files, from_ns, to_ns, None)
     done = {"n": 0}

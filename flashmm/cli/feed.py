@@ -56,12 +56,10 @@ def serve(
         typer.echo(f"    rest_url: {srv.rest_url}")
         typer.echo("Ctrl-C to stop.", err=True)
         try:
-            if loop:
-                await asyncio.Event().wait()
-            else:
+            if not loop:
                 await srv.finished.wait()
                 typer.echo("end of data; still answering (Ctrl-C to stop)", err=True)
-                await asyncio.Event().wait()
+            await asyncio.Event().wait()
         finally:
             await srv.stop()
 
@@ -69,12 +67,9 @@ def serve(
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
-    except FlashMMError as exc:
+    except (FlashMMError, OSError) as exc:
         typer.echo(f"flashmm: error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except OSError as exc:
-        typer.echo(f"flashmm: error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.exit_code if isinstance(exc, FlashMMError) else 1) from None
 
 
 def out_path(out: Path, symbol: str, several: bool) -> Path:
