@@ -71,7 +71,6 @@ class GuardedPredictor:
         settings: ModelSettings | None = None,
         *,
         load_error: str | None = None,
-        now_ns: int = 0,
         latency_us: float | None = None,
     ) -> None:
         self.model = model
@@ -96,7 +95,7 @@ class GuardedPredictor:
             self.state, self.reason = OPEN, f"model not loaded: {load_error}"
         else:
             self.state, self.reason = DISABLED, "no model configured"
-        self.opened_ns = now_ns
+        self.opened_ns = 0
         self._lat: deque[float] = deque(maxlen=s.latency_window)
         self._lat_over = 0
         self._drift_since: int | None = None

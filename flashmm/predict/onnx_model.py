@@ -101,9 +101,9 @@ def _check_key(path: Path) -> str:
 
 
 def _check_file(path: Path) -> Path:
-    env = os.environ.get("FLASHMM_CACHE_DIR")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "flashmm"
-    return root / f"native-check-{_check_key(path)}.json"
+    from flashmm.feeds.cache import default_cache_dir
+
+    return default_cache_dir() / f"native-check-{_check_key(path)}.json"
 
 
 def _cached_check(path: Path) -> float | None:
@@ -212,8 +212,7 @@ class OnnxPredictor:
                 rng = np.random.default_rng(12)
                 k = np.linspace(0, 4, PROBE_ROWS)[:, None]
                 z = rng.standard_normal((PROBE_ROWS, N_FEATURES)) * k
-                X = np.vstack([np.zeros(N_FEATURES), self.mean + z * self.std])
-                X = X.astype(np.float32)
+                X = np.vstack([np.zeros(N_FEATURES), self.mean + z * self.std]).astype(np.float32)
                 ref_p, ref_b = self.run_batch(X)
                 got = prog.run_rows(X)
                 diff = max(
