@@ -67,10 +67,6 @@ def clock_format(x0: float, x1: float) -> Callable[[float], str]:
     return lambda v: datetime.fromtimestamp(v, UTC).strftime(fmt)
 
 
-def clock_label(x0: float) -> str:
-    return f"UTC time ({datetime.fromtimestamp(x0, UTC):%Y-%m-%d})"
-
-
 def line_chart(
     title: str,
     series: Sequence[Series],
@@ -106,7 +102,7 @@ def line_chart(
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
     x_fmt = clock_format(x0, x1) if clock else _fmt
     if clock:
-        x_label = clock_label(x0)
+        x_label = f"UTC time ({datetime.fromtimestamp(x0, UTC):%Y-%m-%d})"
 
     def sx(v: float) -> float:
         return PAD_L + (v - x0) / (x1 - x0) * pw

@@ -198,7 +198,7 @@ def build_report(
     end_ns = max((tr.mid_ts[-1] for tr in tracks if tr.mid_ts), default=0)
     data_end = int(end_ns or engine.now_ns)
     ft = FillTable(rec.fills, rec, data_end)
-    spread_pnl = float(ft.capture.sum()) if len(ft.fills) else 0.0
+    spread_pnl = float(ft.capture.sum())
     t, e = equity_curve(rec, engine.now_ns, pnl)
     dd = max(max_drawdown(e), acct.max_drawdown)
     max_inv = max([acct.max_abs_inventory_usdc, *(abs(x) for tr in tracks for x in tr.s_inv)])

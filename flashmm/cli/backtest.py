@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,8 @@ def backtest_command(
     for pair in compare:
         if "=" not in pair:
             raise UserInputError(f"--compare: expected KEY=VALUE (like --set), got {pair!r}")
-    cfg = load_config(config or DEFAULT_BACKTEST_CONFIG, list(sets))
+    profile = config or DEFAULT_BACKTEST_CONFIG
+    cfg = load_config(profile, list(sets))
     show_progress = progress and sys.stderr.isatty()
     console = None
     if show_progress:
@@ -142,32 +143,11 @@ def backtest_command(
     feed = open_feed(cfg, files, from_ns, to_ns)
     if sweep is not None:
         _sweep(
-            config or DEFAULT_BACKTEST_CONFIG,
-            sets,
-            sweep,
-            files,
-            from_ns,
-            to_ns,
-            out,
-            json_out,
-            workers,
-            ray,
-            show_progress,
+            profile, sets, sweep, files, from_ns, to_ns, out, json_out, workers, ray, show_progress
         )
         return
     if compare:
-        _compare(
-            config or DEFAULT_BACKTEST_CONFIG,
-            sets,
-            compare,
-            files,
-            feed,
-            from_ns,
-            to_ns,
-            windows,
-            out,
-            json_out,
-        )
+        _compare(profile, sets, compare, files, feed, from_ns, to_ns, windows, out, json_out)
         return
     from flashmm.backtest.outputs import write_outputs
     from flashmm.backtest.report import summary_table
@@ -222,14 +202,19 @@ def backtest_command(
             plots = next((p for p in paths if p.name.endswith(".html")), None)
             if plots is not None:
                 print(open_plots(plots), file=sys.stderr)
-    if json_out:
-        from flashmm.types import clean_floats
+    from flashmm.types import clean_floats
 
-        sys.stdout.write(json.dumps(clean_floats(res.report)) + "\n")
+    _show(json_out, clean_floats(res.report), lambda: summary_table(res.report))
+
+
+def _show(json_out: bool, data: Any, table: Callable[[], Any]) -> None:
+    """``data`` as one JSON line on stdout, or the table ``table()`` builds."""
+    if json_out:
+        sys.stdout.write(json.dumps(data) + "\n")
         return
     from rich.console import Console
 
-    Console().print(summary_table(res.report))
+    Console().print(table())
 
 
 def _compare(
@@ -255,12 +240,7 @@ def _compare(
             "fills.csv, plots.html)",
             file=sys.stderr,
         )
-    if json_out:
-        sys.stdout.write(json.dumps(result) + "\n")
-        return
-    from rich.console import Console
-
-    Console().print(compare_table(result))
+    _show(json_out, result, lambda: compare_table(result))
 
 
 def _sweep(
@@ -309,12 +289,7 @@ def _sweep(
             w.writeheader()
             for row in rows:
                 w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
-    if json_out:
-        sys.stdout.write(json.dumps({"sweep": rows}) + "\n")
-        return
-    from rich.console import Console
-
-    Console().print(sweep_table(results))
+    _show(json_out, {"sweep": rows}, lambda: sweep_table(results))
 
 
 __all__ = ["backtest_command", "parse_ts"]

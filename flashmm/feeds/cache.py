@@ -224,11 +224,7 @@ def _file_events(rec: Recording, offset: int) -> Iterator[MarketEvent]:
 
 
 class CachedFeed(RecordedFeed):
-    """A :class:`~flashmm.feeds.replay.RecordedFeed` over cached arrays (no looping).
-
-    ``scales`` maps reference symbols to their scale, as for ``ReplayFeed``;
-    files of other symbols raise :class:`~flashmm.errors.DataError`.
-    """
+    """A :class:`~flashmm.feeds.replay.RecordedFeed` over cached arrays (no looping)."""
 
     def __init__(
         self,

@@ -206,6 +206,12 @@ class RecordedFeed:
     (:func:`merge_by_time`) and applies the ``start_ns``/``end_ns`` window:
     depth data before the window is kept (the book must be right when it
     opens), everything after ``end_ns`` ends the stream.
+
+    ``scales`` maps the reference symbols to use onto their tick/lot scale;
+    files of other symbols are a :class:`~flashmm.errors.DataError`. Iterate
+    synchronously with :meth:`events` or asynchronously with ``async for``
+    (paper and backtest), where ``speed`` paces the replay (1 = real time,
+    0 = as fast as possible).
     """
 
     sim_clock = True
@@ -277,13 +283,7 @@ class RecordedFeed:
 
 
 class ReplayFeed(RecordedFeed):
-    """Merged, optionally time-aligned, replay of recordings.
-
-    ``scales`` maps the reference symbols to use onto their tick/lot scale;
-    files of other symbols are rejected. Iterate synchronously with
-    :meth:`events` or asynchronously with ``async for`` (paper and backtest),
-    where ``speed`` paces the replay (1 = real time, 0 = as fast as possible).
-    """
+    """A :class:`RecordedFeed` over gzip JSON recordings; ``loop`` plays them again."""
 
     def __init__(
         self,
