@@ -117,14 +117,13 @@ class FeeOracle:
             base, tip = price, 0
         if self.priority_override is not None:
             tip = self.priority_override
-        max_fee = 2 * base + tip
         if base > self.cap:
             raise RpcError(
                 "eth_feeHistory",
                 0,
                 f"base fee {base / GWEI:.2f} gwei is above the cap {self.cap / GWEI:.2f} gwei",
             )
-        max_fee = min(max_fee, self.cap)
+        max_fee = min(2 * base + tip, self.cap)
         tip = min(tip, max_fee)
         self._cached = Fees(max_fee=max_fee, priority_fee=tip)
         self._at = now
