@@ -226,27 +226,16 @@ def sweep_table(results: Sequence[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     t = Table(title="Sweep (ranked by P&L)", title_justify="left", header_style="bold")
-    for col, just in (
-        ("#", "right"),
-        ("params", "left"),
-        ("P&L", "right"),
-        ("spread", "right"),
-        ("inventory", "right"),
-        ("Sharpe", "right"),
-        ("fills", "right"),
-        ("max |inv|", "right"),
-        ("max DD", "right"),
-        ("uptime", "right"),
-        ("state", "left"),
-    ):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    cols = ("#", "params", "P&L", "spread", "inventory", "Sharpe", "fills", "max |inv|")
+    for col in (*cols, "max DD", "uptime", "state"):
+        t.add_column(col, justify="left" if col in ("params", "state") else "right")
+
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else fmt.format(v)
+
     for r in results:
         rep = r["report"]
         params = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in r["params"].items())
-
-        def f(v: Any, fmt: str) -> str:
-            return "-" if v is None else fmt.format(v)
-
         t.add_row(
             str(r["rank"]),
             params,

@@ -283,8 +283,7 @@ class BinanceWSFeed:
         return self
 
     async def __anext__(self) -> MarketEvent:
-        if self._task is None and not self._closed:
-            self.start()
+        self.start()
         item = await self._q.get()
         if not self._drained.is_set() and self._q.qsize() <= self.max_queue // 2:
             self._drained.set()
