@@ -93,10 +93,6 @@ class Recording:
         return int(self.events["ts_ns"][-1]) if len(self.events) else 0
 
 
-def _scale_key(scale: Scale) -> str:
-    return f"{scale.inv_tick:.10g}x{scale.inv_lot:.10g}"
-
-
 def convert(path: Path, symbol: str, scale: Scale) -> Recording:
     """Parse a recording (bad lines counted and skipped, as in a replay) into arrays."""
     parser = BinanceParser({symbol: scale})
@@ -161,8 +157,9 @@ def load_recording(
         return convert(path, symbol, scale)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = file_sha256(path)
-    name = f"{digest}-{symbol}-{_scale_key(scale)}-v{CACHE_VERSION}.npz"
-    target = root / name
+    target = (
+        root / f"{digest}-{symbol}-{scale.inv_tick:.10g}x{scale.inv_lot:.10g}-v{CACHE_VERSION}.npz"
+    )
     if target.is_file():
         try:
             with np.load(target, allow_pickle=False) as z:
