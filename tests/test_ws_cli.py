@@ -127,7 +127,7 @@ async def test_record_command_against_local_server(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--duration",
-            "1.5",
+            "5",  # room for the reconnect and 1,000 lines on a loaded machine
             "--ws-url",
             srv.ws_url,
             "--rest-url",

@@ -7,4 +7,4 @@ See ``docs/backtest.md``. Entry points: :func:`flashmm.backtest.runner.run_backt
 
 from __future__ import annotations
 
-__all__ = ["cache", "compare", "plots", "report", "runner", "sweep"]
+__all__ = ["compare", "compiled", "outputs", "plots", "recorder", "report", "runner", "sweep"]
