@@ -77,9 +77,8 @@ class Accounting:
             self.maker_fills += 1
         else:
             self.taker_fills += 1
-        if abs(new) * fill.price_ticks * spec.unit_usdc > self.max_position_usdc * (
-            1 + 1e-9
-        ) and abs(new) > abs(old):
+        over = abs(new) * fill.price_ticks * spec.unit_usdc > self.max_position_usdc * (1 + 1e-9)
+        if over and abs(new) > abs(old):
             self.limit_breaches += 1
         return pos
 
@@ -104,8 +103,7 @@ class Accounting:
         self.max_drawdown = max(self.max_drawdown, dd)
         for m in self.positions:
             inv = abs(self.inventory_usdc(m, mids.get(m, 0.0)))
-            if inv > self.max_abs_inventory_usdc:
-                self.max_abs_inventory_usdc = inv
+            self.max_abs_inventory_usdc = max(self.max_abs_inventory_usdc, inv)
         return pnl, dd
 
     @property

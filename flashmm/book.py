@@ -3,11 +3,10 @@
 :class:`OrderBook` holds price levels; :class:`BookBuilder` feeds it from
 snapshots and diffs, buffering diffs until a snapshot arrives, enforcing
 ``U == previous u + 1`` (spot) or ``pu == previous u`` (USD-M futures) and
-reporting a gap instead of applying it. It also
-checks itself against ``bookTicker`` messages whenever the two can be
-compared (once the diff ending at the ticker's update id is applied).
-:func:`diff_verdict` is the one sequencing rule, read by the builder and
-by the live feed alike.
+reporting a gap instead of applying it. It also checks itself against
+``bookTicker`` messages whenever the two can be compared (once the diff
+ending at the ticker's update id is applied). :func:`diff_verdict` is the
+one sequencing rule, read by the builder and by the live feed alike.
 """
 
 from __future__ import annotations
@@ -92,9 +91,7 @@ class OrderBook:
     @property
     def mid2(self) -> int:
         """Twice the mid price in ticks (an integer), 0 if a side is empty."""
-        if not self.best_bid or not self.best_ask:
-            return 0
-        return self.best_bid + self.best_ask
+        return self.best_bid + self.best_ask if self.best_bid and self.best_ask else 0
 
     @property
     def mid(self) -> float:
@@ -172,12 +169,7 @@ class SequenceGap(Exception):
     """A diff does not continue the last applied one."""
 
     def __init__(self, symbol: str, expected: int, got_first: int, got_last: int) -> None:
-        self.symbol, self.expected, self.got_first, self.got_last = (
-            symbol,
-            expected,
-            got_first,
-            got_last,
-        )
+        self.expected = expected
         super().__init__(
             f"{symbol}: sequence gap, expected update id {expected}, "
             f"got diff {got_first}..{got_last}"
@@ -193,11 +185,8 @@ class BookBuilder:
     - After that each diff's ``U`` must equal the previous ``u + 1``; if not,
       :class:`SequenceGap` is raised, the book is marked out of sync and
       diffs are buffered again until the next snapshot.
-    - USD-M futures diffs (they carry ``pu``, ``prev_id >= 0``): diffs with
-      ``u < lastUpdateId`` are dropped, the first applied one must satisfy
-      ``U <= lastUpdateId <= u``, and after that each diff's ``pu`` must
-      equal the previous ``u`` (else :class:`SequenceGap`, a repeated diff
-      too). :func:`diff_verdict` holds these rules.
+    - USD-M futures diffs (they carry ``pu``, ``prev_id >= 0``) follow their
+      own rule; :func:`diff_verdict` holds both.
     - ``bootstrap=True`` accepts diffs without a snapshot (for a recording
       that continues an earlier file); untouched levels stay unknown.
     """

@@ -63,7 +63,6 @@ PAUSED = "paused"
 HALTED = "halted"
 
 _LAT_RING = 1 << 16
-#: venue counters that count as errors for the ``venue_errors`` breaker
 #: flatten retries while halted: 2 s, 4 s, 8 s ... up to a minute
 _FLATTEN_BACKOFF_NS = 2 * NS_PER_S
 _FLATTEN_BACKOFF_MAX_NS = 60 * NS_PER_S
@@ -191,7 +190,6 @@ class Engine:
         self.start_ns = 0
         self.now_ns = 0
         self._next_quote_ns = 0
-        self._mark_every_ns = NS_PER_S
         self._next_mark_ns = 0
         self.pnl = 0.0
         self.drawdown = 0.0
@@ -290,7 +288,7 @@ class Engine:
         kill = ms.kill
         band_b = self.risk.breakers[f"price_band:{sym}"]
         tick_bps = max(kill.ref_tick, 1) / (ms.band.good or mid) * 1e4
-        held = ms.band.check(mid, now_ns, kill.sigma_bps(tick_bps), self._venue_mid(sym))
+        held = ms.band.check(mid, now_ns, kill.sigma_bps(tick_bps), self.venue.book_mid(sym))
         if held is not None:
             if band_b.trip(held, now_ns):
                 self._breaker_changed(band_b, now_ns, pull=ms)
@@ -318,10 +316,6 @@ class Engine:
             and abs(mid / ms.last_quote_mid - 1.0) >= self.requote_move
         ):
             self._quote(ms, now_ns, t0)
-
-    def _venue_mid(self, symbol: str) -> float | None:
-        """The mid of our own venue's book (ticks), when the venue reports one."""
-        return self.venue.book_mid(symbol)
 
     def _breaker_changed(self, b: Breaker, now_ns: int, *, pull: MarketState | None = None) -> None:
         """A pull breaker tripped or cleared: log, report, pull the market's quotes at once."""
@@ -358,7 +352,7 @@ class Engine:
         if now_ns >= self._next_mark_ns and self._mark_dirty:
             self._mark_dirty = False
             self._mark(now_ns)
-            self._next_mark_ns = now_ns + self._mark_every_ns
+            self._next_mark_ns = now_ns + NS_PER_S
         if self.state is HALTED:
             self._continue_flatten(now_ns)
             return
@@ -466,7 +460,7 @@ class Engine:
     def _quote(self, ms: MarketState, now_ns: int, t0: int) -> None:
         sym = ms.spec.symbol
         book = ms.builder.book
-        reason = None
+        reason: str | None
         if self.state is not RUNNING:
             reason = self.state
         elif not ms.builder.synced:
@@ -495,26 +489,23 @@ class Engine:
         skew, widen = ms.signal_source.adjust(sig)
         ms.last_adjust = (skew, widen)
         desk = self._desk(ms) if self._desk_for is not None else None
-        if desk is not None and self._quote_desk(ms, desk, book, mid, pos, skew, widen, now_ns):
-            self.lat[self.lat_n & (_LAT_RING - 1)] = time.perf_counter_ns() - t0
-            self.lat_n += 1
-            return
-        ctx = QuoteContext(
-            ms.spec,
-            now_ns,
-            book.best_bid,
-            book.best_ask,
-            mid,
-            pos,
-            self.risk.max_position_lots(ms.spec, mid),
-            ms.vol.sigma_bps,
-            sig,
-            skew,
-            widen,
-        )
-        quotes = self.strategy.quote(ctx)
-        ms.last_quote_mid = mid
-        self._sync_orders(ms, quotes, pos, now_ns)
+        if desk is None or not self._quote_desk(ms, desk, book, mid, pos, skew, widen, now_ns):
+            ctx = QuoteContext(
+                ms.spec,
+                now_ns,
+                book.best_bid,
+                book.best_ask,
+                mid,
+                pos,
+                self.risk.max_position_lots(ms.spec, mid),
+                ms.vol.sigma_bps,
+                sig,
+                skew,
+                widen,
+            )
+            quotes = self.strategy.quote(ctx)
+            ms.last_quote_mid = mid
+            self._sync_orders(ms, quotes, pos, now_ns)
         self.lat[self.lat_n & (_LAT_RING - 1)] = time.perf_counter_ns() - t0
         self.lat_n += 1
 
@@ -527,7 +518,6 @@ class Engine:
             desk = ms.desk = self._desk_for(ms.spec, self.risk_cfg)
             if desk is None:
                 return None
-            ms.desk_stale = True
         if ms.desk_stale:
             desk.load([_live_row(o) for o in ms.orders.values()])
             ms.desk_stale = False
@@ -566,30 +556,21 @@ class Engine:
         if not todo:
             return True
         cut, dropped = desk.cut_dropped
-        if cut or dropped:
-            self.risk.orders_cut += cut
-            self.risk.orders_dropped += dropped
+        self.risk.orders_cut += cut
+        self.risk.orders_dropped += dropped
         cancels = desk.cancels
-        orders = ms.orders
         for cid in cancels:
-            orders[cid].state = OrderState.PENDING_CANCEL
-        places: list[OrderRequest] = []
+            ms.orders[cid].state = OrderState.PENDING_CANCEL
         sym = spec.symbol
-        outbox = self.outbox
-        for side, px, lots, cid in desk.places:
-            req = OrderRequest(sym, cid, Side.BUY if side > 0 else Side.SELL, px, lots)
-            order = Order.from_request(req, now_ns)
-            orders[cid] = order
-            outbox.append(OrderSent(order))
-            places.append(req)
+        places = [
+            self._track(
+                ms, OrderRequest(sym, cid, Side.BUY if side > 0 else Side.SELL, px, lots), now_ns
+            )
+            for side, px, lots, cid in desk.places
+        ]
         if places:
             ms.next_client_id = places[-1].client_id + 1
-        if not cancels and not places:
-            return True
-        ms.orders_sent += len(places)
-        ms.cancels_sent += len(cancels)
-        self.quotes_sent += len(places)
-        self.venue.requote(spec.symbol, cancels, places, now_ns)
+        self._send(ms, cancels, places, now_ns)
         return True
 
     def _sync_orders(self, ms: MarketState, quotes: list[Quote], pos: int, now_ns: int) -> None:
@@ -629,9 +610,20 @@ class Engine:
         for req in places:
             req.client_id = ms.next_client_id
             ms.next_client_id += 1
-            order = Order.from_request(req, now_ns)
-            ms.orders[req.client_id] = order
-            self.outbox.append(OrderSent(order))
+            self._track(ms, req, now_ns)
+        self._send(ms, cancels, places, now_ns)
+
+    def _track(self, ms: MarketState, req: OrderRequest, now_ns: int) -> OrderRequest:
+        """Keep the order ``req`` places as a live order of ours and report it."""
+        order = Order.from_request(req, now_ns)
+        ms.orders[req.client_id] = order
+        self.outbox.append(OrderSent(order))
+        return req
+
+    def _send(
+        self, ms: MarketState, cancels: list[int], places: list[OrderRequest], now_ns: int
+    ) -> None:
+        """Send one market's cancels and places to the venue in one batch, and count them."""
         if not cancels and not places:
             return
         ms.orders_sent += len(places)
@@ -671,20 +663,19 @@ class Engine:
                     self.outbox.append(OrderUpdated(o, "accepted"))
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
-                o = ms.orders.pop(ev.client_id, None)
-                if o is not None:
-                    o.state = OrderState.DONE
-                    if ms.desk is not None:
-                        ms.desk.remove(ev.client_id)
-                    self.outbox.append(OrderDone(o, "rejected: " + ev.reason))
+                self._done(ms, ev.client_id, "rejected: " + ev.reason)
             elif isinstance(ev, OrderCancelled):
-                o = ms.orders.pop(ev.client_id, None)
-                if o is not None:
-                    o.state = OrderState.DONE
-                    if ms.desk is not None:
-                        ms.desk.remove(ev.client_id)
-                    self.outbox.append(OrderDone(o, "cancelled"))
+                self._done(ms, ev.client_id, "cancelled")
         return len(evs)
+
+    def _done(self, ms: MarketState, client_id: int, note: str) -> None:
+        """An order is gone (filled, cancelled, rejected): forget it and report it."""
+        o = ms.orders.pop(client_id, None)
+        if o is not None:
+            o.state = OrderState.DONE
+            if ms.desk is not None:
+                ms.desk.remove(client_id)
+            self.outbox.append(OrderDone(o, note))
 
     def _on_fill(self, fill: Fill, now_ns: int) -> None:
         ms = self.markets.get(fill.market)
@@ -702,11 +693,7 @@ class Engine:
         if o is not None:
             o.remaining_lots -= fill.size_lots
             if o.remaining_lots <= 0:
-                o.state = OrderState.DONE
-                del ms.orders[fill.client_id]
-                if ms.desk is not None:
-                    ms.desk.remove(fill.client_id)
-                self.outbox.append(OrderDone(o, "filled"))
+                self._done(ms, fill.client_id, "filled")
             else:
                 if ms.desk is not None:
                     ms.desk.remaining(fill.client_id, o.remaining_lots)
@@ -715,8 +702,7 @@ class Engine:
         mid = ms.builder.book.mid if ms.builder.book.valid else float(fill.price_ticks)
         self.risk.update_position(ms.spec, pos.lots, mid, now_ns)
         inv = abs(self.acct.inventory_usdc(fill.market, mid))
-        if inv > self.acct.max_abs_inventory_usdc:
-            self.acct.max_abs_inventory_usdc = inv
+        self.acct.max_abs_inventory_usdc = max(self.acct.max_abs_inventory_usdc, inv)
 
     # --- operator actions -------------------------------------------------------
 
@@ -726,8 +712,7 @@ class Engine:
             return
         self.state = PAUSED
         self.pause_reason = reason
-        for ms in self.markets.values():
-            self._pull(ms, now_ns)
+        self.cancel_all(now_ns)
         logger.log("INFO" if quiet else "WARNING", "paused: {}", reason)
         self.outbox.append(StateChanged(PAUSED, reason))
 
@@ -749,9 +734,7 @@ class Engine:
 
     def emergency_stop(self, reason: str, now_ns: int, breaker: str = "manual_halt") -> None:
         """Cancel everything, flatten every position with taker orders, and halt."""
-        b = self.risk.breakers.get(breaker)
-        if b is None:
-            b = self.risk.breakers[breaker] = Breaker(breaker, HALT, latched=True)
+        b = self.risk.breakers.setdefault(breaker, Breaker(breaker, HALT, latched=True))
         b.trip(reason, now_ns)
         self._breaker_tripped(b, now_ns)
 
@@ -904,11 +887,9 @@ class Engine:
         mismatch, a breaker latched before a restart) and act on it: a halt breaker stops
         and flattens, a pause breaker pauses. ``action``, ``latched`` and ``clear_hint``
         apply when the engine has no breaker of that name yet. False: tripped already."""
-        b = self.risk.breakers.get(name)
-        if b is None:
-            b = self.risk.breakers[name] = Breaker(
-                name, action, latched=latched, clear_hint=clear_hint
-            )
+        b = self.risk.breakers.setdefault(
+            name, Breaker(name, action, latched=latched, clear_hint=clear_hint)
+        )
         if b.tripped:
             return False
         if b.action == HALT:
@@ -972,6 +953,7 @@ class Engine:
     def snapshot(self, now_ns: int | None = None) -> Snapshot:
         """The engine at ``now_ns`` for the panel, status, metrics and the API."""
         now = now_ns or self.now_ns
+        uptime_s = (now - self.start_ns) / 1e9 if self.start_ns else 0.0
         p50, p99 = self.latency_us()
         mids = self.mids()
         markets: dict[str, MarketView] = {}
@@ -995,7 +977,7 @@ class Engine:
             state=self.state,
             reason=self.pause_reason,
             now_ns=now,
-            uptime_s=(now - self.start_ns) / 1e9 if self.start_ns else 0.0,
+            uptime_s=uptime_s,
             events=self.events,
             feed_gaps=self.feed_gaps,
             markets=markets,
@@ -1008,7 +990,7 @@ class Engine:
             latency=LatencyView(p50, p99, self.lat_n),
             quotes_sent=self.quotes_sent,
             live_orders=self.live_orders(),
-            venue=self._venue_status(now),
+            venue=self.venue.status(uptime_s),  # a chain venue adds its gas projection
             model=model,
         )
 
@@ -1091,10 +1073,6 @@ class Engine:
             b = self.risk.breakers["venue_errors"]
             logger.info("venue errors back under the limit: quoting again")
             self.outbox.append(BreakerChanged(b.name, b.status()))
-
-    def _venue_status(self, now: int) -> dict[str, Any]:
-        """The venue's name and counters (a chain venue adds its gas projection)."""
-        return self.venue.status((now - self.start_ns) / 1e9 if self.start_ns else 0.0)
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run summary (``flashmm run --json``), read off :meth:`snapshot`."""

@@ -151,6 +151,28 @@ _RET_WINDOWS_S = (1.0, 5.0, 30.0, 120.0, 600.0)
 _LEVELS = 10
 
 
+def _cumulative(levels: list[tuple[int, int]]) -> tuple[float, float, float, float, float, float]:
+    """One side's cumulative sizes and size-weighted prices at 3, 5 and 10 levels (fewer
+    levels: all of them), then the size over the best 5 with level i weighted 1/i:
+    ``(size3, pq3, size5, pq5, size10, w5)``."""
+    s = sp = w5 = 0.0
+    c3 = pq3 = c5 = pq5 = 0.0
+    for i, (p, q) in enumerate(levels):
+        s += q
+        sp += p * q
+        if i < 5:
+            w5 += q / (i + 1)
+        if i == 2:
+            c3, pq3 = s, sp
+        if i == 4:
+            c5, pq5 = s, sp
+    if len(levels) < 3:
+        c3, pq3 = s, sp
+    if len(levels) < 5:
+        c5, pq5 = s, sp
+    return c3, pq3, c5, pq5, s, w5
+
+
 class OnlineFeatures:
     """Incremental features of one market. Not thread-safe; one per market."""
 
@@ -238,41 +260,8 @@ class OnlineFeatures:
         spread = pa - pb
         nb, na = len(bids), len(asks)
 
-        # cumulative sizes and size-weighted prices at 3, 5 and 10 levels
-        s = sp = 0.0
-        cb3 = pqb3 = cb5 = pqb5 = 0.0
-        w5b = 0.0
-        for i, (p, q) in enumerate(bids):
-            s += q
-            sp += p * q
-            if i < 5:
-                w5b += q / (i + 1)
-            if i == 2:
-                cb3, pqb3 = s, sp
-            if i == 4:
-                cb5, pqb5 = s, sp
-        cb10 = s
-        if nb < 3:
-            cb3, pqb3 = s, sp
-        if nb < 5:
-            cb5, pqb5 = s, sp
-        s = sp = 0.0
-        ca3 = pqa3 = ca5 = pqa5 = 0.0
-        w5a = 0.0
-        for i, (p, q) in enumerate(asks):
-            s += q
-            sp += p * q
-            if i < 5:
-                w5a += q / (i + 1)
-            if i == 2:
-                ca3, pqa3 = s, sp
-            if i == 4:
-                ca5, pqa5 = s, sp
-        ca10 = s
-        if na < 3:
-            ca3, pqa3 = s, sp
-        if na < 5:
-            ca5, pqa5 = s, sp
+        cb3, pqb3, cb5, pqb5, cb10, w5b = _cumulative(bids)
+        ca3, pqa3, ca5, pqa5, ca10, w5a = _cumulative(asks)
 
         micro1 = (pb * qa + pa * qb) / (qb + qa)
         micro3 = (pqb3 / cb3 * ca3 + pqa3 / ca3 * cb3) / (cb3 + ca3)

@@ -63,6 +63,14 @@ class RiskConfig(BaseModel):
     )
 
 
+#: each market's own breakers (named ``kind:symbol``) and what they do
+_MARKET_BREAKERS = (
+    ("stale_feed", PULL),
+    ("position_limit", REDUCE),
+    ("crossed_book", PULL),
+    ("price_band", PULL),
+)
+
 #: bumped by every breaker trip or clear in the process (:meth:`RiskManager.version`)
 _CHANGES = [0]
 
@@ -135,11 +143,8 @@ class RiskManager:
             "venue_latency": Breaker("venue_latency", PULL),
         }
         for sym in self.specs:
-            self.breakers[f"stale_feed:{sym}"] = Breaker(f"stale_feed:{sym}", PULL)
-            self.breakers[f"position_limit:{sym}"] = Breaker(f"position_limit:{sym}", REDUCE)
-            self.breakers[f"crossed_book:{sym}"] = Breaker(f"crossed_book:{sym}", PULL)
-            self.breakers[f"price_band:{sym}"] = Breaker(f"price_band:{sym}", PULL)
-        self._stale_names = {sym: f"stale_feed:{sym}" for sym in self.specs}
+            for kind, action in _MARKET_BREAKERS:
+                self.breakers[f"{kind}:{sym}"] = Breaker(f"{kind}:{sym}", action)
         self._venue_errors: deque[int] = deque()
         self.orders_cut = 0
         self.orders_dropped = 0
@@ -230,27 +235,29 @@ class RiskManager:
 
     def update_feed(self, symbol: str, last_data_ns: int, now_ns: int) -> bool:
         """Stale-feed check; True when the breaker changed state."""
-        b = self.breakers[self._stale_names[symbol]]
+        b = self.breakers[f"stale_feed:{symbol}"]
         age_ms = (now_ns - last_data_ns) / 1e6 if last_data_ns else float("inf")
         if age_ms > self.cfg.stale_feed_ms:
             what = f"no data for {age_ms:.0f} ms" if last_data_ns else "no data yet"
             return b.trip(what, now_ns)
         return b.clear(now_ns)
 
-    def venue_error(self, now_ns: int) -> bool:
+    def _recent_venue_errors(self, now_ns: int) -> int:
+        """Venue errors within the last 60 s (older ones are forgotten)."""
         q = self._venue_errors
-        q.append(now_ns)
         while q and q[0] < now_ns - 60 * NS_PER_S:
             q.popleft()
-        if len(q) >= self.cfg.venue_error_limit:
-            return self.breakers["venue_errors"].trip(f"{len(q)} venue errors in 60 s", now_ns)
+        return len(q)
+
+    def venue_error(self, now_ns: int) -> bool:
+        self._venue_errors.append(now_ns)
+        n = self._recent_venue_errors(now_ns)
+        if n >= self.cfg.venue_error_limit:
+            return self.breakers["venue_errors"].trip(f"{n} venue errors in 60 s", now_ns)
         return False
 
     def venue_ok(self, now_ns: int) -> bool:
-        q = self._venue_errors
-        while q and q[0] < now_ns - 60 * NS_PER_S:
-            q.popleft()
-        if len(q) < self.cfg.venue_error_limit:
+        if self._recent_venue_errors(now_ns) < self.cfg.venue_error_limit:
             return self.breakers["venue_errors"].clear(now_ns)
         return False
 
@@ -283,14 +290,8 @@ class RiskManager:
         the process, so it never repeats; only its changes mean anything)."""
         return _CHANGES[0]
 
-    def halted(self) -> bool:
-        return any(b.tripped and b.action == HALT for b in self.breakers.values())
-
     def paused_by(self) -> Breaker | None:
-        for b in self.breakers.values():
-            if b.tripped and b.latched:
-                return b
-        return None
+        return next((b for b in self.breakers.values() if b.tripped and b.latched), None)
 
     def reset(self, now_ns: int) -> None:
         for b in self.breakers.values():
@@ -466,13 +467,9 @@ class KillSwitch:
         self.last_move_bps = move
         if now_ns < self._armed_ns:
             return None
-        if z > self.max_sigma:
-            self.max_sigma = z
-        if move > self.max_move_bps:
-            self.max_move_bps = move
-        if move > limit:
-            return z
-        return None
+        self.max_sigma = max(self.max_sigma, z)
+        self.max_move_bps = max(self.max_move_bps, move)
+        return z if move > limit else None
 
     def status(self) -> dict[str, object]:
         return {
@@ -552,15 +549,16 @@ class PriceBand:
     ) -> str | None:
         """None when ``mid`` is good (it becomes the last good mid); else why it is held."""
         lim = self.limit_bps(sigma_bps)
+        vmid = venue_mid or 0.0
         ref = self.good
-        if ref <= 0 and venue_mid is not None and venue_mid > 0:
-            ref = venue_mid
+        if ref <= 0 < vmid:
+            ref = vmid
         if ref <= 0:
             self.good = mid
             return None
         jump = abs(mid / ref - 1.0) * 1e4
-        if venue_mid is not None and venue_mid > 0:
-            jump = max(jump, abs(mid / venue_mid - 1.0) * 1e4)
+        if vmid > 0:
+            jump = max(jump, abs(mid / vmid - 1.0) * 1e4)
         if jump <= lim:
             if self.pending:
                 self.pending = 0.0

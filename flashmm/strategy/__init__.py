@@ -10,14 +10,10 @@ from flashmm.strategy.base import QuoteContext, Strategy, StrategyBase
 __all__ = ["QuoteContext", "Strategy", "StrategyBase", "available_strategies", "get_strategy_class"]
 
 
-def _builtin() -> dict[str, Any]:
+def available_strategies() -> dict[str, Any]:
     from flashmm.strategy.avellaneda import AvellanedaStrategy
 
-    return {"avellaneda": AvellanedaStrategy}
-
-
-def available_strategies() -> dict[str, Any]:
-    found = _builtin()
+    found: dict[str, Any] = {"avellaneda": AvellanedaStrategy}
     for ep in entry_points(group="flashmm.strategies"):
         if ep.name not in found:
             found[ep.name] = ep
@@ -30,6 +26,4 @@ def get_strategy_class(name: str) -> Any:
     if name not in found:
         raise KeyError(f"unknown strategy; available: {', '.join(sorted(found))}")
     obj = found[name]
-    if not isinstance(obj, type):
-        obj = obj.load()
-    return obj
+    return obj if isinstance(obj, type) else obj.load()

@@ -79,20 +79,17 @@ class AvellanedaStrategy(StrategyBase):
         if ctx.mid <= 0 or ctx.best_bid <= 0 or ctx.best_ask <= ctx.best_bid:
             return []
         p = self.params
-        spec = ctx.spec
         r, half = self.reservation_and_half_spread(ctx)
         mid = ctx.mid
-        unit = spec.unit_usdc
+        unit = ctx.spec.unit_usdc
         bids: list[Quote] = []
         asks: list[Quote] = []
-        bid_cap = ctx.best_ask - 1
-        ask_floor = ctx.best_bid + 1
         lo = mid * (1.0 + (r - half) / 1e4)
         hi = mid * (1.0 + (r + half) / 1e4)
         step = mid * p.level_spacing_bps / 1e4
         size_usdc = p.order_size_usdc
-        prev_bid = bid_cap + 1
-        prev_ask = ask_floor - 1
+        # each level is at least a tick beyond the last; the first bid under the best ask
+        prev_bid, prev_ask = ctx.best_ask, ctx.best_bid
         for i in range(p.levels):
             bid = min(math.floor(lo - i * step + 1e-9), prev_bid - 1)
             ask = max(math.ceil(hi + i * step - 1e-9), prev_ask + 1)
