@@ -179,21 +179,17 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
         path = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
-        typ = err["type"]
-        msg = err["msg"]
+        typ, msg = err["type"], err["msg"]
+        ours = msg.startswith("Value error, ")  # raised by a validator of ours
+        msg = msg.removeprefix("Value error, ")
         if typ == "extra_forbidden":
             lines.append(f"{path}: unknown key (check the spelling; see the config reference)")
-            continue
-        if typ == "missing":
+        elif typ == "missing":
             lines.append(f"{path}: required but missing")
-            continue
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-            # cross-field errors name their own field first
-            if ": " in msg and typ == "value_error" and not loc:
-                lines.append(msg)
-                continue
-        lines.append(f"{path}: {msg} (was {_fmt_value(err.get('input'))})")
+        elif ours and ": " in msg and typ == "value_error" and not loc:
+            lines.append(msg)  # a cross-field error names its own field first
+        else:
+            lines.append(f"{path}: {msg} (was {_fmt_value(err.get('input'))})")
     return lines
 
 
@@ -279,10 +275,7 @@ def _validate_plugins(cfg: Config) -> list[str]:
             problems += format_validation_error(exc, "strategy.params.")
     for section, loader in _SECTION_MODELS.items():
         value = _get_path(cfg, section)
-        if value is None:
-            continue
-        model = loader()
-        if model is None:
+        if value is None or (model := loader()) is None:
             continue
         try:
             model.model_validate(value)
@@ -331,16 +324,12 @@ _PROFILE_INPUTS = (("model", "path"), ("venue", "sei", "keystore"), ("venue", "s
 def _relative_to_profile(value: str, base: Path) -> str:
     """``value`` made absolute against the profile's folder (then FlashMM's package) when
     the file is there and not in the current directory; otherwise unchanged."""
-    if value.startswith(BUNDLED_PREFIX):
-        return value
     p = Path(value).expanduser()
-    if p.is_absolute():
+    if value.startswith(BUNDLED_PREFIX) or p.is_absolute():
         return value
     if (base / p).exists():
         return str((base / p).resolve())
-    if p.exists():
-        return value
-    if (PACKAGE_DIR / p).exists():
+    if not p.exists() and (PACKAGE_DIR / p).exists():
         return str((PACKAGE_DIR / p).resolve())
     return value
 

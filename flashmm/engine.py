@@ -399,12 +399,10 @@ class Engine:
                 for sym, ms in self.markets.items()
                 if self.acct.positions[sym].lots
             )
-        for ms in self.markets.values():
-            if ms.dirty:
-                return 0
-        wake = self.venue.next_due_ns()
-        if wake is None:
-            wake = 1 << 62
+        if any(ms.dirty for ms in self.markets.values()):
+            return 0
+        due = self.venue.next_due_ns()
+        wake = 1 << 62 if due is None else due
         clear = self.risk.venue_errors_clear_ns()
         if clear is not None:
             wake = min(wake, clear)

@@ -37,10 +37,6 @@ class ModelError(FlashMMError):
 class RuntimeFailure(FlashMMError):
     """Something failed while running (venue down, journal unwritable...)."""
 
-    exit_code = 1
-
 
 class NotRunningError(FlashMMError):
     """No bot is listening on the control socket."""
-
-    exit_code = 1

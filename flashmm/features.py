@@ -130,20 +130,8 @@ _NS = 1e-9
 _TAUS = np.array([1.0, 5.0, 30.0, 120.0, 600.0])
 _C_OFI1, _C_OFI5, _C_BUYV, _C_SELLV, _C_BUYN, _C_SELLN, _C_PQ, _C_R2, _C_MIDN = range(9)
 _N_CH = 9
-# time averages of piecewise-constant values: (tau s) per slot
-(
-    _E_IMB1,
-    _E_IMB5,
-    _E_MICS,
-    _E_SPREAD,
-    _E_MID60,
-    _E_MID600,
-    _E_L1,
-    _E_D5,
-    _E_D10,
-    _E_IMB1F,
-    _E_MICS30,
-) = range(11)
+# time averages of piecewise-constant values, tau (s) per slot: imb_l1, imb_l5, micro
+# offset, spread, mid (twice), L1 size, 5- and 10-level depth, imb_l1, micro offset
 _EMA_TAUS = np.array([5.0, 30.0, 5.0, 60.0, 60.0, 600.0, 300.0, 300.0, 300.0, 1.0, 30.0])
 _TAUS_L = _TAUS.tolist()
 _EMA_TAUS_L = _EMA_TAUS.tolist()

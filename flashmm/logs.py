@@ -16,8 +16,6 @@ from loguru import logger
 from flashmm.config import secret_values
 
 _HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}"
-
-
 _HEX = re.compile(r"(0[xX])?[0-9a-fA-F]+")
 
 
@@ -75,8 +73,7 @@ def setup_logging(
     if file:
         _check_log_file(Path(file))
     logger.remove()
-    secrets = secret_values()
-    logger.configure(patcher=_redactor(secrets))
+    logger.configure(patcher=_redactor(secret_values()))
     if console:
         if json_logs:
             logger.add(sys.stderr, level=level, serialize=True)

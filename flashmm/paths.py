@@ -74,6 +74,4 @@ def bundled_file(name: str) -> Path:
     if (PACKAGE_DATA / name).is_file():
         return PACKAGE_DATA / name
     matches = [n for n in bundled_names() if n.startswith(name)] if name else []
-    if len(matches) == 1:
-        return PACKAGE_DATA / matches[0]
-    return PACKAGE_DATA / name
+    return PACKAGE_DATA / (matches[0] if len(matches) == 1 else name)

@@ -162,17 +162,15 @@ class RiskManager:
         limit = self.cfg.max_position_usdc
         unit = spec.unit_usdc
         max_order = self.cfg.max_order_usdc
-        buy_exp, sell_exp = position_lots, -position_lots
-        buy_px = sell_px = 0
+        # per side: the lots that could still fill (the position counts on its side, negated
+        # on the other) and the highest price among those orders
+        exposure = {Side.BUY: position_lots, Side.SELL: -position_lots}
+        top_px = {Side.BUY: 0, Side.SELL: 0}
         for o in live_orders:
             if o.state is OrderState.DONE or o.remaining_lots <= 0:
                 continue
-            if o.side is Side.BUY:
-                buy_exp += o.remaining_lots
-                buy_px = max(buy_px, o.price_ticks)
-            else:
-                sell_exp += o.remaining_lots
-                sell_px = max(sell_px, o.price_ticks)
+            exposure[o.side] += o.remaining_lots
+            top_px[o.side] = max(top_px[o.side], o.price_ticks)
         out: list[OrderRequest] = []
         for req in places:
             px = req.price_ticks
@@ -180,25 +178,16 @@ class RiskManager:
                 self.orders_dropped += 1
                 continue
             size = min(req.size_lots, int(max_order / (px * unit) + 1e-9))
-            if req.side is Side.BUY:
-                val_px = max(buy_px, px)
-                room = int(limit / (val_px * unit) + 1e-9) - buy_exp
-            else:
-                val_px = max(sell_px, px)
-                room = int(limit / (val_px * unit) + 1e-9) - sell_exp
-            size = min(size, room)
+            val_px = max(top_px[req.side], px)
+            size = min(size, int(limit / (val_px * unit) + 1e-9) - exposure[req.side])
             if size <= 0:
                 self.orders_dropped += 1
                 continue
             if size < req.size_lots:
                 self.orders_cut += 1
                 req = OrderRequest(req.market, req.client_id, req.side, px, size, req.post_only)
-            if req.side is Side.BUY:
-                buy_exp += size
-                buy_px = val_px
-            else:
-                sell_exp += size
-                sell_px = val_px
+            exposure[req.side] += size
+            top_px[req.side] = val_px
             out.append(req)
         return out
 
