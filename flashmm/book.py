@@ -47,13 +47,6 @@ class OrderBook:
         self.best_ask = a.keys()[0] if a else 0
         self.version += 1
 
-    def clear(self) -> None:
-        self.bids.clear()
-        self.asks.clear()
-        self._touch()
-        if self.listener is not None:
-            self.listener([], [], True)
-
     def load(self, bids: Levels, asks: Levels) -> None:
         self.bids = SortedDict({p: q for p, q in bids if q > 0})
         self.asks = SortedDict({p: q for p, q in asks if q > 0})

@@ -427,21 +427,17 @@ def check_files(cfg: Config) -> list[str]:
     if cfg.feed.kind == "replay":
         for i, f in enumerate(cfg.feed.files):
             if not resolve_path(f).is_file():
-                hint = (
-                    f"bundled: {', '.join(bundled_names())}" if f.startswith(BUNDLED_PREFIX) else ""
-                )
-                problems.append(
-                    f"feed.files[{i}]: file not found: {f}" + (f" ({hint})" if hint else "")
-                )
+                problem = f"feed.files[{i}]: file not found: {f}"
+                if f.startswith(BUNDLED_PREFIX):
+                    problem += f" (bundled: {', '.join(bundled_names())})"
+                problems.append(problem)
     sei = cfg.venue.sei or {}
-    for key in ("keystore", "deployment"):
+    for key, hint in (
+        ("keystore", ""),
+        ("deployment", " (written by `flashmm chain local` or `chain deploy`)"),
+    ):
         value = sei.get(key)
         if isinstance(value, str) and not Path(value).expanduser().is_file():
-            hint = (
-                " (written by `flashmm chain local` or `chain deploy`)"
-                if key == "deployment"
-                else ""
-            )
             problems.append(f"venue.sei.{key}: file not found: {value}{hint}")
     model_cls = _model_settings()
     if model_cls is not None:

@@ -137,7 +137,6 @@ class Engine:
         bootstrap_books: bool = False,
     ) -> None:
         settings = settings or EngineSettings()
-        self.settings = settings
         self.mode = settings.mode
         self.profile = settings.profile
         self.risk_cfg = risk
@@ -1063,14 +1062,14 @@ class Engine:
         tripped = False
         for _ in range(max(new, 0)):
             tripped |= self.risk.venue_error(now_ns)
+        b = self.risk.breakers["venue_errors"]
         if tripped:
-            b = self.risk.breakers["venue_errors"]
             logger.error("venue errors: {} (quotes pulled)", b.reason)
-            self.outbox.append(BreakerChanged(b.name, b.status()))
         elif new <= 0 and self.risk.venue_ok(now_ns):
-            b = self.risk.breakers["venue_errors"]
             logger.info("venue errors back under the limit: quoting again")
-            self.outbox.append(BreakerChanged(b.name, b.status()))
+        else:
+            return
+        self.outbox.append(BreakerChanged(b.name, b.status()))
 
     def summary(self) -> dict[str, Any]:
         """The end-of-run summary (``flashmm run --json``), read off :meth:`snapshot`."""

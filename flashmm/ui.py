@@ -74,7 +74,6 @@ def market_table(snap: Snapshot) -> Table:
     ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for sym, m in snap.markets.items():
-        # orders whose cancel is in flight are not quotes any more
         quotes = [q for q in m.quotes if q.live]
         bids = [q for q in quotes if q.side == "buy"]
         asks = sorted((q for q in quotes if q.side == "sell"), key=lambda q: q.price)
