@@ -468,7 +468,6 @@ class Engine:
                 reason = "reference book has an empty side"
         if reason is not None:
             if ms.blocked is None:
-                ms.blocked = reason
                 self._pull(ms, now_ns)
             ms.blocked = reason
             ms.dirty = False

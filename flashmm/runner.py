@@ -323,9 +323,7 @@ async def run_async(
         logger.warning("stopped before the venue was ready")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.venue.aclose(), FEED_CLOSE_TIMEOUT_S)
-        summary = engine.summary()
-        summary["orders_left_open"] = 0
-        return summary
+        return {**engine.summary(), "orders_left_open": 0}
     deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
     # --duration is a timer of its own: it stops the bot even when no event arrives
     timer = (
