@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from flashmm.feeds.settings import DEFAULT_REST_URL, DEFAULT_WS_URL
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -140,8 +142,8 @@ async def record_stream(
     out: Path,
     duration_s: float | None = None,
     *,
-    ws_url: str = "wss://stream.binance.com:9443",
-    rest_url: str = "https://api.binance.com",
+    ws_url: str = DEFAULT_WS_URL,
+    rest_url: str = DEFAULT_REST_URL,
     depth_limit: int = 1000,
     stop: asyncio.Event | None = None,
     feed_options: dict[str, Any] | None = None,
@@ -201,11 +203,9 @@ def record(
         ..., help="Output .gz; with several symbols one file each ({symbol} placeholder)"
     ),
     duration: float | None = typer.Option(None, help="Seconds to record (default: until Ctrl-C)"),
-    ws_url: str = typer.Option(
-        "wss://stream.binance.com:9443", "--ws-url", help="Binance WebSocket endpoint"
-    ),
+    ws_url: str = typer.Option(DEFAULT_WS_URL, "--ws-url", help="Binance WebSocket endpoint"),
     rest_url: str = typer.Option(
-        "https://api.binance.com", "--rest-url", help="Binance REST endpoint (snapshots)"
+        DEFAULT_REST_URL, "--rest-url", help="Binance REST endpoint (snapshots)"
     ),
     depth_limit: int = typer.Option(1000, "--depth-limit", help="Levels in the REST snapshot"),
 ) -> None:

@@ -6,6 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Binance spot endpoints, the defaults of the live feed and of ``flashmm feed record``
+DEFAULT_WS_URL = "wss://stream.binance.com:9443"
+DEFAULT_REST_URL = "https://api.binance.com"
+
 
 class FeedConfig(BaseModel):
     """The ``feed:`` section: recordings to replay, or the live Binance stream."""
@@ -22,8 +26,8 @@ class FeedConfig(BaseModel):
     )
     loop: bool = Field(False, description="Start the recording again when it ends")
     align: bool = Field(True, description="Shift each symbol's recording to start together")
-    ws_url: str = "wss://stream.binance.com:9443"
-    rest_url: str = "https://api.binance.com"
+    ws_url: str = DEFAULT_WS_URL
+    rest_url: str = DEFAULT_REST_URL
     futures: bool = Field(
         False,
         description="USD-M futures (ws_url wss://fstream.binance.com, rest_url "

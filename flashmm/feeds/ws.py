@@ -52,10 +52,9 @@ from loguru import logger
 from flashmm.book import Verdict, diff_verdict, gap_detail
 from flashmm.errors import RuntimeFailure, UserInputError
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale
+from flashmm.feeds.settings import DEFAULT_REST_URL, DEFAULT_WS_URL
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
 
-DEFAULT_WS_URL = "wss://stream.binance.com:9443"
-DEFAULT_REST_URL = "https://api.binance.com"
 DEFAULT_STREAMS: tuple[str, ...] = ("depth@100ms", "trade", "bookTicker")
 SPOT_DEPTH_PATH = "/api/v3/depth"
 FUTURES_DEPTH_PATH = "/fapi/v1/depth"
