@@ -235,6 +235,12 @@ class BookClient(_Contract):
         )
         return await sender.transact(self.address, data, gas=gas)
 
+    async def warm(
+        self, sender: TxSender, market: int, from_tick: int, to_tick: int
+    ) -> dict[str, Any]:
+        """Pre-pay level and bitmap storage of both sides over a tick range (<= 4,096)."""
+        return await self._transact(sender, "warm", market, from_tick, to_tick)
+
     # --- admin ------------------------------------------------------------------------
     async def admin_call(self, sender: TxSender, fn: str, *args: Any) -> dict[str, Any]:
         """``pause``, ``unpause``, ``delist``, ``setMinSize``, ``setGuardian``,
