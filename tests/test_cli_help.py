@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +130,25 @@ def test_show_prints_yaml_with_every_nested_default(capsys: pytest.CaptureFixtur
     assert data["model"]["cooldown_s"] > 0 and data["risk"]["venue_error_limit"] == 5
     code, out, _ = _run(["config", "show", "backtest", "--json"], capsys)
     assert code == 0 and out.lstrip().startswith("{")
+
+
+def test_help_loads_no_heavy_module() -> None:
+    # `flashmm --help` stays instant: the profile models (pydantic), numpy, the model
+    # runtimes and the network stacks load only inside the commands that need them
+    code = (
+        "import contextlib, io, sys\n"
+        "from flashmm.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('pydantic', 'numpy', 'onnxruntime', 'numba', 'aiohttp', 'websockets', 'yaml')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -6,9 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: Binance spot endpoints, the defaults of the live feed and of ``flashmm feed record``
-DEFAULT_WS_URL = "wss://stream.binance.com:9443"
-DEFAULT_REST_URL = "https://api.binance.com"
+from flashmm.feeds.binance import DEFAULT_REST_URL, DEFAULT_WS_URL
 
 
 class FeedConfig(BaseModel):
