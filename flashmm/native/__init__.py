@@ -96,9 +96,8 @@ class NativeCore:
         vol_interval_ms: int = 1000,
         vol_halflife_s: float = 60.0,
         vol_floor_bps: float = 0.5,
-        rule_min_imbalance: float = 0.2,
-        rule_bps_scale: float = 1.0,
     ) -> None:
+        from flashmm.predict.rules import RulePredictor
         from flashmm.predict.settings import ModelSettings
         from flashmm.risk import RiskConfig
         from flashmm.strategy.avellaneda import AvellanedaParams
@@ -140,8 +139,7 @@ class NativeCore:
         fst[k.F_BREAKER_WIDEN] = ms.breaker_widen
         fst[k.F_MOVE_WIDEN] = ms.move_widen
         fst[k.F_MIN_LEAN] = ms.min_lean
-        fst[k.F_RULE_MIN_IMB] = rule_min_imbalance
-        fst[k.F_RULE_BPS_SCALE] = rule_bps_scale
+        fst[k.F_RULE_MIN_IMB] = RulePredictor.min_imbalance  # the rule's one threshold
         ist[k.I_USE_REG] = int(use_regressor)
         if program is not None:
             self.prog = program.prog

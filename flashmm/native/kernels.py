@@ -92,7 +92,7 @@ F_MIN_SPREAD, F_MAX_SPREAD, F_INV_TARGET, F_UNIT = range(102, 106)
 F_MAX_POS_USDC, F_MAX_ORDER_USDC = 106, 107
 # signal -> skew and widen
 F_MAX_SKEW, F_MIN_CONF, F_LOW_CONF_WIDEN, F_BREAKER_WIDEN, F_MOVE_WIDEN = range(108, 113)
-F_MIN_LEAN, F_RULE_MIN_IMB, F_RULE_BPS_SCALE = range(113, 116)
+F_MIN_LEAN, F_RULE_MIN_IMB = 113, 114  # 115 free
 # the last decision's signal
 F_SIG_DIR, F_SIG_CONF, F_SIG_BPS, F_SIG_PMOVE, F_SKEW, F_WIDEN, F_SIGMA = range(116, 123)
 F_P_DOWN, F_P_FLAT, F_P_UP, F_MODEL_BPS, F_SIG_MODEL = range(123, 128)
@@ -658,7 +658,7 @@ def rules_signal(fst: np.ndarray, x: np.ndarray) -> None:
     confidence = 0.5 + 0.25 * a if direction else 1.0 - a
     fst[F_SIG_DIR] = direction
     fst[F_SIG_CONF] = min(max(confidence, 0.0), 1.0)
-    fst[F_SIG_BPS] = micro * fst[F_RULE_BPS_SCALE]
+    fst[F_SIG_BPS] = micro
 
 
 @_jit
