@@ -164,7 +164,9 @@ def load_positions(
     ):
         fill = row_to_fill(row[1:])
         last = int(row[0])
-        pos = positions.setdefault(fill.market, Position(fill.market))
+        pos = positions.get(fill.market)
+        if pos is None:  # not setdefault: that would build a Position for every fill
+            pos = positions[fill.market] = Position(fill.market)
         apply_fill(pos, fill, specs.get(fill.market))
         max_ids[fill.market] = max(max_ids.get(fill.market, 0), fill.client_id)
     count = sum(p.fills for p in positions.values())
