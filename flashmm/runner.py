@@ -269,21 +269,53 @@ async def publish_snapshots(
         await asyncio.sleep(period)
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
+class StopSignals:
+    """What a SIGINT or SIGTERM means, given the ones before it.
+
+    The first stops cleanly (cancel all, summary). A repeat within ``echo_s`` is the
+    same request arriving twice (GNU ``timeout`` signals the child and its process
+    group; a supervisor may send SIGTERM right after a SIGINT) and is ignored. A
+    repeat after that is a person pressing Ctrl-C again: exit at once.
+    """
+
+    def __init__(self, echo_s: float = 0.5) -> None:
+        self.echo_s = echo_s
+        self.first_s: float | None = None
+
+    def on_signal(self, now_s: float) -> str:
+        """``"stop"``, ``"ignore"`` or ``"exit"`` for a signal at monotonic ``now_s``."""
+        if self.first_s is None:
+            self.first_s = now_s
+            return "stop"
+        return "ignore" if now_s - self.first_s < self.echo_s else "exit"
+
+    def echo_left(self, now_s: float) -> float:
+        """Seconds until a repeat would mean "exit at once" (0 when none came or it passed)."""
+        return 0.0 if self.first_s is None else max(0.0, self.first_s + self.echo_s - now_s)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> StopSignals:
+    """SIGINT and SIGTERM set ``stop`` while the loop runs; see :class:`StopSignals`."""
     loop = asyncio.get_running_loop()
-    count = {"n": 0}
+    seen = StopSignals()
 
     def handler(signame: str) -> None:
-        count["n"] += 1
-        if count["n"] > 1:
+        verdict = seen.on_signal(time.monotonic())
+        if verdict == "exit":
             logger.error("second {}: exiting at once", signame)
             os._exit(130)
-        logger.warning("{} received: cancelling all orders and stopping", signame)
+        if verdict == "ignore":
+            logger.info("{} again within {} s: already stopping", signame, seen.echo_s)
+            return
+        logger.warning(
+            "{} received: cancelling all orders and stopping (again to exit at once)", signame
+        )
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, handler, sig.name)
+    return seen
 
 
 async def _start_venue(venue: Venue, stop: asyncio.Event) -> bool:
@@ -316,7 +348,7 @@ async def run_async(
     feed = build_feed(cfg, opts)
     sim_clock = feed.sim_clock
     engine = engine or build_engine(cfg, sim_clock=sim_clock)
-    install_signal_handlers(stop)
+    signals = install_signal_handlers(stop)
     if not await _start_venue(engine.venue, stop):
         # stopped while connecting (a node that does not answer, a long log replay):
         # nothing was sent yet, so there is nothing to cancel
@@ -371,6 +403,9 @@ async def run_async(
     summary["events_per_s"] = round(engine.events / max(summary["wall_s"], 1e-9), 1)
     summary["orders_left_open"] = 0 if clean else engine.live_orders()
     summary.update(feed.summary())
+    # a quick stop must not leave the loop (and its handlers) before an echo of the
+    # signal that asked for it arrives: that echo would then kill the process
+    await asyncio.sleep(signals.echo_left(time.monotonic()))
     return summary
 
 

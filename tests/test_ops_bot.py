@@ -355,6 +355,40 @@ def test_sigterm_cancels_every_quote_and_exits_0(running: Running) -> None:
         assert SECRET not in text
 
 
+def test_stop_signals_echo_is_ignored_a_later_repeat_exits() -> None:
+    from flashmm.runner import StopSignals
+
+    s = StopSignals(echo_s=0.5)
+    assert s.on_signal(100.0) == "stop"
+    assert s.on_signal(100.009) == "ignore"  # GNU timeout: the child and its group, 9 ms apart
+    assert s.on_signal(100.49) == "ignore"
+    assert s.on_signal(100.5) == "exit"  # a person pressing Ctrl-C again
+
+
+@pytest.mark.slow
+def test_two_sigints_at_once_still_stop_cleanly(tmp_path: Path) -> None:
+    """A signal echoed within milliseconds (``timeout -s INT``) is one stop, not two."""
+    import signal
+    import time
+
+    with tmp_socket_dir() as sock_dir:
+        profile = make_profile(tmp_path, sock_dir, name="echo", speed=20)
+        bot = Bot(profile, tmp_path, bot_env())
+        try:
+            bot.wait_ready()
+            wait_for(lambda: quotes(bot.status()), 60, "quotes on the book")
+            bot.proc.send_signal(signal.SIGINT)
+            # apart enough to be two deliveries (the kernel merges a pending repeat)
+            time.sleep(0.02)
+            bot.proc.send_signal(signal.SIGINT)
+            assert bot.proc.wait(60) == 0, bot.stderr()
+        finally:
+            bot.close()
+        summary = bot.summary()
+        assert summary["orders_left_open"] == 0
+        assert "already stopping" in bot.stderr()
+
+
 # --- crash and restart -----------------------------------------------------------------
 
 
