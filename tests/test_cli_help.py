@@ -132,19 +132,31 @@ def test_show_prints_yaml_with_every_nested_default(capsys: pytest.CaptureFixtur
     assert code == 0 and out.lstrip().startswith("{")
 
 
-def test_help_loads_no_heavy_module() -> None:
-    # `flashmm --help` stays instant: the profile models (pydantic), numpy, the model
-    # runtimes and the network stacks load only inside the commands that need them
+_HEAVY = ("numpy", "onnxruntime", "numba", "aiohttp", "websockets")
+
+
+@pytest.mark.parametrize(
+    ("args", "heavy"),
+    [
+        # `flashmm --help` stays instant: the profile models (pydantic), numpy, the model
+        # runtimes and the network stacks load only inside the commands that need them
+        (["--help"], (*_HEAVY, "pydantic", "yaml")),
+        # `flashmm status` is what one types at 3 a.m.: the client side of the control
+        # socket needs no event loop, no logger and no trading types
+        (["status", "--socket", "/tmp/flashmm-no-such-bot.sock"], (*_HEAVY, "asyncio", "loguru")),
+    ],
+    ids=["help", "status"],
+)
+def test_cli_start_loads_no_heavy_module(args: list[str], heavy: tuple[str, ...]) -> None:
     code = (
         "import contextlib, io, sys\n"
         "from flashmm.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
         "    try:\n"
-        "        main(['--help'])\n"
+        f"        main({args!r})\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = ('pydantic', 'numpy', 'onnxruntime', 'numba', 'aiohttp', 'websockets', 'yaml')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from flashmm.cli import main
 from flashmm.cli.backtest import _setup_logging, progress_step
-from flashmm.cli.run import clean_floats
+from flashmm.types import clean_floats
 from flashmm.venues.sei.abi import ASK, op_place
 from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.rpc import JsonRpc

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from flashmm.feeds.binance import DEFAULT_REST_URL, DEFAULT_WS_URL
+from flashmm.feeds.endpoints import DEFAULT_REST_URL, DEFAULT_WS_URL
 
 if TYPE_CHECKING:
     import asyncio

@@ -51,7 +51,7 @@ def resolve_socket(config_path: str | None, socket: str | None) -> str:
     path for its profile name and ``control.data_dir``. A missing config
     file falls back to the default path with the file's stem as profile.
     """
-    from flashmm.ops.control import default_socket_path, socket_path_from_config
+    from flashmm.ops.client import default_socket_path, socket_path_from_config
 
     if socket:
         return socket
@@ -98,7 +98,7 @@ def _call(
     timeout: float = 5.0,
 ) -> dict[str, Any]:
     """Send ``cmd``; return its result, or print one error line and exit."""
-    from flashmm.ops.control import send_command
+    from flashmm.ops.client import send_command
 
     try:
         path = resolve_socket(config, socket)

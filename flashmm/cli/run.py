@@ -9,8 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from flashmm.types import clean_floats
-
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
@@ -117,6 +115,8 @@ def run(
 
 
 def _print_summary(summary: dict[str, Any], json_out: bool) -> None:
+    from flashmm.types import clean_floats
+
     summary = clean_floats(summary)
     if json_out:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")

@@ -23,11 +23,6 @@ import orjson
 
 from flashmm.marketdata import BookTicker, DepthDiff, DepthSnapshot, Levels, MarketEvent, Trade
 
-#: Binance spot endpoints, the defaults of the live feed and of ``flashmm feed record``
-#: (here, not in the feed settings, so the CLI's start does not load pydantic)
-DEFAULT_WS_URL = "wss://stream.binance.com:9443"
-DEFAULT_REST_URL = "https://api.binance.com"
-
 
 class ParseError(ValueError):
     """A message that is not valid Binance market data."""

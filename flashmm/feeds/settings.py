@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashmm.feeds.binance import DEFAULT_REST_URL, DEFAULT_WS_URL
+from flashmm.feeds.endpoints import DEFAULT_REST_URL, DEFAULT_WS_URL
 
 
 class FeedConfig(BaseModel):

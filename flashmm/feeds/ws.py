@@ -51,7 +51,8 @@ from loguru import logger
 
 from flashmm.book import Verdict, diff_verdict, gap_detail
 from flashmm.errors import RuntimeFailure, UserInputError
-from flashmm.feeds.binance import DEFAULT_REST_URL, DEFAULT_WS_URL, BinanceParser, ParseError, Scale
+from flashmm.feeds.binance import BinanceParser, ParseError, Scale
+from flashmm.feeds.endpoints import DEFAULT_REST_URL, DEFAULT_WS_URL
 from flashmm.marketdata import DepthDiff, DepthSnapshot, FeedStatus, MarketEvent, Trade
 
 DEFAULT_STREAMS: tuple[str, ...] = ("depth@100ms", "trade", "bookTicker")
