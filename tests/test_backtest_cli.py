@@ -35,6 +35,29 @@ def test_missing_file_is_one_line_exit_2(
     assert len(lines) == 1 and lines[0].startswith("flashmm: error: data file not found")
 
 
+def test_recording_without_a_snapshot_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A file that continues another (no depth snapshot of its own) alone would never
+    sync a book: a backtest of it quoted nothing and reported zeros, silently."""
+    import gzip
+
+    with gzip.open(NEXO_20MIN, "rb") as fh:
+        lines = fh.readlines()
+    later = tmp_path / "nexousdt_continued.dat.gz"
+    with gzip.open(later, "wb") as out:  # the same minutes without the REST snapshot
+        out.writelines(ln for ln in lines if b'"lastUpdateId"' not in ln)
+    code, _, err = run_cli(["--data", str(later)], capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("flashmm: error: nexousdt_continued.dat.gz: no depth snapshot")
+    assert "--data EARLIER --data THIS" in line
+    # behind the file that has the snapshot it is a continuation, and runs
+    code, out, err = run_cli(["--data", str(NEXO_20MIN), "--data", str(later), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["fills"] > 0
+
+
 def test_empty_range_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(
         [

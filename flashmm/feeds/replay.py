@@ -11,6 +11,7 @@ names the file and the line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import heapq
 import time
@@ -83,6 +84,30 @@ def first_timestamp(path: Path) -> int:
                 except ValueError:
                     continue
     return 0
+
+
+#: How far into a symbol's first recording a depth snapshot is looked for. Recorders
+#: take the REST snapshot right after subscribing: line 1 to 55 in the shared files.
+SNAPSHOT_SCAN_LINES = 20_000
+
+
+def check_starts_with_snapshot(symbol: str, files: Sequence[Path]) -> None:
+    """A :class:`~flashmm.errors.DataError` when ``symbol``'s first recording has no
+    depth snapshot near its start: its book could never sync, so a run would quote
+    nothing and say nothing. A later file continues the book of the one before."""
+    first = files[0]
+    with contextlib.suppress(EOFError, zlib.error, OSError), gzip.open(first, "rb") as fh:
+        for n, line in enumerate(fh):
+            if b'"lastUpdateId"' in line:
+                return
+            if n >= SNAPSHOT_SCAN_LINES:
+                break
+    raise DataError(
+        f"{first.name}: no depth snapshot for {symbol} in its first "
+        f"{SNAPSHOT_SCAN_LINES:,} lines, so its book would never sync and nothing would be "
+        "quoted (a recording that continues an earlier one needs that file too: "
+        "--data EARLIER --data THIS)"
+    )
 
 
 class _BadLines(Protocol):
@@ -228,6 +253,8 @@ class RecordedFeed:
         end_ns: int | None = None,
     ) -> None:
         self.groups = group_files(paths, scales)
+        for symbol, files in self.groups.items():
+            check_starts_with_snapshot(symbol, files)
         self.offsets = align_offsets(self.groups, align)
         self.speed = speed
         self.start_ns = start_ns
