@@ -83,7 +83,7 @@ def build_feed(cfg: Config, opts: RunOptions) -> Feed:
         # files given on the command line play once unless asked otherwise
         loop = (cfg.feed.loop and not opts.data) if opts.loop is None else opts.loop
         # only markets whose reference appears in the data are driven
-        return ReplayFeed(
+        replay = ReplayFeed(
             files,
             scales_for(specs),
             speed=speed,
@@ -92,6 +92,8 @@ def build_feed(cfg: Config, opts: RunOptions) -> Feed:
             start_ns=opts.start_ns,
             end_ns=opts.end_ns,
         )
+        replay.check_snapshots()
+        return replay
     from flashmm.feeds.ws import BinanceWSFeed
 
     return BinanceWSFeed(

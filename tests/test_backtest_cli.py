@@ -52,6 +52,13 @@ def test_recording_without_a_snapshot_is_one_line_exit_2(
     (line,) = err.strip().splitlines()
     assert line.startswith("flashmm: error: nexousdt_continued.dat.gz: no depth snapshot")
     assert "--data EARLIER --data THIS" in line
+    # paper mode on the same file refuses it the same way
+    from flashmm.config import load_config
+    from flashmm.errors import DataError
+    from flashmm.runner import RunOptions, build_feed
+
+    with pytest.raises(DataError, match="no depth snapshot for nexousdt"):
+        build_feed(load_config("paper"), RunOptions(data=[str(later)]))
     # behind the file that has the snapshot it is a continuation, and runs
     code, out, err = run_cli(["--data", str(NEXO_20MIN), "--data", str(later), "--json"], capsys)
     assert code == 0, err

@@ -92,6 +92,7 @@ def open_feed(
         cache_dir=cache_dir,
         use_cache=use_cache,
     )
+    feed.check_snapshots()
     if not len(feed):
         raise UserInputError("the data files hold no market events")
     if (from_ns is not None or to_ns is not None) and feed.count_in_window() == 0:

@@ -253,8 +253,6 @@ class RecordedFeed:
         end_ns: int | None = None,
     ) -> None:
         self.groups = group_files(paths, scales)
-        for symbol, files in self.groups.items():
-            check_starts_with_snapshot(symbol, files)
         self.offsets = align_offsets(self.groups, align)
         self.speed = speed
         self.start_ns = start_ns
@@ -264,6 +262,13 @@ class RecordedFeed:
     @property
     def symbols(self) -> list[str]:
         return sorted(self.groups)
+
+    def check_snapshots(self) -> None:
+        """Refuse (:class:`~flashmm.errors.DataError`) a market whose first recording
+        has no depth snapshot: a run on it would never quote (paper and backtest call
+        this; tools that only read events do not need it)."""
+        for symbol, files in self.groups.items():
+            check_starts_with_snapshot(symbol, files)
 
     def _symbol_stream(self, symbol: str) -> Iterator[MarketEvent]:
         raise NotImplementedError
