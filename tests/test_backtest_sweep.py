@@ -84,6 +84,59 @@ def test_sweep_cli(
     assert (tmp_path / "o" / "sweep.json").is_file() and (tmp_path / "o" / "sweep.csv").is_file()
 
 
+def test_walk_forward_cut_and_choice() -> None:
+    from flashmm.backtest.walkforward import cut, walk_forward
+
+    parts = cut(0, 999, 3)
+    assert parts == [(0, 332), (333, 665), (666, 999)]  # adjacent, covering, no overlap
+    # candidates: the profile, then two grid points; P&L per part
+    pnl = [[1.0, 3.0, 0.0], [2.0, -1.0, 2.0], [1.0, 5.0, 0.5]]
+    params: list[dict[str, float]] = [{}, {"a.b": 1}, {"a.b": 2}]
+    results = [
+        {"index": k * 3 + j, "params": params[j], "report": {"pnl_usdc": pnl[k][j], "fills": 1}}
+        for k in range(3)
+        for j in range(3)
+    ]
+    r = walk_forward(results[::-1], parts)  # the order results come back in does not matter
+    w1, w2 = r["windows"]
+    # window 1 by part 0: b=1 earned most (3.0); window 2 by parts 0-1: the profile
+    # earned 3.0, b=1 and b=2 2.0 each
+    assert (w1["chosen"], w1["pnl_usdc"], w1["profile_pnl_usdc"]) == ("b=1", -1.0, 2.0)
+    assert (w2["chosen"], w2["pnl_usdc"], w2["best"]) == ("profile", 1.0, "b=1")
+    assert r["walk_forward_pnl_usdc"] == 0.0 and r["profile_pnl_usdc"] == 3.0
+    assert r["hindsight_pnl_usdc"] == 7.0
+    assert (r["windows_ahead_of_profile"], r["windows_behind_profile"]) == (0, 1)
+    # a tie on the past goes to the profile
+    tie = [dict(x, report={"pnl_usdc": 1.0, "fills": 0}) for x in results]
+    assert walk_forward(tie, parts)["windows"][0]["chosen"] == "profile"
+
+
+def test_walk_forward_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from flashmm.cli import main
+
+    monkeypatch.setenv("FLASHMM_CACHE_DIR", str(tmp_path / "cache"))
+    sweep = _spec(tmp_path, "grid:\n  strategy.params.min_spread_bps: [4, 40]\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["backtest", "--no-progress", "--data", str(NEXO_20MIN), "--sweep", str(sweep),
+              "--walk-forward", "2", "--workers", "1", "--json", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert exc.value.code in (0, None)
+    r = json.loads(capsys.readouterr().out)["walk_forward"]
+    assert r["parts"] == 3 and [w["window"] for w in r["windows"]] == [1, 2]
+    assert r["candidates"] == ["profile", "min_spread_bps=4", "min_spread_bps=40"]
+    # the profile's own min_spread_bps is 4: the same backtest, the same P&L in every part
+    assert all(row[0] == row[1] for row in r["pnl_by_part"])
+    assert (tmp_path / "o" / "walk_forward.json").is_file()
+    # --walk-forward chooses among a grid: without --sweep it is a one-line error
+    with pytest.raises(SystemExit) as exc:
+        main(["backtest", "--no-progress", "--data", str(NEXO_20MIN), "--walk-forward", "2"])
+    assert exc.value.code == 2
+    assert "--walk-forward: needs --sweep" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_ray_local(tmp_path: Path) -> None:
     pytest.importorskip("ray")

@@ -106,6 +106,7 @@ def backtest_command(
     compare: Sequence[str] = (),
     windows: int = 10,
     open_: bool = False,
+    walk_forward: int = 0,
 ) -> None:
     from flashmm.config import load_config, load_dotenv_file
 
@@ -117,6 +118,10 @@ def backtest_command(
     _check_data(data)
     if workers < 1:
         raise UserInputError(f"--workers: must be >= 1, was {workers}")
+    if walk_forward and sweep is None:
+        raise UserInputError("--walk-forward: needs --sweep (the grid to choose from)")
+    if walk_forward < 0:
+        raise UserInputError(f"--walk-forward: must be >= 1, was {walk_forward}")
     if compare and sweep is not None:
         raise UserInputError("--compare and --sweep: use one or the other")
     if compare and windows < 2:
@@ -141,6 +146,9 @@ def backtest_command(
     _check_data(files)
     # converts (or loads) every file once, and refuses an empty window, before any run
     feed = open_feed(cfg, files, from_ns, to_ns)
+    if sweep is not None and walk_forward:
+        _walk_forward(profile, sets, sweep, files, feed, walk_forward, out, json_out, workers, ray)
+        return
     if sweep is not None:
         _sweep(
             profile, sets, sweep, files, from_ns, to_ns, out, json_out, workers, ray, show_progress
@@ -290,6 +298,52 @@ def _sweep(
             for row in rows:
                 w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
     _show(json_out, {"sweep": rows}, lambda: sweep_table(results))
+
+
+def _walk_forward(
+    config: str,
+    sets: Sequence[str],
+    sweep_path: str,
+    files: Sequence[str],
+    feed: Any,
+    windows: int,
+    out: str | None,
+    json_out: bool,
+    workers: int,
+    ray: str | None,
+) -> None:
+    from flashmm.backtest.sweep import load_sweep, run_sweep
+    from flashmm.backtest.walkforward import (
+        cut,
+        make_walk_forward_tasks,
+        walk_forward,
+        walk_forward_table,
+    )
+    from flashmm.paths import find_profile, find_sweep
+
+    spec = load_sweep(find_sweep(sweep_path))
+    config = str(find_profile(config).resolve())
+    lo, hi = feed.span()
+    lo = max(lo, feed.start_ns) if feed.start_ns is not None else lo
+    hi = min(hi, feed.end_ns) if feed.end_ns is not None else hi
+    parts = cut(lo, hi, windows + 1)
+    tasks = make_walk_forward_tasks(spec, config, sets, files, parts)
+    done = {"n": 0}
+
+    def on_done(r: dict[str, Any]) -> None:
+        done["n"] += 1
+        if not json_out:
+            print(f"\r{done['n']}/{len(tasks)} backtests", end="", file=sys.stderr, flush=True)
+
+    results = run_sweep(tasks, workers=workers, ray_address=ray, on_done=on_done)
+    if not json_out:
+        print(file=sys.stderr)
+    result = walk_forward(results, parts)
+    if out:
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "walk_forward.json").write_text(json.dumps(result, indent=2) + "\n")
+    _show(json_out, {"walk_forward": result}, lambda: walk_forward_table(result))
 
 
 __all__ = ["backtest_command", "parse_ts"]

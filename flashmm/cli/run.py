@@ -152,6 +152,15 @@ def backtest(
     sweep: Annotated[
         str | None, typer.Option("--sweep", help="Parameter grid (YAML) to run.")
     ] = None,
+    walk_forward: Annotated[
+        int,
+        typer.Option(
+            "--walk-forward",
+            help="With --sweep: cut the data into N + 1 time parts and trade each of the"
+            " last N with the grid point (or the profile) that earned most on the parts"
+            " before it; prints that P&L next to the profile's.",
+        ),
+    ] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes for --sweep.")] = 2,
     ray: Annotated[
         str | None, typer.Option("--ray", help="Ray address for --sweep (needs .[ray]).")
@@ -189,6 +198,7 @@ def backtest(
         json_out=json_out,
         sets=set_ or [],
         sweep=sweep,
+        walk_forward=walk_forward,
         workers=workers,
         ray=ray,
         progress=progress,
