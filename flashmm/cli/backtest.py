@@ -147,7 +147,19 @@ def backtest_command(
     # converts (or loads) every file once, and refuses an empty window, before any run
     feed = open_feed(cfg, files, from_ns, to_ns)
     if sweep is not None and walk_forward:
-        _walk_forward(profile, sets, sweep, files, feed, walk_forward, out, json_out, workers, ray)
+        _walk_forward(
+            profile,
+            sets,
+            sweep,
+            files,
+            feed,
+            walk_forward,
+            out,
+            json_out,
+            workers,
+            ray,
+            show_progress,
+        )
         return
     if sweep is not None:
         _sweep(
@@ -311,6 +323,7 @@ def _walk_forward(
     json_out: bool,
     workers: int,
     ray: str | None,
+    show_progress: bool,
 ) -> None:
     from flashmm.backtest.sweep import load_sweep, run_sweep
     from flashmm.backtest.walkforward import (
@@ -332,11 +345,14 @@ def _walk_forward(
 
     def on_done(r: dict[str, Any]) -> None:
         done["n"] += 1
-        if not json_out:
+        if show_progress:
             print(f"\r{done['n']}/{len(tasks)} backtests", end="", file=sys.stderr, flush=True)
 
+    if show_progress:
+        print(f"{len(tasks)} backtests ({len(parts)} parts x {len(tasks) // len(parts)} "
+              "candidates: the profile and the grid)", file=sys.stderr)  # fmt: skip
     results = run_sweep(tasks, workers=workers, ray_address=ray, on_done=on_done)
-    if not json_out:
+    if show_progress:
         print(file=sys.stderr)
     result = walk_forward(results, parts)
     if out:
