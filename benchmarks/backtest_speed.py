@@ -2,7 +2,9 @@
 
 Prints wall time, CPU time and events/s for a cold run (recordings parsed from
 gzip JSON into a fresh cache) and a cached run, for configs/backtest.yaml as it
-is (ONNX model signal) and with ``model.enabled=false`` (rules fallback).
+is (the imbalance rule, in the compiled backtest loop), the same through the
+engine (``compiled=False``: what a strategy plugin runs in) and with the shipped
+model on (``model.enabled=true``, compiled loop).
 ``--profile`` adds a cProfile of each cached run (top functions by own time).
 
 Usage (from the repo root)::
@@ -26,20 +28,22 @@ FILES = [
     DATA / "binance_spot_nexousdt_20240724.dat.gz",
 ]
 
-VARIANTS = {
-    "default": [],
-    "model off": ["model.enabled=false"],
+# name: (--set overrides, compiled loop)
+VARIANTS: dict[str, tuple[list[str], bool]] = {
+    "default (rule)": ([], True),
+    "rule, engine": ([], False),
+    "model on": (["model.enabled=true"], True),
 }
 
 
-def one(sets: list[str], cache_dir: Path) -> dict[str, Any]:
+def one(sets: list[str], cache_dir: Path, compiled: bool = True) -> dict[str, Any]:
     from flashmm.backtest.runner import run_backtest
     from flashmm.config import load_config
 
     cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
     c0 = time.process_time()
     t0 = time.perf_counter()
-    res = run_backtest(cfg, [str(f) for f in FILES], cache_dir=cache_dir)
+    res = run_backtest(cfg, [str(f) for f in FILES], cache_dir=cache_dir, compiled=compiled)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     r = res.report
@@ -60,7 +64,7 @@ def one(sets: list[str], cache_dir: Path) -> dict[str, Any]:
     }
 
 
-def profile(sets: list[str], cache_dir: Path, top: int) -> str:
+def profile(sets: list[str], cache_dir: Path, top: int, compiled: bool) -> str:
     import cProfile
     import io
     import pstats
@@ -71,7 +75,7 @@ def profile(sets: list[str], cache_dir: Path, top: int) -> str:
     cfg = load_config(ROOT / "configs" / "backtest.yaml", sets)
     pr = cProfile.Profile()
     pr.enable()
-    run_backtest(cfg, [str(f) for f in FILES], cache_dir=cache_dir)
+    run_backtest(cfg, [str(f) for f in FILES], cache_dir=cache_dir, compiled=compiled)
     pr.disable()
     buf = io.StringIO()
     pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(top)
@@ -92,15 +96,15 @@ def main() -> None:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="flashmm-bench-cache-") as tmp:
         cache = Path(tmp)
-        for name, sets in VARIANTS.items():
+        for name, (sets, compiled) in VARIANTS.items():
             sub = cache / name.replace(" ", "_")
-            cold = one(sets, sub)
-            warm = one(sets, sub)
+            cold = one(sets, sub, compiled)
+            warm = one(sets, sub, compiled)
             out[name] = {"cold": cold, "cached": warm}
         profiles = (
             {
-                name: profile(sets, cache / name.replace(" ", "_"), args.top)
-                for name, sets in VARIANTS.items()
+                name: profile(sets, cache / name.replace(" ", "_"), args.top, compiled)
+                for name, (sets, compiled) in VARIANTS.items()
             }
             if args.profile
             else {}
