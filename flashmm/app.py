@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from flashmm.runner import (
     SnapshotHolder,
     build_engine,
     build_venue,
+    install_signal_handlers,
     run_async,
     run_blocking,
     uses_sim_clock,
@@ -49,6 +51,11 @@ def run_bot(
     holder = SnapshotHolder()
 
     async def main() -> dict[str, Any]:
+        # from here a Ctrl-C stops cleanly, even while the engine's kernels load, the
+        # journal opens and recovery runs (before, asyncio's own handler cancelled the
+        # start and the bot exited 130 without a word)
+        stop = asyncio.Event()
+        signals = install_signal_handlers(stop)
         # replays run on the recorded clock; commands then use the engine's time
         sim_clock = uses_sim_clock(cfg, data)
         venue = build_venue(cfg)
@@ -56,14 +63,19 @@ def run_bot(
         from flashmm.ops.service import OpsServices
 
         ops = OpsServices(
-            cfg, engine, venue, sim_clock=sim_clock, resume=resume, new_journal=new_journal
+            cfg,
+            engine,
+            venue,
+            sim_clock=sim_clock,
+            resume=resume,
+            new_journal=new_journal,
+            stop_event=stop,
         )
         await ops.start()
         holder.build = ops.publish
         opts.extra_tasks.append(ops.task)
-        stop = ops.stop_event
         try:
-            summary = await run_async(cfg, opts, holder, stop=stop, engine=engine)
+            summary = await run_async(cfg, opts, holder, stop=stop, engine=engine, signals=signals)
         finally:
             await ops.aclose()
         return ops.run_summary(summary)

@@ -343,20 +343,25 @@ async def run_async(
     holder: SnapshotHolder | None = None,
     stop: asyncio.Event | None = None,
     engine: Engine | None = None,
+    signals: StopSignals | None = None,
 ) -> dict[str, Any]:
-    """Run until the data ends, ``duration_s`` passes or ``stop`` is set; returns the summary."""
+    """Run until the data ends, ``duration_s`` passes or ``stop`` is set; returns the summary.
+
+    ``signals``: the handlers the caller installed already (for ``stop``); else installed here.
+    """
     stop = stop or asyncio.Event()
     holder = holder or SnapshotHolder()
     feed = build_feed(cfg, opts)
     sim_clock = feed.sim_clock
     engine = engine or build_engine(cfg, sim_clock=sim_clock)
-    signals = install_signal_handlers(stop)
+    signals = signals or install_signal_handlers(stop)
     if not await _start_venue(engine.venue, stop):
         # stopped while connecting (a node that does not answer, a long log replay):
         # nothing was sent yet, so there is nothing to cancel
         logger.warning("stopped before the venue was ready")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(engine.venue.aclose(), FEED_CLOSE_TIMEOUT_S)
+        await asyncio.sleep(signals.echo_left(time.monotonic()))
         return {**engine.summary(), "orders_left_open": 0}
     deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
     # --duration is a timer of its own: it stops the bot even when no event arrives

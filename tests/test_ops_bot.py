@@ -389,6 +389,25 @@ def test_two_sigints_at_once_still_stop_cleanly(tmp_path: Path) -> None:
         assert "already stopping" in bot.stderr()
 
 
+@pytest.mark.slow
+def test_sigint_while_starting_stops_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C while the engine's kernels load and the journal opens is a clean stop
+    (exit 0, a summary), not asyncio's cancel of the start (exit 130, no word)."""
+    import signal
+
+    with tmp_socket_dir() as sock_dir:
+        profile = make_profile(tmp_path, sock_dir, name="early", speed=20)
+        bot = Bot(profile, tmp_path, bot_env())
+        try:
+            # the first log line comes from inside the event loop, before the bot is ready
+            wait_for(lambda: "prediction model" in bot.stderr(), 60, "the start under way")
+            bot.proc.send_signal(signal.SIGINT)
+            assert bot.proc.wait(60) == 0, bot.stderr()
+        finally:
+            bot.close()
+        assert bot.summary()["orders_left_open"] == 0
+
+
 # --- crash and restart -----------------------------------------------------------------
 
 

@@ -78,13 +78,15 @@ class OpsServices(Commands):
         sim_clock: bool | None = None,
         resume: bool = False,
         new_journal: bool = False,
+        stop_event: asyncio.Event | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
         #: the engine's venue, for recovery: replay, reconciliation, the block checkpoint
         self.venue = venue
         self.sim_clock = cfg.feed.kind == "replay" if sim_clock is None else sim_clock
-        self.stop_event = asyncio.Event()
+        #: set to stop the bot (``flashmm stop``, SIGTERM/SIGINT, ``--duration``)
+        self.stop_event = stop_event or asyncio.Event()
         self.notifier = Notifier()
         self.socket_path = socket_path_from_config(cfg)
         self.journal: Journal | None = None
