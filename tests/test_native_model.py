@@ -121,7 +121,7 @@ def test_unsupported_graph_or_a_difference_falls_back_to_onnxruntime(tmp_path: P
 @pytest.mark.parametrize("native", [True, False])
 def test_breaker_works_with_both_paths(native: bool) -> None:
     # a budget no loaded machine reaches: this test is about the paths, not the speed
-    g = load_predictor(ModelSettings(native=native, latency_budget_us=1e9))
+    g = load_predictor(ModelSettings(enabled=True, native=native, latency_budget_us=1e9))
     assert g.state == "closed", g.reason
     assert g.model is not None and g.model.engine == ("native" if native else "onnxruntime")
     x = np.asarray(g.model.mean, dtype=np.float32)

@@ -306,7 +306,7 @@ def test_load_predictor_without_or_with_a_bad_model(tmp_path: Path) -> None:
     assert g.predict(_x(0.5, 1.0), 0).source == "rules"
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
-    g = load_predictor(ModelSettings(path=str(bad)))
+    g = load_predictor(ModelSettings(enabled=True, path=str(bad)))
     assert g.state == "open" and "not loaded" in g.reason and g.is_open
     for i in range(3):
         assert g.predict(_x(0.5, 1.0), i * 100 * S).source == "rules"
@@ -317,7 +317,7 @@ def test_load_predictor_without_or_with_a_bad_model(tmp_path: Path) -> None:
 def test_default_model_loads_if_shipped() -> None:
     if not (ROOT / "models" / "flashmm-direction-1s.onnx").exists():
         pytest.skip("default model not built")
-    g = load_predictor(ModelSettings())
+    g = load_predictor(ModelSettings(enabled=True))
     assert g.state == "closed", g.reason
     sig = g.predict(np.asarray(g.model.mean, dtype=np.float32), 0)  # type: ignore[union-attr]
     assert sig.source == "onnx"
@@ -568,7 +568,9 @@ def test_online_model_starts_as_the_shipped_one_and_learns_the_rule_where_it_win
     st = g.status()
     assert st["online"]["updates"] == m.updates
     assert st["hit_rate_moved"] is not None and st["calibration_error_pts"] is not None
-    assert load_predictor(ModelSettings(online=True)).status()["online"]["updates"] == 0
+    assert (
+        load_predictor(ModelSettings(enabled=True, online=True)).status()["online"]["updates"] == 0
+    )
 
 
 def test_online_weights_persist_per_market_beside_the_journal(tmp_path: Path) -> None:

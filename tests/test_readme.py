@@ -120,7 +120,7 @@ def test_backtest_compare(elsewhere: tuple[Path, dict[str, str]]) -> None:
     (line,) = [ln for ln in LINES if "--compare" in ln]
     r = _bash(line, home, env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "model.enabled=false vs baseline" in r.stdout and "95 % CI" in r.stdout
+    assert "model.enabled=true vs baseline" in r.stdout and "95 % CI" in r.stdout
     out = home / "runs" / "cmp"
     assert json.loads((out / "compare.json").read_text())["metrics"]["pnl_usdc"]["ci95"]
     assert (out / "baseline" / "report.json").is_file()

@@ -17,7 +17,9 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    # the imbalance rule quotes unless a profile turns the model on: the model does not
+    # beat the rule on held-back walk-forward windows (models/README.md)
+    enabled: bool = False
     path: str | None = DEFAULT_MODEL
     horizon: str = "1s"
     # quoting
