@@ -22,7 +22,7 @@ _MICRO = IDX["micro_offset_bps"]
 class RulePredictor:
     """Microprice/imbalance rule with the predictor interface."""
 
-    #: ``|imb_l1|`` that calls a direction (the compiled core's ``rule_min_imbalance``)
+    #: ``|imb_l1|`` that calls a direction (the compiled core reads it from here)
     min_imbalance = 0.2
 
     def __init__(self) -> None:
