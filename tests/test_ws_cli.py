@@ -225,4 +225,5 @@ async def test_serve_command_in_a_subprocess() -> None:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-    assert proc.returncode == 0
+    err = (await proc.stderr.read()).decode(errors="replace") if proc.stderr else ""
+    assert proc.returncode == 0, err[-3000:]

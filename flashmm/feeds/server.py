@@ -34,6 +34,7 @@ reading for ``send_timeout`` seconds is cut off (its TCP connection aborted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ from flashmm.book import BookBuilder, SequenceGap
 from flashmm.feeds.binance import BinanceParser, ParseError, Scale, ts_to_ns
 from flashmm.feeds.replay import Pacer, align_offsets, group_files, merge_by_time, read_lines
 from flashmm.marketdata import DepthDiff, DepthSnapshot, MarketEvent
+
+#: seconds each of the two servers gets to close on stop
+STOP_TIMEOUT_S = 5.0
 
 MALFORMED = '{"stream": "malformed@depth@100ms", "data": {"e": "depthUpdate", "U": '
 
@@ -206,12 +210,17 @@ class ReplayServer:
             self._play_task.cancel()
             await asyncio.gather(self._play_task, return_exceptions=True)
             self._play_task = None
+        # bounded: a client that never finishes its closing handshake, or an HTTP
+        # keep-alive connection (aiohttp waits up to 60 s for those), must not hold
+        # up a Ctrl-C
         if self._ws_server is not None:
             self._ws_server.close()
-            await self._ws_server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ws_server.wait_closed(), STOP_TIMEOUT_S)
             self._ws_server = None
         if self._http_runner is not None:
-            await self._http_runner.cleanup()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._http_runner.cleanup(), STOP_TIMEOUT_S)
             self._http_runner = None
 
     async def __aenter__(self) -> ReplayServer:
