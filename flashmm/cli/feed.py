@@ -38,6 +38,8 @@ def serve(
 ) -> None:
     """Replay recordings as a Binance combined stream + REST depth snapshots."""
     import asyncio
+    import contextlib
+    import signal
 
     from flashmm.errors import FlashMMError
 
@@ -56,12 +58,23 @@ def serve(
         typer.echo("    kind: binance_ws")
         typer.echo(f"    ws_url: {srv.ws_url}")
         typer.echo(f"    rest_url: {srv.rest_url}")
+        # SIGINT and SIGTERM stop the server cleanly, also when it was started in the
+        # background of a script (which starts it with SIGINT ignored)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         typer.echo("Ctrl-C to stop.", err=True)
         try:
             if not loop:
-                await srv.finished.wait()
-                typer.echo("end of data; still answering (Ctrl-C to stop)", err=True)
-            await asyncio.Event().wait()
+                ended = asyncio.ensure_future(srv.finished.wait())
+                await asyncio.wait(
+                    {ended, asyncio.ensure_future(stop.wait())},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if ended.done():
+                    typer.echo("end of data; still answering (Ctrl-C to stop)", err=True)
+            await stop.wait()
         finally:
             await srv.stop()
 
