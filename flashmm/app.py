@@ -16,11 +16,11 @@ from flashmm.runner import (
     SnapshotHolder,
     build_engine,
     build_venue,
-    install_signal_handlers,
     run_async,
     run_blocking,
     uses_sim_clock,
 )
+from flashmm.stopsignals import install_signal_handlers
 
 
 def run_bot(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from flashmm.feeds.replay import ReplayFeed, make_scales
 from flashmm.paths import resolve_path
 from flashmm.signal import SignalSource
 from flashmm.snapshot import Snapshot
+from flashmm.stopsignals import StopSignals, install_signal_handlers
 from flashmm.strategy import Strategy
 from flashmm.types import MarketSpec
 from flashmm.venues.base import Venue
@@ -269,55 +268,6 @@ async def publish_snapshots(
     while not stop.is_set():
         holder.latest = holder.build() if holder.build is not None else engine.snapshot()
         await asyncio.sleep(period)
-
-
-class StopSignals:
-    """What a SIGINT or SIGTERM means, given the ones before it.
-
-    The first stops cleanly (cancel all, summary). A repeat within ``echo_s`` is the
-    same request arriving twice (GNU ``timeout`` signals the child and its process
-    group; a supervisor may send SIGTERM right after a SIGINT) and is ignored. A
-    repeat after that is a person pressing Ctrl-C again: exit at once.
-    """
-
-    def __init__(self, echo_s: float = 0.5) -> None:
-        self.echo_s = echo_s
-        self.first_s: float | None = None
-
-    def on_signal(self, now_s: float) -> str:
-        """``"stop"``, ``"ignore"`` or ``"exit"`` for a signal at monotonic ``now_s``."""
-        if self.first_s is None:
-            self.first_s = now_s
-            return "stop"
-        return "ignore" if now_s - self.first_s < self.echo_s else "exit"
-
-    def echo_left(self, now_s: float) -> float:
-        """Seconds until a repeat would mean "exit at once" (0 when none came or it passed)."""
-        return 0.0 if self.first_s is None else max(0.0, self.first_s + self.echo_s - now_s)
-
-
-def install_signal_handlers(stop: asyncio.Event) -> StopSignals:
-    """SIGINT and SIGTERM set ``stop`` while the loop runs; see :class:`StopSignals`."""
-    loop = asyncio.get_running_loop()
-    seen = StopSignals()
-
-    def handler(signame: str) -> None:
-        verdict = seen.on_signal(time.monotonic())
-        if verdict == "exit":
-            logger.error("second {}: exiting at once", signame)
-            os._exit(130)
-        if verdict == "ignore":
-            logger.info("{} again within {} s: already stopping", signame, seen.echo_s)
-            return
-        logger.warning(
-            "{} received: cancelling all orders and stopping (again to exit at once)", signame
-        )
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, handler, sig.name)
-    return seen
 
 
 async def _start_venue(venue: Venue, stop: asyncio.Event) -> bool:

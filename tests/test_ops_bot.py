@@ -356,7 +356,7 @@ def test_sigterm_cancels_every_quote_and_exits_0(running: Running) -> None:
 
 
 def test_stop_signals_echo_is_ignored_a_later_repeat_exits() -> None:
-    from flashmm.runner import StopSignals
+    from flashmm.stopsignals import StopSignals
 
     s = StopSignals(echo_s=0.5)
     assert s.on_signal(100.0) == "stop"

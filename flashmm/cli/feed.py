@@ -38,10 +38,9 @@ def serve(
 ) -> None:
     """Replay recordings as a Binance combined stream + REST depth snapshots."""
     import asyncio
-    import contextlib
-    import signal
 
     from flashmm.errors import FlashMMError
+    from flashmm.stopsignals import install_signal_handlers
 
     async def main() -> None:
         from flashmm.feeds.server import ReplayServer
@@ -59,11 +58,10 @@ def serve(
         typer.echo(f"    ws_url: {srv.ws_url}")
         typer.echo(f"    rest_url: {srv.rest_url}")
         # SIGINT and SIGTERM stop the server cleanly, also when it was started in the
-        # background of a script (which starts it with SIGINT ignored)
+        # background of a script (which starts it with SIGINT ignored); a second one
+        # half a second later exits at once
         stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        install_signal_handlers(stop, doing="stopping the replay server")
         typer.echo("Ctrl-C to stop.", err=True)
         try:
             if not loop:
