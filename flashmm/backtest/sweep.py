@@ -222,6 +222,11 @@ def _run_ray(tasks: Sequence[Task], address: str, workers: int) -> Iterator[dict
             ray.shutdown()
 
 
+def params_label(params: dict[str, Any]) -> str:
+    """A grid point as ``gamma=0.1, min_spread_bps=4`` (the last part of each key)."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+
+
 def sweep_table(results: Sequence[dict[str, Any]]) -> Any:
     from rich.table import Table
 
@@ -235,7 +240,7 @@ def sweep_table(results: Sequence[dict[str, Any]]) -> Any:
 
     for r in results:
         rep = r["report"]
-        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in r["params"].items())
+        params = params_label(r["params"])
         t.add_row(
             str(r["rank"]),
             params,
@@ -264,6 +269,7 @@ __all__ = [
     "Task",
     "load_sweep",
     "make_tasks",
+    "params_label",
     "rank",
     "run_sweep",
     "run_task",

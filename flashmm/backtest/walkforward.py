@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from flashmm.backtest.sweep import SweepSpec, Task, make_tasks
+from flashmm.backtest.sweep import SweepSpec, Task, make_tasks, params_label
 from flashmm.errors import UserInputError
 
 PROFILE = "profile"  # the candidate without grid values
@@ -54,9 +54,7 @@ def make_walk_forward_tasks(
 
 
 def _label(params: dict[str, Any]) -> str:
-    if not params:
-        return PROFILE
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+    return params_label(params) if params else PROFILE
 
 
 def walk_forward(

@@ -7,9 +7,12 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flashmm.errors import UserInputError
+
+if TYPE_CHECKING:
+    from flashmm.backtest.sweep import SweepSpec
 
 DEFAULT_BACKTEST_CONFIG = "backtest"
 
@@ -263,6 +266,15 @@ def _compare(
     _show(json_out, result, lambda: compare_table(result))
 
 
+def _grid(config: str, sweep_path: str) -> tuple[SweepSpec, str]:
+    """The sweep file and the profile's absolute path: workers (Ray nodes included)
+    may run elsewhere."""
+    from flashmm.backtest.sweep import load_sweep
+    from flashmm.paths import find_profile, find_sweep
+
+    return load_sweep(find_sweep(sweep_path)), str(find_profile(config).resolve())
+
+
 def _sweep(
     config: str,
     sets: Sequence[str],
@@ -276,12 +288,9 @@ def _sweep(
     ray: str | None,
     show_progress: bool,
 ) -> None:
-    from flashmm.backtest.sweep import load_sweep, make_tasks, run_sweep, summary_rows, sweep_table
-    from flashmm.paths import find_profile, find_sweep
+    from flashmm.backtest.sweep import make_tasks, run_sweep, summary_rows, sweep_table
 
-    spec = load_sweep(find_sweep(sweep_path))
-    # workers (Ray nodes included) may run elsewhere: hand them absolute paths
-    config = str(find_profile(config).resolve())
+    spec, config = _grid(config, sweep_path)
     tasks = make_tasks(spec, config, sets, files, from_ns, to_ns, None)
     done = {"n": 0}
 
@@ -325,17 +334,15 @@ def _walk_forward(
     ray: str | None,
     show_progress: bool,
 ) -> None:
-    from flashmm.backtest.sweep import load_sweep, run_sweep
+    from flashmm.backtest.sweep import run_sweep
     from flashmm.backtest.walkforward import (
         cut,
         make_walk_forward_tasks,
         walk_forward,
         walk_forward_table,
     )
-    from flashmm.paths import find_profile, find_sweep
 
-    spec = load_sweep(find_sweep(sweep_path))
-    config = str(find_profile(config).resolve())
+    spec, config = _grid(config, sweep_path)
     lo, hi = feed.span()
     lo = max(lo, feed.start_ns) if feed.start_ns is not None else lo
     hi = min(hi, feed.end_ns) if feed.end_ns is not None else hi
