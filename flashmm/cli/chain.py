@@ -80,13 +80,19 @@ def local(
 
     from flashmm.venues.sei.local import Anvil, setup_local_chain
 
+    stopping = False
+
     def _interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        nonlocal stopping
+        if not stopping:  # a repeat while anvil stops (bounded: 5 s + 5 s) is the same stop
+            stopping = True
+            raise KeyboardInterrupt
 
     # SIGTERM, or SIGHUP when the terminal closes, must stop anvil too (it runs
-    # in a process group of its own).
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    # in a process group of its own). SIGINT is set here as well: a script's
+    # background job starts with SIGINT ignored, and Python then installs no handler.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     anvil = Anvil(port, chain_id=chain_id, block_time=block_time)
     try:
         run_async(_start(anvil))
