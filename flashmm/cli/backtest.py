@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,24 +151,12 @@ def backtest_command(
     # converts (or loads) every file once, and refuses an empty window, before any run
     feed = open_feed(cfg, files, from_ns, to_ns)
     if sweep is not None and walk_forward:
-        _walk_forward(
-            profile,
-            sets,
-            sweep,
-            files,
-            feed,
-            walk_forward,
-            out,
-            json_out,
-            workers,
-            ray,
-            show_progress,
-        )
+        grid = _Grid(profile, sets, sweep, files, out, json_out, workers, ray, show_progress)
+        _walk_forward(grid, feed, walk_forward)
         return
     if sweep is not None:
-        _sweep(
-            profile, sets, sweep, files, from_ns, to_ns, out, json_out, workers, ray, show_progress
-        )
+        grid = _Grid(profile, sets, sweep, files, out, json_out, workers, ray, show_progress)
+        _sweep(grid, from_ns, to_ns)
         return
     if compare:
         _compare(profile, sets, compare, files, feed, from_ns, to_ns, windows, out, json_out)
@@ -266,37 +255,51 @@ def _compare(
     _show(json_out, result, lambda: compare_table(result))
 
 
-def _grid(config: str, sweep_path: str) -> tuple[SweepSpec, str]:
-    """The sweep file and the profile's absolute path: workers (Ray nodes included)
-    may run elsewhere."""
-    from flashmm.backtest.sweep import load_sweep
-    from flashmm.paths import find_profile, find_sweep
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """What a sweep and a walk-forward share: the grid, where it runs, where results go."""
 
-    return load_sweep(find_sweep(sweep_path)), str(find_profile(config).resolve())
+    profile: str
+    sets: Sequence[str]
+    sweep_path: str
+    files: Sequence[str]
+    out: str | None
+    json_out: bool
+    workers: int
+    ray: str | None
+    show_progress: bool
+
+    def load(self) -> tuple[SweepSpec, str]:
+        """The sweep file and the profile's absolute path: workers (Ray nodes included)
+        may run elsewhere."""
+        from flashmm.backtest.sweep import load_sweep
+        from flashmm.paths import find_profile, find_sweep
+
+        return load_sweep(find_sweep(self.sweep_path)), str(find_profile(self.profile).resolve())
+
+    def run(self, tasks: list[Any], on_done: Callable[[dict[str, Any]], None]) -> list[Any]:
+        from flashmm.backtest.sweep import run_sweep
+
+        return run_sweep(tasks, workers=self.workers, ray_address=self.ray, on_done=on_done)
+
+    def out_dir(self) -> Path | None:
+        if not self.out:
+            return None
+        d = Path(self.out)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
 
 
-def _sweep(
-    config: str,
-    sets: Sequence[str],
-    sweep_path: str,
-    files: Sequence[str],
-    from_ns: int | None,
-    to_ns: int | None,
-    out: str | None,
-    json_out: bool,
-    workers: int,
-    ray: str | None,
-    show_progress: bool,
-) -> None:
-    from flashmm.backtest.sweep import make_tasks, run_sweep, summary_rows, sweep_table
+def _sweep(grid: _Grid, from_ns: int | None, to_ns: int | None) -> None:
+    from flashmm.backtest.sweep import make_tasks, summary_rows, sweep_table
 
-    spec, config = _grid(config, sweep_path)
-    tasks = make_tasks(spec, config, sets, files, from_ns, to_ns, None)
+    spec, config = grid.load()
+    tasks = make_tasks(spec, config, grid.sets, grid.files, from_ns, to_ns, None)
     done = {"n": 0}
 
     def on_done(r: dict[str, Any]) -> None:
         done["n"] += 1
-        if show_progress:
+        if grid.show_progress:
             rep = r["report"]
             print(
                 f"[{done['n']}/{len(tasks)}] {r['params']}: pnl {rep['pnl_usdc']:+.4f} "
@@ -304,11 +307,10 @@ def _sweep(
                 file=sys.stderr,
             )
 
-    results = run_sweep(tasks, workers=workers, ray_address=ray, on_done=on_done)
+    results = grid.run(tasks, on_done)
     rows = summary_rows(results)
-    if out:
-        d = Path(out)
-        d.mkdir(parents=True, exist_ok=True)
+    d = grid.out_dir()
+    if d is not None:
         (d / "sweep.json").write_text(json.dumps({"results": results}, indent=2) + "\n")
         import csv
 
@@ -318,23 +320,10 @@ def _sweep(
             w.writeheader()
             for row in rows:
                 w.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
-    _show(json_out, {"sweep": rows}, lambda: sweep_table(results))
+    _show(grid.json_out, {"sweep": rows}, lambda: sweep_table(results))
 
 
-def _walk_forward(
-    config: str,
-    sets: Sequence[str],
-    sweep_path: str,
-    files: Sequence[str],
-    feed: Any,
-    windows: int,
-    out: str | None,
-    json_out: bool,
-    workers: int,
-    ray: str | None,
-    show_progress: bool,
-) -> None:
-    from flashmm.backtest.sweep import run_sweep
+def _walk_forward(grid: _Grid, feed: Any, windows: int) -> None:
     from flashmm.backtest.walkforward import (
         cut,
         make_walk_forward_tasks,
@@ -342,31 +331,30 @@ def _walk_forward(
         walk_forward_table,
     )
 
-    spec, config = _grid(config, sweep_path)
+    spec, config = grid.load()
     lo, hi = feed.span()
     lo = max(lo, feed.start_ns) if feed.start_ns is not None else lo
     hi = min(hi, feed.end_ns) if feed.end_ns is not None else hi
     parts = cut(lo, hi, windows + 1)
-    tasks = make_walk_forward_tasks(spec, config, sets, files, parts)
+    tasks = make_walk_forward_tasks(spec, config, grid.sets, grid.files, parts)
     done = {"n": 0}
 
     def on_done(r: dict[str, Any]) -> None:
         done["n"] += 1
-        if show_progress:
+        if grid.show_progress:
             print(f"\r{done['n']}/{len(tasks)} backtests", end="", file=sys.stderr, flush=True)
 
-    if show_progress:
+    if grid.show_progress:
         print(f"{len(tasks)} backtests ({len(parts)} parts x {len(tasks) // len(parts)} "
               "candidates: the profile and the grid)", file=sys.stderr)  # fmt: skip
-    results = run_sweep(tasks, workers=workers, ray_address=ray, on_done=on_done)
-    if show_progress:
+    results = grid.run(tasks, on_done)
+    if grid.show_progress:
         print(file=sys.stderr)
     result = walk_forward(results, parts)
-    if out:
-        d = Path(out)
-        d.mkdir(parents=True, exist_ok=True)
+    d = grid.out_dir()
+    if d is not None:
         (d / "walk_forward.json").write_text(json.dumps(result, indent=2) + "\n")
-    _show(json_out, {"walk_forward": result}, lambda: walk_forward_table(result))
+    _show(grid.json_out, {"walk_forward": result}, lambda: walk_forward_table(result))
 
 
 __all__ = ["backtest_command", "parse_ts"]
