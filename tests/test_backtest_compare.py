@@ -97,3 +97,30 @@ def test_diff_ci_pnl_sums_and_markouts_average() -> None:
     r = diff_ci("markout_5s_bps", (sb, cb), (sv, cv))
     assert r["diff"] == pytest.approx(7 / 5 - 8 / 4)
     assert r["window_diffs"]["n"] == 2
+
+
+def test_t_quantile_matches_the_table_and_needs_no_scipy() -> None:
+    """The window-difference interval uses FlashMM's own Student's t (a plain install
+    has no SciPy: ``--compare`` raised ModuleNotFoundError there)."""
+    import subprocess
+    import sys
+
+    from flashmm.backtest.compare import t_cdf, t_quantile
+
+    table = {1: 12.7062047, 2: 4.3026527, 3: 3.1824463, 5: 2.5705818, 10: 2.2281389}
+    table |= {30: 2.0422725, 100: 1.9839715}
+    for df, q in table.items():
+        assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-6)
+        assert t_quantile(0.025, df) == pytest.approx(-q, abs=1e-6)
+        assert t_cdf(q, df) == pytest.approx(0.975, abs=1e-7)  # q has 7 decimals
+    assert t_cdf(0.0, 7) == 0.5
+    code = (
+        "import sys, numpy as np\n"
+        "from flashmm.backtest.compare import diff_ci\n"
+        "a = (np.array([1.0, 2.0, 3.0]), np.array([1, 1, 1]))\n"
+        "b = (np.array([2.0, 2.5, 4.5]), np.array([1, 1, 1]))\n"
+        "r = diff_ci('pnl_usdc', a, b)\n"
+        "assert r['window_diffs']['ci95_t'] is not None\n"
+        "assert 'scipy' not in sys.modules, 'scipy imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -33,6 +33,52 @@ BOOTSTRAP_SAMPLES = 4000
 METRICS = ("pnl_usdc", "markout_1s_bps", "markout_5s_bps", "markout_30s_bps", "abs_inventory_usdc")
 
 
+def t_cdf(t: float, df: int) -> float:
+    """Student's t distribution function for an integer ``df`` >= 1.
+
+    The closed form for integer degrees of freedom (Abramowitz & Stegun
+    26.7.3/26.7.4): with ``θ = atan(t/√df)``, a finite series in cos²θ. Exact to
+    rounding; no SciPy needed on a plain install.
+    """
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    term = 1.0
+    total = 1.0
+    if df % 2:  # odd: A = (2/π)(θ + sinθ cosθ (1 + 2/3 c² + 2·4/(3·5) c⁴ + ...))
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        a = (2 / math.pi) * (theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0))
+    else:  # even: A = sinθ (1 + 1/2 c² + 1·3/(2·4) c⁴ + ...)
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        a = math.sin(theta) * total
+    return 0.5 + 0.5 * a  # A(t) is P(|T| <= |t|) signed with t
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with integer ``df`` (bisection on ``t_cdf``)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    lo, hi = -1.0, 1.0
+    while t_cdf(lo, df) > p:
+        lo *= 2
+    while t_cdf(hi, df) < p:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, abs(mid)):
+            break
+    return 0.5 * (lo + hi)
+
+
 def window_edges(start_ns: int, end_ns: int, windows: int) -> np.ndarray:
     """``windows + 1`` edges cutting [start, end] into equal windows."""
     return np.linspace(start_ns, end_ns, windows + 1).astype(np.int64)
@@ -109,9 +155,7 @@ def diff_ci(
     d = d[~np.isnan(d)]
     t_ci = None
     if len(d) >= 2:
-        from scipy import stats
-
-        half = float(stats.t.ppf(0.975, len(d) - 1)) * float(d.std(ddof=1)) / math.sqrt(len(d))
+        half = t_quantile(0.975, len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))
         m = float(d.mean())
         t_ci = [m - half, m + half]
     return {
