@@ -384,9 +384,11 @@ def test_cli_check_and_eval(small_model: tuple[Path, dict[str, Any]]) -> None:
     assert info["latency_us"]["p99"] > 0 and info["horizon"] == "1s"
     r = CliRunner().invoke(_cli(), ["model", "check", str(path), "--calls", "200"])
     assert r.exit_code == 0 and "latency" in r.output
-    r = CliRunner().invoke(_cli(), ["model", "eval", str(path), "--data", str(NEXO_23), "--json"])
+    # bundled:NAME works on the command line as in a profile
+    r = CliRunner().invoke(_cli(), ["model", "eval", str(path), "--data", "bundled:nexo", "--json"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.output)
+    assert m["data"] == [NEXO_23.name]
     for k in ("hit_rate_moved", "baseline_hit_rate_moved", "moved_samples", "log_loss"):
         assert k in m
     assert m["moved_samples"] > 50
@@ -398,8 +400,12 @@ def test_cli_train_bad_input(tmp_path: Path) -> None:
     )
     assert r.exit_code == 2 and "not found" in r.output
     r = CliRunner().invoke(
+        _cli(), ["train", "--data", "bundled:nosuch", "--out", str(tmp_path / "m.onnx")]
+    )
+    assert r.exit_code == 2 and "not found" in r.output and "nosuch" in r.output
+    r = CliRunner().invoke(
         _cli(),
-        ["train", "--data", str(NEXO_23), "--out", str(tmp_path / "m.onnx"), "--horizon", "x"],
+        ["train", "--data", "bundled:nexo", "--out", str(tmp_path / "m.onnx"), "--horizon", "x"],
     )
     assert r.exit_code == 2 and "bad horizon" in r.output
 

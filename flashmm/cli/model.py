@@ -33,9 +33,20 @@ def _dump(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
+def _recordings(data: list[Path]) -> list[Path]:
+    """``--data`` as the backtest reads it: ``bundled:NAME``, else the current directory,
+    then the project root."""
+    from flashmm.paths import resolve_path
+
+    return [resolve_path(str(d)) for d in data]
+
+
 def train_command(
     data: list[Path] = typer.Option(
-        ..., "--data", "-d", help="Recording(s) of one symbol; repeat --data for more"
+        ...,
+        "--data",
+        "-d",
+        help="Recording(s) of one symbol; repeat --data for more (bundled:NAME is one shipped)",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write (models/NAME.onnx)"),
     horizon: str = typer.Option("1s", help="Prediction horizon: 100ms, 1s, 5s ..."),
@@ -54,7 +65,7 @@ def train_command(
         t0 = time.perf_counter()
         say = (lambda m: typer.echo(m, err=True)) if not json_out else None
         res = train(
-            data,
+            _recordings(data),
             out,
             horizon,
             tick=tick,
@@ -170,7 +181,10 @@ def check(
 def eval_(
     path: Path = typer.Argument(..., help="Model file (.onnx)"),
     data: list[Path] = typer.Option(
-        ..., "--data", "-d", help="Recording(s), one or several markets; repeat --data"
+        ...,
+        "--data",
+        "-d",
+        help="Recording(s), one or several markets; repeat --data (bundled:NAME is one shipped)",
     ),
     tick: float | None = typer.Option(None, help="Tick size (known markets: automatic)"),
     lot: float | None = typer.Option(None, help="Lot size (known markets: automatic)"),
@@ -203,7 +217,7 @@ def eval_(
 
         model = OnnxPredictor(path)
         sample_ms = int(model.meta.get("sample_every_ms", 100))
-        datasets = load_datasets(data, tick=tick, lot=lot, sample_every_ms=sample_ms)
+        datasets = load_datasets(_recordings(data), tick=tick, lot=lot, sample_every_ms=sample_ms)
     except FlashMMError as exc:
         raise _fail(exc) from None
     say = (lambda m: typer.echo(m, err=True)) if not json_out else None
