@@ -8,8 +8,9 @@ Two ways to say where the book is:
   chain id, book address, market ids) is read from it when the venue is built, so a
   profile needs no hand-copied addresses. Explicit values win.
 
-The file is read by :meth:`SeiVenueSettings.resolved`, not when the profile is validated:
-``flashmm config validate`` works before the chain exists.
+The file is read by :meth:`SeiVenueSettings.resolved`, not when the profile is loaded,
+so the control commands and ``--help`` work before the chain exists; ``flashmm config
+validate`` checks that the file exists and names the command that writes it.
 """
 
 from __future__ import annotations
