@@ -360,22 +360,35 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None) -
         raw = apply_overrides(raw, sets)
     problems = _check_values(raw)
     if problems:
-        raise ConfigError(str(p), problems)
+        raise _config_error(p, problems, sets)
     try:
         _resolve_profile_paths(raw, p.resolve().parent)
         try:
             cfg = Config.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(str(p), format_validation_error(exc)) from None
+            raise _config_error(p, format_validation_error(exc), sets) from None
         problems = _validate_plugins(cfg)
     except OSError as exc:  # a path the system refuses (too long, a loop ...)
         name = _short(str(exc.filename)) if exc.filename else "a path"
         raise ConfigError(str(p), [f"{name}: {exc.strerror or exc}"]) from None
     if problems:
-        raise ConfigError(str(p), problems)
+        raise _config_error(p, problems, sets)
     if cfg.name is None:
         cfg = cfg.model_copy(update={"name": p.stem})
     return cfg
+
+
+def _config_error(path: Path, problems: list[str], sets: list[str] | None) -> ConfigError:
+    """The problems of a profile, each blamed on ``--set`` when its field (the text
+    before the first ``: ``) is a ``--set`` key or inside one, else on the file."""
+    keys = [s.split("=", 1)[0].strip() for s in sets or []]
+
+    def blame(problem: str) -> str:
+        field = problem.split(": ", 1)[0]
+        hit = any(field == k or field.startswith((f"{k}.", f"{k}[")) for k in keys)
+        return "--set" if hit else str(path)
+
+    return ConfigError(str(path), problems, [blame(q) for q in problems])
 
 
 def _check_values(node: Any, where: str = "") -> list[str]:
@@ -425,6 +438,11 @@ def check_files(cfg: Config) -> list[str]:
     deployment, and a model that does not load. One line each; empty when all is well."""
     problems: list[str] = []
     if cfg.feed.kind == "replay":
+        if not cfg.feed.files:
+            problems.append(
+                "feed.files: no recordings to replay (list one, e.g. bundled:nexo,"
+                " or pass --data FILE to every run)"
+            )
         for i, f in enumerate(cfg.feed.files):
             if not resolve_path(f).is_file():
                 problem = f"feed.files[{i}]: file not found: {f}"

@@ -120,6 +120,21 @@ def test_validate_checks_that_files_exist_and_the_model_loads(
     assert lines[1].startswith(f"flashmm: error: {p}: model.path: bad.onnx does not load")
 
 
+def test_a_replay_profile_without_recordings_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate said OK and run refused only after its journal and control socket existed."""
+    code, out, _ = _run(["config", "validate", "paper"], capsys)
+    assert code == 0 and "files found; model off: the rule" in out
+    p = _profile(tmp_path, feed__files=[])
+    code, _, err = _run(["config", "validate", str(p)], capsys)
+    assert code == 2 and err.startswith(f"flashmm: error: {p}: feed.files: no recordings"), err
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(["run", "--config", str(p), "--headless", "--duration", "1"], capsys)
+    assert code == 2 and "feed.files: no recordings configured" in err
+    assert not (tmp_path / "var").exists()  # no journal, no socket
+
+
 def test_show_prints_yaml_with_every_nested_default(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(["config", "show", "paper"], capsys)
     assert code == 0

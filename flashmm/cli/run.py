@@ -94,6 +94,10 @@ def run(
     if duration is not None and not (math.isfinite(duration) and duration > 0):
         raise UserInputError(f"--duration must be a finite number > 0 (seconds), was {duration:g}")
     cfg = _load(config, set_)
+    from flashmm.runner import data_files, uses_sim_clock
+
+    if uses_sim_clock(cfg, data):
+        data_files(cfg, data)  # no recordings: say so before a journal or socket exists
     summary = run_bot(
         cfg,
         data=data,
@@ -223,7 +227,7 @@ def config_validate(
     typer.echo(
         f"{path}: OK (mode {cfg.mode}, {len(cfg.markets)} market(s): "
         f"{', '.join(m.symbol for m in cfg.markets)}; venue {cfg.venue.kind}; files found"
-        + ("; model loads" if cfg.model.get("enabled", True) else "")
+        + ("; model loads" if cfg.model.get("enabled", False) else "; model off: the rule")
         + ")"
     )
 
