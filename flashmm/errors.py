@@ -18,10 +18,12 @@ class UserInputError(FlashMMError):
 class ConfigError(UserInputError):
     """The config file is invalid; ``problems`` holds one line per problem."""
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: list[str], where: list[str] | None = None) -> None:
         self.path = path
         self.problems = problems
-        super().__init__(f"{path}: " + "; ".join(problems))
+        #: per problem, what to blame: the file, or ``--set`` for a command-line override
+        self.where = where or [path] * len(problems)
+        super().__init__("; ".join(f"{w}: {p}" for w, p in zip(self.where, problems, strict=True)))
 
 
 class DataError(UserInputError):

@@ -11,6 +11,7 @@ from kit.data import NEXO_23 as NEXO_20MIN
 from flashmm.cli import main
 from flashmm.cli.backtest import parse_ts
 from flashmm.errors import UserInputError
+from flashmm.paths import find_profile
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +100,25 @@ def test_unknown_param_is_the_config_error(capsys: pytest.CaptureFixture[str]) -
     )
     assert code == 2
     (line,) = err.strip().splitlines()
-    assert line.startswith("flashmm: error:") and "strategy.params.gamma_typo: unknown key" in line
+    # blamed on --set, not on the shipped profile the user never wrote
+    assert line.startswith("flashmm: error: --set: strategy.params.gamma_typo: unknown key")
+
+
+def test_each_config_problem_names_its_origin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        find_profile("backtest").read_text().replace("risk:\n", "risk:\n  typo_in_file: 1\n")
+    )
+    code, _, err = run_cli(["--config", str(profile), "--set", "strategy.params.gamma=nan"], capsys)
+    (line,) = err.strip().splitlines()
+    assert code == 2 and line.startswith("flashmm: error: --set: strategy.params.gamma: must be")
+    code, _, err = run_cli(["--config", str(profile), "--set", "risk.max_position_usdc=x"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2, lines
+    assert any(ln.startswith(f"flashmm: error: {profile}: risk.typo_in_file:") for ln in lines)
+    assert any(ln.startswith("flashmm: error: --set: risk.max_position_usdc:") for ln in lines)
 
 
 def test_bad_timestamp_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

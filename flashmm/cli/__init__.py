@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         args = sys.argv[1:] if argv is None else argv
         rv = command(args).main(args=args, prog_name="flashmm", standalone_mode=False)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(error_line(exc.path, problem), file=sys.stderr)
+        for where, problem in zip(exc.where, exc.problems, strict=True):
+            print(error_line(where, problem), file=sys.stderr)
         sys.exit(exc.exit_code)
     except FlashMMError as exc:
         print(error_line(str(exc)), file=sys.stderr)
