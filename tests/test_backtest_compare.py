@@ -124,3 +124,26 @@ def test_t_quantile_matches_the_table_and_needs_no_scipy() -> None:
         "assert 'scipy' not in sys.modules, 'scipy imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_table_is_not_wrapped_when_piped(tmp_path: Path) -> None:
+    """Piped, Rich would print 80 columns and wrap the intervals over two lines."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["FLASHMM_CACHE_DIR"] = str(tmp_path / "cache")
+    args = ["backtest", "--no-progress", "--data", str(NEXO_20MIN), "--windows", "4"]
+    r = subprocess.run(
+        [sys.executable, "-m", "flashmm", *args, "--compare", "strategy.params.gamma=0.2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = [ln for ln in r.stdout.splitlines() if "P&L (USDC)" in ln]
+    assert "[" in row and "]" in row  # the 95 % CI on one line
+    (row,) = [ln for ln in r.stdout.splitlines() if "mean |inventory| (USDC)" in ln]

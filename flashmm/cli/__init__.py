@@ -28,6 +28,23 @@ app = typer.Typer(
     help="FlashMM: a market-making bot for Sei. Paper, backtest and live trading with one engine.",
     **_APP_SETTINGS,
 )
+#: width of tables printed to a pipe or file (a terminal's own width is used otherwise)
+PIPE_WIDTH = 200
+
+
+def stdout_console() -> Any:
+    """A Rich console for stdout. Piped (``flashmm status | cat``, ``> report.txt``) Rich
+    would use 80 columns and wrap every table; then it is wide enough not to, unless
+    ``COLUMNS`` says otherwise."""
+    import os
+
+    from rich.console import Console
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPE_WIDTH)
+
+
 config_app = typer.Typer(help="Check strategy profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

@@ -224,9 +224,9 @@ def _show(json_out: bool, data: Any, table: Callable[[], Any]) -> None:
     if json_out:
         sys.stdout.write(json.dumps(data) + "\n")
         return
-    from rich.console import Console
+    from flashmm.cli import stdout_console
 
-    Console().print(table())
+    stdout_console().print(table())
 
 
 def _compare(

@@ -91,9 +91,9 @@ def train_command(
             }
         )
         return
-    from rich.console import Console
+    from flashmm.cli import stdout_console
 
-    con = Console()
+    con = stdout_console()
     con.print(metrics_table(res.metrics))
     m = res.metrics
     con.print(
@@ -142,12 +142,12 @@ def check(
     if json_out:
         _dump(info)
         return
-    from rich.console import Console
     from rich.table import Table
 
+    from flashmm.cli import stdout_console
     from flashmm.predict.train import metrics_table
 
-    con = Console()
+    con = stdout_console()
     tab = Table(title=f"model {path}", show_header=False)
     tab.add_column("key")
     tab.add_column("value")
@@ -256,11 +256,10 @@ def eval_(
     if json_out:
         _dump(m)
         return
-    from rich.console import Console
-
+    from flashmm.cli import stdout_console
     from flashmm.predict.train import metrics_table
 
-    con = Console()
+    con = stdout_console()
     con.print(metrics_table(m, f"{path.name} on {', '.join(m['data'])}"))
     for k, mk in markets.items():
         con.print(summary_line(k, mk))

@@ -125,11 +125,10 @@ def _print_summary(summary: dict[str, Any], json_out: bool) -> None:
     if json_out:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
         return
-    from rich.console import Console
-
+    from flashmm.cli import stdout_console
     from flashmm.ui import summary_table
 
-    Console().print(summary_table(summary))
+    stdout_console().print(summary_table(summary))
 
 
 def backtest(
