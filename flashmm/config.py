@@ -476,13 +476,24 @@ def check_files(cfg: Config) -> list[str]:
     return problems
 
 
-def load_dotenv_file() -> None:
-    """Read ``.env`` in the current directory into the environment (never overriding)."""
+def load_dotenv_file(profile: str | Path | None = None) -> None:
+    """Read ``.env`` into the environment, never overriding what is set: the one in the
+    current directory, then the one beside ``profile`` (``flashmm init mybot`` writes
+    both into ``mybot/``, and ``flashmm run --config mybot/paper.yaml`` from the parent
+    must find its keys). A profile that does not exist is left to the loader's error."""
     try:
         from dotenv import load_dotenv
     except ImportError:  # pragma: no cover
         return
     load_dotenv(Path.cwd() / ".env", override=False)
+    if profile is None:
+        return
+    try:
+        beside = find_profile(profile).resolve().parent / ".env"
+    except (OSError, ValueError):
+        return
+    if beside.is_file() and beside != (Path.cwd() / ".env").resolve():
+        load_dotenv(beside, override=False)
 
 
 SECRET_ENV = (

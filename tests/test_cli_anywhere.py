@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -89,6 +90,33 @@ def test_init_writes_an_editable_profile_and_env_template(
     )
     code, err = _main(["init", "newbot", "--profile", "nope"], capsys)
     assert code == 2 and err.startswith("flashmm: error: --profile: no shipped profile 'nope'")
+
+
+def test_the_env_beside_the_profile_is_read_from_another_folder(
+    elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README: `flashmm init mybot`, then `flashmm run --config mybot/paper.yaml` from
+    the parent; the keys in mybot/.env must be found (only the current folder's was read)."""
+    from flashmm.config import load_dotenv_file
+
+    assert CliRunner().invoke(app, ["init", "mybot"]).exit_code == 0
+    env = elsewhere / "mybot" / ".env"
+    env.write_text(env.read_text() + "\nFLASHMM_DOTENV_PROBE=beside\nFLASHMM_DOTENV_SET=file\n")
+    (elsewhere / ".env").write_text("FLASHMM_DOTENV_PROBE=cwd\n")
+    monkeypatch.setenv("FLASHMM_DOTENV_SET", "shell")
+    monkeypatch.setenv("FLASHMM_DOTENV_PROBE", "x")
+    monkeypatch.delenv("FLASHMM_DOTENV_PROBE")
+    load_dotenv_file("mybot/paper.yaml")
+    # the current folder's .env first, then the profile's; neither overrides the shell
+    assert os.environ["FLASHMM_DOTENV_PROBE"] == "cwd"
+    assert os.environ["FLASHMM_DOTENV_SET"] == "shell"
+    (elsewhere / ".env").unlink()
+    monkeypatch.delenv("FLASHMM_DOTENV_PROBE")
+    load_dotenv_file("mybot/paper.yaml")
+    assert os.environ["FLASHMM_DOTENV_PROBE"] == "beside"
+    monkeypatch.delenv("FLASHMM_DOTENV_PROBE")
+    load_dotenv_file("no/such/profile.yaml")  # the loader reports a missing profile
+    assert "FLASHMM_DOTENV_PROBE" not in os.environ
 
 
 def test_init_with_force_and_another_profile(elsewhere: Path) -> None:

@@ -114,7 +114,7 @@ def backtest_command(
 ) -> None:
     from flashmm.config import load_config, load_dotenv_file
 
-    load_dotenv_file()
+    load_dotenv_file(config)
     from_ns = parse_ts(from_ts, "--from")
     to_ns = parse_ts(to_ts, "--to")
     if from_ns is not None and to_ns is not None and from_ns >= to_ns:

@@ -38,7 +38,7 @@ SetOpt = Annotated[
 def _load(config: str | None, sets: list[str] | None = None) -> Any:
     from flashmm.config import load_config, load_dotenv_file
 
-    load_dotenv_file()
+    load_dotenv_file(config)
     return load_config(config, sets or [])
 
 
