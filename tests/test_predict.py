@@ -403,6 +403,12 @@ def test_cli_train_bad_input(tmp_path: Path) -> None:
         _cli(), ["train", "--data", "bundled:nosuch", "--out", str(tmp_path / "m.onnx")]
     )
     assert r.exit_code == 2 and "not found" in r.output and "nosuch" in r.output
+    (tmp_path / "old.onnx").write_bytes(b"a model one trained for hours")
+    r = CliRunner().invoke(
+        _cli(), ["train", "--data", "bundled:nexo", "--out", str(tmp_path / "old.onnx")]
+    )
+    assert r.exit_code == 2 and "exists (pass --force to replace it)" in r.output
+    assert (tmp_path / "old.onnx").read_bytes() == b"a model one trained for hours"
     r = CliRunner().invoke(
         _cli(),
         ["train", "--data", "bundled:nexo", "--out", str(tmp_path / "m.onnx"), "--horizon", "x"],
@@ -630,6 +636,21 @@ def _direction_parts(n: int = 3000, seed: int = 5) -> list[Any]:
         ts = np.arange(n, dtype=np.int64) * (S // 10)
         parts.append(Part(market, X, y, np.zeros(n), ts))
     return parts
+
+
+def test_a_richer_group_must_beat_the_plain_rule_not_only_the_fitted_one() -> None:
+    from flashmm.predict.direction import _choose
+
+    def sc(group: str, gain: float, C: float = 0.1) -> dict[str, Any]:
+        return {"group": group, "C": C, "balance": 1.0, "squash": False, "gain": gain}
+
+    # the fitted rule group lost 25 pp to the plain rule; flow at -22.9 pp is no better
+    assert _choose([sc("rule", -0.25), sc("flow", -0.229), sc("book", -0.3)])["group"] == "rule"
+    # a real gain over the plain rule wins, the best group's best candidate
+    picked = _choose([sc("rule", -0.25), sc("book", 0.01), sc("flow", 0.02), sc("flow", 0.03, 1)])
+    assert picked["group"] == "flow" and picked["C"] == 1
+    assert _choose([sc("rule", 0.0), sc("book", 0.001)])["group"] == "rule"  # under MIN_GAIN
+    assert _choose([])["group"] == "rule"
 
 
 def test_direction_model_starts_from_the_rule_and_exports_a_small_dense_graph(

@@ -57,8 +57,12 @@ def train_command(
     tick: float | None = typer.Option(None, help="Tick size (known markets: automatic)"),
     lot: float | None = typer.Option(None, help="Lot size (known markets: automatic)"),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON"),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists"),
 ) -> None:
     """Train the direction/move model on recordings and write one ONNX file."""
+    if out.exists() and not force:
+        typer.echo(f"flashmm: error: --out: {out} exists (pass --force to replace it)", err=True)
+        raise typer.Exit(2)
     try:
         from flashmm.predict.train import metrics_table, train
 
