@@ -179,3 +179,17 @@ def test_cli_start_loads_no_heavy_module(args: list[str], heavy: tuple[str, ...]
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_version_flag_and_the_shipped_model_by_its_repository_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = _run(["--version"], capsys)
+    assert code == 0 and out.startswith("flashmm ")
+    # from another folder, the path the docs give finds the shipped model
+    monkeypatch.chdir(tmp_path)
+    args = ["model", "check", "models/flashmm-direction-1s.onnx", "--calls", "20", "--json"]
+    code, out, err = _run(args, capsys)
+    assert code == 0, err
+    code, _, err = _run(["model", "check", "models/nope.onnx"], capsys)
+    assert code == 2 and "model file not found: models/nope.onnx" in err

@@ -25,7 +25,8 @@ _APP_SETTINGS: dict[str, Any] = {
 }
 app = typer.Typer(
     name="flashmm",
-    help="FlashMM: a market-making bot for Sei. Paper, backtest and live trading with one engine.",
+    help="FlashMM: a market-making bot for Sei. Paper, backtest and live trading with one engine."
+    " (flashmm --version prints the version.)",
     **_APP_SETTINGS,
 )
 #: width of tables printed to a pipe or file (a terminal's own width is used otherwise)
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     try:
         args = sys.argv[1:] if argv is None else argv
+        if args[:1] in (["--version"], ["-V"]):
+            args = ["version"]
         rv = command(args).main(args=args, prog_name="flashmm", standalone_mode=False)
     except ConfigError as exc:
         for where, problem in zip(exc.where, exc.problems, strict=True):

@@ -41,6 +41,15 @@ def _recordings(data: list[Path]) -> list[Path]:
     return [resolve_path(str(d)) for d in data]
 
 
+def _model_file(path: Path) -> Path:
+    """A model path as a profile's ``model.path`` is found: as given, else against the
+    current directory, the repository, then FlashMM's package (the shipped model), so
+    ``flashmm model check models/flashmm-direction-1s.onnx`` works from any folder."""
+    from flashmm.predict.settings import ModelSettings
+
+    return ModelSettings._find(path) or path
+
+
 def train_command(
     data: list[Path] = typer.Option(
         ...,
@@ -119,7 +128,7 @@ def check(
 
         from flashmm.predict.onnx_model import OnnxPredictor
 
-        model = OnnxPredictor(path)
+        model = OnnxPredictor(_model_file(path))
     except FlashMMError as exc:
         raise _fail(exc) from None
     x = np.asarray(model.mean, dtype=np.float32)
@@ -219,7 +228,7 @@ def eval_(
         from flashmm.predict.onnx_model import OnnxPredictor
         from flashmm.predict.train import evaluate, load_datasets
 
-        model = OnnxPredictor(path)
+        model = OnnxPredictor(_model_file(path))
         sample_ms = int(model.meta.get("sample_every_ms", 100))
         datasets = load_datasets(_recordings(data), tick=tick, lot=lot, sample_every_ms=sample_ms)
     except FlashMMError as exc:
