@@ -148,8 +148,13 @@ def backtest_command(
 
     files = data_files(cfg, data)
     _check_data(files)
-    # converts (or loads) every file once, and refuses an empty window, before any run
-    feed = open_feed(cfg, files, from_ns, to_ns)
+    # converts (or loads) every file once, and refuses an empty window, before any run;
+    # a first parse of a day takes seconds: say so rather than sit silent
+    if console is not None:
+        with console.status("reading recordings (parsed once, then cached)"):
+            feed = open_feed(cfg, files, from_ns, to_ns)
+    else:
+        feed = open_feed(cfg, files, from_ns, to_ns)
     if sweep is not None and walk_forward:
         grid = _Grid(profile, sets, sweep, files, out, json_out, workers, ray, show_progress)
         _walk_forward(grid, feed, walk_forward)

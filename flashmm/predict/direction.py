@@ -234,7 +234,7 @@ def _choose(scores: list[dict[str, Any]]) -> dict[str, Any]:
     on moves minus the plain rule's). The rule group is the start; a richer group must
     beat it by ``MIN_GAIN`` and beat the plain rule itself (gain 0): the fitted rule group
     can lose to the plain rule (-25 pp), and a group at -23 pp then got in."""
-    rule = {"group": "rule", "C": 1.0, "balance": 1.0, "squash": False, "gain": 0.0}
+    rule: dict[str, Any] = {"group": "rule", "C": 1.0, "balance": 1.0, "squash": False, "gain": 0.0}
     best = next((s for s in scores if s["group"] == "rule"), rule)
     bar = max(best["gain"], 0.0)
     for g in GROUPS:
