@@ -25,7 +25,9 @@ pragma solidity 0.8.28;
 ///   - a tick bitmap (127 ticks of both sides per word plus a sentinel bit, so quotes on
 ///     both sides of a narrow spread share one word) and best-price hints in the market
 ///     word find the top of the book;
-///   - balances live in one word per (market, owner) account: quote 128 bits, base 120.
+///   - balances live in one word per (market, owner) account: quote 128 bits, base 120;
+///     a deposit that would take the market's holdings past those widths is refused, so
+///     no account field (free plus locked is at most the holdings) can overflow.
 /// Every key is built from validated parts that occupy disjoint bit ranges, so two
 /// different (owner, market) pairs can never share a word.
 ///
@@ -58,12 +60,15 @@ contract FlashBook {
     uint256 private constant XBID = 1 << 54; // market word: bids (<< 1: asks) in the overflow book
     uint256 private constant RING_WORDS = 8;
     uint256 private constant NONE = type(uint256).max;
+    // op word bits no op kind uses: side 161..167 and 248..255
+    uint256 private constant OP_RESERVED = (uint256(0x7f) << 161) | (U8 << 248);
 
     /// Order slots per owner and market.
     uint256 public constant SLOTS = 232;
     /// Ticks of the level ring: ticks that differ by a multiple of it share ring storage.
     uint256 public constant RING_TICKS = 127 * 8;
-    /// Price levels per side and market; a placement that would add one more reverts.
+    /// Price levels per side and market; a placement that would add one more is rejected
+    /// (REJECT_LEVEL_CAP).
     uint256 public constant MAX_LEVELS = 65535;
 
     /// Requote op kinds (bits 176..183 of an op word).
@@ -78,6 +83,8 @@ contract FlashBook {
     uint256 public constant REJECT_BAD_ORDER = 4;
     uint256 public constant REJECT_TOO_SMALL = 5;
     uint256 public constant REJECT_CLOSED = 6;
+    /// The side already has MAX_LEVELS price levels and the order would add one more.
+    uint256 public constant REJECT_LEVEL_CAP = 7;
 
     /// Market status (bits 158..159 of the market word).
     uint256 public constant OPEN = 0;
@@ -170,6 +177,10 @@ contract FlashBook {
     mapping(uint256 => uint256) internal _bitmaps;
     // account word (key market << 160 | owner): quote 0..127 | base 128..247 | sentinel 255
     mapping(uint256 => uint256) internal _accounts;
+    // holdings word per market, laid out like an account word: what the accounts of the
+    // market hold (free and locked) plus its unclaimed fees. Trades move funds between
+    // accounts of one market, so only deposits, withdrawals and fee claims change it.
+    mapping(uint256 => uint256) internal _held;
     // overflow book: level words keyed by the tick (market << 33 | side << 32 | tick >> 2),
     // bitmap words keyed by the tick (market << 32 | tick / 127), and per market the number
     // of its levels: bids 0..126 | asks 128..254 | sentinel 255
@@ -274,6 +285,9 @@ contract FlashBook {
 
     /// @notice Optional taker fee and maker rebate (basis points of the quote amount of
     /// each fill; fee <= 100, rebate <= fee), net proceeds to `recipient`. 0 by default.
+    /// Takes effect at once, for takes already sent too: `take` has no maximum-fee
+    /// parameter, so the 100 bps bound is all a taker can rely on; a taker that needs less
+    /// reads `marketFees` and the `FeesSet` events.
     function setFees(uint256 market, uint256 takerFeeBps, uint256 makerRebateBps, address recipient)
         external
         onlyAdmin
@@ -295,8 +309,20 @@ contract FlashBook {
         if (msg.sender != recipient || recipient == address(0)) revert NotAdmin();
         uint256 amount = feesAccrued[market];
         feesAccrued[market] = 0;
-        if (amount != 0) _push(quoteToken[market], amount);
+        if (amount != 0) {
+            _holdingsOut(market, 0, amount);
+            _push(quoteToken[market], amount);
+        }
         emit FeesClaimed(market, recipient, amount);
+    }
+
+    /// Funds leave the market: take them off its holdings (which include them).
+    function _holdingsOut(uint256 market, uint256 baseAmount, uint256 quoteAmount) private {
+        // Unchecked: the holdings include the amounts (an account's free balance or the
+        // unclaimed fees), and neither part borrows from the other.
+        unchecked {
+            _held[market] -= (baseAmount << 128) | quoteAmount;
+        }
     }
 
     function _setStatus(uint256 market, uint256 status) private {
@@ -317,7 +343,10 @@ contract FlashBook {
 
     // ================================================================== funds
     /// @notice Move tokens into the caller's account in `market`. Tokens that deliver
-    /// less than the amount (fee on transfer) are refused.
+    /// less than the amount (fee on transfer) are refused, so is a deposit that would take
+    /// the market's holdings past 2**128 - 1 quote or 2**120 - 1 base units (`BadAmount`):
+    /// balances are packed in those widths, and a credit from a fill, a cancel or a fee
+    /// rebate can then never overflow one.
     function deposit(uint256 market, uint256 baseAmount, uint256 quoteAmount) external {
         uint256 mkt = _markets[market];
         if (mkt == 0) revert UnknownMarket();
@@ -336,11 +365,17 @@ contract FlashBook {
             }
             _seats[sk] = trader << 232;
         }
-        uint256 acct = _accounts[sk];
-        uint256 q = (acct & U128) + quoteAmount;
-        uint256 b = ((acct >> 128) & U120) + baseAmount;
-        if (q > U128 || b > U120) revert BadAmount();
-        _accounts[sk] = SENTINEL | (b << 128) | q;
+        uint256 held = _held[market];
+        if ((held & U128) + quoteAmount > U128 || ((held >> 128) & U120) + baseAmount > U120) {
+            revert BadAmount();
+        }
+        // Unchecked: the sums fit their fields (just checked; an account holds at most what
+        // the market holds), so neither carries into the next.
+        unchecked {
+            uint256 add = (baseAmount << 128) | quoteAmount;
+            _held[market] = (held | SENTINEL) + add;
+            _accounts[sk] = (_accounts[sk] | SENTINEL) + add;
+        }
         if (baseAmount != 0) _pull(baseToken[market], baseAmount);
         if (quoteAmount != 0) _pull(quoteToken[market], quoteAmount);
         emit Deposit(msg.sender, market, baseAmount, quoteAmount);
@@ -356,6 +391,7 @@ contract FlashBook {
         uint256 b = (acct >> 128) & U120;
         if (q < quoteAmount || b < baseAmount) revert InsufficientBalance();
         _accounts[key] = SENTINEL | ((b - baseAmount) << 128) | (q - quoteAmount);
+        _holdingsOut(market, baseAmount, quoteAmount);
         if (baseAmount != 0) _push(baseToken[market], baseAmount);
         if (quoteAmount != 0) _push(quoteToken[market], quoteAmount);
         emit Withdraw(msg.sender, market, baseAmount, quoteAmount);
@@ -391,9 +427,12 @@ contract FlashBook {
     ///  - OP_REPLACE (slot, oldClientId -> clientId, side, price, size): an in-place amend.
     ///    Keeps time priority when only the size shrinks at the same price and side.
     /// A placement that would cross, finds its slot busy, lacks funds, is malformed, is
-    /// below the market's minimum size or meets a paused or delisted market is rejected
-    /// on its own (OrderRejected); the other ops go through. Reverts `Expired` once
-    /// `block.timestamp` is past `deadline` (0: no deadline).
+    /// below the market's minimum size, meets a paused or delisted market or would add a
+    /// price level to a side that has MAX_LEVELS is rejected on its own (OrderRejected);
+    /// the other ops go through. An op of an unknown kind, and a place or replace with a
+    /// reserved bit set (side bits 161..167, bits 248..255), is rejected REJECT_BAD_ORDER
+    /// rather than read as something it may not mean; a cancel reads only its slot and
+    /// client id. Reverts `Expired` once `block.timestamp` is past `deadline` (0: none).
     function requote(uint256 market, uint256[] calldata ops, uint256 deadline) external {
         if (deadline != 0 && block.timestamp > deadline) revert Expired(deadline, block.timestamp);
         Ctx memory c = _open(market, true);
@@ -403,6 +442,8 @@ contract FlashBook {
             uint256 slot = (op >> 168) & 0xff;
             if (kind == OP_CANCEL) {
                 _cancel(c, slot, op & U64);
+            } else if (kind > OP_REPLACE || op & OP_RESERVED != 0) {
+                _reject(c.market, slot, op, REJECT_BAD_ORDER);
             } else if (kind == OP_PLACE) {
                 _place(c, slot, op);
             } else {
@@ -567,6 +608,11 @@ contract FlashBook {
             return REJECT_FUNDS;
         }
         if (_crosses(c, isAsk, price)) return REJECT_CROSS;
+        // A full side takes orders only at its existing levels (read only when it is full).
+        if ((isAsk == 0 ? (c.mkt >> 224) & U16 : c.mkt >> 240) == MAX_LEVELS) {
+            (bool has,,) = _hasLevel(c.market, isAsk, price, c.mkt);
+            if (!has) return REJECT_LEVEL_CAP;
+        }
         return 0;
     }
 
@@ -773,8 +819,8 @@ contract FlashBook {
             _bitmaps[bk] = _bitmaps[bk] | SENTINEL | bit;
         }
         uint256 m = c.mkt;
-        // Unchecked: the level counters are incremented only below MAX_LEVELS (checked just
-        // before).
+        // Unchecked: the level counters are incremented only below MAX_LEVELS (`_check`
+        // rejects an order that would add a level to a full side; the revert is a guard).
         unchecked {
             if (isAsk == 0) {
                 if ((m >> 224) & U16 == MAX_LEVELS) revert LevelCap(c.market, 0);
@@ -1031,7 +1077,9 @@ contract FlashBook {
     /// 64), or when a fixed budget of empty bitmap words has been scanned. A resting order
     /// of the caller met on the way is cancelled (self-trade prevention; it counts as an
     /// order). Reverts `Expired` once `block.timestamp` is past `deadline` (0: none).
-    /// Returns lots filled and quote units paid or received.
+    /// In a market with fees the taker pays the fee in force when the take is mined (at most
+    /// 100 bps, see `setFees`) on the quote amount; a buyer fills only what it can pay
+    /// with the fee. Returns lots filled and quote units paid or received (fee excluded).
     function take(
         uint256 market,
         uint256 side,
@@ -1088,7 +1136,7 @@ contract FlashBook {
                 continue; // the scan gave up part way: go on from the tightened hint
             }
             (uint256 got, uint256 paid, uint256 touched, bool stop, uint256 rebate) =
-                _takeLevel(c, makerSide, t, left, maxOrders, fees, loc, lw);
+                _takeLevel(c, makerSide, t, left, maxOrders, fees, loc, lw, quoteAmount);
             rebates += rebate;
             // Unchecked: got <= left, touched <= maxOrders, maxLevels != 0 (loop condition);
             // filled <= size; quoteAmount sums fewer than 2**20 fills (a block) under 2**152.
@@ -1102,8 +1150,9 @@ contract FlashBook {
             if (stop) break;
         }
         if (fees != 0) {
-            // The taker's fee on the whole take (buyers could afford it: see _takeLevel);
-            // it covers the makers' rebates, which are rounded down fill by fill.
+            // The taker's fee on the whole take (a buyer can afford it: _takeLevel leaves the
+            // fee owed so far in the account); it covers the makers' rebates, which are
+            // rounded down fill by fill.
             uint256 fee = quoteAmount * (fees & U16) / 10000;
             c.quote -= fee;
             feesAccrued[market] += fee - rebates;
@@ -1113,7 +1162,8 @@ contract FlashBook {
     }
 
     /// Take up to `want` lots at tick `t`, touching at most `maxOrders` orders; returns
-    /// (lots, quote units, orders touched, taker ran out of funds).
+    /// (lots, quote units, orders touched, taker ran out of funds). `paidBefore` is the quote
+    /// the take paid or received at earlier levels (the fee is charged on the whole take).
     function _takeLevel(
         Ctx memory c,
         uint256 makerSide,
@@ -1122,7 +1172,8 @@ contract FlashBook {
         uint256 maxOrders,
         uint256 fees,
         uint256 loc,
-        uint256 lw
+        uint256 lw,
+        uint256 paidBefore
     ) private returns (uint256 got, uint256 paid, uint256 touched, bool broke, uint256 rebates) {
         if (loc == 0) (loc, lw) = _locate(c.market, makerSide, t, c.mkt);
         bool x = loc >> 72 != 0;
@@ -1165,13 +1216,18 @@ contract FlashBook {
             uint256 q;
             uint256 qa;
             uint256 ba;
+            // What the taker can afford. A buyer's fee is charged at the end on the whole take,
+            // so the fee owed for the fills so far stays in the account: its quote covers it
+            // (each fill took at most its lots times unitCost, and the fee of the sum is at
+            // most the sum of the fees rounded up), and only the rest buys lots.
+            uint256 cap = makerSide == 1
+                ? (c.quote - (paidBefore + paid) * (fees & U16) / 10000) / unitCost
+                : c.base / unitBase;
             // Unchecked: got < want; q <= 2**64 lots, unitQuote < 2**88 and unitBase < 2**88
             // keep qa and ba below 2**152.
             unchecked {
                 q = want - got;
                 if (q > avail) q = avail;
-                // What the taker can afford.
-                uint256 cap = makerSide == 1 ? c.quote / unitCost : c.base / unitBase;
                 if (q > cap) {
                     q = cap;
                     broke = true;

@@ -171,7 +171,9 @@ class Model:
                 o = self.orders[(maker, slot)]
                 q = min(left - got, o.size)
                 unit = p * TV + -(-p * TV * self.taker_fee_bps // 10_000)  # fee rounded up
-                cap = self.free[who][1] // unit if side == 0 else self.free[who][0] // LU
+                # the fee owed for the take's fills so far is charged at the end: keep it
+                owed = paid * self.taker_fee_bps // 10_000
+                cap = (self.free[who][1] - owed) // unit if side == 0 else self.free[who][0] // LU
                 if q > cap:
                     q, broke = cap, True
                     if q == 0:

@@ -127,27 +127,39 @@ async def _market_slot(book: BookClient, market: int) -> tuple[str, int]:
     raise AssertionError("market word not found")
 
 
-async def test_65536th_bid_level_reverts_instead_of_carrying_into_the_ask_count(
+async def test_65536th_bid_level_is_rejected_and_the_rest_of_the_requote_goes_through(
     actors: Any,
 ) -> None:
     maker = actors["maker"]
     rpc = maker.book.rpc
+    await maker.book.requote(maker.sender, SEI, [op_place(0, 1, BID, 20, 1)])
     slot, word = await _market_slot(maker.book, SEI)
     asks = word >> 240
     full = (word & ~(U16 << 224)) | (U16 << 224)  # 65,535 bid levels
     await rpc.call("anvil_setStorageAt", [maker.book.address, slot, f"0x{full:064x}"])
     try:
-        reason = await reverts(maker, "requote", SEI, [op_place(0, 1, BID, 20, 1)], 0)
-        assert "LevelCap" in reason
-        assert (await maker.book.market(SEI)).ask_levels == asks
-        # an order at an existing level adds no level and still goes in
+        # a new bid level is rejected on its own (REJECT_LEVEL_CAP); a bid at an existing
+        # level adds none and goes in, and so does the rest of the requote
+        r = await maker.book.requote(
+            maker.sender,
+            SEI,
+            [
+                op_place(1, 2, BID, 21, 1),
+                op_place(2, 3, BID, 20, 1),
+                op_cancel(0, 1),
+                op_place(3, 4, ASK, 60_000, 1),
+            ],
+        )
+        assert names(r) == ["OrderRejected", "OrderPlaced", "OrderCancelled", "OrderPlaced"]
+        assert reasons(r) == [7]
+        market = await maker.book.market(SEI)
+        assert (market.bid_levels, market.ask_levels) == (U16, asks + 1)
     finally:
         now = int(await rpc.call("eth_getStorageAt", [maker.book.address, slot, "latest"]), 16)
-        assert now == full
-        await rpc.call("anvil_setStorageAt", [maker.book.address, slot, f"0x{word:064x}"])
-    r = await maker.book.requote(maker.sender, SEI, [op_place(0, 1, BID, 20, 1)])
-    assert names(r) == ["OrderPlaced"]
+        real = (now & ~(U16 << 224)) | (((word >> 224) & U16) << 224)
+        await rpc.call("anvil_setStorageAt", [maker.book.address, slot, f"0x{real:064x}"])
     await maker.book.cancel_all(maker.sender, SEI)
+    assert (await maker.book.market(SEI)).bid_levels == ((word >> 224) & U16) - 1
 
 
 # --- M-2: a 1-lot order at the maximum tick --------------------------------------------

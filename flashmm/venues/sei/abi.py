@@ -40,6 +40,7 @@ REJECT_REASONS = {
     4: "bad price, size or slot",
     5: "size below the market's minimum order size",
     6: "market paused or delisted (cancel-only)",
+    7: "the side already has the maximum number of price levels",
 }
 
 #: order slots per owner and market (``FlashBook.SLOTS``)
