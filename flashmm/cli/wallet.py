@@ -6,12 +6,21 @@ A key is never printed unless ``--show-key`` is given.
 from __future__ import annotations
 
 import os
-from decimal import Decimal
 from pathlib import Path
 
 import typer
 
-from flashmm.cli.chain import KEYSTORE_OPT, run_async
+from flashmm.cli.chain import (
+    KEYSTORE_OPT,
+    check_address,
+    load_deployment,
+    load_signer,
+    rpc_url,
+    run_async,
+)
+from flashmm.cli.chain import (
+    fmt_units as units,
+)
 
 app = typer.Typer(
     help="Signing keys (env FLASHMM_PRIVATE_KEY or an encrypted keystore) and balances."
@@ -83,25 +92,22 @@ def balances(
     """Native SEI, token balances and FlashBook accounts of an address."""
     from flashmm.errors import UserInputError
     from flashmm.venues.sei.book import BookClient, TokenClient
-    from flashmm.venues.sei.local import Deployment
     from flashmm.venues.sei.rpc import JsonRpc
 
-    dep = Deployment.load(deployment) if deployment else None
-    url = rpc or (dep.rpc_url if dep else None)
-    if not url:
+    # the address and URL are checked before any call: a node's error names neither
+    if who is not None:
+        who = check_address(who, "--address")
+    dep = load_deployment(deployment) if deployment else None
+    if not rpc and dep is None:
         raise UserInputError("give --rpc or --deployment")
+    url = rpc_url(rpc, dep, deployment)
     if who is None and role is not None:
         if dep is None or role not in dep.accounts:
-            raise UserInputError(f"no role {role!r} in the deployment file")
+            known = f" (known: {', '.join(dep.accounts)})" if dep is not None else ""
+            raise UserInputError(f"--role: no role {role!r} in the deployment file{known}")
         who = dep.accounts[role]["address"]
     if who is None:
-        from flashmm.venues.sei.keys import load_account
-
-        who = load_account(keystore).address
-
-    def units(n: int, decimals: int) -> str:
-        """Exact token amount from integer units, without float noise or trailing zeros."""
-        return f"{Decimal(n).scaleb(-decimals).normalize():f}"
+        who = load_signer(keystore, None, None, url).address
 
     async def main() -> list[str]:
         lines: list[str] = []
