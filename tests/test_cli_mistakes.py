@@ -1,4 +1,4 @@
-"""User mistakes on the chain and wallet commands: one line naming the
+"""User mistakes on the chain, wallet and feed commands: one line naming the
 option or file, exit 2, no traceback, and nothing sent before the input is known good."""
 
 from __future__ import annotations
@@ -279,6 +279,46 @@ def test_wallet_balances_names_an_unknown_role(
 ) -> None:
     argv = ["wallet", "balances", "--deployment", str(dep_file), "--role", "maker"]
     _refused(argv, capsys, "--role", "'maker'", "known: taker")
+
+
+# --- feed serve / record -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--port", "99999"], "--port"),  # was OverflowError from bind()
+        (["--port", "-1"], "--port"),
+        (["--http-port", "70000"], "--http-port"),
+        (["--port", "9555", "--http-port", "9555"], "--http-port"),
+        (["--speed", "-1"], "--speed"),  # served anyway
+        (["--speed", "nan"], "--speed"),
+    ],
+)
+def test_feed_serve_checks_ports_and_speed(
+    args: list[str], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _refused(["feed", "serve", *args], capsys, shown)
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--symbols", ","], "--symbols"),
+        (["--duration", "0"], "--duration"),  # recorded until Ctrl-C
+        (["--duration", "-1"], "--duration"),  # recorded nothing and said so with exit 0
+        (["--depth-limit", "0"], "--depth-limit"),
+        (["--ws-url", "notaurl"], "--ws-url"),
+        (["--rest-url", "notaurl"], "--rest-url"),  # recorded nothing, exit 0
+    ],
+)
+def test_feed_record_checks_its_options_before_connecting(
+    args: list[str], shown: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["feed", "record", "--symbols", "nexousdt", "--out", str(tmp_path / "r.gz")]
+    base += ["--ws-url", "ws://127.0.0.1:1", "--rest-url", DEAD_RPC]
+    _refused([*base, *args], capsys, shown)
+    assert not (tmp_path / "r.gz").exists()
 
 
 # --- on a chain: amounts the account does not have, a quote token that is no token ---------

@@ -30,8 +30,10 @@ def serve(
         help="Recording to serve (repeat for more; bundled:NAME is one shipped with FlashMM)",
     ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on"),
-    port: int = typer.Option(9000, help="WebSocket port (0 = any free port)"),
-    http_port: int = typer.Option(9001, "--http-port", help="REST port (0 = any free port)"),
+    port: int = typer.Option(9000, min=0, max=65535, help="WebSocket port (0 = any free port)"),
+    http_port: int = typer.Option(
+        9001, "--http-port", min=0, max=65535, help="REST port (0 = any free port)"
+    ),
     speed: float = typer.Option(1.0, help="Replay speed: 1 = recorded pace, 0 = as fast as read"),
     loop: bool = typer.Option(False, "--loop", help="Start again at the end (clients reconnect)"),
     align: bool = typer.Option(True, help="Shift several symbols' recordings to start together"),
@@ -39,8 +41,13 @@ def serve(
     """Replay recordings as a Binance combined stream + REST depth snapshots."""
     import asyncio
 
-    from flashmm.errors import FlashMMError
+    from flashmm.cli.chain import check_finite
+    from flashmm.errors import FlashMMError, UserInputError
     from flashmm.stopsignals import install_signal_handlers
+
+    check_finite(speed, "--speed", 0)
+    if port and port == http_port:
+        raise UserInputError(f"--http-port: {http_port} is --port too; give two ports (or 0)")
 
     async def main() -> None:
         from flashmm.feeds.server import ReplayServer
@@ -218,12 +225,23 @@ def record(
     rest_url: str = typer.Option(
         DEFAULT_REST_URL, "--rest-url", help="Binance REST endpoint (snapshots)"
     ),
-    depth_limit: int = typer.Option(1000, "--depth-limit", help="Levels in the REST snapshot"),
+    depth_limit: int = typer.Option(
+        1000, "--depth-limit", min=1, max=5000, help="Levels in the REST snapshot"
+    ),
 ) -> None:
     """Record a live combined stream to `<ts_us> <json>` gzip lines, snapshot first."""
     import asyncio
 
+    from flashmm.cli.chain import check_finite, check_url
+    from flashmm.errors import UserInputError
+
     syms = [s for s in symbols.split(",") if s.strip()]
+    if not syms:
+        raise UserInputError(f"--symbols: no symbol in {symbols!r} (e.g. nexousdt,ethusdt)")
+    if duration is not None:
+        check_finite(duration, "--duration", 0, above=True)
+    check_url(ws_url, "--ws-url", ("ws", "wss"))
+    check_url(rest_url, "--rest-url", ("http", "https"))
     try:
         summary = asyncio.run(
             record_stream(
