@@ -1,10 +1,13 @@
-"""User mistakes on the chain, wallet and feed commands: one line naming the
+"""User mistakes on the chain, wallet, feed and operator commands: one line naming the
 option or file, exit 2, no traceback, and nothing sent before the input is known good."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from flashmm.errors import UserInputError
 
 pytest_plugins = ["chain_fixtures"]
 
+ROOT = Path(__file__).resolve().parents[1]
 #: nothing listens here: a command that connected would fail with exit 1, not 2
 DEAD_RPC = "http://127.0.0.1:1"
 TAKER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # anvil dev account 2
@@ -319,6 +323,61 @@ def test_feed_record_checks_its_options_before_connecting(
     base += ["--ws-url", "ws://127.0.0.1:1", "--rest-url", DEAD_RPC]
     _refused([*base, *args], capsys, shown)
     assert not (tmp_path / "r.gz").exists()
+
+
+# --- operator commands -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["status", "pause", "resume", "stop", "emergency-stop"])
+def test_a_profile_that_does_not_exist_is_named(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--config paer`` said "no FlashMM bot is running", as if the profile were fine."""
+    monkeypatch.chdir(tmp_path)
+    line = _refused([command, "--config", "paer"], capsys, "--config", "'paer'")
+    assert "paper" in line  # the shipped profiles are listed
+    # a real profile with no bot is still "not running" (exit 1)
+    code, _, err = _run([command, "--config", "paper"], capsys)
+    assert code == 1 and "no FlashMM bot is running" in err
+    # --socket wins over --config: no profile is looked up
+    code, _, err = _run([command, "--config", "paer", "--socket", "x.sock"], capsys)
+    assert code == 1 and "no FlashMM bot is running" in err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan"])
+def test_operator_timeout_must_be_positive(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A negative or NaN timeout was a ValueError from socket.settimeout."""
+    _refused(
+        ["status", "--socket", str(tmp_path / "x.sock"), "--timeout", value], capsys, "--timeout"
+    )
+
+
+def test_status_with_a_missing_profile_stays_light(tmp_path: Path) -> None:
+    heavy = ("asyncio", "loguru", "numpy", "onnxruntime", "numba", "aiohttp", "websockets")
+    code = (
+        "import contextlib, io, sys\n"
+        "from flashmm.cli import main\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):\n"
+        "    try:\n"
+        "        main(['status', '--config', 'paer'])\n"
+        "    except SystemExit as exc:\n"
+        "        code = exc.code\n"
+        "print(code, err.getvalue().strip())\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_RUNTIME_DIR=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    first, loaded = out.stdout.strip().splitlines()
+    assert first.startswith("2 flashmm: error: --config: no profile 'paer'"), out.stdout
+    assert loaded == "[]", out.stdout
 
 
 # --- on a chain: amounts the account does not have, a quote token that is no token ---------

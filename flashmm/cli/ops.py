@@ -11,7 +11,9 @@ Plain functions with Typer annotations; the main app registers them::
 
 The socket comes from ``--socket`` or from the profile given with
 ``--config`` (see :func:`resolve_socket`). When no bot is running each
-command prints one line to stderr and exits 1.
+command prints one line to stderr and exits 1; when, in addition, ``--config``
+names neither a file nor a shipped profile, the line says so and the exit is 2
+(a typo, not a stopped bot).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from flashmm.errors import FlashMMError
+from flashmm.errors import FlashMMError, NotRunningError
 
 DEFAULT_CONFIG = "paper"
 
@@ -85,6 +87,22 @@ def resolve_socket(config_path: str | None, socket: str | None) -> str:
     return socket_path_from_config(cfg, fallback_profile=path.stem)
 
 
+def missing_profile(config_path: str | None) -> str | None:
+    """Why ``--config`` names no profile (neither a file nor a shipped name), else None.
+
+    Path lookups only: ``status`` must answer at once.
+    """
+    from flashmm.paths import find_profile, profile_names
+
+    name = config_path or DEFAULT_CONFIG
+    if find_profile(name).exists():
+        return None
+    return (
+        f"--config: no profile {name!r}: no such file and no shipped profile of that name"
+        f" (shipped: {', '.join(profile_names())})"
+    )
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     print(f"flashmm: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
@@ -98,11 +116,21 @@ def _call(
     timeout: float = 5.0,
 ) -> dict[str, Any]:
     """Send ``cmd``; return its result, or print one error line and exit."""
+    import math
+
     from flashmm.ops.client import send_command
 
+    if not (math.isfinite(timeout) and timeout > 0):
+        _fail(f"--timeout: must be a finite number > 0 (seconds), was {timeout:g}", 2)
     try:
         path = resolve_socket(config, socket)
         response = send_command(path, cmd, args, timeout=timeout)
+    except NotRunningError as exc:
+        # a typo in --config reads as "no bot running": name the profile instead
+        missing = None if socket else missing_profile(config)
+        if missing is not None:
+            _fail(f"{missing}; nothing listens on {path}", 2)
+        _fail(str(exc), exc.exit_code)
     except FlashMMError as exc:
         hint = " (or pass --socket PATH)" if "config" in type(exc).__name__.lower() else ""
         _fail(f"{exc}{hint}", exc.exit_code)
