@@ -35,7 +35,9 @@ pragma solidity 0.8.28;
 /// or withdrawals); the admin (two-step transfer) lists, delists to cancel-only, sets a
 /// minimum order size. Loops a stranger can lengthen are bounded: takes stop at a
 /// caller-given number of levels and orders and a fixed scan budget, `depth` is paginated,
-/// levels per side are capped.
+/// levels per side are capped. A scan that runs out of its budget keeps what it proved in
+/// the best-price hint (a post-only check that cannot tell rejects REJECT_SCAN, never a
+/// false cross), so no arrangement of levels can stop a side for good.
 contract FlashBook {
     // ------------------------------------------------------------------ constants
     uint256 private constant SENTINEL = 1 << 255;
@@ -85,6 +87,10 @@ contract FlashBook {
     uint256 public constant REJECT_CLOSED = 6;
     /// The side already has MAX_LEVELS price levels and the order would add one more.
     uint256 public constant REJECT_LEVEL_CAP = 7;
+    /// The cross check ran out of its scan budget before it could tell whether the order
+    /// crosses (a stale best-price hint over a sparse book). The hint keeps what the scan
+    /// proved, so the same order can go in on a later call.
+    uint256 public constant REJECT_SCAN = 8;
 
     /// Market status (bits 158..159 of the market word).
     uint256 public constant OPEN = 0;
@@ -170,7 +176,8 @@ contract FlashBook {
     // ring level word (key market << 33 | side << 32 | (tick % RING_TICKS) >> 2):
     // 4 x (head 32 | tail 32). A ring entry holds the level of one tick of its residue
     // class (the tick of its orders); another tick of the class that has a level meanwhile
-    // gets it in the overflow book.
+    // gets it in the overflow book, and so does a new level more than RING_TICKS / 2 behind
+    // its side's best-price hint (see _link).
     mapping(uint256 => uint256) internal _levels;
     // ring bitmap word (key market << 32 | (tick / 127) % 8): bids 0..126 | asks 128..254 |
     // sentinel 255; a bit is set while its ring entry holds a level
@@ -182,8 +189,11 @@ contract FlashBook {
     // accounts of one market, so only deposits, withdrawals and fee claims change it.
     mapping(uint256 => uint256) internal _held;
     // overflow book: level words keyed by the tick (market << 33 | side << 32 | tick >> 2),
-    // bitmap words keyed by the tick (market << 32 | tick / 127), and per market the number
-    // of its levels: bids 0..126 | asks 128..254 | sentinel 255
+    // bitmap words keyed by the tick (market << 32 | tick / 127), and per market a word of
+    // its level counts and bounds: bids 0..31 | asks 32..63 | no overflow bid above 64..95 |
+    // no overflow ask below 96..127 | sentinel 255. The bounds, valid while the side has
+    // overflow levels, let a scan skip the overflow book where it holds nothing (a far
+    // level does not make every scan from a stale hint walk its bitmap words).
     mapping(uint256 => uint256) internal _xlevels;
     mapping(uint256 => uint256) internal _xbitmaps;
     mapping(uint256 => uint256) internal _xcount;
@@ -607,7 +617,8 @@ contract FlashBook {
         } else if (c.base < size * ((c.mkt >> 56) & U88)) {
             return REJECT_FUNDS;
         }
-        if (_crosses(c, isAsk, price)) return REJECT_CROSS;
+        uint256 reason = _crosses(c, isAsk, price);
+        if (reason != 0) return reason;
         // A full side takes orders only at its existing levels (read only when it is full).
         if ((isAsk == 0 ? (c.mkt >> 224) & U16 : c.mkt >> 240) == MAX_LEVELS) {
             (bool has,,) = _hasLevel(c.market, isAsk, price, c.mkt);
@@ -723,8 +734,13 @@ contract FlashBook {
     }
 
     /// Append order `ref` (described by op) at the tail of its level; returns the order word.
-    /// The level goes in the ring entry of its residue unless another tick holds it (or the
-    /// tick already has a level in the overflow book): then in the overflow book.
+    /// The level goes in the ring entry of its residue unless another tick holds it, the
+    /// tick already has a level in the overflow book, or the tick is more than RING_TICKS / 2
+    /// behind the side's best-price hint: then in the overflow book. That last rule keeps the
+    /// ring's levels of a side within half a ring of the top of the book, where quotes are:
+    /// a far level cannot take the ring entry of a tick a quote will need when the market
+    /// moves there (which would send those quotes to fresh overflow slots), and it cannot be
+    /// a ring alias that every scan from the top has to read and skip (two reads each).
     function _link(Ctx memory c, uint256 ref, uint256 op) private returns (uint256) {
         uint256 isAsk = (op >> 160) & 1;
         uint256 price = (op >> 64) & U32;
@@ -737,9 +753,18 @@ contract FlashBook {
         if (head != 0) {
             // the tail order's price is the tick holding the ring entry
             x = (_orders[(c.market << 32) | ((lw >> (sh + 32)) & U32)] >> 64) & U32 != price;
-        } else if (c.mkt & (XBID << isAsk) != 0) {
-            (uint256 xk, uint256 xsh) = _lkey(c.market, isAsk, price, true);
-            x = (_xlevels[xk] >> xsh) & U32 != 0;
+        } else {
+            uint256 m = c.mkt;
+            if (m & (XBID << isAsk) != 0) {
+                (uint256 xk, uint256 xsh) = _lkey(c.market, isAsk, price, true);
+                x = (_xlevels[xk] >> xsh) & U32 != 0;
+            }
+            // Far behind the hint of a side that has levels (a new best is never far).
+            if (isAsk == 0) {
+                x = x || ((m >> 224) & U16 != 0 && price + RING_TICKS / 2 < (m >> 160) & U32);
+            } else {
+                x = x || (m >> 240 != 0 && price > ((m >> 192) & U32) + RING_TICKS / 2);
+            }
         }
         uint256 prev;
         if (x) {
@@ -812,7 +837,15 @@ contract FlashBook {
             uint256 bk = (c.market << 32) | (price / TPW);
             _xbitmaps[bk] = _xbitmaps[bk] | SENTINEL | bit;
             uint256 n = _xcount[c.market];
-            _xcount[c.market] = SENTINEL | (n + (1 << (isAsk << 7)));
+            uint256 bs = 64 + (isAsk << 5); // the side's bound
+            uint256 b = (n >> bs) & U32;
+            // Unchecked: a side has at most MAX_LEVELS < 2**32 levels.
+            unchecked {
+                if (c.mkt & (XBID << isAsk) == 0 || (isAsk == 0 ? price > b : price < b)) {
+                    n = (n & ~(U32 << bs)) | (price << bs);
+                }
+                _xcount[c.market] = SENTINEL | (n + (1 << (isAsk << 5)));
+            }
             c.mkt |= XBID << isAsk;
         } else {
             uint256 bk = (c.market << 32) | ((price / TPW) % RING_WORDS);
@@ -844,9 +877,12 @@ contract FlashBook {
             if (x) {
                 uint256 bk = (c.market << 32) | (price / TPW);
                 _xbitmaps[bk] = _xbitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
-                uint256 n = _xcount[c.market] - (1 << (isAsk << 7));
+                uint256 n = _xcount[c.market] - (1 << (isAsk << 5));
+                uint256 bs = 64 + (isAsk << 5);
+                // the bound moves off a level that empties (price >= 1, price + 1 < 2**32)
+                if ((n >> bs) & U32 == price) n = (n & ~(U32 << bs)) | ((isAsk == 0 ? price - 1 : price + 1) << bs);
                 _xcount[c.market] = n;
-                if ((n >> (isAsk << 7)) & U127 == 0) c.mkt &= ~(XBID << isAsk);
+                if ((n >> (isAsk << 5)) & U32 == 0) c.mkt &= ~(XBID << isAsk);
             } else {
                 uint256 bk = (c.market << 32) | ((price / TPW) % RING_WORDS);
                 word = _bitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
@@ -890,45 +926,61 @@ contract FlashBook {
         c.mkt = m;
     }
 
-    /// Does a post-only order at `price` on side `isAsk` cross the other side?
-    /// Tightens the opposite best-price hint while looking. Conservative (true) when the
-    /// scan gives up after MAX_SCAN_WORDS reads.
-    function _crosses(Ctx memory c, uint256 isAsk, uint256 price) private view returns (bool) {
+    /// Does a post-only order at `price` on side `isAsk` cross the other side? 0 if not,
+    /// REJECT_CROSS if it does, REJECT_SCAN if the scan gave up after MAX_SCAN_WORDS reads
+    /// (neither a cross nor a placement: a resting order that crosses would be a locked
+    /// book). Tightens the opposite best-price hint to what the scan proved while looking,
+    /// so a give-up is progress that the next call continues from.
+    function _crosses(Ctx memory c, uint256 isAsk, uint256 price) private view returns (uint256) {
         uint256 m = c.mkt;
+        bool found;
+        uint256 t;
         if (isAsk == 0) {
-            if (m >> 240 == 0) return false;
+            if (m >> 240 == 0) return 0;
             uint256 best = (m >> 192) & U32;
-            if (price < best) return false;
-            (bool found, uint256 t,) = _scanUp(c.market, 1, m, best, price, MAX_SCAN_WORDS);
+            if (price < best) return 0;
+            (found, t,) = _scanUp(c.market, 1, m, best, price, MAX_SCAN_WORDS);
             c.mkt = (m & ~(U32 << 192)) | (t << 192);
-            return found || t <= price;
+            if (!found && t > price) return 0;
         } else {
-            if ((m >> 224) & U16 == 0) return false;
+            if ((m >> 224) & U16 == 0) return 0;
             uint256 best = (m >> 160) & U32;
-            if (price > best) return false;
-            (bool found, uint256 t,) = _scanDown(c.market, 0, m, best, price, MAX_SCAN_WORDS);
+            if (price > best) return 0;
+            (found, t,) = _scanDown(c.market, 0, m, best, price, MAX_SCAN_WORDS);
             c.mkt = (m & ~(U32 << 160)) | (t << 160);
-            return found || t >= price;
+            if (!found && t < price) return 0;
         }
+        return found ? REJECT_CROSS : REJECT_SCAN;
     }
 
     /// Lowest tick in [from, to] with a level on `side`, from at most `maxReads` storage
     /// reads: the ring, then (if the side has any) the overflow book below what the ring
     /// gave. Returns (true, tick, reads) or (false, a lower bound for that tick, reads):
-    /// to + 1 when all of [from, to] was scanned, less if the scan gave up.
+    /// to + 1 when all of [from, to] was scanned, else the furthest tick the scan proved
+    /// empty on both, so a caller that keeps it as its hint goes on from there next time.
+    /// With overflow levels, RING_WORDS + 2 reads are kept for the overflow book (its bounds
+    /// word and bitmap words from the side's bound on): a ring give-up spans at most one pass
+    /// (RING_TICKS), so the overflow scan below it completes and the give-up still moves the
+    /// bound.
     function _scanUp(uint256 market, uint256 side, uint256 m, uint256 from, uint256 to, uint256 maxReads)
         private
         view
         returns (bool, uint256, uint256)
     {
-        (bool f1, uint256 t1, uint256 used) = _ringUp(market, side, from, to, maxReads);
-        if (m & (XBID << side) == 0 || (f1 && t1 == from)) return (f1, t1, used);
-        if (used >= maxReads) return (false, from, used);
-        (bool f2, uint256 t2, uint256 u2) = _xscanUp(market, side, from, f1 ? t1 - 1 : to, maxReads - used);
+        bool xs = m & (XBID << side) != 0;
+        uint256 keep = xs && maxReads > 2 * RING_WORDS ? RING_WORDS + 2 : 0;
+        (bool f1, uint256 t1, uint256 used) = _ringUp(market, side, from, to, maxReads - keep);
+        // No ring level in [from, t1); one at t1 if f1.
+        if (!xs || t1 == from) return (f1, t1, used);
+        if (used + 1 >= maxReads) return (false, from, used);
+        uint256 low = (_xcount[market] >> (64 + (side << 5))) & U32; // no overflow level below
+        ++used;
+        if (low >= t1) return (f1, t1, used);
+        (bool f2, uint256 t2, uint256 u2) = _xscanUp(market, side, low > from ? low : from, t1 - 1, maxReads - used);
         used += u2;
-        if (f2) return t2 < t1 ? (true, t2, used) : (false, t1, used);
-        if (f1) return t2 >= t1 ? (true, t1, used) : (false, t2, used);
-        return (false, t1 < t2 ? t1 : t2, used);
+        if (f2) return (true, t2, used); // below the ring's answer
+        if (t2 >= t1) return (f1, t1, used); // the overflow book is empty below t1 too
+        return (false, t2, used);
     }
 
     /// Highest tick in [to, from] with a level on `side`; the mirror of `_scanUp`: on give-up
@@ -938,14 +990,20 @@ contract FlashBook {
         view
         returns (bool, uint256, uint256)
     {
-        (bool f1, uint256 t1, uint256 used) = _ringDown(market, side, from, to, maxReads);
-        if (m & (XBID << side) == 0 || (f1 && t1 == from)) return (f1, t1, used);
-        if (used >= maxReads) return (false, from, used);
-        (bool f2, uint256 t2, uint256 u2) = _xscanDown(market, side, from, f1 ? t1 + 1 : to, maxReads - used);
+        bool xs = m & (XBID << side) != 0;
+        uint256 keep = xs && maxReads > 2 * RING_WORDS ? RING_WORDS + 2 : 0;
+        (bool f1, uint256 t1, uint256 used) = _ringDown(market, side, from, to, maxReads - keep);
+        // No ring level in (t1, from]; one at t1 if f1.
+        if (!xs || t1 == from) return (f1, t1, used);
+        if (used + 1 >= maxReads) return (false, from, used);
+        uint256 high = (_xcount[market] >> (64 + (side << 5))) & U32; // no overflow level above
+        ++used;
+        if (high <= t1) return (f1, t1, used);
+        (bool f2, uint256 t2, uint256 u2) = _xscanDown(market, side, high < from ? high : from, t1 + 1, maxReads - used);
         used += u2;
-        if (f2) return t2 > t1 ? (true, t2, used) : (false, t1, used);
-        if (f1) return t2 <= t1 ? (true, t1, used) : (false, t2, used);
-        return (false, t1 > t2 ? t1 : t2, used);
+        if (f2) return (true, t2, used); // above the ring's answer
+        if (t2 <= t1) return (f1, t1, used); // the overflow book is empty above t1 too
+        return (false, t2, used);
     }
 
     /// The ring's lowest level in [from, to]. One pass over RING_TICKS ticks from `from`

@@ -17,6 +17,7 @@ from flashmm.venues.sei.abi import (
     OP_PLACE,
     book_abi,
     decode_log,
+    op_cancel,
     op_place,
     op_replace,
     unpack_info,
@@ -156,3 +157,145 @@ async def test_a_deposit_past_the_packed_balance_width_is_refused(
     await other.book.deposit(other.sender, market, 1 << 100, 0)
     with pytest.raises(TxReverted, match="BadAmount"):
         await other.sender.estimate(book.address, book.calldata("deposit", market, 1, 0))
+
+
+# --- 1 and 2: ring aliases, scan give-ups and ring squatting --------------------------
+
+RING = 1_016  # FlashBook.RING_TICKS
+
+
+async def _hint(book: BookClient) -> int:
+    return int((await book.market(SEI)).best_ask_hint)
+
+
+async def test_far_levels_cannot_freeze_a_side_through_ring_aliases(actors: Any) -> None:
+    """The review's attack: 40 one-lot asks a ring above the book take the ring entries of
+    the ticks just below the best ask, one more sits in the overflow book, and a placed and
+    cancelled ask leaves the hint stale below them. The reviewed contract then gave up every
+    scan without moving the hint: bids under the best ask were rejected as crosses and takes
+    filled nothing, for good. Far levels now go to the overflow book, so none is an alias."""
+    maker, victim, attacker, taker = (actors[r] for r in ("maker2", "maker", "spare", "taker"))
+    best = 150_000
+    await maker.book.requote(maker.sender, SEI, [op_place(0, 1, ASK, best, 5)])
+    far = [op_place(i, 100 + i, ASK, best - 100 + i + RING, 1) for i in range(40)]
+    far.append(op_place(40, 140, ASK, best - 100 + 2 * RING, 1))
+    await attacker.book.requote(attacker.sender, SEI, far)
+    await attacker.book.requote(attacker.sender, SEI, [op_place(41, 141, ASK, best - 200, 1)])
+    await attacker.book.requote(attacker.sender, SEI, [op_cancel(41, 141)])
+    assert await _hint(maker.book) < best - 100
+    try:
+        for k in range(2):
+            r = await victim.book.requote(
+                victim.sender, SEI, [op_place(k, 200 + k, BID, best - 1, 1)]
+            )
+            assert names(r) == ["OrderPlaced"], reasons(r)
+            assert int(r["gasUsed"], 16) < 150_000
+        r = await taker.book.take(taker.sender, SEI, 0, best, 2, gas=1_000_000)
+        assert [(i.price, i.size) for n, i in events(r) if n == "Fill"] == [(best, 2)]
+    finally:
+        for who in (maker, victim, attacker):
+            await who.book.cancel_all(who.sender, SEI)
+
+
+async def test_a_scan_that_gives_up_keeps_its_progress(actors: Any) -> None:
+    """Aliases can still be made with an empty bid side: asks near the best ask, then an
+    ask placed and cancelled three rings below leaves the hint three passes of aliases
+    below them. A scan that runs out of reads now rejects the order with REJECT_SCAN (not
+    as a cross) and keeps what it proved in the hint, so later calls get through; the
+    reviewed contract gave up at the same place every time."""
+    maker, victim, attacker, taker = (actors[r] for r in ("maker2", "maker", "spare", "taker"))
+    assert (await maker.book.market(SEI)).bid_levels == 0
+    best = 160_000
+    await maker.book.requote(maker.sender, SEI, [op_place(0, 1, ASK, best, 5)])
+    near = [op_place(i, 100 + i, ASK, best + 1 + i, 1) for i in range(40)]
+    near.append(op_place(40, 140, ASK, best + 1 + RING, 1))  # an overflow level
+    await attacker.book.requote(attacker.sender, SEI, near)
+    drop = best - 3 * RING
+    r = await attacker.book.requote(
+        attacker.sender, SEI, [op_place(41, 141, ASK, drop, 1), op_cancel(41, 141)]
+    )
+    assert names(r) == ["OrderPlaced", "OrderCancelled"]
+    assert await _hint(maker.book) <= drop + 1
+    try:
+        seen: list[int] = []
+        hints = [await _hint(maker.book)]
+        for k in range(12):
+            r = await victim.book.requote(
+                victim.sender, SEI, [op_place(k, 200 + k, BID, best - 1, 1)], gas=2_000_000
+            )
+            assert int(r["gasUsed"], 16) < 400_000
+            seen += reasons(r) or [0]
+            hints.append(await _hint(maker.book))
+            if names(r) == ["OrderPlaced"]:
+                break
+        assert seen[-1] == 0 and set(seen[:-1]) <= {8}, seen  # never a false cross
+        assert len(seen) > 1 and hints == sorted(hints) and len(set(hints)) == len(hints)
+        r = await taker.book.take(taker.sender, SEI, 0, best, 2, gas=2_000_000)
+        assert [(i.price, i.size) for n, i in events(r) if n == "Fill"] == [(best, 2)]
+    finally:
+        for who in (maker, victim, attacker):
+            await who.book.cancel_all(who.sender, SEI)
+
+
+async def test_squatted_ring_entries_cost_a_trend_no_fresh_slot(actors: Any) -> None:
+    """Ring squatting: one-lot levels a ring away from every tick a 3+3 quote will visit in
+    a 40-tick trend. On the reviewed contract they held those ticks' ring entries, so each
+    new quote level went to fresh overflow slots; now they are too far behind the best to
+    take a ring entry, and the trend (over warmed ticks) writes no fresh slot and stays
+    under 150,000 gas a requote."""
+    from flashmm.venues.sei.gas import gas_report
+
+    victim, attacker = actors["maker"], actors["spare"]
+    mid, steps = 250_000, 40
+    await victim.book.warm(victim.sender, SEI, mid - 8, mid + steps + 8)
+    ids = {i: 1_000 + i for i in range(6)}
+
+    def quotes(m: int, first: bool = False) -> list[int]:
+        ops = []
+        for i in range(6):
+            side, price = (BID, m - 1 - i) if i < 3 else (ASK, m + 1 + (i - 3))
+            new = ids[i] + 6
+            ops.append(
+                op_place(i, new, side, price, 10)
+                if first
+                else op_replace(i, ids[i], new, side, price, 10)
+            )
+            ids[i] = new
+        return ops
+
+    await victim.book.requote(victim.sender, SEI, quotes(mid, first=True))
+    squat = [
+        op_place(i, 500 + i, BID, t - RING, 1) for i, t in enumerate(range(mid - 3, mid + steps))
+    ]
+    squat += [
+        op_place(100 + i, 700 + i, ASK, t + RING, 1)
+        for i, t in enumerate(range(mid + 1, mid + steps + 4))
+    ]
+    await attacker.book.requote(attacker.sender, SEI, squat, gas=12_000_000)
+    try:
+        reports = []
+        for k in range(1, steps + 1):
+            r = await victim.book.requote(victim.sender, SEI, quotes(mid + k))
+            assert names(r) == ["OrderReplaced"] * 6
+            reports.append(await gas_report(victim.book.rpc, r["transactionHash"], r))
+        fresh = [g.fresh_slots for g in reports]
+        sei = [g.sei_gas for g in reports]
+        assert sum(fresh) == 0, (fresh, max(sei))
+        assert max(sei) <= 150_000, sei
+    finally:
+        for who in (victim, attacker):
+            await who.book.cancel_all(who.sender, SEI)
+
+
+async def test_every_reject_reason_has_a_name_in_the_python_decoder(actors: Any) -> None:
+    from flashmm.contracts import load_artifact
+    from flashmm.venues.sei.abi import REJECT_REASONS
+
+    book = actors["maker"].book
+    consts = [
+        e["name"]
+        for e in load_artifact("FlashBook")["abi"]
+        if e.get("type") == "function" and e["name"].startswith("REJECT_")
+    ]
+    codes = {int((await book.call(name))[0]) for name in consts}
+    assert codes == set(REJECT_REASONS) == set(range(1, 9))

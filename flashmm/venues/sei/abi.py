@@ -41,6 +41,8 @@ REJECT_REASONS = {
     5: "size below the market's minimum order size",
     6: "market paused or delisted (cancel-only)",
     7: "the side already has the maximum number of price levels",
+    8: "cross check ran out of its scan budget (stale best price over a sparse book; "
+    "a retry goes on from where it stopped)",
 }
 
 #: order slots per owner and market (``FlashBook.SLOTS``)
