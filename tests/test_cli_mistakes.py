@@ -429,3 +429,37 @@ def test_deploy_refuses_a_quote_token_that_is_no_token_before_deploying(
     _refused([*argv, "--quote-token", "0x" + "00" * 20], capsys, "--quote-token", "no contract")
     _refused([*argv, "--quote-token", fast_chain.dep.book], capsys, "--quote-token", "decimals()")
     assert _nonce(fast_chain, spare) == before and not out.exists()
+
+
+# --- output files: checked before a chain is set up, a contract deployed or a key made -----
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["chain", "local", "--port", "0"],  # IsADirectoryError after anvil started and deployed
+        ["chain", "deploy", "--rpc", DEAD_RPC, "--chain-id", "1328"],  # after the deployment
+        ["wallet", "new"],  # the key was made, then lost to FileNotFoundError
+    ],
+)
+def test_an_out_path_that_cannot_be_written_is_refused_first(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("FLASHMM_KEYSTORE_PASSWORD", "pw")
+    _refused([*argv, "--out", str(tmp_path)], capsys, "--out", str(tmp_path))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _refused([*argv, "--out", str(blocker / "x.json")], capsys, "--out", "cannot make folder")
+
+
+def test_wallet_new_without_a_terminal_asks_for_the_passphrase_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The prompt read EOF: a blank line and exit 130, no word of what was missing."""
+    monkeypatch.delenv("FLASHMM_KEYSTORE_PASSWORD", raising=False)
+    out = tmp_path / "ks.json"
+    _refused(["wallet", "new", "--out", str(out)], capsys, "FLASHMM_KEYSTORE_PASSWORD")
+    assert not out.exists()

@@ -143,6 +143,24 @@ def check_address(value: str, option: str) -> str:
     return str(to_checksum_address(v))
 
 
+def check_out(out: Path, option: str = "--out") -> Path:
+    """``out`` if a file can be written there (its folder is made): checked before a chain
+    is set up or a contract deployed, so their record is not lost to a bad path."""
+    import os
+
+    from flashmm.errors import UserInputError
+
+    if out.is_dir():
+        raise UserInputError(f"{option}: {out} is a folder; give a file path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"{option}: cannot make folder {out.parent}: {exc.strerror}") from None
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserInputError(f"{option}: {out} is not writable")
+    return out
+
+
 def check_finite(value: float, option: str, minimum: float, *, above: bool = False) -> float:
     """``value`` if it is finite and >= ``minimum`` (> with ``above``)."""
     import math
@@ -242,6 +260,7 @@ def local(
     from flashmm.venues.sei.local import Anvil, setup_local_chain
 
     check_finite(block_time, "--block-time", 0)
+    check_out(out)
     stopping = False
 
     def _interrupt(signum: int, frame: Any) -> None:
@@ -323,6 +342,7 @@ def deploy(
     if quote_token is not None:
         quote_token = check_address(quote_token, "--quote-token")
     check_finite(max_fee_gwei, "--max-fee-gwei", 0, above=True)
+    check_out(out)
     account = load_signer(keystore, None, None, rpc)
 
     async def main() -> Any:

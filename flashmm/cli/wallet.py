@@ -6,6 +6,7 @@ A key is never printed unless ``--show-key`` is given.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -13,6 +14,7 @@ import typer
 from flashmm.cli.chain import (
     KEYSTORE_OPT,
     check_address,
+    check_out,
     load_deployment,
     load_signer,
     rpc_url,
@@ -41,6 +43,12 @@ def new(
     from flashmm.venues.sei.errors import KeySourceError
     from flashmm.venues.sei.keys import ENV_PASSWORD, write_keystore
 
+    if out is not None:
+        if out.exists():  # before the key is made: a key that cannot be saved is lost
+            raise UserInputError(f"--out: {out} exists; refusing to overwrite a keystore")
+        check_out(out)
+        if not os.environ.get(ENV_PASSWORD) and not sys.stdin.isatty():
+            raise UserInputError(f"set {ENV_PASSWORD}: no terminal to ask for the passphrase")
     acct = Account.create()
     if out is not None:
         password = os.environ.get(ENV_PASSWORD) or typer.prompt(
