@@ -325,6 +325,24 @@ def test_feed_record_checks_its_options_before_connecting(
     assert not (tmp_path / "r.gz").exists()
 
 
+def test_feed_serve_names_a_host_that_does_not_resolve(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was '[Errno -2] Name or service not known', exit 1. (No resolver is asked here.)"""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: object, *args: object, **kw: object) -> object:
+        if host == "no-such-host.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "no resolver asked")
+        return real(host, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    argv = ["feed", "serve", "--host", "no-such-host.invalid", "--port", "0", "--http-port", "0"]
+    _refused(argv, capsys, "--host", "no-such-host.invalid", "no resolver asked")
+
+
 # --- operator commands -------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ def serve(
 ) -> None:
     """Replay recordings as a Binance combined stream + REST depth snapshots."""
     import asyncio
+    import socket
 
     from flashmm.cli.chain import check_finite
     from flashmm.errors import FlashMMError, UserInputError
@@ -87,6 +88,8 @@ def serve(
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except socket.gaierror as exc:  # before anything is served
+        raise UserInputError(f"--host: cannot resolve {host!r} ({exc.strerror})") from None
     except (FlashMMError, OSError) as exc:
         typer.echo(f"flashmm: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code if isinstance(exc, FlashMMError) else 1) from None
