@@ -139,9 +139,10 @@ def test_nothing_to_move_is_refused(
     _refused([*argv, "--dev-account", "taker", "--base", "0"], capsys, "--base", "--quote")
 
 
-def test_mint_of_a_token_that_is_no_test_token_is_refused(
+def test_mint_with_no_test_token_to_mint_is_refused(
     dep_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """USDC here is a real token (mintable false): --mint with only --quote mints nothing."""
     argv = ["chain", "deposit", "--deployment", str(dep_file), "--market", "SEI/USDC"]
     _refused([*argv, "--dev-account", "taker", "--quote", "5", "--mint"], capsys, "--mint", "USDC")
 
@@ -415,7 +416,8 @@ def test_deposit_and_withdraw_beyond_the_balance_send_nothing(
     fast_chain: LocalChain, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A deposit above the wallet's tokens sent its approvals, then reverted with
-    TransferFailed(); now both are refused naming the option, before any transaction."""
+    TransferFailed(); now both are refused naming the option, before any transaction.
+    --mint tried to mint a real quote token too (docs/sei.md: it mints the test base)."""
     dep = tmp_path / "dep.json"
     fast_chain.dep.write(dep)
     taker = fast_chain.address("taker")
@@ -429,6 +431,22 @@ def test_deposit_and_withdraw_beyond_the_balance_send_nothing(
     # and a good one still goes through
     code, out, err = _run(["chain", "withdraw", *argv, "--quote", "1.5"], capsys)
     assert code == 0 and "USDC: free" in out, err
+    # a real quote token (as on testnet): --mint mints the base only, the quote is the wallet's
+    data = json.loads(dep.read_text())
+    data["tokens"]["USDC"]["mintable"] = False
+    dep.write_text(json.dumps(data))
+    before = _nonce(fast_chain, taker)
+    line = _refused(
+        ["chain", "deposit", *argv, "--base", "10", "--mint", "--quote", "1000000000"],
+        capsys,
+        "--quote",
+    )
+    assert "holds" in line and "--mint" not in line
+    assert _nonce(fast_chain, taker) == before  # not even the base was minted or approved
+    code, out, err = _run(
+        ["chain", "deposit", *argv, "--base", "10", "--mint", "--quote", "1"], capsys
+    )
+    assert code == 0 and "SEI: free" in out, err
 
 
 def test_deploy_refuses_a_quote_token_that_is_no_token_before_deploying(

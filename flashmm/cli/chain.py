@@ -426,12 +426,13 @@ def _funds(
         )
         if units
     ]
-    if mint:
-        for _, sym, tok, _, _ in wanted:
-            if tok.get("mintable") is False:
-                raise UserInputError(
-                    f"--mint: {sym} is not a test token of this deployment; only those mint"
-                )
+    # --mint mints the deployment's test tokens; the others (a real USDC) come from the wallet
+    minted = {sym for _, sym, tok, _, _ in wanted if mint and tok.get("mintable") is not False}
+    if mint and not minted:
+        raise UserInputError(
+            f"--mint: {' and '.join(w[1] for w in wanted)} of this deployment cannot be minted"
+            " (only its test tokens can)"
+        )
     url = rpc_url(rpc, dep, deployment)
     account = load_signer(keystore, dev_account, dep, url)
 
@@ -451,19 +452,21 @@ def _funds(
                         )
                 await book.withdraw(sender, int(m["id"]), base_units, quote_units)
             else:
-                if not mint:  # before the approvals: nothing is sent for a deposit that fails
-                    for opt, sym, tok, units, text in wanted:
-                        held = await TokenClient(client, tok["address"]).balance_of(sender.address)
-                        if units > held:
-                            hint = " (--mint mints test tokens)" if tok.get("mintable") else ""
-                            raise UserInputError(
-                                f"{opt}: {text} {sym} is more than the"
-                                f" {fmt_units(held, tok['decimals'])} {sym} that"
-                                f" {sender.address} holds{hint}"
-                            )
-                for _, _, tok, units, _ in wanted:
+                # before the approvals: nothing is sent for a deposit that would fail
+                for opt, sym, tok, units, text in wanted:
+                    if sym in minted:
+                        continue
+                    held = await TokenClient(client, tok["address"]).balance_of(sender.address)
+                    if units > held:
+                        hint = " (--mint mints test tokens)" if tok.get("mintable") else ""
+                        raise UserInputError(
+                            f"{opt}: {text} {sym} is more than the"
+                            f" {fmt_units(held, tok['decimals'])} {sym} that"
+                            f" {sender.address} holds{hint}"
+                        )
+                for _, sym, tok, units, _ in wanted:
                     tc = TokenClient(client, tok["address"])
-                    if mint:
+                    if sym in minted:
                         minter = (
                             TxSender(client, load_signer(None, "deployer", dep, url), dep.chain_id)
                             if dev_account
