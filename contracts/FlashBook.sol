@@ -759,11 +759,13 @@ contract FlashBook {
                 (uint256 xk, uint256 xsh) = _lkey(c.market, isAsk, price, true);
                 x = (_xlevels[xk] >> xsh) & U32 != 0;
             }
-            // Far behind the hint of a side that has levels (a new best is never far).
-            if (isAsk == 0) {
-                x = x || ((m >> 224) & U16 != 0 && price + RING_TICKS / 2 < (m >> 160) & U32);
-            } else {
-                x = x || (m >> 240 != 0 && price > ((m >> 192) & U32) + RING_TICKS / 2);
+            // Far behind the side's hint (a new best is never far; an empty side's hint, 0 or
+            // NO_ASK, makes no tick far). Unchecked: ticks and hints are below 2**32.
+            unchecked {
+                x = x
+                    || (isAsk == 0
+                        ? price + RING_TICKS / 2 < (m >> 160) & U32
+                        : price > ((m >> 192) & U32) + RING_TICKS / 2);
             }
         }
         uint256 prev;
@@ -1278,9 +1280,14 @@ contract FlashBook {
             // so the fee owed for the fills so far stays in the account: its quote covers it
             // (each fill took at most its lots times unitCost, and the fee of the sum is at
             // most the sum of the fees rounded up), and only the rest buys lots.
-            uint256 cap = makerSide == 1
-                ? (c.quote - (paidBefore + paid) * (fees & U16) / 10000) / unitCost
-                : c.base / unitBase;
+            uint256 cap;
+            if (makerSide == 0) {
+                cap = c.base / unitBase;
+            } else if (fees == 0) {
+                cap = c.quote / unitCost;
+            } else {
+                cap = (c.quote - (paidBefore + paid) * (fees & U16) / 10000) / unitCost;
+            }
             // Unchecked: got < want; q <= 2**64 lots, unitQuote < 2**88 and unitBase < 2**88
             // keep qa and ba below 2**152.
             unchecked {
