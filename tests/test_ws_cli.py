@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import re
 import signal
 import sys
 import time
@@ -229,3 +230,5 @@ async def test_serve_command_in_a_subprocess() -> None:
                 await proc.wait()
     err = (await proc.stderr.read()).decode(errors="replace") if proc.stderr else ""
     assert proc.returncode == 0, err[-3000:]
+    # the bot's log format (time, level, message), not loguru's default "| INFO | module:"
+    assert re.search(r"^\S+ \S+ INFO +replay server: ws ws://127\.0\.0\.1:", err, re.M), err

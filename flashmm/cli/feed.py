@@ -49,6 +49,9 @@ def serve(
     check_finite(speed, "--speed", 0)
     if port and port == http_port:
         raise UserInputError(f"--http-port: {http_port} is --port too; give two ports (or 0)")
+    from flashmm.logs import setup_logging
+
+    setup_logging()  # the bot's log format (and its secret redaction), not loguru's default
 
     async def main() -> None:
         from flashmm.feeds.server import ReplayServer
@@ -245,6 +248,9 @@ def record(
         check_finite(duration, "--duration", 0, above=True)
     check_url(ws_url, "--ws-url", ("ws", "wss"))
     check_url(rest_url, "--rest-url", ("http", "https"))
+    from flashmm.logs import setup_logging
+
+    setup_logging()
     try:
         summary = asyncio.run(
             record_stream(
