@@ -202,6 +202,17 @@ def test_emergency_stop(bot: tuple[FakeBot, str]) -> None:
     assert fake.calls == [("emergency_stop", {})]
 
 
+def test_a_relative_socket_says_where_it_was_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """control.data_dir is relative to the bot's folder: from another folder, say so."""
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(make_app(), ["status", "--socket", "var/paper/paper.sock"])
+    assert res.exit_code == 1
+    (line,) = res.stderr.strip().splitlines()
+    assert f"var/paper/paper.sock under {tmp_path}; run this from the bot's folder" in line
+
+
 @pytest.mark.parametrize(
     "argv",
     [

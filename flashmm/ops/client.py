@@ -103,8 +103,11 @@ def send_command(
         try:
             s.connect(spath)
         except (FileNotFoundError, ConnectionRefusedError):
+            where = spath
+            if not os.path.isabs(spath):  # control.data_dir is relative to the bot's folder
+                where += f" under {os.getcwd()}; run this from the bot's folder or pass --socket"
             raise NotRunningError(
-                f"no FlashMM bot is running (nothing listens on {spath})"
+                f"no FlashMM bot is running (nothing listens on {where})"
             ) from None
         except PermissionError:
             raise RuntimeFailure(
