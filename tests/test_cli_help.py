@@ -11,21 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
+from kit.cli import run_main as _run
 
-from flashmm.cli import command, main
+from flashmm.cli import command
 from flashmm.config import find_profile
 
 ERROR = re.compile(r"^flashmm: error: \S.*$")
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _commands(cmd: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from chain_fixtures import LocalChain
+from kit.cli import run_main as _run
 
-from flashmm.cli import main
 from flashmm.cli.chain import MAX_QUOTE_UNITS, check_address, token_units
 from flashmm.errors import UserInputError
 
@@ -23,16 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: nothing listens here: a command that connected would fail with exit 1, not 2
 DEAD_RPC = "http://127.0.0.1:1"
 TAKER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # anvil dev account 2
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], *names: str) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from chain_fixtures import LocalChain
+from kit.cli import run_main as _run
 from rich.console import Console
 
-from flashmm.cli import main
 from flashmm.cli.backtest import _setup_logging, progress_step
 from flashmm.types import clean_floats
 from flashmm.venues.sei.abi import ASK, op_place
@@ -20,16 +20,6 @@ from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.rpc import JsonRpc
 
 pytest_plugins = ["chain_fixtures"]
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_progress_moves_in_small_steps() -> None:
