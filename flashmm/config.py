@@ -477,23 +477,33 @@ def check_files(cfg: Config) -> list[str]:
 
 
 def load_dotenv_file(profile: str | Path | None = None) -> None:
-    """Read ``.env`` into the environment, never overriding what is set: the one in the
-    current directory, then the one beside ``profile`` (``flashmm init mybot`` writes
-    both into ``mybot/``, and ``flashmm run --config mybot/paper.yaml`` from the parent
-    must find its keys). A profile that does not exist is left to the loader's error."""
+    """Read ``.env`` files into the environment: the one in the current directory, then
+    the one beside ``profile`` (``flashmm init mybot`` writes both into ``mybot/``, and
+    ``flashmm run --config mybot/paper.yaml`` from the parent must find its keys).
+
+    A variable set non-empty in the environment is never overridden; otherwise the first
+    non-empty value wins, so the template's empty ``FLASHMM_PRIVATE_KEY=`` in one file does
+    not hide a key in the other. A profile that does not exist is left to the loader."""
     try:
-        from dotenv import load_dotenv
+        from dotenv import dotenv_values
     except ImportError:  # pragma: no cover
         return
-    load_dotenv(Path.cwd() / ".env", override=False)
-    if profile is None:
-        return
-    try:
-        beside = find_profile(profile).resolve().parent / ".env"
-    except (OSError, ValueError):
-        return
-    if beside.is_file() and beside != (Path.cwd() / ".env").resolve():
-        load_dotenv(beside, override=False)
+    files = [Path.cwd() / ".env"]
+    if profile is not None:
+        try:
+            beside = find_profile(profile).resolve().parent / ".env"
+        except (OSError, ValueError):
+            beside = None
+        if beside is not None and beside != files[0].resolve():
+            files.append(beside)
+    for f in files:
+        if not f.is_file():
+            continue
+        for key, value in dotenv_values(f).items():
+            if os.environ.get(key):
+                continue
+            if value or key not in os.environ:
+                os.environ[key] = value or ""
 
 
 SECRET_ENV = (

@@ -110,6 +110,11 @@ def test_the_env_beside_the_profile_is_read_from_another_folder(
     # the current folder's .env first, then the profile's; neither overrides the shell
     assert os.environ["FLASHMM_DOTENV_PROBE"] == "cwd"
     assert os.environ["FLASHMM_DOTENV_SET"] == "shell"
+    # an empty line (the template's FLASHMM_PRIVATE_KEY=) does not hide the other file's key
+    (elsewhere / ".env").write_text("FLASHMM_DOTENV_PROBE=\n")
+    monkeypatch.delenv("FLASHMM_DOTENV_PROBE")
+    load_dotenv_file("mybot/paper.yaml")
+    assert os.environ["FLASHMM_DOTENV_PROBE"] == "beside"
     (elsewhere / ".env").unlink()
     monkeypatch.delenv("FLASHMM_DOTENV_PROBE")
     load_dotenv_file("mybot/paper.yaml")

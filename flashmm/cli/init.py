@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 ENV_TEMPLATE = """\
-# FlashMM secrets (this file is read from the directory you run flashmm in; keep it
-# mode 0600). Never put them in a YAML profile: they are redacted from logs and never
-# shown by `flashmm status`.
+# FlashMM secrets (read from the directory you run flashmm in, then from the folder of
+# the profile you run; keep it mode 0600). Never put them in a YAML profile: they are
+# redacted from logs and never shown by `flashmm status`.
 
 # Hex private key of the trading account (live mode), 0x-prefixed.
 FLASHMM_PRIVATE_KEY=
