@@ -348,11 +348,17 @@ def _resolve_profile_paths(raw: dict[str, Any], base: Path) -> None:
             node[keys[-1]] = _relative_to_profile(node[keys[-1]], base)
 
 
-def load_config(path: str | Path | None = None, sets: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    sets: list[str] | None = None,
+    origins: list[str] | None = None,
+) -> Config:
     """Load and validate a profile. Raises :class:`ConfigError` listing every problem.
 
     Input files named in the profile (recordings, model, keystore, deployment) are
     relative to the profile's folder; ``--set`` values are relative to the current one.
+    ``origins`` names where each of ``sets`` came from (default ``--set``; a sweep file,
+    ``--compare``): a problem in a field one of them set is blamed on it, not the file.
     """
     p = find_profile(path)
     raw = load_yaml(p)
@@ -360,33 +366,43 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None) -
         raw = apply_overrides(raw, sets)
     problems = _check_values(raw)
     if problems:
-        raise _config_error(p, problems, sets)
+        raise _config_error(p, problems, sets, origins)
     try:
         _resolve_profile_paths(raw, p.resolve().parent)
         try:
             cfg = Config.model_validate(raw)
         except ValidationError as exc:
-            raise _config_error(p, format_validation_error(exc), sets) from None
+            raise _config_error(p, format_validation_error(exc), sets, origins) from None
         problems = _validate_plugins(cfg)
     except OSError as exc:  # a path the system refuses (too long, a loop ...)
         name = _short(str(exc.filename)) if exc.filename else "a path"
         raise ConfigError(str(p), [f"{name}: {exc.strerror or exc}"]) from None
     if problems:
-        raise _config_error(p, problems, sets)
+        raise _config_error(p, problems, sets, origins)
     if cfg.name is None:
         cfg = cfg.model_copy(update={"name": p.stem})
     return cfg
 
 
-def _config_error(path: Path, problems: list[str], sets: list[str] | None) -> ConfigError:
-    """The problems of a profile, each blamed on ``--set`` when its field (the text
-    before the first ``: ``) is a ``--set`` key or inside one, else on the file."""
-    keys = [s.split("=", 1)[0].strip() for s in sets or []]
+def _config_error(
+    path: Path, problems: list[str], sets: list[str] | None, origins: list[str] | None
+) -> ConfigError:
+    """The problems of a profile, each blamed on the override that set its field (the
+    text before the first ``: ``), or that set a key inside it (a cross-field check of
+    ``strategy.params`` after ``--set strategy.params.max_spread_bps=1``), else on the
+    file. The last matching override wins, as it is the one applied."""
+    sets = sets or []
+    origins = origins or ["--set"] * len(sets)
+    keyed = [(s.split("=", 1)[0].strip(), o) for s, o in zip(sets, origins, strict=True)]
 
     def blame(problem: str) -> str:
         field = problem.split(": ", 1)[0]
-        hit = any(field == k or field.startswith((f"{k}.", f"{k}[")) for k in keys)
-        return "--set" if hit else str(path)
+        hits = [
+            o
+            for k, o in keyed
+            if field == k or field.startswith((f"{k}.", f"{k}[")) or k.startswith(f"{field}.")
+        ]
+        return hits[-1] if hits else str(path)
 
     return ConfigError(str(path), problems, [blame(q) for q in problems])
 

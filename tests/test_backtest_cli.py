@@ -163,3 +163,22 @@ def test_parse_ts_forms() -> None:
     assert parse_ts("2024-07-23 15:53:20", "--from") == ns
     with pytest.raises(UserInputError):
         parse_ts("soon", "--to")
+
+
+def test_a_bad_value_is_blamed_on_the_sweep_file_or_compare_that_gave_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "bad.yaml"
+    sweep.write_text(
+        "base:\n  strategy.params.gamma_typo: 1\ngrid:\n  strategy.params.gamma: [0.1]\n"
+    )
+    code, _, err = run_cli(["--sweep", str(sweep)], capsys)
+    assert code == 2 and err.startswith(f"flashmm: error: {sweep} base: strategy.params.gamma_typo")
+    sweep.write_text("grid:\n  strategy.params.gamma: [abc]\n")
+    code, _, err = run_cli(["--sweep", str(sweep)], capsys)
+    assert code == 2 and err.startswith(f"flashmm: error: {sweep} grid: strategy.params.gamma:")
+    code, _, err = run_cli(["--compare", "strategy.params.gamma_typo=1"], capsys)
+    assert code == 2 and err.startswith("flashmm: error: --compare: strategy.params.gamma_typo")
+    # a cross-field check of a section is blamed on the --set inside it
+    code, _, err = run_cli(["--set", "strategy.params.max_spread_bps=1"], capsys)
+    assert code == 2 and err.startswith("flashmm: error: --set: strategy.params: min_spread_bps")

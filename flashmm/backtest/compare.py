@@ -248,7 +248,8 @@ def run_compare(
     base_sets = list(sets)
     var_sets = [*sets, *variant]
     base_cfg = load_config(config, base_sets)
-    var_cfg = load_config(config, var_sets)  # a bad --compare pair fails before any run
+    # a bad --compare pair fails before any run, named as --compare
+    var_cfg = load_config(config, var_sets, ["--set"] * len(sets) + ["--compare"] * len(variant))
     base = run_backtest(base_cfg, files, from_ns=from_ns, to_ns=to_ns, feed=feed)
     var = run_backtest(var_cfg, files, from_ns=from_ns, to_ns=to_ns, feed=feed)
     result = compare_results(base, var, windows, base_sets, var_sets)

@@ -53,6 +53,8 @@ SUMMARY_KEYS = (
 class SweepSpec:
     base: list[str]
     grid: dict[str, list[Any]]
+    #: the sweep file, to name it when one of its values is a bad config value
+    path: str = "the sweep file"
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -93,7 +95,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         base = [str(x) for x in base_raw]
     else:
         raise UserInputError(f"{p}: base: expected a mapping of key: value")
-    return SweepSpec(base, grid)
+    return SweepSpec(base, grid, str(p))
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,9 @@ def make_tasks(
     tasks = []
     for i, point in enumerate(spec.points()):
         point_sets = tuple([*spec.base, *sets, *(_as_set(k, v) for k, v in point.items())])
-        load_config(config, list(point_sets))  # raises ConfigError (exit 2)
+        origins = [f"{spec.path} base"] * len(spec.base) + ["--set"] * len(sets)
+        origins += [f"{spec.path} grid"] * len(point)
+        load_config(config, list(point_sets), origins)  # raises ConfigError (exit 2)
         tasks.append(
             Task(
                 i,
