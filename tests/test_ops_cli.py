@@ -147,6 +147,14 @@ def test_status_table(bot: tuple[FakeBot, str]) -> None:
     assert "lgbm-v3" in out and "p99 212" in out
 
 
+def test_status_table_piped_is_not_cut_to_80_columns(bot: tuple[FakeBot, str]) -> None:
+    """`flashmm status | cat`: Rich would fall back to 80 columns and cut the quotes."""
+    _, path = bot
+    res = runner.invoke(make_app(), ["status", "--socket", path], env={"COLUMNS": None})
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.stdout and "B 0.5005x100" in res.stdout
+
+
 @pytest.mark.parametrize(
     "status",
     [

@@ -197,9 +197,9 @@ def status(
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
         return
-    from rich.console import Console
+    from flashmm.cli import stdout_console
 
-    render_status(result, Console())
+    render_status(result, stdout_console())
 
 
 # --- rendering ---------------------------------------------------------------
