@@ -185,7 +185,16 @@ def test_book_and_taker_options_are_checked(
 
 @pytest.mark.parametrize(
     ("content", "why"),
-    [(None, "not found"), ("{}", "is not a deployment file"), ("[]", "is not a deployment file")],
+    [
+        (None, "not found"),
+        ("{}", "is not a deployment file"),
+        ("[]", "is not a deployment file"),
+        (
+            '{"chain_id": 1, "rpc_url": "", "ws_url": "", "book": "", "markets": [{"id": 1}]}',
+            "markets must map names to entries",
+        ),
+        ("\udcd0\udcff not text", "cannot read deployment file"),  # written as raw bytes
+    ],
 )
 def test_a_missing_or_foreign_deployment_file_is_named(
     content: str | None, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -193,7 +202,7 @@ def test_a_missing_or_foreign_deployment_file_is_named(
     """A missing file exited 1; JSON of another shape was a TypeError/AttributeError."""
     path = tmp_path / "d.json"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content.encode("utf-8", "surrogateescape"))
     _refused(["chain", "book", "--deployment", str(path)], capsys, "--deployment", why)
     argv = ["wallet", "balances", "--deployment", str(path), "--address", TAKER]
     _refused(argv, capsys, "--deployment", why)

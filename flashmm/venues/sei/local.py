@@ -201,10 +201,22 @@ class Deployment:
     def load(cls, path: str | Path) -> Deployment:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8 text
             raise VenueError(f"cannot read deployment file {path}: {exc}") from exc
+        shape = f"{path} is not a deployment file (chain local or chain deploy writes one)"
+        if not isinstance(data, dict):
+            raise VenueError(shape)
+        for key in ("tokens", "markets", "accounts"):
+            section = data.get(key, {})
+            if not isinstance(section, dict) or not all(
+                isinstance(v, dict) for v in section.values()
+            ):
+                raise VenueError(f"{shape}: {key} must map names to entries")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:  # a required field missing
+            raise VenueError(f"{shape}: {exc}") from None
 
 
 async def deploy_book_and_markets(
