@@ -456,8 +456,8 @@ def check_files(cfg: Config) -> list[str]:
     if cfg.feed.kind == "replay":
         if not cfg.feed.files:
             problems.append(
-                "feed.files: no recordings to replay (list one, e.g. bundled:nexo,"
-                " or pass --data FILE to every run)"
+                "feed.files: no recordings configured; pass --data FILE to every run"
+                " or list one (e.g. bundled:nexo)"
             )
         for i, f in enumerate(cfg.feed.files):
             if not resolve_path(f).is_file():

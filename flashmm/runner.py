@@ -70,7 +70,9 @@ def data_files(cfg: Config, data: Sequence[str] | None) -> list[str]:
     """The recordings of a run: ``--data`` files, else the profile's ``feed.files``."""
     files = [str(resolve_path(f).resolve()) for f in (data or cfg.feed.files)]
     if not files:
-        raise UserInputError("feed.files: no recordings configured; pass --data FILE")
+        raise UserInputError(
+            "feed.files: no recordings configured; pass --data FILE or list one (e.g. bundled:nexo)"
+        )
     return files
 
 

@@ -17,6 +17,20 @@ SHARED_DATA = SHARED
 __all__ = ["ETH", "ETH_SLICE", "NEXO_23", "NEXO_24", "ROOT", "SHARED_DATA"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_loguru() -> Iterator[None]:
+    """Each test starts with loguru logging everything to the process's own stderr. A
+    command run in-process (``main([...])``, CliRunner) sets up logging to the
+    sys.stderr it saw, which the runner then swaps back or closes; a later test in the
+    same worker whose in-process bot logs would otherwise get that line (or "Logging
+    error in Loguru Handler") in the output it checks."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.__stderr__ or sys.stderr, level="DEBUG")
+    yield
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The install step first: ``python -m flashmm.native`` compiles the compiled core's
     kernels into their on-disk cache once (or finds them there), so the test processes

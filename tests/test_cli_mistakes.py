@@ -102,6 +102,7 @@ def test_an_unknown_market_is_named_with_the_known_ones(
         ("--quote", "-0.5", "must not be negative"),
         ("--quote", "1e400", "more than a FlashBook account holds"),  # ValueOutOfBounds
         ("--base", "1e99999999999", "more than a FlashBook account holds"),
+        ("--base", "1e9999999999999999999", "too large or too small an exponent"),
         ("--quote", "nan", "finite"),  # was ValueError: cannot convert NaN
         ("--base", "Infinity", "finite"),
         ("--quote", "0.0000001", "more decimals than USDC has (6)"),  # silently rounded
@@ -240,6 +241,7 @@ def test_an_unreadable_keystore_exits_2(
         ("--quote-token", "nothex", "0x and 40 hex digits"),  # an RPC error after connecting
         ("--quote-token", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BD", "checksum"),
         ("--rpc", "ftp://127.0.0.1:1", "http://"),
+        ("--rpc", "http://:80", "has no host"),
         ("--ws", "http://127.0.0.1:1", "ws://"),
         ("--max-fee-gwei", "nan", "finite"),  # ValueError traceback
         ("--max-fee-gwei", "0", "> 0"),
@@ -484,7 +486,7 @@ def test_an_out_path_that_cannot_be_written_is_refused_first(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("FLASHMM_KEYSTORE_PASSWORD", "pw")
-    _refused([*argv, "--out", str(tmp_path)], capsys, "--out", str(tmp_path))
+    _refused([*argv, "--out", str(tmp_path)], capsys, "--out", str(tmp_path), "is a folder")
     blocker = tmp_path / "file"
     blocker.write_text("")
     _refused([*argv, "--out", str(blocker / "x.json")], capsys, "--out", "cannot make folder")

@@ -218,7 +218,7 @@ def test_a_relative_socket_says_where_it_was_looked_for(
     res = runner.invoke(make_app(), ["status", "--socket", "var/paper/paper.sock"])
     assert res.exit_code == 1
     (line,) = res.stderr.strip().splitlines()
-    assert f"var/paper/paper.sock under {tmp_path}; run this from the bot's folder" in line
+    assert f"var/paper/paper.sock under {tmp_path}; run this from the bot's folder or give" in line
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 from collections.abc import Coroutine
 from decimal import Decimal
@@ -49,7 +50,7 @@ def load_signer(keystore: Path | None, dev_account: str | None, dep: Any, rpc_ur
             if not is_loopback(rpc_url):
                 raise UserInputError("--dev-account is for local chains only (RPC on 127.0.0.1)")
             if dep is None or dev_account not in dep.accounts:
-                known = ", ".join(dep.accounts) if dep is not None else "none"
+                known = ", ".join(dep.accounts) if dep is not None and dep.accounts else "none"
                 raise UserInputError(
                     f"--dev-account: no dev account {dev_account!r} in the deployment file"
                     f" (known: {known})"
@@ -103,7 +104,9 @@ def check_url(url: str, option: str, schemes: tuple[str, ...] = ("http", "https"
         parts.port  # noqa: B018 - raises ValueError on a port outside 0..65535
     except ValueError as exc:
         raise UserInputError(f"{option}: {url!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in schemes or not parts.hostname:
+    if parts.scheme in schemes and not parts.hostname:
+        raise UserInputError(f"{option}: {url!r} has no host (e.g. {parts.scheme}://127.0.0.1)")
+    if parts.scheme not in schemes:
         raise UserInputError(
             f"{option}: expected a URL starting {' or '.join(f'{s}://' for s in schemes)},"
             f" was {url!r}"
@@ -195,7 +198,10 @@ def token_units(
     try:
         value = Decimal(amount.strip())
     except InvalidOperation:
-        raise UserInputError(f"{option}: {amount!r} is not a decimal number") from None
+        # Decimal refuses an exponent past its own range: a number, far too large (or small)
+        big = bool(re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+\s*", amount))
+        why = "is too large or too small an exponent" if big else "is not a decimal number"
+        raise UserInputError(f"{option}: {amount!r} {why}") from None
     if not value.is_finite():
         raise UserInputError(f"{option}: must be a finite decimal number, was {amount!r}")
     if value.is_signed() and not value.is_zero():

@@ -44,9 +44,9 @@ def new(
     from flashmm.venues.sei.keys import ENV_PASSWORD, write_keystore
 
     if out is not None:
-        if out.exists():  # before the key is made: a key that cannot be saved is lost
+        check_out(out)  # a folder, or a folder that cannot be made; before the key is made
+        if out.exists():  # a key that cannot be saved is lost
             raise UserInputError(f"--out: {out} exists; refusing to overwrite a keystore")
-        check_out(out)
         if not os.environ.get(ENV_PASSWORD) and not sys.stdin.isatty():
             raise UserInputError(f"set {ENV_PASSWORD}: no terminal to ask for the passphrase")
     acct = Account.create()
@@ -111,7 +111,7 @@ def balances(
     url = rpc_url(rpc, dep, deployment)
     if who is None and role is not None:
         if dep is None or role not in dep.accounts:
-            known = f" (known: {', '.join(dep.accounts)})" if dep is not None else ""
+            known = f" (known: {', '.join(dep.accounts) or 'none'})" if dep is not None else ""
             raise UserInputError(f"--role: no role {role!r} in the deployment file{known}")
         who = dep.accounts[role]["address"]
     if who is None:

@@ -105,7 +105,9 @@ def send_command(
         except (FileNotFoundError, ConnectionRefusedError):
             where = spath
             if not os.path.isabs(spath):  # control.data_dir is relative to the bot's folder
-                where += f" under {os.getcwd()}; run this from the bot's folder or pass --socket"
+                where += (
+                    f" under {os.getcwd()}; run this from the bot's folder or give an absolute path"
+                )
             raise NotRunningError(
                 f"no FlashMM bot is running (nothing listens on {where})"
             ) from None
