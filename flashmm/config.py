@@ -449,6 +449,14 @@ def full_dump(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def model_enabled(cfg: Config) -> bool:
+    """``model.enabled`` as the model settings read it (``"false"`` is off), default off."""
+    model_cls = _model_settings()
+    if model_cls is None:
+        return False
+    return bool(model_cls.model_validate(cfg.model).enabled)
+
+
 def check_files(cfg: Config) -> list[str]:
     """Problems with the files a profile names: missing recordings, keystore or
     deployment, and a model that does not load. One line each; empty when all is well."""

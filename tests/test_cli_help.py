@@ -117,6 +117,8 @@ def test_a_replay_profile_without_recordings_is_refused_before_anything_starts(
     """validate said OK and run refused only after its journal and control socket existed."""
     code, out, _ = _run(["config", "validate", "paper"], capsys)
     assert code == 0 and "files found; model off: the rule" in out
+    code, out, _ = _run(["config", "validate", "paper", "--set", 'model.enabled="false"'], capsys)
+    assert code == 0 and "model off: the rule" in out  # the settings read the text as off
     p = _profile(tmp_path, feed__files=[])
     code, _, err = _run(["config", "validate", str(p)], capsys)
     assert code == 2 and err.startswith(f"flashmm: error: {p}: feed.files: no recordings"), err

@@ -216,7 +216,7 @@ def config_validate(
     set_: SetOpt = None,
 ) -> None:
     """Check a profile and the files it names; one line per problem, exit 2 when invalid."""
-    from flashmm.config import check_files
+    from flashmm.config import check_files, model_enabled
     from flashmm.errors import ConfigError
 
     cfg = _load(path, set_)
@@ -226,7 +226,7 @@ def config_validate(
     typer.echo(
         f"{path}: OK (mode {cfg.mode}, {len(cfg.markets)} market(s): "
         f"{', '.join(m.symbol for m in cfg.markets)}; venue {cfg.venue.kind}; files found"
-        + ("; model loads" if cfg.model.get("enabled", False) else "; model off: the rule")
+        + ("; model loads" if model_enabled(cfg) else "; model off: the rule")
         + ")"
     )
 
