@@ -454,7 +454,8 @@ def model_enabled(cfg: Config) -> bool:
     model_cls = _model_settings()
     if model_cls is None:
         return False
-    return bool(model_cls.model_validate(cfg.model).enabled)
+    settings: Any = model_cls.model_validate(cfg.model)
+    return bool(settings.enabled)
 
 
 def check_files(cfg: Config) -> list[str]:
