@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -106,6 +107,58 @@ def market_table(snap: Snapshot) -> Table:
     return t
 
 
+#: below this many columns the panel shows the compact market table (an 80-column
+#: terminal cut every cell of the full one to "1.2…")
+FULL_TABLE_WIDTH = 140
+
+
+def compact_market_table(snap: Snapshot) -> Table:
+    """One line per market for a narrow terminal: mid, our best bid and ask, position,
+    P&L, fills and the applied skew (a stale feed shows in the breakers; the rest is in
+    ``flashmm status``)."""
+    t = Table(
+        title="Markets",
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in ("market", "mid", "bid / ask (ours)", "pos USDC", "P&L", "fills", "skew"):
+        t.add_column(col, justify="left" if col == "market" else "right", no_wrap=True)
+    for sym, m in snap.markets.items():
+        quotes = [q for q in m.quotes if q.live]
+        bid = max((q.price for q in quotes if q.side == "buy"), default=None)
+        ask = min((q.price for q in quotes if q.side == "sell"), default=None)
+        usage = m.limit_usage
+        usage_style = "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
+        arrow = {1: "▲", -1: "▼"}.get(m.signal.direction, "•")
+        pnl = (m.realized_usdc or 0.0) + (m.unrealized_usdc or 0.0)
+        t.add_row(
+            sym if not m.blocked else Text(sym, style="yellow"),
+            _num(m.mid, "{:,.6g}"),
+            f"{_num(bid, '{:,.6g}')} / {_num(ask, '{:,.6g}')}",
+            Text(f"{m.position_usdc:,.0f}", style=usage_style),
+            _pnl(pnl),
+            str(m.fills),
+            f"{arrow}{m.signal.skew_bps:+.1f}",
+        )
+    return t
+
+
+class _Markets:
+    """The market table that fits the terminal: full from ``FULL_TABLE_WIDTH`` columns,
+    compact below."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width >= FULL_TABLE_WIDTH:
+            yield market_table(self.snap)
+        else:
+            yield compact_market_table(self.snap)
+
+
 def breaker_lines(snap: Snapshot) -> Text:
     """One line of breaker lamps, then a line per tripped breaker with its reason."""
     t = Text("Breakers ", style="bold")
@@ -141,7 +194,7 @@ def breaker_lines(snap: Snapshot) -> Text:
 def render(snap: Snapshot | None) -> RenderableType:
     if snap is None:
         return Panel(Text("starting…"), title="FlashMM")
-    return Group(header(snap), market_table(snap), breaker_lines(snap))
+    return Group(header(snap), _Markets(snap), breaker_lines(snap))
 
 
 def live_panel(get_snapshot: Callable[[], Snapshot | None], refresh_hz: float = 4.0) -> Any:

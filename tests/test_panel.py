@@ -103,3 +103,22 @@ def test_breaker_changes_name_the_market_and_are_rate_limited() -> None:
     assert len(g.transitions) >= 50
     assert len(lines) == 1  # the rest within the same 10 s are counted, not logged
     assert lines[0].startswith("ML breaker SEI/USDC: closed -> open: inference error")
+
+
+def test_the_panel_fits_an_80_column_terminal() -> None:
+    """At 80 columns the full table cut every cell to '1.2…'; the compact one fits."""
+    from flashmm.ui import FULL_TABLE_WIDTH, render
+
+    snap = _snapshot_after(60)
+    assert snap is not None
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(render(snap))
+    text = out.getvalue()
+    rows = [ln for ln in text.splitlines() if ln.lstrip().startswith(("SEI/USDC", "ETH/USDC"))]
+    assert len(rows) == 2 and all("…" not in r for r in rows), text
+    assert all(len(ln) <= 80 for ln in text.splitlines())
+    sei = snap.markets["SEI/USDC"]
+    assert f"{sei.mid:,.6g}" in rows[0] and "bid / ask (ours)" in text
+    wide = io.StringIO()
+    Console(file=wide, width=FULL_TABLE_WIDTH, color_system=None).print(render(snap))
+    assert "bids (ours)" in wide.getvalue() and "bid / ask (ours)" not in wide.getvalue()
