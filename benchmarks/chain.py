@@ -7,7 +7,9 @@ Reports gas and fresh storage slots (from debug_traceTransaction, prestateTracer
 mode) per operation: the first 3+3 placement, a 3+3 requote moving all six by one tick
 (warm oscillation, and a 200-tick one-direction trend before and after the level ring is
 warmed), one of six changed,
-a take of two full levels, cancelAll of 6 orders and of none. Sei-priced gas counts each
+a take of two full levels, cancelAll of 6 orders and of none, and 3 asks stepped up by a tick
+on a book without bids after another account placed and cancelled an ask 50,000 ticks below
+them (a stale best-ask hint). Sei-priced gas counts each
 fresh slot at ``--sstore-set-gas`` (Sei's chain parameter SeiSstoreSetGasEip2200:
 72,000 in sei-chain v6.3.0, 20,000 in v6.3.1; default: the venue setting's default)
 instead of anvil's 20,000. Also submit->receipt latency p50/p99, a sustained run of the
@@ -31,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flashmm.types import MarketSpec, OrderRequest, Side
-from flashmm.venues.sei.abi import ASK, BID, book_abi, op_place, op_replace
+from flashmm.venues.sei.abi import ASK, BID, book_abi, op_cancel, op_place, op_replace
 from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.gas import GasReport, gas_report, probe_sstore_set_gas
 from flashmm.venues.sei.keys import account_from_hex
@@ -44,6 +46,7 @@ from flashmm.venues.sei.venue import SeiVenue
 SEI = 1
 GAS_PRICE_GWEI = 50
 TREND_TICKS = 200
+STALE_STEPS = 20
 SSTORE_SET_GAS = SeiVenueSettings.model_fields["sstore_set_gas"].default
 SECONDS_PER_DAY = 86_400
 
@@ -155,7 +158,8 @@ async def gas_figures(dep: Deployment, samples: int) -> dict[str, Any]:
             SSTORE_SET_GAS,
         )
         trend_warm = await trend(rpc, book, maker, Quoter(400_000))
-        await book.cancel_all(maker, SEI)  # leave an empty book for the sustained run
+        await book.cancel_all(maker, SEI)
+        stale = await stale_hint(rpc, book, maker, taker)  # leaves an empty book
         return {
             "probed_sstore_set_gas": probed,
             "first_requote": first,
@@ -167,6 +171,7 @@ async def gas_figures(dep: Deployment, samples: int) -> dict[str, Any]:
             "trend_cold": trend_cold,
             "warm_range": warm,
             "trend_warm": trend_warm,
+            "stale_hint": stale,
             "latency_s": latencies,
         }
 
@@ -180,6 +185,28 @@ async def trend(rpc: JsonRpc, book: BookClient, maker: TxSender, q: Quoter) -> l
     for _ in range(TREND_TICKS):
         q.mid += 1
         out.append((await measure(rpc, book, maker, q.ops()))[0])
+    await book.cancel_all(maker, SEI)
+    return out
+
+
+async def stale_hint(
+    rpc: JsonRpc, book: BookClient, maker: TxSender, other: TxSender
+) -> list[GasReport]:
+    """3 asks stepping up a tick per requote (warmed ticks, no bids in the book) after
+    `other` placed and cancelled a one-lot ask 50,000 ticks below them, which leaves the
+    best-ask hint there: nothing on a one-sided book tightens it but the book itself."""
+    mid = 600_000
+    await book.warm(maker, SEI, mid - 8, mid + STALE_STEPS + 8)
+    ids = [1, 2, 3]
+    await book.requote(maker, SEI, [op_place(i, ids[i], ASK, mid + i, 10) for i in range(3)])
+    await book.requote(other, SEI, [op_place(0, 77, ASK, mid - 50_000, 1), op_cancel(0, 77)])
+    out = []
+    for k in range(1, STALE_STEPS + 1):
+        ops = []
+        for i in range(3):
+            ops.append(op_replace(i, ids[i], ids[i] + 10, ASK, mid + k + i, 10))
+            ids[i] += 10
+        out.append(await report_of(rpc, await book.requote(maker, SEI, ops)))
     await book.cancel_all(maker, SEI)
     return out
 
@@ -281,6 +308,7 @@ def summarize(g: dict[str, Any], s: dict[str, Any] | None) -> dict[str, Any]:
         "requote_3+3_trend_cold": stats(g["trend_cold"]),
         "warm_range": stats([g["warm_range"]]),
         "requote_3+3_trend_after_warm": stats(g["trend_warm"]),
+        "requote_3_asks_stale_hint": stats(g["stale_hint"]),
         "requote_one_changed": stats(g["one_changed"]),
         "take_2_full_levels": stats(g["takes"]),
         "cancel_all_6": stats([g["cancel_all_6"]]),
@@ -350,6 +378,7 @@ ROWS = (
     (f"3+3 trend {TREND_TICKS} ticks, cold", "requote_3+3_trend_cold"),
     ("warm() of the whole ring", "warm_range"),
     (f"3+3 trend {TREND_TICKS} ticks, warm", "requote_3+3_trend_after_warm"),
+    (f"3 asks {STALE_STEPS} ticks, stale hint", "requote_3_asks_stale_hint"),
     ("requote, 1 of 6 changed", "requote_one_changed"),
     ("take of 2 full levels", "take_2_full_levels"),
     ("cancelAll of 6", "cancel_all_6"),

@@ -177,7 +177,7 @@ contract FlashBook {
     // 4 x (head 32 | tail 32). A ring entry holds the level of one tick of its residue
     // class (the tick of its orders); another tick of the class that has a level meanwhile
     // gets it in the overflow book, and so does a new level more than RING_TICKS / 2 behind
-    // its side's best-price hint (see _link).
+    // its side's best price (see _link and _far).
     mapping(uint256 => uint256) internal _levels;
     // ring bitmap word (key market << 32 | (tick / 127) % 8): bids 0..126 | asks 128..254 |
     // sentinel 255; a bit is set while its ring entry holds a level
@@ -736,8 +736,8 @@ contract FlashBook {
     /// Append order `ref` (described by op) at the tail of its level; returns the order word.
     /// The level goes in the ring entry of its residue unless another tick holds it, the
     /// tick already has a level in the overflow book, or the tick is more than RING_TICKS / 2
-    /// behind the side's best-price hint: then in the overflow book. That last rule keeps the
-    /// ring's levels of a side within half a ring of the top of the book, where quotes are:
+    /// behind the side's best price (`_far`): then in the overflow book. That last rule keeps
+    /// the ring's levels of a side within half a ring of the top of the book, where quotes are:
     /// a far level cannot take the ring entry of a tick a quote will need when the market
     /// moves there (which would send those quotes to fresh overflow slots), and it cannot be
     /// a ring alias that every scan from the top has to read and skip (two reads each).
@@ -759,13 +759,15 @@ contract FlashBook {
                 (uint256 xk, uint256 xsh) = _lkey(c.market, isAsk, price, true);
                 x = (_xlevels[xk] >> xsh) & U32 != 0;
             }
-            // Far behind the side's hint (a new best is never far; an empty side's hint, 0 or
-            // NO_ASK, makes no tick far). Unchecked: ticks and hints are below 2**32.
+            // Far behind the side's best price (see `_far`); a tick within half a ring of
+            // the hint needs no scan (a new best is never far; an empty side's hint, 0 or
+            // NO_ASK, makes no tick far).
+            uint256 t = (m >> (160 + (isAsk << 5))) & U32;
+            // Unchecked: ticks and hints are below 2**32.
             unchecked {
-                x = x
-                    || (isAsk == 0
-                        ? price + RING_TICKS / 2 < (m >> 160) & U32
-                        : price > ((m >> 192) & U32) + RING_TICKS / 2);
+                if (!x && (isAsk == 0 ? price + RING_TICKS / 2 < t : price > t + RING_TICKS / 2)) {
+                    x = _far(c, isAsk, price);
+                }
             }
         }
         uint256 prev;
@@ -780,6 +782,22 @@ contract FlashBook {
         }
         if (prev == 0) _setBit(c, isAsk, price, x);
         return SENTINEL | LIVE | (x ? XLEVEL : 0) | (isAsk << 224) | (prev << 160) | (op & ((1 << 160) - 1));
+    }
+
+    /// Is a new level at `price`, more than RING_TICKS / 2 behind its side's best-price hint
+    /// (`_link` checks that), as far behind the side's best price? The hint is only a bound
+    /// (a cancel can leave it far below the best ask or above the best bid), so this scans
+    /// from the hint to `price` and keeps what the scan proved in the hint: a stale hint does
+    /// not send honest levels to fresh overflow slots, and the exact hint it leaves costs
+    /// later levels no scan. A scan that gives up answers from the bound it reached (far
+    /// unless within RING_TICKS / 2 of it), so a level in the ring is always within half a
+    /// ring of the best, and the next call goes on from that bound.
+    function _far(Ctx memory c, uint256 isAsk, uint256 price) private view returns (bool) {
+        (, uint256 t) = _tighten(c, isAsk, price);
+        // Unchecked: ticks and hints are below 2**32.
+        unchecked {
+            return isAsk == 0 ? price + RING_TICKS / 2 < t : price > t + RING_TICKS / 2;
+        }
     }
 
     /// Append `ref` to the level at bit offset `sh` of level word `lw`; returns the previous
@@ -935,24 +953,25 @@ contract FlashBook {
     /// so a give-up is progress that the next call continues from.
     function _crosses(Ctx memory c, uint256 isAsk, uint256 price) private view returns (uint256) {
         uint256 m = c.mkt;
-        bool found;
-        uint256 t;
         if (isAsk == 0) {
-            if (m >> 240 == 0) return 0;
-            uint256 best = (m >> 192) & U32;
-            if (price < best) return 0;
-            (found, t,) = _scanUp(c.market, 1, m, best, price, MAX_SCAN_WORDS);
-            c.mkt = (m & ~(U32 << 192)) | (t << 192);
-            if (!found && t > price) return 0;
-        } else {
-            if ((m >> 224) & U16 == 0) return 0;
-            uint256 best = (m >> 160) & U32;
-            if (price > best) return 0;
-            (found, t,) = _scanDown(c.market, 0, m, best, price, MAX_SCAN_WORDS);
-            c.mkt = (m & ~(U32 << 160)) | (t << 160);
-            if (!found && t < price) return 0;
+            if (m >> 240 == 0 || price < (m >> 192) & U32) return 0;
+        } else if ((m >> 224) & U16 == 0 || price > (m >> 160) & U32) {
+            return 0;
         }
+        (bool found, uint256 t) = _tighten(c, 1 - isAsk, price);
+        if (!found && (isAsk == 0 ? t > price : t < price)) return 0;
         return found ? REJECT_CROSS : REJECT_SCAN;
+    }
+
+    /// Scan `side` from its best-price hint to `price` (up for asks, down for bids) with
+    /// MAX_SCAN_WORDS reads and keep what the scan proved as the hint: the best price if
+    /// found, else the bound the scan reached (one past `price` if it scanned all the way).
+    function _tighten(Ctx memory c, uint256 side, uint256 price) private view returns (bool found, uint256 t) {
+        uint256 m = c.mkt;
+        uint256 hs = 160 + (side << 5); // the side's hint
+        if (side == 0) (found, t,) = _scanDown(c.market, 0, m, (m >> hs) & U32, price, MAX_SCAN_WORDS);
+        else (found, t,) = _scanUp(c.market, 1, m, (m >> hs) & U32, price, MAX_SCAN_WORDS);
+        c.mkt = (m & ~(U32 << hs)) | (t << hs);
     }
 
     /// Lowest tick in [from, to] with a level on `side`, from at most `maxReads` storage

@@ -287,6 +287,48 @@ async def test_squatted_ring_entries_cost_a_trend_no_fresh_slot(actors: Any) -> 
             await who.book.cancel_all(who.sender, SEI)
 
 
+async def test_a_stale_hint_costs_honest_levels_no_fresh_slot(actors: Any) -> None:
+    """A stale best-price hint against the distance rule: with no bids (nothing tightens
+    the ask hint), a one-lot ask placed and cancelled 50,000 ticks below the book leaves
+    the hint there. On the contract of the rule's first version every new ask level more
+    than half a ring above that hint went to fresh overflow slots, for good (3 fresh slots
+    and 298,750 Sei gas on the first requote of a maker's 3 asks stepping up a tick, then
+    one fresh slot every few requotes); now the rule first scans from the hint, keeps what
+    it proved, and the steps write no fresh slot."""
+    from flashmm.venues.sei.gas import gas_report
+
+    maker, attacker = actors["maker"], actors["spare"]
+    mid, steps = 350_000, 10
+    await maker.book.warm(maker.sender, SEI, mid - 8, mid + steps + 8)
+    ids = [1, 2, 3]
+    await maker.book.requote(
+        maker.sender, SEI, [op_place(i, ids[i], ASK, mid + i, 10) for i in range(3)]
+    )
+    r = await attacker.book.requote(
+        attacker.sender, SEI, [op_place(0, 77, ASK, mid - 50_000, 1), op_cancel(0, 77)]
+    )
+    assert names(r) == ["OrderPlaced", "OrderCancelled"]
+    assert await _hint(maker.book) <= mid - 50_000 + 127
+    try:
+        reports = []
+        for k in range(1, steps + 1):
+            ops = []
+            for i in range(3):
+                ops.append(op_replace(i, ids[i], ids[i] + 10, ASK, mid + k + i, 10))
+                ids[i] += 10
+            r = await maker.book.requote(maker.sender, SEI, ops)
+            assert names(r) == ["OrderReplaced"] * 3
+            reports.append(await gas_report(maker.book.rpc, r["transactionHash"], r))
+        fresh = [g.fresh_slots for g in reports]
+        sei = [g.sei_gas for g in reports]
+        assert sum(fresh) == 0, (fresh, sei)
+        assert max(sei) <= 150_000, sei
+        assert await _hint(maker.book) == mid + steps  # the scan left the exact best
+    finally:
+        for who in (maker, attacker):
+            await who.book.cancel_all(who.sender, SEI)
+
+
 async def test_every_reject_reason_has_a_name_in_the_python_decoder(actors: Any) -> None:
     from flashmm.contracts import load_artifact
     from flashmm.venues.sei.abi import REJECT_REASONS
