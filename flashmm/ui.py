@@ -171,8 +171,10 @@ def breaker_lines(snap: Snapshot) -> Text:
             tripped.append((name, b))
     model = snap.model
     if model.state is not None:
-        t.append("● ", style="green" if model.state == "closed" else "bold red")
-        t.append(f"model ({model.state})")
+        # off in the profile (the shipped default: the rule) is not an alarm
+        lamp = {"closed": "green", "disabled": "dim"}.get(model.state, "bold red")
+        t.append("● ", style=lamp)
+        t.append(f"model ({'off: rules' if model.state == 'disabled' else model.state})")
         hr, ce = model.hit_rate_moved, model.calibration_error_pts
         if hr is not None:
             live = f" live hit {hr:.2f}"
@@ -183,7 +185,7 @@ def breaker_lines(snap: Snapshot) -> Text:
             t.append(live, style="dim")
     for name, b in tripped:
         t.append(f"\n  {name}: {b.get('action', '')} — {b.get('reason', '')}", style="red")
-    if model.state not in (None, "closed") and model.reason:
+    if model.state not in (None, "closed", "disabled") and model.reason:
         t.append(
             f"\n  model breaker {model.state}: {model.reason} (quoting on rules)",
             style="yellow",

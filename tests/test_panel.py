@@ -122,3 +122,20 @@ def test_the_panel_fits_an_80_column_terminal() -> None:
     wide = io.StringIO()
     Console(file=wide, width=FULL_TABLE_WIDTH, color_system=None).print(render(snap))
     assert "bids (ours)" in wide.getvalue() and "bid / ask (ours)" not in wide.getvalue()
+
+
+def test_the_model_off_in_the_profile_is_no_alarm() -> None:
+    """The shipped default (the rule) showed a red lamp and a yellow 'model breaker
+    disabled' line on every frame."""
+    from flashmm.ui import breaker_lines
+
+    cfg = load_config("paper")
+    engine = build_engine(cfg)
+    feed = ReplayFeed([NEXO_23], scales_for(cfg.specs()))
+    ev = next(iter(feed.events()))
+    engine.on_market_event(ev, ev.ts_ns)
+    text = breaker_lines(engine.snapshot(ev.ts_ns))
+    assert "model (off: rules)" in text.plain and "breaker disabled" not in text.plain
+    lamp = text.plain.index("● model (")
+    styles = [str(sp.style) for sp in text.spans if sp.start <= lamp < sp.end]
+    assert styles == ["dim"], styles
