@@ -327,6 +327,24 @@ def test_feed_record_checks_its_options_before_connecting(
     assert not (tmp_path / "r.gz").exists()
 
 
+def test_feed_record_checks_out_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out was first used after the stream opened (a folder, or one that cannot be made)."""
+    base = ["feed", "record", "--symbols", "nexousdt", "--ws-url", "ws://127.0.0.1:1"]
+    _refused([*base, "--out", str(tmp_path)], capsys, "--out", "is a folder")
+    (tmp_path / "file").write_text("")
+    _refused([*base, "--out", str(tmp_path / "file" / "r.gz")], capsys, "cannot make folder")
+
+
+def test_wallet_balances_refuses_address_and_role_together(
+    dep_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--role was silently ignored beside --address."""
+    argv = ["wallet", "balances", "--deployment", str(dep_file), "--address", TAKER]
+    _refused([*argv, "--role", "maker"], capsys, "--address and --role")
+
+
 def test_feed_serve_names_a_host_that_does_not_resolve(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -238,7 +238,7 @@ def record(
     """Record a live combined stream to `<ts_us> <json>` gzip lines, snapshot first."""
     import asyncio
 
-    from flashmm.cli.chain import check_finite, check_url
+    from flashmm.cli.chain import check_finite, check_out, check_url
     from flashmm.errors import UserInputError
 
     syms = [s for s in symbols.split(",") if s.strip()]
@@ -248,6 +248,8 @@ def record(
         check_finite(duration, "--duration", 0, above=True)
     check_url(ws_url, "--ws-url", ("ws", "wss"))
     check_url(rest_url, "--rest-url", ("http", "https"))
+    for sym in syms:  # a folder or an unwritable place fails before the stream is opened
+        check_out(out_path(out, sym.strip().lower(), len(syms) > 1))
     from flashmm.logs import setup_logging
 
     setup_logging()

@@ -105,6 +105,8 @@ def balances(
     # the address and URL are checked before any call: a node's error names neither
     if who is not None:
         who = check_address(who, "--address")
+        if role is not None:
+            raise UserInputError("--address and --role: give one (both name the address)")
     dep = load_deployment(deployment) if deployment else None
     if not rpc and dep is None:
         raise UserInputError("give --rpc or --deployment")
