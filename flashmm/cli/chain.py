@@ -314,6 +314,11 @@ def local(
         pass
     finally:
         anvil.stop()
+        # stopped: a late repeat (an echo from a process group, a supervisor's SIGTERM)
+        # must not kill the exiting process. Python puts the default action back for
+        # its own handlers as it exits (rc -2 in a CI run); an ignored signal stays so.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 async def _start(anvil: Any) -> None:
