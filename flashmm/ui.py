@@ -57,6 +57,15 @@ def header(snap: Snapshot) -> Text:
     return t
 
 
+def _arrow(direction: int) -> str:
+    return {1: "▲", -1: "▼"}.get(direction, "•")
+
+
+def _usage_style(usage: float) -> str:
+    """The position limit's use: yellow past 60 %, red past 90 %."""
+    return "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
+
+
 def market_table(snap: Snapshot) -> Table:
     t = Table(expand=True, title="Markets", title_justify="left", header_style="bold")
     for col, just in (
@@ -81,11 +90,11 @@ def market_table(snap: Snapshot) -> Table:
         bid_txt = "\n".join(f"{q.size:,.4g} @ {q.price:,.6g}" for q in bids) or "-"
         ask_txt = "\n".join(f"{q.price:,.6g} x {q.size:,.4g}" for q in asks) or "-"
         sig = m.signal
-        arrow = {1: "▲", -1: "▼"}.get(sig.direction, "•")
+        arrow = _arrow(sig.direction)
         # the skew the strategy applied (capped at model.max_skew_bps), not the raw view
         sig_txt = f"{arrow} skew {sig.skew_bps:+.1f}bps c={sig.confidence:.2f}\n{sig.source or '-'}"
         usage = m.limit_usage
-        usage_style = "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
+        usage_style = _usage_style(usage)
         age = m.data_age_ms
         feed = "-" if age is None else f"{age:,.0f}ms"
         if m.blocked:
@@ -130,8 +139,8 @@ def compact_market_table(snap: Snapshot) -> Table:
         bid = max((q.price for q in quotes if q.side == "buy"), default=None)
         ask = min((q.price for q in quotes if q.side == "sell"), default=None)
         usage = m.limit_usage
-        usage_style = "red" if usage > 0.9 else "yellow" if usage > 0.6 else ""
-        arrow = {1: "▲", -1: "▼"}.get(m.signal.direction, "•")
+        usage_style = _usage_style(usage)
+        arrow = _arrow(m.signal.direction)
         pnl = (m.realized_usdc or 0.0) + (m.unrealized_usdc or 0.0)
         t.add_row(
             sym if not m.blocked else Text(sym, style="yellow"),
