@@ -195,6 +195,23 @@ def test_book_and_taker_options_are_checked(
             "markets must map names to entries",
         ),
         ("\udcd0\udcff not text", "cannot read deployment file"),  # written as raw bytes
+        (  # entries without the keys the commands read: a KeyError before
+            '{"chain_id": 1, "rpc_url": "", "ws_url": "", "book": "",'
+            ' "markets": {"SEI/USDC": {"id": 1, "base": "SEI", "quote": "USDC"}}}',
+            "market 'SEI/USDC' lacks tick_size, lot_size",
+        ),
+        (
+            '{"chain_id": 1, "rpc_url": "", "ws_url": "", "book": "",'
+            ' "tokens": {"SEI": {"address": "0x0", "decimals": 18}},'
+            ' "markets": {"SEI/USDC": {"id": 1, "base": "SEI", "quote": "USDC",'
+            ' "tick_size": "0.0001", "lot_size": "1"}}}',
+            "names quote token 'USDC', which is not under tokens",
+        ),
+        (
+            '{"chain_id": 1, "rpc_url": "", "ws_url": "", "book": "",'
+            ' "tokens": {"SEI": {"address": "0x0", "decimals": "18"}}}',
+            "token 'SEI': decimals must be an integer",
+        ),
     ],
 )
 def test_a_missing_or_foreign_deployment_file_is_named(

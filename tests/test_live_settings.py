@@ -77,6 +77,16 @@ def test_missing_deployment_file_is_one_clear_error(tmp_path: Path) -> None:
         s.resolved()
 
 
+@pytest.mark.parametrize("markets", [[{"id": 1}], {"SEI/USDC": {}}, {"SEI/USDC": {"id": "1"}}])
+def test_deployment_markets_without_integer_ids_are_one_clear_error(
+    tmp_path: Path, markets: Any
+) -> None:
+    """A list, an entry without ``id`` or a string id was an AttributeError/KeyError."""
+    s = SeiVenueSettings(deployment=str(deployment(tmp_path, markets=markets)))
+    with pytest.raises(VenueError, match="markets must map names to entries with an integer id"):
+        s.resolved()
+
+
 def test_explicit_form_needs_every_address_field() -> None:
     with pytest.raises(ValidationError, match="book_address, markets required"):
         SeiVenueSettings(rpc_url="http://x", chain_id=1328)

@@ -167,6 +167,10 @@ def market_units(
     return int(tick_value), int(lot_units)
 
 
+#: keys every ``markets`` entry of a deployment file has (what the commands read)
+MARKET_KEYS = ("id", "base", "quote", "tick_size", "lot_size")
+
+
 @dataclass
 class Deployment:
     """What ``flashmm chain local``/``deploy`` wrote: addresses, markets, accounts."""
@@ -214,9 +218,30 @@ class Deployment:
                 raise VenueError(f"{shape}: {key} must map names to entries")
         known = {f.name for f in fields(cls)}
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})
+            dep = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:  # a required field missing
             raise VenueError(f"{shape}: {exc}") from None
+        dep._check_entries(shape)
+        return dep
+
+    def _check_entries(self, shape: str) -> None:
+        """Every token and market entry has the keys the commands read (a KeyError later)."""
+        for sym, tok in self.tokens.items():
+            missing = [k for k in ("address", "decimals") if k not in tok]
+            if missing:
+                raise VenueError(f"{shape}: token {sym!r} lacks {', '.join(missing)}")
+            if not isinstance(tok["decimals"], int) or isinstance(tok["decimals"], bool):
+                raise VenueError(f"{shape}: token {sym!r}: decimals must be an integer")
+        for sym, m in self.markets.items():
+            missing = [k for k in MARKET_KEYS if k not in m]
+            if missing:
+                raise VenueError(f"{shape}: market {sym!r} lacks {', '.join(missing)}")
+            for side in ("base", "quote"):
+                if m[side] not in self.tokens:
+                    raise VenueError(
+                        f"{shape}: market {sym!r} names {side} token {m[side]!r},"
+                        " which is not under tokens"
+                    )
 
 
 async def deploy_book_and_markets(

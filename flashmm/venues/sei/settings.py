@@ -196,6 +196,15 @@ class SeiVenueSettings(BaseModel):
             raise VenueError(f"cannot read deployment file {path}: {exc}") from exc
         if not isinstance(data, dict) or "book" not in data:
             raise VenueError(f"{path} is not a FlashMM deployment file (no 'book')")
+        markets = data.get("markets") or {}
+        if not isinstance(markets, dict) or not all(
+            isinstance(m, dict) and isinstance(m.get("id"), int) and not isinstance(m["id"], bool)
+            for m in markets.values()
+        ):
+            raise VenueError(
+                f"{path} is not a FlashMM deployment file: markets must map names to"
+                " entries with an integer id"
+            )
         return data
 
     def resolved(self, symbols: Iterable[str] | None = None) -> SeiVenueSettings:
