@@ -354,6 +354,33 @@ def test_feed_record_checks_out_before_connecting(
     _refused([*base, "--out", str(tmp_path / "file" / "r.gz")], capsys, "cannot make folder")
 
 
+def test_feed_record_does_not_overwrite_a_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing recording was truncated the moment the command started."""
+    out = tmp_path / "r.gz"
+    out.write_bytes(b"a day of data")
+    base = ["feed", "record", "--symbols", "nexousdt", "--out", str(out)]
+    _refused([*base, "--ws-url", "ws://127.0.0.1:1"], capsys, "--out", "exists", "--force")
+    assert out.read_bytes() == b"a day of data"
+
+
+def test_feed_record_that_gets_no_snapshot_fails_and_keeps_no_empty_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Endpoints that never answer recorded an empty file and exited 0."""
+    out = tmp_path / "r.gz"
+    out.write_bytes(b"old")  # --force: the empty result does not stay either
+    argv = ["feed", "record", "--symbols", "nexousdt", "--out", str(out), "--force"]
+    argv += ["--duration", "0.5", "--ws-url", "ws://127.0.0.1:1", "--rest-url", DEAD_RPC]
+    code, stdout, err = _run(argv, capsys)
+    assert code == 1, (stdout, err)
+    assert "nexousdt: nothing recorded" in stdout
+    assert "flashmm: error: no depth snapshot for nexousdt" in err and DEAD_RPC in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
 def test_wallet_balances_refuses_address_and_role_together(
     dep_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

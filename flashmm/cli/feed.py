@@ -234,8 +234,13 @@ def record(
     depth_limit: int = typer.Option(
         1000, "--depth-limit", min=1, max=5000, help="Levels in the REST snapshot"
     ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing recording"),
 ) -> None:
-    """Record a live combined stream to `<ts_us> <json>` gzip lines, snapshot first."""
+    """Record a live combined stream to `<ts_us> <json>` gzip lines, snapshot first.
+
+    Exits 1 (and keeps no empty file) when a symbol got no depth snapshot: nothing of
+    it was recorded.
+    """
     import asyncio
 
     from flashmm.cli.chain import check_finite, check_out, check_url
@@ -249,7 +254,12 @@ def record(
     check_url(ws_url, "--ws-url", ("ws", "wss"))
     check_url(rest_url, "--rest-url", ("http", "https"))
     for sym in syms:  # a folder or an unwritable place fails before the stream is opened
-        check_out(out_path(out, sym.strip().lower(), len(syms) > 1))
+        path = check_out(out_path(out, sym.strip().lower(), len(syms) > 1))
+        if not force and path.is_file() and path.stat().st_size > 0:
+            raise UserInputError(
+                f"--out: {path} exists (a recording is not overwritten); give another path"
+                " or --force"
+            )
     from flashmm.logs import setup_logging
 
     setup_logging()
@@ -265,14 +275,25 @@ def record(
     except (ValueError, OSError) as exc:
         typer.echo(f"flashmm: error: {exc}", err=True)
         raise typer.Exit(2) from None
-    for s, path in summary["files"].items():
-        note = " (no snapshot received: empty)" if s in summary["without_snapshot"] else ""
-        typer.echo(f"{s}: {summary['lines'][s]} lines -> {path}{note}")
+    empty = summary["without_snapshot"]
+    for s, file in summary["files"].items():
+        if s in empty:
+            Path(file).unlink(missing_ok=True)  # nothing of it was recorded
+            typer.echo(f"{s}: nothing recorded (no depth snapshot received)")
+        else:
+            typer.echo(f"{s}: {summary['lines'][s]} lines -> {file}")
     st = summary["stats"]
     typer.echo(
         f"messages {st['messages']}, bad {st['bad_messages']}, gaps {st['gaps']}, "
         f"reconnects {st['reconnects']}"
     )
+    if empty:
+        typer.echo(
+            f"flashmm: error: no depth snapshot for {', '.join(empty)}: is {rest_url}"
+            f" (--rest-url) reachable and {ws_url} (--ws-url) streaming?",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
