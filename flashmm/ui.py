@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich import box
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -38,7 +38,8 @@ def _pnl(v: float | None) -> Text:
     return Text(f"{v:+,.4f}", style=style)
 
 
-def header(snap: Snapshot) -> Text:
+def header(snap: Snapshot, narrow: bool = False) -> Text:
+    """The run's state, latency and totals; on two lines in a narrow terminal."""
     t = Text()
     t.append(" FlashMM ", style="bold white on blue")
     t.append(f"  {snap.mode} ", style="bold")
@@ -47,13 +48,15 @@ def header(snap: Snapshot) -> Text:
     if snap.reason:
         t.append(f" ({snap.reason})", style="yellow")
     lat = snap.latency
-    t.append(
-        f"   up {snap.uptime_s:,.0f}s  events {snap.events:,}"
-        f"  decision p50 {lat.p50_us:,.0f}µs p99 {lat.p99_us:,.0f}µs"
-    )
-    t.append("   P&L ")
+    decision = f"  decision p50 {lat.p50_us:,.0f}µs p99 {lat.p99_us:,.0f}µs"
+    t.append(f"   up {snap.uptime_s:,.0f}s  events {snap.events:,}")
+    if not narrow:
+        t.append(decision)
+    t.append("\n P&L " if narrow else "   P&L ")
     t.append_text(_pnl(snap.pnl_usdc))
     t.append(f" USDC  fills {snap.fills_shown}  fees {snap.fees_usdc:,.4f}")
+    if narrow:
+        t.append(decision)
     return t
 
 
@@ -154,30 +157,41 @@ def compact_market_table(snap: Snapshot) -> Table:
     return t
 
 
-class _Markets:
-    """The market table that fits the terminal: full from ``FULL_TABLE_WIDTH`` columns,
-    compact below."""
+class _Fitted:
+    """The panel laid out for the terminal: full from ``FULL_TABLE_WIDTH`` columns; below,
+    the header on two lines, the compact market table and the closed breakers counted."""
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap = snap
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        if options.max_width >= FULL_TABLE_WIDTH:
-            yield market_table(self.snap)
-        else:
-            yield compact_market_table(self.snap)
+        narrow = options.max_width < FULL_TABLE_WIDTH
+        yield header(self.snap, narrow)
+        yield compact_market_table(self.snap) if narrow else market_table(self.snap)
+        yield breaker_lines(self.snap, narrow)
 
 
-def breaker_lines(snap: Snapshot) -> Text:
-    """One line of breaker lamps, then a line per tripped breaker with its reason."""
+def breaker_lines(snap: Snapshot, narrow: bool = False) -> Text:
+    """One line of breaker lamps, then a line per tripped breaker with its reason.
+
+    ``narrow``: the closed breakers are one green lamp with their count (13 lamps of
+    two markets wrapped over four lines at 80 columns); tripped ones keep their names.
+    """
     t = Text("Breakers ", style="bold")
-    tripped = []
-    for name, b in snap.breakers.items():
-        bad = b.get("state") == "tripped"
-        t.append("● ", style="bold red" if bad else "green")
-        t.append(name + "  ", style="red" if bad else "")
-        if bad:
-            tripped.append((name, b))
+    tripped = [(name, b) for name, b in snap.breakers.items() if b.get("state") == "tripped"]
+    if narrow:
+        closed = len(snap.breakers) - len(tripped)
+        if closed:
+            t.append("● ", style="green")
+            t.append(f"{closed} closed  ")
+        for name, _ in tripped:
+            t.append("● ", style="bold red")
+            t.append(name + "  ", style="red")
+    else:
+        for name, b in snap.breakers.items():
+            bad = b.get("state") == "tripped"
+            t.append("● ", style="bold red" if bad else "green")
+            t.append(name + "  ", style="red" if bad else "")
     model = snap.model
     if model.state is not None:
         # off in the profile (the shipped default: the rule) is not an alarm
@@ -205,7 +219,7 @@ def breaker_lines(snap: Snapshot) -> Text:
 def render(snap: Snapshot | None) -> RenderableType:
     if snap is None:
         return Panel(Text("starting…"), title="FlashMM")
-    return Group(header(snap), _Markets(snap), breaker_lines(snap))
+    return _Fitted(snap)
 
 
 def live_panel(get_snapshot: Callable[[], Snapshot | None], refresh_hz: float = 4.0) -> Any:

@@ -119,6 +119,19 @@ def test_the_panel_fits_an_80_column_terminal() -> None:
     assert all(len(ln) <= 80 for ln in text.splitlines())
     sei = snap.markets["SEI/USDC"]
     assert f"{sei.mid:,.6g}" in rows[0] and "bid / ask (ours)" in text
+    # the header and the lamps did not wrap mid-word (four lines of lamps before)
+    lines = text.splitlines()
+    assert lines[0].rstrip().endswith(f"events {snap.events:,}"), lines[0]
+    assert lines[1].startswith(" P&L ") and "decision p50" in lines[1], lines[1]
+    lamps = [ln for ln in lines if ln.startswith("Breakers")]
+    assert lamps == [f"Breakers ● {len(snap.breakers)} closed  ● model (closed)"], text
+    snap.breakers["kill_switch"] = {"state": "tripped", "action": "halt", "reason": "8 sigma"}
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(render(snap))
+    lines = out.getvalue().splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("Breakers"))
+    assert lines[at].startswith(f"Breakers ● {len(snap.breakers) - 1} closed  ● kill_switch")
+    assert lines[at + 1] == "  kill_switch: halt — 8 sigma"
     wide = io.StringIO()
     Console(file=wide, width=FULL_TABLE_WIDTH, color_system=None).print(render(snap))
     assert "bids (ours)" in wide.getvalue() and "bid / ask (ours)" not in wide.getvalue()
