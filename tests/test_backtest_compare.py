@@ -114,6 +114,13 @@ def test_t_quantile_matches_the_table_and_needs_no_scipy() -> None:
         assert t_quantile(0.025, df) == pytest.approx(-q, abs=1e-6)
         assert t_cdf(q, df) == pytest.approx(0.975, abs=1e-7)  # q has 7 decimals
     assert t_cdf(0.0, 7) == 0.5
+    # past T_EXPANSION_DF the normal expansion: the table and the bisection it replaces
+    table = {201: 1.9718365, 250: 1.9694984, 1000: 1.9623391, 10**6: 1.9599663}
+    for df, q in table.items():
+        assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-6)
+    for df in (201, 400):
+        for p in (0.001, 0.05, 0.3, 0.99):
+            assert t_cdf(t_quantile(p, df), df) == pytest.approx(p, abs=1e-10)
     code = (
         "import sys, numpy as np\n"
         "from flashmm.backtest.compare import diff_ci\n"
