@@ -653,6 +653,25 @@ def test_a_richer_group_must_beat_the_plain_rule_not_only_the_fitted_one() -> No
     assert _choose([])["group"] == "rule"
 
 
+def test_the_rule_group_keeps_the_rules_calls_on_any_window() -> None:
+    """Fitted on a window where the imbalance pointed the wrong way, or with one kind of
+    move only, the rule group's slope was negative or zero: calls against the rule, or
+    none (the -25 pp seen in the inner folds)."""
+    from flashmm.predict.direction import GROUPS, _Binary
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, N_FEATURES))
+    imb = X[:, IDX["imb_l1"]]
+    cols = [IDX[n] for n in GROUPS["rule"]]
+    w = np.ones(len(X))
+    for up in ((imb < 0).astype(np.int64), np.ones(len(X), dtype=np.int64)):
+        head = _Binary(cols, 0.1).fit(X, up, w, w)
+        assert head.coef[0] > 0
+        assert np.array_equal(np.sign(head.d(X)), np.sign(imb))
+    richer = _Binary([*cols, IDX["imb_l3"]], 0.1).fit(X, (imb < 0).astype(np.int64), w, w)
+    assert richer.coef[0] < 0  # only the rule group is held to the rule's sign
+
+
 def test_direction_model_starts_from_the_rule_and_exports_a_small_dense_graph(
     tmp_path: Path,
 ) -> None:

@@ -190,11 +190,15 @@ class _Binary:
         # scale weighs every market alike (w_scale).
         sd = np.sqrt(np.average(Z * Z, axis=0, weights=w_scale))
         self.sd = np.where(sd > 1e-12, sd, 1.0)
-        if len(np.unique(up)) < 2:
-            return self
-        lr = LogisticRegression(C=self.C, max_iter=2000, fit_intercept=False)
-        lr.fit(self._z(X), up, sample_weight=w)
-        self.coef = lr.coef_[0].astype(np.float64)
+        if len(np.unique(up)) >= 2:
+            lr = LogisticRegression(C=self.C, max_iter=2000, fit_intercept=False)
+            lr.fit(self._z(X), up, sample_weight=w)
+            self.coef = lr.coef_[0].astype(np.float64)
+        if self.cols == [IDX["imb_l1"]] and not self.coef[0] > 0:
+            # the rule group is the rule with a fitted slope: a window where the imbalance
+            # pointed the wrong way (or one kind of move only) does not turn it around or
+            # off (a zero slope called nothing: -25 pp against the plain rule)
+            self.coef = np.ones(1)
         return self
 
     def d(self, X: np.ndarray) -> np.ndarray:
@@ -232,8 +236,9 @@ def _inner_split(
 def _choose(scores: list[dict[str, Any]]) -> dict[str, Any]:
     """The inputs to use, from the inner folds' scores (``gain``: worst market's hit rate
     on moves minus the plain rule's). The rule group is the start; a richer group must
-    beat it by ``MIN_GAIN`` and beat the plain rule itself (gain 0): the fitted rule group
-    can lose to the plain rule (-25 pp), and a group at -23 pp then got in."""
+    beat it by ``MIN_GAIN`` and beat the plain rule itself (gain 0): a fitted rule group
+    once lost 25 pp to the plain rule (a zero slope; ``_Binary`` now keeps its sign), and
+    a group at -23 pp then got in."""
     rule: dict[str, Any] = {"group": "rule", "C": 1.0, "balance": 1.0, "squash": False, "gain": 0.0}
     best = next((s for s in scores if s["group"] == "rule"), rule)
     bar = max(best["gain"], 0.0)
