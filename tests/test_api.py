@@ -470,3 +470,31 @@ async def test_behind_the_documented_nginx_tls_proxy(
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+async def test_refused_control_requests_do_not_use_up_the_operators(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """Behind a proxy every client has the proxy's address: requests without the control
+    token must not lock the operator out of emergency-stop."""
+    cfg = config(*dirs, "api.control_per_minute=5")
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        codes = []
+        for headers in ({}, bearer("x" * 32), bearer(READ)) * 3:
+            async with http.post(url(ops, "/api/v1/pause"), headers=headers) as r:
+                codes.append(r.status)
+        assert codes[:5] == [401, 401, 403, 401, 401] and set(codes[5:]) == {429}
+        assert ops.engine.state == "running"
+        async with http.post(url(ops, "/api/v1/emergency-stop"), headers=bearer(CONTROL)) as r:
+            assert r.status == 200 and (await r.json())["result"]["state"] == "halted"
+
+
+def test_the_control_rate_limit_forgets_idle_clients() -> None:
+    """Clients seen once, a minute ago, are forgotten (a minute of real time: explicit clocks)."""
+    from flashmm.api.server import _RATE_CLIENTS, _RateLimit
+
+    rate = _RateLimit(5)
+    for i in range(_RATE_CLIENTS + 1):
+        assert rate.retry_after(f"10.0.{i // 256}.{i % 256}", float(i) / _RATE_CLIENTS) == 0.0
+    assert rate.retry_after("192.0.2.1", 70.0) == 0.0
+    assert len(rate._hits) == 1

@@ -62,6 +62,8 @@ READ_TOKEN_ENV = "FLASHMM_API_READ_TOKEN"
 SUBPROTOCOL = "flashmm.v1"
 _FILL_RING = 10_000
 _READ, _CONTROL = "read", "control"
+#: clients the control rate limit remembers before it forgets the idle ones
+_RATE_CLIENTS = 10_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -101,8 +103,8 @@ class _RateLimit:
         if len(hits) >= self.per_minute:
             return max(0.001, 60.0 - (now - hits[0]))
         hits.append(now)
-        if len(self._hits) > 10_000:  # forget idle clients
-            for k in [k for k, v in self._hits.items() if not v]:
+        if len(self._hits) > _RATE_CLIENTS:  # forget clients with no request in the window
+            for k in [k for k, v in self._hits.items() if not v or now - v[-1] >= 60.0]:
                 del self._hits[k]
         return 0.0
 
@@ -387,14 +389,19 @@ class ApiServer:
     def _control(self, cmd: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             client = request.remote or "?"
-            wait = self.rate.retry_after(client, time.monotonic())
+            granted = self._authorize(request, _CONTROL)
+            # refused requests count apart: requests without the control token (behind a
+            # proxy, all from its address) cannot use up the operator's control requests
+            refused = isinstance(granted, web.Response)
+            wait = self.rate.retry_after(
+                f"{client} refused" if refused else client, time.monotonic()
+            )
             if wait:
                 return _error(
                     429,
                     f"too many control requests (limit {self.cfg.control_per_minute}/min)",
                     {"Retry-After": str(int(wait) + 1)},
                 )
-            granted = self._authorize(request, _CONTROL)
             if isinstance(granted, web.Response):
                 logger.warning("API: {} from {} refused ({})", cmd, client, granted.status)
                 return granted
