@@ -498,3 +498,19 @@ def test_the_control_rate_limit_forgets_idle_clients() -> None:
         assert rate.retry_after(f"10.0.{i // 256}.{i % 256}", float(i) / _RATE_CLIENTS) == 0.0
     assert rate.retry_after("192.0.2.1", 70.0) == 0.0
     assert len(rate._hits) == 1
+
+
+async def test_a_short_token_is_refused_on_loopback_too(
+    dirs: tuple[Path, Path], monkeypatch: Any
+) -> None:
+    """The documented 16 characters hold on 127.0.0.1, the address a TLS proxy publishes."""
+    monkeypatch.setenv("FLASHMM_API_TOKEN", "abc")
+    monkeypatch.delenv("FLASHMM_API_READ_TOKEN", raising=False)
+    with pytest.raises(RuntimeFailure, match="FLASHMM_API_TOKEN is shorter than 16"):
+        async with running(config(*dirs)):
+            pass
+    monkeypatch.setenv("FLASHMM_API_TOKEN", CONTROL)
+    monkeypatch.setenv("FLASHMM_API_READ_TOKEN", "short-read")
+    with pytest.raises(RuntimeFailure, match="FLASHMM_API_READ_TOKEN is shorter than 16"):
+        async with running(config(*dirs)):
+            pass

@@ -151,7 +151,11 @@ class ApiServer:
     # --- lifecycle ------------------------------------------------------------
 
     def check_security(self) -> None:
-        """Refuse a non-loopback address without any token (raises RuntimeFailure)."""
+        """Refuse a token under 16 characters, and a non-loopback address without any
+        token (raises RuntimeFailure). Loopback too: a proxy may publish it."""
+        for name, tok in ((TOKEN_ENV, self.control_token), (READ_TOKEN_ENV, self.read_token)):
+            if tok and len(tok) < 16:
+                raise RuntimeFailure(f"{name} is shorter than 16 characters")
         if is_loopback(self.cfg.host):
             return
         if not self.control_token and not self.read_token:
@@ -159,9 +163,6 @@ class ApiServer:
                 f"api.host {self.cfg.host} is not a loopback address and no token is set:"
                 f" set {TOKEN_ENV} (and optionally {READ_TOKEN_ENV}), or bind 127.0.0.1"
             )
-        for name, tok in ((TOKEN_ENV, self.control_token), (READ_TOKEN_ENV, self.read_token)):
-            if tok and len(tok) < 16:
-                raise RuntimeFailure(f"{name} is shorter than 16 characters")
 
     def app(self) -> web.Application:
         app = web.Application(
