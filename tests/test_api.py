@@ -514,3 +514,30 @@ async def test_a_short_token_is_refused_on_loopback_too(
     with pytest.raises(RuntimeFailure, match="FLASHMM_API_READ_TOKEN is shorter than 16"):
         async with running(config(*dirs)):
             pass
+
+
+async def test_a_token_that_is_not_utf8_is_a_wrong_token(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """Raw header bytes outside UTF-8 got a 500 (a traceback in the log), not a 401."""
+
+    async def raw(request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ops.api.port)
+        writer.write(request)
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    async with running(config(*dirs)) as ops:
+        for route, header in (
+            (b"GET /api/v1/status", b"Authorization: Bearer \xff\xfe" + READ.encode()),
+            (b"POST /api/v1/pause", b"Authorization: Bearer \xff\xfe" + CONTROL.encode()),
+            (b"GET /api/v1/stream", b"Sec-WebSocket-Protocol: flashmm.v1, bearer.\xff\xfe"),
+        ):
+            answer = await raw(
+                route + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header
+                + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )  # fmt: skip
+            assert answer.startswith(b"HTTP/1.1 401"), answer
+            assert answer.endswith(b'{"api_version":1,"error":"invalid token"}')
+        assert ops.engine.state == "running"

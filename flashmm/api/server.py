@@ -329,13 +329,15 @@ class ApiServer:
 
     @staticmethod
     def _request_token(request: web.Request) -> bytes | None:
+        # header bytes that are not UTF-8 come as surrogates: back to those bytes (a wrong
+        # token, not an error)
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
-            return auth[7:].strip().encode()
+            return auth[7:].strip().encode("utf-8", "surrogateescape")
         for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
             proto = proto.strip()
             if proto.startswith("bearer."):
-                return proto[7:].encode()
+                return proto[7:].encode("utf-8", "surrogateescape")
         return None
 
     def _authorize(self, request: web.Request, need: str) -> web.Response | str:
