@@ -541,3 +541,47 @@ async def test_a_token_that_is_not_utf8_is_a_wrong_token(
             assert answer.startswith(b"HTTP/1.1 401"), answer
             assert answer.endswith(b'{"api_version":1,"error":"invalid token"}')
         assert ops.engine.state == "running"
+
+
+async def test_without_a_token_no_other_site_reads_the_bot(
+    dirs: tuple[Path, Path], monkeypatch: Any
+) -> None:
+    """Open reads on loopback: a page of another site gets nothing, neither through DNS
+    rebinding (its own name pointed at 127.0.0.1) nor with a WebSocket to 127.0.0.1."""
+    monkeypatch.delenv("FLASHMM_API_TOKEN", raising=False)
+    monkeypatch.delenv("FLASHMM_API_READ_TOKEN", raising=False)
+    async with running(config(*dirs)) as ops, aiohttp.ClientSession() as http:
+        port = ops.api.port
+        for path in ("/api/v1/status", "/api/v1/fills", "/metrics"):
+            async with http.get(url(ops, path), headers={"Host": f"evil.example:{port}"}) as r:
+                assert r.status == 403 and "loopback name" in (await r.json())["error"]
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+            async with http.get(url(ops, "/api/v1/status"), headers={"Host": host}) as r:
+                assert r.status == 200, host
+        stream = url(ops, "/api/v1/stream")
+        for origin in ("http://evil.example", f"http://evil.example:{port}", "null"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await http.ws_connect(stream, origin=origin, protocols=("flashmm.v1",))
+            assert err.value.status == 403, origin
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await http.ws_connect(
+                stream, headers={"Host": f"evil.example:{port}"}, origin="http://evil.example"
+            )
+        assert err.value.status == 403
+        assert ops.api.hub.clients == 0
+        ws = await http.ws_connect(stream, origin=f"http://127.0.0.1:{port}")  # the web page
+        assert (await ws.receive_json(timeout=30))["type"] == "hello"
+        await ws.close()
+
+
+async def test_a_websocket_from_another_site_is_refused_with_a_token(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    async with running(config(*dirs)) as ops, aiohttp.ClientSession() as http:
+        stream = url(ops, "/api/v1/stream")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await http.ws_connect(stream, headers=bearer(READ), origin="https://evil.example")
+        assert err.value.status == 403
+        ws = await http.ws_connect(stream, headers=bearer(READ))  # no Origin: not a browser
+        assert (await ws.receive_json(timeout=30))["type"] == "hello"
+        await ws.close()

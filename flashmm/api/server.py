@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -76,6 +77,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _host_name(value: str, *, origin: bool = False) -> str:
+    """The host name of a ``Host`` header (or of an ``Origin``), lower case; "" if none."""
+    try:
+        return urlsplit(value if origin else f"//{value}").hostname or ""
+    except ValueError:
+        return ""
 
 
 def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -345,7 +354,15 @@ class ApiServer:
         token = self._request_token(request)
         kind = self._token_kind(token)
         if need == _READ and not self.control_token and not self.read_token:
-            return kind or "open"  # loopback only (checked at start)
+            # loopback only (checked at start), and only by a loopback name: a page of
+            # another site that had its name point at 127.0.0.1 (DNS rebinding) reads nothing
+            if not is_loopback(_host_name(request.headers.get("Host", ""))):
+                return _error(
+                    403,
+                    "without a token the API answers only requests to a loopback name"
+                    f" (127.0.0.1, localhost, [::1]); set {READ_TOKEN_ENV} to use another",
+                )
+            return kind or "open"
         challenge = {"WWW-Authenticate": 'Bearer realm="flashmm"'}
         if token is None:
             return _error(401, "missing bearer token", challenge)
@@ -469,6 +486,11 @@ class ApiServer:
         return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        # browsers let any page open a WebSocket anywhere, and send its origin along
+        origin = request.headers.get("Origin")
+        host = _host_name(request.headers.get("Host", ""))
+        if origin is not None and (not host or _host_name(origin, origin=True) != host):
+            return _error(403, "a WebSocket from a page of another site is refused (Origin)")
         granted = self._authorize(request, _READ)
         if isinstance(granted, web.Response):
             return granted
