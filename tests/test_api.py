@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -585,3 +586,40 @@ async def test_a_websocket_from_another_site_is_refused_with_a_token(
         ws = await http.ws_connect(stream, headers=bearer(READ))  # no Origin: not a browser
         assert (await ws.receive_json(timeout=30))["type"] == "hello"
         await ws.close()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _ping_flood(s: socket.socket, pings: int) -> None:
+    """Send pings (4000 bytes each) on a stream client's socket; never read the pongs."""
+    payload = b"p" * 4000
+    ping = struct.pack("!BBH", 0x89, 0x80 | 126, len(payload)) + b"\0\0\0\0" + payload
+    s.settimeout(30)
+    for _ in range(pings // 100):
+        s.sendall(ping * 100)
+
+
+async def test_a_client_that_pings_and_never_reads_holds_no_memory(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """The fan-out answered every ping, whether the client read or not: each 4 MB of
+    pings left 4 MB of pongs in its memory, for as long as the client kept sending."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc")
+    async with running(config(*dirs)) as ops:
+        pid = ops.api.hub.pid
+        assert pid is not None
+        s = await asyncio.to_thread(_ws_handshake, ops.api.port, READ)
+        await asyncio.to_thread(_ping_flood, s, 3000)  # the fan-out's buffers at their size
+        await asyncio.sleep(0.5)
+        before = _rss_kb(pid)
+        await asyncio.to_thread(_ping_flood, s, 6000)  # 24 MB more
+        await asyncio.sleep(0.5)
+        grown = _rss_kb(pid) - before
+        s.close()
+        assert grown < 4 * 1024, f"fan-out grew {grown} kB"

@@ -180,7 +180,8 @@ class Client(asyncio.Protocol):
             if op == CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
                 self.close(code if 1000 <= code < 5000 else 1000, "")
-            elif op == PING and self.transport is not None:
+            elif op == PING and self.transport is not None and not self.paused:
+                # not to a client that does not read: its pongs would pile up here
                 self.transport.write(frame(payload, PONG))
 
     def connection_lost(self, exc: Exception | None) -> None:
