@@ -226,3 +226,45 @@ async def test_bot_alerts_on_emergency_stop_big_fill_and_summary(
     assert halt["title"] == "EMERGENCY STOP (halted)"
     summary = next(g for g in got if g["kind"] == "summary")
     assert "P&L" in summary["text"] and "SEI/USDC" in summary["text"]
+
+
+async def test_a_retry_after_that_is_not_a_number_leaves_the_event_loop_in_order() -> None:
+    """``Retry-After: nan`` from a webhook became ``asyncio.sleep(nan)``: a timer that
+    compares false with every other one, so the bot's event loop (the engine's) ran
+    its timers out of order."""
+    answers = ["nan", "-5", None]
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        retry_after = answers.pop(0) if answers else None
+        if retry_after is None:
+            return web.json_response({"ok": True})
+        return web.Response(status=429, headers={"Retry-After": retry_after})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    cfg = AlertsConfig.model_validate(
+        {"enabled": True, "retries": 3, "webhooks": [{"kind": "json", "url_env": "HOOK"}]}
+    )
+    alerts = Alerts(cfg, profile="desk", env={"HOOK": f"{base}/hook"})
+    await alerts.start()
+    fired: list[int] = []
+
+    async def timer(i: int) -> None:
+        await asyncio.sleep(0.01 * i)
+        fired.append(i)
+
+    try:
+        alerts.send(Alert("test", "x", "title", "text"))
+        await asyncio.sleep(0.05)  # the first answer (nan) is in
+        await asyncio.gather(*(timer(i) for i in range(1, 21)))
+        assert fired == list(range(1, 21))
+        assert await alerts.flush(30) and alerts.webhooks[0].delivered == 1
+    finally:
+        await alerts.aclose()
+        await runner.cleanup()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import os
 import time
 from collections import deque
@@ -343,7 +344,10 @@ class Alerts:
                     retry_after = r.headers.get("Retry-After")
                     if r.status == 429 and retry_after is not None:
                         with contextlib.suppress(ValueError):
-                            wait = min(float(retry_after), 60.0)
+                            seconds = float(retry_after)
+                            # "nan" would be a timer out of order on the bot's event loop
+                            if math.isfinite(seconds):
+                                wait = min(max(seconds, 0.0), 60.0)
                     problem = f"HTTP {r.status}"
                     if r.status < 500 and r.status not in (408, 429):
                         logger.warning("alert to {} refused: {}", hook.name, problem)
