@@ -279,6 +279,10 @@ def test_reset_needs_confirm_and_unknown_args_are_harmless(running: Running) -> 
 
 def test_watchdog_and_status_lines_reach_systemd(running: Running) -> None:
     wait_for(lambda: "WATCHDOG=1" in running.systemd.lines(), 30, "WATCHDOG=1")
+    # READY's status is the state after the start (a stale snapshot said "paused
+    # (starting: reconciling with the venue)" in `systemctl status` until the next line)
+    ready = next(m for m in running.systemd.messages if "READY=1" in m.splitlines())
+    assert ready.splitlines()[1].startswith("STATUS=running |"), ready
     wait_for(
         lambda: any(ln.startswith("STATUS=running") for ln in running.systemd.lines()),
         30,

@@ -204,8 +204,10 @@ class OpsServices(Commands):
         self._release_gate()
         self._drain()
         self.ready = True
-        self.notifier.ready(self.status_line())
-        logger.info("ready: {}", self.status_line())
+        # a fresh line: the last snapshot (up to 1 s old) still says "paused (starting)"
+        line = self.status_line(max_age_s=0.0)
+        self.notifier.ready(line)
+        logger.info("ready: {}", line)
         wd = self.notifier.watchdog_interval_s()
         t = time.monotonic()
         next_wd = t
@@ -455,9 +457,9 @@ class OpsServices(Commands):
         """A fresh snapshot as plain data (what ``flashmm status --json`` shows)."""
         return self.publish().to_dict()
 
-    def status_line(self) -> str:
+    def status_line(self, max_age_s: float = 1.0) -> str:
         """One line for ``systemctl status``: state, P&L, fills, positions."""
-        snap = self.current(1.0)
+        snap = self.current(max_age_s)
         pos = " ".join(f"{sym} {m.position:g}" for sym, m in snap.markets.items())
         reason = f" ({snap.reason})" if snap.state != RUNNING and snap.reason else ""
         return (
