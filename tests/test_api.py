@@ -196,6 +196,29 @@ async def test_open_reads_on_loopback_without_token_but_no_control(
             assert r.status == 200 and "FlashMM" in await r.text()
 
 
+async def test_fills_tail_is_the_newest(dirs: tuple[Path, Path], tokens: None) -> None:
+    """The web page asked for ``limit=30``: the oldest 30 fills held, so after 30 fills
+    its "recent fills" showed stale ones after every reload."""
+    cfg = config(*dirs)
+    async with running(cfg) as ops, aiohttp.ClientSession() as http:
+        ops.api.on_events([("fill", _fill(i)) for i in range(40)])
+
+        async def ids(**params: str) -> list[str]:
+            async with http.get(
+                url(ops, "/api/v1/fills"), params=params, headers=bearer(READ)
+            ) as r:
+                assert r.status == 200, await r.text()
+                return [f["fill_id"] for f in (await r.json())["data"]["fills"]]
+
+        assert await ids(tail="3") == ["t-37", "t-38", "t-39"]
+        assert await ids(limit="3") == ["t-0", "t-1", "t-2"]
+        assert await ids(since=str(10**18 + 38), tail="5") == ["t-39"]
+        async with http.get(url(ops, "/api/v1/fills?tail=x"), headers=bearer(READ)) as r:
+            assert r.status == 400 and "tail" in (await r.json())["error"]
+    page = (Path(__file__).parents[1] / "flashmm" / "api" / "static" / "index.html").read_text()
+    assert "/api/v1/fills?tail=30" in page
+
+
 def _fill(i: int) -> Fill:
     return Fill(SYM, 1, Side.BUY, 1200 + i, 100, 0.0, Liquidity.MAKER, 10**18 + i, f"t-{i}")
 

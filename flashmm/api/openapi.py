@@ -23,7 +23,8 @@ READ_ROUTES = {
     "/api/v1/status": "The full status (the same dict as `flashmm status --json`).",
     "/api/v1/positions": "Total P&L and, per market, position, P&L and fill count.",
     "/api/v1/orders": "Resting quotes per market and the number of live orders.",
-    "/api/v1/fills": "Fills this process has seen after `since` (ns), oldest first.",
+    "/api/v1/fills": "Fills this process has seen after `since` (ns), oldest first "
+    "(the first `limit`, or the newest `tail`).",
     "/api/v1/breakers": "Every circuit breaker: state, action, reason, since, trips.",
     "/api/v1/model": "Model breaker and per-market signal (direction, confidence, source).",
 }
@@ -108,6 +109,12 @@ def openapi_document() -> dict[str, Any]:
             op["parameters"] = [
                 {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {
+                    "name": "tail",
+                    "in": "query",
+                    "description": "the newest N fills after `since` instead of the first N",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
             ]
             op["responses"]["400"] = err
     for path, cmd in CONTROL_ROUTES.items():

@@ -400,10 +400,14 @@ class ApiServer:
         try:
             since = int(request.query.get("since", "0"))
             limit = int(request.query.get("limit", "1000"))
+            tail = int(request.query["tail"]) if "tail" in request.query else None
         except ValueError:
-            return _error(400, "since and limit must be integers (since: ns since the epoch)")
-        limit = max(1, min(limit, _FILL_RING))
-        out = [f for f in self.fills if f["ts_ns"] > since][:limit]
+            return _error(400, "since, limit and tail must be integers (since: ns since the epoch)")
+        after = [f for f in self.fills if f["ts_ns"] > since]
+        if tail is not None:  # the newest ``tail`` fills, still oldest first
+            out = after[-max(1, min(tail, _FILL_RING)) :]
+        else:
+            out = after[: max(1, min(limit, _FILL_RING))]
         return _json({"api_version": API_VERSION, "data": {"since": since, "fills": out}})
 
     def _control(self, cmd: str) -> Handler:
