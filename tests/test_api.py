@@ -538,6 +538,11 @@ async def test_a_short_token_is_refused_on_loopback_too(
     with pytest.raises(RuntimeFailure, match="FLASHMM_API_READ_TOKEN is shorter than 16"):
         async with running(config(*dirs)):
             pass
+    # the same token for both granted control to every reader
+    monkeypatch.setenv("FLASHMM_API_READ_TOKEN", CONTROL)
+    with pytest.raises(RuntimeFailure, match="FLASHMM_API_READ_TOKEN equals FLASHMM_API_TOKEN"):
+        async with running(config(*dirs)):
+            pass
 
 
 async def test_a_token_that_is_not_utf8_is_a_wrong_token(

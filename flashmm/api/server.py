@@ -165,6 +165,9 @@ class ApiServer:
         for name, tok in ((TOKEN_ENV, self.control_token), (READ_TOKEN_ENV, self.read_token)):
             if tok and len(tok) < 16:
                 raise RuntimeFailure(f"{name} is shorter than 16 characters")
+        if self.read_token and hmac.compare_digest(self.read_token, self.control_token):
+            # whoever was given the read token could then pause, reset and flatten
+            raise RuntimeFailure(f"{READ_TOKEN_ENV} equals {TOKEN_ENV}: give readers their own")
         if is_loopback(self.cfg.host):
             return
         if not self.control_token and not self.read_token:
