@@ -151,24 +151,31 @@ def host_ulimits() -> list[str]:
     return out
 
 
+def run_detached(name: str, *args: str) -> tuple[str, ...]:
+    """``podman run -d --name NAME --network none ARGS``; the prefix later podman calls on
+    this container need (see HOST_LIMITS). Skips where no container can run at all."""
+    run = ["run", "-d", "--name", name, "--network", "none"]
+    prefix: tuple[str, ...] = ()
+    r = podman(*run, *args, check=False, timeout=300)
+    tried = [f"podman run: {r.stderr.strip()[-300:]}"]
+    if r.returncode != 0 and any(s in r.stderr for s in HOST_LIMITS):
+        podman("rm", "-f", name, check=False, timeout=120)
+        prefix = PRIVATE_MOUNTS if Path("/sys/fs/cgroup/unified").is_mount() else ()
+        r = podman(*run, *host_ulimits(), *args, check=False, timeout=300, prefix=prefix)
+        tried.append(f"{' '.join(prefix[:2])} podman run --ulimit ...: {r.stderr.strip()[-300:]}")
+    if r.returncode != 0:
+        podman("rm", "-f", name, check=False, timeout=120, prefix=prefix)
+        pytest.skip("this machine cannot run containers: " + " | ".join(tried))
+    return prefix
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_image_runs_and_answers_health(image: str) -> None:
     """The image's default command (paper profile, API on :8780) in a network of its own."""
     name = f"flashmm-test-{uuid.uuid4().hex[:8]}"
-    run = ["run", "-d", "--name", name, "--network", "none"]
-    env = ["-e", "FLASHMM_API_TOKEN=" + uuid.uuid4().hex, image]
-    prefix: tuple[str, ...] = ()
-    r = podman(*run, *env, check=False, timeout=300)
-    tried = [f"podman run: {r.stderr.strip()[-300:]}"]
-    if r.returncode != 0 and any(s in r.stderr for s in HOST_LIMITS):
-        podman("rm", "-f", name, check=False, timeout=120)
-        prefix = PRIVATE_MOUNTS if Path("/sys/fs/cgroup/unified").is_mount() else ()
-        r = podman(*run, *host_ulimits(), *env, check=False, timeout=300, prefix=prefix)
-        tried.append(f"{' '.join(prefix[:2])} podman run --ulimit ...: {r.stderr.strip()[-300:]}")
+    prefix = run_detached(name, "-e", "FLASHMM_API_TOKEN=" + uuid.uuid4().hex, image)
     try:
-        if r.returncode != 0:
-            pytest.skip("this machine cannot run containers: " + " | ".join(tried))
         get = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8780/health').read().decode())"
         body: dict[str, object] = {}
         deadline = time.monotonic() + 180
@@ -195,3 +202,107 @@ def test_image_runs_and_answers_health(image: str) -> None:
         assert state["ExitCode"] == 0, podman("logs", name, check=False, prefix=prefix).stderr
     finally:
         podman("rm", "-f", "-t", "5", name, check=False, timeout=120, prefix=prefix)
+
+
+# docs/operations.md "Install on a VPS", steps 3-6, in an image with systemd as PID 1:
+# the image's venv (/opt/flashmm) stands in for step 2's /opt/flashmm/.venv, the kernels
+# it compiled at build for step 5's compile (same installed sources, so the same cache).
+SYSTEMD_IMAGE = """\
+FROM {image}
+USER 0:0
+RUN apt-get update && apt-get install -y --no-install-recommends systemd systemd-sysv \\
+    && rm -rf /var/lib/apt/lists/*
+RUN ln -s /opt/flashmm /opt/flashmm/.venv \\
+    && install -d -m 0750 -o root -g flashmm /etc/flashmm \\
+    && install -m 0600 -o root -g root /dev/null /etc/flashmm/flashmm.env \\
+    && install -d -m 0700 -o flashmm -g flashmm /var/lib/flashmm \\
+    && cp -a /opt/flashmm/numba-cache /var/lib/flashmm/numba-cache \\
+    && chown -R flashmm:flashmm /var/lib/flashmm/numba-cache
+COPY --chmod=0640 testnet.yaml /etc/flashmm/testnet.yaml
+COPY --chmod=0644 flashmm.service /etc/systemd/system/flashmm.service
+RUN chgrp flashmm /etc/flashmm/testnet.yaml
+HEALTHCHECK NONE
+ENTRYPOINT ["/lib/systemd/systemd"]
+CMD []
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_systemd_starts_watches_and_stops_the_shipped_unit(image: str, tmp_path: Path) -> None:
+    """deploy/flashmm.service as shipped, under a real systemd: `systemctl start` returns
+    once the bot says READY, the watchdog is fed past WatchdogSec with every hardening
+    option on (read-only system, no capabilities, private /tmp and devices), `flashmm
+    status` reaches it through /run/flashmm as the recipe's alias does, and `systemctl
+    stop` ends it cleanly. The profile at /etc/flashmm/testnet.yaml is the paper profile
+    with step 3's edits (no network here); the unit is byte for byte the shipped one."""
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
+    profile["control"] = {
+        "socket_path": "/run/flashmm/testnet.sock",
+        "data_dir": "/var/lib/flashmm",
+        "journal": True,
+        "metrics_port": None,
+    }
+    (tmp_path / "testnet.yaml").write_text(yaml.safe_dump(profile))
+    shutil.copy(ROOT / "deploy" / "flashmm.service", tmp_path / "flashmm.service")
+    (tmp_path / "Containerfile").write_text(SYSTEMD_IMAGE.format(image=image))
+    tag = f"{image}-systemd"
+    podman("build", "--isolation", "chroot", "--format", "docker", "-t", tag,
+           "-f", str(tmp_path / "Containerfile"), str(tmp_path))  # fmt: skip
+    name = f"flashmm-systemd-{uuid.uuid4().hex[:8]}"
+    prefix: tuple[str, ...] = ()
+    try:
+        prefix = run_detached(name, "--systemd=always", tag)
+
+        def sh(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            return podman("exec", name, *cmd, check=False, prefix=prefix, timeout=timeout)
+
+        def show() -> dict[str, str]:
+            keys = "ActiveState,SubState,Result,MainPID,NRestarts,ExecMainStatus,StatusText"
+            out = sh("systemctl", "show", "flashmm", "-p", keys).stdout
+            return dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+
+        def logs() -> str:
+            return sh("journalctl", "-u", "flashmm", "--no-pager", "-n", "60").stdout
+
+        deadline = time.monotonic() + 120
+        state, why = "", ""
+        while time.monotonic() < deadline and state not in ("running", "degraded"):
+            r = sh("systemctl", "is-system-running")
+            state, why = r.stdout.strip(), r.stderr
+            time.sleep(0.5)
+        boot = podman("logs", name, check=False, prefix=prefix)
+        assert state in ("running", "degraded"), (state, why, boot.stdout[-2000:], boot.stderr)
+        verify = sh("systemd-analyze", "verify", "/etc/systemd/system/flashmm.service")
+        assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+        # step 5: returns once READY=1 came (recovery done), within TimeoutStartSec
+        started = sh("systemctl", "start", "flashmm", timeout=300)
+        assert started.returncode == 0, started.stderr + logs()
+        first = show()
+        assert first["ActiveState"] == "active" and first["SubState"] == "running", first
+        assert first["StatusText"].startswith("running |"), first  # the bot's STATUS= line
+        # step 6: a control command as the flashmm user, through the socket in /run/flashmm
+        status = sh("runuser", "-u", "flashmm", "--", "/opt/flashmm/.venv/bin/flashmm",
+                    "status", "--config", "/etc/flashmm/testnet.yaml", "--json")  # fmt: skip
+        assert status.returncode == 0, status.stdout + status.stderr + logs()
+        assert json.loads(status.stdout)["state"] == "running", status.stdout
+        # WatchdogSec=20: still the same process, never restarted, after 25 s
+        time.sleep(25)
+        later = show()
+        assert later["ActiveState"] == "active", (later, logs())
+        assert (later["MainPID"], later["NRestarts"]) == (first["MainPID"], "0"), logs()
+        # SIGTERM (KillSignal): orders cancelled, journal closed, exit 0
+        stopped = sh("systemctl", "stop", "flashmm", timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        end = show()
+        assert (end["Result"], end["ExecMainStatus"]) == ("success", "0"), (end, logs())
+        journals = sh("find", "/var/lib/flashmm", "-name", "*.sqlite").stdout.split()
+        assert journals, sh("find", "/var/lib/flashmm").stdout
+        # --headless: the bot's log lines are in the systemd journal (step 5's journalctl)
+        journal = logs()
+        assert "ready:" in journal and "journal closed" in journal, journal
+    finally:
+        podman("rm", "-f", "-t", "5", name, check=False, timeout=120, prefix=prefix)
+        podman("rmi", "-f", tag, check=False, timeout=300)
