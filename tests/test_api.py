@@ -213,6 +213,13 @@ async def test_fills_tail_is_the_newest(dirs: tuple[Path, Path], tokens: None) -
         assert await ids(tail="3") == ["t-37", "t-38", "t-39"]
         assert await ids(limit="3") == ["t-0", "t-1", "t-2"]
         assert await ids(since=str(10**18 + 38), tail="5") == ["t-39"]
+        # three fills at one instant: a page does not end between them (``since`` is
+        # exclusive, so paging by the last ts_ns skipped the rest)
+        same = [Fill(SYM, 1, Side.BUY, 1300, 100, 0.0, Liquidity.MAKER, 2 * 10**18, f"s-{i}")
+                for i in range(3)]  # fmt: skip
+        ops.api.on_events([("fill", f) for f in same])
+        page = await ids(since=str(10**18 + 39), limit="2")
+        assert page == ["s-0", "s-1", "s-2"]
         async with http.get(url(ops, "/api/v1/fills?tail=x"), headers=bearer(READ)) as r:
             assert r.status == 400 and "tail" in (await r.json())["error"]
     page = (Path(__file__).parents[1] / "flashmm" / "api" / "static" / "index.html").read_text()

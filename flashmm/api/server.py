@@ -410,7 +410,12 @@ class ApiServer:
         if tail is not None:  # the newest ``tail`` fills, still oldest first
             out = after[-max(1, min(tail, _FILL_RING)) :]
         else:
-            out = after[: max(1, min(limit, _FILL_RING))]
+            n = max(1, min(limit, _FILL_RING))
+            # a page ends between two timestamps: ``since`` is exclusive, so fills sharing
+            # the last one's ts_ns (levels filled by one take) would be skipped by the next
+            while n < len(after) and after[n]["ts_ns"] == after[n - 1]["ts_ns"]:
+                n += 1
+            out = after[:n]
         return _json({"api_version": API_VERSION, "data": {"since": since, "fills": out}})
 
     def _control(self, cmd: str) -> Handler:
