@@ -226,6 +226,22 @@ async def test_fills_tail_is_the_newest(dirs: tuple[Path, Path], tokens: None) -
     assert "/api/v1/fills?tail=30" in page
 
 
+async def test_unknown_routes_and_methods_get_the_json_error_body(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """404 and 405 came as aiohttp's plain text; every answer named Python's and
+    aiohttp's versions in its Server header."""
+    async with running(config(*dirs)) as ops, aiohttp.ClientSession() as http:
+        async with http.get(url(ops, "/api/v1/nope"), headers=bearer(READ)) as r:
+            assert r.status == 404 and "/api/v1/nope" in (await r.json())["error"]
+            assert "Server" not in r.headers
+        async with http.get(url(ops, "/api/v1/pause"), headers=bearer(CONTROL)) as r:
+            assert r.status == 405 and "POST" in r.headers["Allow"]
+            assert "allowed: POST" in (await r.json())["error"]
+        async with http.get(url(ops, "/health")) as r:
+            assert r.status == 200 and "Server" not in r.headers
+
+
 def _fill(i: int) -> Fill:
     return Fill(SYM, 1, Side.BUY, 1200 + i, 100, 0.0, Liquidity.MAKER, 10**18 + i, f"t-{i}")
 

@@ -97,6 +97,11 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return _json({"api_version": API_VERSION, "error": message}, status, headers)
 
 
+async def _no_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No ``Server: Python/3.x aiohttp/3.x`` on a port a proxy may publish."""
+    response.headers.pop("Server", None)
+
+
 class _RateLimit:
     """At most ``per_minute`` requests per client in any 60 s window."""
 
@@ -180,6 +185,7 @@ class ApiServer:
         app = web.Application(
             client_max_size=self.cfg.max_body_bytes, middlewares=[self._middleware]
         )
+        app.on_response_prepare.append(_no_server_header)
         r = app.router
         r.add_get("/", self._page)
         r.add_get("/health", self._health)
@@ -384,6 +390,13 @@ class ApiServer:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"request body over {self.cfg.max_body_bytes} bytes")
+        except web.HTTPMethodNotAllowed as exc:  # the error body clients parse, not text
+            allow = ", ".join(sorted(exc.allowed_methods))
+            return _error(
+                405, f"{exc.method} not allowed here (allowed: {allow})", {"Allow": allow}
+            )
+        except web.HTTPNotFound:
+            return _error(404, f"no route {request.path} (see /api/v1/openapi.json)")
 
     # --- routes -----------------------------------------------------------------
 
