@@ -191,9 +191,15 @@ contract FlashBook {
     // overflow book: level words keyed by the tick (market << 33 | side << 32 | tick >> 2),
     // bitmap words keyed by the tick (market << 32 | tick / 127), and per market a word of
     // its level counts and bounds: bids 0..31 | asks 32..63 | no overflow bid above 64..95 |
-    // no overflow ask below 96..127 | sentinel 255. The bounds, valid while the side has
-    // overflow levels, let a scan skip the overflow book where it holds nothing (a far
-    // level does not make every scan from a stale hint walk its bitmap words).
+    // no overflow ask below 96..127 | ring bounds: bids 128..159, asks 160..191 | sentinel
+    // 255. The bounds, valid while the side has overflow levels, let a scan skip the
+    // overflow book where it holds nothing (a far level does not make every scan from a
+    // stale hint walk its bitmap words) and start the ring at the side's ring bound: no
+    // ring bid above the last tick of the bound's bitmap word, no ring ask below its first
+    // (0 and NO_ASK: the ring holds none of the side's levels). A new ring level more than
+    // a word ahead of it goes to the overflow book, so a level placed ahead of the book and
+    // cancelled moves the bound back when it goes and a stale hint never makes a scan walk
+    // the ring's levels as aliases lap by lap.
     mapping(uint256 => uint256) internal _xlevels;
     mapping(uint256 => uint256) internal _xbitmaps;
     mapping(uint256 => uint256) internal _xcount;
@@ -759,14 +765,28 @@ contract FlashBook {
                 (uint256 xk, uint256 xsh) = _lkey(c.market, isAsk, price, true);
                 x = (_xlevels[xk] >> xsh) & U32 != 0;
             }
-            // Far behind the side's best price (see `_far`); a tick within half a ring of
-            // the hint needs no scan (a new best is never far; an empty side's hint, 0 or
-            // NO_ASK, makes no tick far).
+            // Far ahead of the ring: more than a bitmap word past the word of the side's ring
+            // bound (its hint while it has no overflow level), so a level placed and cancelled
+            // ahead of the book moves the bound back when it goes. Far behind the side's best
+            // price (see `_far`); a tick within half a ring of the hint, or of the ring bound,
+            // needs no scan (a new best is never far behind; an empty side's hint or ring bound,
+            // 0 or NO_ASK, makes no tick far either way).
             uint256 t = (m >> (160 + (isAsk << 5))) & U32;
             // Unchecked: ticks and hints are below 2**32.
             unchecked {
-                if (!x && (isAsk == 0 ? price + RING_TICKS / 2 < t : price > t + RING_TICKS / 2)) {
-                    x = _far(c, isAsk, price);
+                if (!x) {
+                    uint256 b = t;
+                    uint256 r = t;
+                    if (m & (XBID << isAsk) != 0) {
+                        b = (_xcount[c.market] >> (128 + (isAsk << 5))) & U32;
+                        if (isAsk == 0 ? b != 0 : b != NO_ASK) r = _ringStart(b, isAsk);
+                        if (isAsk == 0 ? r > t : r < t) r = t;
+                    }
+                    if (isAsk == 0 ? b != 0 && price / TPW > b / TPW + 1 : b != NO_ASK && price / TPW + 1 < b / TPW) {
+                        x = true;
+                    } else if (isAsk == 0 ? price + RING_TICKS / 2 < r : price > r + RING_TICKS / 2) {
+                        x = _far(c, isAsk, price);
+                    }
                 }
             }
         }
@@ -847,31 +867,44 @@ contract FlashBook {
     }
 
     /// A level appeared at `price`: its bitmap bit (ring or overflow book), the side's level
-    /// count, the best-price hint and, for the overflow book, its level count.
+    /// count, the best-price hint and, while the side has overflow levels, its bounds in the
+    /// overflow count word: the overflow bound for an overflow level, the ring bound for a ring
+    /// level (the side's first overflow level starts the ring bound at the side's hint).
     function _setBit(Ctx memory c, uint256 isAsk, uint256 price, bool x) private {
         uint256 bit;
+        uint256 ss = isAsk << 5;
+        uint256 m = c.mkt;
+        bool xs = m & (XBID << isAsk) != 0;
         unchecked {
             bit = 1 << ((isAsk << 7) + price % TPW); // isAsk <= 1, price % TPW < 127
         }
         if (x) {
             uint256 bk = (c.market << 32) | (price / TPW);
             _xbitmaps[bk] = _xbitmaps[bk] | SENTINEL | bit;
-            uint256 n = _xcount[c.market];
-            uint256 bs = 64 + (isAsk << 5); // the side's bound
-            uint256 b = (n >> bs) & U32;
-            // Unchecked: a side has at most MAX_LEVELS < 2**32 levels.
-            unchecked {
-                if (c.mkt & (XBID << isAsk) == 0 || (isAsk == 0 ? price > b : price < b)) {
-                    n = (n & ~(U32 << bs)) | (price << bs);
-                }
-                _xcount[c.market] = SENTINEL | (n + (1 << (isAsk << 5)));
-            }
-            c.mkt |= XBID << isAsk;
         } else {
             uint256 bk = (c.market << 32) | ((price / TPW) % RING_WORDS);
             _bitmaps[bk] = _bitmaps[bk] | SENTINEL | bit;
         }
-        uint256 m = c.mkt;
+        if (x || xs) {
+            uint256 n = _xcount[c.market];
+            uint256 n0 = n;
+            uint256 rs = 128 + ss; // the side's ring bound
+            // the side's first overflow level: its hint bounds the ring's levels
+            if (!xs) n = (n & ~(U32 << rs)) | (((m >> (160 + ss)) & U32) << rs);
+            uint256 bs = x ? 64 + ss : rs; // the bound this level may move
+            uint256 b = (n >> bs) & U32;
+            // An overflow level moves the overflow bound to its tick; a ring level moves the
+            // ring bound only from a word past the bound's (it counts in whole words).
+            uint256 p = price;
+            if (!x) (p, b) = (price / TPW, b / TPW);
+            // Unchecked: a side has at most MAX_LEVELS < 2**32 levels.
+            unchecked {
+                if ((x && !xs) || (isAsk == 0 ? p > b : p < b)) n = (n & ~(U32 << bs)) | (price << bs);
+                if (x) n = SENTINEL | (n + (1 << ss));
+            }
+            if (n != n0) _xcount[c.market] = n;
+            m |= x ? XBID << isAsk : 0;
+        }
         // Unchecked: the level counters are incremented only below MAX_LEVELS (`_check`
         // rejects an order that would add a level to a full side; the revert is a guard).
         unchecked {
@@ -888,62 +921,93 @@ contract FlashBook {
         c.mkt = m;
     }
 
+    /// A level at `price` emptied: its bitmap bit, the side's level count, its bounds in the
+    /// overflow count word while it has overflow levels, and the best-price hint.
     function _clearBit(Ctx memory c, uint256 isAsk, uint256 price, bool x) private {
         uint256 bit = price % TPW;
+        uint256 ss = isAsk << 5;
         uint256 word;
+        uint256 m = c.mkt;
+        uint256 n; // the overflow count word, read while the side has overflow levels
         // Unchecked: isAsk <= 1 and bit < 127 keep the bit index below 255; the overflow
-        // count of the side is >= 1 while one of its levels is being cleared.
+        // count of the side is >= 1 while one of its levels is being cleared, the side's
+        // level count >= 1.
         unchecked {
             if (x) {
                 uint256 bk = (c.market << 32) | (price / TPW);
                 _xbitmaps[bk] = _xbitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
-                uint256 n = _xcount[c.market] - (1 << (isAsk << 5));
-                uint256 bs = 64 + (isAsk << 5);
-                // the bound moves off a level that empties (price >= 1, price + 1 < 2**32)
-                if ((n >> bs) & U32 == price) n = (n & ~(U32 << bs)) | ((isAsk == 0 ? price - 1 : price + 1) << bs);
-                _xcount[c.market] = n;
-                if ((n >> (isAsk << 5)) & U32 == 0) c.mkt &= ~(XBID << isAsk);
             } else {
                 uint256 bk = (c.market << 32) | ((price / TPW) % RING_WORDS);
                 word = _bitmaps[bk] & ~(1 << ((isAsk << 7) + bit));
                 _bitmaps[bk] = word;
             }
+            if (isAsk == 0) m -= 1 << 224;
+            else m -= 1 << 240;
         }
-        uint256 m = c.mkt;
-        if (isAsk == 0) m -= 1 << 224;
-        else m -= 1 << 240;
-        // With no level in the overflow book, the ring word's bits of this side are a superset
-        // of the real levels within its 127 ticks (a bit may stand for an alias tick a ring
-        // further on), so the new hint stays a bound of the best price; else move by one tick.
-        bool exact = !x && m & (XBID << isAsk) == 0;
+        bool xs = m & (XBID << isAsk) != 0;
         // Unchecked: bit < 127, base = price - bit >= 0, base - 1 only when base != 0, and
-        // base + 127 <= MAX_TICK + 127 fit a word; price >= 1.
+        // base + 127 <= MAX_TICK + 127 fit a word; price >= 1, price + 1 < 2**32.
         unchecked {
             word = (word >> (isAsk << 7)) & U127; // this side's ticks of the word
             uint256 base = price - bit;
+            // The side's next ring tick past `price` in this word, else the word's end: with
+            // the bit cleared, a bound of the ring's levels past `price` (a bit may stand for an
+            // alias tick a ring further on, which only makes the bound lower).
+            uint256 step;
             if (isAsk == 0) {
-                uint256 best = (m >> 160) & U32;
-                if ((m >> 224) & U16 == 0) {
-                    best = 0;
-                } else if (price == best) {
-                    uint256 below = exact ? word & ((1 << bit) - 1) : 0;
-                    if (below != 0) best = base + _msb(below);
-                    else best = exact ? (base == 0 ? 0 : base - 1) : price - 1;
-                }
-                m = (m & ~(U32 << 160)) | (best << 160);
+                uint256 below = word & ((1 << bit) - 1);
+                step = below != 0 ? base + _msb(below) : (base == 0 ? 0 : base - 1);
             } else {
-                uint256 best = (m >> 192) & U32;
-                if (m >> 240 == 0) {
-                    best = NO_ASK;
-                } else if (price == best) {
-                    uint256 above = !exact || bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
-                    if (above != 0) best = base + _lsb(above);
-                    else best = exact ? base + TPW : price + 1;
-                }
-                m = (m & ~(U32 << 192)) | (best << 192);
+                uint256 above = bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
+                step = above != 0 ? base + _lsb(above) : base + TPW;
             }
+            uint256 hs = 160 + ss;
+            uint256 best = (m >> hs) & U32;
+            uint256 left = isAsk == 0 ? (m >> 224) & U16 : m >> 240;
+            if (!xs) {
+                // With no overflow level the ring's bits of this side are all there is.
+                if (price == best) best = step;
+            } else {
+                n = _xcount[c.market];
+                uint256 n0 = n;
+                uint256 rs = 128 + ss;
+                uint256 rb = (n >> rs) & U32;
+                if (x) {
+                    n -= 1 << ss;
+                    uint256 bs = 64 + ss;
+                    // the bound moves off a level that empties
+                    if ((n >> bs) & U32 == price) n = (n & ~(U32 << bs)) | ((isAsk == 0 ? price - 1 : price + 1) << bs);
+                } else if (left == (n >> ss) & U32) {
+                    rb = isAsk == 0 ? 0 : NO_ASK; // the ring holds none of the side's levels
+                } else if (word == 0 && rb / TPW == price / TPW) {
+                    // the bound's word holds no ring level of the side any more: the next word
+                    rb = isAsk == 0 ? (base == 0 ? 0 : base - 1) : base + TPW;
+                }
+                n = (n & ~(U32 << rs)) | (rb << rs);
+                if (n != n0) _xcount[c.market] = n;
+                if (price == best) best = isAsk == 0 ? price - 1 : price + 1;
+                // The ring bound and (while it has levels) the overflow bound bound the side.
+                uint256 sb = _ringStart(rb, isAsk);
+                if ((n >> ss) & U32 == 0) {
+                    m &= ~(XBID << isAsk); // no overflow level left
+                } else {
+                    uint256 xb = (n >> (64 + ss)) & U32;
+                    sb = isAsk == 0 ? (xb > sb ? xb : sb) : (xb < sb ? xb : sb);
+                }
+                if (isAsk == 0 ? sb < best : sb > best) best = sb;
+            }
+            if (left == 0) best = isAsk == 0 ? 0 : NO_ASK;
+            m = (m & ~(U32 << hs)) | (best << hs);
         }
         c.mkt = m;
+    }
+
+    /// The ring bound `rb` of a side as a tick: it counts in whole bitmap words, so no ring ask
+    /// lies below the first tick of its word, no ring bid above the last.
+    function _ringStart(uint256 rb, uint256 isAsk) private pure returns (uint256) {
+        unchecked {
+            return isAsk == 0 ? rb / TPW * TPW + TPW - 1 : rb / TPW * TPW;
+        }
     }
 
     /// Does a post-only order at `price` on side `isAsk` cross the other side? 0 if not,
@@ -979,24 +1043,40 @@ contract FlashBook {
     /// gave. Returns (true, tick, reads) or (false, a lower bound for that tick, reads):
     /// to + 1 when all of [from, to] was scanned, else the furthest tick the scan proved
     /// empty on both, so a caller that keeps it as its hint goes on from there next time.
-    /// With overflow levels, RING_WORDS + 2 reads are kept for the overflow book (its bounds
-    /// word and bitmap words from the side's bound on): a ring give-up spans at most one pass
+    /// With overflow levels the scan first reads the side's bounds (overflow count word):
+    /// the ring part starts at the ring bound, so ring levels far from a stale hint cost no
+    /// alias walk, and RING_WORDS + 2 reads are kept for the overflow book (its bitmap words
+    /// from the side's overflow bound on): a ring give-up spans at most one pass
     /// (RING_TICKS), so the overflow scan below it completes and the give-up still moves the
     /// bound.
     function _scanUp(uint256 market, uint256 side, uint256 m, uint256 from, uint256 to, uint256 maxReads)
         private
         view
-        returns (bool, uint256, uint256)
+        returns (bool f1, uint256 t1, uint256 used)
     {
         bool xs = m & (XBID << side) != 0;
-        uint256 keep = xs && maxReads > 2 * RING_WORDS ? RING_WORDS + 2 : 0;
-        (bool f1, uint256 t1, uint256 used) = _ringUp(market, side, from, to, maxReads - keep);
+        uint256 n;
+        uint256 rf = from;
+        if (xs) {
+            n = _xcount[market];
+            used = 1;
+            if (maxReads <= 1) return (false, from, used);
+            uint256 rb = _ringStart((n >> (128 + (side << 5))) & U32, side); // no ring level below
+            if (rb > rf) rf = rb;
+        }
+        if (rf > to) {
+            t1 = to + 1;
+        } else {
+            uint256 keep = xs && maxReads > 2 * RING_WORDS ? RING_WORDS + 2 : 0;
+            uint256 u;
+            (f1, t1, u) = _ringUp(market, side, rf, to, maxReads - keep - used);
+            used += u;
+        }
         // No ring level in [from, t1); one at t1 if f1.
         if (!xs || t1 == from) return (f1, t1, used);
-        if (used + 1 >= maxReads) return (false, from, used);
-        uint256 low = (_xcount[market] >> (64 + (side << 5))) & U32; // no overflow level below
-        ++used;
+        uint256 low = (n >> (64 + (side << 5))) & U32; // no overflow level below
         if (low >= t1) return (f1, t1, used);
+        if (used >= maxReads) return (false, low > from ? low : from, used);
         (bool f2, uint256 t2, uint256 u2) = _xscanUp(market, side, low > from ? low : from, t1 - 1, maxReads - used);
         used += u2;
         if (f2) return (true, t2, used); // below the ring's answer
@@ -1009,17 +1089,31 @@ contract FlashBook {
     function _scanDown(uint256 market, uint256 side, uint256 m, uint256 from, uint256 to, uint256 maxReads)
         private
         view
-        returns (bool, uint256, uint256)
+        returns (bool f1, uint256 t1, uint256 used)
     {
         bool xs = m & (XBID << side) != 0;
-        uint256 keep = xs && maxReads > 2 * RING_WORDS ? RING_WORDS + 2 : 0;
-        (bool f1, uint256 t1, uint256 used) = _ringDown(market, side, from, to, maxReads - keep);
+        uint256 n;
+        uint256 rf = from;
+        if (xs) {
+            n = _xcount[market];
+            used = 1;
+            if (maxReads <= 1) return (false, from, used);
+            uint256 rb = _ringStart((n >> (128 + (side << 5))) & U32, side); // no ring level above
+            if (rb < rf) rf = rb;
+        }
+        if (rf < to) {
+            t1 = to - 1;
+        } else {
+            uint256 keep = xs && maxReads > 2 * RING_WORDS ? RING_WORDS + 2 : 0;
+            uint256 u;
+            (f1, t1, u) = _ringDown(market, side, rf, to, maxReads - keep - used);
+            used += u;
+        }
         // No ring level in (t1, from]; one at t1 if f1.
         if (!xs || t1 == from) return (f1, t1, used);
-        if (used + 1 >= maxReads) return (false, from, used);
-        uint256 high = (_xcount[market] >> (64 + (side << 5))) & U32; // no overflow level above
-        ++used;
+        uint256 high = (n >> (64 + (side << 5))) & U32; // no overflow level above
         if (high <= t1) return (f1, t1, used);
+        if (used >= maxReads) return (false, high < from ? high : from, used);
         (bool f2, uint256 t2, uint256 u2) = _xscanDown(market, side, high < from ? high : from, t1 + 1, maxReads - used);
         used += u2;
         if (f2) return (true, t2, used); // above the ring's answer

@@ -198,11 +198,13 @@ async def test_far_levels_cannot_freeze_a_side_through_ring_aliases(actors: Any)
 
 
 async def test_a_scan_that_gives_up_keeps_its_progress(actors: Any) -> None:
-    """Aliases can still be made with an empty bid side: asks near the best ask, then an
-    ask placed and cancelled three rings below leaves the hint three passes of aliases
-    below them. A scan that runs out of reads now rejects the order with REJECT_SCAN (not
-    as a cross) and keeps what it proved in the hint, so later calls get through; the
-    reviewed contract gave up at the same place every time."""
+    """A stale hint over a sparse overflow book, with an empty bid side: asks near the best
+    ask, one of them in the overflow book, then an ask placed and cancelled sixty rings
+    below leaves the hint and the overflow bound there (the ring bound skips the ring's
+    asks, the overflow book's empty words are walked). A scan that runs out of reads
+    rejects the order with REJECT_SCAN (not as a cross) and keeps what it proved in the
+    hint, so later calls get through; the contract of the second review gave up at the same
+    place every time."""
     maker, victim, attacker, taker = (actors[r] for r in ("maker2", "maker", "spare", "taker"))
     assert (await maker.book.market(SEI)).bid_levels == 0
     best = 160_000
@@ -210,7 +212,7 @@ async def test_a_scan_that_gives_up_keeps_its_progress(actors: Any) -> None:
     near = [op_place(i, 100 + i, ASK, best + 1 + i, 1) for i in range(40)]
     near.append(op_place(40, 140, ASK, best + 1 + RING, 1))  # an overflow level
     await attacker.book.requote(attacker.sender, SEI, near)
-    drop = best - 3 * RING
+    drop = best - 60 * RING
     r = await attacker.book.requote(
         attacker.sender, SEI, [op_place(41, 141, ASK, drop, 1), op_cancel(41, 141)]
     )
@@ -289,12 +291,13 @@ async def test_squatted_ring_entries_cost_a_trend_no_fresh_slot(actors: Any) -> 
 
 async def test_a_stale_hint_costs_honest_levels_no_fresh_slot(actors: Any) -> None:
     """A stale best-price hint against the distance rule: with no bids (nothing tightens
-    the ask hint), a one-lot ask placed and cancelled 50,000 ticks below the book leaves
-    the hint there. On the contract of the rule's first version every new ask level more
-    than half a ring above that hint went to fresh overflow slots, for good (3 fresh slots
-    and 298,750 Sei gas on the first requote of a maker's 3 asks stepping up a tick, then
-    one fresh slot every few requotes); now the rule first scans from the hint, keeps what
-    it proved, and the steps write no fresh slot."""
+    the ask hint), a one-lot ask placed and cancelled 50,000 ticks below the book left the
+    hint there. On the contract of the rule's first version every new ask level more than
+    half a ring above that hint went to fresh overflow slots, for good (3 fresh slots and
+    298,750 Sei gas on the first requote of a maker's 3 asks stepping up a tick, then one
+    fresh slot every few requotes); the rule then learnt to scan from the hint and keep
+    what it proved. Now the far ask goes to the overflow book and its cancel puts the hint
+    back where it was, and the steps write no fresh slot."""
     from flashmm.venues.sei.gas import gas_report
 
     maker, attacker = actors["maker"], actors["spare"]
@@ -308,7 +311,7 @@ async def test_a_stale_hint_costs_honest_levels_no_fresh_slot(actors: Any) -> No
         attacker.sender, SEI, [op_place(0, 77, ASK, mid - 50_000, 1), op_cancel(0, 77)]
     )
     assert names(r) == ["OrderPlaced", "OrderCancelled"]
-    assert await _hint(maker.book) <= mid - 50_000 + 127
+    assert mid - 127 < await _hint(maker.book) <= mid  # no stale hint: the ring bound's word
     try:
         reports = []
         for k in range(1, steps + 1):
@@ -323,9 +326,84 @@ async def test_a_stale_hint_costs_honest_levels_no_fresh_slot(actors: Any) -> No
         sei = [g.sei_gas for g in reports]
         assert sum(fresh) == 0, (fresh, sei)
         assert max(sei) <= 150_000, sei
-        assert await _hint(maker.book) == mid + steps  # the scan left the exact best
+        assert mid - 127 < await _hint(maker.book) <= mid + steps
     finally:
         for who in (maker, attacker):
+            await who.book.cancel_all(who.sender, SEI)
+
+
+@pytest.mark.parametrize("keep_overflow", [False, True], ids=["ring-only", "with-overflow"])
+async def test_an_ask_dropped_many_rings_below_costs_the_bot_no_fresh_slot(
+    actors: Any, keep_overflow: bool
+) -> None:
+    """The slow scan form the third review left: with no bids on the book, a stranger holding
+    40 one-lot ring asks just above the best places an ask 100 rings lower and cancels it.
+    On that contract the hint stayed there and every scan from it walked the stranger's
+    asks as ring aliases lap by lap, about 27 a call: a bot quoting 3+3 afterwards had its
+    bids rejected with reason 8 for well over a hundred requotes, and a new ask level whose
+    distance scan gave up went to fresh overflow slots. Now an ask more than a bitmap word
+    ahead of the side's ring goes to the overflow book, and its cancel puts the hint back
+    (ring-only); while the side keeps an overflow level, scans start the ring at the side's
+    ring bound and only the overflow book's empty words are walked, about 23,000 ticks a
+    requote (with-overflow)."""
+    from flashmm.venues.sei.gas import gas_report
+
+    bot, attacker = actors["maker"], actors["spare"]
+    mid, steps = 600_000, 12
+    await bot.book.warm(bot.sender, SEI, mid - steps - 8, mid + 8)
+    assert (await bot.book.market(SEI)).bid_levels == 0
+    near = [op_place(i, 300 + i, ASK, mid + 4 + i, 1) for i in range(40)]
+    if keep_overflow:
+        near.append(op_place(40, 340, ASK, mid + 44 + RING, 1))  # more than half a ring behind
+    await attacker.book.requote(attacker.sender, SEI, near)
+    drop = mid - 100 * RING - 200
+    r = await attacker.book.requote(
+        attacker.sender, SEI, [op_place(41, 341, ASK, drop, 1), op_cancel(41, 341)]
+    )
+    assert names(r) == ["OrderPlaced", "OrderCancelled"]
+    if not keep_overflow:
+        assert mid + 4 - 127 < await _hint(bot.book) <= mid + 4  # the ring bound's word
+    ids = {i: 2_000 + i for i in range(6)}
+
+    def quotes(m: int, first: bool = False) -> list[int]:
+        ops = []
+        for i in range(6):
+            side, price = (BID, m - 1 - i) if i < 3 else (ASK, m + 1 + (i - 3))
+            new = ids[i] + 6
+            ops.append(
+                op_place(i, new, side, price, 10)
+                if first
+                else op_replace(i, ids[i], new, side, price, 10)
+            )
+            ids[i] = new
+        return ops
+
+    try:
+        rejected: list[int] = []
+        reports = []
+        for k in range(steps + 1):
+            r = await bot.book.requote(
+                bot.sender, SEI, quotes(mid - k, first=k == 0), gas=2_000_000
+            )
+            got = reasons(r)
+            assert set(got) <= {8}, got  # never a false cross
+            if got:
+                rejected.append(k)
+            if not got:
+                assert len(names(r)) == 6 and set(names(r)) <= {"OrderPlaced", "OrderReplaced"}
+            reports.append(await gas_report(bot.book.rpc, r["transactionHash"], r))
+        # the bot's asks never paid a fresh slot, not even while its bids waited
+        assert sum(g.fresh_slots for g in reports[1:]) == 0
+        if keep_overflow:
+            # 800 empty overflow words between the drop and the book, ~190 a requote
+            assert rejected == list(range(len(rejected))) and len(rejected) <= 6, rejected
+        else:
+            assert rejected == []
+        settled = [g.sei_gas for g in reports[len(rejected) + 1 :]]
+        assert len(settled) >= steps - 6 and max(settled) <= 150_000, settled
+        assert await _hint(bot.book) == mid - steps + 1
+    finally:
+        for who in (bot, attacker):
             await who.book.cancel_all(who.sender, SEI)
 
 
