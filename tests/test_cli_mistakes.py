@@ -533,6 +533,24 @@ def test_deploy_refuses_a_quote_token_that_is_no_token_before_deploying(
 # --- output files: checked before a chain is set up, a contract deployed or a key made -----
 
 
+def test_deploy_keeps_an_earlier_deployment_file(
+    fast_chain: LocalChain,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A second `chain deploy` overwrote var/deployment.json, the only record of the first
+    book's address and markets, after deploying a new book."""
+    monkeypatch.setenv("FLASHMM_PRIVATE_KEY", fast_chain.key("spare"))
+    spare = fast_chain.address("spare")
+    before = _nonce(fast_chain, spare)
+    out = tmp_path / "d.json"
+    out.write_text('{"book": "0xearlier"}')
+    argv = ["chain", "deploy", "--rpc", fast_chain.rpc_url, "--chain-id", "1328", "--out", str(out)]
+    _refused(argv, capsys, "--out", "exists", "--force")
+    assert _nonce(fast_chain, spare) == before and out.read_text() == '{"book": "0xearlier"}'
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -340,6 +340,9 @@ def deploy(
     out: Path = typer.Option(
         Path("var/deployment.json"), "--out", help="Deployment JSON to write (for venue.sei)"
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite an existing deployment file at --out"
+    ),
 ) -> None:
     """Deploy FlashBook (+ test base tokens, and a test quote token unless given) and markets."""
     from flashmm.venues.sei.abi import book_abi
@@ -354,6 +357,13 @@ def deploy(
         quote_token = check_address(quote_token, "--quote-token")
     check_finite(max_fee_gwei, "--max-fee-gwei", 0, above=True)
     check_out(out)
+    if out.is_file() and not force:
+        from flashmm.errors import UserInputError
+
+        # the only record of an earlier book's address and markets (funds may rest there)
+        raise UserInputError(
+            f"--out: {out} exists (an earlier deployment's record); give another path or --force"
+        )
     account = load_signer(keystore, None, None, rpc)
 
     async def main() -> Any:
