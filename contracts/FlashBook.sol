@@ -445,10 +445,12 @@ contract FlashBook {
     /// A placement that would cross, finds its slot busy, lacks funds, is malformed, is
     /// below the market's minimum size, meets a paused or delisted market or would add a
     /// price level to a side that has MAX_LEVELS is rejected on its own (OrderRejected);
-    /// the other ops go through. An op of an unknown kind, and a place or replace with a
-    /// reserved bit set (side bits 161..167, bits 248..255), is rejected REJECT_BAD_ORDER
-    /// rather than read as something it may not mean; a cancel reads only its slot and
-    /// client id. Reverts `Expired` once `block.timestamp` is past `deadline` (0: none).
+    /// the other ops go through. A replace whose new order is rejected has cancelled the old
+    /// one (OrderCancelled, then OrderRejected), whatever the reason; only a replace naming
+    /// another client id than the slot's live order leaves that order alone
+    /// (REJECT_SLOT_BUSY). An op of an unknown kind, and a place or replace with a reserved
+    /// bit set (side bits 161..167, bits 248..255), is rejected REJECT_BAD_ORDER rather
+    /// than read as something it may not mean; a cancel reads only its slot and client id. Reverts `Expired` once `block.timestamp` is past `deadline` (0: none).
     function requote(uint256 market, uint256[] calldata ops, uint256 deadline) external {
         if (deadline != 0 && block.timestamp > deadline) revert Expired(deadline, block.timestamp);
         Ctx memory c = _open(market, true);
@@ -458,7 +460,7 @@ contract FlashBook {
             uint256 slot = (op >> 168) & 0xff;
             if (kind == OP_CANCEL) {
                 _cancel(c, slot, op & U64);
-            } else if (kind > OP_REPLACE || op & OP_RESERVED != 0) {
+            } else if (kind > OP_REPLACE) {
                 _reject(c.market, slot, op, REJECT_BAD_ORDER);
             } else if (kind == OP_PLACE) {
                 _place(c, slot, op);
@@ -570,7 +572,7 @@ contract FlashBook {
         if (
             side == (ow >> 224) & 1 && price == (ow >> 64) & U32 && size != 0
                 && size <= (ow >> 96) & U64 && (c.mkt >> 158) & 3 == OPEN
-                && size >= (c.mkt >> 144) & MAX_MIN_SIZE
+                && size >= (c.mkt >> 144) & MAX_MIN_SIZE && op & OP_RESERVED == 0
         ) {
             // Same price and side, not larger: amend in place and keep time priority.
             _release(c, ow);
@@ -612,6 +614,7 @@ contract FlashBook {
 
     /// 0 if `op` can rest in the book, else the reject reason.
     function _check(Ctx memory c, uint256 op) private view returns (uint256) {
+        if (op & OP_RESERVED != 0) return REJECT_BAD_ORDER;
         if ((c.mkt >> 158) & 3 != OPEN) return REJECT_CLOSED;
         uint256 price = (op >> 64) & U32;
         uint256 size = (op >> 96) & U64;

@@ -118,6 +118,32 @@ async def test_unknown_op_kind_and_reserved_bits_are_rejected_as_bad_orders(
     await maker.book.cancel_all(maker.sender, SEI)
 
 
+async def test_a_rejected_replace_cancels_the_old_order_whatever_the_reason(
+    actors: Any,
+) -> None:
+    """A replace whose new order is rejected has cancelled the old one: so it was for a
+    cross, missing funds or a bad price, but a replace rejected for a reserved bit kept the
+    old order live (and one at the old price and size would even have been read as an
+    in-place amend). Only a replace that names another client id than the slot's order
+    leaves that order alone (slot busy)."""
+    maker = actors["maker2"]
+    await maker.book.requote(
+        maker.sender, SEI, [op_place(i, 20 + i, ASK, 38_000 + i, 1) for i in range(4)]
+    )
+    amend = op_replace(0, 20, 30, ASK, 38_000, 1) | (1 << 250)  # same price and size
+    side = op_replace(1, 21, 31, ASK, 38_005, 1) | (2 << 160)
+    zero = op_replace(2, 22, 32, ASK, 0, 1)  # price 0: rejected as before
+    other = op_replace(3, 99, 33, ASK, 38_010, 1)  # names another client id
+    r = await maker.book.requote(maker.sender, SEI, [amend, side, zero, other])
+    assert names(r) == ["OrderCancelled", "OrderRejected"] * 3 + ["OrderRejected"]
+    assert reasons(r) == [4, 4, 4, 2]
+    live = [(o.slot, o.client_id) for o in await maker.book.open_orders(maker.address, SEI)]
+    assert live == [(3, 23)]
+    bal = await maker.book.balances(maker.address, SEI)
+    assert bal.base_locked == (await maker.book.market(SEI)).lot_units
+    await maker.book.cancel_all(maker.sender, SEI)
+
+
 # --- 5: packed balances ---------------------------------------------------------------
 
 
