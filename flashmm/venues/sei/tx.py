@@ -3,7 +3,10 @@
 Nonces are tracked locally and kept contiguous: the nonce lock is held from reserving a
 nonce to the node accepting the signed transaction, so a send the node refuses gives its
 nonce back and the next transaction reuses it. A transaction that is mined and reverts
-still used its nonce. "nonce too low" and detected gaps resync from the node.
+still used its nonce. "nonce too low" and detected gaps resync from the node, except
+when the node knows the very transaction just signed: an earlier try of the same send
+got through (its answer was lost and the retry hears "nonce too low"), so it counts as
+sent and is never signed again at another nonce.
 """
 
 from __future__ import annotations
@@ -234,6 +237,11 @@ class TxSender:
                 try:
                     await self._broadcast(raw)
                 except RpcError as exc:
+                    if _says(exc, NONCE_TOO_LOW) and await self._node_has(tx_hash):
+                        # Our own bytes, already taken: an earlier try of this send (its
+                        # answer lost, the transport retried it) reached the node. Signing
+                        # the same call again at the next nonce would execute it twice.
+                        break
                     if _says(exc, NONCE_TOO_LOW + NONCE_GAP):
                         self.stats["nonce_resyncs"] += 1
                         await self.nonces.sync()

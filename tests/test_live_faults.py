@@ -1,0 +1,175 @@
+"""SeiVenue under chain and node faults where money is at stake: a transaction that was
+sent although its answer was lost, a node behind the others, a transaction that lands
+after it was written off. Each test reproduces the fault against anvil, through a
+loopback proxy where a node's misbehaviour cannot be caused otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from chain_fixtures import LocalChain
+
+from flashmm.types import Fill, MarketSpec, Side, VenueEvent
+from flashmm.venues.sei.abi import ASK, op_place
+from flashmm.venues.sei.book import BookClient
+from flashmm.venues.sei.keys import account_from_hex
+from flashmm.venues.sei.settings import SeiVenueSettings
+from flashmm.venues.sei.venue import SeiVenue
+
+pytest_plugins = ["chain_fixtures"]
+MKT = "SEI/USDC"
+SEI = 1
+SPEC = MarketSpec(MKT, Decimal("0.0001"), Decimal("1"), "seiusdt")
+
+
+class FaultProxy:
+    """JSON-RPC on 127.0.0.1 in front of anvil; ``hook(body)`` may answer a request itself
+    (return a web.Response or a JSON-able reply) or return None to forward it."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.hook: Callable[[Any], Any] | None = None
+        self._runner: web.AppRunner | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> FaultProxy:
+        app = web.Application()
+        app.router.add_post("/", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def forward(self, body: Any) -> Any:
+        assert self.session is not None
+        async with self.session.post(self.upstream, json=body) as resp:
+            return await resp.json(content_type=None)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if self.hook is not None:
+            reply = await self.hook(body)
+            if isinstance(reply, web.StreamResponse):
+                return reply
+            if reply is not None:
+                return web.json_response(reply)
+        return web.json_response(await self.forward(body))
+
+
+@pytest.fixture
+async def proxy(chain: LocalChain) -> AsyncIterator[FaultProxy]:
+    p = await FaultProxy(chain.rpc_url).start()
+    yield p
+    await p.stop()
+
+
+def venue_on(chain: LocalChain, url: str, role: str = "venue", **kw: Any) -> SeiVenue:
+    settings = SeiVenueSettings(
+        rpc_url=url,
+        ws_url=None,
+        chain_id=1328,
+        book_address=chain.dep.book,
+        markets={MKT: SEI},
+        **kw,
+    )
+    return SeiVenue(settings, specs={MKT: SPEC}, account=account_from_hex(chain.key(role)))
+
+
+async def collect(
+    v: SeiVenue, want: Callable[[list[VenueEvent]], bool], timeout_s: float = 15.0
+) -> list[VenueEvent]:
+    events: list[VenueEvent] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events += v.poll(time.time_ns())
+        if want(events):
+            return events
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out; got {events}")
+
+
+def of(events: list[VenueEvent], kind: type) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+async def wait_receipt(rpc_url: str, tx_hash: str, session: aiohttp.ClientSession) -> None:
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_getTransactionReceipt",
+            "params": [tx_hash],
+        }
+        async with session.post(rpc_url, json=body) as resp:
+            if (await resp.json(content_type=None)).get("result") is not None:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{tx_hash} never mined")
+
+
+async def test_a_take_whose_answer_was_lost_is_not_sent_twice(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
+) -> None:
+    """The node accepted and mined a take, but its answer to eth_sendRawTransaction was
+    lost (a 502 from a gateway). The retry of the same bytes then hears "nonce too low":
+    that is our own transaction, already mined, not a stale nonce. Signing the take again
+    at the next nonce bought twice what the engine asked for."""
+    from eth_utils import keccak
+
+    rpc = rpc_factory(chain.rpc_url)
+    other = chain.sender(rpc, "maker2")
+    book = BookClient(rpc, chain.dep.book)
+    await book.requote(other, SEI, [op_place(60, 6001, ASK, 3500, 20)])
+    v = venue_on(chain, proxy.url, role="venue_taker")
+    await v.start()
+    try:
+        before = (await v.positions())[MKT]
+        lost: list[str] = []
+
+        async def hook(body: Any) -> Any:
+            send = isinstance(body, dict) and body.get("method") == "eth_sendRawTransaction"
+            if send and not lost:
+                reply = await proxy.forward(body)
+                tx_hash = "0x" + keccak(bytes.fromhex(body["params"][0][2:])).hex()
+                assert proxy.session is not None and "error" not in reply, reply
+                await wait_receipt(chain.rpc_url, tx_hash, proxy.session)
+                lost.append(tx_hash)
+                return web.Response(status=502, text="bad gateway")
+            return None
+
+        proxy.hook = hook
+        v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
+        await collect(v, lambda e: len(of(e, Fill)) >= 1)
+        await v.idle()
+        await asyncio.sleep(1.0)  # a second take would be mined by now
+        ev = v.poll(time.time_ns())
+        proxy.hook = None
+        assert lost, "the fault was not injected"
+        assert of(ev, Fill) == []
+        assert (await v.positions())[MKT] == before + 3
+    finally:
+        proxy.hook = None
+        await book.cancel_all(other, SEI)
+        await v.aclose()
