@@ -67,6 +67,8 @@ contract FlashBook {
 
     /// Order slots per owner and market.
     uint256 public constant SLOTS = 232;
+    /// Most decimals a listed token may have.
+    uint256 public constant MAX_DECIMALS = 18;
     /// Ticks of the level ring: ticks that differ by a multiple of it share ring storage.
     uint256 public constant RING_TICKS = 127 * 8;
     /// Price levels per side and market; a placement that would add one more is rejected
@@ -228,7 +230,10 @@ contract FlashBook {
         _;
     }
 
-    /// @notice List a market. Both tokens must be contracts answering `decimals()`.
+    /// @notice List a market. Both tokens must be contracts answering `decimals()` with at
+    /// most MAX_DECIMALS (`BadToken` otherwise): a market holds at most 2**120 - 1 base and
+    /// 2**128 - 1 quote units in all (see `deposit`), over 10**18 whole tokens at 18 decimals
+    /// but about 1.3 at 36, which one depositor could fill.
     function createMarket(address base, address quote, uint256 tickValue, uint256 lotUnits)
         external
         onlyAdmin
@@ -354,7 +359,7 @@ contract FlashBook {
         (bool ok, bytes memory ret) = token.staticcall(abi.encodeWithSelector(0x313ce567));
         if (!ok || ret.length < 32) revert BadToken(token);
         d = abi.decode(ret, (uint256));
-        if (d > 36) revert BadToken(token);
+        if (d > MAX_DECIMALS) revert BadToken(token);
     }
 
     // ================================================================== funds

@@ -185,6 +185,36 @@ async def test_a_deposit_past_the_packed_balance_width_is_refused(
         await other.sender.estimate(book.address, book.calldata("deposit", market, 1, 0))
 
 
+async def test_listing_refuses_tokens_with_more_than_18_decimals(
+    fast_chain: Any, admin: Any, rpc_factory: Any
+) -> None:
+    """A market's holdings are packed in 120 bits of base and 128 of quote units: at the 36
+    decimals listing allowed, 2**120 - 1 base units are about 1.3 tokens, so one depositor
+    could fill the market and lock everyone else out of deposits. Listing now takes at
+    most 18 decimals (over 10**18 whole tokens of room), and `chain deploy` refuses such a
+    --quote-token in one line before it deploys anything."""
+    from flashmm.cli.chain import _check_quote_token
+    from flashmm.errors import UserInputError
+
+    sender, book = admin
+    assert int((await book.call("MAX_DECIMALS"))[0]) == 18
+    fine = await deploy_token(sender, "Fine", "FINE", 18)
+    usd = await deploy_token(sender, "Usd", "USD", 6)
+    for d in (19, 36):
+        wide = await deploy_token(sender, f"Wide{d}", f"W{d}", d)
+        for base, quote in ((wide, usd), (fine, wide)):
+            with pytest.raises(TxReverted, match="BadToken"):
+                await sender.estimate(
+                    book.address, book.calldata("createMarket", base, quote, 1, 1)
+                )
+        with pytest.raises(UserInputError) as err:
+            await _check_quote_token(rpc_factory(fast_chain.rpc_url), wide)
+        assert str(err.value) == f"--quote-token: {wide} has {d} decimals (at most 18)"
+    market = await book.create_market(sender, fine, usd, 1, 1)
+    cfg = await book.market_config(market)
+    assert (cfg.base_decimals, cfg.quote_decimals) == (18, 6)
+
+
 # --- 1 and 2: ring aliases, scan give-ups and ring squatting --------------------------
 
 RING = 1_016  # FlashBook.RING_TICKS

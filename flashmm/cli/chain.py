@@ -399,8 +399,8 @@ async def _check_quote_token(client: Any, token: str) -> None:
         decimals = await TokenClient(client, token).decimals()
     except (RpcError, TxReverted, DecodingError):
         raise UserInputError(f"--quote-token: {token} has no ERC-20 decimals()") from None
-    if decimals > 36:  # FlashBook's limit
-        raise UserInputError(f"--quote-token: {token} has {decimals} decimals (at most 36)")
+    if decimals > 18:  # FlashBook's MAX_DECIMALS
+        raise UserInputError(f"--quote-token: {token} has {decimals} decimals (at most 18)")
 
 
 def fmt_units(n: int, decimals: int) -> str:

@@ -63,7 +63,7 @@ ERROR_HINTS = {
     "InsufficientBalance": "not enough free balance",
     "FeeOnTransfer": "the token delivered less than the amount (fee-on-transfer tokens are "
     "refused)",
-    "BadToken": "not a token contract answering decimals()",
+    "BadToken": "not a token contract answering decimals() with at most 18",
     "BadAmount": "bad amount or range",
     "NotAdmin": "only the book's admin may do this",
     "NotGuardian": "only the guardian or the admin may do this",
