@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from chain_fixtures import LocalChain
 
-from flashmm.types import Fill, MarketSpec, Side, VenueEvent
+from flashmm.types import Fill, MarketSpec, OrderAccepted, OrderRequest, Side, VenueEvent
 from flashmm.venues.sei.abi import ASK, op_place
 from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.keys import account_from_hex
@@ -172,4 +172,83 @@ async def test_a_take_whose_answer_was_lost_is_not_sent_twice(
     finally:
         proxy.hook = None
         await book.cancel_all(other, SEI)
+        await v.aclose()
+
+
+class StaleNode:
+    """A second node behind the pool: it answers eth_getLogs (and an eth_blockNumber in
+    the same batch) as of block ``head``, while single eth_blockNumber calls reach the
+    node at the tip."""
+
+    def __init__(self, proxy: FaultProxy, head: int) -> None:
+        self.proxy = proxy
+        self.head = head
+        self.log_calls = 0
+
+    def _logs(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        flt = dict(item["params"][0])
+        if int(flt.get("fromBlock", "0x0"), 16) > self.head:
+            return {"jsonrpc": "2.0", "id": item["id"], "result": []}
+        if int(flt.get("toBlock", hex(self.head)), 16) > self.head:
+            flt["toBlock"] = hex(self.head)
+        return {**item, "params": [flt]}
+
+    async def __call__(self, body: Any) -> Any:
+        items = body if isinstance(body, list) else [body]
+        if not any(i.get("method") == "eth_getLogs" for i in items):
+            return None
+        self.log_calls += 1
+        out = []
+        for item in items:
+            if item.get("method") == "eth_blockNumber":
+                out.append({"jsonrpc": "2.0", "id": item["id"], "result": hex(self.head)})
+                continue
+            fwd = self._logs(item) if item.get("method") == "eth_getLogs" else item
+            if fwd is not None and "result" in fwd:
+                out.append(fwd)
+            else:
+                out.append(await self.proxy.forward(fwd))
+        return out if isinstance(body, list) else out[0]
+
+
+async def test_a_node_behind_on_logs_loses_no_fill(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
+) -> None:
+    """Behind a load balancer, eth_blockNumber and eth_getLogs may reach different nodes.
+    A node behind answers eth_getLogs for blocks it does not have yet with no logs; the
+    stream took that as "complete to the head", so a fill in those blocks was never
+    delivered and the journal's checkpoint moved past it (a restart did not replay it
+    either). The stream now trusts a page only up to the head of the node that answered
+    it."""
+    v = venue_on(chain, proxy.url, log_poll_s=0.1)
+    await v.start()
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    try:
+        v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 5)], time.time_ns())
+        await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
+        stale = StaleNode(proxy, int(await rpc.call("eth_blockNumber"), 16))
+        proxy.hook = stale
+        receipt = await book.take(chain.sender(rpc, "venue_taker"), SEI, 0, 3600, 2)
+        fill_block = int(receipt["blockNumber"], 16)
+        assert fill_block > stale.head
+        # the stream polls the node behind until the chain is well past the fill
+        seen = stale.log_calls
+        deadline = time.monotonic() + 15.0
+        while (
+            stale.log_calls < seen + 5
+            or int(await rpc.call("eth_blockNumber"), 16) <= fill_block + 1
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        early = v.poll(time.time_ns())
+        assert v.processed_block is None or v.processed_block < fill_block
+        proxy.hook = None  # the node catches up
+        ev = early + await collect(v, lambda e: len(of(e, Fill)) == 1)
+        (fill,) = of(ev, Fill)
+        assert (fill.client_id, fill.side, fill.size_lots) == (1, Side.SELL, 2)
+    finally:
+        proxy.hook = None
+        v.cancel_all(None, 0)
+        await v.idle()
         await v.aclose()

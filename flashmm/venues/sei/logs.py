@@ -4,7 +4,8 @@ On every (re)connection the stream subscribes to ``logs`` (the book's address) a
 ``newHeads``, then backfills with eth_getLogs from the last block it knows complete, so
 nothing emitted while disconnected is missed. Duplicates (subscription vs backfill,
 receipt vs stream) are dropped by (transaction hash, log index). Without a WebSocket URL
-it polls eth_getLogs.
+it polls eth_getLogs. A page of logs counts as complete only up to the head of the node
+that answered it (a node behind answers blocks it lacks with no logs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ from flashmm.venues.sei.rpc import JsonRpc
 log = logging.getLogger(__name__)
 
 LogKey = tuple[str, int]
+
+
+async def get_logs(rpc: JsonRpc, flt: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """eth_getLogs with the head of the node that answered it: (logs, that node's head).
+
+    Behind a load balancer each call may reach another node, and a node behind answers
+    eth_getLogs for blocks it does not have yet with no logs, not an error. Asking its
+    head first, in the same request (so of the same node), tells how far the answer is
+    complete: only blocks up to that head.
+    """
+    head, logs = await rpc.batch([("eth_blockNumber", []), ("eth_getLogs", [flt])])
+    return list(logs), int(head, 16)
 
 
 def chain_order(raw: dict[str, Any]) -> tuple[int, int]:
@@ -114,15 +127,19 @@ class LogStream:
         start = self.complete_to + 1
         while start <= head:
             end = min(head, start + self.max_range - 1)
-            logs = await self.rpc.call(
-                "eth_getLogs",
-                [{"address": self.address, "fromBlock": hex(start), "toBlock": hex(end)}],
+            logs, node_head = await get_logs(
+                self.rpc, {"address": self.address, "fromBlock": hex(start), "toBlock": hex(end)}
             )
             for raw in sorted(logs, key=chain_order):
                 self.backfilled += 1
                 self.deliver(raw)
-            self.complete_to = end
-            start = end + 1
+            # complete only as far as the node that answered has blocks
+            done = min(end, node_head)
+            if done < start:
+                log.debug("logs of blocks %d..%d: the node is at %d; later", start, end, node_head)
+                return
+            self.complete_to = done
+            start = done + 1
 
     async def _run(self) -> None:
         delay = self.backoff_s

@@ -55,7 +55,7 @@ from flashmm.venues.sei.abi import (
 from flashmm.venues.sei.book import BookClient, MarketInfo, TokenClient
 from flashmm.venues.sei.errors import TxDropped, TxReverted
 from flashmm.venues.sei.gas import probe_node_sstore_set_gas, trace_fresh_slots
-from flashmm.venues.sei.logs import LogStream, chain_order
+from flashmm.venues.sei.logs import LogStream, chain_order, get_logs
 from flashmm.venues.sei.rpc import JsonRpc
 from flashmm.venues.sei.settings import SeiVenueSettings
 from flashmm.venues.sei.tx import SentTx, TxSender
@@ -451,9 +451,25 @@ class SeiVenue(VenueDefaults):
             page = {"address": self.settings.book, "fromBlock": hex(start), "toBlock": hex(end)}
             logs: list[dict[str, Any]] = []
             for topics in filters:
-                logs += await self.rpc.call("eth_getLogs", [{**page, "topics": topics}])
+                logs += await self._page_logs({**page, "topics": topics}, end)
             yield end, logs
             start = end + 1
+
+    async def _page_logs(self, flt: dict[str, Any], end: int) -> list[dict[str, Any]]:
+        """One eth_getLogs page, from a node that has block ``end``: a node behind answers
+        the blocks it lacks with no logs (a fill or deposit missed for good), so its answer
+        is asked again until the node has caught up."""
+        deadline = time.monotonic() + max(10.0, self.settings.receipt_timeout_s)
+        while True:
+            logs, node_head = await get_logs(self.rpc, flt)
+            if node_head >= end:
+                return logs
+            if time.monotonic() > deadline:
+                raise VenueError(
+                    f"the node answering eth_getLogs is at block {node_head}, behind block "
+                    f"{end} another node reported; its logs would be incomplete"
+                )
+            await asyncio.sleep(0.2)
 
     async def _load_fee_history(self, start: int, head: int) -> None:
         """The fees in force from block ``start`` on, for replayed fills: read at block
