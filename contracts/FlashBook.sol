@@ -958,23 +958,23 @@ contract FlashBook {
         unchecked {
             word = (word >> (isAsk << 7)) & U127; // this side's ticks of the word
             uint256 base = price - bit;
-            // The side's next ring tick past `price` in this word, else the word's end: with
-            // the bit cleared, a bound of the ring's levels past `price` (a bit may stand for an
-            // alias tick a ring further on, which only makes the bound lower).
-            uint256 step;
-            if (isAsk == 0) {
-                uint256 below = word & ((1 << bit) - 1);
-                step = below != 0 ? base + _msb(below) : (base == 0 ? 0 : base - 1);
-            } else {
-                uint256 above = bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
-                step = above != 0 ? base + _lsb(above) : base + TPW;
-            }
             uint256 hs = 160 + ss;
             uint256 best = (m >> hs) & U32;
             uint256 left = isAsk == 0 ? (m >> 224) & U16 : m >> 240;
             if (!xs) {
-                // With no overflow level the ring's bits of this side are all there is.
-                if (price == best) best = step;
+                // With no overflow level the ring's bits of this side are all there is: the
+                // side's next ring tick past `price` in this word, else the word's end, bounds
+                // the side (a bit may stand for an alias tick a ring further on, which only
+                // makes the bound lower).
+                if (price == best) {
+                    if (isAsk == 0) {
+                        uint256 below = word & ((1 << bit) - 1);
+                        best = below != 0 ? base + _msb(below) : (base == 0 ? 0 : base - 1);
+                    } else {
+                        uint256 above = bit == TPW - 1 ? 0 : word & ~((2 << bit) - 1);
+                        best = above != 0 ? base + _lsb(above) : base + TPW;
+                    }
+                }
             } else {
                 n = _xcount[c.market];
                 uint256 n0 = n;
