@@ -6,6 +6,7 @@ loopback proxy where a node's misbehaviour cannot be caused otherwise."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -19,6 +20,7 @@ from chain_fixtures import LocalChain
 from flashmm.types import Fill, MarketSpec, OrderAccepted, OrderRequest, Side, VenueEvent
 from flashmm.venues.sei.abi import ASK, op_place
 from flashmm.venues.sei.book import BookClient
+from flashmm.venues.sei.errors import TxDropped
 from flashmm.venues.sei.keys import account_from_hex
 from flashmm.venues.sei.settings import SeiVenueSettings
 from flashmm.venues.sei.venue import SeiVenue
@@ -252,3 +254,51 @@ async def test_a_node_behind_on_logs_loses_no_fill(
         v.cancel_all(None, 0)
         await v.idle()
         await v.aclose()
+
+
+async def test_a_dropped_receipt_does_not_resync_the_nonce_under_a_send(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
+) -> None:
+    """A transaction without a receipt in time resyncs the next nonce from the node. That
+    resync ran without the nonce lock: while another send was between reserving its nonce
+    and counting it, the node's pending count already included that send, which then
+    counted itself once more, leaving a nonce gap (a node that queues future nonces holds
+    every later transaction back, and they land long after they were written off)."""
+    sender = chain.sender(rpc_factory(proxy.url), "spare", receipt_timeout_s=1.0)
+    me = sender.address
+    counted = asyncio.Event()
+    first: list[str] = []
+
+    async def hook(body: Any) -> Any:
+        if not isinstance(body, dict):
+            return None
+        method = body.get("method")
+        if method == "eth_getTransactionReceipt" and body["params"][0] in first:
+            return {"jsonrpc": "2.0", "id": body["id"], "result": None}
+        if method == "eth_getTransactionCount" and first:
+            reply = await proxy.forward(body)
+            counted.set()
+            return reply
+        if method == "eth_sendRawTransaction" and first:
+            reply = await proxy.forward(body)
+            # hold the answer until the resync has asked the node (bounded)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(counted.wait(), 4.0)
+            return reply
+        return None
+
+    proxy.hook = hook
+    try:
+        a = await sender.send(me, b"", gas=21_000)
+        first.append(a.tx_hash)
+        waiting = asyncio.create_task(sender.wait(a))
+        b = await sender.send(me, b"", gas=21_000)
+        with pytest.raises(TxDropped):
+            await waiting
+        assert b.nonce == a.nonce + 1
+        proxy.hook = None
+        node = int(await sender.rpc.call("eth_getTransactionCount", [me, "pending"]), 16)
+        async with sender.nonces.lock:
+            assert await sender.nonces.current() == node
+    finally:
+        proxy.hook = None

@@ -294,7 +294,10 @@ class TxSender:
             now = time.monotonic()
             if now >= deadline:
                 self.stats["dropped"] += 1
-                await self.nonces.sync()
+                # under the lock: a send between reserving its nonce and counting it must
+                # not see the node's count (which may already include it) land underneath
+                async with self.nonces.lock:
+                    await self.nonces.sync()
                 raise TxDropped(
                     f"no receipt for {sent.tx_hash} (nonce {sent.nonce}) "
                     f"after {self.receipt_timeout_s:.0f}s"
