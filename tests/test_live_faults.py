@@ -17,7 +17,15 @@ import pytest
 from aiohttp import web
 from chain_fixtures import LocalChain
 
-from flashmm.types import Fill, MarketSpec, OrderAccepted, OrderRequest, Side, VenueEvent
+from flashmm.types import (
+    Fill,
+    MarketSpec,
+    OrderAccepted,
+    OrderRejected,
+    OrderRequest,
+    Side,
+    VenueEvent,
+)
 from flashmm.venues.sei.abi import ASK, op_place
 from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.errors import TxDropped
@@ -302,3 +310,49 @@ async def test_a_dropped_receipt_does_not_resync_the_nonce_under_a_send(
             assert await sender.nonces.current() == node
     finally:
         proxy.hook = None
+
+
+async def test_an_order_seen_landing_is_not_written_off_when_its_receipt_is_late(
+    chain: LocalChain, proxy: FaultProxy
+) -> None:
+    """The receipt of a placement stayed null past ``receipt_timeout_s`` (a node behind
+    answered it) while the log stream had already seen the order land and reported it
+    accepted. The venue then wrote the placement off (OrderRejected) and freed its slot:
+    the order rested on chain with nobody tracking it. A transaction whose logs were seen
+    has landed; it is not written off."""
+    v = venue_on(chain, proxy.url, log_poll_s=0.1, receipt_timeout_s=1.0)
+    await v.start()
+
+    async def hook(body: Any) -> Any:
+        if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
+            reply = await proxy.forward(body)
+            receipt = reply.get("result")
+            if receipt is not None:
+                block = int(receipt["blockNumber"], 16)
+                deadline = time.monotonic() + 10.0
+                while time.monotonic() < deadline:
+                    s = v.stream
+                    if s is not None and s.complete_to is not None and s.complete_to >= block:
+                        break
+                    await asyncio.sleep(0.05)
+            return {"jsonrpc": "2.0", "id": body["id"], "result": None}
+        return None
+
+    try:
+        proxy.hook = hook
+        v.requote(MKT, [], [OrderRequest(MKT, 7, Side.SELL, 3700, 1)], time.time_ns())
+        assert v.sender is not None
+        ev = await collect(v, lambda e: v.sender.stats["dropped"] >= 1 and not v._inflight)
+        proxy.hook = None
+        await asyncio.sleep(1.0)  # a write-off's cancel would have been sent and mined
+        await v.idle()
+        ev += v.poll(time.time_ns())
+        assert [e.client_id for e in of(ev, OrderAccepted)] == [7]
+        assert of(ev, OrderRejected) == []
+        assert [o.client_id for o in await v.open_orders()] == [7]
+        assert v._markets[MKT].by_client == {7: v._markets[MKT].by_client[7]}
+    finally:
+        proxy.hook = None
+        v.cancel_all(None, 0)
+        await v.idle()
+        await v.aclose()

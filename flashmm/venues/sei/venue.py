@@ -252,6 +252,10 @@ class SeiVenue(VenueDefaults):
         # (block, market, signed lots) of our fills handed to poll(), newest last
         self._fill_ledger: deque[tuple[int, str, int]] = deque(maxlen=100_000)
         self._block_ts: dict[int, int] = {}
+        # hashes of our recent transactions whose logs were seen: they landed, whatever
+        # their receipt says (a receipt can stay null on a node behind the stream's)
+        self._landed: set[str] = set()
+        self._landed_order: deque[str] = deque()
 
     def receipt_p99_ms(self) -> float | None:
         """p99 of the node's recent answer times, in ms (None with too few samples).
@@ -944,15 +948,25 @@ class SeiVenue(VenueDefaults):
             log.warning("sei venue: %s", exc)
             self._undo(undo, f"transaction reverted: {exc.reason}")
             self._retry_job(job)
-        except TxDropped as exc:
-            self.stats["dropped"] += 1
-            log.warning("sei venue: %s", exc)
-            self._undo(undo, "transaction dropped")
-            self._retry_job(job)
         except Exception as exc:
-            log.warning("sei venue: waiting for %s failed: %s", sent.tx_hash, exc)
-            self._undo(undo, f"receipt unavailable: {exc}")
-            self._retry_job(job)
+            if sent.tx_hash.lower() in self._landed:
+                # its logs were seen (and handled): it landed; writing it off would report
+                # live orders rejected and leave them on chain untracked
+                log.warning(
+                    "sei venue: no receipt for %s (%s), but its logs were seen: it landed",
+                    sent.tx_hash,
+                    exc,
+                )
+                self.stats["txs"] += 1
+            elif isinstance(exc, TxDropped):
+                self.stats["dropped"] += 1
+                log.warning("sei venue: %s", exc)
+                self._undo(undo, "transaction dropped")
+                self._retry_job(job)
+            else:
+                log.warning("sei venue: waiting for %s failed: %s", sent.tx_hash, exc)
+                self._undo(undo, f"receipt unavailable: {exc}")
+                self._retry_job(job)
         finally:
             self._inflight -= 1
             self._inflight_sem.release()
@@ -1012,6 +1026,12 @@ class SeiVenue(VenueDefaults):
         self, raw: dict[str, Any], *, ts_ns: int | None = None, replay: bool = False
     ) -> None:
         ev = decode_log(raw)
+        tx_hash = str(raw.get("transactionHash") or "").lower()
+        if tx_hash and not replay and tx_hash not in self._landed:
+            self._landed.add(tx_hash)
+            self._landed_order.append(tx_hash)
+            if len(self._landed_order) > 10_000:
+                self._landed.discard(self._landed_order.popleft())
         if ev is not None and ev.name == "FeesSet":
             symbol = self._by_id.get(int(ev.args["market"]))
             if symbol is not None:
