@@ -59,6 +59,7 @@ contract FlashBook {
     uint256 private constant SLOT_MASK = (1 << 232) - 1;
     uint256 private constant MAX_DEPTH_ORDERS = 4096;
     uint256 private constant XLEVEL = 1 << 226; // order word: its level is in the overflow book
+    uint256 private constant AHEAD = 1 << 227; // order word: ... and was placed far ahead of the ring
     uint256 private constant XBID = 1 << 54; // market word: bids (<< 1: asks) in the overflow book
     uint256 private constant RING_WORDS = 8;
     uint256 private constant NONE = type(uint256).max;
@@ -758,43 +759,62 @@ contract FlashBook {
     function _link(Ctx memory c, uint256 ref, uint256 op) private returns (uint256) {
         uint256 isAsk = (op >> 160) & 1;
         uint256 price = (op >> 64) & U32;
-        uint256 r = price % RING_TICKS;
-        uint256 lk = (c.market << 33) | (isAsk << 32) | (r >> 2);
-        uint256 sh = (r & 3) << 6;
+        uint256 lk;
+        uint256 sh;
+        unchecked {
+            uint256 res = price % RING_TICKS;
+            lk = (c.market << 33) | (isAsk << 32) | (res >> 2);
+            sh = (res & 3) << 6;
+        }
         uint256 lw = _levels[lk];
         uint256 head = (lw >> sh) & U32;
-        bool x;
+        uint256 m = c.mkt;
+        bool xs = m & (XBID << isAsk) != 0;
+        // Far ahead of the ring: more than a bitmap word past the word of the side's ring
+        // bound (its hint while it has no overflow level). Such a level goes to the overflow
+        // book, counted apart from the side's other overflow levels, so its cancel moves no
+        // bound of the side: the hint comes back to them once the side has no such level.
+        uint256 t = (m >> (160 + (isAsk << 5))) & U32;
+        uint256 b = t;
+        uint256 n;
+        if (xs) {
+            n = _xcount[c.market];
+            b = (n >> (128 + (isAsk << 5))) & U32;
+        }
+        bool ahead;
+        // Unchecked: ticks and hints are below 2**32.
+        unchecked {
+            ahead = isAsk == 0 ? b != 0 && price / TPW > b / TPW + 1 : b != NO_ASK && price / TPW + 1 < b / TPW;
+        }
+        bool x = ahead;
         if (head != 0) {
             // the tail order's price is the tick holding the ring entry
             x = (_orders[(c.market << 32) | ((lw >> (sh + 32)) & U32)] >> 64) & U32 != price;
-        } else {
-            uint256 m = c.mkt;
-            if (m & (XBID << isAsk) != 0) {
+        } else if (!x) {
+            // a level in the overflow book at `price`? Not past the side's overflow bound while
+            // the side has no level placed far ahead (that bound is then valid).
+            if (
+                xs
+                    && (
+                        (n >> (192 + (isAsk << 4))) & U16 != 0
+                            || (isAsk == 0 ? price <= (n >> 64) & U32 : price >= (n >> 96) & U32)
+                    )
+            ) {
                 (uint256 xk, uint256 xsh) = _lkey(c.market, isAsk, price, true);
                 x = (_xlevels[xk] >> xsh) & U32 != 0;
             }
-            // Far ahead of the ring: more than a bitmap word past the word of the side's ring
-            // bound (its hint while it has no overflow level), so a level placed and cancelled
-            // ahead of the book moves the bound back when it goes. Far behind the side's best
-            // price (see `_far`); a tick within half a ring of the hint, or of the ring bound,
-            // needs no scan (a new best is never far behind; an empty side's hint or ring bound,
-            // 0 or NO_ASK, makes no tick far either way).
-            uint256 t = (m >> (160 + (isAsk << 5))) & U32;
+            // Far behind the side's best price (see `_far`); a tick within half a ring of the
+            // hint, or of the ring bound, needs no scan (a new best is never far behind; an
+            // empty side's hint or ring bound, 0 or NO_ASK, makes no tick far).
+            uint256 q = t;
+            if (xs && (isAsk == 0 ? b != 0 : b != NO_ASK)) {
+                q = _ringStart(b, isAsk);
+                if (isAsk == 0 ? q > t : q < t) q = t;
+            }
             // Unchecked: ticks and hints are below 2**32.
             unchecked {
-                if (!x) {
-                    uint256 b = t;
-                    uint256 r = t;
-                    if (m & (XBID << isAsk) != 0) {
-                        b = (_xcount[c.market] >> (128 + (isAsk << 5))) & U32;
-                        if (isAsk == 0 ? b != 0 : b != NO_ASK) r = _ringStart(b, isAsk);
-                        if (isAsk == 0 ? r > t : r < t) r = t;
-                    }
-                    if (isAsk == 0 ? b != 0 && price / TPW > b / TPW + 1 : b != NO_ASK && price / TPW + 1 < b / TPW) {
-                        x = true;
-                    } else if (isAsk == 0 ? price + RING_TICKS / 2 < r : price > r + RING_TICKS / 2) {
-                        x = _far(c, isAsk, price);
-                    }
+                if (!x && (isAsk == 0 ? price + RING_TICKS / 2 < q : price > q + RING_TICKS / 2)) {
+                    x = _far(c, isAsk, price);
                 }
             }
         }
@@ -804,12 +824,16 @@ contract FlashBook {
             lw = _xlevels[lk];
             (prev, lw) = _append(lw, sh, c.market, ref);
             _xlevels[lk] = lw;
+            // an order joining a level takes its kind from the level's other orders
+            if (prev != 0) ahead = _orders[(c.market << 32) | prev] & AHEAD != 0;
         } else {
+            ahead = false;
             (prev, lw) = _append(lw, sh, c.market, ref);
             _levels[lk] = lw;
         }
-        if (prev == 0) _setBit(c, isAsk, price, x);
-        return SENTINEL | LIVE | (x ? XLEVEL : 0) | (isAsk << 224) | (prev << 160) | (op & ((1 << 160) - 1));
+        if (prev == 0) _setBit(c, isAsk, price, x, ahead);
+        return SENTINEL | LIVE | (x ? XLEVEL : 0) | (ahead ? AHEAD : 0) | (isAsk << 224) | (prev << 160)
+            | (op & ((1 << 160) - 1));
     }
 
     /// Is a new level at `price`, more than RING_TICKS / 2 behind its side's best-price hint
@@ -871,14 +895,14 @@ contract FlashBook {
         }
         // An emptied level keeps its stale tail so the word never returns to zero.
         lv[lk] = (lw & ~(U64 << sh)) | (head << sh) | (tail << (sh + 32));
-        if (head == 0) _clearBit(c, isAsk, price, x);
+        if (head == 0) _clearBit(c, isAsk, price, x, ow & AHEAD != 0);
     }
 
     /// A level appeared at `price`: its bitmap bit (ring or overflow book), the side's level
     /// count, the best-price hint and, while the side has overflow levels, its bounds in the
     /// overflow count word: the overflow bound for an overflow level, the ring bound for a ring
     /// level (the side's first overflow level starts the ring bound at the side's hint).
-    function _setBit(Ctx memory c, uint256 isAsk, uint256 price, bool x) private {
+    function _setBit(Ctx memory c, uint256 isAsk, uint256 price, bool x, bool ahead) private {
         uint256 bit;
         uint256 ss = isAsk << 5;
         uint256 m = c.mkt;
@@ -901,13 +925,21 @@ contract FlashBook {
             if (!xs) n = (n & ~(U32 << rs)) | (((m >> (160 + ss)) & U32) << rs);
             uint256 bs = x ? 64 + ss : rs; // the bound this level may move
             uint256 b = (n >> bs) & U32;
-            // An overflow level moves the overflow bound to its tick; a ring level moves the
-            // ring bound only from a word past the bound's (it counts in whole words).
+            uint256 as_ = 192 + (isAsk << 4); // the side's count of levels placed far ahead
+            // An overflow level moves the overflow bound to its tick (one placed far ahead of
+            // the ring only counts: the hint bounds it); a ring level moves the ring bound only
+            // from a word past the bound's (it counts in whole words).
             uint256 p = price;
             if (!x) (p, b) = (price / TPW, b / TPW);
-            // Unchecked: a side has at most MAX_LEVELS < 2**32 levels.
+            // Unchecked: a side has at most MAX_LEVELS < 2**16 levels.
             unchecked {
-                if ((x && !xs) || (isAsk == 0 ? p > b : p < b)) n = (n & ~(U32 << bs)) | (price << bs);
+                if (ahead) {
+                    n += 1 << as_;
+                } else if (
+                    (x && ((n >> ss) & U32) == ((n >> as_) & U16)) || (isAsk == 0 ? p > b : p < b)
+                ) {
+                    n = (n & ~(U32 << bs)) | (price << bs);
+                }
                 if (x) n = SENTINEL | (n + (1 << ss));
             }
             if (n != n0) _xcount[c.market] = n;
@@ -931,7 +963,7 @@ contract FlashBook {
 
     /// A level at `price` emptied: its bitmap bit, the side's level count, its bounds in the
     /// overflow count word while it has overflow levels, and the best-price hint.
-    function _clearBit(Ctx memory c, uint256 isAsk, uint256 price, bool x) private {
+    function _clearBit(Ctx memory c, uint256 isAsk, uint256 price, bool x, bool ahead) private {
         uint256 bit = price % TPW;
         uint256 ss = isAsk << 5;
         uint256 word;
@@ -980,11 +1012,13 @@ contract FlashBook {
                 uint256 n0 = n;
                 uint256 rs = 128 + ss;
                 uint256 rb = (n >> rs) & U32;
+                uint256 as_ = 192 + (isAsk << 4);
                 if (x) {
                     n -= 1 << ss;
                     uint256 bs = 64 + ss;
+                    if (ahead) n -= 1 << as_;
                     // the bound moves off a level that empties
-                    if ((n >> bs) & U32 == price) n = (n & ~(U32 << bs)) | ((isAsk == 0 ? price - 1 : price + 1) << bs);
+                    else if ((n >> bs) & U32 == price) n = (n & ~(U32 << bs)) | ((isAsk == 0 ? price - 1 : price + 1) << bs);
                 } else if (left == (n >> ss) & U32) {
                     rb = isAsk == 0 ? 0 : NO_ASK; // the ring holds none of the side's levels
                 } else if (word == 0 && rb / TPW == price / TPW) {
@@ -994,15 +1028,18 @@ contract FlashBook {
                 n = (n & ~(U32 << rs)) | (rb << rs);
                 if (n != n0) _xcount[c.market] = n;
                 if (price == best) best = isAsk == 0 ? price - 1 : price + 1;
-                // The ring bound and (while it has levels) the overflow bound bound the side.
-                uint256 sb = _ringStart(rb, isAsk);
-                if ((n >> ss) & U32 == 0) {
-                    m &= ~(XBID << isAsk); // no overflow level left
-                } else {
-                    uint256 xb = (n >> (64 + ss)) & U32;
-                    sb = isAsk == 0 ? (xb > sb ? xb : sb) : (xb < sb ? xb : sb);
+                // With no level placed far ahead, the ring bound and (while it has levels) the
+                // overflow bound bound the side; else only the hint bounds those levels.
+                uint256 cnt = (n >> ss) & U32;
+                if (cnt == 0) m &= ~(XBID << isAsk); // no overflow level left
+                if ((n >> as_) & U16 == 0) {
+                    uint256 sb = _ringStart(rb, isAsk);
+                    if (cnt != 0) {
+                        uint256 xb = (n >> (64 + ss)) & U32;
+                        sb = isAsk == 0 ? (xb > sb ? xb : sb) : (xb < sb ? xb : sb);
+                    }
+                    if (isAsk == 0 ? sb < best : sb > best) best = sb;
                 }
-                if (isAsk == 0 ? sb < best : sb > best) best = sb;
             }
             if (left == 0) best = isAsk == 0 ? 0 : NO_ASK;
             m = (m & ~(U32 << hs)) | (best << hs);
@@ -1082,7 +1119,8 @@ contract FlashBook {
         }
         // No ring level in [from, t1); one at t1 if f1.
         if (!xs || t1 == from) return (f1, t1, used);
-        uint256 low = (n >> (64 + (side << 5))) & U32; // no overflow level below
+        // no overflow level below (the hint, while one placed far ahead of the ring is there)
+        uint256 low = (n >> (192 + (side << 4))) & U16 != 0 ? from : (n >> (64 + (side << 5))) & U32;
         if (low >= t1) return (f1, t1, used);
         if (used >= maxReads) return (false, low > from ? low : from, used);
         (bool f2, uint256 t2, uint256 u2) = _xscanUp(market, side, low > from ? low : from, t1 - 1, maxReads - used);
@@ -1119,7 +1157,8 @@ contract FlashBook {
         }
         // No ring level in (t1, from]; one at t1 if f1.
         if (!xs || t1 == from) return (f1, t1, used);
-        uint256 high = (n >> (64 + (side << 5))) & U32; // no overflow level above
+        // no overflow level above (the hint, while one placed far ahead of the ring is there)
+        uint256 high = (n >> (192 + (side << 4))) & U16 != 0 ? from : (n >> (64 + (side << 5))) & U32;
         if (high <= t1) return (f1, t1, used);
         if (used >= maxReads) return (false, high < from ? high : from, used);
         (bool f2, uint256 t2, uint256 u2) = _xscanDown(market, side, high < from ? high : from, t1 + 1, maxReads - used);
@@ -1367,12 +1406,14 @@ contract FlashBook {
         uint256 unitCost = fees == 0 ? unitQuote : unitQuote + (unitQuote * (fees & U16) + 9999) / 10000;
         uint256 makerTrader;
         address maker;
+        bool ahead;
         while (head != 0 && got < want && touched < maxOrders) {
             unchecked {
                 ++touched; // < maxOrders
             }
             uint256 ok = (c.market << 32) | head;
             uint256 ow = _orders[ok];
+            ahead = ow & AHEAD != 0; // the same for every order of the level
             uint256 avail = (ow >> 96) & U64;
             if (head >> 8 != makerTrader) {
                 makerTrader = head >> 8;
@@ -1468,7 +1509,7 @@ contract FlashBook {
         }
         if (x) _xlevels[lk] = (lw & ~(U32 << sh)) | (head << sh);
         else _levels[lk] = (lw & ~(U32 << sh)) | (head << sh);
-        if (head == 0) _clearBit(c, makerSide, t, x);
+        if (head == 0) _clearBit(c, makerSide, t, x, ahead);
     }
 
     // ================================================================== views

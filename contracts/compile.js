@@ -13,7 +13,7 @@ const SRC_DIR = __dirname;
 const OUT_DIR = path.join(ROOT, 'flashmm', 'contracts');
 const SOURCES = ['FlashBook.sol', 'TestToken.sol'];
 const SETTINGS = {
-  optimizer: { enabled: true, runs: 2000 },
+  optimizer: { enabled: true, runs: 1000 },
   viaIR: true,
   evmVersion: 'cancun',
   outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object'] } },
