@@ -21,6 +21,7 @@ from flashmm.types import (
     Fill,
     MarketSpec,
     OrderAccepted,
+    OrderCancelled,
     OrderRejected,
     OrderRequest,
     Side,
@@ -351,6 +352,45 @@ async def test_an_order_seen_landing_is_not_written_off_when_its_receipt_is_late
         assert of(ev, OrderRejected) == []
         assert [o.client_id for o in await v.open_orders()] == [7]
         assert v._markets[MKT].by_client == {7: v._markets[MKT].by_client[7]}
+    finally:
+        proxy.hook = None
+        v.cancel_all(None, 0)
+        await v.idle()
+        await v.aclose()
+
+
+async def test_a_replace_that_lands_after_it_was_written_off_frees_its_slot(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
+) -> None:
+    """A replace of order 7 by 8 got no receipt in time (and its logs were not seen yet):
+    written off, the slot went back to 7. It had landed: OrderReplaced(7 -> 8) came later,
+    8 was cancelled as written off, and the slot stayed held by 7, which no event names
+    again (one order slot lost for good per such replace)."""
+    v = venue_on(chain, proxy.url, log_poll_s=0.1, receipt_timeout_s=1.0)
+    await v.start()
+    rpc = rpc_factory(chain.rpc_url)
+    try:
+        v.requote(MKT, [], [OrderRequest(MKT, 7, Side.SELL, 3700, 1)], time.time_ns())
+        await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
+        m = v._markets[MKT]
+        slot = m.by_client[7]
+        stale = StaleNode(proxy, int(await rpc.call("eth_blockNumber"), 16))
+
+        async def hook(body: Any) -> Any:
+            if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
+                return {"jsonrpc": "2.0", "id": body["id"], "result": None}
+            return await stale(body)
+
+        proxy.hook = hook
+        v.requote(MKT, [7], [OrderRequest(MKT, 8, Side.SELL, 3701, 1)], time.time_ns())
+        ev = await collect(v, lambda e: len(of(e, OrderRejected)) == 1)
+        assert [r.client_id for r in of(ev, OrderRejected)] == [8]  # written off
+        proxy.hook = None  # the logs come: 7 -> 8 landed; 8 is cancelled as written off
+        ev += await collect(v, lambda e: 8 in [c.client_id for c in of(e, OrderCancelled)])
+        await v.idle()
+        ev += v.poll(time.time_ns())
+        assert await v.open_orders() == []
+        assert slot not in m.slots and m.by_client == {}, (m.slots, m.by_client)
     finally:
         proxy.hook = None
         v.cancel_all(None, 0)

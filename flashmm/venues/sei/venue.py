@@ -1107,6 +1107,10 @@ class SeiVenue(VenueDefaults):
             self._accepted(m, info.slot, info.client_id, now)
         elif ev.name == "OrderReplaced":
             self._events.append(OrderCancelled(symbol, info.extra, now))
+            # the old order is gone on chain: a replace written off (and undone: the slot
+            # given back to the old order) that landed after all left the slot held by it
+            # for good, as no later event names the old order again
+            m.release(info.slot, info.extra)
             m.confirm(info.slot, info.client_id, info.side)
             self._accepted(m, info.slot, info.client_id, now)
         elif ev.name == "OrderCancelled":
