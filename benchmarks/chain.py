@@ -9,9 +9,10 @@ mode) per operation: the first 3+3 placement, a 3+3 requote moving all six by on
 warmed), one of six changed,
 a take of two full levels, cancelAll of 6 orders and of none, and 3 asks stepped up by a tick
 on a book without bids after another account placed and cancelled an ask 50,000 ticks below
-them (a stale best-ask hint). Sei-priced gas counts each
-fresh slot at ``--sstore-set-gas`` (Sei's chain parameter SeiSstoreSetGasEip2200:
-72,000 in sei-chain v6.3.0, 20,000 in v6.3.1; default: the venue setting's default)
+them (which left a stale best-ask hint before far-ahead levels were counted apart).
+Sei-priced gas counts each fresh slot at ``--sstore-set-gas`` (Sei's chain parameter
+SeiSstoreSetGasEip2200: 72,000 in sei-chain v6.3.0, 20,000 in v6.3.1; default: the
+venue setting's default)
 instead of anvil's 20,000. Also submit->receipt latency p50/p99, a sustained run of the
 SeiVenue at ``--rate`` requotes per second (transactions, coalesced requotes, failed
 transactions, nonce resyncs) and the projected daily gas cost at 50 gwei.
