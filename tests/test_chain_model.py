@@ -335,8 +335,10 @@ class Runner:
                     band = (LOW, mid + 2) if side == BID else (mid - 2, HIGH)
                     price = data.draw(st.integers(*band))
                     # now and then a tick a ring away (bids below, asks above): it shares the
-                    # ring entry of a band tick, so one of the two levels is in the overflow book
-                    rings = data.draw(st.sampled_from([0, 0, 0, 0, 1, 2]))
+                    # ring entry of a band tick, so one of the two levels is in the overflow book;
+                    # or a ring ahead (bids above, asks below): a level far ahead of the ring,
+                    # counted apart in the overflow book (or a cross)
+                    rings = data.draw(st.sampled_from([0, 0, 0, 0, 1, 2, -1]))
                     price += rings * RING if side == ASK else -min(rings, 1) * RING
                     size = data.draw(st.sampled_from([1, 2, 3, 5, 1, 2, 3, HUGE]))
                     same = cur is not None and data.draw(st.integers(0, 3)) > 0
