@@ -396,3 +396,50 @@ async def test_a_replace_that_lands_after_it_was_written_off_frees_its_slot(
         v.cancel_all(None, 0)
         await v.idle()
         await v.aclose()
+
+
+async def test_a_take_whose_outcome_is_unknown_is_not_doubled(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
+) -> None:
+    """A flatten's take got no receipt in time and its logs were not seen yet (a node
+    behind): written off, but it had landed. The engine retries a flatten every few
+    seconds while its position is unchanged, and the venue sent each retry: the same size
+    again, twice what was asked. A take now waits until the previous one's outcome is
+    known: its receipt, or the logs of every block up to its deadline."""
+    rpc = rpc_factory(chain.rpc_url)
+    other = chain.sender(rpc, "maker2")
+    book = BookClient(rpc, chain.dep.book)
+    await book.requote(other, SEI, [op_place(61, 6101, ASK, 3500, 20)])
+    v = venue_on(chain, proxy.url, role="venue_taker", log_poll_s=0.1, receipt_timeout_s=1.0)
+    await v.start()
+    try:
+        before = (await v.positions())[MKT]
+        stale = StaleNode(proxy, int(await rpc.call("eth_blockNumber"), 16))
+
+        async def hook(body: Any) -> Any:
+            if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
+                return {"jsonrpc": "2.0", "id": body["id"], "result": None}
+            return await stale(body)
+
+        proxy.hook = hook
+        v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
+        assert v.sender is not None
+        await collect(v, lambda e: v.sender.stats["dropped"] >= 1 and not v._inflight)
+        v.take(MKT, Side.BUY, 3, 3500, time.time_ns())  # the engine's retry: held back
+        assert not v._jobs and not v._inflight
+        proxy.hook = None  # the node catches up: the first take's fill arrives
+        ev = await collect(v, lambda e: len(of(e, Fill)) >= 1)
+        deadline = time.monotonic() + 15.0
+        while MKT in v._take_pending:  # settled once the logs past its deadline are read
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        ev += v.poll(time.time_ns())
+        assert sum(f.size_lots for f in of(ev, Fill)) == 3
+        assert (await v.positions())[MKT] == before + 3
+        v.take(MKT, Side.BUY, 1, 3500, time.time_ns())  # and takes go out again
+        ev = await collect(v, lambda e: len(of(e, Fill)) >= 1)
+        assert (await v.positions())[MKT] == before + 4
+    finally:
+        proxy.hook = None
+        await book.cancel_all(other, SEI)
+        await v.aclose()

@@ -68,6 +68,10 @@ log = logging.getLogger(__name__)
 # Gas floors for transactions whose cost depends on a book that can change between the
 # estimate and execution (a take estimated against an empty level would run out of gas).
 GAS_FLOOR = {"take": 160_000, "cancelSlots": 60_000}
+#: after a take's deadline, how long until the head that bounds its block is read (block
+#: times lag the wall clock a little), and the longest wait for the logs up to that head
+TAKE_SETTLE_S = 2.0
+TAKE_SETTLE_MAX_S = 120.0
 # A take touches at most this many maker orders (about 9k gas each), so it fits its floor
 # however finely the book is split into small orders.
 TAKE_MAX_ORDERS = 10
@@ -166,6 +170,8 @@ class _Job:
     market: str
     args: tuple[Any, ...] = ()
     attempt: int = 0
+    #: a take's deadline (unix seconds): it cannot land in a block after it
+    deadline: int = 0
 
 
 @dataclass
@@ -227,6 +233,10 @@ class SeiVenue(VenueDefaults):
         self.node_sstore_set_gas: int | None = None
         # placements reported rejected (their transaction failed or was not confirmed)
         self._written_off: set[tuple[str, int]] = set()
+        # markets with a take whose outcome is not known yet (queued, in flight, or sent
+        # without a receipt until the logs past its deadline are read): a second take
+        # there could buy or sell twice what the engine asked for
+        self._take_pending: set[str] = set()
         self._events: list[VenueEvent] = []
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
@@ -578,9 +588,57 @@ class SeiVenue(VenueDefaults):
     def take(
         self, market: str, side: Side, size_lots: int, limit_price_ticks: int, now_ns: int
     ) -> None:
+        """Send a take, unless this market's previous take may still land: its fills are
+        not counted yet, so the engine's retry (the same size again) could double it."""
         self._market(market)
+        if market in self._take_pending:
+            log.warning(
+                "sei venue: %s take not sent: the previous take's outcome is not known yet",
+                market,
+            )
+            return
+        self._take_pending.add(market)
         self._jobs.append(_Job("take", market, (side, size_lots, limit_price_ticks)))
         self._wake.set()
+
+    def _take_settled(self, job: _Job, known: bool) -> None:
+        """A take's outcome: ``known`` (a receipt, a revert, or surely not sent) frees the
+        market for the next take; otherwise it stays held until the logs of every block
+        that could hold it are read (:meth:`_settle_unknown_take`)."""
+        if job.kind != "take":
+            return
+        if known:
+            self._take_pending.discard(job.market)
+            return
+        task = asyncio.create_task(self._settle_unknown_take(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_unknown_take(self, job: _Job) -> None:
+        """Past the take's deadline no later block can hold it: once the log stream is
+        complete to a head read after that time, any fill of it has been handed out."""
+        try:
+            deadline = job.deadline or math.ceil(time.time() + self.settings.receipt_timeout_s)
+            await asyncio.sleep(max(0.0, deadline - time.time()) + TAKE_SETTLE_S)
+            head = None
+            give_up = time.monotonic() + TAKE_SETTLE_MAX_S
+            while time.monotonic() < give_up:
+                try:
+                    if head is None:
+                        head = int(await self.rpc.call("eth_blockNumber"), 16)
+                    stream = self.stream
+                    if stream is None or (stream.complete_to or -1) >= head:
+                        return
+                except Exception as exc:
+                    log.info("sei venue: settling a %s take: %s", job.market, exc)
+                await asyncio.sleep(0.2)
+            log.warning(
+                "sei venue: %s take outcome still unknown after %.0f s; takes allowed again",
+                job.market,
+                TAKE_SETTLE_MAX_S,
+            )
+        finally:
+            self._take_pending.discard(job.market)
 
     def poll(self, now_ns: int) -> list[VenueEvent]:
         # every log up to complete_to was decoded into _events: handed out now
@@ -722,6 +780,11 @@ class SeiVenue(VenueDefaults):
                 self.stats["send_errors"] += 1
                 log.warning("sei venue: %s for %s not sent: %s", job.kind, job.market, exc)
                 self._retry_job(job)
+                # the node may have taken it although its answer was lost
+                self._take_settled(job, known=False)
+            else:
+                if sent is None:
+                    self._take_settled(job, known=True)
             if sent is None:
                 self._inflight -= 1
                 self._inflight_sem.release()
@@ -759,13 +822,14 @@ class SeiVenue(VenueDefaults):
             shape = ("cancelSlots", mask.bit_count())
         else:
             side, size, limit = job.args
+            job.deadline = self._deadline()
             data = self.book.take_calldata(
                 m.mid,
                 _side_code(side),
                 limit,
                 size,
                 max_orders=TAKE_MAX_ORDERS,
-                deadline=self._deadline(),
+                deadline=job.deadline,
             )
             shape = ("take", 0)
         gas = await self._gas(data, shape)
@@ -942,13 +1006,16 @@ class SeiVenue(VenueDefaults):
                 else:
                     self._on_log(raw)
             self._sample_fresh_slots(sent.tx_hash)
+            self._take_settled(job, known=True)
         except TxReverted as exc:
             self.stats["reverted"] += 1
             self.stats["txs"] += 1
             log.warning("sei venue: %s", exc)
             self._undo(undo, f"transaction reverted: {exc.reason}")
             self._retry_job(job)
+            self._take_settled(job, known=True)
         except Exception as exc:
+            self._take_settled(job, known=sent.tx_hash.lower() in self._landed)
             if sent.tx_hash.lower() in self._landed:
                 # its logs were seen (and handled): it landed; writing it off would report
                 # live orders rejected and leave them on chain untracked
