@@ -627,10 +627,14 @@ contract FlashBook {
         if (price == 0 || price > MAX_TICK || size == 0) return REJECT_BAD_ORDER;
         if (size < (c.mkt >> 144) & MAX_MIN_SIZE) return REJECT_TOO_SMALL;
         uint256 isAsk = (op >> 160) & 1;
-        if (isAsk == 0) {
-            if (c.quote < price * size * (c.mkt & U54)) return REJECT_FUNDS;
-        } else if (c.base < size * ((c.mkt >> 56) & U88)) {
-            return REJECT_FUNDS;
+        // Unchecked: price <= MAX_TICK < 2**32, size < 2**64, tickValue < 2**54 and
+        // lotUnits < 2**88.
+        unchecked {
+            if (isAsk == 0) {
+                if (c.quote < price * size * (c.mkt & U54)) return REJECT_FUNDS;
+            } else if (c.base < size * ((c.mkt >> 56) & U88)) {
+                return REJECT_FUNDS;
+            }
         }
         uint256 reason = _crosses(c, isAsk, price);
         if (reason != 0) return reason;
@@ -653,19 +657,35 @@ contract FlashBook {
 
     function _lock(Ctx memory c, uint256 ow) private pure {
         uint256 size = (ow >> 96) & U64;
+        uint256 v;
+        // Unchecked: a price < 2**32, a size < 2**64, tickValue < 2**54, lotUnits < 2**88.
         if ((ow >> 224) & 1 == 0) {
-            c.quote -= ((ow >> 64) & U32) * size * (c.mkt & U54);
+            unchecked {
+                v = ((ow >> 64) & U32) * size * (c.mkt & U54);
+            }
+            c.quote -= v;
         } else {
-            c.base -= size * ((c.mkt >> 56) & U88);
+            unchecked {
+                v = size * ((c.mkt >> 56) & U88);
+            }
+            c.base -= v;
         }
     }
 
     function _release(Ctx memory c, uint256 ow) private pure {
         uint256 size = (ow >> 96) & U64;
+        uint256 v;
+        // Unchecked: as in _lock.
         if ((ow >> 224) & 1 == 0) {
-            c.quote += ((ow >> 64) & U32) * size * (c.mkt & U54);
+            unchecked {
+                v = ((ow >> 64) & U32) * size * (c.mkt & U54);
+            }
+            c.quote += v;
         } else {
-            c.base += size * ((c.mkt >> 56) & U88);
+            unchecked {
+                v = size * ((c.mkt >> 56) & U88);
+            }
+            c.base += v;
         }
     }
 
@@ -1319,7 +1339,10 @@ contract FlashBook {
         uint256 status = (c.mkt >> 158) & 3;
         if (status == PAUSED) revert MarketPaused(market);
         if (status == DELISTED) revert MarketDelisted(market);
-        uint256 makerSide = 1 - side;
+        uint256 makerSide;
+        unchecked {
+            makerSide = 1 - side; // side <= 1
+        }
         uint256 left = size;
         uint256 budget = MAX_SCAN_WORDS;
         uint256 fees = (c.mkt >> 157) & 1 != 0 ? _fees[market] : 0;
@@ -1400,7 +1423,10 @@ contract FlashBook {
         uint256 lk = loc & U64;
         uint256 sh = (loc >> 64) & U8;
         uint256 head = (lw >> sh) & U32;
-        uint256 unitQuote = t * (c.mkt & U54);
+        uint256 unitQuote;
+        unchecked {
+            unitQuote = t * (c.mkt & U54); // t < 2**32, tickValue < 2**54
+        }
         uint256 unitBase = (c.mkt >> 56) & U88;
         // A buyer pays the taker fee on top: afford it lot by lot, rounded up.
         uint256 unitCost = fees == 0 ? unitQuote : unitQuote + (unitQuote * (fees & U16) + 9999) / 10000;
@@ -1465,16 +1491,20 @@ contract FlashBook {
             }
             uint256 ak = (c.market << 160) | uint256(uint160(maker));
             uint256 acct = _accounts[ak];
-            if (fees != 0) {
-                uint256 rebate = qa * ((fees >> 16) & U16) / 10000;
-                acct += rebate;
-                rebates += rebate;
-            }
-            if (makerSide == 1) {
-                // Maker sold base (already locked) for quote; taker pays quote, gets base.
-                acct += qa;
-            } else {
-                acct += ba << 128;
+            // Unchecked: the accounts of a market hold less than 2**128 quote and 2**120
+            // base units in all (see `deposit`), so each field of the word stays in its bits.
+            unchecked {
+                if (fees != 0) {
+                    uint256 rebate = qa * ((fees >> 16) & U16) / 10000;
+                    acct += rebate;
+                    rebates += rebate;
+                }
+                if (makerSide == 1) {
+                    // Maker sold base (already locked) for quote; taker pays quote, gets base.
+                    acct += qa;
+                } else {
+                    acct += ba << 128;
+                }
             }
             _accounts[ak] = acct;
             // Unchecked: q <= cap makes qa <= c.quote (unitCost >= unitQuote) and
