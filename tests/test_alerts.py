@@ -268,3 +268,35 @@ async def test_a_retry_after_that_is_not_a_number_leaves_the_event_loop_in_order
     finally:
         await alerts.aclose()
         await runner.cleanup()
+
+
+def test_dedup_memory_is_bounded_and_a_repeat_within_the_window_is_still_suppressed() -> None:
+    """Every big fill left an entry in the de-duplication map for the life of the process:
+    a bot that alerts on fills grew it by one per fill, forever."""
+    now = [0.0]
+    cfg = AlertsConfig.model_validate({"enabled": True, "dedup_s": 60})
+    alerts = Alerts(cfg, profile="desk", env={}, clock=lambda: now[0])
+
+    def fill(i: int) -> Alert:
+        return Alert("fill", f"f-{i}", f"fill {i}", "big")
+
+    for i in range(5_000):  # one big fill a second for well over an hour
+        assert alerts.send(fill(i))
+        now[0] += 1.0
+    assert len(alerts._last_sent) <= 61  # the window's alerts only
+    # the same fill again within its window: suppressed; after it: sent
+    assert not alerts.send(fill(4_990)) and alerts.deduplicated == 1
+    now[0] += 60.0
+    assert alerts.send(fill(4_990))
+    # a burst of distinct fills within one window: held to DEDUP_MAX, the newest kept
+    from flashmm.ops.alerts import DEDUP_MAX
+
+    for i in range(DEDUP_MAX + 500):
+        alerts.send(fill(10_000 + i))
+    assert len(alerts._last_sent) <= DEDUP_MAX
+    assert not alerts.send(fill(10_000 + DEDUP_MAX + 499))
+    # no de-duplication window: nothing is remembered
+    off = Alerts(cfg.model_copy(update={"dedup_s": 0.0}), env={}, clock=lambda: now[0])
+    for i in range(100):
+        assert off.send(fill(i)) and off.send(fill(i))
+    assert len(off._last_sent) <= 1

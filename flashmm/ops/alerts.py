@@ -11,7 +11,9 @@ Nothing here runs on the hot path: the operations loop hands every batch it
 drains from ``engine.outbox`` to :meth:`Alerts.on_events`, which only formats
 and queues; one task per webhook posts with retry and exponential backoff
 (honouring ``Retry-After``). The same alert (same kind and subject) is sent
-again only after ``alerts.dedup_s``; each webhook gets at most
+again only after ``alerts.dedup_s``: the subjects alerted within that window
+are remembered, older ones forgotten, and at most :data:`DEDUP_MAX` of them
+(the oldest go first); each webhook gets at most
 ``alerts.per_minute`` messages a minute (critical ones always pass), the
 rest are counted and the count is added to the next message. Webhook URLs
 and bot tokens come from environment variables named in the profile
@@ -27,7 +29,7 @@ import datetime as dt
 import math
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -45,9 +47,11 @@ from flashmm.types import Fill
 if TYPE_CHECKING:
     from flashmm.ops.service import OpsServices
 
-__all__ = ["Alert", "Alerts", "Webhook", "format_body"]
+__all__ = ["DEDUP_MAX", "Alert", "Alerts", "Webhook", "format_body"]
 
 _QUEUE = 1000
+#: alerts remembered for de-duplication at most (each big fill has its own subject)
+DEDUP_MAX = 10_000
 _MAX_BACKOFF_S = 30.0
 _LABEL = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord", "json": "JSON"}
 
@@ -146,7 +150,8 @@ class Alerts:
             secrets += [value, hook.url]
             self.webhooks.append(hook)
         self._secrets = sorted({s for s in secrets + secret_values() if s}, key=len, reverse=True)
-        self._last_sent: dict[tuple[str, str], float] = {}
+        #: (kind, subject) -> when last sent, oldest first; only those within dedup_s
+        self._last_sent: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.deduplicated = 0
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -301,11 +306,15 @@ class Alerts:
         """Queue ``alert`` for every webhook (never blocks). False if de-duplicated."""
         now = self.clock()
         key = (alert.kind, alert.subject)
-        last = self._last_sent.get(key)
-        if last is not None and now - last < self.cfg.dedup_s:
+        sent = self._last_sent
+        while sent and now - next(iter(sent.values())) >= self.cfg.dedup_s:
+            sent.popitem(last=False)  # out of the window: would be sent again anyway
+        if key in sent:
             self.deduplicated += 1
             return False
-        self._last_sent[key] = now
+        sent[key] = now
+        if len(sent) > DEDUP_MAX:
+            sent.popitem(last=False)
         critical = alert.severity == "critical"
         for hook in self.webhooks:
             if not hook.allow(now, critical):
