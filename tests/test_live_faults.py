@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -443,3 +444,145 @@ async def test_a_take_whose_outcome_is_unknown_is_not_doubled(
         proxy.hook = None
         await book.cancel_all(other, SEI)
         await v.aclose()
+
+
+class Records(logging.Handler):
+    """The venue's log records (they go to loguru, not to the root logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.target = logging.getLogger("flashmm.venues.sei")
+
+    def __enter__(self) -> Records:
+        self.target.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.target.removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def warnings(self, word: str) -> list[str]:
+        msgs = [r.getMessage() for r in self.records if r.levelno >= logging.WARNING]
+        return [m for m in msgs if word in m]
+
+
+def sends(body: Any) -> list[str]:
+    """The raw transactions of a request (single or batch) to eth_sendRawTransaction."""
+    items = body if isinstance(body, list) else [body]
+    return [i["params"][0] for i in items if i.get("method") == "eth_sendRawTransaction"]
+
+
+async def held(rpc: Any, sender_address: str, nonce: int) -> dict[str, Any]:
+    """The transaction of ``sender_address`` at ``nonce`` in anvil's pool."""
+    pool = await rpc.call("txpool_content")
+    for part in ("pending", "queued"):
+        for addr, txs in (pool.get(part) or {}).items():
+            if addr.lower() == sender_address.lower() and str(nonce) in txs:
+                return dict(txs[str(nonce)])
+    raise AssertionError(f"no transaction of {sender_address} at nonce {nonce} in the pool")
+
+
+async def test_a_transaction_of_another_process_at_our_nonce_is_not_fought(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """Another process signing with the same key (a second instance of the bot, an
+    operator's script) sent a transaction at the nonce the venue holds next, and the chain
+    has not mined it yet. The venue's send at that nonce heard "replacement transaction
+    underpriced", failed, and kept its nonce: every later send failed the same way for as
+    long as that transaction stayed pending (placements reported rejected, cancels and
+    takes not sent). The nonce is taken: the venue moves past it (it never outbids the
+    transaction there, which someone is waiting on), once, with a warning."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    proxy = await FaultProxy(chain.rpc_url).start()
+    sent: list[str] = []
+
+    async def hook(body: Any) -> Any:
+        sent.extend(sends(body))
+        return None
+
+    proxy.hook = hook
+    v = venue_on(chain, proxy.url, role="venue", log_poll_s=0.1)
+    await v.start()
+    await rpc.call("evm_setAutomine", [False])
+    try:
+        with Records() as records:
+            other = chain.sender(rpc, "venue", priority_fee_gwei=2.0)
+            theirs = await other.send(other.address, b"", gas=21_000)
+            sent.clear()
+            v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
+            assert v.sender is not None
+            deadline = time.monotonic() + 15.0
+            while v.sender.stats["sent"] == 0 and v.stats["send_errors"] == 0:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await rpc.call("evm_mine")
+            ev = await collect(v, lambda e: bool(of(e, OrderAccepted) or of(e, OrderRejected)))
+            await v.idle()
+            ev += v.poll(time.time_ns())
+        assert of(ev, OrderRejected) == [], of(ev, OrderRejected)
+        assert [a.client_id for a in of(ev, OrderAccepted)] == [1]
+        receipt = await rpc.call("eth_getTransactionReceipt", [theirs.tx_hash])
+        assert receipt is not None and receipt["status"] == "0x1"  # theirs was not replaced
+        assert len(sent) == 2, sent  # the refused try and the one at the next nonce
+        assert len(records.warnings(f"nonce {theirs.nonce}")) == 1, records.records
+    finally:
+        await rpc.call("evm_setAutomine", [True])
+        v.cancel_all(None, 0)
+        with contextlib.suppress(Exception):
+            await v.idle()
+        await v.aclose()
+        await proxy.stop()
+
+
+async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """The bot restarted while a requote of its last run was still pending, and the count
+    of pending transactions came from a node without it in its pool (a gateway's other
+    node): the venue started at that transaction's nonce. Every send heard "replacement
+    transaction underpriced" and failed, for as long as the old transaction was pending.
+    The node holds a transaction at that nonce: the venue's go after it, and the old one is
+    left alone (outbidding it would cancel a requote whose orders may already be counted
+    on)."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    proxy = await FaultProxy(chain.rpc_url).start()
+
+    async def hook(body: Any) -> Any:
+        # a node that counts only mined transactions in "pending"
+        if isinstance(body, dict) and body.get("method") == "eth_getTransactionCount":
+            return await proxy.forward({**body, "params": [body["params"][0], "latest"]})
+        return None
+
+    proxy.hook = hook
+    await rpc.call("evm_setAutomine", [False])
+    last_run = chain.sender(rpc, "venue_taker")
+    book = BookClient(rpc, chain.dep.book)
+    old = await book.send_requote(last_run, SEI, [op_place(9, 50, ASK, 3650, 1)], 300_000)
+    v = venue_on(chain, proxy.url, role="venue_taker", log_poll_s=0.1)
+    try:
+        await v.start()
+        v.requote(MKT, [], [OrderRequest(MKT, 2, Side.SELL, 3600, 1)], time.time_ns())
+        assert v.sender is not None
+        deadline = time.monotonic() + 15.0
+        while v.sender.stats["sent"] == 0 and v.stats["send_errors"] == 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await rpc.call("evm_mine")
+        ev = await collect(v, lambda e: 2 in [a.client_id for a in of(e, OrderAccepted)])
+        await v.idle()
+        ev += v.poll(time.time_ns())
+        assert of(ev, OrderRejected) == [], of(ev, OrderRejected)
+        assert (await rpc.call("eth_getTransactionReceipt", [old.tx_hash]))["status"] == "0x1"
+        assert sorted(o.client_id for o in await v.open_orders()) == [2, 50]
+    finally:
+        await rpc.call("evm_setAutomine", [True])
+        v.cancel_all(None, 0)
+        with contextlib.suppress(Exception):
+            await v.idle()
+        await v.aclose()
+        await proxy.stop()

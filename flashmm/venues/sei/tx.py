@@ -7,6 +7,17 @@ still used its nonce. "nonce too low" and detected gaps resync from the node, ex
 when the node knows the very transaction just signed: an earlier try of the same send
 got through (its answer was lost and the retry hears "nonce too low"), so it counts as
 sent and is never signed again at another nonce.
+
+Another transaction can already sit in the node's pool at the nonce we hold ("replacement
+transaction underpriced", "tx with this nonce already in mempool"): another process
+signing with the same key, a transaction of the bot's last run that is still pending
+while the node's pending count left it out, or one of ours the node has not counted yet.
+Its bytes are not ours (ours would be "already known"), and we never outbid it to
+replace it: it may be a take or a requote whose outcome someone is waiting on, and the
+same call signed at a higher fee would race it. The nonce is taken, so the send moves
+past it: to the node's pending count when the node counts that transaction, else to the
+next nonce (the only place ours can land is after it); below it when the node reports a
+gap. One warning per such move names the nonce.
 """
 
 from __future__ import annotations
@@ -42,6 +53,13 @@ RECEIPT_POLL_S = 0.1
 NONCE_TOO_LOW = ("nonce too low", "nonce has already been used", "old nonce")
 NONCE_GAP = ("nonce too high", "nonce gap", "future nonce")
 ALREADY_KNOWN = ("already known", "known transaction", "already imported")
+# another transaction sits at this nonce in the pool: geth and anvil ask for a higher fee
+# to replace it, Sei's mempool wants a higher priority; not a fee problem of ours
+NONCE_TAKEN = (
+    "replacement transaction underpriced",
+    "replacement fee too low",
+    "nonce already in mempool",
+)
 
 
 def _says(err: RpcError, phrases: tuple[str, ...]) -> bool:
@@ -78,6 +96,17 @@ class NonceManager:
     def advance(self) -> None:
         assert self._next is not None
         self._next += 1
+
+    async def skip_taken(self, nonce: int) -> int:
+        """``nonce`` is held by another transaction in the node's pool: the next nonce from
+        the node's pending count, but past ``nonce`` when the node leaves that transaction
+        out of its count (call with :attr:`lock` held). A count below ``nonce`` is a gap
+        the node reports: it is filled first."""
+        count = await self.sync()
+        if count == nonce:
+            self._next = nonce + 1
+        assert self._next is not None
+        return self._next
 
 
 @dataclass(slots=True)
@@ -167,7 +196,14 @@ class TxSender:
         self.receipt_timeout_s = receipt_timeout_s
         self.abi = abi
         self._chain_checked = False
-        self.stats = {"sent": 0, "reverted": 0, "dropped": 0, "nonce_resyncs": 0, "rebroadcasts": 0}
+        self.stats = {
+            "sent": 0,
+            "reverted": 0,
+            "dropped": 0,
+            "nonce_resyncs": 0,
+            "nonce_taken": 0,
+            "rebroadcasts": 0,
+        }
 
     async def check_chain(self) -> None:
         """Refuse to sign for a node whose chain id differs from the configured one."""
@@ -247,6 +283,23 @@ class TxSender:
                         await self.nonces.sync()
                         if attempt < 2:
                             continue
+                    if _says(exc, NONCE_TAKEN):
+                        if await self._node_has(tx_hash):
+                            break  # our very bytes, worded as a conflict: sent
+                        # Another transaction holds this nonce (see the module docstring):
+                        # move past it, never outbid it.
+                        self.stats["nonce_taken"] += 1
+                        nxt = await self.nonces.skip_taken(nonce)
+                        log.warning(
+                            "nonce %d of %s is held by another transaction in the node's pool"
+                            " (%s): not replacing it; this send moves to nonce %d",
+                            nonce,
+                            self.address,
+                            exc.message,
+                            nxt,
+                        )
+                        if attempt < 2:
+                            continue
                     raise
                 except RpcTransportError:
                     # Unknown whether the node got it: ask it which nonce it expects.
@@ -281,6 +334,7 @@ class TxSender:
         """
         deadline = time.monotonic() + self.receipt_timeout_s
         next_check = time.monotonic() + max(1.0, self.receipt_timeout_s / 10)
+        taken_seen = False
         while True:
             try:
                 receipt = await self.rpc.call("eth_getTransactionReceipt", [sent.tx_hash])
@@ -309,7 +363,17 @@ class TxSender:
                     try:
                         await self._broadcast(sent.raw)
                     except RpcError as exc:
-                        if not _says(exc, NONCE_TOO_LOW):
+                        if _says(exc, NONCE_TAKEN) and not taken_seen:
+                            # another transaction took its nonce in the pool: ours lands
+                            # only if that one is dropped; the receipt timeout decides
+                            taken_seen = True
+                            log.warning(
+                                "%s (nonce %d): another transaction holds its nonce in"
+                                " the node's pool",
+                                sent.tx_hash,
+                                sent.nonce,
+                            )
+                        elif not _says(exc, NONCE_TOO_LOW + NONCE_TAKEN):
                             log.warning("rebroadcast of %s failed: %s", sent.tx_hash, exc)
                     except RpcTransportError:
                         pass
