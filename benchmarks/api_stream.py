@@ -146,7 +146,8 @@ async def one(duration: float, speed: float, clients: int) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         while proc.poll() is None and time.monotonic() - t0 < duration + 60:
             try:
-                async with http.get(f"http://127.0.0.1:{port}/health") as r:
+                auth = {"Authorization": f"Bearer {TOKEN}"}  # the stream counters need it
+                async with http.get(f"http://127.0.0.1:{port}/health", headers=auth) as r:
                     health = await r.json()
             except aiohttp.ClientError:
                 pass

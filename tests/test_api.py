@@ -358,7 +358,7 @@ async def test_stream_200_readers_and_one_that_never_reads(
                 if hub.clients == 200:
                     break
                 await asyncio.sleep(0.01)
-            async with http.get(url(ops, "/health")) as r:
+            async with http.get(url(ops, "/health"), headers=bearer(READ)) as r:
                 stream = (await r.json())["stream"]
             assert stream["clients"] == 200 and stream["dropped_clients"] == 1
             assert "too slow" in stream["last_drop"]
@@ -387,7 +387,7 @@ async def test_metrics_need_a_token_unless_public_and_readiness(
         async with http.get(url(ops, "/metrics"), headers=bearer(READ)) as r:
             text = await r.text()
             assert r.status == 200 and 'flashmm_breaker_tripped{name="daily_loss"} 0.0' in text
-        async with http.get(url(ops, "/health/ready")) as r:
+        async with http.get(url(ops, "/health/ready"), headers=bearer(READ)) as r:
             body = await r.json()  # replay books are not synced before the feed runs
             assert r.status == (200 if body["ready"] else 503)
             assert set(body["books_synced"]) == {"SEI/USDC", "ETH/USDC"}
@@ -430,7 +430,7 @@ async def test_a_stalled_fan_out_loses_messages_and_clients_see_the_gap(
             seqs.append((await ws.receive_json(timeout=30))["seq"])
         missing = sorted(set(range(seqs[0], last + 1)) - set(seqs))
         assert lost_seq in missing and len(missing) == hub.lost
-        async with http.get(url(ops, "/health")) as r:
+        async with http.get(url(ops, "/health"), headers=bearer(READ)) as r:
             assert (await r.json())["stream"]["lost"] == hub.lost
         await ws.close()
 
@@ -674,3 +674,38 @@ async def test_a_client_that_pings_and_never_reads_holds_no_memory(
         grown = _rss_kb(pid) - before
         s.close()
         assert grown < 4 * 1024, f"fan-out grew {grown} kB"
+
+
+async def test_health_without_a_token_shows_no_address_or_error_text(
+    dirs: tuple[Path, Path], tokens: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/health is for load balancers and container checks, without a token: it showed
+    the last dropped stream client's address and the journal's error text to anyone."""
+    async with running(config(*dirs)) as ops, aiohttp.ClientSession() as http:
+        assert ops.journal is not None
+        ops.api.hub.last_drop = "203.0.113.7: too slow: 512 messages behind"
+        # a write error the journal's next successful write does not clear during the test
+        failure = OSError(28, "No space left on device", "/srv/secret/api.db")
+        monkeypatch.setattr(
+            type(ops.journal),
+            "error",
+            property(lambda _: failure, lambda _, v: None),
+            raising=False,
+        )
+        for path in ("/health", "/health/ready"):
+            for headers in ({}, bearer("x" * 32)):  # none, or a wrong one: the public part
+                async with http.get(url(ops, path), headers=headers) as r:
+                    text = await r.text()
+                    body = await r.json()
+                assert r.status in (200, 503) and body["live"] is True, text
+                for secret in ("203.0.113.7", "No space left", "/srv/secret", "too slow"):
+                    assert secret not in text, (path, secret)
+                assert "stream" not in body and "journal_error" not in body
+                assert set(body) == {"live", "ready", "reason", "last_event_age_s"}
+                assert (body["reason"] is None) == body["ready"]
+            for token in (READ, CONTROL):  # the operator's token: the details
+                async with http.get(url(ops, path), headers=bearer(token)) as r:
+                    body = await r.json()
+                assert "203.0.113.7" in body["stream"]["last_drop"]
+                assert "No space left" in body["journal_error"]
+                assert set(body["books_synced"]) == {"SEI/USDC", "ETH/USDC"}

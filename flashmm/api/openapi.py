@@ -71,9 +71,14 @@ def openapi_document() -> dict[str, Any]:
             "Read-only web page (markets, quotes, positions, P&L, fills).",
             {"200": {"description": "HTML", "content": {"text/html": {}}}},
         ),
-        "/health": _get("Liveness: answers while the event loop runs; no auth.", {"200": health}),
+        "/health": _get(
+            "Liveness: answers while the event loop runs; no auth. Without a read token"
+            " only live, ready, reason and last_event_age_s; with one the details too.",
+            {"200": health},
+        ),
         "/health/ready": _get(
-            "Readiness: recovered, books synced, venue reachable; no auth.",
+            "Readiness: recovered, books synced, venue reachable (else 503 and a reason"
+            " code); no auth, details with a read token as for /health.",
             {"200": health, "503": health},
         ),
         "/metrics": _get(
@@ -170,13 +175,23 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "Health": {
                     "type": "object",
+                    "required": ["live", "ready", "reason", "last_event_age_s"],
                     "properties": {
                         "live": {"type": "boolean"},
                         "ready": {"type": "boolean"},
-                        "state": {"type": "string"},
+                        "reason": {
+                            "enum": ["starting", "books_not_synced", "venue_unreachable", None],
+                            "description": "why not ready (null when ready)",
+                        },
                         "last_event_age_s": {"type": "number"},
-                        "books_synced": {"type": "object"},
-                        "venue_reachable": {"type": "boolean"},
+                        "state": {"type": "string", "description": "with a read token"},
+                        "books_synced": {"type": "object", "description": "with a read token"},
+                        "venue_reachable": {"type": "boolean", "description": "with a read token"},
+                        "stream": {"type": "object", "description": "with a read token"},
+                        "journal_error": {
+                            "type": ["string", "null"],
+                            "description": "with a read token",
+                        },
                     },
                 },
                 "StreamMessage": {

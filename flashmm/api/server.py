@@ -11,7 +11,8 @@ loop takes the WebSocket upgrade and hands the connection over.
 
 Routes (``/api/v1`` is version 1 of one schema, see ``/api/v1/openapi.json``):
 
-* ``GET /health`` (liveness) and ``GET /health/ready`` (readiness), no auth;
+* ``GET /health`` (liveness) and ``GET /health/ready`` (readiness), no auth (the
+  details, with client addresses and error texts, only with a read token);
 * ``GET /api/v1/{status,positions,orders,fills,breakers,model}``: read token;
 * ``POST /api/v1/{pause,resume,stop,emergency-stop,reset}``: control token,
   rate-limited per client;
@@ -259,17 +260,37 @@ class ApiServer:
     def model(self) -> dict[str, Any]:
         return self._part("model", "signal", "signal_status")
 
-    def health(self) -> dict[str, Any]:
+    def health(self, detail: bool = True) -> dict[str, Any]:
+        """Liveness and readiness; with ``detail`` (a read token) also why and the counters.
+
+        Without it: ``live``, ``ready``, ``reason`` (a code, None when ready) and
+        ``last_event_age_s``: what a load balancer or a container check needs, and no
+        client address, market or error text.
+        """
         snap = self.ops.current(1.0 / self.cfg.stream_hz)
         books = {sym: m.synced for sym, m in snap.markets.items()}
         venue_b = snap.breakers.get("venue_errors")
         venue_ok = venue_b is None or venue_b.get("state") != "tripped"
-        ready = bool(self.ops.ready) and all(books.values()) and venue_ok
-        return {
+        reason = (
+            "starting"  # recovering from the journal, reconciling with the venue
+            if not self.ops.ready
+            else "books_not_synced"
+            if not all(books.values())
+            else "venue_unreachable"
+            if not venue_ok
+            else None
+        )
+        public = {
             "live": True,
-            "ready": ready,
-            "state": snap.state,
+            "ready": reason is None,
+            "reason": reason,
             "last_event_age_s": round(time.time() - self._last_event_wall, 3),
+        }
+        if not detail:
+            return public
+        return {
+            **public,
+            "state": snap.state,
             "books_synced": books,
             "venue_reachable": venue_ok,
             "stream": {
@@ -469,11 +490,17 @@ class ApiServer:
 
         return handler
 
+    def _health_of(self, request: web.Request) -> dict[str, Any]:
+        """The details with a read token (or where reads are open), else the public part:
+        no token, or a wrong one, still gets an answer (a health check sends none)."""
+        granted = self._authorize(request, _READ)
+        return self.health(detail=not isinstance(granted, web.Response))
+
     async def _health(self, request: web.Request) -> web.StreamResponse:
-        return _json(self.health())
+        return _json(self._health_of(request))
 
     async def _ready(self, request: web.Request) -> web.StreamResponse:
-        h = self.health()
+        h = self._health_of(request)
         return _json(h, 200 if h["ready"] else 503)
 
     async def _openapi(self, request: web.Request) -> web.StreamResponse:
