@@ -443,13 +443,14 @@ class Engine:
         return out
 
     def mids(self) -> dict[str, float]:
-        """Each market's mid (0 without a valid book); the last good one while the price
-        band holds a jump."""
+        """Each market's mid: the last good one while the price band holds a jump or the
+        book has no mid (crossed, a side empty), so a position is never marked at 0; 0
+        before the first valid book."""
         return {
             s: (
-                ms.band.good
-                if ms.band.pending and ms.band.good
-                else (ms.builder.book.mid if ms.builder.book.valid else 0.0)
+                ms.builder.book.mid
+                if ms.builder.book.valid and not (ms.band.pending and ms.band.good)
+                else ms.band.good
             )
             for s, ms in self.markets.items()
         }

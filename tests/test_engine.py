@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from conftest import NEXO_23, NEXO_24, ROOT
 from flashmm.config import load_config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.feeds.replay import ReplayFeed
+from flashmm.marketdata import DepthDiff, DepthSnapshot
 from flashmm.runner import build_venue, engine_from, scales_for
-from flashmm.types import OrderState
+from flashmm.types import MarketSpec, OrderState, Position
 
 
 def _engine(*sets: str) -> tuple[Engine, ReplayFeed]:
@@ -227,3 +229,45 @@ def test_slow_venue_pulls_quotes_until_latency_recovers() -> None:
     engine.run_due_timers(now + 2_100_000_000)
     assert not engine.risk.breakers["venue_latency"].tripped
     assert ms.orders
+
+
+# --- synthetic books: marks and the flatten, driven by plain calls ------------------
+
+_SPEC = MarketSpec("SEI/USDC", Decimal("0.01"), Decimal("1"), "seiusdt")  # 1 tick x 1 lot = 0.01
+_MS = 1_000_000
+
+
+def _synthetic_engine() -> Engine:
+    from flashmm.risk import RiskConfig
+    from flashmm.strategy.avellaneda import AvellanedaStrategy
+    from flashmm.venues.sim import SimVenue
+
+    venue = SimVenue({_SPEC.symbol: _SPEC})  # 100 ms entry and cancel, 50 ms back
+    return Engine([_SPEC], venue, AvellanedaStrategy({}), risk=RiskConfig())
+
+
+def test_a_book_without_a_mid_marks_at_the_last_good_mid() -> None:
+    """Long 100 lots bought at 6.00, the mid at 10.01: +401 USDC. The reference book
+    then loses its asks for a while. The P&L mark must not value the position at 0
+    (a 401 USDC drop that trips the latched max_drawdown pause, and would hide a loss
+    as well): it keeps the last good mid."""
+    from flashmm.backtest.recorder import Recorder
+
+    engine = _synthetic_engine()
+    recorder = Recorder(engine, [_SPEC.symbol])  # the backtest's equity samples
+    engine.restore([Position(_SPEC.symbol, lots=100, avg_price_ticks=600.0)], [], {})
+    s = 1000 * _MS
+    engine.step(DepthSnapshot("seiusdt", s, 10, [(1000, 50)], [(1002, 50)]), s)
+    recorder.step(s)
+    engine.step(DepthDiff("seiusdt", 2300 * _MS, 11, 11, [(999, 5)], []), 2300 * _MS)
+    assert engine.pnl == pytest.approx(401.0)
+    engine.step(DepthDiff("seiusdt", 2350 * _MS, 12, 12, [], [(1002, 0)]), 2350 * _MS)
+    assert not engine.markets[_SPEC.symbol].builder.book.valid
+    engine.step(DepthDiff("seiusdt", 3500 * _MS, 13, 13, [(998, 5)], []), 3500 * _MS)
+    assert engine.pnl == pytest.approx(401.0)
+    assert engine.drawdown == pytest.approx(0.0)
+    assert engine.state == RUNNING
+    assert not engine.risk.breakers["max_drawdown"].tripped
+    assert engine.snapshot().pnl_usdc == pytest.approx(401.0)
+    recorder.step(3500 * _MS)
+    assert recorder.s_equity == pytest.approx([401.0, 401.0])

@@ -260,3 +260,29 @@ def test_no_builder_and_no_error_without_a_writable_lock_folder(
     monkeypatch.setattr(n, "build_lock", lambda: tmp_path / "missing" / "build.lock")
     assert n._build_running() is False
     assert n.build_in_background() is False
+
+
+def test_compiled_marks_a_book_without_a_mid_at_the_last_good_mid() -> None:
+    """The loop's P&L mark (``Engine._mark``, ``Engine.mids``): long 100 lots bought at
+    600 ticks, the last good mid 1001 ticks, then the book loses its asks. The mark
+    keeps the last good mid, as the engine does: no 401 USDC drop that would count as
+    a drawdown (and end the run's validity as a P&L breaker the engine trips)."""
+    from flashmm.native import NativeCore
+    from flashmm.native import backtest as nb
+
+    core = NativeCore(0.01)
+    ist, k = core.ist, core.k
+    bst = np.zeros(nb.BST_SIZE, dtype=np.int64)
+    bsf = np.zeros(nb.BSF_SIZE, dtype=np.float64)
+    bsf[nb.BF_LOSS_LIMIT], bsf[nb.BF_DD_LIMIT] = 200.0, 300.0
+    bst[nb.B_POS], bsf[nb.BF_AVG] = 100, 600.0
+    k.book_set(ist, 0, 1000, 50)
+    k.book_set(ist, 1, 1002, 50)
+    bsf[nb.BF_BAND_GOOD] = 1001.0  # the band's last good mid, as _after_book leaves it
+    nb._mark(bst, bsf, ist, 0.01)
+    assert bsf[nb.BF_PNL] == pytest.approx(401.0)
+    k.book_set(ist, 1, 1002, 0)  # the asks are gone: no mid
+    nb._mark(bst, bsf, ist, 0.01)
+    assert bsf[nb.BF_PNL] == pytest.approx(401.0)
+    assert bsf[nb.BF_MARK_DD] == pytest.approx(0.0)
+    assert bst[nb.B_UNSUPPORTED] == 0

@@ -141,7 +141,8 @@ class Recorder:
                 continue
             book = tr.ms.builder.book
             valid = book.valid
-            mid = (book.best_bid + book.best_ask) * 0.5 if valid else 0.0
+            # no mid (crossed, a side empty): the last good one, as the engine's marks
+            mid = (book.best_bid + book.best_ask) * 0.5 if valid else tr.ms.band.good
             pnl += acct.market_pnl(sym, mid)
             tr.s_bid.append(book.best_bid if valid else 0)
             tr.s_ask.append(book.best_ask if valid else 0)

@@ -613,7 +613,7 @@ def _record_step(  # type: ignore[no-untyped-def]
         rows[r, 4] = qb
         rows[r, 5] = qa
         rows[r, 6] = bst[B_POS]
-        mid = (bb + ba) * 0.5 if valid else 0.0
+        mid = (bb + ba) * 0.5 if valid else bsf[BF_BAND_GOOD]  # no mid: the last good one
         rowf[r, 0] = 0.0 + _market_pnl(bst, bsf, unit, mid)
         rowf[r, 1] = 0 + bsf[BF_AFEES]
         rowf[r, 2] = bst[B_POS] * mid * unit
@@ -623,12 +623,13 @@ def _record_step(  # type: ignore[no-untyped-def]
 
 @_jit
 def _mark_mid(bst: np.ndarray, bsf: np.ndarray, ist: np.ndarray) -> float:
-    """``Engine.mids``: the band's last good mid while it holds a jump, else the mid."""
-    if bsf[BF_BAND_PENDING] and bsf[BF_BAND_GOOD]:
-        g: float = bsf[BF_BAND_GOOD]
-        return g
+    """``Engine.mids``: the mid; the band's last good mid while it holds a jump or the
+    book has no mid (crossed, a side empty); 0 before the first good mid."""
     bb, ba = K.best(ist, 0), K.best(ist, 1)
-    return (bb + ba) / 2.0 if 0 < bb < ba else 0.0
+    if 0 < bb < ba and not (bsf[BF_BAND_PENDING] and bsf[BF_BAND_GOOD]):
+        return (bb + ba) / 2.0
+    g: float = bsf[BF_BAND_GOOD]
+    return g
 
 
 @_jit
