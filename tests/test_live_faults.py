@@ -586,3 +586,89 @@ async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
             await v.idle()
         await v.aclose()
         await proxy.stop()
+
+
+REFUSALS: dict[str, Callable[[], Any]] = {
+    # one error object for the whole batch (geth with batches turned off, many gateways)
+    "error object": lambda: {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32600, "message": "batch requests are not supported"},
+    },
+    "HTTP 400": lambda: web.Response(status=400, text="batch requests are not allowed"),
+    "a list of one error": lambda: [
+        {"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": "batch not allowed"}}
+    ],
+}
+
+
+class NoBatches:
+    """A gateway that refuses JSON-RPC batches; behind it, optionally, eth_getLogs reaches a
+    node ``lag`` blocks behind the one answering eth_blockNumber."""
+
+    def __init__(self, proxy: FaultProxy, refusal: Callable[[], Any], lag: int = 0) -> None:
+        self.proxy = proxy
+        self.refusal = refusal
+        self.lag = lag
+        self.refused = 0
+        self.log_calls = 0
+
+    async def __call__(self, body: Any) -> Any:
+        if isinstance(body, list):
+            self.refused += 1
+            return self.refusal()
+        if body.get("method") != "eth_getLogs":
+            return None
+        self.log_calls += 1
+        tip = await self.proxy.forward({"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"})
+        behind = int(tip["result"], 16) - self.lag
+        flt = dict(body["params"][0])
+        if int(flt.get("fromBlock", "0x0"), 16) > behind:
+            return {"jsonrpc": "2.0", "id": body["id"], "result": []}
+        if int(flt.get("toBlock", hex(behind)), 16) > behind:
+            flt["toBlock"] = hex(behind)
+        return await self.proxy.forward({**body, "params": [flt]})
+
+
+@pytest.mark.parametrize(("refusal", "lag"), [(r, 0) for r in REFUSALS] + [("error object", 3)])
+async def test_a_gateway_that_refuses_batches_loses_no_fill(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any, refusal: str, lag: int
+) -> None:
+    """The log stream asks eth_blockNumber and eth_getLogs in one JSON-RPC batch (so one
+    node answers both and a page counts complete only to that node's head). A gateway that
+    refuses batches made every page fail: the stream stalled for good, retrying with a
+    warning every few seconds, and the fills of other traders' takes on our quotes were
+    never delivered. The venue now notices the refusal once (one warning), then asks the
+    two calls one by one and counts a page complete only a margin behind the head it read
+    first, so a node a few blocks behind on eth_getLogs does not make it skip a fill."""
+    v = venue_on(chain, proxy.url, log_poll_s=0.1)
+    gateway = NoBatches(proxy, REFUSALS[refusal], lag)
+    proxy.hook = gateway
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    taker = chain.sender(rpc, "venue_taker")
+    try:
+        with Records() as records:
+            await v.start()
+            before = (await v.positions())[MKT]
+            v.requote(MKT, [], [OrderRequest(MKT, 3, Side.SELL, 3600, 5)], time.time_ns())
+            ev = await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
+            for size in (1, 2):
+                await book.take(taker, SEI, 0, 3600, size)
+            ev += await collect(v, lambda e: sum(f.size_lots for f in of(e, Fill)) >= 3)
+            await v.idle()
+            ev += v.poll(time.time_ns())
+            after = (await v.positions())[MKT]
+            ev += v.poll(time.time_ns())
+        fills = of(ev, Fill)
+        assert sorted(f.size_lots for f in fills) == [1, 2], fills
+        assert {(f.client_id, f.side) for f in fills} == {(3, Side.SELL)}
+        assert after == before - 3
+        assert gateway.refused >= 1 and gateway.log_calls >= 1
+        assert len(records.warnings("batch")) == 1, [r.getMessage() for r in records.records]
+    finally:
+        proxy.hook = None
+        v.cancel_all(None, 0)
+        with contextlib.suppress(Exception):
+            await v.idle()
+        await v.aclose()

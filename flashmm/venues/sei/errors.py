@@ -31,6 +31,19 @@ class RpcTransportError(VenueError):
     """The node could not be reached or answered badly (timeout, HTTP 5xx, bad JSON)."""
 
 
+class RpcHttpError(RpcTransportError):
+    """The endpoint answered with an HTTP error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class BatchRefused(VenueError):
+    """The endpoint does not take JSON-RPC batches (an error object or an HTTP 4xx for the
+    whole batch). Nothing of the batch was executed as a batch; send the calls one by one."""
+
+
 class ChainIdMismatch(VenueError):
     """The node serves a different chain than the configuration says. Nothing is signed."""
 

@@ -6,6 +6,12 @@ nothing emitted while disconnected is missed. Duplicates (subscription vs backfi
 receipt vs stream) are dropped by (transaction hash, log index). Without a WebSocket URL
 it polls eth_getLogs. A page of logs counts as complete only up to the head of the node
 that answered it (a node behind answers blocks it lacks with no logs).
+
+That head comes with the page: eth_blockNumber and eth_getLogs go in one JSON-RPC batch,
+which one node answers. An endpoint that refuses batches gets the two calls one by one
+(see :func:`get_logs`): then a page counts complete only ``SEQUENTIAL_LAG_BLOCKS`` behind
+the head read first, and each read also re-reads the last ``SEQUENTIAL_REPLAY_BLOCKS``
+blocks already counted complete.
 """
 
 from __future__ import annotations
@@ -18,24 +24,47 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from flashmm.venues.sei.errors import RpcError
+from flashmm.venues.sei.errors import BatchRefused, RpcError
 from flashmm.venues.sei.rpc import JsonRpc
 
 log = logging.getLogger(__name__)
 
 LogKey = tuple[str, int]
 
+#: Without batches, eth_blockNumber and eth_getLogs may reach different nodes. The
+#: fallback assumes the node answering eth_getLogs is at most this many blocks behind
+#: the one that answered eth_blockNumber just before (4 s of Sei's 0.4 s blocks; nodes of
+#: one pool stay much closer): a page counts complete only this far behind that head.
+SEQUENTIAL_LAG_BLOCKS = 10
+#: ... and should a node lag further, every read without batches also re-reads this many
+#: blocks already counted complete: a log that node left out arrives late, not never.
+SEQUENTIAL_REPLAY_BLOCKS = 50
+
 
 async def get_logs(rpc: JsonRpc, flt: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    """eth_getLogs with the head of the node that answered it: (logs, that node's head).
+    """eth_getLogs with the block up to which its answer is complete: (logs, that block).
 
     Behind a load balancer each call may reach another node, and a node behind answers
     eth_getLogs for blocks it does not have yet with no logs, not an error. Asking its
     head first, in the same request (so of the same node), tells how far the answer is
     complete: only blocks up to that head.
+
+    An endpoint that refuses batches (:class:`BatchRefused`, warned once by the client)
+    gets eth_blockNumber first, then eth_getLogs. Had one node answered both, its answer
+    would be complete to that head; another node may answer eth_getLogs, so the answer
+    counts complete only ``SEQUENTIAL_LAG_BLOCKS`` behind it (the assumption: no node of
+    the pool lags further). Logs past that block are returned all the same; the caller
+    reads those blocks again later.
     """
-    head, logs = await rpc.batch([("eth_blockNumber", []), ("eth_getLogs", [flt])])
-    return list(logs), int(head, 16)
+    try:
+        head, logs = await rpc.batch([("eth_blockNumber", []), ("eth_getLogs", [flt])])
+    except BatchRefused:
+        pass
+    else:
+        return list(logs), int(head, 16)
+    head = int(await rpc.call("eth_blockNumber"), 16)
+    logs = await rpc.call("eth_getLogs", [flt])
+    return list(logs), head - SEQUENTIAL_LAG_BLOCKS
 
 
 def chain_order(raw: dict[str, Any]) -> tuple[int, int]:
@@ -91,6 +120,8 @@ class LogStream:
         self.max_range = max_range
         # Every log up to and including this block has been delivered.
         self.complete_to: int | None = None if from_block is None else from_block - 1
+        # the first block this stream delivers: a re-read never goes below it
+        self._floor = 0 if self.complete_to is None else self.complete_to + 1
         self.dedup = LogDedup()
         self.connections = 0
         self.backfilled = 0
@@ -123,8 +154,13 @@ class LogStream:
         head = int(await self.rpc.call("eth_blockNumber"), 16)
         if self.complete_to is None:
             self.complete_to = head
+            self._floor = head + 1
             return
         start = self.complete_to + 1
+        if self.rpc.batch_refused is not None:
+            # pages without batches are complete only as far as get_logs' lag assumption
+            # holds: read the last blocks counted complete again (dedup drops what was seen)
+            start = max(self._floor, start - SEQUENTIAL_REPLAY_BLOCKS)
         while start <= head:
             end = min(head, start + self.max_range - 1)
             logs, node_head = await get_logs(
@@ -135,10 +171,12 @@ class LogStream:
                 self.deliver(raw)
             # complete only as far as the node that answered has blocks
             done = min(end, node_head)
-            if done < start:
+            if done <= self.complete_to:
                 log.debug("logs of blocks %d..%d: the node is at %d; later", start, end, node_head)
                 return
             self.complete_to = done
+            if done < end:  # the rest of this page next time
+                return
             start = done + 1
 
     async def _run(self) -> None:

@@ -1,4 +1,11 @@
-"""Minimal async JSON-RPC client over aiohttp (HTTP), with batching and retries."""
+"""Minimal async JSON-RPC client over aiohttp (HTTP), with batching and retries.
+
+Some endpoints (gateways, nodes with batches turned off) refuse JSON-RPC batches: they
+answer the whole batch with one error object, an HTTP 4xx, or a list without our ids.
+:meth:`JsonRpc.batch` then raises :class:`BatchRefused` and logs one warning; for the next
+``BATCH_RETRY_S`` it refuses at once without asking, then tries a batch again (a refusal
+may have been a passing limit). Callers fall back to single calls.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,22 @@ import asyncio
 import itertools
 import json
 import logging
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 import aiohttp
 
-from flashmm.venues.sei.errors import RpcError, RpcTransportError
+from flashmm.venues.sei.errors import BatchRefused, RpcError, RpcHttpError, RpcTransportError
 
 log = logging.getLogger(__name__)
 
 # Methods that are safe to repeat after a transport failure. eth_sendRawTransaction is
 # also safe to repeat with the same signed bytes: the node answers "already known".
 _IDEMPOTENT_PREFIXES = ("eth_", "net_", "web3_", "debug_", "anvil_", "evm_")
+#: after a batch was refused, batches are not tried again for this long
+BATCH_RETRY_S = 600.0
+# HTTP statuses of a batch that are a passing condition, not a refusal of batches
+_PASSING_HTTP = (408, 429)
 
 
 class JsonRpc:
@@ -38,6 +50,9 @@ class JsonRpc:
         self._session: aiohttp.ClientSession | None = None
         self.calls = 0
         self.transport_errors = 0
+        #: why the endpoint refused the last batch (None: batches work, or never tried)
+        self.batch_refused: str | None = None
+        self._batch_refused_at = 0.0
 
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -65,10 +80,12 @@ class JsonRpc:
             try:
                 async with self._sess().post(self.url, data=json.dumps(payload)) as resp:
                     if resp.status >= 500:
-                        raise RpcTransportError(f"{what}: HTTP {resp.status} from {self.url}")
+                        raise RpcHttpError(
+                            resp.status, f"{what}: HTTP {resp.status} from {self.url}"
+                        )
                     text = await resp.text()
                     if resp.status >= 400:
-                        raise RpcTransportError(f"{what}: HTTP {resp.status}: {text[:200]}")
+                        raise RpcHttpError(resp.status, f"{what}: HTTP {resp.status}: {text[:200]}")
                     try:
                         return json.loads(text)
                     except json.JSONDecodeError as exc:
@@ -95,21 +112,49 @@ class JsonRpc:
         return _result(method, await self._post(payload, method, retries))
 
     async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Several calls in one HTTP request; results in order. Raises the first error."""
+        """Several calls in one HTTP request; results in order. Raises the first error, or
+        :class:`BatchRefused` if the endpoint does not take batches."""
         if not calls:
             return []
+        refused = self.batch_refused
+        if refused is not None and time.monotonic() - self._batch_refused_at < BATCH_RETRY_S:
+            raise BatchRefused(refused)
         first = next(self._ids)
         self._ids = itertools.count(first + len(calls))
         payload = [
             {"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
             for i, (m, p) in enumerate(calls)
         ]
-        reply = await self._post(payload, "batch", self.retries)
+        try:
+            reply = await self._post(payload, "batch", self.retries)
+        except RpcHttpError as exc:
+            if exc.status >= 500 or exc.status in _PASSING_HTTP:
+                raise
+            self._refuse(str(exc))
+        ids = {first + i for i in range(len(calls))}
         if not isinstance(reply, list):
-            # Some nodes answer a whole batch with one error object.
-            return [_result("batch", reply)]
-        by_id = {item.get("id"): item for item in reply}
+            # one error object (or anything else) for the whole batch
+            self._refuse(f"answered with {str(reply)[:200]}")
+        by_id = {item.get("id"): item for item in reply if isinstance(item, dict)}
+        if not ids & by_id.keys():
+            self._refuse(f"answered with {str(reply)[:200]}")
+        if self.batch_refused is not None:
+            log.info("%s takes JSON-RPC batches again", self.url)
+            self.batch_refused = None
         return [_result(calls[i][0], by_id.get(first + i, {})) for i in range(len(calls))]
+
+    def _refuse(self, reason: str) -> NoReturn:
+        """The endpoint refused a batch: remember it (one warning), raise BatchRefused."""
+        if self.batch_refused is None:
+            log.warning(
+                "%s refuses JSON-RPC batches (%s): calls that should reach one node"
+                " together are sent one by one",
+                self.url,
+                reason,
+            )
+        self.batch_refused = reason
+        self._batch_refused_at = time.monotonic()
+        raise BatchRefused(reason)
 
 
 def _result(method: str, reply: Any) -> Any:
