@@ -91,6 +91,9 @@ class MarketState:
     #: flatten attempts since the position last changed (the retry backs off)
     flatten_tries: int = 0
     flatten_lots: int = 0
+    #: lots of our last flatten take not reported filled or ended yet (its fills are not
+    #: in the position yet)
+    take_open_lots: int = 0
     #: something changed since the last quote (book, trade, fill, order state)
     dirty: bool = False
     #: risk and engine state seen by the last quote decision
@@ -660,8 +663,12 @@ class Engine:
                     self.outbox.append(OrderUpdated(o, "accepted"))
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
+                if ev.client_id == 0:  # a take refused: it fills no more
+                    ms.take_open_lots = 0
                 self._done(ms, ev.client_id, "rejected: " + ev.reason)
             elif isinstance(ev, OrderCancelled):
+                if ev.client_id == 0:  # the rest of a take (IOC): it fills no more
+                    ms.take_open_lots = 0
                 self._done(ms, ev.client_id, "cancelled")
         return len(evs)
 
@@ -686,6 +693,8 @@ class Engine:
         ms.dirty = True
         self._mark_dirty = True
         self.outbox.append(FillEvent(fill))
+        if not fill.client_id:  # a fill of our take
+            ms.take_open_lots = max(ms.take_open_lots - fill.size_lots, 0)
         o = ms.orders.get(fill.client_id) if fill.client_id else None
         if o is not None:
             o.remaining_lots -= fill.size_lots
@@ -771,7 +780,10 @@ class Engine:
             if lots != ms.flatten_lots:
                 ms.flatten_lots = lots
                 ms.flatten_tries = 0
-                ms.flatten_pending_ns = min(ms.flatten_pending_ns, now_ns)
+                if ms.take_open_lots <= 0:
+                    # not while our last take may still fill: a second take on top of
+                    # it overshoots (it then waits for its outcome, or the backoff)
+                    ms.flatten_pending_ns = min(ms.flatten_pending_ns, now_ns)
             if now_ns < ms.flatten_pending_ns:
                 continue
             book = ms.builder.book
@@ -783,6 +795,7 @@ class Engine:
                 int(book.best_bid * 0.95) if side is Side.SELL else int(book.best_ask * 1.05) + 1
             )
             self.venue.take(sym, side, abs(lots), limit, now_ns)
+            ms.take_open_lots = abs(lots)
             wait = min(_FLATTEN_BACKOFF_NS << ms.flatten_tries, _FLATTEN_BACKOFF_MAX_NS)
             ms.flatten_tries = min(ms.flatten_tries + 1, 16)
             ms.flatten_pending_ns = now_ns + wait

@@ -14,10 +14,11 @@ from conftest import NEXO_23, NEXO_24, ROOT
 
 from flashmm.config import load_config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
+from flashmm.events import FillEvent
 from flashmm.feeds.replay import ReplayFeed
-from flashmm.marketdata import DepthDiff, DepthSnapshot
+from flashmm.marketdata import DepthDiff, DepthSnapshot, Trade
 from flashmm.runner import build_venue, engine_from, scales_for
-from flashmm.types import MarketSpec, OrderState, Position
+from flashmm.types import Liquidity, MarketSpec, OrderState, Position, Side
 
 
 def _engine(*sets: str) -> tuple[Engine, ReplayFeed]:
@@ -237,13 +238,15 @@ _SPEC = MarketSpec("SEI/USDC", Decimal("0.01"), Decimal("1"), "seiusdt")  # 1 ti
 _MS = 1_000_000
 
 
-def _synthetic_engine() -> Engine:
+def _synthetic_engine(quote_hz: float = 5.0) -> Engine:
+    from flashmm.engine import EngineSettings
     from flashmm.risk import RiskConfig
     from flashmm.strategy.avellaneda import AvellanedaStrategy
     from flashmm.venues.sim import SimVenue
 
     venue = SimVenue({_SPEC.symbol: _SPEC})  # 100 ms entry and cancel, 50 ms back
-    return Engine([_SPEC], venue, AvellanedaStrategy({}), risk=RiskConfig())
+    settings = EngineSettings(quote_hz=quote_hz)
+    return Engine([_SPEC], venue, AvellanedaStrategy({}), risk=RiskConfig(), settings=settings)
 
 
 def test_a_book_without_a_mid_marks_at_the_last_good_mid() -> None:
@@ -271,3 +274,43 @@ def test_a_book_without_a_mid_marks_at_the_last_good_mid() -> None:
     assert engine.snapshot().pnl_usdc == pytest.approx(401.0)
     recorder.step(3500 * _MS)
     assert recorder.s_equity == pytest.approx([401.0, 401.0])
+
+
+def test_flatten_waits_for_its_take_before_sending_another() -> None:
+    """The live driver's quote cycle (on_timer every period, here 100 ms) while
+    halted. Our bids are hit just after the emergency stop, before their cancel lands:
+    the position grows while the first flatten take is still on its way. The engine must not send a second take
+    for the whole position on top of the first (the fills of both overshoot, the
+    next cycle flattens the other way, for ever): it waits for the take's outcome,
+    then flattens what is left."""
+    engine = _synthetic_engine(quote_hz=10)
+    period = engine.quote_period_ns
+    engine.restore([Position(_SPEC.symbol, lots=100, avg_price_ticks=1000.0)], [], {})
+    s = 1000 * _MS
+    book = DepthSnapshot("seiusdt", s, 10, [(1000, 50), (999, 50)], [(1002, 50), (1003, 50)])
+    engine.on_market_event(book, s)
+    now = s
+    for k in range(6):
+        now = s + k * period
+        engine.on_timer(now)
+    ms = engine.markets[_SPEC.symbol]
+    best_bid = max(o.price_ticks for o in ms.orders.values() if o.side is Side.BUY)
+    halt = now + 10 * _MS
+    engine.emergency_stop("test", halt)
+    # a seller sweeps through our best bid before its cancel reaches the venue
+    engine.on_market_event(
+        Trade("seiusdt", halt + 10 * _MS, best_bid - 1, 500, True), halt + 10 * _MS
+    )
+    engine.drain_outbox()
+    positions = []
+    for k in range(1, 30):
+        engine.on_timer(halt + k * period)
+        positions.append(engine.acct.positions[_SPEC.symbol].lots)
+    assert engine.flat()
+    assert min(positions) >= 0  # never flattened through zero into a short
+    fills = [e.fill for e in engine.drain_outbox() if isinstance(e, FillEvent)]
+    hit = sum(f.size_lots for f in fills if f.liquidity is Liquidity.MAKER)
+    assert hit > 0  # the bids were hit after the stop
+    takes = [f for f in fills if f.liquidity is Liquidity.TAKER]
+    assert all(f.side is Side.SELL for f in takes)
+    assert sum(f.size_lots for f in takes) == 100 + hit  # what was held, no more
