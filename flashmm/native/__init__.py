@@ -359,7 +359,9 @@ def warm_in_background() -> threading.Thread:
 
 
 def _warm_when_built() -> None:
-    if not cached():
+    from flashmm.native.cachedir import usable
+
+    if usable() and not cached():  # no disk cache: a builder's work would be lost
         build_in_background()
         deadline = time.monotonic() + 3600.0
         while not cached() and time.monotonic() < deadline and _build_running():
@@ -467,8 +469,18 @@ def start() -> bool:
     global _STARTED
     if not _STARTED and not ready():
         _STARTED = True
+        from loguru import logger
+
+        from flashmm.native.cachedir import describe
+
         if cached():
             warm()
+            logger.debug("compiled kernels loaded (cache: {})", describe())
         else:
+            logger.info(
+                "compiled kernels not in the cache ({}): building them in the background, "
+                "the Python path answers meanwhile",
+                describe(),
+            )
             warm_in_background()
     return ready()

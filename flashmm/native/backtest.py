@@ -32,10 +32,11 @@ from numba import njit
 
 from flashmm.native import kernels as K
 from flashmm.native import sim as S
+from flashmm.native.cachedir import usable
 from flashmm.types import Fill, Liquidity, Side
 
-_jit = njit(cache=True, nogil=True)
-_jit_inline = njit(cache=True, nogil=True, inline="always")
+_jit = njit(cache=usable(), nogil=True)
+_jit_inline = njit(cache=usable(), nogil=True, inline="always")
 
 # rows of the packed event columns (as flashmm.native.replay, plus the exchange time)
 R_TS, R_KIND, R_SIDE, R_PX, R_QTY, R_FIRST, R_LAST, R_LV, R_NB, R_NA, R_EXCH = range(11)

@@ -31,9 +31,10 @@ from numba import njit, types
 from numba.extending import intrinsic
 from numba.np.numpy_support import carray
 
+from flashmm.native.cachedir import usable
 from flashmm.predict.native import kernel as _model_kernel
 
-_jit = njit(cache=True, nogil=True)
+_jit = njit(cache=usable(), nogil=True)
 _run_model = _model_kernel()
 
 

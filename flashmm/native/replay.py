@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from flashmm.native import kernels as K
+from flashmm.native.cachedir import usable
 
 # rows of the packed event columns
 R_TS, R_KIND, R_SIDE, R_PX, R_QTY, R_FIRST, R_LAST, R_LV, R_NB, R_NA = range(10)
@@ -21,7 +22,7 @@ KIND_SNAPSHOT, KIND_DIFF, KIND_TRADE = 0, 1, 2
 WARMUP_NS = 30_000_000_000
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=usable(), nogil=True)
 def replay(  # type: ignore[no-untyped-def]
     ist, fst, prog, params, work, x, io, ev, levels, stats, period
 ):
@@ -80,7 +81,7 @@ def replay(  # type: ignore[no-untyped-def]
         stats[4] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=usable(), nogil=True)
 def _rest(io):  # type: ignore[no-untyped-def]
     """After a decision: cancelled orders go, places rest as live orders."""
     n = 0

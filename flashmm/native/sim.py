@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from flashmm.native import kernels as K
+from flashmm.native.cachedir import usable
 from flashmm.types import (
     Fill,
     Liquidity,
@@ -40,8 +41,8 @@ from flashmm.types import (
     VenueEvent,
 )
 
-_jit = njit(cache=True, nogil=True)
-_jit_inline = njit(cache=True, nogil=True, inline="always")
+_jit = njit(cache=usable(), nogil=True)
+_jit_inline = njit(cache=usable(), nogil=True, inline="always")
 
 # --- sst header ------------------------------------------------------------------
 S_ACT_SEQ, S_FILL_SEQ, S_LAST_DELIVER, S_LAST_DIFF_MS, S_POSITION, S_SYNCED = range(6)

@@ -164,7 +164,9 @@ def kernel() -> Callable[..., None]:
             from numba import njit
         except ImportError as exc:
             raise Unsupported(f"numba not available ({exc})") from None
-        _KERNEL = njit(cache=True, nogil=True)(_kernel_py)
+        from flashmm.native.cachedir import usable
+
+        _KERNEL = njit(cache=usable(), nogil=True)(_kernel_py)
     return _KERNEL
 
 
