@@ -159,12 +159,12 @@ def run_detached(name: str, *args: str) -> tuple[str, ...]:
     r = podman(*run, *args, check=False, timeout=300)
     tried = [f"podman run: {r.stderr.strip()[-300:]}"]
     if r.returncode != 0 and any(s in r.stderr for s in HOST_LIMITS):
-        podman("rm", "-f", name, check=False, timeout=120)
+        podman("rm", "-f", "-v", name, check=False, timeout=120)
         prefix = PRIVATE_MOUNTS if Path("/sys/fs/cgroup/unified").is_mount() else ()
         r = podman(*run, *host_ulimits(), *args, check=False, timeout=300, prefix=prefix)
         tried.append(f"{' '.join(prefix[:2])} podman run --ulimit ...: {r.stderr.strip()[-300:]}")
     if r.returncode != 0:
-        podman("rm", "-f", name, check=False, timeout=120, prefix=prefix)
+        podman("rm", "-f", "-v", name, check=False, timeout=120, prefix=prefix)
         pytest.skip("this machine cannot run containers: " + " | ".join(tried))
     return prefix
 
@@ -201,7 +201,7 @@ def test_image_runs_and_answers_health(image: str) -> None:
         state = json.loads(podman("inspect", name, prefix=prefix).stdout)[0]["State"]
         assert state["ExitCode"] == 0, podman("logs", name, check=False, prefix=prefix).stderr
     finally:
-        podman("rm", "-f", "-t", "5", name, check=False, timeout=120, prefix=prefix)
+        podman("rm", "-f", "-v", "-t", "5", name, check=False, timeout=120, prefix=prefix)
 
 
 # docs/operations.md "Install on a VPS", steps 3-6, in an image with systemd as PID 1:
@@ -304,5 +304,72 @@ def test_systemd_starts_watches_and_stops_the_shipped_unit(image: str, tmp_path:
         journal = logs()
         assert "ready:" in journal and "journal closed" in journal, journal
     finally:
-        podman("rm", "-f", "-t", "5", name, check=False, timeout=120, prefix=prefix)
+        podman("rm", "-f", "-v", "-t", "5", name, check=False, timeout=120, prefix=prefix)
         podman("rmi", "-f", tag, check=False, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_read_only_root_loads_the_image_kernels_at_once(image: str) -> None:
+    """The image as deploy/compose.yaml and the Kubernetes manifests run it (read-only
+    root file system, /tmp a tmpfs, no capabilities, the journal's volume the only
+    writable folder). numba skips a cache folder it cannot write, so the kernels the
+    image compiled were useless there (the first start compiled them again, quoting on
+    the Python path meanwhile), and a process whose HOME was empty (``podman exec``)
+    crashed at import ("no locator available"). The image's cache is now copied into
+    the volume (or /tmp) and loads at the first start; SIGTERM is a clean exit and a
+    second start finds the copy."""
+    name = f"flashmm-ro-{uuid.uuid4().hex[:8]}"
+    volume = f"flashmm-ro-{uuid.uuid4().hex[:8]}"
+    podman("volume", "create", volume, timeout=120)
+    prefix: tuple[str, ...] = ()
+    args = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
+    args += ["--security-opt", "no-new-privileges", "-v", f"{volume}:/var/lib/flashmm"]
+    args += ["-e", "FLASHMM_API_TOKEN=" + uuid.uuid4().hex, image]
+
+    def py(code: str, *env: str) -> subprocess.CompletedProcess[str]:
+        return podman("exec", *env, name, "/opt/flashmm/bin/python", "-c", code, check=False,
+                      prefix=prefix, timeout=300)  # fmt: skip
+
+    def logs() -> str:
+        return podman("logs", name, check=False, prefix=prefix).stderr[-3000:]
+
+    def wait_live() -> None:
+        get = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8780/health').read().decode())"
+        deadline, body = time.monotonic() + 180, {}
+        while time.monotonic() < deadline and body.get("live") is not True:
+            out = py(get)
+            body = json.loads(out.stdout) if out.returncode == 0 else {}
+            time.sleep(0.5)
+        assert body.get("live") is True, logs()
+
+    def stop() -> None:
+        podman("stop", "-t", "30", name, prefix=prefix, timeout=120)
+        state = json.loads(podman("inspect", name, prefix=prefix).stdout)[0]["State"]
+        assert state["ExitCode"] == 0, logs()
+
+    cached = "import flashmm.native as n, flashmm.native.backtest as b; "
+    cached += (
+        "from flashmm.native.cachedir import describe; print(n.cached(), b.cached(), describe())"
+    )
+    as_bot = ("-e", "HOME=/var/lib/flashmm")  # the bot's own environment (PID 1)
+    try:
+        prefix = run_detached(name, *args)
+        wait_live()
+        for env, where in ((as_bot, "/var/lib/flashmm/.cache/flashmm/numba"), ((), "/tmp/")):
+            r = py(cached, *env)
+            assert r.returncode == 0, r.stderr[-2000:]
+            assert r.stdout.startswith(f"True True {where}"), r.stdout
+            assert "copied from read-only /opt/flashmm/numba-cache" in r.stdout, r.stdout
+        found = podman("exec", name, "find", "/var/lib/flashmm/.cache/flashmm/numba", "-name",
+                       "*.nbi", check=False, prefix=prefix).stdout.split()  # fmt: skip
+        assert found, logs()
+        stop()
+        podman("start", name, prefix=prefix, timeout=300)
+        wait_live()
+        r = py(cached, *as_bot)
+        assert r.stdout.startswith("True True /var/lib/flashmm/.cache/flashmm/numba"), r.stdout
+        stop()
+    finally:
+        podman("rm", "-f", "-v", "-t", "5", name, check=False, timeout=120, prefix=prefix)
+        podman("volume", "rm", "-f", volume, check=False, timeout=120, prefix=prefix)
