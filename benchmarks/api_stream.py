@@ -55,6 +55,9 @@ def start_bot(tmp: Path, port: int, duration: float, speed: float) -> subprocess
         "--set", f"control.data_dir={tmp}", "--set", f"control.socket_path={sock_dir}/b.sock",
         "--set", "api.enabled=true", "--set", f"api.port={port}",
         "--set", "risk.stale_feed_ms=600000", "--set", f"api.stream_queue={QUEUE}",
+        # the readers connect at the same moment: each one's HTTP connection counts until
+        # it is handed to the fan-out
+        "--set", "api.max_connections=256",
     ]  # fmt: skip
     env = {**os.environ, "FLASHMM_API_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     err = open(tmp / "bot.err", "wb")  # noqa: SIM115

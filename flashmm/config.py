@@ -91,6 +91,12 @@ class ApiConfig(Strict):
     stream_hz: float = Field(4.0, gt=0, le=4.0, description="Snapshot rate on the stream")
     stream_queue: int = Field(512, ge=16, description="Messages queued per stream client")
     max_clients: int = Field(500, ge=1, description="Concurrent stream clients")
+    max_connections: int = Field(
+        64, ge=1, le=10_000, description="Open HTTP connections at once (stream clients apart)"
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Close a connection idle or sending no whole request"
+    )
     metrics_public: bool = Field(False, description="Serve /metrics without a token")
 
 

@@ -283,7 +283,9 @@ SEQ_HEAD = re.compile(r'\{"seq":(\d+),"type":"(\w+)"')
 async def test_stream_200_readers_and_one_that_never_reads(
     dirs: tuple[Path, Path], tokens: None
 ) -> None:
-    cfg = config(*dirs, "api.stream_queue=16")
+    # the 200 connect at the same moment: each one's HTTP connection counts against
+    # api.max_connections until it is handed to the fan-out
+    cfg = config(*dirs, "api.stream_queue=16", "api.max_connections=256")
     async with running(cfg) as ops:
         hub = ops.api.hub
         conn = aiohttp.TCPConnector(limit=0)
@@ -709,3 +711,159 @@ async def test_health_without_a_token_shows_no_address_or_error_text(
                 assert "203.0.113.7" in body["stream"]["last_drop"]
                 assert "No space left" in body["journal_error"]
                 assert set(body["books_synced"]) == {"SEI/USDC", "ETH/USDC"}
+
+
+def _open_idle(port: int, n: int, half: bool = True) -> list[socket.socket]:
+    """``n`` connections that send nothing, or (every other one) half a request."""
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if half and i % 2:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0")
+        socks.append(s)
+    return socks
+
+
+def _closed_by_server(socks: list[socket.socket], want: int, within: float = 30.0) -> int:
+    """How many of ``socks`` the server closed (end of file or reset), waiting until
+    ``want`` of them are or ``within`` seconds have passed; what they were sent is read."""
+    import select
+    import time
+
+    closed: set[socket.socket] = set()
+    deadline = time.monotonic() + within
+    while len(closed) < want and time.monotonic() < deadline:
+        waiting = [s for s in socks if s not in closed]
+        ready, _, _ = select.select(waiting, [], [], 0.2)
+        for s in ready:
+            try:
+                if not s.recv(65536):
+                    closed.add(s)
+            except OSError:
+                closed.add(s)
+    return len(closed)
+
+
+def _answer_head(s: socket.socket) -> bytes:
+    """What the server sent on ``s`` up to the end of an answer's head (or the close)."""
+    s.settimeout(30)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        got = s.recv(4096)
+        if not got:
+            break
+        answer += got
+    return answer
+
+
+async def _get(ops: OpsServices, path: str) -> tuple[int, Any]:
+    """GET ``path`` with the read token on a connection of its own: status and JSON."""
+    async with aiohttp.ClientSession() as http, http.get(url(ops, path), headers=bearer(READ)) as r:
+        return r.status, await r.json()
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_idle_connections_are_capped_and_the_operator_still_gets_in(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """Nothing bounded the API's open connections: clients that open sockets and send
+    nothing, or half a request, or idle on keep-alive, each held one of the file
+    descriptors the bot shares with its journal, feed and chain connections."""
+    cap, extra = 64, 16  # api.max_connections' default
+    async with running(config(*dirs)) as ops:
+        port = ops.api.port
+        before = _fds() if Path("/proc/self/fd").exists() else None
+        socks = await asyncio.to_thread(_open_idle, port, cap + extra)
+        try:
+            status, _ = await _get(ops, "/api/v1/status")  # the operator, after them
+            assert status == 200
+            # the excess (and one for the operator's connection) were closed
+            assert await asyncio.to_thread(_closed_by_server, socks, extra + 1) >= extra + 1
+            conns = (await _get(ops, "/health"))[1]["connections"]
+            assert conns["max"] == cap and conns["open"] <= cap
+            # idle ones closed to make room, or (accepted all at once) new ones refused
+            assert conns["idle_closed"] + conns["refused"] >= extra + 1
+        finally:
+            for s in socks:
+                s.close()
+        # nothing is left behind once the clients are gone
+        for _ in range(3000):
+            if ops.api.connections.open == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert ops.api.connections.open == 0
+        if before is not None:
+            for _ in range(3000):
+                if _fds() <= before:
+                    break
+                await asyncio.sleep(0.01)
+            assert _fds() <= before
+
+
+async def test_a_connection_over_the_cap_is_closed_at_once_when_all_are_busy(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """With every connection in a request (bodies still to come), a new one is not
+    served: 503 and closed, counted in /health; once they are gone the API answers."""
+    cfg = config(*dirs, "api.max_connections=4", "api.control_per_minute=1000")
+    head = (
+        b"POST /api/v1/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        + CONTROL.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    async with running(cfg) as ops:
+        port = ops.api.port
+        busy = await asyncio.to_thread(_open_idle, port, 4, False)
+        for s in busy:
+            s.sendall(head)
+        for _ in range(3000):
+            if len(ops.api.connections.busy) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert len(ops.api.connections.busy) == 4
+        late = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port), 30)
+        try:
+            assert await asyncio.to_thread(_closed_by_server, [late], 1) == 1
+        finally:
+            late.close()
+        assert ops.api.connections.refused == 1 and ops.engine.state == "running"
+        for s in busy:
+            s.close()
+        for _ in range(3000):
+            if ops.api.connections.open == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert ops.api.connections.open == 0 and not ops.api.connections.busy
+        conns = (await _get(ops, "/health"))[1]["connections"]
+        assert conns["refused"] == 1 and conns["max"] == 4
+
+
+async def test_idle_and_half_sent_requests_are_closed_after_the_idle_timeout(
+    dirs: tuple[Path, Path], tokens: None
+) -> None:
+    """A connection that sends nothing, half a request's head, or nothing more after an
+    answer on keep-alive is closed after api.idle_timeout_s; a body that does not come
+    gets 408."""
+    cfg = config(*dirs, "api.idle_timeout_s=1")
+    async with running(cfg) as ops:
+        port = ops.api.port
+        socks = await asyncio.to_thread(_open_idle, port, 2)  # nothing; half a head
+        kept = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port), 30)
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # then keep-alive
+        body = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port), 30)
+        body.sendall(
+            b"POST /api/v1/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + CONTROL.encode()
+            + b"\r\nContent-Length: 100\r\n\r\n{"
+        )
+        try:
+            assert await asyncio.to_thread(_closed_by_server, [*socks, kept], 3) == 3
+            answer = await asyncio.to_thread(_answer_head, body)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+        finally:
+            for s in (*socks, kept, body):
+                s.close()
+        assert ops.engine.state == "running"

@@ -134,6 +134,7 @@ def openapi_document() -> dict[str, Any]:
                     "200": _ok(_ref("ControlResponse")),
                     "409": _ok(_ref("ControlResponse"), "Refused (reason in error)"),
                     **auth_errors,
+                    "408": err,
                     "413": err,
                     "429": err,
                 },
@@ -188,6 +189,10 @@ def openapi_document() -> dict[str, Any]:
                         "books_synced": {"type": "object", "description": "with a read token"},
                         "venue_reachable": {"type": "boolean", "description": "with a read token"},
                         "stream": {"type": "object", "description": "with a read token"},
+                        "connections": {
+                            "type": "object",
+                            "description": "with a read token: open, max, idle_closed, refused",
+                        },
                         "journal_error": {
                             "type": ["string", "null"],
                             "description": "with a read token",

@@ -20,6 +20,11 @@ Routes (``/api/v1`` is version 1 of one schema, see ``/api/v1/openapi.json``):
 * ``GET /metrics``: Prometheus text (read token unless ``api.metrics_public``);
 * ``GET /``: the read-only web page.
 
+At most ``api.max_connections`` HTTP connections are open at once (the one idle
+the longest makes room for a new one; 503 when all are in a request), and a
+connection without a whole request ``api.idle_timeout_s`` after it opened or
+after its last answer is closed.
+
 Tokens come from the environment: ``FLASHMM_API_TOKEN`` (control, also
 reads) and ``FLASHMM_API_READ_TOKEN`` (reads only), sent as
 ``Authorization: Bearer <token>`` or, from a browser's WebSocket, as the
@@ -35,6 +40,7 @@ import contextlib
 import dataclasses
 import hmac
 import ipaddress
+import math
 import os
 import time
 from collections import deque
@@ -124,6 +130,153 @@ class _RateLimit:
         return 0.0
 
 
+class _Refused(asyncio.Protocol):
+    """A connection over ``api.max_connections`` while every open one is in a request:
+    503 and closed at once."""
+
+    def __init__(self, limit: int) -> None:
+        body = dumps(
+            {
+                "api_version": API_VERSION,
+                "error": f"too many connections (api.max_connections {limit})",
+            }
+        )
+        self.answer = (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self.answer)
+        transport.close()
+
+
+class _Handler(web.RequestHandler):
+    """aiohttp's handler of one connection, telling :class:`_Connections` when it ends."""
+
+    def __init__(self, connections: _Connections, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connections = connections
+        #: closed to make room before it was connected: closed as soon as it is
+        self.evicted = False
+
+    def evict(self) -> None:
+        self.evicted = True
+        if self.transport is not None:
+            self.force_close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.evicted:
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.connections.closed(self)
+        super().connection_lost(exc)
+
+
+class _Connections:
+    """At most ``limit`` HTTP connections at once: the protocol factory of the listening
+    socket, so a connection is counted from the moment it is accepted.
+
+    At the limit, the open connection idle the longest (between requests on
+    keep-alive, or still without a whole request) is closed to make room: idle
+    clients cannot keep the operator out. When every open connection is in a
+    request, the new one gets 503 and is closed at once. Stream clients leave the
+    count when their connection goes over to the fan-out process
+    (``api.max_clients`` bounds those).
+    """
+
+    def __init__(self, server: web.Server, limit: int, **handler_kwargs: Any) -> None:
+        self.server = server
+        self.limit = limit
+        self._kwargs = handler_kwargs
+        #: open connections -> since when idle (monotonic; while busy: when the request began)
+        self._idle_since: dict[_Handler, float] = {}
+        #: connections in a request (between the middleware's start and end)
+        self.busy: set[web.RequestHandler] = set()
+        self.refused = 0
+        self.idle_closed = 0
+        self._warned = -math.inf
+
+    @property
+    def open(self) -> int:
+        return len(self._idle_since)
+
+    def __call__(self) -> asyncio.Protocol:
+        now = time.monotonic()
+        if len(self._idle_since) >= self.limit:
+            # connections accepted all at once are not connected yet: they count too
+            idle = [(since, h) for h, since in self._idle_since.items() if h not in self.busy]
+            if idle:
+                victim = min(idle, key=lambda pair: pair[0])[1]
+                del self._idle_since[victim]
+                victim.evict()
+                self.idle_closed += 1
+            else:
+                self.refused += 1
+                self._warn(now)
+                return _Refused(self.limit)
+            self._warn(now)
+        handler = _Handler(
+            self, manager=self.server, loop=asyncio.get_running_loop(), **self._kwargs
+        )
+        self._idle_since[handler] = now
+        return handler
+
+    def _warn(self, now: float) -> None:
+        if now - self._warned >= 60.0:  # once a minute at most
+            self._warned = now
+            logger.warning(
+                "API: {} connections open (api.max_connections): {} idle one(s) closed,"
+                " {} new one(s) refused so far",
+                self.limit,
+                self.idle_closed,
+                self.refused,
+            )
+
+    def closed(self, handler: _Handler) -> None:
+        self._idle_since.pop(handler, None)
+        self.busy.discard(handler)
+
+    def request_started(self, handler: web.RequestHandler) -> None:
+        self.busy.add(handler)
+
+    def request_done(self, handler: web.RequestHandler) -> None:
+        self.busy.discard(handler)
+        if isinstance(handler, _Handler) and handler in self._idle_since:
+            self._idle_since[handler] = time.monotonic()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "open": self.open,
+            "max": self.limit,
+            "idle_closed": self.idle_closed,
+            "refused": self.refused,
+        }
+
+
+class _Site(web.BaseSite):
+    """A TCP site whose connections come from :class:`_Connections`."""
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, factory: _Connections, backlog: int
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self.host, self.port, self.factory = host, port, factory
+
+    @property
+    def name(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self.factory, self.host, self.port, backlog=self._backlog
+        )
+
+
 #: what ``/api/v1/positions`` shows of each market
 _POSITION_KEYS = (
     "position_lots",
@@ -157,6 +310,8 @@ class ApiServer:
         self.port: int | None = None
         self.rate = _RateLimit(cfg.control_per_minute)
         self._runner: web.AppRunner | None = None
+        #: the open HTTP connections and their bound (set when the API starts)
+        self.connections: _Connections | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._events_seen = -1
         self._last_event_wall = time.time()
@@ -206,9 +361,19 @@ class ApiServer:
 
     async def start(self) -> None:
         self.check_security()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # keepalive_timeout: aiohttp closes a connection that has no whole request this
+        # long after it opened or after its last answer (idle keep-alive, slowloris)
+        handler_kwargs: dict[str, Any] = {
+            "access_log": None,
+            "keepalive_timeout": self.cfg.idle_timeout_s,
+        }
+        self._runner = web.AppRunner(self.app(), handle_signals=False, **handler_kwargs)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, backlog=512)
+        assert self._runner.server is not None
+        self.connections = _Connections(
+            self._runner.server, self.cfg.max_connections, **handler_kwargs
+        )
+        site = _Site(self._runner, self.cfg.host, self.cfg.port, self.connections, backlog=512)
         try:
             await site.start()
         except OSError as exc:
@@ -306,6 +471,7 @@ class ApiServer:
                 if self.ops.journal is not None and self.ops.journal.error is not None
                 else None
             ),
+            "connections": self.connections.counts() if self.connections is not None else None,
         }
 
     # --- events from the operations loop ------------------------------------------
@@ -404,6 +570,16 @@ class ApiServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        conns, conn = self.connections, request.protocol
+        if conns is not None:
+            conns.request_started(conn)
+        try:
+            return await self._handle(request, handler)
+        finally:
+            if conns is not None:
+                conns.request_done(conn)
+
+    async def _handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > self.cfg.max_body_bytes:
             return _error(413, f"request body over {self.cfg.max_body_bytes} bytes")
@@ -473,7 +649,15 @@ class ApiServer:
                 return granted
             args: Any = {}
             if request.can_read_body:
-                body = await request.read()
+                try:
+                    async with asyncio.timeout(self.cfg.idle_timeout_s):
+                        body = await request.read()
+                except TimeoutError:
+                    return _error(
+                        408,
+                        f"request body not sent within {self.cfg.idle_timeout_s:g} s"
+                        " (api.idle_timeout_s)",
+                    )
                 if body.strip():
                     try:
                         args = orjson.loads(body)
