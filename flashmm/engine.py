@@ -430,9 +430,10 @@ class Engine:
         for b in self.risk.update_pnl(self.pnl, self.drawdown, now_ns):
             self._breaker_tripped(b, now_ns)
         for sym, ms in self.markets.items():
-            self.risk.update_position(
+            if self.risk.update_position(
                 ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns
-            )
+            ):
+                ms.dirty = True  # reduce only began or ended: the quotes change
         self._marked = (mids, self._acct_changes, self.risk.version())
 
     def learning_models(self) -> dict[str, Any]:
@@ -488,8 +489,13 @@ class Engine:
         ms.last_signal = sig
         skew, widen = ms.signal_source.adjust(sig)
         ms.last_adjust = (skew, widen)
+        # reduce only (the position_limit breaker): the side that grows |position| is
+        # not quoted; its live orders are cancelled by the diff
+        no_side = self.risk.blocked_side(sym, pos)
         desk = self._desk(ms) if self._desk_for is not None else None
-        if desk is None or not self._quote_desk(ms, desk, book, mid, pos, skew, widen, now_ns):
+        if desk is None or not self._quote_desk(
+            ms, desk, book, mid, pos, skew, widen, now_ns, no_side
+        ):
             ctx = QuoteContext(
                 ms.spec,
                 now_ns,
@@ -504,6 +510,8 @@ class Engine:
                 widen,
             )
             quotes = self.strategy.quote(ctx)
+            if no_side:
+                quotes = [q for q in quotes if q.side != no_side]
             ms.last_quote_mid = mid
             self._sync_orders(ms, quotes, pos, now_ns)
         self.lat[self.lat_n & (_LAT_RING - 1)] = time.perf_counter_ns() - t0
@@ -533,10 +541,12 @@ class Engine:
         skew: float,
         widen: float,
         now_ns: int,
+        no_side: int = 0,
     ) -> bool:
         """:meth:`_quote`'s strategy, order diff and risk check in one call to the
-        market's desk (the same orders as :meth:`_sync_orders`). False: no room in the
-        desk, the caller quotes in Python."""
+        market's desk (the same orders as :meth:`_sync_orders`; ``no_side``: the side
+        reduce only leaves out). False: no room in the desk, the caller quotes in
+        Python."""
         spec = ms.spec
         todo = desk.decide(
             book.best_bid,
@@ -548,6 +558,7 @@ class Engine:
             skew,
             widen,
             ms.next_client_id,
+            no_side,
         )
         if todo is None:
             ms.desk_stale = True

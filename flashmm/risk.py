@@ -200,13 +200,23 @@ class RiskManager:
 
     def update_position(
         self, spec: MarketSpec, position_lots: int, mid_ticks: float, now_ns: int
-    ) -> None:
+    ) -> bool:
+        """The market's ``position_limit`` breaker: tripped while the position is worth
+        95 % of ``max_position_usdc`` or more at ``mid_ticks``. True when it changed."""
         b = self.breakers[f"position_limit:{spec.symbol}"]
         notional = abs(position_lots) * mid_ticks * spec.unit_usdc
         if notional >= 0.95 * self.cfg.max_position_usdc:
-            b.trip(f"position {notional:.0f} USDC of {self.cfg.max_position_usdc:.0f}", now_ns)
-        else:
-            b.clear(now_ns)
+            what = f"position {notional:.0f} USDC of {self.cfg.max_position_usdc:.0f}"
+            return b.trip(f"{what}: reduce only", now_ns)
+        return b.clear(now_ns)
+
+    def blocked_side(self, symbol: str, position_lots: int) -> int:
+        """The side not quoted now (+1 buy, -1 sell, 0 none): while the market's
+        ``position_limit`` breaker is tripped (reduce only), the side that would grow
+        |position| (buys when long, sells when short); the other side quotes."""
+        if not self.breakers[f"position_limit:{symbol}"].tripped:
+            return 0
+        return (position_lots > 0) - (position_lots < 0)
 
     def update_pnl(self, pnl_usdc: float, drawdown_usdc: float, now_ns: int) -> list[Breaker]:
         changed = []

@@ -75,13 +75,14 @@ _FIGURES = ("fills", "pnl_usdc", "quotes_sent", "cancels_sent", "volume_usdc", "
         ["model.enabled=false"],
         ["model.enabled=true"],
         ["model.enabled=false", "strategy.params.order_size_usdc=400"],  # risk cuts
+        ["model.enabled=false", "risk.max_position_usdc=100"],  # reduce only trips
         # the ML breaker trips on drift, cools down, half-opens, trips on its hit rate
         ["model.enabled=true", "model.drift_z_limit=3", "model.drift_sustain_s=5",
          "model.cooldown_s=20", "model.half_open_successes=3"],
         ["model.enabled=true", "model.hit_rate_floor=0.75", "model.hit_rate_window=20",
          "model.cooldown_s=10"],
     ],
-    ids=["rules", "model", "large-orders", "ml-drift", "ml-hit-rate"],
+    ids=["rules", "model", "large-orders", "reduce-only", "ml-drift", "ml-hit-rate"],
 )  # fmt: skip
 def test_engine_desk_matches_the_python_path(sets: list[str]) -> None:
     files = [NEXO_23, ETH_SLICE]
@@ -118,6 +119,12 @@ def test_engine_desk_matches_the_python_path(sets: list[str]) -> None:
     )
     if "strategy.params.order_size_usdc=400" in sets:
         assert eng.risk.orders_cut + eng.risk.orders_dropped > 0
+    if "risk.max_position_usdc=100" in sets:
+        trips = [(n, b.trips) for n, b in eng.risk.breakers.items() if n.startswith("position")]
+        assert any(t for _, t in trips)
+        assert trips == [
+            (n, b.trips) for n, b in py.risk.breakers.items() if n.startswith("position")
+        ]
     # the desk's live rows are the engine's live orders
     for ms in eng.markets.values():
         assert isinstance(ms.desk, NativeDesk)

@@ -42,8 +42,10 @@ def _key(f: object) -> tuple[object, ...]:
             "risk.price_band_sigma=0.5",
             "risk.max_position_usdc=300",
         ],
+        # the position_limit breaker trips (reduce only) and clears
+        ["model.enabled=false", "venue.sim.seed=7", "risk.max_position_usdc=100"],
     ],
-    ids=["model_off", "model_on", "lognormal_band_limits"],
+    ids=["model_off", "model_on", "lognormal_band_limits", "reduce_only"],
 )
 def test_compiled_backtest_gives_the_engines_fills(sets: list[str], tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "backtest.yaml", [*sets, f"control.data_dir={tmp_path}"])
@@ -60,6 +62,9 @@ def test_compiled_backtest_gives_the_engines_fills(sets: list[str], tmp_path: Pa
     s, r = bt.summary(), res.report
     assert (s["orders_sent"], s["cancels_sent"]) == (r["orders_sent"], r["cancels_sent"])
     assert s["pnl_usdc"] == pytest.approx(r["pnl_usdc"], abs=1e-9)
+    if "risk.max_position_usdc=100" in sets:
+        b = res.engine.risk.breakers["position_limit:SEI/USDC"]
+        assert b.trips > 0
 
 
 def test_compiled_backtest_refuses_what_it_does_not_model(tmp_path: Path) -> None:
@@ -129,12 +134,20 @@ def _report(res: object) -> dict[str, object]:
         (["model.enabled=true"], False),
         (["model.enabled=true", "model.drift_z_limit=0.5"], True),  # the ML breaker opens
         (["risk.max_drawdown_usdc=0.05"], True),  # the engine pauses on its drawdown breaker
+        (["model.enabled=false", "risk.max_position_usdc=100"], False),  # reduce only
         (
             ["risk.stale_feed_ms=200", "risk.price_band_sigma=0.5", "risk.price_band_min_bps=3"],
             False,
         ),
     ],
-    ids=["model_off", "model_on", "ml_breaker_opens", "pnl_breaker", "stale_and_band"],
+    ids=[
+        "model_off",
+        "model_on",
+        "ml_breaker_opens",
+        "pnl_breaker",
+        "reduce_only",
+        "stale_and_band",
+    ],
 )
 def test_flashmm_backtest_report_is_the_same_compiled_or_not(
     sets: list[str], engine_runs_it: bool, tmp_path: Path
@@ -279,10 +292,14 @@ def test_compiled_marks_a_book_without_a_mid_at_the_last_good_mid() -> None:
     k.book_set(ist, 0, 1000, 50)
     k.book_set(ist, 1, 1002, 50)
     bsf[nb.BF_BAND_GOOD] = 1001.0  # the band's last good mid, as _after_book leaves it
-    nb._mark(bst, bsf, ist, 0.01)
+    bsf[nb.BF_POS_TRIP] = 0.95 * 2000.0
+    rows = np.zeros((nb.ROW_CAP, nb.ROW_W), dtype=np.int64)
+    rowf = np.zeros((nb.ROW_CAP, nb.ROWF_W), dtype=np.float64)
+    nb._mark(bst, bsf, ist, 0.01, 0, rows, rowf)
     assert bsf[nb.BF_PNL] == pytest.approx(401.0)
     k.book_set(ist, 1, 1002, 0)  # the asks are gone: no mid
-    nb._mark(bst, bsf, ist, 0.01)
+    nb._mark(bst, bsf, ist, 0.01, 0, rows, rowf)
     assert bsf[nb.BF_PNL] == pytest.approx(401.0)
     assert bsf[nb.BF_MARK_DD] == pytest.approx(0.0)
     assert bst[nb.B_UNSUPPORTED] == 0
+    assert bst[nb.B_POS_LIMIT] == 0 and bst[nb.B_NROW] == 0  # 1001 USDC: far from 1900

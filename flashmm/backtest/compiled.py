@@ -99,9 +99,18 @@ class EngineSink:
     def breaker(
         self, now: int, which: int, tripped: bool, bid: int, ask: int, jump: float, band: float
     ) -> None:
-        from flashmm.native.backtest import BRK_BAND
+        from flashmm.native.backtest import BRK_BAND, BRK_POSITION
 
         risk = self.engine.risk
+        if which == BRK_POSITION:
+            # reduce only, as RiskManager.update_position sets it (no report, as the engine)
+            b = risk.breakers[f"position_limit:{self.sym}"]
+            limit = risk.cfg.max_position_usdc
+            if tripped:
+                b.trip(f"position {jump:.0f} USDC of {limit:.0f}: reduce only", now)
+            else:
+                b.clear(now)
+            return
         if which == BRK_BAND:
             b = risk.breakers[f"price_band:{self.sym}"]
             reason = (

@@ -15,8 +15,11 @@ needs topping up, or at the end: :class:`CompiledBacktest` books each fill
 through the engine's accounting (:class:`flashmm.accounting.Accounting`)
 in order, and resumes.
 
-Not modelled here (the Python engine has them): the kill switch, the price
-band, P&L, drawdown and position breakers, the ML breaker, sequence gaps
+The position_limit breaker (reduce only) is modelled as the engine runs it:
+tripped or cleared at each fill and P&L mark, and while tripped the side that
+grows |position| is left out of the quotes. Not modelled here (the Python
+engine has them): the kill switch, P&L and drawdown breakers (the run stops
+counting as valid when one would trip), the ML breaker, sequence gaps
 (counted; the loop stops quoting until the next snapshot) and plugin
 strategies. ``docs/native.md`` says where its results differ from the
 engine's on the NEXO day.
@@ -60,6 +63,7 @@ B_FIRST_STEP = 54
 # the ML breaker (flashmm.predict.breaker.GuardedPredictor) while closed: whether it opens
 B_ML, B_DRIFT_MAX, B_DRIFT_SUSTAIN_NS, B_DRIFT_SINCE, B_HORIZON_NS, B_HAS_MID = range(55, 61)
 B_P_HEAD, B_P_TAIL, B_HITS_N, B_HITS_SUM, B_HITS_HEAD, B_HITS_WINDOW = 61, 62, 63, 64, 65, 66
+B_POS_LIMIT = 67  # the position_limit breaker (RiskManager.update_position) is tripped
 H_CAP = 8192  # mids of the last second (the kill switch's history), a ring
 B_HIST = 80
 B_ACKED = B_HIST + H_CAP  # per live order row (io): acknowledged by the venue
@@ -79,6 +83,7 @@ BF_Q_INT, BF_M_INT, BF_Q_SPREAD, BF_M_SPREAD = range(16, 20)
 BF_AVG, BF_REAL, BF_AFEES, BF_PEAK_EQ, BF_MARK_DD, BF_MAX_INV, BF_PNL, BF_DD = range(20, 28)
 BF_LOSS_LIMIT, BF_DD_LIMIT = 28, 29
 BF_ZLIM, BF_HIT_FLOOR, BF_ML_MID = 30, 31, 32
+BF_POS_TRIP = 33  # 95 % of risk.max_position_usdc: the position_limit breaker trips there
 BF_HIST = 48
 BF_MEAN = BF_HIST + H_CAP  # the model's feature means and 1/std (drift)
 BF_INVSTD = BF_MEAN + 64
@@ -97,7 +102,7 @@ ROWF_W = 3
 ROW_W = 12
 ROW_CAP = 8192
 MID_CAP = 65536  # (time, 2 x mid or 0) at every book change
-BRK_BAND, BRK_CROSSED = 0, 1
+BRK_BAND, BRK_CROSSED, BRK_POSITION = 0, 1, 2
 RC_END, RC_BUFFER, RC_REFILL, RC_OVERFLOW = 0, 1, 2, 3
 
 
@@ -240,9 +245,34 @@ def _market_pnl(bst: np.ndarray, bsf: np.ndarray, unit: float, mid: float) -> fl
 
 
 @_jit
-def _mark(bst: np.ndarray, bsf: np.ndarray, ist: np.ndarray, unit: float) -> None:
+def _position_limit(
+    bst: np.ndarray, bsf: np.ndarray, unit: float, mid: float, now: int, rows: np.ndarray,
+    rowf: np.ndarray,
+) -> None:  # fmt: skip
+    """``RiskManager.update_position``: the position_limit breaker trips at 95 % of the
+    limit (reduce only) and clears below; a change makes the next cycle requote and is
+    recorded (a ``T_BREAKER`` row: tripped, the position's notional in ``rowf``)."""
+    notional = abs(bst[B_POS]) * mid * unit
+    tripped = 1 if notional >= bsf[BF_POS_TRIP] else 0
+    if tripped == bst[B_POS_LIMIT]:
+        return
+    bst[B_POS_LIMIT] = tripped
+    bst[B_VERSION] += 1
+    bst[B_DIRTY] = 1
+    r = _row(bst, rows, T_BREAKER, now)
+    rows[r, 2] = BRK_POSITION
+    rows[r, 3] = tripped
+    rowf[r, 0] = notional
+
+
+@_jit
+def _mark(
+    bst: np.ndarray, bsf: np.ndarray, ist: np.ndarray, unit: float, now: int, rows: np.ndarray,
+    rowf: np.ndarray,
+) -> None:  # fmt: skip
     """``Engine._mark`` -> ``Accounting.mark``; a P&L breaker the engine would trip
-    stops the run's validity (``B_UNSUPPORTED``: the engine would pause)."""
+    stops the run's validity (``B_UNSUPPORTED``: the engine would pause); then the
+    position_limit breaker at the mark's mid."""
     mid = _mark_mid(bst, bsf, ist)
     pnl = 0.0 + _market_pnl(bst, bsf, unit, mid)
     bsf[BF_PEAK_EQ] = max(bsf[BF_PEAK_EQ], pnl)
@@ -255,6 +285,7 @@ def _mark(bst: np.ndarray, bsf: np.ndarray, ist: np.ndarray, unit: float) -> Non
     bsf[BF_DD] = dd
     if pnl <= -bsf[BF_LOSS_LIMIT] or dd >= bsf[BF_DD_LIMIT]:
         bst[B_UNSUPPORTED] = 2
+    _position_limit(bst, bsf, unit, mid, now, rows, rowf)
 
 
 @_jit
@@ -392,6 +423,9 @@ def _pump(
                 rowf[f, 0] = ofee[j]
                 bst[B_MARK_DIRTY] = 1
                 kill_own_trade(bst, bsf, float(out[j, S.X_PRICE]), out[j, S.X_TS])
+                bb, ba = rows[f, 9], rows[f, 10]
+                fmid = (bb + ba) / 2.0 if 0 < bb < ba else float(out[j, S.X_PRICE])
+                _position_limit(bst, bsf, ssf[S.SF_UNIT], fmid, now, rows, rowf)
                 for r in range(io[K.IO_NLIVE]):
                     o = K.IO_LIVE + K.LIVE_W * r
                     if io[o + 3] == cid:
@@ -513,7 +547,10 @@ def _quote(  # type: ignore[no-untyped-def]
         return
     bst[B_DIRTY] = 0
     io[K.IO_TS] = now
-    io[K.IO_POS] = bst[B_POS]
+    pos = bst[B_POS]
+    io[K.IO_POS] = pos
+    # reduce only: the side that grows |position| is left out (RiskManager.blocked_side)
+    io[K.IO_NO_SIDE] = (1 if pos > 0 else (-1 if pos < 0 else 0)) if bst[B_POS_LIMIT] else 0
     io[K.IO_BREAKER_OPEN] = 0
     io[K.IO_USE_MODEL] = (
         1 if bst[B_MODEL] and ist[K.I_READY] and now - ist[K.I_T0] >= WARMUP_NS else 0
@@ -707,7 +744,7 @@ def _loop(  # type: ignore[no-untyped-def]
                 bst[B_VERSION] += 1
             if t >= bst[B_NEXT_MARK] and bst[B_MARK_DIRTY]:
                 bst[B_MARK_DIRTY] = 0
-                _mark(bst, bsf, ist, ssf[S.SF_UNIT])
+                _mark(bst, bsf, ist, ssf[S.SF_UNIT], t, rows, rowf)
                 bst[B_NEXT_MARK] = t + NS_PER_S
             ver = bst[B_VERSION]
             if bst[B_DIRTY] or bst[B_SEEN_VER] != ver:
@@ -1039,6 +1076,7 @@ class CompiledBacktest:
             f[BF_MEAN : BF_MEAN + 64] = np.asarray(pred.mean, dtype=np.float64)
             f[BF_INVSTD : BF_INVSTD + 64] = 1.0 / np.where(std > 1e-12, std, 1.0)
         f[BF_LOSS_LIMIT] = cfg.risk.daily_loss_limit_usdc
+        f[BF_POS_TRIP] = 0.95 * cfg.risk.max_position_usdc
         f[BF_DD_LIMIT] = cfg.risk.max_drawdown_usdc
         self.rows = np.zeros((ROW_CAP, ROW_W), dtype=np.int64)
         self.rowf = np.zeros((ROW_CAP, ROWF_W), dtype=np.float64)

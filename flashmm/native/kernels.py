@@ -109,6 +109,9 @@ IO_NQUOTES, IO_NCANCEL, IO_NPLACE, IO_MAXPOS = range(5, 9)
 IO_KEEP, IO_NEXT_CID, IO_CUT, IO_DROPPED = range(9, 13)
 #: features beyond the drift limit at the last :func:`model_step`
 IO_DRIFTED = 13
+#: the side left out of the quotes before the diff (+1 buy, -1 sell, 0 none): reduce
+#: only, while the position_limit breaker is tripped (the side that grows |position|)
+IO_NO_SIDE = 14
 MAX_LIVE = 64
 LIVE_W = 5  # side (+1 buy, -1 sell), price, remaining lots, client id, state
 ST_LIVE, ST_PENDING_CANCEL, ST_DONE = 0, 1, 2
@@ -894,7 +897,8 @@ def check_orders(ist: np.ndarray, fst: np.ndarray, io: np.ndarray, src: int, n: 
 def sync_orders(ist: np.ndarray, fst: np.ndarray, io: np.ndarray, mid: float) -> None:
     """The engine's order diff: desired quotes against live orders (state
     ``ST_LIVE``) with the refresh tolerances; unmatched live orders become
-    cancels (marked pending cancel), unmatched quotes are risk-checked places."""
+    cancels (marked pending cancel), unmatched quotes are risk-checked places.
+    Quotes of side ``io[IO_NO_SIDE]`` (reduce only) are left out first."""
     tol = int(fst[F_REFRESH_BPS] * mid / 1e4)
     size_tol = fst[F_REFRESH_SIZE]
     io[IO_CUT] = 0
@@ -902,11 +906,14 @@ def sync_orders(ist: np.ndarray, fst: np.ndarray, io: np.ndarray, mid: float) ->
     nlive = io[IO_NLIVE]
     kept = np.zeros(nlive, dtype=np.bool_)
     nq = io[IO_NQUOTES]
+    no_side = io[IO_NO_SIDE]
     # unmatched quotes are moved down over the quote rows (in place, order kept)
     nplace = 0
     for k in range(nq):
         qo = IO_QUOTES + 3 * k
         side, px, lots = io[qo], io[qo + 1], io[qo + 2]
+        if no_side != 0 and side == no_side:
+            continue
         match = -1
         for j in range(nlive):
             o = IO_LIVE + LIVE_W * j

@@ -98,6 +98,7 @@ class NativeDesk:
         skew_bps: float,
         widen: float,
         next_client_id: int,
+        no_side: int = 0,
     ) -> bool | None:
         k, io, fst = self.k, self.io, self.fst
         if io[k.IO_NLIVE] > self._room:
@@ -105,6 +106,7 @@ class NativeDesk:
         fst[k.F_SKEW] = skew_bps
         fst[k.F_WIDEN] = widen
         io[k.IO_NEXT_CID] = next_client_id
+        io[k.IO_NO_SIDE] = no_side
         k.quote_and_sync(
             self.ist, fst, io, best_bid, best_ask, mid, position_lots, max_position_lots,
             sigma_bps,

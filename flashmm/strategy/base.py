@@ -86,11 +86,14 @@ class QuoteDesk(Protocol):
         skew_bps: float,
         widen: float,
         next_client_id: int,
+        no_side: int = 0,
     ) -> bool | None:
         """One decision. True: cancels or places to send (:attr:`cancels`,
         :attr:`places`, the places already kept as live orders with client ids from
         ``next_client_id`` on); False: nothing to send; None: no room for the places
-        in the desk (the caller decides in Python and reloads the desk)."""
+        in the desk (the caller decides in Python and reloads the desk). ``no_side``
+        (+1 buy, -1 sell, 0 none): the strategy's quotes of that side are left out
+        before the diff (reduce only), so that side's live orders are cancelled."""
         ...
 
     @property

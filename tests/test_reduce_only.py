@@ -1,0 +1,98 @@
+"""The position_limit breaker is reduce only: at 95 % of ``risk.max_position_usdc`` the
+side that would grow |position| is not quoted (its live orders are cancelled by the
+requote diff), the reducing side quotes as before; the compiled quote desk does the
+same as the Python path."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import NEXO_23, ROOT
+
+import flashmm.native as nat
+from flashmm.config import load_config
+from flashmm.engine import Engine
+from flashmm.feeds.replay import ReplayFeed
+from flashmm.native.strategy import NativeAvellanedaStrategy, NativeDesk
+from flashmm.runner import build_venue, engine_from, scales_for
+from flashmm.strategy.avellaneda import AvellanedaStrategy
+from flashmm.types import NS_PER_S, OrderState, Position, Side
+
+SYM = "SEI/USDC"
+
+
+def _engine(native: bool) -> tuple[Engine, int]:
+    """An engine over the first 300 events of the NEXO recording (quoting both sides)."""
+    cfg = load_config(ROOT / "configs" / "backtest.yaml", ["model.enabled=false"])
+    if native:
+        nat.warm()
+    strategy = (NativeAvellanedaStrategy if native else AvellanedaStrategy)(cfg.strategy.params)
+    engine = engine_from(cfg, build_venue(cfg), strategy=strategy)
+    now = 0
+    for i, ev in enumerate(ReplayFeed([NEXO_23], scales_for(cfg.specs())).events()):
+        now = ev.ts_ns
+        engine.step(ev, now)
+        if i >= 300:
+            break
+    return engine, now
+
+
+def _live(engine: Engine, side: Side) -> list[tuple[int, int]]:
+    """(price, lots) of the market's orders of ``side`` not being cancelled."""
+    ms = engine.markets[SYM]
+    return sorted(
+        (o.price_ticks, o.remaining_lots)
+        for o in ms.orders.values()
+        if o.side is side and o.state is not OrderState.PENDING_CANCEL
+    )
+
+
+def _hold(engine: Engine, now: int, share: float) -> int:
+    """Put the market at ``share`` of the position limit (long when > 0) and run the
+    quote cycles of the next two seconds (a P&L mark among them); returns the time."""
+    ms = engine.markets[SYM]
+    mid = ms.builder.book.mid
+    lots = int(share * engine.risk_cfg.max_position_usdc / (mid * ms.spec.unit_usdc))
+    engine.restore([Position(SYM, lots, mid)], [], {})
+    engine._mark_dirty = True
+    ms.dirty = True
+    for k in range(1, 41):
+        engine.run_due_timers(now + k * NS_PER_S // 20)
+    return now + 2 * NS_PER_S
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["python", "desk"])
+def test_reduce_only_at_96_percent_long_quotes_no_bids(native: bool) -> None:
+    engine, now = _engine(native)
+    assert _live(engine, Side.BUY) and _live(engine, Side.SELL)
+    now = _hold(engine, now, 0.96)
+    b = engine.risk.breakers[f"position_limit:{SYM}"]
+    assert b.tripped and b.action == "reduce_only"
+    assert engine.markets[SYM].blocked is None  # not pulled: the reducing side quotes
+    assert _live(engine, Side.BUY) == []  # the bids were cancelled, none placed
+    assert len(_live(engine, Side.SELL)) == 3
+    if native:
+        assert isinstance(engine.markets[SYM].desk, NativeDesk)
+    # back under 95 %: both sides quote again
+    _hold(engine, now, 0.5)
+    assert not b.tripped
+    assert _live(engine, Side.BUY) and _live(engine, Side.SELL)
+
+
+def test_reduce_only_at_96_percent_short_quotes_no_asks() -> None:
+    engine, now = _engine(False)
+    _hold(engine, now, -0.96)
+    assert engine.risk.breakers[f"position_limit:{SYM}"].tripped
+    assert _live(engine, Side.SELL) == []
+    assert len(_live(engine, Side.BUY)) == 3
+
+
+def test_reduce_only_desk_and_python_agree() -> None:
+    """The same state (96 % long) decided by the compiled desk and in Python: the same
+    live orders, prices and sizes."""
+    runs = []
+    for native in (False, True):
+        engine, now = _engine(native)
+        _hold(engine, now, 0.96)
+        runs.append((_live(engine, Side.BUY), _live(engine, Side.SELL)))
+    assert runs[0] == runs[1]
+    assert runs[0][0] == [] and runs[0][1]
