@@ -192,7 +192,7 @@ class _Connections:
         self.server = server
         self.limit = limit
         self._kwargs = handler_kwargs
-        #: open connections -> since when idle (monotonic; while busy: when the request began)
+        #: open connections -> since when idle (monotonic: opened, or its last request ended)
         self._idle_since: dict[_Handler, float] = {}
         #: connections in a request (between the middleware's start and end)
         self.busy: set[web.RequestHandler] = set()
