@@ -92,7 +92,7 @@ class ApiConfig(Strict):
     stream_queue: int = Field(512, ge=16, description="Messages queued per stream client")
     max_clients: int = Field(500, ge=1, description="Concurrent stream clients")
     max_connections: int = Field(
-        64, ge=1, le=10_000, description="Open HTTP connections at once (stream clients apart)"
+        256, ge=1, le=10_000, description="Open HTTP connections at once (stream clients apart)"
     )
     idle_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Close a connection idle or sending no whole request"

@@ -772,8 +772,8 @@ async def test_idle_connections_are_capped_and_the_operator_still_gets_in(
     """Nothing bounded the API's open connections: clients that open sockets and send
     nothing, or half a request, or idle on keep-alive, each held one of the file
     descriptors the bot shares with its journal, feed and chain connections."""
-    cap, extra = 64, 16  # api.max_connections' default
-    async with running(config(*dirs)) as ops:
+    cap, extra = 64, 16
+    async with running(config(*dirs, f"api.max_connections={cap}")) as ops:
         port = ops.api.port
         before = _fds() if Path("/proc/self/fd").exists() else None
         socks = await asyncio.to_thread(_open_idle, port, cap + extra)
