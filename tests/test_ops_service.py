@@ -20,7 +20,7 @@ from flashmm.engine import Engine
 from flashmm.events import FillEvent
 from flashmm.ops.control import send_command
 from flashmm.ops.journal import Journal, read_state
-from flashmm.ops.recovery import RECONCILE_BREAKER
+from flashmm.ops.recovery import CLIENT_ID_GAP, RECONCILE_BREAKER
 from flashmm.ops.service import OpsServices
 from flashmm.runner import engine_from
 from flashmm.types import Fill, Liquidity, Order, OrderState, Side
@@ -120,7 +120,9 @@ async def test_orphans_cancelled_known_orders_kept_missing_ones_done(
         ms = engine.markets[SYM]
         assert engine.acct.positions[SYM].lots == 500
         assert "chain-1" in engine.acct.fill_ids  # a replayed fill is not booked twice
-        assert ms.next_client_id == 7
+        # past the journal's 6, with a gap: a crash may have kept ids of a transaction
+        # still pending out of the journal
+        assert ms.next_client_id == 7 + CLIENT_ID_GAP
         assert engine.state == "running"  # positions agree: quoting allowed
         assert list(ms.orders) == [5] and ms.orders[5].remaining_lots == 60
         assert engine.venue.cancelled == [(SYM, [42])]  # type: ignore[attr-defined]
@@ -133,6 +135,38 @@ async def test_orphans_cancelled_known_orders_kept_missing_ones_done(
     assert [o.client_id for o in st.open_orders] == [5]
 
 
+async def test_a_cancelled_orphan_client_id_is_not_reused(dirs: tuple[Path, Path]) -> None:
+    """An orphan landed from a transaction whose orders the journal never recorded (a
+    crash right after the send): its cancel names its client id, so this run's orders
+    start past it (an order of this run with that id would be the one forgotten)."""
+    data, sock = dirs
+    cfg = config(data, sock)
+    cid = CLIENT_ID_GAP + 500
+    orphan = Order(SYM, cid, Side.BUY, 1190, 100, 100, OrderState.OPEN, 3)
+    engine = engine_with(cfg, [orphan], {SYM: 0})
+    ops, task = await start(cfg, engine)
+    try:
+        assert engine.venue.cancelled == [(SYM, [cid])]  # type: ignore[attr-defined]
+        assert engine.markets[SYM].next_client_id == cid + 1
+    finally:
+        await stop(ops, task)
+
+
+async def test_the_paper_venue_continues_the_journal_client_ids(
+    dirs: tuple[Path, Path],
+) -> None:
+    """The simulator starts empty: no order of the last run can land later, no gap."""
+    data, sock = dirs
+    cfg = config(data, sock)
+    seed_journal(data, cfg)
+    engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    ops, task = await start(cfg, engine)
+    try:
+        assert engine.markets[SYM].next_client_id == 7
+    finally:
+        await stop(ops, task)
+
+
 async def test_orphans_adopted_when_configured(dirs: tuple[Path, Path]) -> None:
     data, sock = dirs
     cfg = config(data, sock, orphans="adopt")
@@ -141,7 +175,7 @@ async def test_orphans_adopted_when_configured(dirs: tuple[Path, Path]) -> None:
     ops, task = await start(cfg, engine)
     try:
         ms = engine.markets[SYM]
-        assert 42 in ms.orders and ms.next_client_id == 43
+        assert 42 in ms.orders and ms.next_client_id > 42
         assert engine.venue.cancelled == []  # type: ignore[attr-defined]
     finally:
         await stop(ops, task)

@@ -4,8 +4,10 @@ Before the first quote:
 
 1. From the journal: positions rebuilt from every journaled fill, the fill
    ids (a replayed fill is not booked twice), each market's next client id
-   past every journaled one, latched breakers (an emergency stop stays
-   halted) and the last mode command (paused stays paused).
+   past every journaled one (on a live venue ``CLIENT_ID_GAP`` past it: ids
+   a crash kept out of the journal may be in a transaction still pending),
+   latched breakers (an emergency stop stays halted) and the last mode
+   command (paused stays paused).
 2. A chain venue replays our fills from the journal's last processed block
    (meta ``venue.processed_block``, moved after each drain) to the head in
    its ``start()``, so fills mined before a crash or while the bot was down
@@ -13,11 +15,24 @@ Before the first quote:
 3. With the venue (in ``OpsServices.task``, while quoting is held): journaled live
    orders the venue no longer has are marked done; orders on the venue the
    journal does not know (orphans) are cancelled or adopted per
-   ``control.orphan_orders``; a position that differs at all (the venue's,
-   read at one block plus our later fills it already reported) trips the
-   latched ``reconcile`` breaker and the bot stays paused until the
-   operator runs ``flashmm resume``, which accepts the venue's positions
-   (journaled as an adjustment fill at the position's average cost).
+   ``control.orphan_orders`` (the next client id moves past them); an order
+   that a transaction of the last run places after this check is cancelled
+   by the Sei venue (it knows the client ids this run placed); a position
+   that differs at all (the venue's, read at one block plus our later fills
+   it already reported) trips the latched ``reconcile`` breaker and the bot
+   stays paused until the operator runs ``flashmm resume``, which accepts
+   the venue's positions (journaled as an adjustment fill at the position's
+   average cost).
+
+The daily loss limit (``risk.daily_loss_limit_usdc``) counts today's loss
+(since 00:00 UTC) from the P&L the journal had at 00:00 UTC today
+(:meth:`Journal.pnl_at <flashmm.ops.journal.Journal.pnl_at>`): losses of
+earlier days do not pause the new run, and the loss before the restart
+still counts. Realized P&L and fees at 00:00 are exact; the position is
+marked at the highest candidate price (the snapshot mids around 00:00, the
+last fill's price before it), the estimate that counts more of today's
+loss. A resumed replay of recorded data has no clock yet at this point:
+its day counts from its own start (the P&L restored counts).
 
 The paper venue (``sim``) starts empty on every run, so in paper mode the
 journal is the truth: its positions are kept and the venue's are ignored.
@@ -38,7 +53,7 @@ from loguru import logger
 from flashmm.config import Config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.ops.journal import Journal, RecoveredState
-from flashmm.risk import HALT
+from flashmm.risk import HALT, NS_PER_DAY
 from flashmm.types import Fill, Liquidity, Order, OrderState, Side
 from flashmm.venues.base import Venue
 
@@ -53,6 +68,11 @@ GATE_REASON = "starting: reconciling with the venue"
 _BLOCK_KEY = "venue.processed_block"
 #: blocks replayed again below the checkpoint (fill ids make the overlap harmless)
 _REPLAY_MARGIN = 2
+#: how far past the journal's highest client id a run on a live venue starts its own: a
+#: crash can come after a requote was sent and before the journal recorded its orders, and
+#: that transaction may still be pending (or have landed unseen); the new run must not
+#: reuse its client ids (an order of the last run would pass for one of this run's)
+CLIENT_ID_GAP = 1 << 20
 
 
 class Recovery:
@@ -84,12 +104,22 @@ class Recovery:
     def _recover_from_journal(self, st: RecoveredState) -> None:
         e = self.engine
         now = self._now()
-        ignored = e.restore(st.positions.values(), st.fill_ids, st.max_client_ids)
+        # the paper venue starts empty: no order of the last run can land in this one
+        gap = 0 if self.paper_venue else CLIENT_ID_GAP
+        max_ids = {sym: st.max_client_ids.get(sym, 0) + gap for sym in e.markets}
+        ignored = e.restore(st.positions.values(), st.fill_ids, max_ids)
         for sym in ignored:
             logger.warning("journal has fills for {}, which this profile does not trade", sym)
         restored = {s: p.lots for s, p in st.positions.items() if s not in ignored}
         self.fills_durable = st.fill_count
         self._journal_orders = list(st.open_orders)
+        if self.journal is not None and not (self.sim_clock and not e.now_ns):
+            # today's loss counts from the P&L the journal had at 00:00 UTC today
+            day = now // NS_PER_DAY
+            traded = {s: p for s, p in st.positions.items() if s not in ignored}
+            base = self.journal.pnl_at(day * NS_PER_DAY, traded) if st.fill_count else 0.0
+            e.risk.start_day(day, base)
+            self.recovery["day_start_pnl_usdc"] = round(base, 6)
         # latched breakers: an emergency stop or a loss limit survives the restart
         latched = []
         for name, rec in st.latched_breakers.items():
@@ -185,6 +215,9 @@ class Recovery:
                     j.order_event(vo, note="reconcile: adopted orphan")
             else:
                 venue.requote(vo.market, [vo.client_id], [], now)
+                ms = e.markets.get(vo.market)
+                if ms is not None:  # its cancel must not name an order of this run
+                    ms.next_client_id = max(ms.next_client_id, vo.client_id + 1)
                 if j is not None:
                     j.event("orphan_cancelled", dataclasses.asdict(vo), market=vo.market)
         if orphans:
