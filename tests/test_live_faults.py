@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,13 +19,22 @@ import pytest
 from aiohttp import web
 from chain_fixtures import LocalChain
 
+from flashmm.config import load_config
+from flashmm.engine import Engine
+from flashmm.events import FillEvent
+from flashmm.ops.journal import Journal
+from flashmm.ops.service import OpsServices
+from flashmm.risk import RiskConfig
+from flashmm.strategy.avellaneda import AvellanedaStrategy
 from flashmm.types import (
     Fill,
     MarketSpec,
+    Order,
     OrderAccepted,
     OrderCancelled,
     OrderRejected,
     OrderRequest,
+    OrderState,
     Side,
     VenueEvent,
 )
@@ -578,7 +588,9 @@ async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
         ev += v.poll(time.time_ns())
         assert of(ev, OrderRejected) == [], of(ev, OrderRejected)
         assert (await rpc.call("eth_getTransactionReceipt", [old.tx_hash]))["status"] == "0x1"
-        assert sorted(o.client_id for o in await v.open_orders()) == [2, 50]
+        # (the old requote's order 50, which this run did not place, is then cancelled:
+        # test_a_requote_of_the_last_run_that_lands_after_the_start_is_taken_off_the_book)
+        assert 2 in [o.client_id for o in await v.open_orders()]
     finally:
         await rpc.call("evm_setAutomine", [True])
         v.cancel_all(None, 0)
@@ -586,6 +598,225 @@ async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
             await v.idle()
         await v.aclose()
         await proxy.stop()
+
+
+class Restarted:
+    """The bot of a new run, in-process: a venue, an engine and the ops services that
+    recover from the journal and reconcile with the chain before quoting is released."""
+
+    def __init__(self, chain: LocalChain, url: str, dirs: tuple[Path, Path], role: str) -> None:
+        data, sock = dirs
+        self.venue = venue_on(chain, url, role=role, log_poll_s=0.1)
+        self.engine = Engine([SPEC], self.venue, AvellanedaStrategy({}), risk=RiskConfig())
+        sets = [
+            f"control.data_dir={data}",
+            f"control.socket_path={sock / 'gap.sock'}",
+            "name=gap",
+            "ui.panel=false",
+        ]
+        self.ops = OpsServices(load_config("configs/paper.yaml", sets), self.engine, self.venue)
+        self.task: asyncio.Task[None] | None = None
+        self.fills: list[Fill] = []
+
+    async def start(self) -> None:
+        await self.ops.start()
+        await self.venue.start()
+        self.task = asyncio.create_task(self.ops.task(self.engine))
+        deadline = time.monotonic() + 15.0
+        while not self.ops.ready:
+            assert time.monotonic() < deadline, "not ready"
+            await asyncio.sleep(0.02)
+
+    def pump(self) -> None:
+        """What the engine's loop does with the venue's events."""
+        n = len(self.engine.outbox)
+        self.engine.pump_venue(time.time_ns())
+        self.fills += [e.fill for e in list(self.engine.outbox)[n:] if isinstance(e, FillEvent)]
+
+    async def until(self, what: str, cond: Callable[[], Any], timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.pump()
+            if await cond():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        with contextlib.suppress(Exception):
+            await self.venue.aclose()
+        await self.ops.aclose()
+
+
+async def chain_orders(book: BookClient, owner: str) -> dict[int, int]:
+    """client id -> price of ``owner``'s live orders on chain."""
+    return {o.client_id: o.price for o in await book.open_orders(owner, SEI)}
+
+
+async def test_a_requote_of_the_last_run_that_lands_after_the_start_is_taken_off_the_book(
+    fast_chain: LocalChain, rpc_factory: Any, dirs: tuple[Path, Path]
+) -> None:
+    """The bot restarted while a requote of its last run was still pending; it landed after
+    the new run had reconciled with the chain (which adopts or cancels what is on chain at
+    that moment). The venue reported the order it placed as accepted, the engine tracks no
+    such order and ignored it: it rested on chain at its stale price, never cancelled by a
+    requote and missing from the status. The venue knows the client ids this run placed:
+    an order it did not place is cancelled, with one warning naming it."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    me = chain.address("spare")
+    await rpc.call("evm_setAutomine", [False])
+    bot = Restarted(chain, chain.rpc_url, dirs, "spare")
+    try:
+        last_run = chain.sender(rpc, "spare")
+        old = await book.send_requote(last_run, SEI, [op_place(7, 70, ASK, 3700, 1)], 300_000)
+        with Records() as records:
+            await bot.start()
+            assert bot.ops.recovery["reconcile"]["orphans"] == []  # nothing on chain yet
+            await rpc.call("evm_mine")  # the last run's requote lands now
+            assert (await rpc.call("eth_getTransactionReceipt", [old.tx_hash]))["status"] == "0x1"
+            await rpc.call("evm_setAutomine", [True])
+            await bot.until(
+                "the last run's order off the book",
+                lambda: _gone(book, me, 70),
+            )
+            await bot.venue.idle()
+            bot.pump()
+        assert 70 not in bot.engine.markets[MKT].orders
+        warned = records.warnings(f"{MKT} order 70 ")
+        assert len(warned) == 1, [r.getMessage() for r in records.records]
+        assert bot.engine.acct.positions[MKT].lots == 0
+    finally:
+        await rpc.call("evm_setAutomine", [True])
+        await bot.stop()
+        await book.cancel_all(chain.sender(rpc, "spare"), SEI)
+
+
+async def test_a_crash_before_the_journal_recorded_a_requote_does_not_reuse_its_client_ids(
+    fast_chain: LocalChain, rpc_factory: Any, dirs: tuple[Path, Path]
+) -> None:
+    """The last run crashed right after it sent a requote and before its journal recorded
+    the order: the journal's highest client id is 6, the pending transaction places 7. A new
+    run counting on from the journal's 6 placed its own order 7 too, and when the old one
+    landed both passed for this run's: the old one rested untracked. The new run starts
+    its ids well past the journal's, the old order is cancelled, the new one stays."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    me = chain.address("spare")
+    data, _ = dirs
+    with Journal(data, name="gap", specs={MKT: SPEC}) as j:
+        j.order_event(Order(MKT, 6, Side.SELL, 3690, 1, 0, OrderState.DONE, 1), note="filled")
+        j.flush()
+    await rpc.call("evm_setAutomine", [False])
+    bot = Restarted(chain, chain.rpc_url, dirs, "spare")
+    try:
+        last_run = chain.sender(rpc, "spare")
+        await book.send_requote(last_run, SEI, [op_place(7, 7, ASK, 3700, 1)], 300_000)
+        with Records() as records:
+            await bot.start()
+            ms = bot.engine.markets[MKT]
+            # the engine quotes: one ask at its next client id
+            now = time.time_ns()
+            req = bot.engine._track(
+                ms, OrderRequest(MKT, ms.next_client_id, Side.SELL, 3650, 1), now
+            )
+            ms.next_client_id += 1
+            bot.engine._send(ms, [], [req], now)
+            assert bot.venue.sender is not None
+            deadline = time.monotonic() + 15.0
+            while bot.venue.sender.stats["sent"] == 0:
+                assert time.monotonic() < deadline, "the requote was not sent"
+                await asyncio.sleep(0.02)
+            await rpc.call("evm_mine")  # the last run's requote and this run's land together
+            await rpc.call("evm_setAutomine", [True])
+            await bot.until("the last run's order off the book", lambda: _gone(book, me, 7))
+            await bot.venue.idle()
+            bot.pump()
+        assert (await chain_orders(book, me)) == {req.client_id: 3650}
+        assert ms.orders[req.client_id].state is OrderState.OPEN
+        assert list(ms.orders) == [req.client_id]
+        warned = records.warnings(f"{MKT} order 7 ")
+        assert len(warned) == 1, [r.getMessage() for r in records.records]
+    finally:
+        await rpc.call("evm_setAutomine", [True])
+        await bot.stop()
+        await book.cancel_all(chain.sender(rpc, "spare"), SEI)
+
+
+async def _gone(book: BookClient, owner: str, client_id: int) -> bool:
+    return client_id not in await chain_orders(book, owner)
+
+
+async def test_a_fill_of_a_last_run_order_before_its_cancel_lands_is_booked_once(
+    fast_chain: LocalChain, rpc_factory: Any, dirs: tuple[Path, Path]
+) -> None:
+    """The order a late requote of the last run placed is filled before the venue's cancel
+    of it lands: the fill is booked once (the position is the chain's), the cancel finds
+    nothing to cancel, and the order is not on chain."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    me = chain.address("spare")
+    proxy = await FaultProxy(chain.rpc_url).start()
+    release = asyncio.Event()
+    held_sends: list[str] = []
+
+    async def hold(body: Any) -> Any:
+        # the venue's transactions wait here until the taker's take has landed
+        if sends(body):
+            held_sends.extend(sends(body))
+            await release.wait()
+        return None
+
+    await rpc.call("evm_setAutomine", [False])
+    bot = Restarted(chain, proxy.url, dirs, "spare")
+    try:
+        last_run = chain.sender(rpc, "spare")
+        old = await book.send_requote(last_run, SEI, [op_place(7, 71, ASK, 3700, 1)], 300_000)
+        await bot.start()
+        before = (await bot.venue.positions())[MKT]
+        proxy.hook = hold
+        await rpc.call("evm_mine")  # the last run's requote lands now
+        assert (await rpc.call("eth_getTransactionReceipt", [old.tx_hash]))["status"] == "0x1"
+        deadline = time.monotonic() + 15.0
+        while not held_sends:  # the venue sent its cancel of order 71
+            assert time.monotonic() < deadline, "no cancel sent"
+            bot.pump()
+            await asyncio.sleep(0.02)
+        taker = chain.sender(rpc, "taker")
+        take = await taker.send(book.address, book.take_calldata(SEI, 0, 3700, 1), gas=600_000)
+        await rpc.call("evm_mine")
+        assert (await rpc.call("eth_getTransactionReceipt", [take.tx_hash]))["status"] == "0x1"
+        release.set()
+        await rpc.call("evm_setAutomine", [True])
+        await rpc.call("evm_mine")
+        await bot.until("the fill", lambda: _true(bool(bot.fills)))
+        await bot.venue.idle()
+        await asyncio.sleep(0.5)  # any repeat of the fill would arrive now
+        bot.pump()
+        assert [(f.client_id, f.size_lots, f.side) for f in bot.fills] == [(71, 1, Side.SELL)]
+        assert bot.engine.acct.positions[MKT].lots == -1
+        assert (await bot.venue.positions())[MKT] == before - 1
+        assert 71 not in await chain_orders(book, me)
+        assert 71 not in bot.engine.markets[MKT].orders
+    finally:
+        release.set()
+        proxy.hook = None
+        await rpc.call("evm_setAutomine", [True])
+        await bot.stop()
+        await proxy.stop()
+        await book.cancel_all(chain.sender(rpc, "spare"), SEI)
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 REFUSALS: dict[str, Callable[[], Any]] = {

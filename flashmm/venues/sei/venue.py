@@ -139,6 +139,12 @@ class _Market:
     prices: dict[int, int] = field(default_factory=dict)
     used_mask: int = 0
     queued: _Batch | None = None
+    # the client ids this process placed: every one from the lowest to the highest it
+    # sent (the engine's ids only grow, and a new run starts past the last run's)
+    sent_lo: int | None = None
+    sent_hi: int = 0
+    # the client ids of the orders on chain at start (they may be adopted)
+    listed: set[int] = field(default_factory=set)
 
     def free_slot(self) -> int | None:
         return next((s for s in range(N_SLOTS) if s not in self.slots), None)
@@ -162,6 +168,20 @@ class _Market:
             del self.slots[slot]
         if self.by_client.get(client_id) == slot:
             del self.by_client[client_id]
+
+    def sent(self, client_id: int) -> None:
+        """This process sends a placement of ``client_id``."""
+        if self.sent_lo is None or client_id < self.sent_lo:
+            self.sent_lo = client_id
+        self.sent_hi = max(self.sent_hi, client_id)
+
+    def ours(self, client_id: int) -> bool:
+        """Whether an order of our account with ``client_id`` is one this process placed
+        or found on chain at start; else it is a transaction of an earlier run (or of
+        another process with our key) that landed late."""
+        if client_id in self.listed:
+            return True
+        return self.sent_lo is not None and self.sent_lo <= client_id <= self.sent_hi
 
 
 @dataclass
@@ -407,11 +427,16 @@ class SeiVenue(VenueDefaults):
                     m.mid,
                     cfg.status_name,
                 )
+        # the head before the open orders: an order that lands after it is in the stream
+        # (from head + 1), one that landed before it is in the open orders read next, or
+        # in both; never in neither (invisible: a cancel of it would find no slot)
+        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        for m in self._markets.values():
             for o in await self.book.open_orders(self.address, m.mid):
                 m.claim(o.slot, o.client_id, o.side)
                 m.prices[o.client_id] = o.price
+                m.listed.add(o.client_id)
         await self.sender.nonces.sync()
-        head = int(await self.rpc.call("eth_blockNumber"), 16)
         self.stream = LogStream(
             self.rpc,
             self.settings.book,
@@ -876,6 +901,7 @@ class SeiVenue(VenueDefaults):
                     op_replace(slot, old, req.client_id, side, req.price_ticks, req.size_lots)
                 )
                 m.claim(slot, req.client_id, side)
+                m.sent(req.client_id)
                 undo.replaced.append((slot, old, req.client_id, side))
                 continue
             slot_or_none = m.free_slot()
@@ -888,6 +914,7 @@ class SeiVenue(VenueDefaults):
                 op_place(slot_or_none, req.client_id, side, req.price_ticks, req.size_lots)
             )
             m.claim(slot_or_none, req.client_id, side)
+            m.sent(req.client_id)
             undo.placed.append((slot_or_none, req.client_id))
         for side, pairs in by_side.items():
             for slot, cid in pairs:
@@ -1061,16 +1088,29 @@ class SeiVenue(VenueDefaults):
     # ------------------------------------------------------------------ events
     def _accepted(self, m: _Market, slot: int, client_id: int, now: int) -> None:
         key = (m.symbol, client_id)
-        if key not in self._written_off:
+        if key in self._written_off:
+            # reported rejected, then mined after all: nobody tracks it, take it off the book
+            self._written_off.discard(key)
+            log.warning(
+                "sei venue: %s order %d landed after it was reported rejected; cancelling",
+                m.symbol,
+                client_id,
+            )
+        elif not m.ours(client_id):
+            # placed by a transaction this process did not send (a requote of the last
+            # run still pending at the restart, mined after the start-up reconciliation):
+            # the engine does not track it, nothing would ever cancel it
+            log.warning(
+                "sei venue: %s order %d was not placed by this run (a transaction sent"
+                " before the restart landed late); cancelling",
+                m.symbol,
+                client_id,
+            )
+        else:
             self._events.append(OrderAccepted(m.symbol, client_id, now))
             return
-        # reported rejected, then mined after all: nobody tracks it, take it off the book
-        self._written_off.discard(key)
-        log.warning(
-            "sei venue: %s order %d landed after it was reported rejected; cancelling",
-            m.symbol,
-            client_id,
-        )
+        # by slot and client id: a no-op on chain if it is filled first (its fills are
+        # reported as any other); sent again only if its transaction fails
         self._retry_cancels(m, [], 1, raw=[(slot, client_id)], delay=0.0)
 
     def fees_at(self, symbol: str, pos: tuple[int, int]) -> tuple[int, int]:
@@ -1186,4 +1226,10 @@ class SeiVenue(VenueDefaults):
         elif ev.name == "OrderRejected":
             m.release(info.slot, info.client_id)
             reason = REJECT_REASONS.get(info.extra, f"rejected ({info.extra})")
+            if not m.ours(info.client_id) and (symbol, info.client_id) not in self._written_off:
+                # a placement of an earlier run's late transaction: not the engine's reject
+                log.info(
+                    "sei venue: %s order %d of an earlier run %s", symbol, info.client_id, reason
+                )
+                return
             self._events.append(OrderRejected(symbol, info.client_id, now, reason))
