@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flashmm.types import NS_PER_S, MarketSpec, Order, OrderRequest, OrderState, Side
 
+#: one UTC day of the engine's clock: ``now_ns // NS_PER_DAY`` is the day number
+NS_PER_DAY = 86_400 * NS_PER_S
+
 # What a tripped breaker does.
 PULL = "pull"  # pull quotes while tripped, quote again when it clears
 PAUSE = "pause"  # pause quoting until an operator resumes (latched)
@@ -32,7 +35,11 @@ class RiskConfig(BaseModel):
 
     max_position_usdc: float = Field(2000.0, gt=0, description="Per-market position limit")
     max_order_usdc: float = Field(500.0, gt=0, description="Largest single order")
-    daily_loss_limit_usdc: float = Field(200.0, gt=0, description="Pause (latched) below this")
+    daily_loss_limit_usdc: float = Field(
+        200.0,
+        gt=0,
+        description="Pause (latched) when the P&L since 00:00 UTC falls this far below 0",
+    )
     max_drawdown_usdc: float = Field(300.0, gt=0, description="Pause (latched) past this")
     stale_feed_ms: int = Field(5000, gt=0, description="Pull quotes after this long without data")
     kill_switch_sigma: float = Field(
@@ -146,6 +153,11 @@ class RiskManager:
             for kind, action in _MARKET_BREAKERS:
                 self.breakers[f"{kind}:{sym}"] = Breaker(f"{kind}:{sym}", action)
         self._venue_errors: deque[int] = deque()
+        #: the UTC day (``now_ns // NS_PER_DAY`` of the engine's clock) of the last P&L mark
+        self.day: int | None = None
+        #: the P&L at the start of ``day`` (the ``daily_loss`` breaker counts from here)
+        self.day_start_pnl = 0.0
+        self._last_pnl: float | None = None
         self.orders_cut = 0
         self.orders_dropped = 0
 
@@ -218,11 +230,36 @@ class RiskManager:
             return 0
         return (position_lots > 0) - (position_lots < 0)
 
+    def start_day(self, day: int, pnl_usdc: float) -> None:
+        """The P&L at the start of UTC day ``day`` (``now_ns // NS_PER_DAY``), when
+        it is not 0 on this run's clock: a restart hands over the P&L its journal
+        had at 00:00 UTC today, so the loss before the restart still counts."""
+        self.day, self.day_start_pnl = day, pnl_usdc
+
+    def day_pnl(self) -> float:
+        """The P&L of the current UTC day at the last mark (what ``daily_loss`` limits)."""
+        return (self._last_pnl or 0.0) - self.day_start_pnl
+
     def update_pnl(self, pnl_usdc: float, drawdown_usdc: float, now_ns: int) -> list[Breaker]:
+        """A P&L mark: ``daily_loss`` trips when the P&L since 00:00 UTC of the
+        engine's clock is ``daily_loss_limit_usdc`` or more below 0 (latched: a new
+        day does not clear it), ``max_drawdown`` on the fall from the peak."""
+        day = now_ns // NS_PER_DAY
+        if self.day is None:
+            self.day = day
+        elif day != self.day:
+            # a new UTC day starts from the P&L at the boundary: the last mark's (a
+            # mark is skipped when nothing changed, so that P&L still held at 00:00);
+            # a run whose first mark is already past it starts from that mark
+            self.day = day
+            self.day_start_pnl = pnl_usdc if self._last_pnl is None else self._last_pnl
+        self._last_pnl = pnl_usdc
         changed = []
         b = self.breakers["daily_loss"]
-        if pnl_usdc <= -self.cfg.daily_loss_limit_usdc and b.trip(
-            f"P&L {pnl_usdc:.2f} USDC below -{self.cfg.daily_loss_limit_usdc:.0f}", now_ns
+        limit = self.cfg.daily_loss_limit_usdc
+        today = pnl_usdc - self.day_start_pnl
+        if today <= -limit and b.trip(
+            f"P&L since 00:00 UTC {today:.2f} USDC below -{limit:g}", now_ns
         ):
             changed.append(b)
         b = self.breakers["max_drawdown"]

@@ -64,6 +64,8 @@ B_FIRST_STEP = 54
 B_ML, B_DRIFT_MAX, B_DRIFT_SUSTAIN_NS, B_DRIFT_SINCE, B_HORIZON_NS, B_HAS_MID = range(55, 61)
 B_P_HEAD, B_P_TAIL, B_HITS_N, B_HITS_SUM, B_HITS_HEAD, B_HITS_WINDOW = 61, 62, 63, 64, 65, 66
 B_POS_LIMIT = 67  # the position_limit breaker (RiskManager.update_position) is tripped
+# the UTC day of the last P&L mark (RiskManager.day) and whether a mark set it yet
+B_DAY, B_DAY_SET = 68, 69
 H_CAP = 8192  # mids of the last second (the kill switch's history), a ring
 B_HIST = 80
 B_ACKED = B_HIST + H_CAP  # per live order row (io): acknowledged by the venue
@@ -84,12 +86,14 @@ BF_AVG, BF_REAL, BF_AFEES, BF_PEAK_EQ, BF_MARK_DD, BF_MAX_INV, BF_PNL, BF_DD = r
 BF_LOSS_LIMIT, BF_DD_LIMIT = 28, 29
 BF_ZLIM, BF_HIT_FLOOR, BF_ML_MID = 30, 31, 32
 BF_POS_TRIP = 33  # 95 % of risk.max_position_usdc: the position_limit breaker trips there
+BF_DAY_BASE = 34  # the P&L at the start of the UTC day B_DAY (RiskManager.day_start_pnl)
 BF_HIST = 48
 BF_MEAN = BF_HIST + H_CAP  # the model's feature means and 1/std (drift)
 BF_INVSTD = BF_MEAN + 64
 BF_PMID = BF_INVSTD + 64  # the mid at each waiting model call
 BSF_SIZE = BF_PMID + P_CAP
 NS_PER_S = 1_000_000_000
+NS_PER_DAY = 86_400 * NS_PER_S  # flashmm.risk.NS_PER_DAY
 # the record stream back to Python, in the order things happened: rows of ROW_W int64
 # (type, time, ...) and 2 float64
 T_FILL, T_ORDER, T_SAMPLE, T_BREAKER = 1, 2, 4, 5
@@ -271,10 +275,18 @@ def _mark(
     rowf: np.ndarray,
 ) -> None:  # fmt: skip
     """``Engine._mark`` -> ``Accounting.mark``; a P&L breaker the engine would trip
-    stops the run's validity (``B_UNSUPPORTED``: the engine would pause); then the
-    position_limit breaker at the mark's mid."""
+    (``RiskManager.update_pnl``: the day's P&L from the last mark's P&L before 00:00
+    UTC, the drawdown) stops the run's validity (``B_UNSUPPORTED``: the engine would
+    pause); then the position_limit breaker at the mark's mid."""
     mid = _mark_mid(bst, bsf, ist)
     pnl = 0.0 + _market_pnl(bst, bsf, unit, mid)
+    day = now // NS_PER_DAY
+    if bst[B_DAY_SET] == 0:
+        bst[B_DAY_SET] = 1
+        bst[B_DAY] = day
+    elif day != bst[B_DAY]:
+        bst[B_DAY] = day
+        bsf[BF_DAY_BASE] = bsf[BF_PNL]  # the last mark's P&L (none skipped here)
     bsf[BF_PEAK_EQ] = max(bsf[BF_PEAK_EQ], pnl)
     dd = bsf[BF_PEAK_EQ] - pnl
     bsf[BF_MARK_DD] = max(bsf[BF_MARK_DD], dd)
@@ -283,7 +295,7 @@ def _mark(
         bsf[BF_MAX_INV] = inv
     bsf[BF_PNL] = pnl
     bsf[BF_DD] = dd
-    if pnl <= -bsf[BF_LOSS_LIMIT] or dd >= bsf[BF_DD_LIMIT]:
+    if pnl - bsf[BF_DAY_BASE] <= -bsf[BF_LOSS_LIMIT] or dd >= bsf[BF_DD_LIMIT]:
         bst[B_UNSUPPORTED] = 2
     _position_limit(bst, bsf, unit, mid, now, rows, rowf)
 

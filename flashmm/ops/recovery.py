@@ -24,6 +24,16 @@ Before the first quote:
    the venue's positions (journaled as an adjustment fill at the position's
    average cost).
 
+The daily loss limit (``risk.daily_loss_limit_usdc``) counts today's loss
+(since 00:00 UTC) from the P&L the journal had at 00:00 UTC today
+(:meth:`Journal.pnl_at <flashmm.ops.journal.Journal.pnl_at>`): losses of
+earlier days do not pause the new run, and the loss before the restart
+still counts. Realized P&L and fees at 00:00 are exact; the position is
+marked at the highest candidate price (the snapshot mids around 00:00, the
+last fill's price before it), the estimate that counts more of today's
+loss. A resumed replay of recorded data has no clock yet at this point:
+its day counts from its own start (the P&L restored counts).
+
 The paper venue (``sim``) starts empty on every run, so in paper mode the
 journal is the truth: its positions are kept and the venue's are ignored.
 A simulated run on recorded data (paper venue on a replay) is a world of
@@ -43,7 +53,7 @@ from loguru import logger
 from flashmm.config import Config
 from flashmm.engine import HALTED, PAUSED, RUNNING, Engine
 from flashmm.ops.journal import Journal, RecoveredState
-from flashmm.risk import HALT
+from flashmm.risk import HALT, NS_PER_DAY
 from flashmm.types import Fill, Liquidity, Order, OrderState, Side
 from flashmm.venues.base import Venue
 
@@ -103,6 +113,13 @@ class Recovery:
         restored = {s: p.lots for s, p in st.positions.items() if s not in ignored}
         self.fills_durable = st.fill_count
         self._journal_orders = list(st.open_orders)
+        if self.journal is not None and not (self.sim_clock and not e.now_ns):
+            # today's loss counts from the P&L the journal had at 00:00 UTC today
+            day = now // NS_PER_DAY
+            traded = {s: p for s, p in st.positions.items() if s not in ignored}
+            base = self.journal.pnl_at(day * NS_PER_DAY, traded) if st.fill_count else 0.0
+            e.risk.start_day(day, base)
+            self.recovery["day_start_pnl_usdc"] = round(base, 6)
         # latched breakers: an emergency stop or a loss limit survives the restart
         latched = []
         for name, rec in st.latched_breakers.items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flashmm.accounting import apply_fill
+from flashmm.accounting import apply_fill, unrealized_usdc
 from flashmm.errors import RuntimeFailure
 from flashmm.types import Fill, Liquidity, MarketSpec, Order, OrderState, Position, Side
 
@@ -29,6 +29,7 @@ __all__ = [
     "ControlRecord",
     "PositionSnapshot",
     "RecoveredState",
+    "pnl_at",
     "read_state",
 ]
 
@@ -234,3 +235,78 @@ def read_state(
     finally:
         conn.close()
     return state
+
+
+def pnl_at(
+    db_path: str | os.PathLike[str],
+    specs: Mapping[str, MarketSpec],
+    at_ns: int,
+    positions: Mapping[str, Position],
+) -> float:
+    """The journal's P&L (realized + unrealized - fees, summed over the markets of
+    ``specs``) at ``at_ns``: what a restart's ``daily_loss`` counts today's loss from
+    (``at_ns`` = 00:00 UTC today).
+
+    Per market: the last position snapshot before ``at_ns`` plus that market's later
+    fills before ``at_ns`` (the fills past the snapshot's ``fills`` count: the newest
+    ``positions[m].fills`` minus that many rows of the market, ``positions`` being
+    what :func:`read_state` recovered), so realized P&L and fees are exact. The
+    price at ``at_ns`` is not journaled: the position is marked at the highest of
+    the candidates (the mid of that snapshot, the price of the last fill applied,
+    the mid of the first snapshot at or after ``at_ns``), the choice that counts the
+    most of today's loss. Read-only; safe beside a writer."""
+    path = Path(db_path)
+    if not path.exists():
+        return 0.0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.Error as exc:
+        raise RuntimeFailure(f"journal {path}: cannot open: {exc}") from exc
+    total = 0.0
+    try:
+        conn.execute("BEGIN")  # one consistent read of every table
+        for m, spec in specs.items():
+            rows = positions[m].fills if m in positions else 0
+            if not rows:
+                continue
+            snap = conn.execute(
+                "SELECT lots, avg_price_ticks, realized_usdc, fees_usdc, volume_usdc, fills,"
+                " mid_ticks, id FROM positions WHERE market = ? AND ts < ?"
+                " ORDER BY id DESC LIMIT 1",
+                (m, at_ns),
+            ).fetchone()
+            mids: list[float] = []
+            snap_id = 0
+            if snap is not None:
+                pos = Position(m, *snap[:6])
+                snap_id = int(snap[7])
+                if snap[6]:
+                    mids.append(float(snap[6]))
+            else:
+                pos = Position(m)
+            later = conn.execute(
+                f"SELECT {FILL_COLUMNS} FROM fills WHERE market = ? ORDER BY id DESC LIMIT ?",
+                (m, max(0, rows - pos.fills)),
+            ).fetchall()
+            last_px = 0
+            for row in reversed(later):
+                fill = row_to_fill(row)
+                if fill.ts_ns < at_ns:
+                    apply_fill(pos, fill, spec)
+                    last_px = fill.price_ticks
+            if last_px:
+                mids.append(float(last_px))
+            after = conn.execute(
+                "SELECT mid_ticks FROM positions WHERE market = ? AND id > ? AND ts >= ?"
+                " ORDER BY id LIMIT 1",
+                (m, snap_id, at_ns),
+            ).fetchone()
+            if after is not None and after[0]:
+                mids.append(float(after[0]))
+            unreal = max((unrealized_usdc(pos, mid, spec) for mid in mids), default=0.0)
+            total += pos.realized_usdc - pos.fees_usdc + unreal
+    except sqlite3.Error as exc:
+        raise RuntimeFailure(f"journal {path}: cannot read: {exc}") from exc
+    finally:
+        conn.close()
+    return total

@@ -40,6 +40,7 @@ from flashmm.ops.journal.reader import (
     FILL_COLUMNS,
     RecoveredState,
     load_positions,
+    pnl_at,
     read_state,
     recent_fill_ids,
 )
@@ -617,6 +618,13 @@ class Journal:
         if not self._closed and self.pending:
             self.flush(timeout)
         return read_state(self.path, specs if specs is not None else self.specs)
+
+    def pnl_at(self, at_ns: int, positions: Mapping[str, Position]) -> float:
+        """The P&L the journal had at ``at_ns`` (:func:`~flashmm.ops.journal.reader.pnl_at`;
+        ``positions`` as :meth:`load_state` recovered them). Flushes first."""
+        if not self._closed and self.pending:
+            self.flush()
+        return pnl_at(self.path, self.specs, at_ns, positions)
 
     def events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The last ``limit`` generic events (newest last), optionally of one kind."""
