@@ -434,6 +434,7 @@ class Engine:
                 ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns
             ):
                 ms.dirty = True  # reduce only began or ended: the quotes change
+                self._position_limit_changed(self.risk.breakers[f"position_limit:{sym}"])
         self._marked = (mids, self._acct_changes, self.risk.version())
 
     def learning_models(self) -> dict[str, Any]:
@@ -754,6 +755,14 @@ class Engine:
         b = self.risk.breakers.setdefault(breaker, Breaker(breaker, HALT, latched=True))
         b.trip(reason, now_ns)
         self._breaker_tripped(b, now_ns)
+
+    def _position_limit_changed(self, b: Breaker) -> None:
+        """A market's ``position_limit`` breaker began or ended reduce only: log, report."""
+        if b.tripped:
+            logger.warning("breaker {} tripped: {}", b.name, b.reason)
+        else:
+            logger.info("breaker {} cleared: both sides quote again", b.name)
+        self.outbox.append(BreakerChanged(b.name, b.status()))
 
     def _breaker_tripped(self, b: Breaker, now_ns: int) -> None:
         self.outbox.append(BreakerChanged(b.name, b.status()))

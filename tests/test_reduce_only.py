@@ -11,6 +11,7 @@ from conftest import NEXO_23, ROOT
 import flashmm.native as nat
 from flashmm.config import load_config
 from flashmm.engine import Engine
+from flashmm.events import BreakerChanged
 from flashmm.feeds.replay import ReplayFeed
 from flashmm.native.strategy import NativeAvellanedaStrategy, NativeDesk
 from flashmm.runner import build_venue, engine_from, scales_for
@@ -64,9 +65,13 @@ def _hold(engine: Engine, now: int, share: float) -> int:
 def test_reduce_only_at_96_percent_long_quotes_no_bids(native: bool) -> None:
     engine, now = _engine(native)
     assert _live(engine, Side.BUY) and _live(engine, Side.SELL)
+    engine.outbox.clear()
     now = _hold(engine, now, 0.96)
     b = engine.risk.breakers[f"position_limit:{SYM}"]
     assert b.tripped and b.action == "reduce_only"
+    # reported (journal, alerts, stream) like every breaker: before, trips went unseen
+    changes = [e for e in engine.outbox if isinstance(e, BreakerChanged) and e.name == b.name]
+    assert [e.status["state"] for e in changes] == ["tripped"]
     assert engine.markets[SYM].blocked is None  # not pulled: the reducing side quotes
     assert _live(engine, Side.BUY) == []  # the bids were cancelled, none placed
     assert len(_live(engine, Side.SELL)) == 3

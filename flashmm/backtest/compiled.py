@@ -103,13 +103,17 @@ class EngineSink:
 
         risk = self.engine.risk
         if which == BRK_POSITION:
-            # reduce only, as RiskManager.update_position sets it (no report, as the engine)
+            # reduce only, as RiskManager.update_position sets it, logged and reported as
+            # the engine's mark does
             b = risk.breakers[f"position_limit:{self.sym}"]
             limit = risk.cfg.max_position_usdc
             if tripped:
-                b.trip(f"position {jump:.0f} USDC of {limit:.0f}: reduce only", now)
+                changed = b.trip(f"position {jump:.0f} USDC of {limit:.0f}: reduce only", now)
             else:
-                b.clear(now)
+                changed = b.clear(now)
+            if changed:
+                self.engine._position_limit_changed(b)
+                self.rec.drain()
             return
         if which == BRK_BAND:
             b = risk.breakers[f"price_band:{self.sym}"]
