@@ -190,6 +190,8 @@ class OpsView:
     journal: Mapping[str, Any] | None
     recovery: Mapping[str, Any]
     metrics_port: int | None
+    #: the API's HTTP connections: open, max, idle_closed, refused (None without the API)
+    api_connections: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -786,6 +786,19 @@ async def test_idle_connections_are_capped_and_the_operator_still_gets_in(
             assert conns["max"] == cap and conns["open"] <= cap
             # idle ones closed to make room, or (accepted all at once) new ones refused
             assert conns["idle_closed"] + conns["refused"] >= extra + 1
+            # and in the metrics, for an alert on a bot shedding connections
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(url(ops, "/metrics"), headers=bearer(READ)) as r,
+            ):
+                text = await r.text()
+            assert f"flashmm_api_connections_max {cap:.1f}" in text, text[-2000:]
+            shed = [
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("flashmm_api_connections_shed_total{")
+            ]
+            assert sum(shed) >= extra + 1, text[-2000:]
         finally:
             for s in socks:
                 s.close()

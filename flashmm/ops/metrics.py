@@ -114,6 +114,13 @@ class Metrics:
         self.journal_pending = g(
             "flashmm_journal_pending_writes", "Journal records not yet committed"
         )
+        self.api_open = g("flashmm_api_connections", "The API's open HTTP connections")
+        self.api_max = g("flashmm_api_connections_max", "api.max_connections")
+        self.api_shed = c(
+            "flashmm_api_connections_shed",
+            "API connections closed at api.max_connections (idle closed, or refused)",
+            ["how"],
+        )
         self._seen: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         self._server: Any = None
@@ -188,6 +195,12 @@ class Metrics:
                 self.venue_stat.labels(k).set(val)
         if snap.ops is not None and snap.ops.journal is not None:
             self.journal_pending.set(snap.ops.journal["pending_writes"])
+        conns = snap.ops.api_connections if snap.ops is not None else None
+        if conns is not None:
+            self.api_open.set(conns["open"])
+            self.api_max.set(conns["max"])
+            for how in ("idle_closed", "refused"):
+                self._count(self.api_shed, how, "api_connections_shed", conns[how])
         self.latency_quantile.labels("0.5").set(snap.latency.p50_us)
         self.latency_quantile.labels("0.99").set(snap.latency.p99_us)
 

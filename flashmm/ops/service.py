@@ -442,10 +442,15 @@ class OpsServices(Commands):
                 ),
                 recovery=dict(self.recovery),
                 metrics_port=self.metrics.port if self.metrics is not None else None,
+                api_connections=self._api_connections(),
             )
         )
         self.latest, self._latest_at = snap, time.monotonic()
         return snap
+
+    def _api_connections(self) -> dict[str, int] | None:
+        conns = getattr(self.api, "connections", None)
+        return None if conns is None else dict(conns.counts())
 
     def current(self, max_age_s: float) -> Snapshot:
         """:attr:`latest` when it is at most ``max_age_s`` old, else a fresh one."""
