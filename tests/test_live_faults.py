@@ -903,3 +903,225 @@ async def test_a_gateway_that_refuses_batches_loses_no_fill(
         with contextlib.suppress(Exception):
             await v.idle()
         await v.aclose()
+
+
+GWEI = 10**9
+
+
+#: the base fee the test chain mines at outside a spike
+CALM_BASE_FEE = GWEI // 1000
+
+
+class SpikeMiner:
+    """Mines a block every 0.4 s (automine off), at a base fee held at ``spike`` wei while
+    ``spike`` is set (a fee spike that lasts), else at ``CALM_BASE_FEE``; ``blocks``
+    counts the blocks it mined."""
+
+    def __init__(self, rpc: Any) -> None:
+        self.rpc = rpc
+        self.spike: int | None = None
+        self.blocks = 0
+        self.running = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SpikeMiner:
+        await self.rpc.call("evm_setAutomine", [False])
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # back to a low base fee for the next tests
+        await self.rpc.call("anvil_setNextBlockBaseFeePerGas", [hex(CALM_BASE_FEE)])
+        await self.rpc.call("evm_setAutomine", [True])
+        await self.rpc.call("evm_mine")
+
+    async def _run(self) -> None:
+        while True:
+            await self.running.wait()
+            base = CALM_BASE_FEE if self.spike is None else self.spike
+            await self.rpc.call("anvil_setNextBlockBaseFeePerGas", [hex(base)])
+            await self.rpc.call("evm_mine")
+            self.blocks += 1
+            await asyncio.sleep(0.4)
+
+    async def until(self, what: str, cond: Callable[[], Any], blocks: int) -> None:
+        """Wait for ``cond()`` while at most ``blocks`` more blocks are mined."""
+        last = self.blocks + blocks
+        deadline = time.monotonic() + 120.0  # only against a hung chain
+        while not await cond():
+            if self.blocks > last or time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {blocks} blocks")
+            await asyncio.sleep(0.05)
+
+
+async def _sent(v: SeiVenue, n: int) -> None:
+    """Until the venue's sender has sent ``n`` transactions in all."""
+    assert v.sender is not None
+    deadline = time.monotonic() + 15.0
+    while v.sender.stats["sent"] < n:
+        assert time.monotonic() < deadline, "not sent"
+        assert v.stats["send_errors"] == 0
+        await asyncio.sleep(0.02)
+
+
+async def test_a_requote_stuck_below_a_base_fee_spike_is_replaced_and_the_cancels_land(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """A requote was in the pool when the base fee jumped from a fraction of a gwei to 50
+    gwei (more than twice what its maxFeePerGas allowed) and stayed there. Nothing of ours
+    was mined for ``receipt_timeout_s`` (20 s): the requote, and behind it at the next
+    nonce the cancel_all that pulls the quotes, while the old quote rested on the book
+    (anvil even drops such a transaction from its pool and our rebroadcast was refused
+    for its fee). No breaker saw it: no error until the drop, the latency probes answered
+    fast. The stuck requote is now replaced at its nonce with the same call at fees above
+    the spike (one warning naming the nonce), lands, and the cancel_all behind it too."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    # a receipt timeout no slow machine reaches: the requote must land, not be written off
+    v = venue_on(chain, chain.rpc_url, log_poll_s=0.1, receipt_timeout_s=60.0)
+    await v.start()
+    assert v.sender is not None
+    try:
+        v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
+        ev = await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
+        with Records() as records:
+            async with SpikeMiner(rpc) as miner:
+                v.requote(MKT, [1], [OrderRequest(MKT, 2, Side.SELL, 3601, 1)], time.time_ns())
+                await _sent(v, 2)
+                nonce = v.sender.nonces._next
+                assert nonce is not None
+                stuck = await held(rpc, v.address, nonce - 1)
+                assert int(stuck["maxFeePerGas"], 16) < 50 * GWEI
+                miner.spike = 50 * GWEI
+                miner.running.set()
+                v.cancel_all(None, time.time_ns())  # the engine pulls its quotes
+
+                async def off_the_book() -> bool:
+                    ev.extend(v.poll(time.time_ns()))
+                    return not v._inflight and not v._jobs and await v.open_orders() == []
+
+                await miner.until("the requote and the cancel_all landed", off_the_book, 100)
+                ev += v.poll(time.time_ns())
+        assert [e.client_id for e in of(ev, OrderAccepted)] == [1, 2]
+        assert sorted(e.client_id for e in of(ev, OrderCancelled)) == [1, 2]
+        assert of(ev, OrderRejected) == []
+        assert v.sender.stats["dropped"] == 0 and v.stats["reverted"] == 0
+        assert 1 <= v.sender.stats["fee_bumps"] <= v.settings.max_fee_bumps
+        bumps = records.warnings(f"nonce {nonce - 1} of")
+        assert len(bumps) == v.sender.stats["fee_bumps"], [r.getMessage() for r in records.records]
+        assert not records.warnings("another transaction")
+    finally:
+        v.cancel_all(None, 0)
+        with contextlib.suppress(Exception):
+            await v.idle()
+        await v.aclose()
+
+
+async def test_a_take_stuck_below_a_base_fee_spike_is_replaced_and_fills_once(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """A take stuck in the pool by a base fee spike is replaced at its nonce with higher
+    fees: the old and the new bytes are one take, so it fills once (one fill, the position
+    moved by its size once) and the market is free for the next take."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    other = chain.sender(rpc, "maker2")
+    book = BookClient(rpc, chain.dep.book)
+    await book.requote(other, SEI, [op_place(62, 6201, ASK, 3500, 20)])
+    v = venue_on(chain, chain.rpc_url, role="venue_taker", log_poll_s=0.1, receipt_timeout_s=60.0)
+    await v.start()
+    assert v.sender is not None
+    try:
+        before = (await v.positions())[MKT]
+        ev: list[VenueEvent] = []
+        async with SpikeMiner(rpc) as miner:
+            v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
+            await _sent(v, 1)
+            miner.spike = 50 * GWEI
+            miner.running.set()
+
+            async def settled() -> bool:
+                ev.extend(v.poll(time.time_ns()))
+                return MKT not in v._take_pending and bool(of(ev, Fill))
+
+            await miner.until("the take landed", settled, 100)
+            await asyncio.sleep(0.5)
+            ev += v.poll(time.time_ns())
+        assert v.sender.stats["fee_bumps"] >= 1
+        assert [f.size_lots for f in of(ev, Fill)] == [3]
+        assert (await v.positions())[MKT] == before + 3
+    finally:
+        await book.cancel_all(other, SEI)
+        await v.aclose()
+
+
+def _fees_of(raw_hex: str) -> tuple[int, int, int]:
+    """(nonce, maxFeePerGas, maxPriorityFeePerGas) of a signed type-2 transaction."""
+    import rlp  # type: ignore[import-untyped]
+
+    raw = bytes.fromhex(raw_hex[2:])
+    assert raw[0] == 2
+    fields = rlp.decode(raw[1:])
+    nonce, tip, max_fee = (int.from_bytes(f, "big") for f in fields[1:4])
+    return nonce, max_fee, tip
+
+
+async def test_a_fee_bump_stops_at_the_cap_and_says_so_once(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """The base fee jumps above ``max_fee_gwei``: a stuck requote is bumped no higher than
+    the cap, and once the cap leaves no room for a replacement one error says so; no
+    transaction is ever signed above the cap. When the spike is over, the requote lands."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    proxy = await FaultProxy(chain.rpc_url).start()
+    raws: list[str] = []
+
+    async def hook(body: Any) -> Any:
+        raws.extend(sends(body))
+        return None
+
+    proxy.hook = hook
+    cap = 5.0
+    v = venue_on(
+        chain,
+        proxy.url,
+        log_poll_s=0.1,
+        receipt_timeout_s=60.0,
+        max_fee_gwei=cap,
+        fee_bump_after_s=1.0,
+    )
+    await v.start()
+    assert v.sender is not None
+    try:
+        with Records() as records:
+            async with SpikeMiner(rpc) as miner:
+                v.requote(MKT, [], [OrderRequest(MKT, 4, Side.SELL, 3600, 1)], time.time_ns())
+                await _sent(v, 1)
+                miner.spike = 50 * GWEI
+                miner.running.set()
+
+                async def at_cap() -> bool:
+                    return bool([r for r in records.records if r.levelno >= logging.ERROR])
+
+                await miner.until("the error at the cap", at_cap, 200)
+                miner.spike = None  # the spike is over: the base fee falls back
+                ev = await collect(v, lambda e: len(of(e, OrderAccepted)) == 1, 60.0)
+            await asyncio.sleep(1.0)  # any further bump or error would be logged by now
+        errors = [r.getMessage() for r in records.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "max_fee_gwei" in errors[0], errors
+        assert 1 <= v.sender.stats["fee_bumps"] <= v.settings.max_fee_bumps
+        fees = [_fees_of(r) for r in raws]
+        assert fees and all(max_fee <= cap * GWEI for _, max_fee, _ in fees), fees
+        assert max(max_fee for _, max_fee, _ in fees) == cap * GWEI  # bumped up to the cap
+        assert of(ev, OrderRejected) == []
+    finally:
+        v.cancel_all(None, 0)
+        with contextlib.suppress(Exception):
+            await v.idle()
+        await v.aclose()
+        await proxy.stop()

@@ -96,6 +96,16 @@ class SeiVenueSettings(BaseModel):
     priority_fee_gwei: float | None = Field(default=None, ge=0)
     max_inflight_txs: int = Field(default=2, ge=1, le=16)
     receipt_timeout_s: float = Field(default=20.0, gt=0)
+    fee_bump_after_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a transaction of ours not mined this long after it was signed (and 2 "
+        "blocks later) while its fees hold it back is replaced at its nonce with higher fees; "
+        "below receipt_timeout_s to matter",
+    )
+    max_fee_bumps: int = Field(
+        default=3, ge=0, le=20, description="replacements per transaction (0: never bump)"
+    )
     gas_margin: float = Field(
         default=0.2, ge=0, le=2, description="gas limit = estimate x (1 + margin)"
     )

@@ -383,6 +383,8 @@ class SeiVenue(VenueDefaults):
             priority_fee_gwei=self.settings.priority_fee_gwei,
             gas_margin=self.settings.gas_margin,
             receipt_timeout_s=self.settings.receipt_timeout_s,
+            fee_bump_after_s=self.settings.fee_bump_after_s,
+            max_fee_bumps=self.settings.max_fee_bumps,
             abi=book_abi(),
         )
         await self.sender.check_chain()
@@ -1032,7 +1034,7 @@ class SeiVenue(VenueDefaults):
                     self.stream.deliver(raw)
                 else:
                     self._on_log(raw)
-            self._sample_fresh_slots(sent.tx_hash)
+            self._sample_fresh_slots(str(receipt.get("transactionHash") or sent.tx_hash))
             self._take_settled(job, known=True)
         except TxReverted as exc:
             self.stats["reverted"] += 1
@@ -1042,8 +1044,10 @@ class SeiVenue(VenueDefaults):
             self._retry_job(job)
             self._take_settled(job, known=True)
         except Exception as exc:
-            self._take_settled(job, known=sent.tx_hash.lower() in self._landed)
-            if sent.tx_hash.lower() in self._landed:
+            # any version of it (a fee bump signs the same call again at its nonce)
+            landed = any(h.lower() in self._landed for h in sent.hashes)
+            self._take_settled(job, known=landed)
+            if landed:
                 # its logs were seen (and handled): it landed; writing it off would report
                 # live orders rejected and leave them on chain untracked
                 log.warning(
