@@ -1125,3 +1125,38 @@ async def test_a_fee_bump_stops_at_the_cap_and_says_so_once(
             await v.idle()
         await v.aclose()
         await proxy.stop()
+
+
+async def test_a_stuck_transaction_counts_in_the_venue_latency_while_it_is_stuck(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """A transaction stuck in the pool (a requote under a base fee spike, fee bumps off)
+    gave no latency sample until its receipt or its write-off: the idle probes answered
+    fast, so the venue_latency breaker stayed closed while nothing of ours could land.
+    Its age so far now counts as a sample: the p99 passes 3 s while it is stuck."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    v = venue_on(chain, chain.rpc_url, log_poll_s=0.1, receipt_timeout_s=60.0, max_fee_bumps=0)
+    await v.start()
+    try:
+        async with SpikeMiner(rpc) as miner:
+            v.requote(MKT, [], [OrderRequest(MKT, 5, Side.SELL, 3600, 1)], time.time_ns())
+            await _sent(v, 1)
+            miner.spike = 50 * GWEI
+            miner.running.set()
+
+            async def slow() -> bool:
+                p99 = v.receipt_p99_ms()
+                return p99 is not None and p99 >= 3000.0
+
+            await miner.until("the stuck requote in the venue latency", slow, 100)
+            assert v.stats["txs"] == 0  # no receipt yet: it is the stuck one that counts
+            miner.spike = None  # the spike is over: it lands
+            ev = await collect(v, lambda e: len(of(e, OrderAccepted)) == 1, 60.0)
+        assert [e.client_id for e in of(ev, OrderAccepted)] == [5]
+        assert not v._awaiting
+    finally:
+        v.cancel_all(None, 0)
+        with contextlib.suppress(Exception):
+            await v.idle()
+        await v.aclose()

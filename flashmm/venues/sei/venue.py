@@ -271,6 +271,8 @@ class SeiVenue(VenueDefaults):
         )
         # (monotonic s, ms) of recent receipts and probes: what receipt_p99_ms() judges
         self._lat_samples: deque[tuple[float, float]] = deque(maxlen=200)
+        #: transactions waiting for their receipt -> when they were sent (monotonic s)
+        self._awaiting: dict[int, float] = {}
         self._probe_task: asyncio.Task[None] | None = None
         # crash recovery: replay our fills from this block on start (None: no replay)
         self._replay_from: int | None = None
@@ -290,14 +292,20 @@ class SeiVenue(VenueDefaults):
     def receipt_p99_ms(self) -> float | None:
         """p99 of the node's recent answer times, in ms (None with too few samples).
 
-        The samples are the submit → receipt times of our transactions and, while none
-        is sent (e.g. quotes pulled because the node is slow), timed probes: a cheap call
+        The samples are the submit → receipt times of our transactions, the age so far
+        of each one still waiting for its receipt, and, while none is sent (e.g. quotes pulled because the node is slow), timed probes: a cheap call
         every ``PROBE_EVERY_S``. Only the last ``LATENCY_WINDOW_S`` count, so the
         ``venue_latency`` breaker clears by itself a few seconds after the node is fast
         again, and one slow transaction long ago does not hold quoting.
         """
-        cutoff = time.monotonic() - LATENCY_WINDOW_S
-        lat = sorted(ms for t, ms in self._lat_samples if t >= cutoff)
+        now = time.monotonic()
+        cutoff = now - LATENCY_WINDOW_S
+        lat = [ms for t, ms in self._lat_samples if t >= cutoff]
+        # a transaction still without its receipt is at least as slow as its age: one stuck
+        # in the pool (a base fee spike, a node that lost it) shows while it is stuck, not
+        # only once its receipt or its write-off comes (the idle probes stay fast)
+        lat += [(now - sent_at) * 1e3 for sent_at in self._awaiting.values()]
+        lat.sort()
         if len(lat) < LATENCY_MIN_SAMPLES:
             return None
         return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
@@ -1021,8 +1029,10 @@ class SeiVenue(VenueDefaults):
         self, sent: SentTx, undo: _Undo | None, shape: tuple[str, int], job: _Job
     ) -> None:
         assert self.sender is not None and self._inflight_sem is not None
+        self._awaiting[id(sent)] = sent.sent_at
         try:
             receipt = await self.sender.wait(sent)
+            self._awaiting.pop(id(sent), None)
             ms = (time.monotonic() - sent.sent_at) * 1e3
             self._lat_samples.append((time.monotonic(), ms))
             self.stats["txs"] += 1
@@ -1066,6 +1076,7 @@ class SeiVenue(VenueDefaults):
                 self._undo(undo, f"receipt unavailable: {exc}")
                 self._retry_job(job)
         finally:
+            self._awaiting.pop(id(sent), None)
             self._inflight -= 1
             self._inflight_sem.release()
 
