@@ -33,14 +33,18 @@ class RiskConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_position_usdc: float = Field(2000.0, gt=0, description="Per-market position limit")
+    max_position_usdc: float = Field(
+        2000.0, gt=0, description="Per-market position limit (reduce only from 95 % of it)"
+    )
     max_order_usdc: float = Field(500.0, gt=0, description="Largest single order")
     daily_loss_limit_usdc: float = Field(
         200.0,
         gt=0,
         description="Pause (latched) when the P&L since 00:00 UTC falls this far below 0",
     )
-    max_drawdown_usdc: float = Field(300.0, gt=0, description="Pause (latched) past this")
+    max_drawdown_usdc: float = Field(
+        300.0, gt=0, description="Pause (latched) when the P&L falls this far below its peak"
+    )
     stale_feed_ms: int = Field(5000, gt=0, description="Pull quotes after this long without data")
     kill_switch_sigma: float = Field(
         15.0, gt=0, description="Emergency stop on a 1 s move > N σ (and > both floors)"
@@ -66,7 +70,10 @@ class RiskConfig(BaseModel):
     )
     venue_error_limit: int = Field(5, ge=1, description="Venue errors in a minute before pulling")
     venue_latency_ms: float = Field(
-        3000.0, gt=0, description="Pull quotes while the venue's p99 order latency is above this"
+        3000.0,
+        gt=0,
+        description="Pull quotes while the venue's p99 order latency is above this (a "
+        "transaction still waiting for its receipt counts at its age so far)",
     )
 
 
