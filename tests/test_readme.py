@@ -5,6 +5,9 @@ repository, as a new user would after ``pip install``.
 run until Ctrl-C get ``--duration`` or are stopped once they print what the README says;
 lines that read ``../shared`` get it beside their folder and skip without it. On a clone
 with no ``../shared`` beside it (CI's second job) everything else still runs.
+
+The README's settings table, and the API example and ``/health`` answers of
+docs/operations.md, are checked against the settings' models and the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -189,3 +192,111 @@ def test_no_line_needs_the_repository_folder_but_the_shared_data() -> None:
     for line in LINES:
         if "../shared" not in line:
             assert "configs/" not in line and "models/" not in line, line
+
+
+def _settings_rows() -> list[tuple[str, list[str], list[str]]]:
+    """The README's settings table: (section, keys, defaults) per row, a key's prefix
+    (``sim.``, ``sei.``) carried to the keys after it in its row."""
+    table = README.split("| section | key | default | meaning |")[1].split("\n\n")[0]
+    rows, section = [], ""
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        section = cells[0].strip("`").removesuffix("[]") or section
+        keys, prefix = [], ""
+        for key in re.findall(r"`([a-z_.]+)`", cells[1].split("(")[0]):
+            if "." in key:
+                prefix, key = key.rsplit(".", 1)
+            keys.append(f"{prefix}.{key}" if prefix else key)
+        defaults = [d.strip().strip("`") for d in cells[2].split(", ")]
+        rows.append((section, keys, defaults))
+    return rows
+
+
+def _settings_models() -> dict[str, type]:
+    from flashmm import config as c
+    from flashmm.feeds.settings import FeedConfig
+    from flashmm.risk import RiskConfig
+    from flashmm.strategy.avellaneda import AvellanedaParams
+    from flashmm.strategy.base import StrategyConfig
+    from flashmm.venues.sei.settings import SeiVenueSettings
+    from flashmm.venues.sim import SimSettings
+
+    return {
+        "feed": FeedConfig, "venue.sim": SimSettings, "venue.sei": SeiVenueSettings,
+        "strategy": StrategyConfig, "strategy.params": AvellanedaParams, "risk": RiskConfig,
+        "ui": c.UIConfig, "logging": c.LoggingConfig, "control": c.ControlConfig,
+        "api": c.ApiConfig, "alerts": c.AlertsConfig,
+    }  # fmt: skip
+
+
+def _model_of(section: str, key: str) -> tuple[str, str]:
+    """(the model's name in _settings_models, the field) of a table key."""
+    if section == "venue" and "." in key:
+        sub, key = key.split(".", 1)
+        return f"venue.{sub}", key
+    return section, key
+
+
+def test_the_settings_table_names_every_setting_and_its_numeric_defaults() -> None:
+    """Every field of these sections is in the README's table (a Sei setting may be in
+    docs/sei.md's table instead), and a number or a boolean the table gives as a
+    default is the code's default."""
+    models = _settings_models()
+    named: dict[str, set[str]] = {name: set() for name in models}
+    for section, keys, defaults in _settings_rows():
+        for i, key in enumerate(keys):
+            name, field = _model_of(section, key)
+            if name not in models:
+                continue
+            fields = models[name].model_fields
+            by_alias = {(f.alias or n): n for n, f in fields.items()}
+            assert field in by_alias, f"README: {section} {key} is not a setting"
+            named[name].add(by_alias[field])
+            if len(defaults) != len(keys):
+                continue  # a row whose defaults are prose
+            want = fields[by_alias[field]].default
+            got = defaults[i]
+            if isinstance(want, bool):
+                assert got in ("true", "false"), (section, key, got)
+                assert (got == "true") is want, f"README: {section} {key} default {got}"
+            elif isinstance(want, int | float) and re.fullmatch(r"-?[\d.]+", got):
+                assert float(got) == want, f"README: {section} {key} default {got}, code {want}"
+    sei_doc = (ROOT / "docs" / "sei.md").read_text().split("Settings (`SeiVenueSettings`")[1]
+    named["venue.sei"] |= set(re.findall(r"`([a-z_]+)`", sei_doc.split("\n\n## ")[0]))
+    for name, model in models.items():
+        missing = sorted(set(model.model_fields) - named[name])
+        # `webhooks[]` and `strategy.params` have rows of their own
+        missing = [
+            m for m in missing if (name, m) not in {("alerts", "webhooks"), ("strategy", "params")}
+        ]
+        assert not missing, f"README settings table: {name} lacks {missing}"
+
+
+def test_the_api_block_of_the_operations_guide_shows_the_defaults() -> None:
+    """docs/operations.md's `api:` example lists every API setting at its default
+    (`enabled` aside: the example turns the API on)."""
+    import yaml
+
+    from flashmm.config import ApiConfig
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    block = re.search(r"```yaml\n(api:\n.*?)```", guide, re.S)
+    assert block is not None
+    shown = yaml.safe_load(block.group(1))["api"]
+    want = {n: f.default for n, f in ApiConfig.model_fields.items()}
+    assert shown.pop("enabled") is True and want.pop("enabled") is False
+    assert shown == want
+
+
+def test_the_health_examples_have_the_documented_shape() -> None:
+    """docs/operations.md's `/health` answers, without and with a token, have the keys of
+    the OpenAPI document's Health: its required ones, and all of them."""
+    from flashmm.api.openapi import openapi_document
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    answers = re.findall(r"^\$ curl -s (.*?)/health\s.*\n(\{.*\})$", guide, re.M)
+    assert len(answers) == 2, answers
+    health = openapi_document()["components"]["schemas"]["Health"]
+    for (curl, body), keys in zip(answers, (health["required"], health["properties"]), strict=True):
+        assert ("Authorization" in curl) == (keys is health["properties"])
+        assert set(json.loads(body)) == set(keys), curl
