@@ -126,7 +126,7 @@ def usable() -> bool:
 
 
 def describe() -> str:
-    """One line for logs and ``flashmm version``: where the kernels' cache is."""
+    """One line for the logs: where the kernels' cache is."""
     usable()
     if not _USABLE:
         return "no writable folder: kernels compiled in each process"

@@ -293,8 +293,9 @@ class SeiVenue(VenueDefaults):
         """p99 of the node's recent answer times, in ms (None with too few samples).
 
         The samples are the submit → receipt times of our transactions, the age so far
-        of each one still waiting for its receipt, and, while none is sent (e.g. quotes pulled because the node is slow), timed probes: a cheap call
-        every ``PROBE_EVERY_S``. Only the last ``LATENCY_WINDOW_S`` count, so the
+        of each one still waiting for its receipt, and, while none is sent (e.g. quotes
+        pulled because the node is slow), timed probes: a cheap call every
+        ``PROBE_EVERY_S``. Only the last ``LATENCY_WINDOW_S`` count, so the
         ``venue_latency`` breaker clears by itself a few seconds after the node is fast
         again, and one slow transaction long ago does not hold quoting.
         """
