@@ -1011,6 +1011,8 @@ async def test_a_requote_stuck_below_a_base_fee_spike_is_replaced_and_the_cancel
         assert of(ev, OrderRejected) == []
         assert v.sender.stats["dropped"] == 0 and v.stats["reverted"] == 0
         assert 1 <= v.sender.stats["fee_bumps"] <= v.settings.max_fee_bumps
+        # in status and the metrics (flashmm_venue_stat{stat="tx_fee_bumps"}), to alert on
+        assert v.status(60.0)["tx_fee_bumps"] == v.sender.stats["fee_bumps"]
         bumps = records.warnings(f"nonce {nonce - 1} of")
         assert len(bumps) == v.sender.stats["fee_bumps"], [r.getMessage() for r in records.records]
         assert not records.warnings("another transaction")

@@ -334,6 +334,9 @@ class SeiVenue(VenueDefaults):
         """Name and counters, with the gas so far projected per day of ``up_s``; fresh
         storage slots are priced at ``venue.sei.sstore_set_gas`` (Sei's chain parameter)."""
         out: dict[str, Any] = {"name": self.name, **self.stats}
+        if self.sender is not None:  # the signer's own counters (metrics: flashmm_venue_stat)
+            for key in ("nonce_resyncs", "nonce_taken", "rebroadcasts", "fee_bumps"):
+                out[f"tx_{key}"] = self.sender.stats[key]
         out["sstore_set_gas"] = self.settings.sstore_set_gas
         out["node_sstore_set_gas"] = self.node_sstore_set_gas
         if self._fresh["traced"]:
