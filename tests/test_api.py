@@ -880,3 +880,28 @@ async def test_idle_and_half_sent_requests_are_closed_after_the_idle_timeout(
             for s in (*socks, kept, body):
                 s.close()
         assert ops.engine.state == "running"
+
+
+def test_a_lost_drop_report_still_names_the_last_dropped_client() -> None:
+    """The fan-out's report of a dropped client can be lost to a full buffer (the 200
+    readers test met it once): the count came with the next report's totals, the
+    "last dropped" did not (/health showed one drop and no name). The totals now
+    carry it too."""
+    import types
+
+    from flashmm.api.fanout import Fanout
+    from flashmm.api.stream import StreamHub
+
+    bot, fan_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with bot, fan_side:
+        bot.setblocking(False)
+        fan = Fanout(fan_side, 16)
+        client = types.SimpleNamespace(cid=3, name="203.0.113.9", sent=40, reason="too slow")
+        fan.dropped(client, "too slow: 16 messages behind")  # type: ignore[arg-type]
+        assert bot.recv(65536)  # this record is lost: the bot never reads it
+        fan.report(event="closed", id=3, name=client.name, sent=40, reason="too slow")
+        hub = StreamHub()
+        hub._sock = bot
+        hub._on_report()
+        assert hub.drops == 1
+        assert hub.last_drop == "203.0.113.9: too slow: 16 messages behind"

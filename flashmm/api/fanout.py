@@ -203,16 +203,23 @@ class Fanout:
         self._stopping = False
         self.last_id = 0
         self.drops = 0
+        self.last_drop = ""
         self._tasks: set[asyncio.Task[None]] = set()
 
     def report(self, **rec: Any) -> None:
         """To the bot, with the totals (so a report lost to a full buffer loses no count)."""
-        rec.update(clients=len(self.clients), last_id=self.last_id, drops=self.drops)
+        rec.update(
+            clients=len(self.clients),
+            last_id=self.last_id,
+            drops=self.drops,
+            last_drop=self.last_drop,
+        )
         with contextlib.suppress(OSError):  # the bot is gone or its buffer is full
             self.ctl.send(b"R" + json.dumps(rec).encode())
 
     def dropped(self, c: Client, reason: str) -> None:
         self.drops += 1
+        self.last_drop = f"{c.name}: {reason}"
         self.report(event="dropped", id=c.cid, name=c.name, sent=c.sent, reason=reason)
 
     def closed(self, c: Client) -> None:

@@ -244,6 +244,11 @@ class StreamHub:
                 rec = json.loads(data[1:])
             except ValueError:
                 continue
+            # totals in every record: a record lost to a full buffer loses no count and
+            # no "last dropped" (the test of 200 readers met that once)
+            drops = int(rec.get("drops", self.drops))
+            if rec.get("last_drop"):
+                self.last_drop = str(rec["last_drop"])
             if rec.get("event") == "dropped":
                 self.last_drop = f"{rec.get('name')}: {rec.get('reason')}"
                 logger.warning(
@@ -252,6 +257,10 @@ class StreamHub:
                     rec.get("sent"),
                     rec.get("reason"),
                 )
+            elif drops > self.drops:  # its own record was lost
+                logger.warning(
+                    "API stream: {} client(s) dropped, last {}", drops - self.drops, self.last_drop
+                )
             # totals: connected there, plus the clients handed over it has not taken yet
-            self.drops = int(rec.get("drops", self.drops))
+            self.drops = drops
             self.clients = int(rec.get("clients", 0)) + self._next_id - int(rec.get("last_id", 0))
