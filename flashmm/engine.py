@@ -44,6 +44,7 @@ from flashmm.strategy.base import QuoteDesk, VolEstimator
 from flashmm.types import (
     NS_PER_S,
     Fill,
+    Liquidity,
     MarketSpec,
     Order,
     OrderAccepted,
@@ -701,7 +702,11 @@ class Engine:
         if self.acct.on_fill(fill) is None:
             return  # reported again (a replay after a restart or reconnect): booked once
         self._acct_changes += 1
-        ms.kill.on_own_trade(fill.price_ticks, fill.ts_ns)
+        if fill.liquidity is Liquidity.MAKER:
+            # our quotes' fills teach the kill switch our market's volatility; a take (the
+            # emergency flatten, up to 5 % through the book) is not a market price: it
+            # raised the trip level for long after a flatten and its reset
+            ms.kill.on_own_trade(fill.price_ticks, fill.ts_ns)
         ms.dirty = True
         self._mark_dirty = True
         self.outbox.append(FillEvent(fill))

@@ -1,7 +1,8 @@
 """The position_limit breaker is reduce only: at 95 % of ``risk.max_position_usdc`` the
 side that would grow |position| is not quoted (its live orders are cancelled by the
 requote diff), the reducing side quotes as before; the compiled quote desk does the
-same as the Python path."""
+same as the Python path. And the kill switch learns from our quotes' fills, not from
+the flatten's takes."""
 
 from __future__ import annotations
 
@@ -101,3 +102,23 @@ def test_reduce_only_desk_and_python_agree() -> None:
         runs.append((_live(engine, Side.BUY), _live(engine, Side.SELL)))
     assert runs[0] == runs[1]
     assert runs[0][0] == [] and runs[0][1]
+
+
+def test_a_flatten_take_does_not_teach_the_kill_switch() -> None:
+    """The kill switch learns our market's volatility from our own fills; a take (the
+    emergency flatten, priced up to 5 % through the book) counted too and raised the
+    trip level for long after the flatten. Only our quotes' fills count."""
+    from flashmm.types import Fill, Liquidity
+
+    engine, now = _engine(False)
+    kill = engine.markets[SYM].kill
+    mid = int(engine.markets[SYM].builder.book.mid)
+    for i, (price, liq) in enumerate(
+        [(mid, Liquidity.MAKER), (mid + 1, Liquidity.MAKER), (int(mid * 0.95), Liquidity.TAKER)]
+    ):
+        before = kill.sigma_bps()
+        fill = Fill(
+            SYM, 0 if liq else 7, Side.SELL, price, 1, 0.0, liq, now + i * NS_PER_S, f"f{i}"
+        )
+        engine._on_fill(fill, now + i * NS_PER_S)
+    assert kill.sigma_bps() == before  # the take at -5 % changed nothing

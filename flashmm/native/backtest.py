@@ -434,7 +434,8 @@ def _pump(
                 rows[f, 10] = K.best(ist, 1)
                 rowf[f, 0] = ofee[j]
                 bst[B_MARK_DIRTY] = 1
-                kill_own_trade(bst, bsf, float(out[j, S.X_PRICE]), out[j, S.X_TS])
+                if out[j, S.X_LIQ] == 0:  # a maker fill, as Engine._on_fill
+                    kill_own_trade(bst, bsf, float(out[j, S.X_PRICE]), out[j, S.X_TS])
                 bb, ba = rows[f, 9], rows[f, 10]
                 fmid = (bb + ba) / 2.0 if 0 < bb < ba else float(out[j, S.X_PRICE])
                 _position_limit(bst, bsf, ssf[S.SF_UNIT], fmid, now, rows, rowf)
