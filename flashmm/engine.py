@@ -67,6 +67,8 @@ _LAT_RING = 1 << 16
 #: flatten retries while halted: 2 s, 4 s, 8 s ... up to a minute
 _FLATTEN_BACKOFF_NS = 2 * NS_PER_S
 _FLATTEN_BACKOFF_MAX_NS = 60 * NS_PER_S
+#: at most one warning about rejected orders per market in this much engine time
+REJECT_WARN_NS = 60 * NS_PER_S
 
 
 @dataclass
@@ -87,6 +89,8 @@ class MarketState:
     orders_sent: int = 0
     cancels_sent: int = 0
     rejects: int = 0
+    #: (engine time, rejects) at the last warning about rejections (rate-limited)
+    rejects_warned: tuple[int, int] = (-(1 << 62), 0)
     blocked: str | None = None
     flatten_pending_ns: int = 0
     #: flatten attempts since the position last changed (the retry backs off)
@@ -676,6 +680,7 @@ class Engine:
                     self.outbox.append(OrderUpdated(o, "accepted"))
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
+                self._warn_rejected(ms, ev.reason, now_ns)
                 if ev.client_id == 0:  # a take refused: it fills no more
                     ms.take_open_lots = 0
                 self._done(ms, ev.client_id, "rejected: " + ev.reason)
@@ -684,6 +689,21 @@ class Engine:
                     ms.take_open_lots = 0
                 self._done(ms, ev.client_id, "cancelled")
         return len(evs)
+
+    def _warn_rejected(self, ms: MarketState, reason: str, now_ns: int) -> None:
+        """One warning per market and minute of engine time at most: orders the venue
+        refuses (insufficient free balance, a post-only cross ...) quote nothing, and
+        the count alone was only in the metrics."""
+        at, seen = ms.rejects_warned
+        if now_ns - at < REJECT_WARN_NS:
+            return
+        ms.rejects_warned = (now_ns, ms.rejects)
+        logger.warning(
+            "{}: order rejected by the venue: {} ({} rejection(s) since the last warning)",
+            ms.spec.symbol,
+            reason,
+            ms.rejects - seen,
+        )
 
     def _done(self, ms: MarketState, client_id: int, note: str) -> None:
         """An order is gone (filled, cancelled, rejected): forget it and report it."""

@@ -122,3 +122,31 @@ def test_a_flatten_take_does_not_teach_the_kill_switch() -> None:
         )
         engine._on_fill(fill, now + i * NS_PER_S)
     assert kill.sigma_bps() == before  # the take at -5 % changed nothing
+
+
+def test_rejected_orders_are_named_in_the_log_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A venue refusing orders (here insufficient free balance) left only a counter in
+    the metrics: an operator reading the log saw nothing. One warning per market and
+    minute names the reason and the count since the last one."""
+    from loguru import logger
+
+    from flashmm.types import OrderRejected
+
+    engine, now = _engine(False)
+    reason = ["insufficient free balance"]
+    monkeypatch.setattr(engine.venue, "poll", lambda t: [OrderRejected(SYM, 999, t, reason[0])])
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    try:
+        for k in range(5):  # 5 refusals within 4 s, then one a minute later
+            engine.pump_venue(now + k * NS_PER_S)
+        reason[0] = "order slot busy"
+        engine.pump_venue(now + 65 * NS_PER_S)
+    finally:
+        logger.remove(sink)
+    warned = [ln for ln in lines if "rejected by the venue" in ln]
+    assert len(warned) == 2, lines
+    assert "insufficient free balance (1 rejection(s)" in warned[0]
+    assert "order slot busy (5 rejection(s)" in warned[1]
