@@ -1162,3 +1162,47 @@ async def test_a_stuck_transaction_counts_in_the_venue_latency_while_it_is_stuck
         with contextlib.suppress(Exception):
             await v.idle()
         await v.aclose()
+
+
+async def test_sei_wording_for_our_own_bytes_counts_as_sent(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
+) -> None:
+    """Under Sei the Tendermint mempool answers a repeat of the same bytes (a transport
+    retry of a send whose answer was slow) with "tx already exists in cache", not geth's
+    "already known": the send counted as failed and the take was retried, though the
+    node had it. The repeat is played here by answering the first send so after the
+    node took it."""
+    rpc = rpc_factory(chain.rpc_url)
+    other = chain.sender(rpc, "maker2")
+    book = BookClient(rpc, chain.dep.book)
+    await book.requote(other, SEI, [op_place(63, 6301, ASK, 3500, 20)])
+    v = venue_on(chain, proxy.url, role="venue_taker")
+    await v.start()
+    try:
+        before = (await v.positions())[MKT]
+        answered: list[int] = []
+
+        async def hook(body: Any) -> Any:
+            send = isinstance(body, dict) and body.get("method") == "eth_sendRawTransaction"
+            if send and not answered:
+                await proxy.forward(body)  # the node takes it ...
+                answered.append(1)  # ... and the answer is Sei's for a repeat
+                error = {"code": -32000, "message": "tx already exists in cache"}
+                return {"jsonrpc": "2.0", "id": body.get("id"), "error": error}
+            return None
+
+        proxy.hook = hook
+        v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
+        ev = await collect(v, lambda e: len(of(e, Fill)) >= 1)
+        await v.idle()
+        await asyncio.sleep(1.0)  # a retried take would be mined by now
+        ev += v.poll(time.time_ns())
+        proxy.hook = None
+        assert answered, "the fault was not injected"
+        assert v.stats["send_errors"] == 0
+        assert [f.size_lots for f in of(ev, Fill)] == [3]
+        assert (await v.positions())[MKT] == before + 3
+    finally:
+        proxy.hook = None
+        await book.cancel_all(other, SEI)
+        await v.aclose()

@@ -72,7 +72,14 @@ BUMP_RECHECK_S = 0.5
 # how nodes word these answers to eth_sendRawTransaction
 NONCE_TOO_LOW = ("nonce too low", "nonce has already been used", "old nonce")
 NONCE_GAP = ("nonce too high", "nonce gap", "future nonce")
-ALREADY_KNOWN = ("already known", "known transaction", "already imported")
+# the node has these very bytes: geth/anvil wordings, and the Tendermint mempool's under
+# Sei (its cache of recent transactions answers a repeat of the same bytes)
+ALREADY_KNOWN = (
+    "already known",
+    "known transaction",
+    "already imported",
+    "tx already exists in cache",
+)
 # another transaction sits at this nonce in the pool: geth and anvil ask for a higher fee
 # to replace it, Sei's mempool wants a higher priority; not a fee problem of ours
 NONCE_TAKEN = (
