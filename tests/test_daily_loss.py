@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kit.data import NEXO_23
 
-from flashmm.accounting import apply_fill
+from flashmm.accounting import Accounting, apply_fill
 from flashmm.backtest.runner import run_backtest
 from flashmm.config import Config, load_config
 from flashmm.feeds.binance import Scale
@@ -268,3 +268,161 @@ async def test_a_restart_counts_todays_loss_only(dirs: tuple[Path, Path]) -> Non
         await ops.aclose()
     assert ops.journal is not None
     assert read_state(ops.journal.path).breakers["daily_loss"].state == "tripped"
+
+
+def test_the_journal_pnl_at_midnight_over_several_markets_agrees_with_accounting(
+    tmp_path: Path,
+) -> None:
+    """Two markets, fills through zero with fees and rebates (negative fees): the P&L at
+    00:00 is what :class:`Accounting` books for the fills before it. The short
+    market is marked at the candidate that gives the highest P&L, its lowest price;
+    the market without a snapshot is rebuilt from its fills alone."""
+    cfg = _config(tmp_path, tmp_path)
+    specs = {s.symbol: s for s in cfg.specs()}
+    other = next(s for s in specs if s != SYM)
+    mid = 20_000 * NS_PER_DAY
+    acct = Accounting(specs.values(), 1e12)
+
+    def fill(m: str, n: int, side: Side, px: int, lots: int, fee: float, ts: int) -> Fill:
+        return Fill(m, n, side, px, lots, fee, Liquidity.MAKER, ts, f"{m}-{n}")
+
+    with Journal(tmp_path, name="j", specs=specs) as j:
+        seq = [
+            fill(SYM, 1, Side.BUY, 1200, 1000, 0.02, mid - 90 * MIN),
+            fill(other, 2, Side.SELL, 500, 30, -0.01, mid - 85 * MIN),
+            fill(SYM, 3, Side.SELL, 1300, 1600, 0.03, mid - 80 * MIN),  # flips short 600
+            fill(other, 4, Side.BUY, 480, 50, -0.02, mid - 70 * MIN),  # flips long 20
+        ]
+        for f in seq:
+            j.fill(f)
+            acct.on_fill(f)
+        j.position_snapshot(acct.positions[SYM], mid - 60 * MIN, mid_ticks=1290.0)
+        late = [
+            fill(SYM, 5, Side.BUY, 1250, 200, 0.01, mid - 30 * MIN),  # short 400 @1300
+            fill(other, 6, Side.SELL, 470, 5, -0.01, mid - 20 * MIN),
+        ]
+        for f in late:
+            j.fill(f)
+            acct.on_fill(f)
+        for f in [  # after 00:00: not counted
+            fill(SYM, 7, Side.BUY, 1000, 400, 0.5, mid + 10 * MIN),
+            fill(other, 8, Side.SELL, 400, 15, 0.5, mid + 11 * MIN),
+        ]:
+            j.fill(f)
+        j.position_snapshot(
+            Position(SYM, 0, 0.0, 0.0, 0.0, 0.0, 6), mid + 12 * MIN, mid_ticks=1310.0
+        )
+        j.flush()
+        st = j.load_state(specs)
+        got = j.pnl_at(mid, st.positions)
+    short = acct.positions[SYM]
+    assert short.lots == -400 and short.avg_price_ticks == 1300.0
+    # candidates 1290 (snapshot), 1250 (last fill), 1310 (after 00:00): the lowest
+    expect = acct.market_pnl(SYM, 1250.0) + acct.market_pnl(other, 470.0)
+    assert expect != pytest.approx(acct.market_pnl(SYM, 1310.0) + acct.market_pnl(other, 470.0))
+    assert got == pytest.approx(expect, abs=1e-9)
+
+
+def test_a_snapshot_without_a_mid_does_not_mark_the_position_at_its_cost(tmp_path: Path) -> None:
+    """The last snapshot before 00:00 has no mid (written before the run's first
+    book: a start or a stop while the feed was down): the position is marked at the
+    last mid journaled before 00:00, not at its own average price, which would take
+    the gain it had then off today's loss."""
+    cfg = _config(tmp_path, tmp_path)
+    specs = {s.symbol: s for s in cfg.specs()}
+    unit = specs[SYM].unit_usdc
+    mid = 20_000 * NS_PER_DAY
+    with Journal(tmp_path, name="j", specs=specs) as j:
+        pos = Position(SYM)
+        f = _fill(1, Side.BUY, 1000, 1000, mid - 600 * MIN)
+        j.fill(f)
+        apply_fill(pos, f, specs[SYM])
+        j.position_snapshot(pos, mid - 590 * MIN, mid_ticks=1200.0)
+        j.position_snapshot(pos, mid - 120 * MIN)  # a restart: no book yet
+        j.position_snapshot(pos, mid - 119 * MIN)  # its stop, still no book
+        j.flush()
+        st = j.load_state(specs)
+        got = j.pnl_at(mid, st.positions)
+    assert got == pytest.approx((1200 - 1000) * 1000 * unit - 0.01, abs=1e-9)
+
+
+class _ReplayingVenue(SimVenue):
+    """A venue that replays, on start, a fill the journal missed (a chain venue
+    booking what was mined while the bot was down, with its block time)."""
+
+    replays_fills = True
+
+    def __init__(self, specs: dict[str, Any], missed: list[Fill]) -> None:
+        super().__init__(specs)
+        self.missed = missed
+
+    def poll(self, now_ns: int) -> list[Any]:
+        out: list[Any] = list(self.missed)
+        self.missed = []
+        return out + super().poll(now_ns)
+
+
+async def test_fills_the_venue_replays_on_start_count_at_their_time(
+    dirs: tuple[Path, Path],
+) -> None:
+    """The bot went down long before 00:00 with 100 000 lots long at 1000; its sell at
+    1100 was mined at 23:55 and is replayed on start: the P&L at 00:00 had that
+    100 USDC gain, so a loss today counts from it (not from the P&L the journal had
+    before the replay, which would take the gain off today's loss)."""
+    data, sock = dirs
+    cfg = _config(data, sock)
+    specs = {s.symbol: s for s in cfg.specs()}
+    today = time.time_ns() // NS_PER_DAY * NS_PER_DAY
+    lots = 100_000  # 1 USDC per tick
+    with Journal(data, name="svc", specs=specs) as j:
+        pos = Position(SYM)
+        f = _fill(1, Side.BUY, 1000, lots, today - 180 * MIN)
+        j.fill(f)
+        apply_fill(pos, f, specs[SYM])
+        j.position_snapshot(pos, today - 170 * MIN, mid_ticks=1000.0)
+        j.flush()
+    missed = _fill(2, Side.SELL, 1100, lots, today - 5 * MIN)
+    engine = engine_from(cfg, _ReplayingVenue(specs, [missed]))
+    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
+    await ops.start()
+    task = asyncio.create_task(ops.task(engine))
+    try:
+        for _ in range(200):
+            if ops.ready:
+                break
+            await asyncio.sleep(0.01)
+        assert ops.ready
+        assert engine.positions()[SYM].lots == 0
+        assert engine.risk.day_start_pnl == pytest.approx(100 - 0.02)
+        assert ops.recovery["day_start_pnl_usdc"] == pytest.approx(100 - 0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ops.aclose()
+
+
+def test_the_pnl_at_midnight_of_a_journal_begun_today_or_left_days_ago(tmp_path: Path) -> None:
+    """A journal whose fills are all of today: 0 at 00:00 (today's loss is all of its
+    loss). A journal whose last record is three days old (the bot was down since):
+    the P&L at that record, its position marked at its last mid."""
+    cfg = _config(tmp_path, tmp_path)
+    specs = {s.symbol: s for s in cfg.specs()}
+    unit = specs[SYM].unit_usdc
+    mid = 20_000 * NS_PER_DAY
+    with Journal(tmp_path, name="today", specs=specs) as j:
+        j.fill(_fill(1, Side.BUY, 1200, 1000, mid + 60 * MIN))
+        j.fill(_fill(2, Side.SELL, 1000, 400, mid + 70 * MIN))
+        j.position_snapshot(Position(SYM, 600, 1200.0, -200.0, 0.02, 0.0, 2), mid + 71 * MIN)
+        j.flush()
+        assert j.pnl_at(mid, j.load_state(specs).positions) == 0.0
+    old = mid - 3 * NS_PER_DAY
+    with Journal(tmp_path, name="old", specs=specs) as j:
+        pos = Position(SYM)
+        for f in (_fill(1, Side.BUY, 1200, 1000, old), _fill(2, Side.SELL, 1000, 400, old + MIN)):
+            j.fill(f)
+            apply_fill(pos, f, specs[SYM])
+        j.position_snapshot(pos, old + 2 * MIN, mid_ticks=1100.0)
+        j.flush()
+        got = j.pnl_at(mid, j.load_state(specs).positions)
+    assert got == pytest.approx((-200 * 400 + (1100 - 1200) * 600) * unit - 0.02, abs=1e-9)

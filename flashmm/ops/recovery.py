@@ -29,10 +29,14 @@ The daily loss limit (``risk.daily_loss_limit_usdc``) counts today's loss
 (:meth:`Journal.pnl_at <flashmm.ops.journal.Journal.pnl_at>`): losses of
 earlier days do not pause the new run, and the loss before the restart
 still counts. Realized P&L and fees at 00:00 are exact; the position is
-marked at the highest candidate price (the snapshot mids around 00:00, the
-last fill's price before it), the estimate that counts more of today's
-loss. A resumed replay of recorded data has no clock yet at this point:
-its day counts from its own start (the P&L restored counts).
+marked at the candidate price that gives the highest P&L (the last mid
+journaled before 00:00, the last fill's price before it, the first mid
+after it: the highest for a long position, the lowest for a short one),
+the estimate that counts more of today's loss. Fills a chain venue
+replays on start are journaled before the first quote and the P&L at
+00:00 is read again with them (a fill mined before 00:00 counts there).
+A resumed replay of recorded data has no clock yet at this point: its day
+counts from its own start (the P&L restored counts).
 
 The paper venue (``sim``) starts empty on every run, so in paper mode the
 journal is the truth: its positions are kept and the venue's are ignored.
@@ -160,6 +164,21 @@ class Recovery:
             )
         if self.journal is not None:
             self.journal.event("recovery", self.recovery)
+
+    def _day_start_after_replay(self) -> None:
+        """A chain venue's start-up replay books fills the journal did not have at
+        recovery, with their block time, some maybe from before 00:00 UTC: today's
+        loss counts from the P&L at 00:00 with them (once they are journaled, before
+        the first quote)."""
+        e, j = self.engine, self.journal
+        if j is None or j.closed or not self.venue.replays_fills:
+            return
+        if "day_start_pnl_usdc" not in self.recovery:
+            return
+        day = self._now() // NS_PER_DAY
+        base = j.pnl_at(day * NS_PER_DAY)
+        e.risk.start_day(day, base)
+        self.recovery["day_start_pnl_usdc"] = round(base, 6)
 
     def _venue_replay_hook(self) -> None:
         """Tell a chain venue where the journal's fills end, so it replays the rest."""

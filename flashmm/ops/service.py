@@ -201,6 +201,9 @@ class OpsServices(Commands):
         except Exception as exc:
             logger.exception("reconciliation with the venue failed")
             self._trip_reconcile(f"cannot check the venue: {type(exc).__name__}: {exc}")
+        if self.venue.replays_fills:
+            self._drain()  # the fills the venue replayed on start, into the journal
+            self._day_start_after_replay()
         self._release_gate()
         self._drain()
         self.ready = True

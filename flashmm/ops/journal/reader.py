@@ -237,6 +237,22 @@ def read_state(
     return state
 
 
+#: :func:`pnl_at` reads a market's fills after its last snapshot before ``at_ns`` in
+#: journal order up to the first one this far past ``at_ns`` (a fill journaled late
+#: with an earlier time, as a chain venue's start-up replay books, comes before it)
+PNL_AT_SCAN_PAST_NS = 3600 * 1_000_000_000
+#: :func:`pnl_at`'s statements (``benchmarks/journal_day_start.py`` prints their plans)
+PNL_AT_QUERIES = (
+    "SELECT lots, avg_price_ticks, realized_usdc, fees_usdc, volume_usdc, fills,"
+    " mid_ticks, id FROM positions WHERE market = ? AND ts < ? ORDER BY id DESC LIMIT 1",
+    "SELECT mid_ticks FROM positions WHERE market = ? AND ts < ? AND id < ?"
+    " AND mid_ticks > 0 ORDER BY id DESC LIMIT 1",
+    "SELECT id FROM fills WHERE market = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+    f"SELECT {FILL_COLUMNS} FROM fills WHERE market = ? AND id >= ? ORDER BY id",
+    "SELECT mid_ticks FROM positions WHERE market = ? AND id > ? AND ts >= ? ORDER BY id LIMIT 1",
+)
+
+
 def pnl_at(
     db_path: str | os.PathLike[str],
     specs: Mapping[str, MarketSpec],
@@ -248,13 +264,18 @@ def pnl_at(
     (``at_ns`` = 00:00 UTC today).
 
     Per market: the last position snapshot before ``at_ns`` plus that market's later
-    fills before ``at_ns`` (the fills past the snapshot's ``fills`` count: the newest
-    ``positions[m].fills`` minus that many rows of the market, ``positions`` being
-    what :func:`read_state` recovered), so realized P&L and fees are exact. The
-    price at ``at_ns`` is not journaled: the position is marked at the highest of
-    the candidates (the mid of that snapshot, the price of the last fill applied,
-    the mid of the first snapshot at or after ``at_ns``), the choice that counts the
-    most of today's loss. Read-only; safe beside a writer."""
+    fills before ``at_ns`` (the fills past the snapshot's ``fills`` count, of the
+    ``positions[m].fills`` the journal holds, ``positions`` being what
+    :func:`read_state` recovered), booked by :func:`~flashmm.accounting.apply_fill`,
+    so realized P&L and fees are exact. Those fills are read in journal order up to
+    the first one :data:`PNL_AT_SCAN_PAST_NS` past ``at_ns`` (today's fills are not
+    read). The price at ``at_ns`` is not journaled: the position is marked at the
+    candidate price that gives the highest P&L (the highest for a long position, the
+    lowest for a short one), the estimate that counts the most of today's loss; the
+    candidates are the last mid journaled before ``at_ns`` (a snapshot written before
+    a run's first book has none: an earlier one's), the price of the last fill applied
+    and the mid of the first snapshot at or after ``at_ns``. Read-only; safe beside a
+    writer."""
     path = Path(db_path)
     if not path.exists():
         return 0.0
@@ -262,6 +283,7 @@ def pnl_at(
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
     except sqlite3.Error as exc:
         raise RuntimeFailure(f"journal {path}: cannot open: {exc}") from exc
+    q_snap, q_mid, q_first, q_fills, q_after = PNL_AT_QUERIES
     total = 0.0
     try:
         conn.execute("BEGIN")  # one consistent read of every table
@@ -269,38 +291,36 @@ def pnl_at(
             rows = positions[m].fills if m in positions else 0
             if not rows:
                 continue
-            snap = conn.execute(
-                "SELECT lots, avg_price_ticks, realized_usdc, fees_usdc, volume_usdc, fills,"
-                " mid_ticks, id FROM positions WHERE market = ? AND ts < ?"
-                " ORDER BY id DESC LIMIT 1",
-                (m, at_ns),
-            ).fetchone()
+            snap = conn.execute(q_snap, (m, at_ns)).fetchone()
             mids: list[float] = []
             snap_id = 0
             if snap is not None:
                 pos = Position(m, *snap[:6])
                 snap_id = int(snap[7])
-                if snap[6]:
-                    mids.append(float(snap[6]))
+                mid = snap[6]
+                if not mid:  # written before that run's first book
+                    got = conn.execute(q_mid, (m, at_ns, snap_id)).fetchone()
+                    mid = got[0] if got is not None else None
+                if mid:
+                    mids.append(float(mid))
             else:
                 pos = Position(m)
-            later = conn.execute(
-                f"SELECT {FILL_COLUMNS} FROM fills WHERE market = ? ORDER BY id DESC LIMIT ?",
-                (m, max(0, rows - pos.fills)),
-            ).fetchall()
+            later = rows - pos.fills
+            first: tuple[Any, ...] | None = (0,)
+            if later > 0 and pos.fills > 0:
+                first = conn.execute(q_first, (m, later - 1)).fetchone()
             last_px = 0
-            for row in reversed(later):
-                fill = row_to_fill(row)
-                if fill.ts_ns < at_ns:
-                    apply_fill(pos, fill, spec)
-                    last_px = fill.price_ticks
+            if later > 0 and first is not None:
+                for row in conn.execute(q_fills, (m, int(first[0]))):
+                    fill = row_to_fill(row)
+                    if fill.ts_ns < at_ns:
+                        apply_fill(pos, fill, spec)
+                        last_px = fill.price_ticks
+                    elif fill.ts_ns >= at_ns + PNL_AT_SCAN_PAST_NS:
+                        break
             if last_px:
                 mids.append(float(last_px))
-            after = conn.execute(
-                "SELECT mid_ticks FROM positions WHERE market = ? AND id > ? AND ts >= ?"
-                " ORDER BY id LIMIT 1",
-                (m, snap_id, at_ns),
-            ).fetchone()
+            after = conn.execute(q_after, (m, snap_id, at_ns)).fetchone()
             if after is not None and after[0]:
                 mids.append(float(after[0]))
             unreal = max((unrealized_usdc(pos, mid, spec) for mid in mids), default=0.0)

@@ -619,11 +619,14 @@ class Journal:
             self.flush(timeout)
         return read_state(self.path, specs if specs is not None else self.specs)
 
-    def pnl_at(self, at_ns: int, positions: Mapping[str, Position]) -> float:
+    def pnl_at(self, at_ns: int, positions: Mapping[str, Position] | None = None) -> float:
         """The P&L the journal had at ``at_ns`` (:func:`~flashmm.ops.journal.reader.pnl_at`;
-        ``positions`` as :meth:`load_state` recovered them). Flushes first."""
+        ``positions`` as :meth:`load_state` recovered them, by default the positions of
+        every fill committed). Flushes first."""
         if not self._closed and self.pending:
             self.flush()
+        if positions is None:
+            positions = dict(self._positions)
         return pnl_at(self.path, self.specs, at_ns, positions)
 
     def events(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
