@@ -1010,11 +1010,15 @@ async def test_a_requote_stuck_below_a_base_fee_spike_is_replaced_and_the_cancel
         assert sorted(e.client_id for e in of(ev, OrderCancelled)) == [1, 2]
         assert of(ev, OrderRejected) == []
         assert v.sender.stats["dropped"] == 0 and v.stats["reverted"] == 0
-        assert 1 <= v.sender.stats["fee_bumps"] <= v.settings.max_fee_bumps
+        # the stuck requote was replaced; the cancel_all behind it, signed at the same low
+        # fees, may have been sent before the requote's bump and then needed its own
+        requote_bumps = records.warnings(f"nonce {nonce - 1} of")
+        assert 1 <= len(requote_bumps) <= v.settings.max_fee_bumps
+        bumps = records.warnings("not mined after")  # one warning per bump, any nonce
+        assert len(bumps) == v.sender.stats["fee_bumps"], [r.getMessage() for r in records.records]
+        assert len(bumps) <= 2 * v.settings.max_fee_bumps
         # in status and the metrics (flashmm_venue_stat{stat="tx_fee_bumps"}), to alert on
         assert v.status(60.0)["tx_fee_bumps"] == v.sender.stats["fee_bumps"]
-        bumps = records.warnings(f"nonce {nonce - 1} of")
-        assert len(bumps) == v.sender.stats["fee_bumps"], [r.getMessage() for r in records.records]
         assert not records.warnings("another transaction")
     finally:
         v.cancel_all(None, 0)
