@@ -36,7 +36,16 @@ from flashmm.events import (
     StateChanged,
 )
 from flashmm.marketdata import FeedStatus, MarketEvent, Trade
-from flashmm.risk import HALT, PAUSE, Breaker, KillSwitch, PriceBand, RiskConfig, RiskManager
+from flashmm.risk import (
+    HALT,
+    PAUSE,
+    REDUCE,
+    Breaker,
+    KillSwitch,
+    PriceBand,
+    RiskConfig,
+    RiskManager,
+)
 from flashmm.signal import BookImbalanceSignal, SignalSource
 from flashmm.snapshot import LatencyView, MarketView, ModelView, OrderView, SignalView, Snapshot
 from flashmm.strategy import QuoteContext, Strategy
@@ -325,11 +334,15 @@ class Engine:
             self._quote(ms, now_ns, t0)
 
     def _breaker_changed(self, b: Breaker, now_ns: int, *, pull: MarketState | None = None) -> None:
-        """A pull breaker tripped or cleared: log, report, pull the market's quotes at once."""
+        """A pull or reduce-only breaker tripped or cleared: log, report; ``pull``: the
+        market whose quotes go at once."""
+        reduce = b.action == REDUCE
         if b.tripped:
-            logger.warning("breaker {} tripped (quotes pulled): {}", b.name, b.reason)
+            how = "" if reduce else " (quotes pulled)"  # reduce only's reason says so
+            logger.warning("breaker {} tripped{}: {}", b.name, how, b.reason)
         else:
-            logger.info("breaker {} cleared: quoting again", b.name)
+            again = "both sides quote again" if reduce else "quoting again"
+            logger.info("breaker {} cleared: {}", b.name, again)
         self.outbox.append(BreakerChanged(b.name, b.status()))
         if pull is not None:
             if pull.blocked is None:
@@ -439,7 +452,7 @@ class Engine:
                 ms.spec, self.acct.positions[sym].lots, mids.get(sym, 0.0), now_ns
             ):
                 ms.dirty = True  # reduce only began or ended: the quotes change
-                self._position_limit_changed(self.risk.breakers[f"position_limit:{sym}"])
+                self._breaker_changed(self.risk.breakers[f"position_limit:{sym}"], now_ns)
         self._marked = (mids, self._acct_changes, self.risk.version())
 
     def learning_models(self) -> dict[str, Any]:
@@ -780,14 +793,6 @@ class Engine:
         b = self.risk.breakers.setdefault(breaker, Breaker(breaker, HALT, latched=True))
         b.trip(reason, now_ns)
         self._breaker_tripped(b, now_ns)
-
-    def _position_limit_changed(self, b: Breaker) -> None:
-        """A market's ``position_limit`` breaker began or ended reduce only: log, report."""
-        if b.tripped:
-            logger.warning("breaker {} tripped: {}", b.name, b.reason)
-        else:
-            logger.info("breaker {} cleared: both sides quote again", b.name)
-        self.outbox.append(BreakerChanged(b.name, b.status()))
 
     def _breaker_tripped(self, b: Breaker, now_ns: int) -> None:
         self.outbox.append(BreakerChanged(b.name, b.status()))

@@ -222,10 +222,18 @@ class RiskManager:
     ) -> bool:
         """The market's ``position_limit`` breaker: tripped while the position is worth
         95 % of ``max_position_usdc`` or more at ``mid_ticks``. True when it changed."""
-        b = self.breakers[f"position_limit:{spec.symbol}"]
         notional = abs(position_lots) * mid_ticks * spec.unit_usdc
-        if notional >= 0.95 * self.cfg.max_position_usdc:
-            what = f"position {notional:.0f} USDC of {self.cfg.max_position_usdc:.0f}"
+        tripped = notional >= 0.95 * self.cfg.max_position_usdc
+        return self.set_position_limit(spec.symbol, tripped, notional, now_ns)
+
+    def set_position_limit(
+        self, symbol: str, tripped: bool, notional_usdc: float, now_ns: int
+    ) -> bool:
+        """Trip or clear the market's ``position_limit`` breaker as decided (here, or by
+        the compiled backtest loop on the same sums); True when it changed."""
+        b = self.breakers[f"position_limit:{symbol}"]
+        if tripped:
+            what = f"position {notional_usdc:.0f} USDC of {self.cfg.max_position_usdc:.0f}"
             return b.trip(f"{what}: reduce only", now_ns)
         return b.clear(now_ns)
 

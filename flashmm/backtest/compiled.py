@@ -103,16 +103,9 @@ class EngineSink:
 
         risk = self.engine.risk
         if which == BRK_POSITION:
-            # reduce only, as RiskManager.update_position sets it, logged and reported as
-            # the engine's mark does
-            b = risk.breakers[f"position_limit:{self.sym}"]
-            limit = risk.cfg.max_position_usdc
-            if tripped:
-                changed = b.trip(f"position {jump:.0f} USDC of {limit:.0f}: reduce only", now)
-            else:
-                changed = b.clear(now)
-            if changed:
-                self.engine._position_limit_changed(b)
+            # reduce only, logged and reported as the engine's mark does
+            if risk.set_position_limit(self.sym, tripped, jump, now):
+                self.engine._breaker_changed(risk.breakers[f"position_limit:{self.sym}"], now)
                 self.rec.drain()
             return
         if which == BRK_BAND:
