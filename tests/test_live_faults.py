@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from chain_fixtures import LocalChain
+from chain_fixtures import ROLES, LocalChain
 
 from flashmm.config import load_config
 from flashmm.engine import Engine
@@ -38,7 +38,7 @@ from flashmm.types import (
     Side,
     VenueEvent,
 )
-from flashmm.venues.sei.abi import ASK, op_place
+from flashmm.venues.sei.abi import ASK, decode_log, op_place, unpack_info
 from flashmm.venues.sei.book import BookClient
 from flashmm.venues.sei.errors import TxDropped
 from flashmm.venues.sei.keys import account_from_hex
@@ -548,6 +548,48 @@ async def test_a_transaction_of_another_process_at_our_nonce_is_not_fought(
         await proxy.stop()
 
 
+async def test_idle_waits_for_a_failed_cancel_all_to_be_sent_again(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """A cancel_all whose send failed is sent again after a backoff. idle() ("nothing
+    queued or in flight") returned during that backoff, and the close behind it dropped the
+    retry: the orders rested on the book after the venue was gone (a shutdown's wait, and
+    the cleanup of these tests, which left asks for the next test's take to meet)."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    me = chain.address("venue")
+    await clear_book(chain, rpc)
+    proxy = await FaultProxy(chain.rpc_url).start()
+    refused: list[str] = []
+    v = venue_on(chain, proxy.url, role="venue", log_poll_s=0.1)
+    await v.start()
+    try:
+        v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
+        await collect(v, lambda e: bool(of(e, OrderAccepted)))
+
+        async def refuse_once(body: Any) -> Any:
+            if sends(body) and not refused:
+                refused.extend(sends(body))
+                return {
+                    "jsonrpc": "2.0",
+                    "id": body["id"],
+                    "error": {"code": -32603, "message": "internal error"},
+                }
+            return None
+
+        proxy.hook = refuse_once
+        v.cancel_all(None, 0)
+        await v.idle()
+        assert refused, "the fault was not injected"
+        assert await chain_orders(book, me) == {}
+    finally:
+        proxy.hook = None
+        await v.aclose()
+        await proxy.stop()
+        await book.cancel_all(chain.sender(rpc, "venue"), SEI)
+
+
 async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
     fast_chain: LocalChain, rpc_factory: Any
 ) -> None:
@@ -583,6 +625,8 @@ async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         await rpc.call("evm_mine")
+        # blocks again for the venue's cancel of order 50, which idle() waits for
+        await rpc.call("evm_setAutomine", [True])
         ev = await collect(v, lambda e: 2 in [a.client_id for a in of(e, OrderAccepted)])
         await v.idle()
         ev += v.poll(time.time_ns())
@@ -775,6 +819,7 @@ async def test_a_fill_of_a_last_run_order_before_its_cancel_lands_is_booked_once
             await release.wait()
         return None
 
+    await clear_book(chain, rpc)  # the take below must meet order 71 and nothing else
     await rpc.call("evm_setAutomine", [False])
     bot = Restarted(chain, proxy.url, dirs, "spare")
     try:
@@ -793,7 +838,9 @@ async def test_a_fill_of_a_last_run_order_before_its_cancel_lands_is_booked_once
         taker = chain.sender(rpc, "taker")
         take = await taker.send(book.address, book.take_calldata(SEI, 0, 3700, 1), gas=600_000)
         await rpc.call("evm_mine")
-        assert (await rpc.call("eth_getTransactionReceipt", [take.tx_hash]))["status"] == "0x1"
+        receipt = await rpc.call("eth_getTransactionReceipt", [take.tx_hash])
+        assert receipt["status"] == "0x1"
+        assert filled_orders(receipt) == [(me.lower(), 71)]  # before the venue's cancel
         release.set()
         await rpc.call("evm_setAutomine", [True])
         await rpc.call("evm_mine")
@@ -817,6 +864,27 @@ async def test_a_fill_of_a_last_run_order_before_its_cancel_lands_is_booked_once
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def clear_book(chain: LocalChain, rpc: Any) -> None:
+    """Cancel every role's orders on the market: a take of a test meets its own orders only
+    (the chain is shared by the module's tests)."""
+    book = BookClient(rpc, chain.dep.book)
+    for role in ROLES:
+        if await chain_orders(book, chain.address(role)):
+            await book.cancel_all(chain.sender(rpc, role), SEI)
+    for role in ROLES:
+        assert await chain_orders(book, chain.address(role)) == {}, role
+
+
+def filled_orders(receipt: dict[str, Any]) -> list[tuple[str, int]]:
+    """(maker, client id) of each Fill log of a receipt."""
+    out = []
+    for raw in receipt["logs"]:
+        ev = decode_log(raw)
+        if ev is not None and ev.name == "Fill":
+            out.append((str(ev.args["maker"]).lower(), unpack_info(int(ev.args["info"])).client_id))
+    return out
 
 
 REFUSALS: dict[str, Callable[[], Any]] = {

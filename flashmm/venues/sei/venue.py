@@ -261,6 +261,8 @@ class SeiVenue(VenueDefaults):
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
         self._inflight = 0
+        # retries of failed cancels waiting for their backoff: idle() waits for them too
+        self._retries_due = 0
         self._inflight_sem: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sender_task: asyncio.Task[None] | None = None
@@ -791,9 +793,15 @@ class SeiVenue(VenueDefaults):
             self._deposits_scanned_to = end
 
     async def idle(self, timeout_s: float = 30.0) -> None:
-        """Wait until nothing is queued or in flight (tests, shutdown)."""
+        """Wait until nothing is queued, in flight or due for a retry (tests, shutdown): a
+        cancel that failed and waits out its backoff is still to be sent."""
         deadline = time.monotonic() + timeout_s
-        while self._jobs or self._inflight or any(m.queued for m in self._markets.values()):
+        while (
+            self._jobs
+            or self._inflight
+            or self._retries_due
+            or any(m.queued for m in self._markets.values())
+        ):
             if time.monotonic() > deadline:
                 raise VenueError("Sei venue still busy")
             await asyncio.sleep(0.02)
@@ -1001,6 +1009,7 @@ class SeiVenue(VenueDefaults):
         raw = list(raw or ())
 
         def push() -> None:
+            self._retries_due -= 1
             live = [c for c in cancels if c in m.by_client]
             if not (live or raw) or self._sender_task is None:
                 return
@@ -1013,6 +1022,7 @@ class SeiVenue(VenueDefaults):
             m.queued.raw_cancels.extend(raw)
             self._wake.set()
 
+        self._retries_due += 1
         asyncio.get_running_loop().call_later(delay, push)
 
     def _retry_job(self, job: _Job) -> None:
@@ -1023,10 +1033,12 @@ class SeiVenue(VenueDefaults):
         again = _Job(job.kind, job.market, job.args, job.attempt + 1)
 
         def push() -> None:
+            self._retries_due -= 1
             if self._sender_task is not None:
                 self._jobs.append(again)
                 self._wake.set()
 
+        self._retries_due += 1
         asyncio.get_running_loop().call_later(min(5.0, 0.1 * 2**job.attempt), push)
 
     async def _await_receipt(
