@@ -860,12 +860,36 @@ class Engine:
                 wait / 1e9,
             )
 
-    def reset(self, now_ns: int) -> None:
-        """Clear latched breakers and the halt; the bot stays paused until resumed."""
-        self.risk.reset(now_ns)
+    def reset(self, now_ns: int) -> dict[str, float]:
+        """Clear latched breakers and the halt; the bot stays paused until resumed.
+
+        A loss limit that tripped is re-armed from the P&L now (``daily_loss``: the rest
+        of today's loss counts from it; ``max_drawdown``: the fall from it), so the next
+        mark does not trip it again. Returns those new starting points (USDC), as the
+        journal keeps them for a restart: ``day_start_pnl_usdc``, ``peak_equity_usdc``."""
+        rebased: dict[str, float] = {}
+        drawdown = self.risk.breakers["max_drawdown"].tripped
+        day_start = self.risk.reset(now_ns)
+        if day_start is not None:
+            rebased["day_start_pnl_usdc"] = day_start
+            logger.warning(
+                "reset: daily_loss re-armed: today's loss now counts from P&L {:.2f} USDC",
+                day_start,
+            )
+        if drawdown:
+            self.acct.peak_equity = self.pnl
+            self.drawdown = 0.0
+            rebased["peak_equity_usdc"] = self.pnl
+            logger.warning(
+                "reset: max_drawdown re-armed: the drawdown now counts from P&L {:.2f} USDC",
+                self.pnl,
+            )
+        self._marked = None
+        self._mark_dirty = True  # the limits are checked again at the next mark
         self.state = PAUSED
         self.pause_reason = "reset: resume to quote"
         self.outbox.append(StateChanged(PAUSED, "reset"))
+        return rebased
 
     def cancel_all(self, now_ns: int) -> None:
         for ms in self.markets.values():

@@ -344,9 +344,18 @@ class RiskManager:
     def paused_by(self) -> Breaker | None:
         return next((b for b in self.breakers.values() if b.tripped and b.latched), None)
 
-    def reset(self, now_ns: int) -> None:
+    def reset(self, now_ns: int) -> float | None:
+        """Clear every breaker (the operator's ``reset --confirm``). A tripped
+        ``daily_loss`` is re-armed from the P&L of the last mark: the rest of today's
+        loss counts from there (else the next mark, still past the limit, trips it
+        again and a reset could never resume a bot before 00:00 UTC). Returns that
+        new start of the day's P&L, or None when ``daily_loss`` was not tripped."""
+        rebased = None
+        if self.breakers["daily_loss"].tripped and self._last_pnl is not None:
+            self.day_start_pnl = rebased = self._last_pnl
         for b in self.breakers.values():
             b.clear(now_ns, force=True)
+        return rebased
 
     def status(self) -> dict[str, dict[str, object]]:
         return {name: b.status() for name, b in self.breakers.items()}

@@ -34,7 +34,9 @@ _CONTROL_HELP = {
     "resume": "Quote again (refused while halted or a loss breaker is latched).",
     "stop": "Graceful shutdown: cancel all orders, flush the journal, exit.",
     "emergency_stop": "Kill switch: cancel all, flatten with taker orders, halt (latched).",
-    "reset": 'Clear the halt and latched breakers; needs {"confirm": true}. Stays paused.',
+    "reset": 'Clear the halt and latched breakers; needs {"confirm": true}. Stays paused. '
+    "A tripped loss limit counts again from the P&L now: the result's "
+    "`day_start_pnl_usdc` / `peak_equity_usdc`.",
 }
 
 

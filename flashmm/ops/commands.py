@@ -69,12 +69,23 @@ class Commands(Recovery):
             cleared = [
                 n for n, b in e.breaker_status().items() if b["state"] == "tripped" and b["latched"]
             ]
-            e.reset(now)
+            rebased = e.reset(now)
             if self._pending_positions:  # a reset does not accept a position mismatch
                 self._trip_reconcile("position mismatch still unconfirmed: 'flashmm resume'")
+            message = f"cleared {', '.join(cleared) or 'nothing'}"
+            if "day_start_pnl_usdc" in rebased:
+                message += (
+                    f"; today's loss now counts from P&L {rebased['day_start_pnl_usdc']:+.2f} USDC"
+                )
+            if "peak_equity_usdc" in rebased:
+                message += (
+                    f"; the drawdown now counts from P&L {rebased['peak_equity_usdc']:+.2f} USDC"
+                )
+            # the journal keeps the result: a restart re-arms the limits from the same P&L
             return {
                 "state": e.state,
-                "message": f"cleared {', '.join(cleared) or 'nothing'}; paused: resume to quote",
+                "message": message + "; paused: resume to quote",
+                **{k: round(v, 6) for k, v in rebased.items()},
             }
         raise ControlRefused(f"unknown command {cmd!r}")
 

@@ -94,6 +94,7 @@ class Recovery:
     _journal_orders: list[Order]
     _pending_positions: dict[str, int]
     _block_saved: int | None
+    _rearmed: dict[str, tuple[float, int]]
 
     # --- clock ------------------------------------------------------------------
 
@@ -122,8 +123,11 @@ class Recovery:
             day = now // NS_PER_DAY
             traded = {s: p for s, p in st.positions.items() if s not in ignored}
             base = self.journal.pnl_at(day * NS_PER_DAY, traded) if st.fill_count else 0.0
-            e.risk.start_day(day, base)
-            self.recovery["day_start_pnl_usdc"] = round(base, 6)
+            self._rearmed = st.rearmed
+            self._start_day(day, base)
+            if "peak_equity_usdc" in st.rearmed:
+                # a reset re-armed max_drawdown: the drawdown counts from that P&L
+                e.acct.peak_equity = st.rearmed["peak_equity_usdc"][0]
         # latched breakers: an emergency stop or a loss limit survives the restart
         latched = []
         for name, rec in st.latched_breakers.items():
@@ -170,14 +174,23 @@ class Recovery:
         recovery, with their block time, some maybe from before 00:00 UTC: today's
         loss counts from the P&L at 00:00 with them (once they are journaled, before
         the first quote)."""
-        e, j = self.engine, self.journal
+        j = self.journal
         if j is None or j.closed or not self.venue.replays_fills:
             return
         if "day_start_pnl_usdc" not in self.recovery:
             return
         day = self._now() // NS_PER_DAY
-        base = j.pnl_at(day * NS_PER_DAY)
-        e.risk.start_day(day, base)
+        self._start_day(day, j.pnl_at(day * NS_PER_DAY))
+
+    def _start_day(self, day: int, base: float) -> None:
+        """Today's loss counts from ``base``, the P&L at 00:00 UTC, or from the P&L a
+        ``reset`` of today re-armed a tripped ``daily_loss`` at (the operator's later
+        word: else the restart trips it again)."""
+        rearmed = self._rearmed.get("day_start_pnl_usdc")
+        if rearmed is not None and rearmed[1] // NS_PER_DAY == day:
+            base = rearmed[0]
+            self.recovery["day_start_rearmed_at_ns"] = rearmed[1]
+        self.engine.risk.start_day(day, base)
         self.recovery["day_start_pnl_usdc"] = round(base, 6)
 
     def _venue_replay_hook(self) -> None:

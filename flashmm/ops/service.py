@@ -113,6 +113,8 @@ class OpsServices(Commands):
         self._closed = False
         self._lat_seen = 0
         self._block_saved: int | None = None
+        # loss limits a reset re-armed, from the journal (see Recovery._start_day)
+        self._rearmed: dict[str, tuple[float, int]] = {}
         self.resume = resume
         self.new_journal = new_journal
         #: a simulated run on recorded data: its own journal, unless resumed

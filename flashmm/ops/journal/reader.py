@@ -106,6 +106,9 @@ class RecoveredState:
     breakers: dict[str, BreakerRecord] = field(default_factory=dict)
     snapshots: dict[str, PositionSnapshot] = field(default_factory=dict)
     last_mode_command: ControlRecord | None = None
+    #: from the newest ``reset`` that re-armed each loss limit: its result's
+    #: ``day_start_pnl_usdc`` / ``peak_equity_usdc`` and its time, ns
+    rearmed: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: the highest client id journaled per market (orders and fills, done or not)
     max_client_ids: dict[str, int] = field(default_factory=dict)
 
@@ -230,11 +233,26 @@ def read_state(
             state.last_mode_command = ControlRecord(
                 cmd, json.loads(args), bool(ok), json.loads(result), ts
             )
+        for key in REARM_KEYS:
+            row = conn.execute(
+                "SELECT result, ts FROM control_commands WHERE ok = 1 AND cmd = 'reset'"
+                " AND instr(result, ?) > 0 ORDER BY id DESC LIMIT 1",
+                (f'"{key}"',),
+            ).fetchone()
+            if row is not None:
+                value = json.loads(row[0]).get(key)
+                if isinstance(value, int | float):
+                    state.rearmed[key] = (float(value), int(row[1]))
     except sqlite3.Error as exc:
         raise RuntimeFailure(f"journal {path}: cannot read: {exc}") from exc
     finally:
         conn.close()
     return state
+
+
+#: what a ``reset`` that re-armed a tripped loss limit journals in its result (the
+#: P&L the limit counts from, see :meth:`flashmm.engine.Engine.reset`)
+REARM_KEYS = ("day_start_pnl_usdc", "peak_equity_usdc")
 
 
 #: :func:`pnl_at` reads a market's fills after its last snapshot before ``at_ns`` in
