@@ -135,6 +135,110 @@ def of(events: list[VenueEvent], kind: type) -> list[Any]:
     return [e for e in events if isinstance(e, kind)]
 
 
+@pytest.fixture
+async def fast_proxy(fast_chain: LocalChain) -> AsyncIterator[FaultProxy]:
+    p = await FaultProxy(fast_chain.rpc_url).start()
+    yield p
+    await p.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    chain: LocalChain,
+    rpc: Any,
+    proxy: FaultProxy | None = None,
+    role: str = "venue",
+    start: bool = True,
+    **kw: Any,
+) -> AsyncIterator[SeiVenue]:
+    """A venue of ``role`` on ``chain`` (behind ``proxy`` where given), started unless
+    ``start`` is false (the test starts it). Always cleaned up: the proxy's hook off, the
+    venue's orders cancelled and its queue drained, the venue closed, and ``role``'s orders
+    cancelled on chain directly (the module's chains are shared by its tests: an order left
+    behind is one a later test's take may meet). The proxy fixture stops the proxy."""
+    v = venue_on(chain, chain.rpc_url if proxy is None else proxy.url, role=role, **kw)
+    try:
+        if start:
+            await v.start()
+        yield v
+    finally:
+        if proxy is not None:
+            proxy.hook = None
+        with contextlib.suppress(Exception):
+            v.cancel_all(None, 0)
+            await v.idle()
+        await v.aclose()
+        await BookClient(rpc, chain.dep.book).cancel_all(chain.sender(rpc, role), SEI)
+
+
+@contextlib.asynccontextmanager
+async def automine_off(rpc: Any) -> AsyncIterator[None]:
+    """Inside: anvil mines only on evm_mine. After: a block per transaction again."""
+    await rpc.call("evm_setAutomine", [False])
+    try:
+        yield
+    finally:
+        await rpc.call("evm_setAutomine", [True])
+
+
+@contextlib.asynccontextmanager
+async def an_ask_to_take(
+    chain: LocalChain, rpc: Any, slot: int, client_id: int
+) -> AsyncIterator[None]:
+    """maker2's ask of 20 lots at 3500, the only order on the book, for a test's take to
+    meet; cancelled after."""
+    await clear_book(chain, rpc)
+    other = chain.sender(rpc, "maker2")
+    book = BookClient(rpc, chain.dep.book)
+    await book.requote(other, SEI, [op_place(slot, client_id, ASK, 3500, 20)])
+    try:
+        yield
+    finally:
+        await book.cancel_all(other, SEI)
+
+
+async def take_through(
+    v: SeiVenue, proxy: FaultProxy, hook: Callable[[Any], Any]
+) -> tuple[int, list[VenueEvent], list[VenueEvent]]:
+    """A take of 3 lots at 3500 with ``hook`` on the proxy: the position before it, the
+    events up to its first fill and those polled a second later (a repeat of the take would
+    be mined by then). The hook is off again after."""
+    before = (await v.positions())[MKT]
+    proxy.hook = hook
+    v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
+    first = await collect(v, lambda e: len(of(e, Fill)) >= 1)
+    await v.idle()
+    await asyncio.sleep(1.0)  # a second take would be mined by now
+    later = v.poll(time.time_ns())
+    proxy.hook = None
+    return before, first, later
+
+
+async def _tried(v: SeiVenue) -> None:
+    """Until the venue's sender has sent a transaction or a send of it failed."""
+    assert v.sender is not None
+    deadline = time.monotonic() + 15.0
+    while v.sender.stats["sent"] == 0 and v.stats["send_errors"] == 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def chain_orders(book: BookClient, owner: str) -> dict[int, int]:
+    """client id -> price of ``owner``'s live orders on chain."""
+    return {o.client_id: o.price for o in await book.open_orders(owner, SEI)}
+
+
+async def clear_book(chain: LocalChain, rpc: Any) -> None:
+    """Cancel every role's orders on the market: a take of a test meets its own orders only
+    (the chain is shared by the module's tests)."""
+    book = BookClient(rpc, chain.dep.book)
+    for role in ROLES:
+        if await chain_orders(book, chain.address(role)):
+            await book.cancel_all(chain.sender(rpc, role), SEI)
+    for role in ROLES:
+        assert await chain_orders(book, chain.address(role)) == {}, role
+
+
 async def wait_receipt(rpc_url: str, tx_hash: str, session: aiohttp.ClientSession) -> None:
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline:
@@ -161,40 +265,27 @@ async def test_a_take_whose_answer_was_lost_is_not_sent_twice(
     from eth_utils import keccak
 
     rpc = rpc_factory(chain.rpc_url)
-    other = chain.sender(rpc, "maker2")
-    book = BookClient(rpc, chain.dep.book)
-    await book.requote(other, SEI, [op_place(60, 6001, ASK, 3500, 20)])
-    v = venue_on(chain, proxy.url, role="venue_taker")
-    await v.start()
-    try:
-        before = (await v.positions())[MKT]
-        lost: list[str] = []
+    lost: list[str] = []
 
-        async def hook(body: Any) -> Any:
-            send = isinstance(body, dict) and body.get("method") == "eth_sendRawTransaction"
-            if send and not lost:
-                reply = await proxy.forward(body)
-                tx_hash = "0x" + keccak(bytes.fromhex(body["params"][0][2:])).hex()
-                assert proxy.session is not None and "error" not in reply, reply
-                await wait_receipt(chain.rpc_url, tx_hash, proxy.session)
-                lost.append(tx_hash)
-                return web.Response(status=502, text="bad gateway")
-            return None
+    async def hook(body: Any) -> Any:
+        send = isinstance(body, dict) and body.get("method") == "eth_sendRawTransaction"
+        if send and not lost:
+            reply = await proxy.forward(body)
+            tx_hash = "0x" + keccak(bytes.fromhex(body["params"][0][2:])).hex()
+            assert proxy.session is not None and "error" not in reply, reply
+            await wait_receipt(chain.rpc_url, tx_hash, proxy.session)
+            lost.append(tx_hash)
+            return web.Response(status=502, text="bad gateway")
+        return None
 
-        proxy.hook = hook
-        v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
-        await collect(v, lambda e: len(of(e, Fill)) >= 1)
-        await v.idle()
-        await asyncio.sleep(1.0)  # a second take would be mined by now
-        ev = v.poll(time.time_ns())
-        proxy.hook = None
+    async with (
+        an_ask_to_take(chain, rpc, 60, 6001),
+        running(chain, rpc, proxy, role="venue_taker") as v,
+    ):
+        before, _, ev = await take_through(v, proxy, hook)
         assert lost, "the fault was not injected"
         assert of(ev, Fill) == []
         assert (await v.positions())[MKT] == before + 3
-    finally:
-        proxy.hook = None
-        await book.cancel_all(other, SEI)
-        await v.aclose()
 
 
 class StaleNode:
@@ -233,6 +324,17 @@ class StaleNode:
         return out if isinstance(body, list) else out[0]
 
 
+def without_receipts(stale: StaleNode) -> Callable[[Any], Any]:
+    """``stale``'s node, which also answers every receipt with null (none in time)."""
+
+    async def hook(body: Any) -> Any:
+        if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
+            return {"jsonrpc": "2.0", "id": body["id"], "result": None}
+        return await stale(body)
+
+    return hook
+
+
 async def test_a_node_behind_on_logs_loses_no_fill(
     chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
 ) -> None:
@@ -242,11 +344,9 @@ async def test_a_node_behind_on_logs_loses_no_fill(
     delivered and the journal's checkpoint moved past it (a restart did not replay it
     either). The stream now trusts a page only up to the head of the node that answered
     it."""
-    v = venue_on(chain, proxy.url, log_poll_s=0.1)
-    await v.start()
     rpc = rpc_factory(chain.rpc_url)
     book = BookClient(rpc, chain.dep.book)
-    try:
+    async with running(chain, rpc, proxy, log_poll_s=0.1) as v:
         v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 5)], time.time_ns())
         await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
         stale = StaleNode(proxy, int(await rpc.call("eth_blockNumber"), 16))
@@ -269,11 +369,6 @@ async def test_a_node_behind_on_logs_loses_no_fill(
         ev = early + await collect(v, lambda e: len(of(e, Fill)) == 1)
         (fill,) = of(ev, Fill)
         assert (fill.client_id, fill.side, fill.size_lots) == (1, Side.SELL, 2)
-    finally:
-        proxy.hook = None
-        v.cancel_all(None, 0)
-        await v.idle()
-        await v.aclose()
 
 
 async def test_a_dropped_receipt_does_not_resync_the_nonce_under_a_send(
@@ -325,32 +420,31 @@ async def test_a_dropped_receipt_does_not_resync_the_nonce_under_a_send(
 
 
 async def test_an_order_seen_landing_is_not_written_off_when_its_receipt_is_late(
-    chain: LocalChain, proxy: FaultProxy
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any
 ) -> None:
     """The receipt of a placement stayed null past ``receipt_timeout_s`` (a node behind
     answered it) while the log stream had already seen the order land and reported it
     accepted. The venue then wrote the placement off (OrderRejected) and freed its slot:
     the order rested on chain with nobody tracking it. A transaction whose logs were seen
     has landed; it is not written off."""
-    v = venue_on(chain, proxy.url, log_poll_s=0.1, receipt_timeout_s=1.0)
-    await v.start()
+    rpc = rpc_factory(chain.rpc_url)
+    async with running(chain, rpc, proxy, log_poll_s=0.1, receipt_timeout_s=1.0) as v:
 
-    async def hook(body: Any) -> Any:
-        if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
-            reply = await proxy.forward(body)
-            receipt = reply.get("result")
-            if receipt is not None:
-                block = int(receipt["blockNumber"], 16)
-                deadline = time.monotonic() + 10.0
-                while time.monotonic() < deadline:
-                    s = v.stream
-                    if s is not None and s.complete_to is not None and s.complete_to >= block:
-                        break
-                    await asyncio.sleep(0.05)
-            return {"jsonrpc": "2.0", "id": body["id"], "result": None}
-        return None
+        async def hook(body: Any) -> Any:
+            if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
+                reply = await proxy.forward(body)
+                receipt = reply.get("result")
+                if receipt is not None:
+                    block = int(receipt["blockNumber"], 16)
+                    deadline = time.monotonic() + 10.0
+                    while time.monotonic() < deadline:
+                        s = v.stream
+                        if s is not None and s.complete_to is not None and s.complete_to >= block:
+                            break
+                        await asyncio.sleep(0.05)
+                return {"jsonrpc": "2.0", "id": body["id"], "result": None}
+            return None
 
-    try:
         proxy.hook = hook
         v.requote(MKT, [], [OrderRequest(MKT, 7, Side.SELL, 3700, 1)], time.time_ns())
         assert v.sender is not None
@@ -363,11 +457,6 @@ async def test_an_order_seen_landing_is_not_written_off_when_its_receipt_is_late
         assert of(ev, OrderRejected) == []
         assert [o.client_id for o in await v.open_orders()] == [7]
         assert v._markets[MKT].by_client == {7: v._markets[MKT].by_client[7]}
-    finally:
-        proxy.hook = None
-        v.cancel_all(None, 0)
-        await v.idle()
-        await v.aclose()
 
 
 async def test_a_replace_that_lands_after_it_was_written_off_frees_its_slot(
@@ -377,22 +466,14 @@ async def test_a_replace_that_lands_after_it_was_written_off_frees_its_slot(
     written off, the slot went back to 7. It had landed: OrderReplaced(7 -> 8) came later,
     8 was cancelled as written off, and the slot stayed held by 7, which no event names
     again (one order slot lost for good per such replace)."""
-    v = venue_on(chain, proxy.url, log_poll_s=0.1, receipt_timeout_s=1.0)
-    await v.start()
     rpc = rpc_factory(chain.rpc_url)
-    try:
+    async with running(chain, rpc, proxy, log_poll_s=0.1, receipt_timeout_s=1.0) as v:
         v.requote(MKT, [], [OrderRequest(MKT, 7, Side.SELL, 3700, 1)], time.time_ns())
         await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
         m = v._markets[MKT]
         slot = m.by_client[7]
         stale = StaleNode(proxy, int(await rpc.call("eth_blockNumber"), 16))
-
-        async def hook(body: Any) -> Any:
-            if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
-                return {"jsonrpc": "2.0", "id": body["id"], "result": None}
-            return await stale(body)
-
-        proxy.hook = hook
+        proxy.hook = without_receipts(stale)
         v.requote(MKT, [7], [OrderRequest(MKT, 8, Side.SELL, 3701, 1)], time.time_ns())
         ev = await collect(v, lambda e: len(of(e, OrderRejected)) == 1)
         assert [r.client_id for r in of(ev, OrderRejected)] == [8]  # written off
@@ -402,11 +483,6 @@ async def test_a_replace_that_lands_after_it_was_written_off_frees_its_slot(
         ev += v.poll(time.time_ns())
         assert await v.open_orders() == []
         assert slot not in m.slots and m.by_client == {}, (m.slots, m.by_client)
-    finally:
-        proxy.hook = None
-        v.cancel_all(None, 0)
-        await v.idle()
-        await v.aclose()
 
 
 async def test_a_take_whose_outcome_is_unknown_is_not_doubled(
@@ -418,21 +494,13 @@ async def test_a_take_whose_outcome_is_unknown_is_not_doubled(
     again, twice what was asked. A take now waits until the previous one's outcome is
     known: its receipt, or the logs of every block up to its deadline."""
     rpc = rpc_factory(chain.rpc_url)
-    other = chain.sender(rpc, "maker2")
-    book = BookClient(rpc, chain.dep.book)
-    await book.requote(other, SEI, [op_place(61, 6101, ASK, 3500, 20)])
-    v = venue_on(chain, proxy.url, role="venue_taker", log_poll_s=0.1, receipt_timeout_s=1.0)
-    await v.start()
-    try:
+    async with (
+        an_ask_to_take(chain, rpc, 61, 6101),
+        running(chain, rpc, proxy, role="venue_taker", log_poll_s=0.1, receipt_timeout_s=1.0) as v,
+    ):
         before = (await v.positions())[MKT]
         stale = StaleNode(proxy, int(await rpc.call("eth_blockNumber"), 16))
-
-        async def hook(body: Any) -> Any:
-            if isinstance(body, dict) and body.get("method") == "eth_getTransactionReceipt":
-                return {"jsonrpc": "2.0", "id": body["id"], "result": None}
-            return await stale(body)
-
-        proxy.hook = hook
+        proxy.hook = without_receipts(stale)
         v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
         assert v.sender is not None
         await collect(v, lambda e: v.sender.stats["dropped"] >= 1 and not v._inflight)
@@ -450,10 +518,6 @@ async def test_a_take_whose_outcome_is_unknown_is_not_doubled(
         v.take(MKT, Side.BUY, 1, 3500, time.time_ns())  # and takes go out again
         ev = await collect(v, lambda e: len(of(e, Fill)) >= 1)
         assert (await v.positions())[MKT] == before + 4
-    finally:
-        proxy.hook = None
-        await book.cancel_all(other, SEI)
-        await v.aclose()
 
 
 class Records(logging.Handler):
@@ -485,6 +549,16 @@ def sends(body: Any) -> list[str]:
     return [i["params"][0] for i in items if i.get("method") == "eth_sendRawTransaction"]
 
 
+def recording(raws: list[str]) -> Callable[[Any], Any]:
+    """A proxy hook that adds the raw transactions sent through it to ``raws``."""
+
+    async def hook(body: Any) -> Any:
+        raws.extend(sends(body))
+        return None
+
+    return hook
+
+
 async def held(rpc: Any, sender_address: str, nonce: int) -> dict[str, Any]:
     """The transaction of ``sender_address`` at ``nonce`` in anvil's pool."""
     pool = await rpc.call("txpool_content")
@@ -496,7 +570,7 @@ async def held(rpc: Any, sender_address: str, nonce: int) -> dict[str, Any]:
 
 
 async def test_a_transaction_of_another_process_at_our_nonce_is_not_fought(
-    fast_chain: LocalChain, rpc_factory: Any
+    fast_chain: LocalChain, fast_proxy: FaultProxy, rpc_factory: Any
 ) -> None:
     """Another process signing with the same key (a second instance of the bot, an
     operator's script) sent a transaction at the nonce the venue holds next, and the chain
@@ -507,28 +581,19 @@ async def test_a_transaction_of_another_process_at_our_nonce_is_not_fought(
     transaction there, which someone is waiting on), once, with a warning."""
     chain = fast_chain
     rpc = rpc_factory(chain.rpc_url)
-    proxy = await FaultProxy(chain.rpc_url).start()
     sent: list[str] = []
-
-    async def hook(body: Any) -> Any:
-        sent.extend(sends(body))
-        return None
-
-    proxy.hook = hook
-    v = venue_on(chain, proxy.url, role="venue", log_poll_s=0.1)
-    await v.start()
-    await rpc.call("evm_setAutomine", [False])
-    try:
+    fast_proxy.hook = recording(sent)
+    async with (
+        running(chain, rpc, fast_proxy, role="venue", log_poll_s=0.1) as v,
+        automine_off(rpc),
+    ):
         with Records() as records:
             other = chain.sender(rpc, "venue", priority_fee_gwei=2.0)
             theirs = await other.send(other.address, b"", gas=21_000)
             sent.clear()
             v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
             assert v.sender is not None
-            deadline = time.monotonic() + 15.0
-            while v.sender.stats["sent"] == 0 and v.stats["send_errors"] == 0:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
+            await _tried(v)
             await rpc.call("evm_mine")
             ev = await collect(v, lambda e: bool(of(e, OrderAccepted) or of(e, OrderRejected)))
             await v.idle()
@@ -539,17 +604,10 @@ async def test_a_transaction_of_another_process_at_our_nonce_is_not_fought(
         assert receipt is not None and receipt["status"] == "0x1"  # theirs was not replaced
         assert len(sent) == 2, sent  # the refused try and the one at the next nonce
         assert len(records.warnings(f"nonce {theirs.nonce}")) == 1, records.records
-    finally:
-        await rpc.call("evm_setAutomine", [True])
-        v.cancel_all(None, 0)
-        with contextlib.suppress(Exception):
-            await v.idle()
-        await v.aclose()
-        await proxy.stop()
 
 
 async def test_idle_waits_for_a_failed_cancel_all_to_be_sent_again(
-    fast_chain: LocalChain, rpc_factory: Any
+    fast_chain: LocalChain, fast_proxy: FaultProxy, rpc_factory: Any
 ) -> None:
     """A cancel_all whose send failed is sent again after a backoff. idle() ("nothing
     queued or in flight") returned during that backoff, and the close behind it dropped the
@@ -560,11 +618,8 @@ async def test_idle_waits_for_a_failed_cancel_all_to_be_sent_again(
     book = BookClient(rpc, chain.dep.book)
     me = chain.address("venue")
     await clear_book(chain, rpc)
-    proxy = await FaultProxy(chain.rpc_url).start()
     refused: list[str] = []
-    v = venue_on(chain, proxy.url, role="venue", log_poll_s=0.1)
-    await v.start()
-    try:
+    async with running(chain, rpc, fast_proxy, role="venue", log_poll_s=0.1) as v:
         v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
         await collect(v, lambda e: bool(of(e, OrderAccepted)))
 
@@ -578,20 +633,15 @@ async def test_idle_waits_for_a_failed_cancel_all_to_be_sent_again(
                 }
             return None
 
-        proxy.hook = refuse_once
+        fast_proxy.hook = refuse_once
         v.cancel_all(None, 0)
         await v.idle()
         assert refused, "the fault was not injected"
         assert await chain_orders(book, me) == {}
-    finally:
-        proxy.hook = None
-        await v.aclose()
-        await proxy.stop()
-        await book.cancel_all(chain.sender(rpc, "venue"), SEI)
 
 
 async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
-    fast_chain: LocalChain, rpc_factory: Any
+    fast_chain: LocalChain, fast_proxy: FaultProxy, rpc_factory: Any
 ) -> None:
     """The bot restarted while a requote of its last run was still pending, and the count
     of pending transactions came from a node without it in its pool (a gateway's other
@@ -602,7 +652,7 @@ async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
     on)."""
     chain = fast_chain
     rpc = rpc_factory(chain.rpc_url)
-    proxy = await FaultProxy(chain.rpc_url).start()
+    proxy = fast_proxy
 
     async def hook(body: Any) -> Any:
         # a node that counts only mined transactions in "pending"
@@ -611,19 +661,17 @@ async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
         return None
 
     proxy.hook = hook
-    await rpc.call("evm_setAutomine", [False])
-    last_run = chain.sender(rpc, "venue_taker")
-    book = BookClient(rpc, chain.dep.book)
-    old = await book.send_requote(last_run, SEI, [op_place(9, 50, ASK, 3650, 1)], 300_000)
-    v = venue_on(chain, proxy.url, role="venue_taker", log_poll_s=0.1)
-    try:
+    async with (
+        running(chain, rpc, proxy, role="venue_taker", start=False, log_poll_s=0.1) as v,
+        automine_off(rpc),
+    ):
+        last_run = chain.sender(rpc, "venue_taker")
+        book = BookClient(rpc, chain.dep.book)
+        old = await book.send_requote(last_run, SEI, [op_place(9, 50, ASK, 3650, 1)], 300_000)
         await v.start()
         v.requote(MKT, [], [OrderRequest(MKT, 2, Side.SELL, 3600, 1)], time.time_ns())
         assert v.sender is not None
-        deadline = time.monotonic() + 15.0
-        while v.sender.stats["sent"] == 0 and v.stats["send_errors"] == 0:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await _tried(v)
         await rpc.call("evm_mine")
         # blocks again for the venue's cancel of order 50, which idle() waits for
         await rpc.call("evm_setAutomine", [True])
@@ -635,13 +683,6 @@ async def test_a_pending_transaction_of_the_last_run_the_node_does_not_count(
         # (the old requote's order 50, which this run did not place, is then cancelled:
         # test_a_requote_of_the_last_run_that_lands_after_the_start_is_taken_off_the_book)
         assert 2 in [o.client_id for o in await v.open_orders()]
-    finally:
-        await rpc.call("evm_setAutomine", [True])
-        v.cancel_all(None, 0)
-        with contextlib.suppress(Exception):
-            await v.idle()
-        await v.aclose()
-        await proxy.stop()
 
 
 class Restarted:
@@ -697,9 +738,21 @@ class Restarted:
         await self.ops.aclose()
 
 
-async def chain_orders(book: BookClient, owner: str) -> dict[int, int]:
-    """client id -> price of ``owner``'s live orders on chain."""
-    return {o.client_id: o.price for o in await book.open_orders(owner, SEI)}
+@contextlib.asynccontextmanager
+async def restarted(
+    chain: LocalChain, rpc: Any, url: str, dirs: tuple[Path, Path]
+) -> AsyncIterator[Restarted]:
+    """A new run of the bot as "spare" on ``url``, not started yet, with automine off (a
+    last run's requote stays pending until evm_mine). After: automine on, the bot stopped
+    and the role's orders cancelled on chain."""
+    await rpc.call("evm_setAutomine", [False])
+    bot = Restarted(chain, url, dirs, "spare")
+    try:
+        yield bot
+    finally:
+        await rpc.call("evm_setAutomine", [True])
+        await bot.stop()
+        await BookClient(rpc, chain.dep.book).cancel_all(chain.sender(rpc, "spare"), SEI)
 
 
 async def test_a_requote_of_the_last_run_that_lands_after_the_start_is_taken_off_the_book(
@@ -715,9 +768,7 @@ async def test_a_requote_of_the_last_run_that_lands_after_the_start_is_taken_off
     rpc = rpc_factory(chain.rpc_url)
     book = BookClient(rpc, chain.dep.book)
     me = chain.address("spare")
-    await rpc.call("evm_setAutomine", [False])
-    bot = Restarted(chain, chain.rpc_url, dirs, "spare")
-    try:
+    async with restarted(chain, rpc, chain.rpc_url, dirs) as bot:
         last_run = chain.sender(rpc, "spare")
         old = await book.send_requote(last_run, SEI, [op_place(7, 70, ASK, 3700, 1)], 300_000)
         with Records() as records:
@@ -736,10 +787,6 @@ async def test_a_requote_of_the_last_run_that_lands_after_the_start_is_taken_off
         warned = records.warnings(f"{MKT} order 70 ")
         assert len(warned) == 1, [r.getMessage() for r in records.records]
         assert bot.engine.acct.positions[MKT].lots == 0
-    finally:
-        await rpc.call("evm_setAutomine", [True])
-        await bot.stop()
-        await book.cancel_all(chain.sender(rpc, "spare"), SEI)
 
 
 async def test_a_crash_before_the_journal_recorded_a_requote_does_not_reuse_its_client_ids(
@@ -758,9 +805,7 @@ async def test_a_crash_before_the_journal_recorded_a_requote_does_not_reuse_its_
     with Journal(data, name="gap", specs={MKT: SPEC}) as j:
         j.order_event(Order(MKT, 6, Side.SELL, 3690, 1, 0, OrderState.DONE, 1), note="filled")
         j.flush()
-    await rpc.call("evm_setAutomine", [False])
-    bot = Restarted(chain, chain.rpc_url, dirs, "spare")
-    try:
+    async with restarted(chain, rpc, chain.rpc_url, dirs) as bot:
         last_run = chain.sender(rpc, "spare")
         await book.send_requote(last_run, SEI, [op_place(7, 7, ASK, 3700, 1)], 300_000)
         with Records() as records:
@@ -788,10 +833,6 @@ async def test_a_crash_before_the_journal_recorded_a_requote_does_not_reuse_its_
         assert list(ms.orders) == [req.client_id]
         warned = records.warnings(f"{MKT} order 7 ")
         assert len(warned) == 1, [r.getMessage() for r in records.records]
-    finally:
-        await rpc.call("evm_setAutomine", [True])
-        await bot.stop()
-        await book.cancel_all(chain.sender(rpc, "spare"), SEI)
 
 
 async def _gone(book: BookClient, owner: str, client_id: int) -> bool:
@@ -799,7 +840,7 @@ async def _gone(book: BookClient, owner: str, client_id: int) -> bool:
 
 
 async def test_a_fill_of_a_last_run_order_before_its_cancel_lands_is_booked_once(
-    fast_chain: LocalChain, rpc_factory: Any, dirs: tuple[Path, Path]
+    fast_chain: LocalChain, fast_proxy: FaultProxy, rpc_factory: Any, dirs: tuple[Path, Path]
 ) -> None:
     """The order a late requote of the last run placed is filled before the venue's cancel
     of it lands: the fill is booked once (the position is the chain's), the cancel finds
@@ -808,7 +849,7 @@ async def test_a_fill_of_a_last_run_order_before_its_cancel_lands_is_booked_once
     rpc = rpc_factory(chain.rpc_url)
     book = BookClient(rpc, chain.dep.book)
     me = chain.address("spare")
-    proxy = await FaultProxy(chain.rpc_url).start()
+    proxy = fast_proxy
     release = asyncio.Event()
     held_sends: list[str] = []
 
@@ -820,61 +861,44 @@ async def test_a_fill_of_a_last_run_order_before_its_cancel_lands_is_booked_once
         return None
 
     await clear_book(chain, rpc)  # the take below must meet order 71 and nothing else
-    await rpc.call("evm_setAutomine", [False])
-    bot = Restarted(chain, proxy.url, dirs, "spare")
-    try:
-        last_run = chain.sender(rpc, "spare")
-        old = await book.send_requote(last_run, SEI, [op_place(7, 71, ASK, 3700, 1)], 300_000)
-        await bot.start()
-        before = (await bot.venue.positions())[MKT]
-        proxy.hook = hold
-        await rpc.call("evm_mine")  # the last run's requote lands now
-        assert (await rpc.call("eth_getTransactionReceipt", [old.tx_hash]))["status"] == "0x1"
-        deadline = time.monotonic() + 15.0
-        while not held_sends:  # the venue sent its cancel of order 71
-            assert time.monotonic() < deadline, "no cancel sent"
+    async with restarted(chain, rpc, proxy.url, dirs) as bot:
+        try:
+            last_run = chain.sender(rpc, "spare")
+            old = await book.send_requote(last_run, SEI, [op_place(7, 71, ASK, 3700, 1)], 300_000)
+            await bot.start()
+            before = (await bot.venue.positions())[MKT]
+            proxy.hook = hold
+            await rpc.call("evm_mine")  # the last run's requote lands now
+            assert (await rpc.call("eth_getTransactionReceipt", [old.tx_hash]))["status"] == "0x1"
+            deadline = time.monotonic() + 15.0
+            while not held_sends:  # the venue sent its cancel of order 71
+                assert time.monotonic() < deadline, "no cancel sent"
+                bot.pump()
+                await asyncio.sleep(0.02)
+            taker = chain.sender(rpc, "taker")
+            take = await taker.send(book.address, book.take_calldata(SEI, 0, 3700, 1), gas=600_000)
+            await rpc.call("evm_mine")
+            receipt = await rpc.call("eth_getTransactionReceipt", [take.tx_hash])
+            assert receipt["status"] == "0x1"
+            assert filled_orders(receipt) == [(me.lower(), 71)]  # before the venue's cancel
+            release.set()
+            await rpc.call("evm_setAutomine", [True])
+            await rpc.call("evm_mine")
+            await bot.until("the fill", lambda: _true(bool(bot.fills)))
+            await bot.venue.idle()
+            await asyncio.sleep(0.5)  # any repeat of the fill would arrive now
             bot.pump()
-            await asyncio.sleep(0.02)
-        taker = chain.sender(rpc, "taker")
-        take = await taker.send(book.address, book.take_calldata(SEI, 0, 3700, 1), gas=600_000)
-        await rpc.call("evm_mine")
-        receipt = await rpc.call("eth_getTransactionReceipt", [take.tx_hash])
-        assert receipt["status"] == "0x1"
-        assert filled_orders(receipt) == [(me.lower(), 71)]  # before the venue's cancel
-        release.set()
-        await rpc.call("evm_setAutomine", [True])
-        await rpc.call("evm_mine")
-        await bot.until("the fill", lambda: _true(bool(bot.fills)))
-        await bot.venue.idle()
-        await asyncio.sleep(0.5)  # any repeat of the fill would arrive now
-        bot.pump()
-        assert [(f.client_id, f.size_lots, f.side) for f in bot.fills] == [(71, 1, Side.SELL)]
-        assert bot.engine.acct.positions[MKT].lots == -1
-        assert (await bot.venue.positions())[MKT] == before - 1
-        assert 71 not in await chain_orders(book, me)
-        assert 71 not in bot.engine.markets[MKT].orders
-    finally:
-        release.set()
-        proxy.hook = None
-        await rpc.call("evm_setAutomine", [True])
-        await bot.stop()
-        await proxy.stop()
-        await book.cancel_all(chain.sender(rpc, "spare"), SEI)
+            assert [(f.client_id, f.size_lots, f.side) for f in bot.fills] == [(71, 1, Side.SELL)]
+            assert bot.engine.acct.positions[MKT].lots == -1
+            assert (await bot.venue.positions())[MKT] == before - 1
+            assert 71 not in await chain_orders(book, me)
+            assert 71 not in bot.engine.markets[MKT].orders
+        finally:
+            release.set()  # the venue's held transactions go on: it stops after them
 
 
 async def _true(value: bool) -> bool:
     return value
-
-
-async def clear_book(chain: LocalChain, rpc: Any) -> None:
-    """Cancel every role's orders on the market: a take of a test meets its own orders only
-    (the chain is shared by the module's tests)."""
-    book = BookClient(rpc, chain.dep.book)
-    for role in ROLES:
-        if await chain_orders(book, chain.address(role)):
-            await book.cancel_all(chain.sender(rpc, role), SEI)
-    for role in ROLES:
-        assert await chain_orders(book, chain.address(role)) == {}, role
 
 
 def filled_orders(receipt: dict[str, Any]) -> list[tuple[str, int]]:
@@ -940,13 +964,12 @@ async def test_a_gateway_that_refuses_batches_loses_no_fill(
     never delivered. The venue now notices the refusal once (one warning), then asks the
     two calls one by one and counts a page complete only a margin behind the head it read
     first, so a node a few blocks behind on eth_getLogs does not make it skip a fill."""
-    v = venue_on(chain, proxy.url, log_poll_s=0.1)
     gateway = NoBatches(proxy, REFUSALS[refusal], lag)
     proxy.hook = gateway
     rpc = rpc_factory(chain.rpc_url)
     book = BookClient(rpc, chain.dep.book)
     taker = chain.sender(rpc, "venue_taker")
-    try:
+    async with running(chain, rpc, proxy, start=False, log_poll_s=0.1) as v:
         with Records() as records:
             await v.start()
             before = (await v.positions())[MKT]
@@ -965,12 +988,6 @@ async def test_a_gateway_that_refuses_batches_loses_no_fill(
         assert after == before - 3
         assert gateway.refused >= 1 and gateway.log_calls >= 1
         assert len(records.warnings("batch")) == 1, [r.getMessage() for r in records.records]
-    finally:
-        proxy.hook = None
-        v.cancel_all(None, 0)
-        with contextlib.suppress(Exception):
-            await v.idle()
-        await v.aclose()
 
 
 GWEI = 10**9
@@ -1050,10 +1067,8 @@ async def test_a_requote_stuck_below_a_base_fee_spike_is_replaced_and_the_cancel
     chain = fast_chain
     rpc = rpc_factory(chain.rpc_url)
     # a receipt timeout no slow machine reaches: the requote must land, not be written off
-    v = venue_on(chain, chain.rpc_url, log_poll_s=0.1, receipt_timeout_s=60.0)
-    await v.start()
-    assert v.sender is not None
-    try:
+    async with running(chain, rpc, log_poll_s=0.1, receipt_timeout_s=60.0) as v:
+        assert v.sender is not None
         v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
         ev = await collect(v, lambda e: len(of(e, OrderAccepted)) == 1)
         with Records() as records:
@@ -1088,11 +1103,6 @@ async def test_a_requote_stuck_below_a_base_fee_spike_is_replaced_and_the_cancel
         # in status and the metrics (flashmm_venue_stat{stat="tx_fee_bumps"}), to alert on
         assert v.status(60.0)["tx_fee_bumps"] == v.sender.stats["fee_bumps"]
         assert not records.warnings("another transaction")
-    finally:
-        v.cancel_all(None, 0)
-        with contextlib.suppress(Exception):
-            await v.idle()
-        await v.aclose()
 
 
 async def test_a_take_stuck_below_a_base_fee_spike_is_replaced_and_fills_once(
@@ -1103,13 +1113,11 @@ async def test_a_take_stuck_below_a_base_fee_spike_is_replaced_and_fills_once(
     moved by its size once) and the market is free for the next take."""
     chain = fast_chain
     rpc = rpc_factory(chain.rpc_url)
-    other = chain.sender(rpc, "maker2")
-    book = BookClient(rpc, chain.dep.book)
-    await book.requote(other, SEI, [op_place(62, 6201, ASK, 3500, 20)])
-    v = venue_on(chain, chain.rpc_url, role="venue_taker", log_poll_s=0.1, receipt_timeout_s=60.0)
-    await v.start()
-    assert v.sender is not None
-    try:
+    async with (
+        an_ask_to_take(chain, rpc, 62, 6201),
+        running(chain, rpc, role="venue_taker", log_poll_s=0.1, receipt_timeout_s=60.0) as v,
+    ):
+        assert v.sender is not None
         before = (await v.positions())[MKT]
         ev: list[VenueEvent] = []
         async with SpikeMiner(rpc) as miner:
@@ -1128,9 +1136,6 @@ async def test_a_take_stuck_below_a_base_fee_spike_is_replaced_and_fills_once(
         assert v.sender.stats["fee_bumps"] >= 1
         assert [f.size_lots for f in of(ev, Fill)] == [3]
         assert (await v.positions())[MKT] == before + 3
-    finally:
-        await book.cancel_all(other, SEI)
-        await v.aclose()
 
 
 def _fees_of(raw_hex: str) -> tuple[int, int, int]:
@@ -1145,33 +1150,26 @@ def _fees_of(raw_hex: str) -> tuple[int, int, int]:
 
 
 async def test_a_fee_bump_stops_at_the_cap_and_says_so_once(
-    fast_chain: LocalChain, rpc_factory: Any
+    fast_chain: LocalChain, fast_proxy: FaultProxy, rpc_factory: Any
 ) -> None:
     """The base fee jumps above ``max_fee_gwei``: a stuck requote is bumped no higher than
     the cap, and once the cap leaves no room for a replacement one error says so; no
     transaction is ever signed above the cap. When the spike is over, the requote lands."""
     chain = fast_chain
     rpc = rpc_factory(chain.rpc_url)
-    proxy = await FaultProxy(chain.rpc_url).start()
     raws: list[str] = []
-
-    async def hook(body: Any) -> Any:
-        raws.extend(sends(body))
-        return None
-
-    proxy.hook = hook
+    fast_proxy.hook = recording(raws)
     cap = 5.0
-    v = venue_on(
+    async with running(
         chain,
-        proxy.url,
+        rpc,
+        fast_proxy,
         log_poll_s=0.1,
         receipt_timeout_s=60.0,
         max_fee_gwei=cap,
         fee_bump_after_s=1.0,
-    )
-    await v.start()
-    assert v.sender is not None
-    try:
+    ) as v:
+        assert v.sender is not None
         with Records() as records:
             async with SpikeMiner(rpc) as miner:
                 v.requote(MKT, [], [OrderRequest(MKT, 4, Side.SELL, 3600, 1)], time.time_ns())
@@ -1193,12 +1191,6 @@ async def test_a_fee_bump_stops_at_the_cap_and_says_so_once(
         assert fees and all(max_fee <= cap * GWEI for _, max_fee, _ in fees), fees
         assert max(max_fee for _, max_fee, _ in fees) == cap * GWEI  # bumped up to the cap
         assert of(ev, OrderRejected) == []
-    finally:
-        v.cancel_all(None, 0)
-        with contextlib.suppress(Exception):
-            await v.idle()
-        await v.aclose()
-        await proxy.stop()
 
 
 async def test_a_stuck_transaction_counts_in_the_venue_latency_while_it_is_stuck(
@@ -1210,9 +1202,7 @@ async def test_a_stuck_transaction_counts_in_the_venue_latency_while_it_is_stuck
     Its age so far now counts as a sample: the p99 passes 3 s while it is stuck."""
     chain = fast_chain
     rpc = rpc_factory(chain.rpc_url)
-    v = venue_on(chain, chain.rpc_url, log_poll_s=0.1, receipt_timeout_s=60.0, max_fee_bumps=0)
-    await v.start()
-    try:
+    async with running(chain, rpc, log_poll_s=0.1, receipt_timeout_s=60.0, max_fee_bumps=0) as v:
         async with SpikeMiner(rpc) as miner:
             v.requote(MKT, [], [OrderRequest(MKT, 5, Side.SELL, 3600, 1)], time.time_ns())
             await _sent(v, 1)
@@ -1229,11 +1219,6 @@ async def test_a_stuck_transaction_counts_in_the_venue_latency_while_it_is_stuck
             ev = await collect(v, lambda e: len(of(e, OrderAccepted)) == 1, 60.0)
         assert [e.client_id for e in of(ev, OrderAccepted)] == [5]
         assert not v._awaiting
-    finally:
-        v.cancel_all(None, 0)
-        with contextlib.suppress(Exception):
-            await v.idle()
-        await v.aclose()
 
 
 async def test_sei_wording_for_our_own_bytes_counts_as_sent(
@@ -1245,36 +1230,24 @@ async def test_sei_wording_for_our_own_bytes_counts_as_sent(
     node had it. The repeat is played here by answering the first send so after the
     node took it."""
     rpc = rpc_factory(chain.rpc_url)
-    other = chain.sender(rpc, "maker2")
-    book = BookClient(rpc, chain.dep.book)
-    await book.requote(other, SEI, [op_place(63, 6301, ASK, 3500, 20)])
-    v = venue_on(chain, proxy.url, role="venue_taker")
-    await v.start()
-    try:
-        before = (await v.positions())[MKT]
-        answered: list[int] = []
+    answered: list[int] = []
 
-        async def hook(body: Any) -> Any:
-            send = isinstance(body, dict) and body.get("method") == "eth_sendRawTransaction"
-            if send and not answered:
-                await proxy.forward(body)  # the node takes it ...
-                answered.append(1)  # ... and the answer is Sei's for a repeat
-                error = {"code": -32000, "message": "tx already exists in cache"}
-                return {"jsonrpc": "2.0", "id": body.get("id"), "error": error}
-            return None
+    async def hook(body: Any) -> Any:
+        send = isinstance(body, dict) and body.get("method") == "eth_sendRawTransaction"
+        if send and not answered:
+            await proxy.forward(body)  # the node takes it ...
+            answered.append(1)  # ... and the answer is Sei's for a repeat
+            error = {"code": -32000, "message": "tx already exists in cache"}
+            return {"jsonrpc": "2.0", "id": body.get("id"), "error": error}
+        return None
 
-        proxy.hook = hook
-        v.take(MKT, Side.BUY, 3, 3500, time.time_ns())
-        ev = await collect(v, lambda e: len(of(e, Fill)) >= 1)
-        await v.idle()
-        await asyncio.sleep(1.0)  # a retried take would be mined by now
-        ev += v.poll(time.time_ns())
-        proxy.hook = None
+    async with (
+        an_ask_to_take(chain, rpc, 63, 6301),
+        running(chain, rpc, proxy, role="venue_taker") as v,
+    ):
+        before, ev, later = await take_through(v, proxy, hook)
+        ev += later
         assert answered, "the fault was not injected"
         assert v.stats["send_errors"] == 0
         assert [f.size_lots for f in of(ev, Fill)] == [3]
         assert (await v.positions())[MKT] == before + 3
-    finally:
-        proxy.hook = None
-        await book.cancel_all(other, SEI)
-        await v.aclose()
