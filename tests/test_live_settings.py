@@ -108,6 +108,23 @@ def test_dev_account_is_for_loopback_only(tmp_path: Path) -> None:
         s.dev_private_key()
 
 
+def test_a_fee_bump_after_the_receipt_timeout_is_refused(tmp_path: Path) -> None:
+    """A transaction stuck on its fees is written off at receipt_timeout_s: a first fee
+    bump due later would never come (the stuck requote just waits to be dropped)."""
+    dep = str(deployment(tmp_path))
+    with pytest.raises(ValidationError, match=r"fee_bump_after_s \(20 s\) must be below"):
+        SeiVenueSettings(deployment=dep, fee_bump_after_s=20, receipt_timeout_s=20)
+    SeiVenueSettings(deployment=dep, fee_bump_after_s=20, receipt_timeout_s=20, max_fee_bumps=0)
+    SeiVenueSettings(deployment=dep, fee_bump_after_s=5, receipt_timeout_s=20)
+    text = (ROOT / "configs" / "local.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        text.replace("dev_account: maker", "dev_account: maker\n    fee_bump_after_s: 30")
+    )
+    with pytest.raises(ConfigError, match="fee_bump_after_s"):
+        load_config(bad)
+
+
 def test_bad_venue_block_is_reported_with_its_path(tmp_path: Path) -> None:
     text = (ROOT / "configs" / "local.yaml").read_text()
     bad = tmp_path / "bad.yaml"

@@ -181,6 +181,13 @@ class SeiVenueSettings(BaseModel):
             raise ValueError("venue.sei: keystore and dev_account are exclusive")
         if self.rpc_url is not None and self.dev_account is not None:
             self.check_dev_account_url(self.rpc_url)
+        if self.max_fee_bumps and self.fee_bump_after_s >= self.receipt_timeout_s:
+            raise ValueError(
+                f"venue.sei: fee_bump_after_s ({self.fee_bump_after_s:g} s) must be below "
+                f"receipt_timeout_s ({self.receipt_timeout_s:g} s): a transaction stuck on "
+                "its fees would be written off before its first fee bump "
+                "(or set max_fee_bumps: 0)"
+            )
         return self
 
     def check_dev_account_url(self, rpc_url: str) -> None:
