@@ -8,8 +8,6 @@ restart takes it from the journal: the P&L the journal had at 00:00 UTC today.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import pytest
 from kit.data import NEXO_23
+from kit.ops import start_ops, stop_ops
 
 from flashmm.accounting import Accounting, apply_fill
 from flashmm.backtest.runner import run_backtest
@@ -27,7 +26,6 @@ from flashmm.native import backtest as nb
 from flashmm.native.backtest import CompiledBacktest
 from flashmm.ops.journal import Journal, read_state
 from flashmm.ops.journal.reader import pnl_at
-from flashmm.ops.service import OpsServices
 from flashmm.risk import NS_PER_DAY, RiskManager
 from flashmm.runner import engine_from, scales_for
 from flashmm.types import Fill, Liquidity, Position, Side
@@ -214,19 +212,6 @@ def test_the_journal_pnl_at_midnight_from_a_snapshot_and_later_fills(tmp_path: P
     )
 
 
-async def _start(cfg: Config) -> tuple[Any, OpsServices, asyncio.Task[None]]:
-    engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
-    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
-    await ops.start()
-    task = asyncio.create_task(ops.task(engine))
-    for _ in range(200):
-        if ops.ready:
-            break
-        await asyncio.sleep(0.01)
-    assert ops.ready
-    return engine, ops, task
-
-
 async def test_a_restart_counts_todays_loss_only(dirs: tuple[Path, Path]) -> None:
     """The journal lost 200 USDC yesterday and 30 today (limit 50): the new run
     does not pause; a further 25 USDC loss after the restart trips ``daily_loss``
@@ -245,7 +230,8 @@ async def test_a_restart_counts_todays_loss_only(dirs: tuple[Path, Path]) -> Non
         j.fill(_fill(3, Side.BUY, 1200, lots, earlier))
         j.fill(_fill(4, Side.SELL, 1170, lots, earlier))
         j.flush()
-    engine, ops, task = await _start(cfg)
+    engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    ops, task = await start_ops(cfg, engine)
     try:
         risk = engine.risk
         assert risk.day_start_pnl == pytest.approx(-200.02)
@@ -262,10 +248,7 @@ async def test_a_restart_counts_todays_loss_only(dirs: tuple[Path, Path]) -> Non
         assert risk.day_pnl() == pytest.approx(-55.04)
         assert engine.state == "paused"
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await ops.aclose()
+        await stop_ops(ops, task)
     assert ops.journal is not None
     assert read_state(ops.journal.path).breakers["daily_loss"].state == "tripped"
 
@@ -383,23 +366,13 @@ async def test_fills_the_venue_replays_on_start_count_at_their_time(
         j.flush()
     missed = _fill(2, Side.SELL, 1100, lots, today - 5 * MIN)
     engine = engine_from(cfg, _ReplayingVenue(specs, [missed]))
-    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
-    await ops.start()
-    task = asyncio.create_task(ops.task(engine))
+    ops, task = await start_ops(cfg, engine)
     try:
-        for _ in range(200):
-            if ops.ready:
-                break
-            await asyncio.sleep(0.01)
-        assert ops.ready
         assert engine.positions()[SYM].lots == 0
         assert engine.risk.day_start_pnl == pytest.approx(100 - 0.02)
         assert ops.recovery["day_start_pnl_usdc"] == pytest.approx(100 - 0.02)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await ops.aclose()
+        await stop_ops(ops, task)
 
 
 def test_the_pnl_at_midnight_of_a_journal_begun_today_or_left_days_ago(tmp_path: Path) -> None:

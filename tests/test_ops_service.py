@@ -8,12 +8,12 @@ report orders and positions left from before a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.ops import start_ops, stop_ops
 
 from flashmm.config import Config, load_config
 from flashmm.engine import Engine
@@ -81,25 +81,6 @@ def engine_with(cfg: Config, orders: list[Order], positions: dict[str, int]) -> 
     return engine_from(cfg, venue)
 
 
-async def start(cfg: Config, engine: Engine) -> tuple[OpsServices, asyncio.Task[None]]:
-    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
-    await ops.start()
-    task = asyncio.create_task(ops.task(engine))
-    for _ in range(200):
-        if ops.ready:
-            break
-        await asyncio.sleep(0.01)
-    assert ops.ready
-    return ops, task
-
-
-async def stop(ops: OpsServices, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await ops.aclose()
-
-
 async def command(path: str, cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     return await asyncio.to_thread(send_command, path, cmd, args)
 
@@ -115,7 +96,7 @@ async def test_orphans_cancelled_known_orders_kept_missing_ones_done(
         Order(SYM, 42, Side.BUY, 1190, 100, 100, OrderState.OPEN, 3),  # orphan
     ]
     engine = engine_with(cfg, venue_orders, {SYM: 500})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         ms = engine.markets[SYM]
         assert engine.acct.positions[SYM].lots == 500
@@ -130,7 +111,7 @@ async def test_orphans_cancelled_known_orders_kept_missing_ones_done(
         assert rec["journal_orders_done"] == [f"{SYM}#6"]
         assert rec["orphans"] == [f"{SYM}#42"]
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     st = read_state(data / "svc.sqlite")
     assert [o.client_id for o in st.open_orders] == [5]
 
@@ -144,12 +125,12 @@ async def test_a_cancelled_orphan_client_id_is_not_reused(dirs: tuple[Path, Path
     cid = CLIENT_ID_GAP + 500
     orphan = Order(SYM, cid, Side.BUY, 1190, 100, 100, OrderState.OPEN, 3)
     engine = engine_with(cfg, [orphan], {SYM: 0})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         assert engine.venue.cancelled == [(SYM, [cid])]  # type: ignore[attr-defined]
         assert engine.markets[SYM].next_client_id == cid + 1
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
 
 
 async def test_the_paper_venue_continues_the_journal_client_ids(
@@ -160,11 +141,11 @@ async def test_the_paper_venue_continues_the_journal_client_ids(
     cfg = config(data, sock)
     seed_journal(data, cfg)
     engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         assert engine.markets[SYM].next_client_id == 7
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
 
 
 async def test_orphans_adopted_when_configured(dirs: tuple[Path, Path]) -> None:
@@ -172,13 +153,13 @@ async def test_orphans_adopted_when_configured(dirs: tuple[Path, Path]) -> None:
     cfg = config(data, sock, orphans="adopt")
     orphan = Order(SYM, 42, Side.BUY, 1190, 100, 100, OrderState.OPEN, 3)
     engine = engine_with(cfg, [orphan], {SYM: 0})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         ms = engine.markets[SYM]
         assert 42 in ms.orders and ms.next_client_id > 42
         assert engine.venue.cancelled == []  # type: ignore[attr-defined]
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     assert [o.client_id for o in read_state(data / "svc.sqlite").open_orders] == [42]
 
 
@@ -189,7 +170,7 @@ async def test_position_mismatch_holds_quoting_until_resume_accepts_the_venue(
     cfg = config(data, sock, metrics=True)
     seed_journal(data, cfg)
     engine = engine_with(cfg, [], {SYM: 300})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     path = ops.socket_path
     try:
         assert engine.state == "paused"
@@ -215,18 +196,18 @@ async def test_position_mismatch_holds_quoting_until_resume_accepts_the_venue(
             await asyncio.sleep(0.05)
         assert 'flashmm_position_lots{market="SEI/USDC"} 300.0' in text
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     st = read_state(data / "svc.sqlite")
     assert st.positions[SYM].lots == 300  # the adjustment is journaled as a fill
     assert not st.latched_breakers
     # next start: journal and venue agree, quoting is allowed
     engine = engine_with(cfg, [], {SYM: 300})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         assert engine.state == "running"
         assert ops.recovery["reconcile"]["position_mismatches"] == {}
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
 
 
 async def test_emergency_stop_is_latched_across_restarts_until_reset(
@@ -235,30 +216,30 @@ async def test_emergency_stop_is_latched_across_restarts_until_reset(
     data, sock = dirs
     cfg = config(data, sock)
     engine = engine_with(cfg, [], {SYM: 0})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         r = await command(ops.socket_path, "emergency_stop")
         assert r["ok"] and engine.state == "halted"
         r = await command(ops.socket_path, "resume")
         assert not r["ok"] and "reset" in r["error"]
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     engine = engine_with(cfg, [], {SYM: 0})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         assert engine.state == "halted"
         r = await command(ops.socket_path, "reset", {"confirm": True})
         assert r["ok"] and engine.state == "paused"
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     engine = engine_with(cfg, [], {SYM: 0})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         assert engine.state == "paused"  # the last mode command was a reset
         assert (await command(ops.socket_path, "resume"))["ok"]
         assert engine.state == "running"
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
 
 
 # --- simulated runs: a world per run; run summary; a journal that fails loudly -------------
@@ -266,14 +247,7 @@ async def test_emergency_stop_is_latched_across_restarts_until_reset(
 
 async def sim_start(cfg: Config, **kw: Any) -> tuple[Engine, OpsServices, asyncio.Task[None]]:
     engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
-    ops = OpsServices(cfg, engine, engine.venue, sim_clock=True, **kw)
-    await ops.start()
-    task = asyncio.create_task(ops.task(engine))
-    for _ in range(200):
-        if ops.ready:
-            break
-        await asyncio.sleep(0.01)
-    assert ops.ready
+    ops, task = await start_ops(cfg, engine, sim_clock=True, **kw)
     return engine, ops, task
 
 
@@ -294,7 +268,7 @@ async def test_simulated_run_starts_flat_and_unhalted_unless_resumed(
         engine.emergency_stop("test jump", engine.now_ns or 1, breaker="kill_switch")
         assert engine.state == "halted"
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     first = ops.journal.path if ops.journal else None
     assert first is not None and first.parent == data / "runs" / "svc"
     for folder in (data / "runs", data / "runs" / "svc"):
@@ -307,7 +281,7 @@ async def test_simulated_run_starts_flat_and_unhalted_unless_resumed(
         assert engine.acct.positions[SYM].lots == 0 and engine.acct.fills == 0
         assert ops.recovery["latched_breakers"] == [] and ops.recovery["fills"] == 0
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
 
     # sorted by run id: make the first run the latest, then continue it
     later = first.with_name("99999999T999999-1.sqlite")
@@ -318,7 +292,7 @@ async def test_simulated_run_starts_flat_and_unhalted_unless_resumed(
         assert engine.state == "halted" and engine.acct.positions[SYM].lots == 500
         book_fill(engine, Fill(SYM, 4, Side.SELL, 1210, 100, 0.01, Liquidity.MAKER, 2, "sim-1"))
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     summary = ops.run_summary(engine.summary())
     assert summary["fills"] == 1 and summary["markets"][SYM]["fills"] == 1
     assert summary["fees_usdc"] == pytest.approx(0.01)
@@ -341,7 +315,7 @@ async def test_summary_state_is_stopped_not_running(dirs: tuple[Path, Path]) -> 
     data, sock = dirs
     cfg = config(data, sock)
     engine, ops, task = await sim_start(cfg)
-    await stop(ops, task)
+    await stop_ops(ops, task)
     assert engine.state == "running"
     summary = ops.run_summary(engine.summary())
     assert summary["state"] == "stopped" and summary["journal"]["failure"] is None
@@ -355,7 +329,7 @@ async def test_journal_write_error_pulls_quotes_and_is_reported(dirs: tuple[Path
     seed_journal(data, cfg)
     corrupt_table(data / "svc.sqlite", "order_events")
     engine = engine_with(cfg, [], {SYM: 500})
-    ops, task = await start(cfg, engine)
+    ops, task = await start_ops(cfg, engine)
     try:
         for _ in range(500):  # the reconcile marks orders 5 and 6 done: that write fails
             if engine.risk.breakers.get("journal") is not None:
@@ -370,6 +344,6 @@ async def test_journal_write_error_pulls_quotes_and_is_reported(dirs: tuple[Path
         assert "malformed" in st["journal"]["failure"]
         assert "malformed" in st["breakers"]["journal"]["reason"]
     finally:
-        await stop(ops, task)
+        await stop_ops(ops, task)
     assert ops.failure is not None and "svc.sqlite" in ops.failure
     assert "malformed" in (ops.run_summary(engine.summary())["journal"]["failure"] or "")
