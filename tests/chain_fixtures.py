@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -107,6 +107,53 @@ async def actors(fast_chain: LocalChain, rpc_factory: Any) -> dict[str, Actor]:
     }
 
 
+# --- proxies on the loopback ---------------------------------------------------------
+
+
+class LoopbackServer:
+    """An aiohttp server on 127.0.0.1 (a free port) in front of ``upstream``: ``METHOD``
+    requests to ``/`` go to ``_handle``; ``session`` is a client session of its own."""
+
+    METHOD = "POST"
+    SCHEME = "http"
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self._runner: web.AppRunner | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"{self.SCHEME}://127.0.0.1:{self.port}"
+
+    async def start(self) -> Self:
+        app = web.Application()
+        app.router.add_route(self.METHOD, "/", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def forward(self, body: Any) -> Any:
+        """A JSON-RPC request sent on to ``upstream``: its answer."""
+        assert self.session is not None
+        async with self.session.post(self.upstream, json=body) as resp:
+            return await resp.json(content_type=None)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+
 # --- fault-injecting JSON-RPC proxy --------------------------------------------------
 
 
@@ -122,42 +169,13 @@ class Faults:
     log: list[str] = field(default_factory=list)
 
 
-class RpcProxy:
+class RpcProxy(LoopbackServer):
     """An aiohttp server on 127.0.0.1 that forwards JSON-RPC to ``upstream`` and injects faults."""
 
     def __init__(self, upstream: str, hang_s: float = 2.0) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.hang_s = hang_s
         self.faults = Faults()
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> RpcProxy:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._session = aiohttp.ClientSession()
-        return self
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, body: Any) -> Any:
-        assert self._session is not None
-        async with self._session.post(self.upstream, json=body) as resp:
-            return await resp.json(content_type=None)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -186,13 +204,13 @@ class RpcProxy:
                     {"jsonrpc": "2.0", "id": body["id"], "result": "0x" + keccak(raw).hex()}
                 )
             if method == "eth_getTransactionReceipt" and f.null_receipts > 0:
-                reply = await self._forward(body)
+                reply = await self.forward(body)
                 if reply.get("result") is not None:
                     f.null_receipts -= 1
                     f.log.append("null receipt")
                     reply["result"] = None
                 return web.json_response(reply)
-        return web.json_response(await self._forward(body))
+        return web.json_response(await self.forward(body))
 
 
 @pytest.fixture
@@ -205,32 +223,17 @@ async def rpc_proxy(chain: LocalChain) -> AsyncIterator[RpcProxy]:
 # --- WebSocket proxy that can cut every connection ---------------------------------
 
 
-class WsProxy:
+class WsProxy(LoopbackServer):
     """A WebSocket relay on 127.0.0.1 in front of anvil; ``cut()`` drops all connections."""
 
+    METHOD = "GET"
+    SCHEME = "ws"
+
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        super().__init__(upstream)
         self._conns: set[web.WebSocketResponse] = set()
         self.refuse = False
-        self.port = 0
         self.connections = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> WsProxy:
-        app = web.Application()
-        app.router.add_get("/", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._session = aiohttp.ClientSession()
-        return self
 
     async def cut(self) -> None:
         for ws in list(self._conns):
@@ -238,21 +241,18 @@ class WsProxy:
 
     async def stop(self) -> None:
         await self.cut()
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.refuse:
             return web.Response(status=503)
-        assert self._session is not None
+        assert self.session is not None
         down = web.WebSocketResponse()
         await down.prepare(request)
         self._conns.add(down)
         self.connections += 1
         try:
-            async with self._session.ws_connect(self.upstream) as up:
+            async with self.session.ws_connect(self.upstream) as up:
 
                 async def pump_up() -> None:
                     async for msg in down:

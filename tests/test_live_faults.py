@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from chain_fixtures import ROLES, LocalChain
+from chain_fixtures import ROLES, LocalChain, LoopbackServer
 
 from flashmm.config import load_config
 from flashmm.engine import Engine
@@ -51,42 +51,13 @@ SEI = 1
 SPEC = MarketSpec(MKT, Decimal("0.0001"), Decimal("1"), "seiusdt")
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """JSON-RPC on 127.0.0.1 in front of anvil; ``hook(body)`` may answer a request itself
     (return a web.Response or a JSON-able reply) or return None to forward it."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.hook: Callable[[Any], Any] | None = None
-        self._runner: web.AppRunner | None = None
-        self.session: aiohttp.ClientSession | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> FaultProxy:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.session = aiohttp.ClientSession()
-        return self
-
-    async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def forward(self, body: Any) -> Any:
-        assert self.session is not None
-        async with self.session.post(self.upstream, json=body) as resp:
-            return await resp.json(content_type=None)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
