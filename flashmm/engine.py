@@ -78,6 +78,10 @@ _FLATTEN_BACKOFF_NS = 2 * NS_PER_S
 _FLATTEN_BACKOFF_MAX_NS = 60 * NS_PER_S
 #: at most one warning about rejected orders per market in this much engine time
 REJECT_WARN_NS = 60 * NS_PER_S
+#: a side whose placement the venue refused for lack of free balance is held back this
+#: long, doubled for each refusal in a row (an accepted order of that side ends the run)
+FUNDS_HOLD_NS = NS_PER_S
+FUNDS_HOLD_MAX_NS = 30 * NS_PER_S
 
 
 @dataclass
@@ -117,6 +121,11 @@ class MarketState:
     desk: QuoteDesk | None = None
     #: the desk's live orders must be reloaded from ``orders`` before it decides
     desk_stale: bool = True
+    #: side (+1 bids, -1 asks) -> (engine time until which it is not quoted, refusals
+    #: in a row): the venue refused its placement for lack of free balance
+    funds_hold: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: the sides held back at the last quote decision
+    funds_held: int = 0
 
 
 SignalFactory = Callable[[MarketSpec], SignalSource]
@@ -490,6 +499,12 @@ class Engine:
             reason = self.risk.blocks_market(sym)
             if reason is None and not book.valid:
                 reason = "reference book has an empty side"
+        held = self._funds_held(ms, now_ns) if ms.funds_hold else 0
+        if held != ms.funds_held:
+            ms.funds_held = held
+            ms.dirty = True  # a side held back for funds begins or ends
+        if reason is None and held == 2:
+            reason = "insufficient free balance for both sides"
         if reason is not None:
             if ms.blocked is None:
                 self._pull(ms, now_ns)
@@ -511,6 +526,12 @@ class Engine:
         # reduce only (the position_limit breaker): the side that grows |position| is
         # not quoted; its live orders are cancelled by the diff
         no_side = self.risk.blocked_side(sym, pos)
+        if held:
+            # the side the venue refused for lack of funds (see _hold_for_funds)
+            if no_side and no_side != held:
+                self._pull(ms, now_ns)
+                return
+            no_side = held
         desk = self._desk(ms) if self._desk_for is not None else None
         if desk is None or not self._quote_desk(
             ms, desk, book, mid, pos, skew, widen, now_ns, no_side
@@ -691,8 +712,11 @@ class Engine:
                 if o is not None and o.state is OrderState.PENDING_NEW:
                     o.state = OrderState.OPEN
                     self.outbox.append(OrderUpdated(o, "accepted"))
+                    ms.funds_hold.pop(1 if o.side is Side.BUY else -1, None)
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
+                if ev.no_funds:
+                    self._hold_for_funds(ms, ev.client_id, ev.reason, now_ns)
                 self._warn_rejected(ms, ev.reason, now_ns)
                 if ev.client_id == 0:  # a take refused: it fills no more
                     ms.take_open_lots = 0
@@ -702,6 +726,35 @@ class Engine:
                     ms.take_open_lots = 0
                 self._done(ms, ev.client_id, "cancelled")
         return len(evs)
+
+    def _hold_for_funds(self, ms: MarketState, client_id: int, reason: str, now_ns: int) -> None:
+        """The venue refused a placement for lack of free balance: that side is not
+        quoted for a while (1 s, doubled per refusal in a row, at most 30 s). Placing it
+        again at every requote only paid gas for refusals (5 a second on a chain)."""
+        o = ms.orders.get(client_id)
+        if o is None:
+            return
+        side = 1 if o.side is Side.BUY else -1
+        until, streak = ms.funds_hold.get(side, (0, 0))
+        if now_ns < until:
+            return  # another level of the same requote: one refusal
+        hold = min(FUNDS_HOLD_MAX_NS, FUNDS_HOLD_NS << min(streak, 16))
+        ms.funds_hold[side] = (now_ns + hold, streak + 1)
+        logger.info(
+            "{}: {} held back {:.0f} s: {} (refusal {} in a row)",
+            ms.spec.symbol,
+            "bids" if side > 0 else "asks",
+            hold / NS_PER_S,
+            reason,
+            streak + 1,
+        )
+
+    def _funds_held(self, ms: MarketState, now_ns: int) -> int:
+        """The sides held back for lack of funds now: +1 bids, -1 asks, 2 both, 0 none."""
+        held = [s for s, (until, _) in ms.funds_hold.items() if now_ns < until]
+        if len(held) == 2:
+            return 2
+        return held[0] if held else 0
 
     def _warn_rejected(self, ms: MarketState, reason: str, now_ns: int) -> None:
         """One warning per market and minute of engine time at most: orders the venue
@@ -1130,7 +1183,12 @@ class Engine:
             sigma_bps=ms.vol.sigma_bps,
             kill_switch=ms.kill.status(),
             price_band=ms.band.status(),
-            blocked=ms.blocked,
+            blocked=ms.blocked
+            or (
+                f"{'bids' if ms.funds_held > 0 else 'asks'} held back: insufficient free balance"
+                if ms.funds_held in (1, -1)
+                else None
+            ),
             data_age_ms=(now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,
         )
 

@@ -173,6 +173,8 @@ class OrderRejected:
     client_id: int
     ts_ns: int
     reason: str
+    #: the account lacks the free balance for it (the engine holds that side back)
+    no_funds: bool = False
 
 
 @dataclass(frozen=True, slots=True)

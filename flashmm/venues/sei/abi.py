@@ -33,6 +33,8 @@ OP_REPLACE = 2
 BID = 0
 ASK = 1
 
+#: FlashBook's OrderRejected code for "insufficient free balance"
+REJECT_NO_FUNDS = 3
 REJECT_REASONS = {
     1: "post-only order would cross",
     2: "order slot busy",

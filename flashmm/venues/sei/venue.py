@@ -44,6 +44,7 @@ from flashmm.venues.sei.abi import (
     ASK,
     BID,
     N_SLOTS,
+    REJECT_NO_FUNDS,
     REJECT_REASONS,
     book_abi,
     decode_log,
@@ -1263,4 +1264,8 @@ class SeiVenue(VenueDefaults):
                     "sei venue: %s order %d of an earlier run %s", symbol, info.client_id, reason
                 )
                 return
-            self._events.append(OrderRejected(symbol, info.client_id, now, reason))
+            self._events.append(
+                OrderRejected(
+                    symbol, info.client_id, now, reason, no_funds=info.extra == REJECT_NO_FUNDS
+                )
+            )
