@@ -7,6 +7,7 @@ own market) so the tests do not see each other's orders.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -49,6 +50,29 @@ def names(receipt: dict[str, Any]) -> list[str]:
 
 def reasons(receipt: dict[str, Any]) -> list[int]:
     return [i.extra for n, i in events(receipt) if n == "OrderRejected"]
+
+
+def three_and_three(first_id: int) -> Callable[..., list[int]]:
+    """``quotes(mid, first=False)``: the ops of a quote of three bids and three asks of 10
+    lots, a tick apart from one tick either side of ``mid``; placed in slots 0 to 5 the
+    first time, then each order replaces the last one of its slot; every order has a new
+    client id above ``first_id``."""
+    ids = {i: first_id + i for i in range(6)}
+
+    def quotes(m: int, first: bool = False) -> list[int]:
+        ops = []
+        for i in range(6):
+            side, price = (BID, m - 1 - i) if i < 3 else (ASK, m + 1 + (i - 3))
+            new = ids[i] + 6
+            ops.append(
+                op_place(i, new, side, price, 10)
+                if first
+                else op_replace(i, ids[i], new, side, price, 10)
+            )
+            ids[i] = new
+        return ops
+
+    return quotes
 
 
 @pytest.fixture
@@ -310,20 +334,7 @@ async def test_squatted_ring_entries_cost_a_trend_no_fresh_slot(actors: Any) -> 
     victim, attacker = actors["maker"], actors["spare"]
     mid, steps = 250_000, 40
     await victim.book.warm(victim.sender, SEI, mid - 8, mid + steps + 8)
-    ids = {i: 1_000 + i for i in range(6)}
-
-    def quotes(m: int, first: bool = False) -> list[int]:
-        ops = []
-        for i in range(6):
-            side, price = (BID, m - 1 - i) if i < 3 else (ASK, m + 1 + (i - 3))
-            new = ids[i] + 6
-            ops.append(
-                op_place(i, new, side, price, 10)
-                if first
-                else op_replace(i, ids[i], new, side, price, 10)
-            )
-            ids[i] = new
-        return ops
+    quotes = three_and_three(1_000)
 
     await victim.book.requote(victim.sender, SEI, quotes(mid, first=True))
     squat = [
@@ -421,20 +432,7 @@ async def test_an_ask_dropped_many_rings_below_costs_the_bot_no_fresh_slot(
     )
     assert names(r) == ["OrderPlaced", "OrderCancelled"]
     assert mid + 4 - 127 < await _hint(bot.book) <= mid + 4  # the ring bound's word
-    ids = {i: 2_000 + i for i in range(6)}
-
-    def quotes(m: int, first: bool = False) -> list[int]:
-        ops = []
-        for i in range(6):
-            side, price = (BID, m - 1 - i) if i < 3 else (ASK, m + 1 + (i - 3))
-            new = ids[i] + 6
-            ops.append(
-                op_place(i, new, side, price, 10)
-                if first
-                else op_replace(i, ids[i], new, side, price, 10)
-            )
-            ids[i] = new
-        return ops
+    quotes = three_and_three(2_000)
 
     try:
         rejected: list[int] = []
