@@ -114,19 +114,26 @@ def _step(engine: Engine, ev: MarketEvent, now: int, placed: list[OrderRequest])
             placed.append(payload)
 
 
+def _replayed(engine: Engine, n: int) -> tuple[list[MarketEvent], list[OrderRequest], int]:
+    """The bundled NEXO 20 minutes' events, the engine stepped through the first ``n``:
+    the events, the orders it placed and the time of the last event."""
+    events = list(ReplayFeed([NEXO_23], scales_for(list(engine.specs.values()))).events())
+    placed: list[OrderRequest] = []
+    now = 0
+    for ev in events[:n]:
+        now = ev.ts_ns
+        _step(engine, ev, now, placed)
+    return events, placed, now
+
+
 def _scaled(snap_bids: list[tuple[int, int]], k: int) -> list[tuple[int, int]]:
     return [(p * k, q) for p, q in snap_bids]
 
 
 def test_a_10x_reference_after_a_resync_never_reaches_an_order() -> None:
     engine = _engine("risk.kill_switch_enabled=true")
-    events = list(ReplayFeed([NEXO_23], scales_for(list(engine.specs.values()))).events())
-    placed: list[OrderRequest] = []
     ms = engine.markets["SEI/USDC"]
-    now = 0
-    for ev in events[:600]:
-        now = ev.ts_ns
-        _step(engine, ev, now, placed)
+    events, placed, now = _replayed(engine, 600)
     assert placed and ms.kill.armed
     book = ms.builder.book
     good_mid = book.mid
@@ -168,13 +175,8 @@ def test_a_10x_reference_after_a_resync_never_reaches_an_order() -> None:
 
 def test_a_crossed_reference_book_pulls_under_crossed_book() -> None:
     engine = _engine()
-    events = list(ReplayFeed([NEXO_23], scales_for(list(engine.specs.values()))).events())
-    placed: list[OrderRequest] = []
     ms = engine.markets["SEI/USDC"]
-    now = 0
-    for ev in events[:400]:
-        now = ev.ts_ns
-        _step(engine, ev, now, placed)
+    _, placed, now = _replayed(engine, 400)
     book = ms.builder.book
     last_id, bad = ms.builder.last_id, book.best_ask * 10
     now += 1
