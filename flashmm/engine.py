@@ -78,10 +78,11 @@ _FLATTEN_BACKOFF_NS = 2 * NS_PER_S
 _FLATTEN_BACKOFF_MAX_NS = 60 * NS_PER_S
 #: at most one warning about rejected orders per market in this much engine time
 REJECT_WARN_NS = 60 * NS_PER_S
-#: a side whose placement the venue refused for lack of free balance is held back this
-#: long, doubled for each refusal in a row (an accepted order of that side ends the run)
-FUNDS_HOLD_NS = NS_PER_S
-FUNDS_HOLD_MAX_NS = 30 * NS_PER_S
+#: a side whose placement the venue refused for a lasting cause (no free balance, market
+#: paused ...) is held back this long, doubled for each refusal in a row (an accepted
+#: order of that side ends the run)
+HOLD_NS = NS_PER_S
+HOLD_MAX_NS = 30 * NS_PER_S
 
 
 @dataclass
@@ -122,10 +123,10 @@ class MarketState:
     #: the desk's live orders must be reloaded from ``orders`` before it decides
     desk_stale: bool = True
     #: side (+1 bids, -1 asks) -> (engine time until which it is not quoted, refusals
-    #: in a row): the venue refused its placement for lack of free balance
-    funds_hold: dict[int, tuple[int, int]] = field(default_factory=dict)
-    #: the sides held back at the last quote decision
-    funds_held: int = 0
+    #: in a row, the venue's reason): the venue refused its placement for a lasting cause
+    holds: dict[int, tuple[int, int, str]] = field(default_factory=dict)
+    #: the sides held back at the last quote decision (+1, -1, 2 both, 0 none)
+    held: int = 0
 
 
 SignalFactory = Callable[[MarketSpec], SignalSource]
@@ -499,12 +500,12 @@ class Engine:
             reason = self.risk.blocks_market(sym)
             if reason is None and not book.valid:
                 reason = "reference book has an empty side"
-        held = self._funds_held(ms, now_ns) if ms.funds_hold else 0
-        if held != ms.funds_held:
-            ms.funds_held = held
-            ms.dirty = True  # a side held back for funds begins or ends
+        held = self._held(ms, now_ns) if ms.holds else 0
+        if held != ms.held:
+            ms.held = held
+            ms.dirty = True  # a side held back begins or ends
         if reason is None and held == 2:
-            reason = "insufficient free balance for both sides"
+            reason = f"both sides held back: {ms.holds[1][2]}"
         if reason is not None:
             if ms.blocked is None:
                 self._pull(ms, now_ns)
@@ -527,7 +528,7 @@ class Engine:
         # not quoted; its live orders are cancelled by the diff
         no_side = self.risk.blocked_side(sym, pos)
         if held:
-            # the side the venue refused for lack of funds (see _hold_for_funds)
+            # the side the venue refuses for now (see _hold_side)
             if no_side and no_side != held:
                 self._pull(ms, now_ns)
                 return
@@ -712,11 +713,11 @@ class Engine:
                 if o is not None and o.state is OrderState.PENDING_NEW:
                     o.state = OrderState.OPEN
                     self.outbox.append(OrderUpdated(o, "accepted"))
-                    ms.funds_hold.pop(1 if o.side is Side.BUY else -1, None)
+                    ms.holds.pop(1 if o.side is Side.BUY else -1, None)
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
-                if ev.no_funds:
-                    self._hold_for_funds(ms, ev.client_id, ev.reason, now_ns)
+                if ev.lasting:
+                    self._hold_side(ms, ev.client_id, ev.reason, now_ns)
                 self._warn_rejected(ms, ev.reason, now_ns)
                 if ev.client_id == 0:  # a take refused: it fills no more
                     ms.take_open_lots = 0
@@ -727,19 +728,20 @@ class Engine:
                 self._done(ms, ev.client_id, "cancelled")
         return len(evs)
 
-    def _hold_for_funds(self, ms: MarketState, client_id: int, reason: str, now_ns: int) -> None:
-        """The venue refused a placement for lack of free balance: that side is not
-        quoted for a while (1 s, doubled per refusal in a row, at most 30 s). Placing it
-        again at every requote only paid gas for refusals (5 a second on a chain)."""
+    def _hold_side(self, ms: MarketState, client_id: int, reason: str, now_ns: int) -> None:
+        """The venue refused a placement for a lasting cause (no free balance, market
+        paused, an order outside its rules): that side is not quoted for a while (1 s,
+        doubled per refusal in a row, at most 30 s). Placing it again at every requote
+        only paid gas for refusals (5 a second on a chain)."""
         o = ms.orders.get(client_id)
         if o is None:
             return
         side = 1 if o.side is Side.BUY else -1
-        until, streak = ms.funds_hold.get(side, (0, 0))
+        until, streak, _ = ms.holds.get(side, (0, 0, ""))
         if now_ns < until:
             return  # another level of the same requote: one refusal
-        hold = min(FUNDS_HOLD_MAX_NS, FUNDS_HOLD_NS << min(streak, 16))
-        ms.funds_hold[side] = (now_ns + hold, streak + 1)
+        hold = min(HOLD_MAX_NS, HOLD_NS << min(streak, 16))
+        ms.holds[side] = (now_ns + hold, streak + 1, reason)
         logger.info(
             "{}: {} held back {:.0f} s: {} (refusal {} in a row)",
             ms.spec.symbol,
@@ -749,9 +751,9 @@ class Engine:
             streak + 1,
         )
 
-    def _funds_held(self, ms: MarketState, now_ns: int) -> int:
-        """The sides held back for lack of funds now: +1 bids, -1 asks, 2 both, 0 none."""
-        held = [s for s, (until, _) in ms.funds_hold.items() if now_ns < until]
+    def _held(self, ms: MarketState, now_ns: int) -> int:
+        """The sides held back now: +1 bids, -1 asks, 2 both, 0 none."""
+        held = [s for s, (until, _, _) in ms.holds.items() if now_ns < until]
         if len(held) == 2:
             return 2
         return held[0] if held else 0
@@ -1185,8 +1187,8 @@ class Engine:
             price_band=ms.band.status(),
             blocked=ms.blocked
             or (
-                f"{'bids' if ms.funds_held > 0 else 'asks'} held back: insufficient free balance"
-                if ms.funds_held in (1, -1)
+                f"{'bids' if ms.held > 0 else 'asks'} held back: {ms.holds[ms.held][2]}"
+                if ms.held in (1, -1)
                 else None
             ),
             data_age_ms=(now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,

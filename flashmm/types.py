@@ -173,8 +173,9 @@ class OrderRejected:
     client_id: int
     ts_ns: int
     reason: str
-    #: the account lacks the free balance for it (the engine holds that side back)
-    no_funds: bool = False
+    #: the venue would refuse the same order again (no free balance, market paused, an
+    #: order outside the market's rules): the engine holds that side back a while
+    lasting: bool = False
 
 
 @dataclass(frozen=True, slots=True)

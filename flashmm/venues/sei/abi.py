@@ -33,8 +33,9 @@ OP_REPLACE = 2
 BID = 0
 ASK = 1
 
-#: FlashBook's OrderRejected code for "insufficient free balance"
-REJECT_NO_FUNDS = 3
+#: OrderRejected codes the same order would meet again at the next requote (funds, bad
+#: order, minimum size, market paused, level cap): not a race like a cross or a busy slot
+LASTING_REJECTS = frozenset({3, 4, 5, 6, 7})
 REJECT_REASONS = {
     1: "post-only order would cross",
     2: "order slot busy",

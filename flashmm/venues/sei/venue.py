@@ -43,8 +43,8 @@ from flashmm.venues.base import VenueDefaults, VenueError
 from flashmm.venues.sei.abi import (
     ASK,
     BID,
+    LASTING_REJECTS,
     N_SLOTS,
-    REJECT_NO_FUNDS,
     REJECT_REASONS,
     book_abi,
     decode_log,
@@ -1266,6 +1266,6 @@ class SeiVenue(VenueDefaults):
                 return
             self._events.append(
                 OrderRejected(
-                    symbol, info.client_id, now, reason, no_funds=info.extra == REJECT_NO_FUNDS
+                    symbol, info.client_id, now, reason, lasting=info.extra in LASTING_REJECTS
                 )
             )
