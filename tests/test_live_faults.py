@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from chain_fixtures import ROLES, LocalChain, LoopbackServer
+from pydantic import ValidationError
 
 from flashmm.config import load_config
 from flashmm.engine import Engine
@@ -1238,3 +1239,71 @@ async def test_sei_wording_for_our_own_bytes_counts_as_sent(
         assert v.stats["send_errors"] == 0
         assert [f.size_lots for f in of(ev, Fill)] == [3]
         assert (await v.positions())[MKT] == before + 3
+
+
+async def test_an_endpoint_that_stops_answering_fails_over_and_comes_back(
+    chain: LocalChain, proxy: FaultProxy, rpc_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One RPC endpoint was all the venue had: when it stopped answering (a gateway's
+    502 while its node is down), no cancel, requote or fill got through until it came
+    back. With fallbacks the venue moves to the next endpoint that serves the chain (one
+    that answers eth_chainId with another chain is skipped), keeps trading there, and
+    goes back to the first once it answers again and has caught up."""
+    import flashmm.venues.sei.venue as venue_mod
+
+    monkeypatch.setattr(venue_mod, "PRIMARY_RETRY_S", 0.5)
+    rpc = rpc_factory(chain.rpc_url)
+    other_chain = await FaultProxy(chain.rpc_url).start()
+
+    async def chain_1(body: Any) -> Any:
+        if isinstance(body, dict) and body.get("method") == "eth_chainId":
+            return {"jsonrpc": "2.0", "id": body["id"], "result": "0x1"}
+        return None
+
+    other_chain.hook = chain_1
+    down = False
+
+    async def gateway(body: Any) -> Any:
+        return web.Response(status=502, text="bad gateway") if down else None
+
+    proxy.hook = gateway
+    fallbacks = [other_chain.url, chain.rpc_url]
+    try:
+        async with running(chain, rpc, proxy, log_poll_s=0.1, rpc_fallback_urls=fallbacks) as v:
+            proxy.hook = gateway  # (running() clears it at the end only)
+            v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
+            await collect(v, lambda e: [a.client_id for a in of(e, OrderAccepted)] == [1])
+            assert v.status(1.0)["rpc_endpoint"] == 0
+            with Records() as records:
+                down = True
+                v.requote(MKT, [], [OrderRequest(MKT, 2, Side.SELL, 3601, 1)], time.time_ns())
+                await collect(v, lambda e: [a.client_id for a in of(e, OrderAccepted)] == [2])
+            assert v.rpc.url == chain.rpc_url
+            status = v.status(1.0)
+            assert (status["rpc_endpoint"], status["rpc_switches"]) == (2, 1)
+            assert len(records.warnings(f"switching to {chain.rpc_url}")) == 1
+            assert len(records.warnings("serves chain id 1, not 1328")) == 1
+            down = False
+            deadline = time.monotonic() + 15.0
+            while v.rpc.url != proxy.url:
+                assert time.monotonic() < deadline, "not back on the first endpoint"
+                await asyncio.sleep(0.1)
+            v.requote(MKT, [], [OrderRequest(MKT, 3, Side.SELL, 3602, 1)], time.time_ns())
+            await collect(v, lambda e: [a.client_id for a in of(e, OrderAccepted)] == [3])
+            status = v.status(1.0)
+            assert (status["rpc_endpoint"], status["rpc_switches"]) == (0, 2)
+            assert {o.client_id for o in await v.open_orders()} == {1, 2, 3}
+    finally:
+        await other_chain.stop()
+
+
+def test_fallback_endpoints_are_checked_like_the_first() -> None:
+    """A fallback must be an http(s) URL, and on 127.0.0.1 with a dev account."""
+    with pytest.raises(ValidationError, match="is not an http"):
+        SeiVenueSettings(
+            rpc_url="http://127.0.0.1:8545",
+            chain_id=1328,
+            book_address="0x" + "11" * 20,
+            markets={MKT: SEI},
+            rpc_fallback_urls=["ws://127.0.0.1:8546"],
+        )

@@ -1,5 +1,12 @@
 """Minimal async JSON-RPC client over aiohttp (HTTP), with batching and retries.
 
+With fallback endpoints, a call that cannot reach the endpoint in use (connection
+refused, timeout, HTTP 5xx, after its retries) is sent again to the next endpoint, once
+that endpoint has answered ``eth_chainId`` with the configured chain (one that serves
+another chain, or does not answer, is skipped for ``BAD_ENDPOINT_S``); one warning per
+switch. :meth:`JsonRpc.try_primary` goes back to the first endpoint once it answers and
+is not behind the one in use.
+
 Some endpoints (gateways, nodes with batches turned off) refuse JSON-RPC batches: they
 answer the whole batch with one error object, an HTTP 4xx, or a list without our ids.
 :meth:`JsonRpc.batch` then raises :class:`BatchRefused` and logs one warning; for the next
@@ -14,6 +21,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import aiohttp
@@ -29,6 +37,12 @@ _IDEMPOTENT_PREFIXES = ("eth_", "net_", "web3_", "debug_", "anvil_", "evm_")
 BATCH_RETRY_S = 600.0
 # HTTP statuses of a batch that are a passing condition, not a refusal of batches
 _PASSING_HTTP = (408, 429)
+#: a fallback endpoint that failed its check (no answer, another chain) is not tried for
+BAD_ENDPOINT_S = 600.0
+#: the check of an endpoint before switching to it, and of the first one before going back
+CHECK_TIMEOUT_S = 3.0
+#: the first endpoint counts as caught up when at most this many blocks behind
+PRIMARY_LAG_BLOCKS = 2
 
 
 class JsonRpc:
@@ -41,8 +55,18 @@ class JsonRpc:
         timeout_s: float = 10.0,
         retries: int = 2,
         backoff_s: float = 0.2,
+        fallbacks: Sequence[str] = (),
+        chain_id: int | None = None,
     ) -> None:
-        self.url = url
+        #: the endpoints, first the primary; ``url`` is the one in use
+        self.urls = [url, *(u for u in fallbacks if u != url)]
+        self._in_use = 0
+        #: the chain every endpoint must serve (checked before a switch; None: not checked)
+        self.chain_id = chain_id
+        self._bad_until: dict[int, float] = {}
+        self._switch_lock = asyncio.Lock()
+        #: switches to another endpoint (failovers and returns to the first)
+        self.switches = 0
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -53,6 +77,15 @@ class JsonRpc:
         #: why the endpoint refused the last batch (None: batches work, or never tried)
         self.batch_refused: str | None = None
         self._batch_refused_at = 0.0
+
+    @property
+    def url(self) -> str:
+        """The endpoint in use."""
+        return self.urls[self._in_use]
+
+    @property
+    def on_fallback(self) -> bool:
+        return self._in_use != 0
 
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -74,15 +107,102 @@ class JsonRpc:
         await self.aclose()
 
     async def _post(self, payload: Any, what: str, retries: int) -> Any:
+        """POST to the endpoint in use; on a transport failure, to the next endpoints that
+        pass their check (each at most once for this call)."""
+        tried = {self._in_use}
+        while True:
+            at = self._in_use
+            try:
+                return await self._post_to(self.urls[at], payload, what, retries)
+            except RpcTransportError as exc:
+                if (
+                    isinstance(exc, RpcHttpError)
+                    and 400 <= exc.status < 500
+                    and exc.status not in _PASSING_HTTP
+                ):
+                    raise  # the endpoint answered: a refusal of this request (a batch ...)
+                if len(self.urls) == 1 or not await self._fail_over(at, exc, tried):
+                    raise
+                tried.add(self._in_use)
+
+    async def _fail_over(self, failed: int, exc: Exception, tried: set[int]) -> bool:
+        """Switch from endpoint ``failed`` to the next one that passes its check and was
+        not tried for this call; False when there is none."""
+        async with self._switch_lock:
+            if self._in_use != failed and self._in_use not in tried:
+                return True  # another call switched meanwhile: go there
+            n = len(self.urls)
+            for step in range(1, n):
+                cand = (failed + step) % n
+                if cand in tried or self._bad_until.get(cand, 0.0) > time.monotonic():
+                    continue
+                why = await self._check(cand)
+                if why is not None:
+                    self._bad_until[cand] = time.monotonic() + BAD_ENDPOINT_S
+                    log.error("rpc endpoint %s skipped: %s", self.urls[cand], why)
+                    continue
+                log.warning(
+                    "rpc endpoint %s failed (%s); switching to %s",
+                    self.urls[failed],
+                    exc,
+                    self.urls[cand],
+                )
+                self._use(cand)
+                return True
+            return False
+
+    async def _check(self, index: int) -> str | None:
+        """Why endpoint ``index`` must not be used (no answer, another chain), or None."""
+        try:
+            got = int(await self._ask(self.urls[index], "eth_chainId"), 16)
+        except Exception as exc:
+            return f"no answer to eth_chainId ({type(exc).__name__}: {exc})"
+        if self.chain_id is not None and got != self.chain_id:
+            return f"it serves chain id {got}, not {self.chain_id}"
+        return None
+
+    async def _ask(self, url: str, method: str) -> Any:
+        """One call to ``url``, no retry, a short timeout (endpoint checks)."""
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": []}
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            reply = await self._post_to(url, payload, method, 0)
+        return _result(method, reply)
+
+    def _use(self, index: int) -> None:
+        self._in_use = index
+        self.switches += 1
+        # the new endpoint's own answer to batches is learnt again
+        self.batch_refused = None
+
+    async def try_primary(self) -> bool:
+        """Back to the first endpoint if it answers, serves the chain and is at most
+        ``PRIMARY_LAG_BLOCKS`` behind the endpoint in use (True: switched back)."""
+        if not self.on_fallback or self._bad_until.get(0, 0.0) > time.monotonic():
+            return False
+        async with self._switch_lock:
+            if not self.on_fallback:
+                return False
+            try:
+                if await self._check(0) is not None:
+                    return False
+                primary = int(await self._ask(self.urls[0], "eth_blockNumber"), 16)
+                current = int(await self._ask(self.url, "eth_blockNumber"), 16)
+            except Exception:
+                return False
+            if primary < current - PRIMARY_LAG_BLOCKS:
+                return False
+            log.warning("rpc endpoint %s answers again; switching back to it", self.urls[0])
+            self._use(0)
+            return True
+
+    async def _post_to(self, url: str, payload: Any, what: str, retries: int) -> Any:
         attempts = retries + 1
         for attempt in range(attempts):
             self.calls += 1
             try:
-                async with self._sess().post(self.url, data=json.dumps(payload)) as resp:
+                async with self._sess().post(url, data=json.dumps(payload)) as resp:
                     if resp.status >= 500:
-                        raise RpcHttpError(
-                            resp.status, f"{what}: HTTP {resp.status} from {self.url}"
-                        )
+                        raise RpcHttpError(resp.status, f"{what}: HTTP {resp.status} from {url}")
                     text = await resp.text()
                     if resp.status >= 400:
                         raise RpcHttpError(resp.status, f"{what}: HTTP {resp.status}: {text[:200]}")

@@ -65,6 +65,12 @@ class SeiVenueSettings(BaseModel):
         default=None,
         description="HTTP JSON-RPC endpoint, e.g. https://evm-rpc-testnet.sei-apis.com",
     )
+    rpc_fallback_urls: list[str] = Field(
+        default_factory=list,
+        description="more HTTP JSON-RPC endpoints of the same chain, tried in order when "
+        "the one in use does not answer (checked with eth_chainId first); the first one "
+        "is used again once it answers and has caught up",
+    )
     ws_url: str | None = Field(
         default=None, description="WebSocket endpoint for eth_subscribe; None polls"
     )
@@ -181,6 +187,11 @@ class SeiVenueSettings(BaseModel):
             raise ValueError("venue.sei: keystore and dev_account are exclusive")
         if self.rpc_url is not None and self.dev_account is not None:
             self.check_dev_account_url(self.rpc_url)
+        for url in self.rpc_fallback_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"venue.sei.rpc_fallback_urls: {url!r} is not an http(s) URL")
+            if self.dev_account is not None:
+                self.check_dev_account_url(url)
         if self.max_fee_bumps and self.fee_bump_after_s >= self.receipt_timeout_s:
             raise ValueError(
                 f"venue.sei: fee_bump_after_s ({self.fee_bump_after_s:g} s) must be below "

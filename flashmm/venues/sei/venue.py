@@ -82,6 +82,8 @@ MAX_CANCEL_RETRIES = 20
 LATENCY_WINDOW_S = 5.0
 LATENCY_MIN_SAMPLES = 3
 PROBE_EVERY_S = 1.0
+#: while a fallback RPC endpoint answers, the first one is checked again this often
+PRIMARY_RETRY_S = 30.0
 
 
 def _round_div(a: int, b: int) -> int:
@@ -228,7 +230,12 @@ class SeiVenue(VenueDefaults):
         # a deployment file fills what the profile does not say (addresses, market ids)
         self.settings = settings = settings.resolved(self.specs.keys() if self.specs else None)
         self._account = account
-        self.rpc = JsonRpc(settings.rpc, timeout_s=settings.rpc_timeout_s)
+        self.rpc = JsonRpc(
+            settings.rpc,
+            timeout_s=settings.rpc_timeout_s,
+            fallbacks=settings.rpc_fallback_urls,
+            chain_id=settings.chain,
+        )
         self.book = BookClient(self.rpc, settings.book)
         self.sender: TxSender | None = None
         self.address = ""
@@ -340,6 +347,9 @@ class SeiVenue(VenueDefaults):
         if self.sender is not None:  # the signer's own counters (metrics: flashmm_venue_stat)
             for key in ("nonce_resyncs", "nonce_taken", "rebroadcasts", "fee_bumps"):
                 out[f"tx_{key}"] = self.sender.stats[key]
+        # which endpoint answers (0: rpc_url, 1..: rpc_fallback_urls; URLs may hold keys)
+        out["rpc_endpoint"] = self.rpc.urls.index(self.rpc.url)
+        out["rpc_switches"] = self.rpc.switches
         out["sstore_set_gas"] = self.settings.sstore_set_gas
         out["node_sstore_set_gas"] = self.node_sstore_set_gas
         if self._fresh["traced"]:
@@ -354,8 +364,12 @@ class SeiVenue(VenueDefaults):
     async def _probe_loop(self) -> None:
         """Time a cheap call (eth_blockNumber) whenever no transaction gave a sample
         lately; a call that fails counts as at least the RPC timeout."""
+        next_primary = time.monotonic() + PRIMARY_RETRY_S
         while True:
             await asyncio.sleep(PROBE_EVERY_S)
+            if self.rpc.on_fallback and time.monotonic() >= next_primary:
+                next_primary = time.monotonic() + PRIMARY_RETRY_S
+                await self.rpc.try_primary()
             last = self._lat_samples[-1][0] if self._lat_samples else 0.0
             if time.monotonic() - last < PROBE_EVERY_S:
                 continue
