@@ -224,7 +224,8 @@ async def rpc_proxy(chain: LocalChain) -> AsyncIterator[RpcProxy]:
 
 
 class WsProxy(LoopbackServer):
-    """A WebSocket relay on 127.0.0.1 in front of anvil; ``cut()`` drops all connections."""
+    """A WebSocket relay on 127.0.0.1 in front of anvil; ``cut()`` drops all connections,
+    ``refuse`` answers new ones 503, ``mute`` keeps them open and passes nothing down."""
 
     METHOD = "GET"
     SCHEME = "ws"
@@ -233,6 +234,7 @@ class WsProxy(LoopbackServer):
         super().__init__(upstream)
         self._conns: set[web.WebSocketResponse] = set()
         self.refuse = False
+        self.mute = False
         self.connections = 0
 
     async def cut(self) -> None:
@@ -262,7 +264,7 @@ class WsProxy(LoopbackServer):
                 task = asyncio.create_task(pump_up())
                 try:
                     async for msg in up:
-                        if msg.type == aiohttp.WSMsgType.TEXT and not down.closed:
+                        if msg.type == aiohttp.WSMsgType.TEXT and not down.closed and not self.mute:
                             await down.send_str(msg.data)
                         if down.closed:
                             break

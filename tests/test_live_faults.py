@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from chain_fixtures import ROLES, LocalChain, LoopbackServer
+from chain_fixtures import ROLES, LocalChain, LoopbackServer, WsProxy
 from pydantic import ValidationError
 
 from flashmm.config import load_config
@@ -81,11 +81,10 @@ async def proxy(chain: LocalChain) -> AsyncIterator[FaultProxy]:
 def venue_on(chain: LocalChain, url: str, role: str = "venue", **kw: Any) -> SeiVenue:
     settings = SeiVenueSettings(
         rpc_url=url,
-        ws_url=None,
         chain_id=1328,
         book_address=chain.dep.book,
         markets={MKT: SEI},
-        **kw,
+        **{"ws_url": None, **kw},
     )
     return SeiVenue(settings, specs={MKT: SPEC}, account=account_from_hex(chain.key(role)))
 
@@ -1307,3 +1306,37 @@ def test_fallback_endpoints_are_checked_like_the_first() -> None:
             markets={MKT: SEI},
             rpc_fallback_urls=["ws://127.0.0.1:8546"],
         )
+
+
+@pytest.mark.parametrize("fault", ["refused", "mute"])
+async def test_a_fill_comes_while_the_websocket_is_down_or_mute(
+    chain: LocalChain, rpc_factory: Any, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The log stream read the chain only through the WebSocket: while it was refused
+    (the stream retried every 5 s at most, reading nothing in between) or open but silent
+    (a relay that stopped passing messages on, and no close ever came), a take of someone
+    else on our quote was not booked until the socket worked again. Now the logs come by
+    HTTP while the socket reconnects, and a socket quiet while the chain moves on is
+    read over HTTP and replaced."""
+    import flashmm.venues.sei.logs as logs_mod
+
+    monkeypatch.setattr(logs_mod, "WS_SILENCE_S", 1.0)
+    rpc = rpc_factory(chain.rpc_url)
+    await clear_book(chain, rpc)  # the take below meets our ask and nothing else
+    ws = await WsProxy(chain.ws_url).start()
+    try:
+        async with running(chain, rpc, role="venue", ws_url=ws.url) as v:
+            v.requote(MKT, [], [OrderRequest(MKT, 1, Side.SELL, 3600, 1)], time.time_ns())
+            await collect(v, lambda e: bool(of(e, OrderAccepted)))
+            if fault == "refused":
+                ws.refuse = True
+                await ws.cut()
+            else:
+                ws.mute = True
+            taker = chain.sender(rpc, "taker")
+            book = BookClient(rpc, chain.dep.book)
+            await book.take(taker, SEI, 0, 3600, 1)
+            ev = await collect(v, lambda e: bool(of(e, Fill)), 20.0)
+            assert [(f.client_id, f.size_lots) for f in of(ev, Fill)] == [(1, 1)]
+    finally:
+        await ws.stop()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -94,6 +95,11 @@ class LogDedup:
         return True
 
 
+#: a WebSocket without a message this long is checked against the HTTP head (Sei: a head
+#: every 0.4 s)
+WS_SILENCE_S = 10.0
+
+
 class LogStream:
     """Delivers each log of ``address`` once to ``on_log``, oldest first within a batch."""
 
@@ -109,8 +115,11 @@ class LogStream:
         backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
         max_range: int = 2_000,
+        ws_silence_s: float | None = None,
     ) -> None:
         self.rpc = rpc
+        #: a WebSocket quiet this long is checked against the HTTP head (see _run_ws)
+        self.ws_silence_s = WS_SILENCE_S if ws_silence_s is None else ws_silence_s
         self.address = address.lower()
         self.on_log = on_log
         self.ws_url = ws_url
@@ -198,8 +207,24 @@ class LogStream:
                     exc,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                if self.ws_url:
+                    # the WebSocket may stay down for long: the logs come by HTTP meanwhile
+                    # (a fill of someone's take on our quotes is not held back until then)
+                    await self._poll_for(delay)
+                else:
+                    await asyncio.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2)
+
+    async def _poll_for(self, seconds: float) -> None:
+        """Backfill over HTTP every ``poll_s`` for ``seconds`` (errors only logged)."""
+        end = time.monotonic() + seconds
+        while True:
+            with contextlib.suppress(Exception):
+                await self.backfill()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(self.poll_s, left))
 
     async def _run_poll(self) -> None:
         self.connected.set()
@@ -235,7 +260,20 @@ class LogStream:
             self.connected.set()
             for msg in pending:
                 self._on_ws_message(msg, subs)
-            async for text in ws:
+            while True:
+                try:
+                    text = await asyncio.wait_for(ws.recv(), self.ws_silence_s)
+                except TimeoutError:
+                    # no head and no log for a while: an idle chain, or a socket that
+                    # died without closing; the HTTP head tells which
+                    before = self.complete_to
+                    await self.backfill()
+                    if before is not None and (self.complete_to or 0) > before + 1:
+                        raise TimeoutError(
+                            f"no WebSocket message for {self.ws_silence_s:g} s while the "
+                            f"chain moved to block {self.complete_to}"
+                        ) from None
+                    continue
                 self._on_ws_message(json.loads(text), subs)
 
     def _on_ws_message(self, msg: dict[str, Any], subs: dict[str, str]) -> None:
