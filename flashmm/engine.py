@@ -946,6 +946,11 @@ class Engine:
         self.outbox.append(StateChanged(PAUSED, "reset"))
         return rebased
 
+    def restore_peak(self, peak_usdc: float) -> None:
+        """The equity peak ``max_drawdown`` counts from, as a reset before a restart
+        re-armed it (the journal keeps it; see :meth:`reset`)."""
+        self.acct.peak_equity = peak_usdc
+
     def cancel_all(self, now_ns: int) -> None:
         for ms in self.markets.values():
             self._pull(ms, now_ns)

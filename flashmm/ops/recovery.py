@@ -127,7 +127,7 @@ class Recovery:
             self._start_day(day, base)
             if "peak_equity_usdc" in st.rearmed:
                 # a reset re-armed max_drawdown: the drawdown counts from that P&L
-                e.acct.peak_equity = st.rearmed["peak_equity_usdc"][0]
+                e.restore_peak(st.rearmed["peak_equity_usdc"][0])
         # latched breakers: an emergency stop or a loss limit survives the restart
         latched = []
         for name, rec in st.latched_breakers.items():
