@@ -33,6 +33,7 @@ from flashmm.events import (
     OrderSent,
     OrderUpdated,
     OutboxEvent,
+    SideHeld,
     StateChanged,
 )
 from flashmm.marketdata import FeedStatus, MarketEvent, Trade
@@ -749,6 +750,9 @@ class Engine:
             hold / NS_PER_S,
             reason,
             streak + 1,
+        )
+        self.outbox.append(
+            SideHeld(ms.spec.symbol, o.side.name.lower(), reason, streak + 1, hold / NS_PER_S)
         )
 
     def _held(self, ms: MarketState, now_ns: int) -> int:

@@ -2,7 +2,7 @@
 
 The journal, the API stream, alerts and the backtest recorder read them off the
 outbox in order. Each event has a ``kind`` (``fill``, ``order``, ``order_update``,
-``order_done``, ``breaker``, ``state``, ``feed``) and a ``payload`` (the plain
+``order_done``, ``breaker``, ``state``, ``feed``, ``hold``) and a ``payload`` (the plain
 data of the stream and the journal); ``kind, payload = event`` also works.
 """
 
@@ -115,6 +115,36 @@ class FeedNews(_Event):
         return {"symbol": self.symbol, "kind": self.what, "detail": self.detail}
 
 
+@dataclass(frozen=True, slots=True)
+class SideHeld(_Event):
+    """The venue refused a placement for a lasting cause (no free balance, market
+    paused ...): that side of ``symbol`` is not quoted for ``hold_s``."""
+
+    kind: ClassVar[str] = "hold"
+    symbol: str
+    side: str
+    reason: str
+    refusals_in_a_row: int
+    hold_s: float
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "side": self.side,
+            "reason": self.reason,
+            "refusals_in_a_row": self.refusals_in_a_row,
+            "hold_s": self.hold_s,
+        }
+
+
 OutboxEvent = (
-    FillEvent | OrderSent | OrderUpdated | OrderDone | BreakerChanged | StateChanged | FeedNews
+    FillEvent
+    | OrderSent
+    | OrderUpdated
+    | OrderDone
+    | BreakerChanged
+    | StateChanged
+    | FeedNews
+    | SideHeld
 )

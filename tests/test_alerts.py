@@ -300,3 +300,31 @@ def test_dedup_memory_is_bounded_and_a_repeat_within_the_window_is_still_suppres
     for i in range(100):
         assert off.send(fill(i)) and off.send(fill(i))
     assert len(off._last_sent) <= 1
+
+
+async def test_a_side_the_venue_keeps_refusing_is_alerted_once(
+    services: tuple[FakeServices, str],
+) -> None:
+    """Refusals for lack of funds held the bids back quietly (a log line a minute): the
+    operator learnt of an empty account from the P&L. The 4th refusal in a row (held 1, 2,
+    4, then 8 s) is alerted, once per side within dedup_s; the first three are not."""
+    from flashmm.events import SideHeld
+
+    fake, base = services
+    cfg, env = make(base)
+    cfg = cfg.model_copy(update={"webhooks": cfg.webhooks[3:]})  # the JSON hook only
+    alerts = Alerts(cfg, profile="desk", env=env)
+    await alerts.start()
+    try:
+        why = "insufficient free balance"
+        alerts.on_events(
+            [SideHeld("SEI/USDC", "buy", why, n, float(2 ** (n - 1))) for n in range(1, 7)]
+        )
+        alerts.on_events([SideHeld("SEI/USDC", "sell", why, 1, 1.0)])
+        assert await alerts.flush(30)
+    finally:
+        await alerts.aclose()
+    got = fake.got["/json"]
+    assert [(g["kind"], g["subject"]) for g in got] == [("hold", "SEI/USDC:buy")]
+    assert got[0]["title"] == "SEI/USDC bids refused: insufficient free balance"
+    assert "4 refusals in a row" in got[0]["text"]

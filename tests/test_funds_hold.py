@@ -22,7 +22,7 @@ import pytest
 from chain_fixtures import LocalChain
 
 from flashmm.engine import Engine
-from flashmm.events import OrderDone
+from flashmm.events import OrderDone, SideHeld
 from flashmm.marketdata import DepthSnapshot
 from flashmm.risk import RiskConfig
 from flashmm.strategy.avellaneda import AvellanedaStrategy
@@ -119,6 +119,10 @@ async def test_bids_the_account_cannot_fund_are_held_back_while_asks_quote(
         assert bot.refused[Side.BUY] >= 1, "no bid was refused: the account still has funds"
         assert 1 <= len(bids) <= 3, [(t - bids[0]) / S for t in bids]
         assert bot.ms.holds[1][1] == len(bids)  # refusals in a row
+        held = [e for e in bot.engine.outbox if isinstance(e, SideHeld)]
+        assert [(e.side, e.refusals_in_a_row) for e in held] == [
+            ("buy", n) for n in range(1, len(bids) + 1)
+        ]
         assert bot.refused[Side.SELL] == 0
         view = bot.engine.snapshot().markets[MKT]
         assert view.blocked == "bids held back: insufficient free balance"

@@ -480,7 +480,7 @@ class ApiServer:
         """Called by the operations loop with what it drained from the engine's outbox.
 
         One stream message per batch (``type: events``, ``data``: the events in
-        order, each ``{"type": "fill"|"order"|"breaker"|"state"|"feed", "data"}``):
+        order, each ``{"type": "fill"|"order"|"breaker"|"state"|"feed"|"hold", "data"}``):
         every event goes out, in at most ~20 frames a second per client.
         """
         events: list[dict[str, Any]] = []
@@ -497,7 +497,7 @@ class ApiServer:
                     if spec is not None:
                         o = dataclasses.asdict(OrderView.of(order, spec, str(note)))
                         events.append({"type": "order", "data": o})
-                elif kind in ("breaker", "state", "feed"):
+                elif kind in ("breaker", "state", "feed", "hold"):
                     data = dict(payload) if isinstance(payload, Mapping) else payload
                     events.append({"type": kind, "data": data})
             except Exception:

@@ -5,6 +5,8 @@ What is sent (``alerts:`` section of the profile):
 * a breaker trips (``critical`` when its action halts the bot, e.g. the kill
   switch or ``flashmm emergency-stop``);
 * a fill at least ``alerts.fill_usdc`` big;
+* a side of a market the venue keeps refusing (no free balance, market paused: 4
+  refusals in a row, see :meth:`flashmm.engine.Engine.pump_venue`);
 * a daily P&L summary at ``alerts.daily_summary_utc`` (UTC ``HH:MM``).
 
 Nothing here runs on the hot path: the operations loop hands every batch it
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["DEDUP_MAX", "Alert", "Alerts", "Webhook", "format_body"]
 
 _QUEUE = 1000
+#: a side refused this many times in a row (held 1+2+4+8 s) is alerted
+HOLD_ALERT_REFUSALS = 4
 #: alerts remembered for de-duplication at most (each big fill has its own subject)
 DEDUP_MAX = 10_000
 _MAX_BACKOFF_S = 30.0
@@ -58,7 +62,7 @@ _LABEL = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord", "json"
 
 @dataclass
 class Alert:
-    kind: str  # breaker | halt | fill | summary | test
+    kind: str  # breaker | halt | fill | hold | summary | test
     subject: str  # what it is about: a breaker name, a market
     title: str
     text: str
@@ -205,6 +209,8 @@ class Alerts:
                     self._breaker(dict(payload))
                 elif kind == "fill":
                     self._fill(payload)
+                elif kind == "hold":
+                    self._hold(dict(payload))
             except Exception:
                 logger.exception("alerts: cannot handle a {} event", kind)
 
@@ -225,6 +231,27 @@ class Alerts:
             self.send(
                 Alert("breaker", name, f"breaker {name} tripped ({action})", reason, data=dict(d))
             )
+
+    def _hold(self, d: Mapping[str, Any]) -> None:
+        """A side the venue keeps refusing (``HOLD_ALERT_REFUSALS`` in a row, about 15 s):
+        the account's funds or the market need a look (one alert per side and
+        ``dedup_s``)."""
+        if int(d.get("refusals_in_a_row", 0)) < HOLD_ALERT_REFUSALS:
+            return
+        sym, side = d.get("symbol", "?"), d.get("side", "?")
+        what = "bids" if side == "buy" else "asks"
+        self.send(
+            Alert(
+                "hold",
+                f"{sym}:{side}",
+                f"{sym} {what} refused: {d.get('reason', '')}",
+                f"{d.get('refusals_in_a_row')} refusals in a row; {what} held back "
+                f"{float(d.get('hold_s', 0)):.0f} s at a time until the venue takes them"
+                " (check the account's free balance and the market's status)",
+                "warning",
+                dict(d),
+            )
+        )
 
     def _fill(self, fill: Fill) -> None:
         if self.cfg.fill_usdc is None or self.ops is None:
