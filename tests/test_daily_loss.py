@@ -8,6 +8,7 @@ restart takes it from the journal: the P&L the journal had at 00:00 UTC today.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -399,3 +400,68 @@ def test_the_pnl_at_midnight_of_a_journal_begun_today_or_left_days_ago(tmp_path:
         j.flush()
         got = j.pnl_at(mid, j.load_state(specs).positions)
     assert got == pytest.approx((-200 * 400 + (1100 - 1200) * 600) * unit - 0.02, abs=1e-9)
+
+
+async def test_a_run_journals_the_days_start_and_a_restart_counts_from_it(
+    dirs: tuple[Path, Path],
+) -> None:
+    """A run up at 00:00 UTC knew today's start exactly (its last mark before 00:00),
+    while a restart later that day had only the journal's estimate (snapshots and fills;
+    an open position marked at the highest candidate price). A run now journals the P&L
+    the day counts from whenever it changes, and a restart of the same day counts from
+    the latest of that and a reset's re-arm. Here a replay crosses 00:00 of its clock
+    (journaled: the P&L of its last mark before 00:00); then a live journal whose
+    estimate for today is -30.02 USDC holds a day start of -42 journaled today: the
+    restart counts from -42 (one of yesterday is not used)."""
+    data, sock = dirs
+    cfg = _config(data, sock)
+    lots = 100_000  # 1 USDC per tick
+    now = time.time_ns()
+    today = now // NS_PER_DAY
+    midnight = today * NS_PER_DAY
+    engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
+    ops, task = await start_ops(cfg, engine, sim_clock=True)
+    try:
+        before = midnight - MIN
+        engine._on_fill(_fill(1, Side.BUY, 1200, lots, before), before)
+        engine._on_fill(_fill(2, Side.SELL, 1190, lots, before), before)
+        engine.on_timer(before + 1)  # a mark before 00:00: -10.02
+        after = midnight + MIN
+        engine._on_fill(_fill(3, Side.BUY, 1200, lots, after), after)
+        engine._on_fill(_fill(4, Side.SELL, 1180, lots, after), after)
+        engine.on_timer(after + 1)  # the first mark of the day: it starts at -10.02
+        assert engine.risk.day_start_pnl == pytest.approx(-10.02)
+        assert ops.journal is not None
+        deadline = time.monotonic() + 10.0  # the operations loop drains the outbox
+        while not ops.journal.events("day_start"):
+            assert time.monotonic() < deadline, "no day_start journaled"
+            await asyncio.sleep(0.02)
+        (ev,) = ops.journal.events("day_start")
+        assert ev["data"] == {"day": today, "pnl_usdc": pytest.approx(-10.02)}
+    finally:
+        await stop_ops(ops, task)
+
+    specs = {s.symbol: s for s in cfg.specs()}
+    with Journal(data, name="svc", specs=specs) as j:
+        j.fill(_fill(11, Side.BUY, 1200, lots, midnight - 90 * MIN))
+        j.fill(_fill(12, Side.SELL, 1170, lots, midnight - 80 * MIN))
+        j.event("day_start", {"day": today, "pnl_usdc": -42.0})
+        j.flush()
+        assert j.pnl_at(midnight) == pytest.approx(-30.02)
+    engine = engine_from(cfg, SimVenue(specs))
+    ops, task = await start_ops(cfg, engine)
+    try:
+        assert ops.recovery["day_start_from"] == "journaled"
+        assert engine.risk.day_start_pnl == pytest.approx(-42.0)
+    finally:
+        await stop_ops(ops, task)
+    with Journal(data, name="svc", specs=specs) as j:
+        j.event("day_start", {"day": today - 1, "pnl_usdc": -7.0})
+        j.flush()
+    engine = engine_from(cfg, SimVenue(specs))
+    ops, task = await start_ops(cfg, engine)
+    try:
+        assert "day_start_from" not in ops.recovery
+        assert engine.risk.day_start_pnl == pytest.approx(-30.02)
+    finally:
+        await stop_ops(ops, task)

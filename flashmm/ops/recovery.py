@@ -65,6 +65,8 @@ __all__ = ["JOURNAL_BREAKER", "RECONCILE_BREAKER", "Recovery"]
 
 #: The latched breaker that holds quoting after a position mismatch with the venue.
 RECONCILE_BREAKER = "reconcile"
+#: journal event: the P&L today's loss counts from ({"day": UTC day, "pnl_usdc": ...})
+DAY_START_EVENT = "day_start"
 #: The latched breaker that pulls quotes once a journal write failed.
 JOURNAL_BREAKER = "journal"
 GATE_REASON = "starting: reconciling with the venue"
@@ -95,6 +97,7 @@ class Recovery:
     _pending_positions: dict[str, int]
     _block_saved: int | None
     _rearmed: dict[str, tuple[float, int]]
+    _day_journaled: tuple[int, float] | None
 
     # --- clock ------------------------------------------------------------------
 
@@ -183,15 +186,38 @@ class Recovery:
         self._start_day(day, j.pnl_at(day * NS_PER_DAY))
 
     def _start_day(self, day: int, base: float) -> None:
-        """Today's loss counts from ``base``, the P&L at 00:00 UTC, or from the P&L a
-        ``reset`` of today re-armed a tripped ``daily_loss`` at (the operator's later
-        word: else the restart trips it again)."""
+        """Today's loss counts from ``base``, the journal's P&L at 00:00 UTC (an
+        estimate: snapshots and fills), unless the journal holds better for today: the
+        day's start a run journaled (``day_start`` events: the last mark before 00:00
+        of a run that was up then, or a later start of the day) or the P&L a ``reset``
+        re-armed a tripped ``daily_loss`` at (else the restart trips it again); the
+        later of the two counts."""
+        best: tuple[int, float, str] | None = None
         rearmed = self._rearmed.get("day_start_pnl_usdc")
         if rearmed is not None and rearmed[1] // NS_PER_DAY == day:
-            base = rearmed[0]
-            self.recovery["day_start_rearmed_at_ns"] = rearmed[1]
+            best = (rearmed[1], rearmed[0], "reset")
+        j = self.journal
+        for ev in j.events(DAY_START_EVENT, limit=1) if j is not None else []:
+            data = ev["data"]
+            if data.get("day") == day and (best is None or ev["ts_ns"] > best[0]):
+                best = (int(ev["ts_ns"]), float(data["pnl_usdc"]), "journaled")
+        if best is not None:
+            base = best[1]
+            self.recovery["day_start_from"] = best[2]
         self.engine.risk.start_day(day, base)
         self.recovery["day_start_pnl_usdc"] = round(base, 6)
+        self._day_journaled = (day, base)
+
+    def _journal_day_start(self) -> None:
+        """Journal the P&L today's loss counts from whenever it changes (00:00 UTC, a
+        reset, a start), so a restart later today counts from the same P&L."""
+        j, risk = self.journal, self.engine.risk
+        if j is None or j.closed or risk.day is None:
+            return
+        now = (risk.day, risk.day_start_pnl)
+        if now != self._day_journaled:
+            self._day_journaled = now
+            j.event(DAY_START_EVENT, {"day": now[0], "pnl_usdc": now[1]})
 
     def _venue_replay_hook(self) -> None:
         """Tell a chain venue where the journal's fills end, so it replays the rest."""

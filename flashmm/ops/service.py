@@ -115,6 +115,8 @@ class OpsServices(Commands):
         self._block_saved: int | None = None
         # loss limits a reset re-armed, from the journal (see Recovery._start_day)
         self._rearmed: dict[str, tuple[float, int]] = {}
+        # (UTC day, P&L) of the last day_start event journaled (Recovery._journal_day_start)
+        self._day_journaled: tuple[int, float] | None = None
         self.resume = resume
         self.new_journal = new_journal
         #: a simulated run on recorded data: its own journal, unless resumed
@@ -337,6 +339,7 @@ class OpsServices(Commands):
             else:
                 j.event(ev.kind, ev.payload, market=ev.symbol)
         self._checkpoint_block(block)
+        self._journal_day_start()
         self.fills_durable += len(j.poll_durable())
 
     def _breaker_news(self, batch: list[OutboxEvent]) -> list[OutboxEvent]:
