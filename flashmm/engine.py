@@ -389,6 +389,8 @@ class Engine:
             return
         version = (self.risk.version(), self.state)
         for ms in self.markets.values():
+            if ms.holds and self._held(ms, now_ns) != ms.held:
+                ms.dirty = True  # a hold began or ended (see _hold_side)
             if ms.dirty or ms.seen_version != version:
                 ms.seen_version = version
                 self._quote(ms, now_ns, t0)
@@ -441,6 +443,9 @@ class Engine:
         for sym, ms in self.markets.items():
             if ms.last_data_ns and not self.risk.breakers[f"stale_feed:{sym}"].tripped:
                 wake = min(wake, ms.last_data_ns + stale + 1)
+            for until, _, _ in ms.holds.values():
+                if until > self.now_ns:
+                    wake = min(wake, until)  # the side quotes again then
         return min(wake, self._next_mark_ns) if self._mark_dirty else wake
 
     def _mark(self, now_ns: int) -> None:
@@ -506,7 +511,7 @@ class Engine:
             ms.held = held
             ms.dirty = True  # a side held back begins or ends
         if reason is None and held == 2:
-            reason = f"both sides held back: {ms.holds[1][2]}"
+            reason = f"both sides held back: {ms.holds[1][2]}"  # (held 2: both are in holds)
         if reason is not None:
             if ms.blocked is None:
                 self._pull(ms, now_ns)
@@ -714,6 +719,7 @@ class Engine:
                 if o is not None and o.state is OrderState.PENDING_NEW:
                     o.state = OrderState.OPEN
                     self.outbox.append(OrderUpdated(o, "accepted"))
+                if o is not None:  # the venue takes this side again: the run of refusals ends
                     ms.holds.pop(1 if o.side is Side.BUY else -1, None)
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
@@ -731,8 +737,9 @@ class Engine:
 
     def _hold_side(self, ms: MarketState, client_id: int, reason: str, now_ns: int) -> None:
         """The venue refused a placement for a lasting cause (no free balance, market
-        paused, an order outside its rules): that side is not quoted for a while (1 s,
-        doubled per refusal in a row, at most 30 s). Placing it again at every requote
+        paused): that side is not quoted for a while (1 s, doubled per refusal in a row,
+        at most 30 s; a run of refusals ends with an accepted order of that side or 30 s
+        after its last hold). Placing it again at every requote
         only paid gas for refusals (5 a second on a chain)."""
         o = ms.orders.get(client_id)
         if o is None:
@@ -741,6 +748,8 @@ class Engine:
         until, streak, _ = ms.holds.get(side, (0, 0, ""))
         if now_ns < until:
             return  # another level of the same requote: one refusal
+        if now_ns - until > HOLD_MAX_NS:
+            streak = 0  # long after the last hold: a new run of refusals
         hold = min(HOLD_MAX_NS, HOLD_NS << min(streak, 16))
         ms.holds[side] = (now_ns + hold, streak + 1, reason)
         logger.info(
@@ -927,6 +936,9 @@ class Engine:
         mark does not trip it again. Returns those new starting points (USDC), as the
         journal keeps them for a restart: ``day_start_pnl_usdc``, ``peak_equity_usdc``."""
         rebased: dict[str, float] = {}
+        # the P&L now (a restart restores a latched trip before its first mark)
+        self._marked = None
+        self._mark(now_ns)
         drawdown = self.risk.breakers["max_drawdown"].tripped
         day_start = self.risk.reset(now_ns)
         if day_start is not None:
@@ -1197,7 +1209,7 @@ class Engine:
             blocked=ms.blocked
             or (
                 f"{'bids' if ms.held > 0 else 'asks'} held back: {ms.holds[ms.held][2]}"
-                if ms.held in (1, -1)
+                if ms.held in (1, -1) and ms.held in ms.holds
                 else None
             ),
             data_age_ms=(now - ms.last_data_ns) / 1e6 if ms.last_data_ns else None,

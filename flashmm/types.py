@@ -173,8 +173,8 @@ class OrderRejected:
     client_id: int
     ts_ns: int
     reason: str
-    #: the venue would refuse the same order again (no free balance, market paused, an
-    #: order outside the market's rules): the engine holds that side back a while
+    #: the venue would refuse every order of that side again (no free balance, market
+    #: paused): the engine holds that side back a while
     lasting: bool = False
 
 

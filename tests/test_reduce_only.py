@@ -17,7 +17,7 @@ from flashmm.feeds.replay import ReplayFeed
 from flashmm.native.strategy import NativeAvellanedaStrategy, NativeDesk
 from flashmm.runner import build_venue, engine_from, scales_for
 from flashmm.strategy.avellaneda import AvellanedaStrategy
-from flashmm.types import NS_PER_S, OrderState, Position, Side
+from flashmm.types import NS_PER_S, OrderRejected, OrderState, Position, Side
 
 SYM = "SEI/USDC"
 
@@ -150,3 +150,30 @@ def test_rejected_orders_are_named_in_the_log_once_a_minute(
     assert len(warned) == 2, lines
     assert "insufficient free balance (1 rejection(s)" in warned[0]
     assert "order slot busy (5 rejection(s)" in warned[1]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["python", "desk"])
+@pytest.mark.parametrize("cycle", ["on_timer", "run_due_timers"])
+def test_a_side_held_back_quotes_again_when_its_hold_ends(
+    native: bool, cycle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bid refused for lack of funds holds the bids back 1 s. The end of the hold made
+    nothing dirty and was no wake time: on a quiet book the bids stayed away (and the
+    status said "held back") until some market data came. Now the quote cycle at the
+    hold's end (live: the next timer; simulated: a wake at that time) places them again.
+    (The simulator has no balances: the venue's refusal is played into its events.)"""
+    engine, now = _engine(native)
+    ms = engine.markets[SYM]
+    bid = next(o for o in ms.orders.values() if o.side is Side.BUY)
+    refusal = [OrderRejected(SYM, bid.client_id, now, "insufficient free balance", lasting=True)]
+    real_poll = engine.venue.poll
+    monkeypatch.setattr(engine.venue, "poll", lambda t: real_poll(t) + refusal[:1])
+    engine.on_timer(now + 1)
+    refusal.clear()
+    assert ms.held == 1 and not _live(engine, Side.BUY)
+    assert engine.snapshot().markets[SYM].blocked == "bids held back: insufficient free balance"
+    for k in range(1, 11):  # 2 s of quote cycles, no market data
+        t = now + k * NS_PER_S // 5
+        engine.on_timer(t) if cycle == "on_timer" else engine.run_due_timers(t)
+    assert _live(engine, Side.BUY), "the bids were not placed again after the hold"
+    assert ms.held == 0 and engine.snapshot().markets[SYM].blocked is None

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["DEDUP_MAX", "Alert", "Alerts", "Webhook", "format_body"]
 
 _QUEUE = 1000
-#: a side refused this many times in a row (held 1+2+4+8 s) is alerted
+#: a side refused this many times in a row (held 1, 2 and 4 s before the last) is alerted
 HOLD_ALERT_REFUSALS = 4
 #: alerts remembered for de-duplication at most (each big fill has its own subject)
 DEDUP_MAX = 10_000
@@ -233,7 +233,8 @@ class Alerts:
             )
 
     def _hold(self, d: Mapping[str, Any]) -> None:
-        """A side the venue keeps refusing (``HOLD_ALERT_REFUSALS`` in a row, about 15 s):
+        """A side the venue keeps refusing (``HOLD_ALERT_REFUSALS`` in a row: held 1, 2
+        and 4 s before the 4th):
         the account's funds or the market need a look (one alert per side and
         ``dedup_s``)."""
         if int(d.get("refusals_in_a_row", 0)) < HOLD_ALERT_REFUSALS:

@@ -33,9 +33,11 @@ OP_REPLACE = 2
 BID = 0
 ASK = 1
 
-#: OrderRejected codes the same order would meet again at the next requote (funds, bad
-#: order, minimum size, market paused, level cap): not a race like a cross or a busy slot
-LASTING_REJECTS = frozenset({3, 4, 5, 6, 7})
+#: OrderRejected codes every order of that side would meet again at the next requote
+#: (no free balance, market paused or delisted): the engine holds the side back. Not a
+#: race (a cross, a busy slot, a scan budget) nor one order's own fault (bad order,
+#: minimum size, level cap: the other levels stay)
+LASTING_REJECTS = frozenset({3, 6})
 REJECT_REASONS = {
     1: "post-only order would cross",
     2: "order slot busy",

@@ -30,6 +30,9 @@ class RpcError(VenueError):
 class RpcTransportError(VenueError):
     """The node could not be reached or answered badly (timeout, HTTP 5xx, bad JSON)."""
 
+    #: the index of the endpoint that answered so (JsonRpc with fallbacks), when known
+    endpoint: int | None = None
+
 
 class RpcHttpError(RpcTransportError):
     """The endpoint answered with an HTTP error status."""

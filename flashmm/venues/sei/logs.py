@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -135,6 +134,7 @@ class LogStream:
         self.connections = 0
         self.backfilled = 0
         self.connected = asyncio.Event()
+        self._backfill_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -159,7 +159,12 @@ class LogStream:
                 log.exception("log consumer failed")
 
     async def backfill(self) -> None:
-        """Fetch logs from the last complete block to the head."""
+        """Fetch logs from the last complete block to the head (one at a time: the HTTP
+        poller, the socket's catch-up and positions() may all ask)."""
+        async with self._backfill_lock:
+            await self._backfill()
+
+    async def _backfill(self) -> None:
         head = int(await self.rpc.call("eth_blockNumber"), 16)
         if self.complete_to is None:
             self.complete_to = head
@@ -189,6 +194,17 @@ class LogStream:
             start = done + 1
 
     async def _run(self) -> None:
+        if not self.ws_url:
+            return await self._reconnecting()
+        poller = asyncio.create_task(self._poll_while_down(), name="flashmm-sei-logs-http")
+        try:
+            await self._reconnecting()
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
+    async def _reconnecting(self) -> None:
         delay = self.backoff_s
         while True:
             try:
@@ -207,24 +223,26 @@ class LogStream:
                     exc,
                     delay,
                 )
-                if self.ws_url:
-                    # the WebSocket may stay down for long: the logs come by HTTP meanwhile
-                    # (a fill of someone's take on our quotes is not held back until then)
-                    await self._poll_for(delay)
-                else:
-                    await asyncio.sleep(delay)
+                await asyncio.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2)
 
-    async def _poll_for(self, seconds: float) -> None:
-        """Backfill over HTTP every ``poll_s`` for ``seconds`` (errors only logged)."""
-        end = time.monotonic() + seconds
+    async def _poll_while_down(self) -> None:
+        """While the WebSocket is not subscribed (connecting, a handshake or a
+        subscription that hangs, waiting to reconnect), backfill over HTTP every
+        ``poll_s``: a fill of someone's take on our quotes is not held back until the
+        socket works again. A failure is logged once per outage."""
+        failing = False
         while True:
-            with contextlib.suppress(Exception):
+            await asyncio.sleep(self.poll_s)
+            if self.connected.is_set():
+                continue
+            try:
                 await self.backfill()
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(self.poll_s, left))
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("logs over HTTP while the WebSocket is down failed: %s", exc)
+                failing = True
 
     async def _run_poll(self) -> None:
         self.connected.set()
@@ -244,7 +262,9 @@ class LogStream:
             subs: dict[str, str] = {}
             pending: list[dict[str, Any]] = []
             while len(subs) < 2:
-                msg = json.loads(await ws.recv())
+                # a subscription never answered (a relay that passes nothing on) must not
+                # hold the stream: reconnect (the logs come by HTTP meanwhile)
+                msg = json.loads(await asyncio.wait_for(ws.recv(), self.ws_silence_s))
                 if "id" in msg and msg.get("id") in (1, 2):
                     if "error" in msg:
                         raise RpcError(
@@ -267,7 +287,11 @@ class LogStream:
                     # no head and no log for a while: an idle chain, or a socket that
                     # died without closing; the HTTP head tells which
                     before = self.complete_to
-                    await self.backfill()
+                    try:
+                        await self.backfill()
+                    except Exception as exc:  # HTTP trouble: not the socket's fault
+                        log.info("log backfill of a quiet WebSocket failed: %s", exc)
+                        continue
                     if before is not None and (self.complete_to or 0) > before + 1:
                         raise TimeoutError(
                             f"no WebSocket message for {self.ws_silence_s:g} s while the "

@@ -59,7 +59,7 @@ class JsonRpc:
         chain_id: int | None = None,
     ) -> None:
         #: the endpoints, first the primary; ``url`` is the one in use
-        self.urls = [url, *(u for u in fallbacks if u != url)]
+        self.urls = list(dict.fromkeys([url, *fallbacks]))
         self._in_use = 0
         #: the chain every endpoint must serve (checked before a switch; None: not checked)
         self.chain_id = chain_id
@@ -74,9 +74,9 @@ class JsonRpc:
         self._session: aiohttp.ClientSession | None = None
         self.calls = 0
         self.transport_errors = 0
-        #: why the endpoint refused the last batch (None: batches work, or never tried)
-        self.batch_refused: str | None = None
-        self._batch_refused_at = 0.0
+        #: endpoint index -> (why it refused the last batch, when): batches work there
+        #: when absent (or never tried)
+        self._refused: dict[int, tuple[str, float]] = {}
 
     @property
     def url(self) -> str:
@@ -86,6 +86,13 @@ class JsonRpc:
     @property
     def on_fallback(self) -> bool:
         return self._in_use != 0
+
+    @property
+    def batch_refused(self) -> str | None:
+        """Why the endpoint in use refused the last batch (None: batches work there, or
+        were never tried)."""
+        got = self._refused.get(self._in_use)
+        return None if got is None else got[0]
 
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -107,19 +114,24 @@ class JsonRpc:
         await self.aclose()
 
     async def _post(self, payload: Any, what: str, retries: int) -> Any:
+        return (await self._post_at(payload, what, retries))[0]
+
+    async def _post_at(self, payload: Any, what: str, retries: int) -> tuple[Any, int]:
         """POST to the endpoint in use; on a transport failure, to the next endpoints that
-        pass their check (each at most once for this call)."""
+        pass their check (each at most once for this call). The reply and the index of
+        the endpoint that gave it (an HTTP refusal carries it as ``endpoint``)."""
         tried = {self._in_use}
         while True:
             at = self._in_use
             try:
-                return await self._post_to(self.urls[at], payload, what, retries)
+                return await self._post_to(self.urls[at], payload, what, retries), at
             except RpcTransportError as exc:
                 if (
                     isinstance(exc, RpcHttpError)
                     and 400 <= exc.status < 500
                     and exc.status not in _PASSING_HTTP
                 ):
+                    exc.endpoint = at
                     raise  # the endpoint answered: a refusal of this request (a batch ...)
                 if len(self.urls) == 1 or not await self._fail_over(at, exc, tried):
                     raise
@@ -138,7 +150,8 @@ class JsonRpc:
                     continue
                 why = await self._check(cand)
                 if why is not None:
-                    self._bad_until[cand] = time.monotonic() + BAD_ENDPOINT_S
+                    if cand:  # the first endpoint is checked again by try_primary
+                        self._bad_until[cand] = time.monotonic() + BAD_ENDPOINT_S
                     log.error("rpc endpoint %s skipped: %s", self.urls[cand], why)
                     continue
                 log.warning(
@@ -171,13 +184,11 @@ class JsonRpc:
     def _use(self, index: int) -> None:
         self._in_use = index
         self.switches += 1
-        # the new endpoint's own answer to batches is learnt again
-        self.batch_refused = None
 
     async def try_primary(self) -> bool:
         """Back to the first endpoint if it answers, serves the chain and is at most
         ``PRIMARY_LAG_BLOCKS`` behind the endpoint in use (True: switched back)."""
-        if not self.on_fallback or self._bad_until.get(0, 0.0) > time.monotonic():
+        if not self.on_fallback:
             return False
         async with self._switch_lock:
             if not self.on_fallback:
@@ -236,9 +247,10 @@ class JsonRpc:
         :class:`BatchRefused` if the endpoint does not take batches."""
         if not calls:
             return []
-        refused = self.batch_refused
-        if refused is not None and time.monotonic() - self._batch_refused_at < BATCH_RETRY_S:
-            raise BatchRefused(refused)
+        at = self._in_use
+        refused = self._refused.get(at)
+        if refused is not None and time.monotonic() - refused[1] < BATCH_RETRY_S:
+            raise BatchRefused(refused[0])
         first = next(self._ids)
         self._ids = itertools.count(first + len(calls))
         payload = [
@@ -246,34 +258,32 @@ class JsonRpc:
             for i, (m, p) in enumerate(calls)
         ]
         try:
-            reply = await self._post(payload, "batch", self.retries)
+            reply, at = await self._post_at(payload, "batch", self.retries)
         except RpcHttpError as exc:
             if exc.status >= 500 or exc.status in _PASSING_HTTP:
                 raise
-            self._refuse(str(exc))
+            self._refuse(exc.endpoint if exc.endpoint is not None else at, str(exc))
         ids = {first + i for i in range(len(calls))}
         if not isinstance(reply, list):
             # one error object (or anything else) for the whole batch
-            self._refuse(f"answered with {str(reply)[:200]}")
+            self._refuse(at, f"answered with {str(reply)[:200]}")
         by_id = {item.get("id"): item for item in reply if isinstance(item, dict)}
         if not ids & by_id.keys():
-            self._refuse(f"answered with {str(reply)[:200]}")
-        if self.batch_refused is not None:
-            log.info("%s takes JSON-RPC batches again", self.url)
-            self.batch_refused = None
+            self._refuse(at, f"answered with {str(reply)[:200]}")
+        if self._refused.pop(at, None) is not None:
+            log.info("%s takes JSON-RPC batches again", self.urls[at])
         return [_result(calls[i][0], by_id.get(first + i, {})) for i in range(len(calls))]
 
-    def _refuse(self, reason: str) -> NoReturn:
-        """The endpoint refused a batch: remember it (one warning), raise BatchRefused."""
-        if self.batch_refused is None:
+    def _refuse(self, at: int, reason: str) -> NoReturn:
+        """Endpoint ``at`` refused a batch: remember it (one warning), raise BatchRefused."""
+        if at not in self._refused:
             log.warning(
                 "%s refuses JSON-RPC batches (%s): calls that should reach one node"
                 " together are sent one by one",
-                self.url,
+                self.urls[at],
                 reason,
             )
-        self.batch_refused = reason
-        self._batch_refused_at = time.monotonic()
+        self._refused[at] = (reason, time.monotonic())
         raise BatchRefused(reason)
 
 
