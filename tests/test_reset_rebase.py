@@ -190,3 +190,29 @@ def test_a_reset_without_a_tripped_loss_limit_moves_nothing() -> None:
     engine.emergency_stop("test", t + 2 * S)
     assert engine.reset(t + 3 * S) == {}
     assert (engine.risk.day_start_pnl, engine.acct.peak_equity) == (start, peak)
+
+
+async def test_a_reset_right_after_a_restart_rearms_the_restored_trip(
+    dirs: tuple[Path, Path],
+) -> None:
+    """A restart restores a latched daily_loss before its first P&L mark; a reset at once
+    had no P&L to re-arm it from, said "cleared daily_loss" and the first mark tripped it
+    again. The reset marks the P&L first."""
+    data, sock = dirs
+    cfg = _config(data, sock, "risk.daily_loss_limit_usdc=50", "risk.max_drawdown_usdc=1e9")
+    engine, ops, task = await _start(cfg)
+    try:
+        _loss(engine, 1, 60, time.time_ns())
+        assert engine.risk.breakers["daily_loss"].tripped
+    finally:
+        await _stop(ops, task)
+    engine, ops, task = await _start(cfg)
+    try:
+        assert engine.risk.breakers["daily_loss"].tripped  # restored, no mark yet
+        answer = await _command(ops, "reset", confirm=True)
+        assert answer["day_start_pnl_usdc"] == pytest.approx(-60.02)
+        await _command(ops, "resume")
+        engine.on_timer(time.time_ns())
+        assert not engine.risk.breakers["daily_loss"].tripped and engine.state == "running"
+    finally:
+        await _stop(ops, task)
