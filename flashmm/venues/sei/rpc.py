@@ -3,7 +3,8 @@
 With fallback endpoints, a call that cannot reach the endpoint in use (connection
 refused, timeout, HTTP 5xx, after its retries) is sent again to the next endpoint, once
 that endpoint has answered ``eth_chainId`` with the configured chain (one that serves
-another chain, or does not answer, is skipped for ``BAD_ENDPOINT_S``); one warning per
+another chain, is skipped for ``WRONG_CHAIN_S``; one that does not answer, for
+``NO_ANSWER_S``); one warning per
 switch. :meth:`JsonRpc.try_primary` goes back to the first endpoint once it answers and
 is not behind the one in use.
 
@@ -37,8 +38,11 @@ _IDEMPOTENT_PREFIXES = ("eth_", "net_", "web3_", "debug_", "anvil_", "evm_")
 BATCH_RETRY_S = 600.0
 # HTTP statuses of a batch that are a passing condition, not a refusal of batches
 _PASSING_HTTP = (408, 429)
-#: a fallback endpoint that failed its check (no answer, another chain) is not tried for
-BAD_ENDPOINT_S = 600.0
+#: a fallback endpoint that serves another chain (a profile mistake) is not tried for
+WRONG_CHAIN_S = 600.0
+#: ... and a fallback that did not answer its check (it may be back soon: it may be the
+#: only one)
+NO_ANSWER_S = 30.0
 #: the check of an endpoint before switching to it, and of the first one before going back
 CHECK_TIMEOUT_S = 3.0
 #: the first endpoint counts as caught up when at most this many blocks behind
@@ -151,7 +155,8 @@ class JsonRpc:
                 why = await self._check(cand)
                 if why is not None:
                     if cand:  # the first endpoint is checked again by try_primary
-                        self._bad_until[cand] = time.monotonic() + BAD_ENDPOINT_S
+                        skip = WRONG_CHAIN_S if why.startswith("it serves") else NO_ANSWER_S
+                        self._bad_until[cand] = time.monotonic() + skip
                     log.error("rpc endpoint %s skipped: %s", self.urls[cand], why)
                     continue
                 log.warning(
