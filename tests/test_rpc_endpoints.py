@@ -213,3 +213,19 @@ async def test_the_logs_come_by_http_while_the_websocket_hangs(
         finally:
             await stream.aclose()
             await rpc.aclose()
+
+
+async def test_a_fallback_far_behind_the_chain_is_not_used(nodes: list[Node]) -> None:
+    """A fallback 50 blocks behind the head the primary answered would serve old nonces,
+    balances and logs: it is skipped (with an error naming its lag) for one that is not."""
+    a, b, c = nodes
+    b.head = 50
+    rpc = JsonRpc(a.url, timeout_s=1.0, retries=0, fallbacks=[b.url, c.url], chain_id=CHAIN)
+    try:
+        assert await rpc.call("eth_blockNumber") == hex(100)
+        a.mode = "502"
+        assert await rpc.call("eth_blockNumber") == hex(100)
+        assert rpc.url == c.url
+        assert "eth_blockNumber" in b.hits and b.hits.count("eth_blockNumber") == 1
+    finally:
+        await rpc.aclose()

@@ -18,6 +18,7 @@ may have been a passing limit). Callers fall back to single calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -45,6 +46,8 @@ WRONG_CHAIN_S = 600.0
 NO_ANSWER_S = 30.0
 #: the check of an endpoint before switching to it, and of the first one before going back
 CHECK_TIMEOUT_S = 3.0
+#: a fallback more than this many blocks behind the highest head seen is not used
+FALLBACK_LAG_BLOCKS = 10
 #: the first endpoint counts as caught up when at most this many blocks behind
 PRIMARY_LAG_BLOCKS = 2
 
@@ -71,6 +74,9 @@ class JsonRpc:
         self._switch_lock = asyncio.Lock()
         #: switches to another endpoint (failovers and returns to the first)
         self.switches = 0
+        #: the highest block any endpoint answered eth_blockNumber with (a fallback far
+        #: behind it is not switched to)
+        self.head_seen = 0
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -156,6 +162,7 @@ class JsonRpc:
                 if why is not None:
                     if cand:  # the first endpoint is checked again by try_primary
                         skip = WRONG_CHAIN_S if why.startswith("it serves") else NO_ANSWER_S
+                        # (a node behind, or silent, may be fine again soon)
                         self._bad_until[cand] = time.monotonic() + skip
                     log.error("rpc endpoint %s skipped: %s", self.urls[cand], why)
                     continue
@@ -177,6 +184,14 @@ class JsonRpc:
             return f"no answer to eth_chainId ({type(exc).__name__}: {exc})"
         if self.chain_id is not None and got != self.chain_id:
             return f"it serves chain id {got}, not {self.chain_id}"
+        if self.head_seen:
+            # a node far behind would serve old nonces, balances and logs
+            try:
+                head = int(await self._ask(self.urls[index], "eth_blockNumber"), 16)
+            except Exception as exc:
+                return f"no answer to eth_blockNumber ({type(exc).__name__}: {exc})"
+            if head < self.head_seen - FALLBACK_LAG_BLOCKS:
+                return f"it is at block {head}, {self.head_seen - head} behind the chain's head"
         return None
 
     async def _ask(self, url: str, method: str) -> Any:
@@ -245,7 +260,14 @@ class JsonRpc:
             "params": params or [],
         }
         retries = self.retries if method.startswith(_IDEMPOTENT_PREFIXES) else 0
-        return _result(method, await self._post(payload, method, retries))
+        result = _result(method, await self._post(payload, method, retries))
+        if method == "eth_blockNumber":
+            self._saw_head(result)
+        return result
+
+    def _saw_head(self, value: Any) -> None:
+        with contextlib.suppress(TypeError, ValueError):
+            self.head_seen = max(self.head_seen, int(value, 16))
 
     async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
         """Several calls in one HTTP request; results in order. Raises the first error, or
@@ -277,7 +299,11 @@ class JsonRpc:
             self._refuse(at, f"answered with {str(reply)[:200]}")
         if self._refused.pop(at, None) is not None:
             log.info("%s takes JSON-RPC batches again", self.urls[at])
-        return [_result(calls[i][0], by_id.get(first + i, {})) for i in range(len(calls))]
+        out = [_result(calls[i][0], by_id.get(first + i, {})) for i in range(len(calls))]
+        for (method, _), result in zip(calls, out, strict=True):
+            if method == "eth_blockNumber":
+                self._saw_head(result)
+        return out
 
     def _refuse(self, at: int, reason: str) -> NoReturn:
         """Endpoint ``at`` refused a batch: remember it (one warning), raise BatchRefused."""
