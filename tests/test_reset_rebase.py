@@ -10,12 +10,12 @@ journal keeps it, and a restart counts from it too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.ops import start_ops, stop_ops
 
 from flashmm.config import Config, load_config
 from flashmm.engine import Engine
@@ -56,22 +56,11 @@ def _loss(engine: Engine, n: int, ticks: int, t: int) -> None:
 
 async def _start(cfg: Config) -> tuple[Engine, OpsServices, asyncio.Task[None]]:
     engine = engine_from(cfg, SimVenue({s.symbol: s for s in cfg.specs()}))
-    ops = OpsServices(cfg, engine, engine.venue, sim_clock=False)
-    await ops.start()
-    task = asyncio.create_task(ops.task(engine))
-    for _ in range(200):
-        if ops.ready:
-            break
-        await asyncio.sleep(0.01)
-    assert ops.ready
+    ops, task = await start_ops(cfg, engine)
     return engine, ops, task
 
 
-async def _stop(ops: OpsServices, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await ops.aclose()
+_stop = stop_ops
 
 
 async def _command(ops: OpsServices, cmd: str, **args: Any) -> dict[str, Any]:
