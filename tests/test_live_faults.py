@@ -672,7 +672,9 @@ class Restarted:
     """The bot of a new run, in-process: a venue, an engine and the ops services that
     recover from the journal and reconcile with the chain before quoting is released."""
 
-    def __init__(self, chain: LocalChain, url: str, dirs: tuple[Path, Path], role: str) -> None:
+    def __init__(
+        self, chain: LocalChain, url: str, dirs: tuple[Path, Path], role: str, *more: str
+    ) -> None:
         data, sock = dirs
         self.venue = venue_on(chain, url, role=role, log_poll_s=0.1)
         self.engine = Engine([SPEC], self.venue, AvellanedaStrategy({}), risk=RiskConfig())
@@ -681,6 +683,7 @@ class Restarted:
             f"control.socket_path={sock / 'gap.sock'}",
             "name=gap",
             "ui.panel=false",
+            *more,
         ]
         self.ops = OpsServices(load_config("configs/paper.yaml", sets), self.engine, self.venue)
         self.task: asyncio.Task[None] | None = None
@@ -1340,3 +1343,33 @@ async def test_a_fill_comes_while_the_websocket_is_down_or_mute(
             assert [(f.client_id, f.size_lots) for f in of(ev, Fill)] == [(1, 1)]
     finally:
         await ws.stop()
+
+
+async def test_without_a_journal_a_live_run_starts_its_client_ids_past_the_last_runs(
+    fast_chain: LocalChain, rpc_factory: Any, dirs: tuple[Path, Path]
+) -> None:
+    """Without a journal a live run started its client ids at 1 again: the order of a
+    requote of the last run still pending (its id 7) passed for this run's own once this
+    run had sent id 7, and rested on chain untracked. Now ids start at the wall clock's
+    second times 2^20, past any id an earlier run used: the late order is cancelled."""
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    me = chain.address("spare")
+    base = (time.time_ns() // 1_000_000_000) << 20
+    await rpc.call("evm_setAutomine", [False])
+    bot = Restarted(chain, chain.rpc_url, dirs, "spare", "control.journal=false")
+    try:
+        last_run = chain.sender(rpc, "spare")
+        await book.send_requote(last_run, SEI, [op_place(7, 7, ASK, 3700, 1)], 300_000)
+        await bot.start()
+        assert bot.ops.journal is None
+        ms = bot.engine.markets[MKT]
+        assert base < ms.next_client_id < 1 << 53
+        await rpc.call("evm_mine")  # the last run's requote lands now
+        await rpc.call("evm_setAutomine", [True])
+        await bot.until("the last run's order off the book", lambda: _gone(book, me, 7))
+    finally:
+        await rpc.call("evm_setAutomine", [True])
+        await bot.stop()
+        await book.cancel_all(chain.sender(rpc, "spare"), SEI)

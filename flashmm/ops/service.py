@@ -149,6 +149,8 @@ class OpsServices(Commands):
                 self.online = OnlineStore.for_engine(self.engine, folder, name)
                 self.online.load()
                 self._venue_replay_hook()
+            elif not self.paper_venue:
+                self._ids_without_journal()
             self._base = self.engine.positions()
             if self.engine.state is RUNNING:
                 # no quote goes out before the venue reconciliation in task()
@@ -164,6 +166,15 @@ class OpsServices(Commands):
         except BaseException:
             await self.aclose()
             raise
+
+    def _ids_without_journal(self) -> None:
+        """Client ids of a live run without a journal start at the wall clock's second
+        times 2^20: past every id of an earlier run (at most a few dozen a second), so a
+        requote of the last run that lands late never passes for one of this run's (and
+        below 2^53, exact in JSON)."""
+        base = (time.time_ns() // 1_000_000_000) << 20
+        self.engine.restore([], [], {sym: base for sym in self.engine.markets})
+        logger.info("no journal: client ids start at {}", base + 1)
 
     async def _start_remote(self) -> None:
         """The opt-in alerts and HTTP API (both fed through :attr:`listeners`)."""
