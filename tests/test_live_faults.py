@@ -1373,3 +1373,29 @@ async def test_without_a_journal_a_live_run_starts_its_client_ids_past_the_last_
         await rpc.call("evm_setAutomine", [True])
         await bot.stop()
         await book.cancel_all(chain.sender(rpc, "spare"), SEI)
+
+
+async def test_the_last_log_read_at_close_reads_the_last_blocks_again(
+    fast_chain: LocalChain, rpc_factory: Any
+) -> None:
+    """Over a WebSocket the heads count a block complete (one behind the head) before its
+    logs may have come; the read at close went on from there, so a fill whose log had not
+    come yet was left for the next start's replay (a run's summary showed a position the
+    chain did not have). The read at close takes the last blocks again."""
+    from flashmm.venues.sei.logs import LogStream
+
+    chain = fast_chain
+    rpc = rpc_factory(chain.rpc_url)
+    book = BookClient(rpc, chain.dep.book)
+    head = int(await rpc.call("eth_blockNumber"), 16)
+    seen: list[dict[str, Any]] = []
+    stream = LogStream(rpc, chain.dep.book, seen.append, from_block=head + 1)
+    try:
+        await book.requote(chain.sender(rpc, "spare"), SEI, [op_place(9, 99, ASK, 3900, 1)])
+        stream.complete_to = int(await rpc.call("eth_blockNumber"), 16)  # a head's claim
+        await stream.backfill()
+        assert seen == []
+        await stream.backfill(reread=20)
+        assert [ev.name for r in seen if (ev := decode_log(r)) is not None] == ["OrderPlaced"]
+    finally:
+        await book.cancel_all(chain.sender(rpc, "spare"), SEI)

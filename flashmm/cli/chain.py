@@ -633,5 +633,10 @@ def taker(
                     )
                 await asyncio.sleep(rng.expovariate(rate))
 
+    import signal
+
+    # a script's background job starts with SIGINT ignored (Python then installs no
+    # handler): `kill -INT` must stop the taker as Ctrl-C does
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         run_async(main())

@@ -158,19 +158,20 @@ class LogStream:
             except Exception:  # a consumer bug must not kill the stream
                 log.exception("log consumer failed")
 
-    async def backfill(self) -> None:
+    async def backfill(self, reread: int = 0) -> None:
         """Fetch logs from the last complete block to the head (one at a time: the HTTP
-        poller, the socket's catch-up and positions() may all ask)."""
+        poller, the socket's catch-up and positions() may all ask); ``reread`` more
+        blocks below it (dedup drops what was delivered)."""
         async with self._backfill_lock:
-            await self._backfill()
+            await self._backfill(reread)
 
-    async def _backfill(self) -> None:
+    async def _backfill(self, reread: int = 0) -> None:
         head = int(await self.rpc.call("eth_blockNumber"), 16)
         if self.complete_to is None:
             self.complete_to = head
             self._floor = head + 1
             return
-        start = self.complete_to + 1
+        start = max(self._floor, self.complete_to + 1 - reread)
         if self.rpc.batch_refused is not None:
             # pages without batches are complete only as far as get_logs' lag assumption
             # holds: read the last blocks counted complete again (dedup drops what was seen)

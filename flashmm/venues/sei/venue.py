@@ -84,6 +84,8 @@ LATENCY_MIN_SAMPLES = 3
 PROBE_EVERY_S = 1.0
 #: while a fallback RPC endpoint answers, the first one is checked again this often
 PRIMARY_RETRY_S = 30.0
+#: blocks read again by the last log read at close
+FINAL_REREAD_BLOCKS = 20
 
 
 def _round_div(a: int, b: int) -> int:
@@ -606,7 +608,9 @@ class SeiVenue(VenueDefaults):
         with contextlib.suppress(VenueError):
             await self.idle(3.0)
         assert self.stream is not None
-        await self.stream.backfill()
+        # the WebSocket's heads count a block complete before its logs may have come:
+        # the last blocks are read again over HTTP, as the stream closes after this
+        await self.stream.backfill(reread=FINAL_REREAD_BLOCKS)
 
     # ------------------------------------------------------------------ hot path
     def _market(self, market: str) -> _Market:
