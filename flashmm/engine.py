@@ -720,7 +720,7 @@ class Engine:
                     o.state = OrderState.OPEN
                     self.outbox.append(OrderUpdated(o, "accepted"))
                 if o is not None:  # the venue takes this side again: the run of refusals ends
-                    ms.holds.pop(1 if o.side is Side.BUY else -1, None)
+                    ms.holds.pop(int(o.side), None)
             elif isinstance(ev, OrderRejected):
                 ms.rejects += 1
                 if ev.lasting:
@@ -744,7 +744,7 @@ class Engine:
         o = ms.orders.get(client_id)
         if o is None:
             return
-        side = 1 if o.side is Side.BUY else -1
+        side = int(o.side)  # +1 bids, -1 asks
         until, streak, _ = ms.holds.get(side, (0, 0, ""))
         if now_ns < until:
             return  # another level of the same requote: one refusal

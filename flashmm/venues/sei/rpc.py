@@ -94,6 +94,11 @@ class JsonRpc:
         return self.urls[self._in_use]
 
     @property
+    def in_use(self) -> int:
+        """The index in :attr:`urls` of the endpoint in use (0: the first)."""
+        return self._in_use
+
+    @property
     def on_fallback(self) -> bool:
         return self._in_use != 0
 
@@ -176,22 +181,26 @@ class JsonRpc:
                 return True
             return False
 
-    async def _check(self, index: int) -> str | None:
-        """Why endpoint ``index`` must not be used (no answer, another chain), or None."""
+    async def _check(
+        self, index: int, head: int | None = None, lag: int = FALLBACK_LAG_BLOCKS
+    ) -> str | None:
+        """Why endpoint ``index`` must not be used (no answer, another chain, more than
+        ``lag`` blocks behind ``head``, by default the highest head seen), or None."""
         try:
             got = int(await self._ask(self.urls[index], "eth_chainId"), 16)
         except Exception as exc:
             return f"no answer to eth_chainId ({type(exc).__name__}: {exc})"
         if self.chain_id is not None and got != self.chain_id:
             return f"it serves chain id {got}, not {self.chain_id}"
-        if self.head_seen:
+        head = self.head_seen if head is None else head
+        if head:
             # a node far behind would serve old nonces, balances and logs
             try:
-                head = int(await self._ask(self.urls[index], "eth_blockNumber"), 16)
+                at = int(await self._ask(self.urls[index], "eth_blockNumber"), 16)
             except Exception as exc:
                 return f"no answer to eth_blockNumber ({type(exc).__name__}: {exc})"
-            if head < self.head_seen - FALLBACK_LAG_BLOCKS:
-                return f"it is at block {head}, {self.head_seen - head} behind the chain's head"
+            if at < head - lag:
+                return f"it is at block {at}, {head - at} behind the chain's head"
         return None
 
     async def _ask(self, url: str, method: str) -> Any:
@@ -214,13 +223,13 @@ class JsonRpc:
             if not self.on_fallback:
                 return False
             try:
-                if await self._check(0) is not None:
-                    return False
-                primary = int(await self._ask(self.urls[0], "eth_blockNumber"), 16)
                 current = int(await self._ask(self.url, "eth_blockNumber"), 16)
             except Exception:
                 return False
-            if primary < current - PRIMARY_LAG_BLOCKS:
+            # at most PRIMARY_LAG_BLOCKS behind the endpoint in use, and no further behind
+            # the highest head seen than a fallback may be
+            head = max(current, self.head_seen - FALLBACK_LAG_BLOCKS + PRIMARY_LAG_BLOCKS)
+            if await self._check(0, head, PRIMARY_LAG_BLOCKS) is not None:
                 return False
             log.warning("rpc endpoint %s answers again; switching back to it", self.urls[0])
             self._use(0)

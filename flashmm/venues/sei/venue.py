@@ -350,7 +350,7 @@ class SeiVenue(VenueDefaults):
             for key in ("nonce_resyncs", "nonce_taken", "rebroadcasts", "fee_bumps"):
                 out[f"tx_{key}"] = self.sender.stats[key]
         # which endpoint answers (0: rpc_url, 1..: rpc_fallback_urls; URLs may hold keys)
-        out["rpc_endpoint"] = self.rpc.urls.index(self.rpc.url)
+        out["rpc_endpoint"] = self.rpc.in_use
         out["rpc_switches"] = self.rpc.switches
         out["sstore_set_gas"] = self.settings.sstore_set_gas
         out["node_sstore_set_gas"] = self.node_sstore_set_gas
